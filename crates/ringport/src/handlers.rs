@@ -1,0 +1,47 @@
+//! Ready-made handlers: the echo and chat servers of `ringport serve`.
+
+use std::net::SocketAddr;
+
+use crate::conn_id::ConnId;
+use crate::server::{CloseReason, Context, Handler, SendError};
+
+/// Sends every message back to its sender. Copies the message into the
+/// shard's send pool: no heap allocation per message once warm.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Echo;
+
+impl Handler for Echo {
+    type ConnState = ();
+
+    fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: SocketAddr) {}
+
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &mut (), message: &[u8]) {
+        match ctx.send(conn, message) {
+            Ok(()) | Err(SendError::Closed) => {}
+            // The peer sends faster than it reads past every bound: drop it
+            // rather than lose an echo silently.
+            Err(e) => {
+                tracing::debug!(%conn, error = %e, "echo refused; closing");
+                let _ = ctx.close(conn);
+            }
+        }
+    }
+}
+
+/// Sends every message to every connected client, the sender included.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Chat;
+
+impl Handler for Chat {
+    type ConnState = ();
+
+    fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: SocketAddr) {}
+
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &mut (), message: &[u8]) {
+        if let Err(e) = ctx.broadcast(message) {
+            tracing::debug!(%conn, error = %e, "broadcast refused");
+        }
+    }
+
+    fn on_close(&mut self, _: &mut Context<'_>, _: ConnId, _: (), _: CloseReason) {}
+}

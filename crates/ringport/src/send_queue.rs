@@ -1,0 +1,262 @@
+//! Per-connection outbound byte queue, filled from a per-shard chunk pool.
+//!
+//! Small frames are copied into pooled 16 KiB chunks (many frames share one
+//! chunk, so an echo of small messages needs no allocation once the pool is
+//! warm); large payloads handed over as [`Bytes`] are queued by reference, not
+//! copied. The queue hands the kernel an iovec list over its front segments
+//! and is advanced by the byte count each send completion reports. Memory
+//! under an in-flight send is never released or rewritten: appends only add
+//! bytes past what the iovecs cover, and `consume` releases only what the
+//! kernel reported as sent.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use crate::stats::SEND_CHUNKS;
+
+/// Size of one pooled send chunk.
+pub(crate) const CHUNK_SIZE: usize = 16 * 1024;
+/// Payloads handed over as `Bytes` below this size are copied into a chunk
+/// (fewer iovecs); larger ones are queued by reference.
+const SHARE_MIN: usize = 4 * 1024;
+
+/// Free chunks kept by one shard. Chunks beyond this are freed when
+/// returned, so an idle shard does not keep the memory of a past burst.
+pub(crate) struct ChunkPool {
+    free: Vec<Box<[u8]>>,
+    keep: usize,
+}
+
+impl ChunkPool {
+    pub fn new(keep: usize) -> Self {
+        ChunkPool {
+            free: Vec::with_capacity(keep),
+            keep,
+        }
+    }
+
+    fn take(&mut self) -> Box<[u8]> {
+        self.free.pop().unwrap_or_else(|| {
+            SEND_CHUNKS.fetch_add(1, Ordering::Relaxed);
+            vec![0u8; CHUNK_SIZE].into_boxed_slice()
+        })
+    }
+
+    fn give(&mut self, chunk: Box<[u8]>) {
+        if self.free.len() < self.keep {
+            self.free.push(chunk);
+        } else {
+            SEND_CHUNKS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for ChunkPool {
+    fn drop(&mut self) {
+        SEND_CHUNKS.fetch_sub(self.free.len(), Ordering::Relaxed);
+    }
+}
+
+enum Segment {
+    /// A pooled chunk whose first `len` bytes are queued data.
+    Chunk { buf: Box<[u8]>, len: usize },
+    Shared(Bytes),
+}
+
+impl Segment {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Segment::Chunk { buf, len } => &buf[..*len],
+            Segment::Shared(b) => b,
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct SendQueue {
+    segments: VecDeque<Segment>,
+    /// Bytes of the front segment already written.
+    front_offset: usize,
+    /// Unsent bytes in the queue.
+    len: usize,
+}
+
+impl SendQueue {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies `parts` (header, payload, trailer) to the end of the queue.
+    pub fn push_copy(&mut self, pool: &mut ChunkPool, parts: &[&[u8]]) {
+        for part in parts {
+            self.append(pool, part);
+        }
+    }
+
+    /// Queues `header`, then `payload` by reference (copied if small), then
+    /// `trailer`.
+    pub fn push_shared(
+        &mut self,
+        pool: &mut ChunkPool,
+        header: &[u8],
+        payload: Bytes,
+        trailer: &[u8],
+    ) {
+        self.append(pool, header);
+        if payload.len() < SHARE_MIN {
+            self.append(pool, &payload);
+        } else {
+            self.len += payload.len();
+            self.segments.push_back(Segment::Shared(payload));
+        }
+        self.append(pool, trailer);
+    }
+
+    fn append(&mut self, pool: &mut ChunkPool, mut data: &[u8]) {
+        self.len += data.len();
+        while !data.is_empty() {
+            if let Some(Segment::Chunk { buf, len }) = self.segments.back_mut() {
+                let room = CHUNK_SIZE - *len;
+                if room > 0 {
+                    let n = room.min(data.len());
+                    buf[*len..*len + n].copy_from_slice(&data[..n]);
+                    *len += n;
+                    data = &data[n..];
+                    continue;
+                }
+            }
+            self.segments.push_back(Segment::Chunk {
+                buf: pool.take(),
+                len: 0,
+            });
+        }
+    }
+
+    /// Fills `iov` with up to `max` iovecs over the unsent bytes, front
+    /// first; returns how many bytes they cover. The memory they point to
+    /// stays valid and unchanged until `consume` or `clear`.
+    pub fn fill_iovecs(&self, iov: &mut Vec<libc::iovec>, max: usize) -> usize {
+        iov.clear();
+        let mut total = 0;
+        for (i, seg) in self.segments.iter().take(max).enumerate() {
+            let mut bytes = seg.bytes();
+            if i == 0 {
+                bytes = &bytes[self.front_offset..];
+            }
+            if bytes.is_empty() {
+                continue;
+            }
+            iov.push(libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            });
+            total += bytes.len();
+        }
+        total
+    }
+
+    /// Drops the first `n` bytes (the kernel wrote them), returning emptied
+    /// chunks to the pool.
+    pub fn consume(&mut self, pool: &mut ChunkPool, mut n: usize) {
+        debug_assert!(n <= self.len);
+        self.len -= n.min(self.len);
+        while n > 0 {
+            let Some(front) = self.segments.front() else {
+                break;
+            };
+            let avail = front.bytes().len() - self.front_offset;
+            if n < avail {
+                self.front_offset += n;
+                return;
+            }
+            n -= avail;
+            self.front_offset = 0;
+            self.pop_front(pool);
+        }
+        // A fully drained chunk still at the front (written exactly to its
+        // end) is released too, unless more may be appended to it.
+        if self.len == 0 {
+            self.clear(pool);
+        }
+    }
+
+    fn pop_front(&mut self, pool: &mut ChunkPool) {
+        if let Some(Segment::Chunk { buf, .. }) = self.segments.pop_front() {
+            pool.give(buf);
+        }
+    }
+
+    /// Drops everything queued. Only call when no send is in flight.
+    pub fn clear(&mut self, pool: &mut ChunkPool) {
+        while !self.segments.is_empty() {
+            self.pop_front(pool);
+        }
+        self.front_offset = 0;
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(q: &mut SendQueue, pool: &mut ChunkPool, step: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut iov = Vec::new();
+        while !q.is_empty() {
+            let covered = q.fill_iovecs(&mut iov, 8);
+            assert!(covered > 0);
+            let mut want = step.min(covered);
+            let mut taken = 0;
+            for v in &iov {
+                if want == 0 {
+                    break;
+                }
+                let n = v.iov_len.min(want);
+                // SAFETY (test): the iovec points into the queue's live
+                // segments, unchanged until consume.
+                out.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(v.iov_base as *const u8, n)
+                });
+                want -= n;
+                taken += n;
+            }
+            q.consume(pool, taken);
+        }
+        out
+    }
+
+    #[test]
+    fn copies_and_shares_in_order_with_partial_writes() {
+        let mut pool = ChunkPool::new(4);
+        let mut q = SendQueue::default();
+        let big: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let mut expect = Vec::new();
+        for i in 0..50u8 {
+            q.push_copy(&mut pool, &[&[i; 3], &[i; 700]]);
+            expect.extend_from_slice(&[i; 703]);
+        }
+        q.push_shared(&mut pool, b"HDR", Bytes::from(big.clone()), b"\n");
+        expect.extend_from_slice(b"HDR");
+        expect.extend_from_slice(&big);
+        expect.push(b'\n');
+        assert_eq!(q.len(), expect.len());
+        assert_eq!(drain(&mut q, &mut pool, 5_000), expect);
+        assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn pool_keeps_at_most_its_bound() {
+        let mut pool = ChunkPool::new(2);
+        let mut q = SendQueue::default();
+        q.push_copy(&mut pool, &[&vec![1u8; CHUNK_SIZE * 5]]);
+        q.clear(&mut pool);
+        assert_eq!(pool.free.len(), 2);
+    }
+}

@@ -1,0 +1,124 @@
+//! Counters: what a server is doing, readable from any thread.
+//!
+//! Each shard keeps plain counters on its own thread and publishes them to
+//! its [`ShardCounters`] once per loop turn, so the per-message path does not
+//! touch shared cache lines.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Bytes of receive-buffer memory currently allocated by all shards in this
+/// process (for leak checks and memory accounting).
+pub static RECV_BUFFER_BYTES: AtomicUsize = AtomicUsize::new(0);
+/// Send-pool chunks currently allocated by all shards in this process.
+pub static SEND_CHUNKS: AtomicUsize = AtomicUsize::new(0);
+
+/// A snapshot of a server's counters (summed over shards, or one shard's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections open now.
+    pub connections: u64,
+    pub accepted: u64,
+    pub closed: u64,
+    pub messages_in: u64,
+    pub messages_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Bytes queued for sending, not yet written to the kernel.
+    pub send_queue_bytes: u64,
+    /// Bytes held for partially received frames.
+    pub reassembly_bytes: u64,
+    /// Connections closed because they sent a frame over the maximum.
+    pub frames_too_large: u64,
+    /// Connections closed (or messages dropped) by the slow-consumer policy.
+    pub slow_consumers: u64,
+    /// Times a connection's reading was paused because its send queue was
+    /// at the high-water mark.
+    pub read_pauses: u64,
+    /// Multishot receives ended by an empty buffer ring (re-armed).
+    pub recv_no_buffers: u64,
+    /// Accept failures (ENFILE, ENOMEM, ...), each followed by a back-off.
+    pub accept_errors: u64,
+    /// Cross-shard commands dropped because the target shard's queue was
+    /// full.
+    pub commands_dropped: u64,
+}
+
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Stats) {
+        self.connections += o.connections;
+        self.accepted += o.accepted;
+        self.closed += o.closed;
+        self.messages_in += o.messages_in;
+        self.messages_out += o.messages_out;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.send_queue_bytes += o.send_queue_bytes;
+        self.reassembly_bytes += o.reassembly_bytes;
+        self.frames_too_large += o.frames_too_large;
+        self.slow_consumers += o.slow_consumers;
+        self.read_pauses += o.read_pauses;
+        self.recv_no_buffers += o.recv_no_buffers;
+        self.accept_errors += o.accept_errors;
+        self.commands_dropped += o.commands_dropped;
+    }
+}
+
+macro_rules! shard_counters {
+    ($($field:ident),* $(,)?) => {
+        /// One shard's published counters.
+        #[derive(Default)]
+        pub(crate) struct ShardCounters {
+            $($field: AtomicU64,)*
+        }
+
+        impl ShardCounters {
+            pub fn publish(&self, s: &Stats) {
+                $(self.$field.store(s.$field, Ordering::Relaxed);)*
+            }
+
+            pub fn snapshot(&self) -> Stats {
+                Stats { $($field: self.$field.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+shard_counters!(
+    connections,
+    accepted,
+    closed,
+    messages_in,
+    messages_out,
+    bytes_in,
+    bytes_out,
+    send_queue_bytes,
+    reassembly_bytes,
+    frames_too_large,
+    slow_consumers,
+    read_pauses,
+    recv_no_buffers,
+    accept_errors,
+    commands_dropped,
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_then_snapshot_round_trips() {
+        let c = ShardCounters::default();
+        let s = Stats {
+            connections: 3,
+            bytes_out: 99,
+            commands_dropped: 1,
+            ..Stats::default()
+        };
+        c.publish(&s);
+        assert_eq!(c.snapshot(), s);
+        let mut sum = s;
+        sum += s;
+        assert_eq!(sum.connections, 6);
+        assert_eq!(sum.bytes_out, 198);
+    }
+}

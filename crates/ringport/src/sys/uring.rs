@@ -1,0 +1,359 @@
+//! io_uring backend: ring setup with feature fallback, the provided buffer
+//! ring, and the 64-bit tag carried by every submission.
+//!
+//! Kernel requirements (checked by [`probe`]):
+//! - 6.0: multishot recv (`IORING_RECV_MULTISHOT`), which ringport needs.
+//! - 5.19: provided buffer rings (`IORING_REGISTER_PBUF_RING`), accept into
+//!   an allocated direct descriptor (`IORING_FILE_INDEX_ALLOC`).
+//! - 6.1: `IORING_SETUP_DEFER_TASKRUN` (optional: used when accepted).
+//! - 6.0: `IORING_SETUP_SINGLE_ISSUER` (optional).
+
+use std::io;
+
+use io_uring::{IoUring, squeue};
+
+/// What an operation is, stored in the top byte of its user_data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum OpKind {
+    Accept = 1,
+    Recv = 2,
+    Send = 3,
+    Close = 4,
+    /// A cancel request; its own completion carries nothing we need.
+    Cancel = 5,
+    /// The cross-thread wake-up: a read of the shard's eventfd.
+    Wake = 6,
+    Tick = 7,
+}
+
+/// The user_data of a submission: the IOCP "extended OVERLAPPED" in 64 bits.
+/// Layout: kind (8 bits) | slot (24 bits) | generation (32 bits). The
+/// generation lets a completion that outlived its connection be recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserData {
+    pub kind: OpKind,
+    pub slot: u32,
+    pub generation: u32,
+}
+
+/// Slots are 24 bits in [`UserData`].
+pub const MAX_SLOTS: u32 = 1 << 24;
+
+impl UserData {
+    pub fn new(kind: OpKind, slot: u32, generation: u32) -> Self {
+        debug_assert!(slot < MAX_SLOTS);
+        UserData {
+            kind,
+            slot,
+            generation,
+        }
+    }
+
+    pub fn encode(self) -> u64 {
+        ((self.kind as u64) << 56) | ((self.slot as u64 & 0xff_ffff) << 32) | self.generation as u64
+    }
+
+    pub fn decode(raw: u64) -> Option<Self> {
+        let kind = match (raw >> 56) as u8 {
+            1 => OpKind::Accept,
+            2 => OpKind::Recv,
+            3 => OpKind::Send,
+            4 => OpKind::Close,
+            5 => OpKind::Cancel,
+            6 => OpKind::Wake,
+            7 => OpKind::Tick,
+            _ => return None,
+        };
+        Some(UserData {
+            kind,
+            slot: ((raw >> 32) & 0xff_ffff) as u32,
+            generation: raw as u32,
+        })
+    }
+}
+
+/// Checks that io_uring can be used here with the features ringport needs,
+/// and says why not otherwise (disabled by sysctl, blocked by seccomp, kernel
+/// too old).
+pub fn probe() -> io::Result<()> {
+    let (major, minor) = kernel_version().unwrap_or((0, 0));
+    if (major, minor) < (6, 0) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "io_uring backend needs Linux 6.0+ (multishot recv); this kernel is {major}.{minor}"
+            ),
+        ));
+    }
+    let ring = IoUring::new(8).map_err(|e| {
+        let why = match e.raw_os_error() {
+            Some(libc::EPERM) => {
+                "io_uring is disabled (kernel.io_uring_disabled) or blocked by a seccomp profile"
+            }
+            Some(libc::ENOSYS) => "io_uring is not available in this kernel",
+            _ => "io_uring_setup failed",
+        };
+        io::Error::new(e.kind(), format!("{why}: {e}"))
+    })?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    for (code, name) in [
+        (io_uring::opcode::Accept::CODE, "accept"),
+        (io_uring::opcode::RecvMulti::CODE, "recv"),
+        (io_uring::opcode::SendMsg::CODE, "sendmsg"),
+        (io_uring::opcode::AsyncCancel::CODE, "async_cancel"),
+        (io_uring::opcode::Close::CODE, "close"),
+        (io_uring::opcode::Timeout::CODE, "timeout"),
+        (io_uring::opcode::Read::CODE, "read"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring opcode {name} is not supported by this kernel"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn kernel_version() -> Option<(u32, u32)> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Creates a ring for one shard thread. Tries SINGLE_ISSUER + DEFER_TASKRUN
+/// (6.1+: completions are processed only when this thread waits, so no
+/// interrupting task work), then COOP_TASKRUN (5.19+), then plain. Must be
+/// called on the thread that will use the ring (single issuer).
+pub fn new_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
+    let cq = entries.saturating_mul(4);
+    let attempts: [(&'static str, fn(&mut io_uring::Builder)); 3] = [
+        ("single_issuer+defer_taskrun", |b| {
+            b.setup_single_issuer().setup_defer_taskrun();
+        }),
+        ("coop_taskrun", |b| {
+            b.setup_coop_taskrun();
+        }),
+        ("plain", |_| {}),
+    ];
+    let mut last = None;
+    for (name, configure) in attempts {
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(cq).setup_submit_all();
+        configure(&mut builder);
+        match builder.build(entries) {
+            Ok(ring) => return Ok((ring, name)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("io_uring setup failed")))
+}
+
+/// Pushes one submission, flushing the queue to the kernel first if it is
+/// full.
+///
+/// # Safety
+/// Every buffer and pointer the entry refers to must stay valid, and must not
+/// be moved or freed, until the completion with the entry's user_data has
+/// been reaped.
+pub unsafe fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> {
+    loop {
+        // SAFETY: the caller guarantees the entry's buffers outlive its
+        // completion (this function's contract).
+        if unsafe { ring.submission().push(entry) }.is_ok() {
+            return Ok(());
+        }
+        match ring.submit() {
+            Ok(_) => {}
+            // The completion queue is full: the caller reaps and retries via
+            // the normal loop; the submission stays queued in the meantime.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                return Err(e);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A provided buffer ring (IORING_REGISTER_PBUF_RING, 5.19+): `count`
+/// buffers of `size` bytes the kernel picks from for multishot receives.
+///
+/// The shard owns this memory; the kernel may write into any buffer that is
+/// in the ring until it hands it back in a completion, after which the shard
+/// reads it and returns it with [`BufRing::recycle`]. The memory is freed only
+/// after the ring registration is gone (see `Drop` and the shard's teardown
+/// order).
+pub struct BufRing {
+    /// mmap'd array of `io_uring_buf` entries shared with the kernel.
+    entries: *mut io_uring::types::BufRingEntry,
+    entries_len: usize,
+    data: Box<[u8]>,
+    size: usize,
+    count: u16,
+    mask: u16,
+    /// Our copy of the tail; published to the kernel by [`BufRing::publish`].
+    tail: u16,
+    group: u16,
+}
+
+impl BufRing {
+    /// Allocates and registers `count` (a power of two, at most 32768)
+    /// buffers of `size` bytes on `ring` as buffer group `group`.
+    pub fn new(ring: &IoUring, group: u16, count: u16, size: usize) -> io::Result<Self> {
+        if !count.is_power_of_two() || count > 32768 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "receive buffer count must be a power of two <= 32768",
+            ));
+        }
+        if size == 0 || size > u32::MAX as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "receive buffer size must be between 1 byte and 4 GiB",
+            ));
+        }
+        let entries_len = count as usize * std::mem::size_of::<io_uring::types::BufRingEntry>();
+        // SAFETY: an anonymous private mapping with no address hint; the
+        // result is checked for MAP_FAILED before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                entries_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let data = vec![0u8; count as usize * size].into_boxed_slice();
+        crate::stats::RECV_BUFFER_BYTES.fetch_add(data.len(), std::sync::atomic::Ordering::Relaxed);
+        let mut ring_buf = BufRing {
+            entries: ptr.cast(),
+            entries_len,
+            data,
+            size,
+            count,
+            mask: count - 1,
+            tail: 0,
+            group,
+        };
+        // SAFETY: `entries` is a page-aligned mapping of `count` entries that
+        // lives until `Drop`, which runs after the registration is removed
+        // (the shard unregisters before dropping, and ring teardown removes
+        // it otherwise).
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(ptr as u64, count, group, 0)?;
+        }
+        for bid in 0..count {
+            ring_buf.recycle(bid);
+        }
+        ring_buf.publish();
+        Ok(ring_buf)
+    }
+
+    pub fn group(&self) -> u16 {
+        self.group
+    }
+
+    /// The first `len` bytes of buffer `bid`, which the kernel has handed
+    /// back in a completion and will not touch until it is recycled.
+    pub fn get(&self, bid: u16, len: usize) -> &[u8] {
+        let start = bid as usize * self.size;
+        &self.data[start..start + len.min(self.size)]
+    }
+
+    /// Puts buffer `bid` back at the tail (visible to the kernel after
+    /// [`BufRing::publish`]).
+    pub fn recycle(&mut self, bid: u16) {
+        debug_assert!(bid < self.count);
+        let index = (self.tail & self.mask) as usize;
+        let addr = self.data.as_ptr() as u64 + bid as u64 * self.size as u64;
+        // SAFETY: `index < count`, so the entry lies inside the mapping; the
+        // kernel only reads entries between its head and the published tail,
+        // and this one is past the published tail until `publish`.
+        unsafe {
+            let entry = &mut *self.entries.add(index);
+            entry.set_addr(addr);
+            entry.set_len(self.size as u32);
+            entry.set_bid(bid);
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes recycled buffers visible to the kernel (one release store).
+    pub fn publish(&mut self) {
+        // SAFETY: the tail field overlays the first entry's reserved field,
+        // inside the mapping; the kernel reads it with acquire semantics, so
+        // a release store orders the entry writes before it.
+        unsafe {
+            let tail = io_uring::types::BufRingEntry::tail(self.entries) as *const std::sync::atomic::AtomicU16;
+            (*tail).store(self.tail, std::sync::atomic::Ordering::Release);
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        crate::stats::RECV_BUFFER_BYTES
+            .fetch_sub(self.data.len(), std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the mapping was created in `new` with this length and is
+        // not referenced by the kernel any more: the owner unregisters the
+        // group (or drops the ring) before dropping the BufRing.
+        unsafe {
+            libc::munmap(self.entries.cast(), self.entries_len);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_data_round_trips() {
+        for kind in [
+            OpKind::Accept,
+            OpKind::Recv,
+            OpKind::Send,
+            OpKind::Close,
+            OpKind::Cancel,
+            OpKind::Wake,
+            OpKind::Tick,
+        ] {
+            let ud = UserData::new(kind, MAX_SLOTS - 1, u32::MAX);
+            assert_eq!(UserData::decode(ud.encode()), Some(ud));
+            let ud = UserData::new(kind, 0, 1);
+            assert_eq!(UserData::decode(ud.encode()), Some(ud));
+        }
+        assert_eq!(UserData::decode(0), None);
+    }
+
+    #[test]
+    fn buffer_ring_registers_and_recycles() {
+        probe().expect("io_uring available on the test machine");
+        let (ring, _) = new_ring(8).unwrap();
+        let mut bufs = BufRing::new(&ring, 3, 8, 4096).unwrap();
+        assert_eq!(bufs.get(7, 10).len(), 10);
+        assert_eq!(bufs.get(0, 1 << 20).len(), 4096);
+        bufs.recycle(2);
+        bufs.publish();
+        ring.submitter().unregister_buf_ring(3).unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_buffer_ring_shapes() {
+        let (ring, _) = new_ring(8).unwrap();
+        assert!(BufRing::new(&ring, 1, 6, 4096).is_err());
+        assert!(BufRing::new(&ring, 1, 8, 0).is_err());
+    }
+}
