@@ -4,7 +4,10 @@ fn main() {
     let mut cfg = ringport::ServerConfig::default();
     cfg.addr = "127.0.0.1:0".parse().unwrap();
     cfg.shards = 2;
-    let server = ringport::Server::start(cfg, ringport::LengthDelimited::new(), |_| ringport::handlers::Echo).unwrap();
+    let server = ringport::Server::start(cfg, ringport::LengthDelimited::new(), |_| {
+        ringport::handlers::Echo
+    })
+    .unwrap();
     let addr = server.local_addr();
     let mut s = TcpStream::connect(addr).unwrap();
     for size in [0usize, 1, 100, 70000, 1 << 20] {

@@ -33,6 +33,9 @@ pub enum SlowConsumerPolicy {
 pub struct ServerConfig {
     /// Address to listen on (each shard binds it with SO_REUSEPORT).
     pub addr: SocketAddr,
+    /// Whether to listen at all. A server that does not listen is a client
+    /// engine: it only makes outbound connections ([`Server::connect`]).
+    pub listen: bool,
     /// Number of shard threads. Default: available cores.
     pub shards: usize,
     /// Connections open at once, over all shards. At the limit, accepting
@@ -70,12 +73,16 @@ pub struct ServerConfig {
     pub stop_timeout: Duration,
     /// Submission queue entries per ring.
     pub ring_entries: u32,
+    /// Period of [`Handler::on_tick`] and of the shard's own housekeeping
+    /// (flush deadlines, accept back-off).
+    pub tick: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            listen: true,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_connections: 1_000_000,
             connections_per_shard: None,
@@ -91,6 +98,7 @@ impl Default for ServerConfig {
             close_timeout: Duration::from_secs(5),
             stop_timeout: Duration::from_secs(5),
             ring_entries: 4096,
+            tick: Duration::from_millis(100),
         }
     }
 }
@@ -129,6 +137,9 @@ impl ServerConfig {
         }
         if self.send_high_water == 0 {
             return bad("send_high_water must be at least 1");
+        }
+        if self.tick.is_zero() {
+            return bad("tick must be longer than zero");
         }
         Ok(())
     }
@@ -232,12 +243,24 @@ impl Context<'_> {
     pub fn queued_bytes(&self, conn: ConnId) -> usize {
         self.core.queued_bytes(conn)
     }
+
+    /// Opens an outbound connection from this shard to `remote`, optionally
+    /// from the source address `local` (port 0 picks a free port). The
+    /// outcome arrives as [`Handler::on_connect`] (the connection then
+    /// behaves like an accepted one) or [`Handler::on_connect_failed`].
+    pub fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) {
+        let _ = self.core.connect(remote, local);
+    }
 }
 
 /// Callbacks run on a shard thread: one handler object per shard, built by
 /// the factory given to [`Server::start`] on that shard's thread, so it can
 /// hold per-shard state with no locking (the explicit form of per-thread
 /// state). Callbacks must not block: everything on the shard waits for them.
+///
+/// A panic in a callback stops that shard: its connections are abandoned
+/// (not freed, since the kernel may still write into their buffers) and the
+/// other shards go on.
 pub trait Handler: 'static {
     /// State kept with each connection, created by `on_connect`, handed to
     /// every callback for that connection and given back in `on_close`.
@@ -259,6 +282,23 @@ pub trait Handler: 'static {
         state: &mut Self::ConnState,
         message: &[u8],
     );
+
+    /// An outbound connection ([`Server::connect`], [`Context::connect`])
+    /// could not be made.
+    fn on_connect_failed(
+        &mut self,
+        ctx: &mut Context<'_>,
+        remote: SocketAddr,
+        error: std::io::Error,
+    ) {
+        let _ = ctx;
+        tracing::debug!(%remote, %error, "connect failed");
+    }
+
+    /// Called every [`ServerConfig::tick`] on each shard.
+    fn on_tick(&mut self, ctx: &mut Context<'_>) {
+        let _ = ctx;
+    }
 
     /// The connection is closed; its id is already stale.
     fn on_close(
@@ -290,6 +330,8 @@ pub(crate) struct ServerShared {
     pub config: ServerConfig,
     /// The codec's maximum frame: the bound for received and sent messages.
     pub max_frame: usize,
+    /// Round-robin cursor for outbound connects.
+    pub next_shard: AtomicUsize,
 }
 
 impl ServerShared {
@@ -354,6 +396,7 @@ impl Server {
             admitted: AtomicUsize::new(0),
             config: ServerConfig { addr, ..config },
             max_frame: codec.max_frame(),
+            next_shard: AtomicUsize::new(0),
         });
         let factory = Arc::new(factory);
         let mut threads = Vec::new();
@@ -380,9 +423,7 @@ impl Server {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => failure = failure.or(Some(e)),
-                Err(_) => {
-                    failure = failure.or(Some(std::io::Error::other("a shard thread died")))
-                }
+                Err(_) => failure = failure.or(Some(std::io::Error::other("a shard thread died"))),
             }
         }
         if let Some(e) = failure {
@@ -460,6 +501,16 @@ impl Server {
             }
         }
         result
+    }
+
+    /// Opens an outbound connection to `remote` (from `local` if given) on
+    /// the next shard in turn. The outcome reaches that shard's handler as
+    /// `on_connect` or `on_connect_failed` (with the event API: a
+    /// `Connected` event, or nothing but a debug log on failure).
+    pub fn connect(&self, remote: SocketAddr, local: Option<SocketAddr>) -> Result<(), SendError> {
+        let n = self.shared.next_shard.fetch_add(1, Ordering::Relaxed) % self.shared.shards.len();
+        self.shared
+            .command(&self.shared.shards[n], Command::Connect { remote, local })
     }
 
     /// Closes `conn` after flushing its queue (within `close_timeout`).
@@ -551,15 +602,18 @@ impl EventServer {
         &self.server
     }
 
-    /// Stops the server (see [`Server::stop`]). Events still queued are
+    /// Stops the server (see [`Server::stop`]). Events not yet pulled are
     /// dropped.
     pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for EventServer {
+    fn drop(&mut self) {
+        // Shards waiting for room in a full event queue give up once this
+        // is set, so the server's own drop (which joins them) cannot hang.
         self.stop_flag.store(true, Ordering::Release);
-        let EventServer { server, events, .. } = self;
-        // Keep draining so shards blocked on a full queue can finish.
-        let drainer = std::thread::spawn(move || while events.recv().is_ok() {});
-        server.stop();
-        let _ = drainer.join();
     }
 }
 
@@ -580,10 +634,7 @@ impl EventForwarder {
     /// peers) unless the server is stopping.
     fn push(&self, mut event: Event) {
         loop {
-            match self
-                .events
-                .send_timeout(event, Duration::from_millis(20))
-            {
+            match self.events.send_timeout(event, Duration::from_millis(20)) {
                 Ok(()) => return,
                 Err(crossbeam_channel::SendTimeoutError::Timeout(e)) => {
                     if self.stopping.load(Ordering::Acquire) {

@@ -40,16 +40,25 @@ const MAX_IOVECS: usize = 64;
 /// Commands handled per loop turn, so a flood of commands cannot starve
 /// completions.
 const COMMANDS_PER_TURN: usize = 4096;
-/// The tick drives deadlines (close flush, stop) and accept back-off.
-const TICK: Duration = Duration::from_millis(100);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
 const BUFFER_GROUP: u16 = 0;
 
 /// A request from another thread.
 pub(crate) enum Command {
-    Send { conn: ConnId, payload: Bytes },
-    Broadcast { payload: Bytes },
-    Close { conn: ConnId },
+    Send {
+        conn: ConnId,
+        payload: Bytes,
+    },
+    Broadcast {
+        payload: Bytes,
+    },
+    Close {
+        conn: ConnId,
+    },
+    Connect {
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+    },
 }
 
 /// The part of a shard that other threads see.
@@ -109,6 +118,7 @@ pub(crate) trait Outbound {
     fn shard_index(&self) -> usize;
     fn connection_count(&self) -> usize;
     fn queued_bytes(&self, conn: ConnId) -> usize;
+    fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) -> Result<(), SendError>;
 }
 
 /// The connection table size for each shard's ring.
@@ -142,6 +152,8 @@ pub(crate) fn table_size(config: &ServerConfig) -> io::Result<usize> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
     Free,
+    /// An outbound socket whose connect is in flight.
+    Connecting,
     Open,
     Closing,
     Releasing,
@@ -168,6 +180,15 @@ struct Slot {
     /// moves (the table is allocated once).
     iov: Vec<libc::iovec>,
     msg: libc::msghdr,
+    /// Addresses of an outbound connection, read by the kernel until its
+    /// connect completes; and the first error of its set-up steps.
+    connect: Option<Box<ConnectAddrs>>,
+    connect_error: Option<i32>,
+}
+
+struct ConnectAddrs {
+    remote: socket2::SockAddr,
+    local: Option<socket2::SockAddr>,
 }
 
 impl Slot {
@@ -188,6 +209,8 @@ impl Slot {
             iov: Vec::new(),
             // SAFETY: msghdr is a plain C struct for which all-zero is valid.
             msg: unsafe { std::mem::zeroed() },
+            connect: None,
+            connect_error: None,
         }
     }
 }
@@ -230,6 +253,12 @@ struct Core<C: Codec> {
     wake_posted: bool,
     tick_ts: Box<types::Timespec>,
     tick_posted: bool,
+    /// Outbound connects waiting for their socket, by token.
+    pending_sockets: Vec<Option<Box<ConnectAddrs>>>,
+    pending_free: Vec<u32>,
+    pending_count: usize,
+    /// Connects that failed this turn, reported to the handler by the shard.
+    failed_connects: Vec<(SocketAddr, io::Error)>,
 }
 
 /// A shard's whole state, on its own thread.
@@ -267,10 +296,22 @@ pub(crate) fn run<C, H, F>(
     };
     let _ = ready.send(Ok(()));
     drop(ready);
-    if let Err(e) = shard.run() {
-        tracing::error!(shard = index, error = %e, "shard stopped on a ring error");
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.run()));
+    match outcome {
+        Ok(Ok(())) => shard.teardown(),
+        failure => {
+            match failure {
+                Ok(Err(e)) => {
+                    tracing::error!(shard = index, error = %e, "shard stopped on a ring error")
+                }
+                _ => tracing::error!(shard = index, "a handler panicked; shard stopped"),
+            }
+            // Operations may still be in flight on buffers the shard owns:
+            // leak the shard (ring, buffers, connections) rather than free
+            // memory the kernel could still write to.
+            std::mem::forget(shard);
+        }
     }
-    shard.teardown();
 }
 
 fn listener(addr: SocketAddr, backlog: i32) -> io::Result<socket2::Socket> {
@@ -310,8 +351,13 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             config.recv_buffers,
             config.recv_buffer_size,
         )?;
-        let listener = listener(config.addr, config.listen_backlog)
-            .map_err(|e| io::Error::new(e.kind(), format!("listening on {}: {e}", config.addr)))?;
+        let listener = if config.listen {
+            Some(listener(config.addr, config.listen_backlog).map_err(|e| {
+                io::Error::new(e.kind(), format!("listening on {}: {e}", config.addr))
+            })?)
+        } else {
+            None
+        };
         tracing::debug!(shard = index, mode, table, "shard ring ready");
         let max_frame = codec.max_frame();
         let core = Core {
@@ -330,7 +376,7 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             victims: Vec::new(),
             pool: ChunkPool::new(1024),
             stats: Stats::default(),
-            listener: Some(listener),
+            listener,
             accepts: (0..config.accepts_in_flight)
                 .map(|_| AcceptSlot {
                     addr: socket2::SockAddrStorage::zeroed(),
@@ -344,8 +390,12 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             stopping: false,
             wake_buf: Box::new(0),
             wake_posted: false,
-            tick_ts: Box::new(types::Timespec::from(TICK)),
+            tick_ts: Box::new(types::Timespec::from(config.tick)),
             tick_posted: false,
+            pending_sockets: Vec::new(),
+            pending_free: Vec::new(),
+            pending_count: 0,
+            failed_connects: Vec::new(),
             shared,
         };
         let handler = factory(index);
@@ -412,9 +462,24 @@ impl<C: Codec, H: Handler> Shard<C, H> {
                         self.core.begin_close(slot, CloseReason::Local, true)?;
                     }
                 }
+                Command::Connect { remote, local } => {
+                    if let Err(e) = self.core.start_connect(remote, local) {
+                        self.core.failed_connects.push((remote, e));
+                    }
+                }
             }
         }
+        self.report_failed_connects();
         Ok(())
+    }
+
+    fn report_failed_connects(&mut self) {
+        while let Some((remote, error)) = self.core.failed_connects.pop() {
+            let mut ctx = Context {
+                core: &mut self.core,
+            };
+            self.handler.on_connect_failed(&mut ctx, remote, error);
+        }
     }
 
     fn complete(&mut self, user_data: u64, result: i32, flags: u32) -> io::Result<()> {
@@ -441,15 +506,41 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             OpKind::Tick => {
                 self.core.tick_posted = false;
                 self.core.on_tick()?;
+                let mut ctx = Context {
+                    core: &mut self.core,
+                };
+                self.handler.on_tick(&mut ctx);
                 self.core.post_tick()
+            }
+            OpKind::Socket => {
+                self.core.on_socket(ud, result)?;
+                self.report_failed_connects();
+                Ok(())
+            }
+            OpKind::ConnectStep => {
+                self.core.on_connect_step(ud, result);
+                Ok(())
+            }
+            OpKind::Connect => {
+                match self.core.on_connect(ud, result)? {
+                    Some((conn, peer)) => self.opened(conn, peer),
+                    None => {}
+                }
+                Ok(())
             }
         }
     }
 
     fn on_accept(&mut self, ud: UserData, result: i32) -> io::Result<()> {
-        let Some((conn, peer)) = self.core.on_accept(ud, result)? else {
-            return Ok(());
-        };
+        if let Some((conn, peer)) = self.core.on_accept(ud, result)? {
+            self.opened(conn, peer);
+        }
+        Ok(())
+    }
+
+    /// A connection (accepted or outbound) is open: give it a framer and
+    /// let the handler create its state.
+    fn opened(&mut self, conn: ConnId, peer: SocketAddr) {
         let slot = conn.slot() as usize;
         self.framers[slot] = Framer::new(self.core.codec.clone());
         let mut ctx = Context {
@@ -457,7 +548,6 @@ impl<C: Codec, H: Handler> Shard<C, H> {
         };
         let state = self.handler.on_connect(&mut ctx, conn, peer);
         self.states[slot] = Some(state);
-        Ok(())
     }
 
     fn on_recv(&mut self, ud: UserData, result: i32, flags: u32) -> io::Result<()> {
@@ -494,7 +584,9 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             match -result {
                 libc::ENOBUFS => self.core.stats.recv_no_buffers += 1,
                 libc::ECANCELED => {}
-                errno => self.core.begin_close(slot, CloseReason::Reset(errno), false)?,
+                errno => self
+                    .core
+                    .begin_close(slot, CloseReason::Reset(errno), false)?,
             }
         }
         let core = &mut self.core;
@@ -529,8 +621,8 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             core.slots[slot].state == SlotState::Open
         });
         let held_after = framer.heap_bytes();
-        core.stats.reassembly_bytes = (core.stats.reassembly_bytes + held_after as u64)
-            .saturating_sub(held_before as u64);
+        core.stats.reassembly_bytes =
+            (core.stats.reassembly_bytes + held_after as u64).saturating_sub(held_before as u64);
         match result {
             Ok(()) => core.check_pause(slot),
             Err(CodecError::FrameTooLarge { len, max }) => {
@@ -548,6 +640,7 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             tracing::warn!(slot, errno = -result, "closing a direct descriptor failed");
         }
         let Some((conn, reason)) = self.core.on_closed(slot) else {
+            self.report_failed_connects();
             return;
         };
         let framer = &mut self.framers[slot];
@@ -656,7 +749,7 @@ impl<C: Codec> Core<C> {
     }
 
     fn finished(&self) -> bool {
-        self.stopping && self.in_use == 0 && self.accepts_posted == 0
+        self.stopping && self.in_use == 0 && self.accepts_posted == 0 && self.pending_count == 0
     }
 
     fn observe_stop(&mut self) -> io::Result<()> {
@@ -722,7 +815,7 @@ impl<C: Codec> Core<C> {
         };
         let max = self.shared.config.max_connections;
         while self.accepts_posted < self.accepts.len()
-            && self.in_use + self.accepts_posted < self.slots.len()
+            && self.in_use + self.accepts_posted + self.pending_count < self.slots.len()
         {
             // Reserve a place under the global limit before posting, so
             // that a completed accept never exceeds it.
@@ -761,11 +854,7 @@ impl<C: Codec> Core<C> {
         Ok(())
     }
 
-    fn on_accept(
-        &mut self,
-        ud: UserData,
-        result: i32,
-    ) -> io::Result<Option<(ConnId, SocketAddr)>> {
+    fn on_accept(&mut self, ud: UserData, result: i32) -> io::Result<Option<(ConnId, SocketAddr)>> {
         let k = ud.slot as usize;
         self.accepts[k].posted = false;
         self.accepts_posted -= 1;
@@ -798,7 +887,11 @@ impl<C: Codec> Core<C> {
         let peer = unsafe { socket2::SockAddr::new(storage, a.len) }
             .as_socket()
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let Some(s) = self.slots.get_mut(slot).filter(|s| s.state == SlotState::Free) else {
+        let Some(s) = self
+            .slots
+            .get_mut(slot)
+            .filter(|s| s.state == SlotState::Free)
+        else {
             // The kernel only allocates free table entries, and our table has
             // exactly its size; anything else is a bug worth shouting about.
             tracing::error!(slot, "accept returned a slot that is in use");
@@ -806,6 +899,15 @@ impl<C: Codec> Core<C> {
             return Ok(None);
         };
         s.generation = next_generation(s.generation);
+        self.in_use += 1;
+        self.stats.accepted += 1;
+        let conn = self.open_slot(slot)?;
+        Ok(Some((conn, peer)))
+    }
+
+    /// Makes a slot that holds a connected socket `Open` and starts reading.
+    fn open_slot(&mut self, slot: usize) -> io::Result<ConnId> {
+        let s = &mut self.slots[slot];
         s.state = SlotState::Open;
         s.recv_armed = false;
         s.recv_paused = false;
@@ -818,8 +920,6 @@ impl<C: Codec> Core<C> {
         s.open_pos = self.open.len();
         let generation = s.generation;
         self.open.push(slot as u32);
-        self.in_use += 1;
-        self.stats.accepted += 1;
         self.shared.shards[self.index]
             .live
             .set_live(slot as u32, generation);
@@ -827,10 +927,172 @@ impl<C: Codec> Core<C> {
         if self.stopping {
             self.begin_close(slot, CloseReason::ServerStopping, false)?;
         }
-        Ok(Some((
-            ConnId::new(self.index as u16, slot as u32, generation),
-            peer,
-        )))
+        Ok(ConnId::new(self.index as u16, slot as u32, generation))
+    }
+
+    /// Starts an outbound connection: a socket is created straight into the
+    /// direct table; its completion continues in `on_socket`.
+    fn start_connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) -> io::Result<()> {
+        if self.stopping {
+            return Err(io::Error::other("server is stopping"));
+        }
+        if self.in_use + self.accepts_posted + self.pending_count >= self.slots.len() {
+            return Err(io::Error::other(format!(
+                "shard {} connection table is full ({} entries)",
+                self.index,
+                self.slots.len()
+            )));
+        }
+        let max = self.shared.config.max_connections;
+        if self.shared.admitted.fetch_add(1, Ordering::AcqRel) >= max {
+            self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
+            return Err(io::Error::other(format!(
+                "connection limit reached ({max} connections)"
+            )));
+        }
+        let addrs = Box::new(ConnectAddrs {
+            remote: remote.into(),
+            local: local.map(Into::into),
+        });
+        let token = match self.pending_free.pop() {
+            Some(t) => {
+                self.pending_sockets[t as usize] = Some(addrs);
+                t
+            }
+            None => {
+                self.pending_sockets.push(Some(addrs));
+                (self.pending_sockets.len() - 1) as u32
+            }
+        };
+        self.pending_count += 1;
+        let domain = if remote.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        // No SOCK_CLOEXEC: a direct descriptor has no fd to inherit, and the
+        // kernel rejects the flag for it.
+        let entry = opcode::Socket::new(domain, libc::SOCK_STREAM, 0)
+            .file_index(Some(types::DestinationSlot::auto_target()))
+            .build()
+            .user_data(UserData::new(OpKind::Socket, token, 0).encode());
+        self.push(entry)
+    }
+
+    fn on_socket(&mut self, ud: UserData, result: i32) -> io::Result<()> {
+        let token = ud.slot as usize;
+        let Some(addrs) = self.pending_sockets.get_mut(token).and_then(Option::take) else {
+            return Ok(());
+        };
+        self.pending_free.push(token as u32);
+        self.pending_count -= 1;
+        let remote = addrs
+            .remote
+            .as_socket()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        if result < 0 {
+            self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
+            self.failed_connects
+                .push((remote, io::Error::from_raw_os_error(-result)));
+            return Ok(());
+        }
+        let slot = result as usize;
+        let Some(s) = self
+            .slots
+            .get_mut(slot)
+            .filter(|s| s.state == SlotState::Free)
+        else {
+            tracing::error!(slot, "socket returned a slot that is in use");
+            self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
+            return Ok(());
+        };
+        s.generation = next_generation(s.generation);
+        s.state = SlotState::Connecting;
+        s.connect_error = None;
+        let generation = s.generation;
+        let addrs = s.connect.insert(addrs);
+        self.in_use += 1;
+        let fixed = types::Fixed(slot as u32);
+        let step = UserData::new(OpKind::ConnectStep, slot as u32, generation).encode();
+        static ONE: libc::c_int = 1;
+        let nodelay = opcode::SetSockOpt::new(
+            fixed,
+            libc::IPPROTO_TCP as u32,
+            libc::TCP_NODELAY as u32,
+            (&ONE as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+        .build()
+        .flags(io_uring::squeue::Flags::SKIP_SUCCESS)
+        .user_data(step);
+        let bind = addrs.local.as_ref().map(|local| {
+            opcode::Bind::new(fixed, local.as_ptr().cast(), local.len())
+                .build()
+                .flags(io_uring::squeue::Flags::IO_LINK | io_uring::squeue::Flags::SKIP_SUCCESS)
+                .user_data(step)
+        });
+        let connect = opcode::Connect::new(fixed, addrs.remote.as_ptr().cast(), addrs.remote.len())
+            .build()
+            .user_data(UserData::new(OpKind::Connect, slot as u32, generation).encode());
+        // TCP_NODELAY is best effort (URING_CMD sockets need 6.7+) and not
+        // linked: its failure must not cancel the connect.
+        self.push(nodelay)?;
+        if let Some(bind) = bind {
+            self.push(bind)?;
+        }
+        self.push(connect)
+    }
+
+    fn on_connect_step(&mut self, ud: UserData, result: i32) {
+        let Some(s) = self.slots.get_mut(ud.slot as usize) else {
+            return;
+        };
+        if s.generation == ud.generation
+            && s.state == SlotState::Connecting
+            && result < 0
+            && result != -libc::ECANCELED
+            && s.connect_error.is_none()
+        {
+            // Errors of the unlinked TCP_NODELAY step are not fatal.
+            if result != -libc::EOPNOTSUPP && result != -libc::EINVAL {
+                s.connect_error = Some(-result);
+            }
+        }
+    }
+
+    fn on_connect(
+        &mut self,
+        ud: UserData,
+        result: i32,
+    ) -> io::Result<Option<(ConnId, SocketAddr)>> {
+        let slot = ud.slot as usize;
+        let Some(s) = self
+            .slots
+            .get_mut(slot)
+            .filter(|s| s.generation == ud.generation && s.state == SlotState::Connecting)
+        else {
+            return Ok(None);
+        };
+        if result < 0 || s.connect_error.is_some() {
+            if s.connect_error.is_none() {
+                s.connect_error = Some(-result);
+            }
+            // Close the socket; `on_closed` reports the failure.
+            s.state = SlotState::Releasing;
+            let entry = opcode::Close::new(types::Fixed(slot as u32))
+                .build()
+                .user_data(UserData::new(OpKind::Close, slot as u32, s.generation).encode());
+            self.push(entry)?;
+            return Ok(None);
+        }
+        let remote = s
+            .connect
+            .take()
+            .and_then(|a| a.remote.as_socket())
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        self.stats.connected += 1;
+        let conn = self.open_slot(slot)?;
+        Ok(Some((conn, remote)))
     }
 
     fn arm_recv(&mut self, slot: usize) -> io::Result<()> {
@@ -1017,11 +1279,23 @@ impl<C: Codec> Core<C> {
             return None;
         }
         s.state = SlotState::Free;
+        self.in_use -= 1;
+        self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
+        if let Some(addrs) = s.connect.take() {
+            // A connect that failed: the socket is closed, the handler is
+            // told with the error, no connection ever existed.
+            let errno = s.connect_error.take().unwrap_or(libc::ECONNREFUSED);
+            let remote = addrs
+                .remote
+                .as_socket()
+                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            self.failed_connects
+                .push((remote, io::Error::from_raw_os_error(errno)));
+            return None;
+        }
         let reason = s.reason.take().unwrap_or(CloseReason::Local);
         let conn = ConnId::new(self.index as u16, slot as u32, s.generation);
-        self.in_use -= 1;
         self.stats.closed += 1;
-        self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
         Some((conn, reason))
     }
 
@@ -1193,5 +1467,12 @@ impl<C: Codec> Outbound for Core<C> {
     fn queued_bytes(&self, conn: ConnId) -> usize {
         self.live_slot(conn)
             .map_or(0, |slot| self.slots[slot].queue.len())
+    }
+
+    fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) -> Result<(), SendError> {
+        if let Err(e) = self.start_connect(remote, local) {
+            self.failed_connects.push((remote, e));
+        }
+        Ok(())
     }
 }

@@ -18,6 +18,8 @@ pub struct Stats {
     /// Connections open now.
     pub connections: u64,
     pub accepted: u64,
+    /// Outbound connections established.
+    pub connected: u64,
     pub closed: u64,
     pub messages_in: u64,
     pub messages_out: u64,
@@ -47,6 +49,7 @@ impl std::ops::AddAssign for Stats {
     fn add_assign(&mut self, o: Stats) {
         self.connections += o.connections;
         self.accepted += o.accepted;
+        self.connected += o.connected;
         self.closed += o.closed;
         self.messages_in += o.messages_in;
         self.messages_out += o.messages_out;
@@ -86,6 +89,7 @@ macro_rules! shard_counters {
 shard_counters!(
     connections,
     accepted,
+    connected,
     closed,
     messages_in,
     messages_out,

@@ -7,6 +7,10 @@
 //!   an allocated direct descriptor (`IORING_FILE_INDEX_ALLOC`).
 //! - 6.1: `IORING_SETUP_DEFER_TASKRUN` (optional: used when accepted).
 //! - 6.0: `IORING_SETUP_SINGLE_ISSUER` (optional).
+//! - 5.19: `IORING_OP_SOCKET` into a direct descriptor, 6.11: `IORING_OP_BIND`
+//!   (outbound connections from a chosen source address), 6.7: socket
+//!   options through `IORING_OP_URING_CMD` (TCP_NODELAY on outbound sockets;
+//!   best effort).
 
 use std::io;
 
@@ -25,6 +29,12 @@ pub enum OpKind {
     /// The cross-thread wake-up: a read of the shard's eventfd.
     Wake = 6,
     Tick = 7,
+    /// Creation of an outbound socket (slot field: pending-connect token).
+    Socket = 8,
+    /// A step before connect (bind, setsockopt) that failed; successful
+    /// steps post no completion.
+    ConnectStep = 9,
+    Connect = 10,
 }
 
 /// The user_data of a submission: the IOCP "extended OVERLAPPED" in 64 bits.
@@ -63,6 +73,9 @@ impl UserData {
             5 => OpKind::Cancel,
             6 => OpKind::Wake,
             7 => OpKind::Tick,
+            8 => OpKind::Socket,
+            9 => OpKind::ConnectStep,
+            10 => OpKind::Connect,
             _ => return None,
         };
         Some(UserData {
@@ -296,7 +309,8 @@ impl BufRing {
         // inside the mapping; the kernel reads it with acquire semantics, so
         // a release store orders the entry writes before it.
         unsafe {
-            let tail = io_uring::types::BufRingEntry::tail(self.entries) as *const std::sync::atomic::AtomicU16;
+            let tail = io_uring::types::BufRingEntry::tail(self.entries)
+                as *const std::sync::atomic::AtomicU16;
             (*tail).store(self.tail, std::sync::atomic::Ordering::Release);
         }
     }
@@ -329,6 +343,9 @@ mod tests {
             OpKind::Cancel,
             OpKind::Wake,
             OpKind::Tick,
+            OpKind::Socket,
+            OpKind::ConnectStep,
+            OpKind::Connect,
         ] {
             let ud = UserData::new(kind, MAX_SLOTS - 1, u32::MAX);
             assert_eq!(UserData::decode(ud.encode()), Some(ud));
