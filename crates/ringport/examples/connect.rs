@@ -62,6 +62,10 @@ fn main() {
         server.stats().connections
     );
     println!("client {:?}", client.stats());
+    let t = std::time::Instant::now();
     client.stop();
+    println!("client stop {:?}", t.elapsed());
+    let t = std::time::Instant::now();
     server.stop();
+    println!("server stop {:?}", t.elapsed());
 }

@@ -45,9 +45,15 @@ impl ConnId {
         self.generation
     }
 
-    /// A stable 64-bit form, e.g. for logs or maps keyed by integers.
+    /// A 64-bit form for logs or integer-keyed maps: shard (16 bits), slot
+    /// (24 bits, the whole slot range) and the low 24 bits of the
+    /// generation. Unique among live connections (a slot has one live
+    /// connection at a time); ids of closed connections may repeat after
+    /// 2^24 reuses of one slot.
     pub fn as_u64(&self) -> u64 {
-        ((self.shard as u64) << 48) | ((self.slot as u64 & 0xffff) << 32) | self.generation as u64
+        ((self.shard as u64) << 48)
+            | ((self.slot as u64 & 0xff_ffff) << 24)
+            | (self.generation as u64 & 0xff_ffff)
     }
 }
 
@@ -121,7 +127,10 @@ mod tests {
         t.set_dead(1);
         assert!(!t.is_live(1, 7));
         t.set_live(1, next_generation(7));
-        assert!(!t.is_live(1, 7), "old id must not reach the slot's next user");
+        assert!(
+            !t.is_live(1, 7),
+            "old id must not reach the slot's next user"
+        );
         assert!(!t.is_live(99, 1), "out of range slot is never live");
     }
 

@@ -10,7 +10,7 @@
 //! Inside: each shard (`shard`) is a thread with its own io_uring ring that
 //! owns its connections; the kernel interface lives in `sys`.
 
-// pub mod client;
+pub mod client;
 pub mod codec;
 pub mod conn_id;
 pub mod handlers;
@@ -21,7 +21,7 @@ pub mod stats;
 mod sys;
 
 pub use bytes::Bytes;
-// pub use client::Client;
+pub use client::Client;
 pub use codec::{Codec, LengthDelimited, Lines, RawBytes};
 pub use conn_id::ConnId;
 pub use server::{

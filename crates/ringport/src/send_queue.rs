@@ -61,7 +61,10 @@ impl Drop for ChunkPool {
 
 enum Segment {
     /// A pooled chunk whose first `len` bytes are queued data.
-    Chunk { buf: Box<[u8]>, len: usize },
+    Chunk {
+        buf: Box<[u8]>,
+        len: usize,
+    },
     Shared(Bytes),
 }
 

@@ -370,6 +370,7 @@ pub struct Server {
     shared: Arc<ServerShared>,
     threads: Vec<JoinHandle<()>>,
     local_addr: SocketAddr,
+    io_uring_mode: &'static str,
 }
 
 impl Server {
@@ -385,8 +386,11 @@ impl Server {
         config.validate()?;
         crate::sys::uring::probe()?;
         let table = shard::table_size(&config)?;
-        // Bind once first so port 0 resolves to one port all shards share.
-        let addr = resolve_addr(config.addr)?;
+        let addr = if config.listen {
+            resolve_addr(config.addr)?
+        } else {
+            config.addr
+        };
         let shards: Box<[ShardShared]> = (0..config.shards)
             .map(|_| ShardShared::new(table, config.command_queue))
             .collect::<std::io::Result<_>>()?;
@@ -405,7 +409,7 @@ impl Server {
             let for_shard = shared.clone();
             let factory = factory.clone();
             let codec = codec.clone();
-            let ready_tx: Sender<std::io::Result<()>> = ready_tx.clone();
+            let ready_tx: Sender<std::io::Result<&'static str>> = ready_tx.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("ringport-shard-{index}"))
                 .spawn(move || shard::run(index, for_shard, codec, table, &*factory, ready_tx));
@@ -419,9 +423,10 @@ impl Server {
         }
         drop(ready_tx);
         let mut failure = None;
+        let mut mode = "";
         for _ in 0..threads.len() {
             match ready_rx.recv() {
-                Ok(Ok(())) => {}
+                Ok(Ok(m)) => mode = m,
                 Ok(Err(e)) => failure = failure.or(Some(e)),
                 Err(_) => failure = failure.or(Some(std::io::Error::other("a shard thread died"))),
             }
@@ -434,9 +439,11 @@ impl Server {
             addr = %addr,
             shards = shared.config.shards,
             connections_per_shard = table,
-            "ringport listening"
+            io_uring = mode,
+            "ringport started"
         );
         Ok(Server {
+            io_uring_mode: mode,
             local_addr: addr,
             shared,
             threads,
@@ -456,7 +463,7 @@ impl Server {
             stopping: flag.clone(),
         })?;
         Ok(EventServer {
-            server,
+            server: Some(server),
             events: rx,
             stop_flag,
         })
@@ -470,6 +477,12 @@ impl Server {
 
     pub fn config(&self) -> &ServerConfig {
         &self.shared.config
+    }
+
+    /// The io_uring setup the kernel accepted for the shards' rings:
+    /// `"single_issuer+defer_taskrun"` (6.1+), `"coop_taskrun"` or `"plain"`.
+    pub fn io_uring_mode(&self) -> &'static str {
+        self.io_uring_mode
     }
 
     /// Queues one message to `conn`. Fails at once with `Closed` if the id
@@ -539,9 +552,10 @@ impl Server {
 
     /// Stops accepting, flushes queued messages (within `stop_timeout`),
     /// closes every connection, joins the shard threads and releases every
-    /// buffer and descriptor.
-    pub fn stop(mut self) {
+    /// buffer and descriptor. Returns the final counters.
+    pub fn stop(mut self) -> Stats {
         stop_threads(&self.shared, &mut self.threads);
+        self.stats()
     }
 }
 
@@ -563,13 +577,22 @@ fn stop_threads(shared: &ServerShared, threads: &mut Vec<JoinHandle<()>>) {
     }
 }
 
-/// Resolves port 0 to a concrete free port so that every shard's
-/// SO_REUSEPORT listener binds the same one.
+/// The most connections one shard can hold here: the open-files limit
+/// (soft), which the kernel applies to one ring's registered file table.
+/// Direct descriptors do not use the process fd table, so `n` shards hold up
+/// to `n` times this.
+pub fn max_connections_per_shard() -> std::io::Result<usize> {
+    shard::table_size(&ServerConfig::default())
+}
+
+/// Checks that the address is free and resolves port 0 to a concrete port
+/// that every shard's SO_REUSEPORT listener then binds. The probe binds
+/// without SO_REUSEPORT, so a port already served by another process (with
+/// or without SO_REUSEPORT) is reported instead of silently shared.
 fn resolve_addr(addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    if addr.port() != 0 {
-        return Ok(addr);
-    }
-    let probe = TcpListener::bind(addr)?;
+    let probe = TcpListener::bind(addr).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("listening on {addr}: {e}"))
+    })?;
     probe.local_addr()
 }
 
@@ -581,7 +604,8 @@ fn resolve_addr(addr: SocketAddr) -> std::io::Result<SocketAddr> {
 /// pulling, the event queue fills and the shards wait for it (their peers
 /// are then held back by TCP flow control); nothing is dropped.
 pub struct EventServer {
-    server: Server,
+    /// Always `Some` until `stop` takes it.
+    server: Option<Server>,
     events: Receiver<Event>,
     stop_flag: Arc<AtomicBool>,
 }
@@ -599,14 +623,18 @@ impl EventServer {
     }
 
     pub fn server(&self) -> &Server {
-        &self.server
+        self.server.as_ref().expect("server present until stop")
     }
 
-    /// Stops the server (see [`Server::stop`]). Events not yet pulled are
-    /// dropped.
-    pub fn stop(self) {
-        drop(self);
+    /// Stops the server (see [`Server::stop`]) and returns its final
+    /// counters. Events not yet pulled are dropped.
+    pub fn stop(mut self) -> Stats {
+        self.stop_flag.store(true, Ordering::Release);
+        let server = self.server.take().expect("server present until stop");
+        server.stop()
     }
+
+
 }
 
 impl Drop for EventServer {
@@ -620,7 +648,7 @@ impl Drop for EventServer {
 impl std::ops::Deref for EventServer {
     type Target = Server;
     fn deref(&self) -> &Server {
-        &self.server
+        self.server()
     }
 }
 

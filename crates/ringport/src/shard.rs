@@ -269,6 +269,8 @@ struct Shard<C: Codec, H: Handler> {
     states: Box<[Option<H::ConnState>]>,
     handler: H,
     completions: Vec<(u64, i32, u32)>,
+    /// Which io_uring setup flags the kernel accepted.
+    mode: &'static str,
 }
 
 /// Shard thread body: sets up, reports readiness, runs until stopped.
@@ -278,7 +280,7 @@ pub(crate) fn run<C, H, F>(
     codec: C,
     table: usize,
     factory: &F,
-    ready: Sender<io::Result<()>>,
+    ready: Sender<io::Result<&'static str>>,
 ) where
     C: Codec,
     H: Handler,
@@ -294,7 +296,7 @@ pub(crate) fn run<C, H, F>(
             return;
         }
     };
-    let _ = ready.send(Ok(()));
+    let _ = ready.send(Ok(shard.mode));
     drop(ready);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.run()));
     match outcome {
@@ -406,6 +408,7 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             states: (0..table).map(|_| None).collect(),
             handler,
             completions: Vec::with_capacity(4096),
+            mode,
         })
     }
 
@@ -522,9 +525,8 @@ impl<C: Codec, H: Handler> Shard<C, H> {
                 Ok(())
             }
             OpKind::Connect => {
-                match self.core.on_connect(ud, result)? {
-                    Some((conn, peer)) => self.opened(conn, peer),
-                    None => {}
+                if let Some((conn, peer)) = self.core.on_connect(ud, result)? {
+                    self.opened(conn, peer);
                 }
                 Ok(())
             }

@@ -89,7 +89,19 @@ impl UserData {
 /// Checks that io_uring can be used here with the features ringport needs,
 /// and says why not otherwise (disabled by sysctl, blocked by seccomp, kernel
 /// too old).
+///
+/// The probe ring lives on a short-lived thread of its own: tearing a ring
+/// down interrupts the threads that used it, and the caller's next blocking
+/// call must not see a spurious EINTR.
 pub fn probe() -> io::Result<()> {
+    std::thread::scope(|s| {
+        s.spawn(probe_here)
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("io_uring probe panicked")))
+    })
+}
+
+fn probe_here() -> io::Result<()> {
     let (major, minor) = kernel_version().unwrap_or((0, 0));
     if (major, minor) < (6, 0) {
         return Err(io::Error::new(
@@ -144,7 +156,8 @@ fn kernel_version() -> Option<(u32, u32)> {
 /// called on the thread that will use the ring (single issuer).
 pub fn new_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
     let cq = entries.saturating_mul(4);
-    let attempts: [(&'static str, fn(&mut io_uring::Builder)); 3] = [
+    type Configure = fn(&mut io_uring::Builder);
+    let attempts: [(&'static str, Configure); 3] = [
         ("single_issuer+defer_taskrun", |b| {
             b.setup_single_issuer().setup_defer_taskrun();
         }),

@@ -1,0 +1,409 @@
+//! The load generator's connection handler: runs on ringport's own shards
+//! (outbound connections on io_uring direct descriptors), keeps `depth`
+//! messages in flight per connection (or a fixed rate), verifies every
+//! reply and records round-trip latency.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use ringport::{Bytes, CloseReason, ConnId, Context, Handler};
+
+use super::payload::{self, Corrupt, Stamp};
+
+/// What every shard is doing now; set by the bench's main thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Phase {
+    Connecting = 0,
+    Warmup = 1,
+    Measure = 2,
+    /// No new sends; waiting for the replies still in flight.
+    Drain = 3,
+}
+
+impl Phase {
+    fn from_u8(v: u8) -> Phase {
+        match v {
+            0 => Phase::Connecting,
+            1 => Phase::Warmup,
+            2 => Phase::Measure,
+            _ => Phase::Drain,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Echo,
+    Chat,
+}
+
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub size: usize,
+    pub depth: u32,
+    /// Messages per second per connection; 0 = closed loop.
+    pub rate: f64,
+    pub mode: Mode,
+    /// Payloads must be printable without newlines (lines codec).
+    pub text: bool,
+    pub started: Instant,
+}
+
+/// Shared between the shards and the bench's main thread.
+pub struct Shared {
+    pub params: Params,
+    phase: AtomicU8,
+    pub established: AtomicU64,
+    pub connect_failed: AtomicU64,
+    pub next_index: AtomicU32,
+    /// Published by each shard on every tick, for progress display.
+    pub progress_received: Vec<AtomicU64>,
+    pub progress_in_flight: Vec<AtomicU64>,
+    pub progress_errors: Vec<AtomicU64>,
+    pub connect_errors: Mutex<BTreeMap<String, u64>>,
+    pub results: Mutex<Vec<ShardResult>>,
+}
+
+impl Shared {
+    pub fn new(params: Params, shards: usize) -> Self {
+        let counters = || (0..shards).map(|_| AtomicU64::new(0)).collect();
+        Shared {
+            params,
+            phase: AtomicU8::new(Phase::Connecting as u8),
+            established: AtomicU64::new(0),
+            connect_failed: AtomicU64::new(0),
+            next_index: AtomicU32::new(0),
+            progress_received: counters(),
+            progress_in_flight: counters(),
+            progress_errors: counters(),
+            connect_errors: Mutex::new(BTreeMap::new()),
+            results: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.store(phase as u8, Ordering::Release);
+    }
+
+    pub fn phase(&self) -> Phase {
+        Phase::from_u8(self.phase.load(Ordering::Acquire))
+    }
+
+    pub fn sum(counters: &[AtomicU64]) -> u64 {
+        counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// One shard's outcome, handed over when the shard drops its handler.
+#[derive(Debug)]
+pub struct ShardResult {
+    pub latency_us: Histogram<u64>,
+    /// Replies (echo) or deliveries (chat) received during the measure
+    /// phase, and their payload bytes.
+    pub measured_messages: u64,
+    pub measured_bytes: u64,
+    pub sent: u64,
+    pub received: u64,
+    /// Sends that a fixed rate asked for while `depth` were in flight.
+    pub late_sends: u64,
+    pub errors: BTreeMap<&'static str, u64>,
+    pub first_errors: Vec<String>,
+    /// Messages sent and never answered (loss), counted at the end.
+    pub unanswered: u64,
+}
+
+struct Conn {
+    id: ConnId,
+    index: u32,
+    next_seq: u64,
+    expect_seq: u64,
+    in_flight: u32,
+}
+
+pub struct BenchHandler {
+    shard: usize,
+    shared: Arc<Shared>,
+    conns: Vec<Option<Conn>>,
+    /// Open slots, for the fixed-rate round robin.
+    rotation: Vec<u32>,
+    cursor: usize,
+    /// Fractional sends owed by the fixed rate.
+    owed: f64,
+    last_tick: Instant,
+    started_traffic: bool,
+    scratch: Vec<u8>,
+    result: ShardResult,
+}
+
+const MAX_FIRST_ERRORS: usize = 5;
+/// Payloads at least this large are handed to the engine as `Bytes`
+/// (queued by reference) instead of copied.
+const SHARED_PAYLOAD: usize = 64 * 1024;
+
+impl BenchHandler {
+    pub fn new(shard: usize, shared: Arc<Shared>) -> Self {
+        BenchHandler {
+            shard,
+            shared,
+            conns: Vec::new(),
+            rotation: Vec::new(),
+            cursor: 0,
+            owed: 0.0,
+            last_tick: Instant::now(),
+            started_traffic: false,
+            scratch: Vec::new(),
+            result: ShardResult {
+                latency_us: Histogram::new_with_bounds(1, 120_000_000, 3)
+                    .expect("valid histogram bounds"),
+                measured_messages: 0,
+                measured_bytes: 0,
+                sent: 0,
+                received: 0,
+                late_sends: 0,
+                errors: BTreeMap::new(),
+                first_errors: Vec::new(),
+                unanswered: 0,
+            },
+        }
+    }
+
+    fn error(&mut self, kind: &'static str, detail: impl FnOnce() -> String) {
+        *self.result.errors.entry(kind).or_default() += 1;
+        if self.result.first_errors.len() < MAX_FIRST_ERRORS {
+            self.result.first_errors.push(format!("{kind}: {}", detail()));
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.shared.params.started.elapsed().as_nanos() as u64
+    }
+
+    fn send_next(&mut self, ctx: &mut Context<'_>, slot: usize) {
+        let now = self.now_ns();
+        let params = &self.shared.params;
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        let stamp = Stamp {
+            conn: conn.index,
+            seq: conn.next_seq,
+            sent_ns: now,
+        };
+        payload::encode(&mut self.scratch, params.size, stamp, params.text);
+        let outcome = if params.size >= SHARED_PAYLOAD {
+            ctx.send_bytes(conn.id, Bytes::copy_from_slice(&self.scratch))
+        } else {
+            ctx.send(conn.id, &self.scratch)
+        };
+        match outcome {
+            Ok(()) => {
+                conn.next_seq += 1;
+                conn.in_flight += 1;
+                self.result.sent += 1;
+            }
+            Err(e) => {
+                let id = conn.id;
+                self.error("send refused", || format!("{id}: {e}"));
+            }
+        }
+    }
+
+    fn sending(&self) -> bool {
+        matches!(self.shared.phase(), Phase::Warmup | Phase::Measure)
+    }
+
+    /// Closed loop: fill every connection up to `depth` in flight.
+    fn fill(&mut self, ctx: &mut Context<'_>, slot: usize) {
+        let depth = self.shared.params.depth;
+        while self.conns[slot]
+            .as_ref()
+            .is_some_and(|c| c.in_flight < depth)
+        {
+            let before = self.result.sent;
+            self.send_next(ctx, slot);
+            if self.result.sent == before {
+                break;
+            }
+        }
+    }
+
+    fn start_traffic(&mut self, ctx: &mut Context<'_>) {
+        self.started_traffic = true;
+        if self.shared.params.rate > 0.0 {
+            return;
+        }
+        for slot in 0..self.conns.len() {
+            self.fill(ctx, slot);
+        }
+    }
+
+    /// Fixed rate: `rate × connections × elapsed` sends, spread over the
+    /// connections in turn.
+    fn paced_sends(&mut self, ctx: &mut Context<'_>, elapsed: f64) {
+        if self.rotation.is_empty() {
+            return;
+        }
+        self.owed += self.shared.params.rate * self.rotation.len() as f64 * elapsed;
+        let depth = self.shared.params.depth;
+        let mut budget = self.owed.floor() as u64;
+        self.owed -= budget as f64;
+        while budget > 0 {
+            budget -= 1;
+            self.cursor = (self.cursor + 1) % self.rotation.len();
+            let slot = self.rotation[self.cursor] as usize;
+            let Some(conn) = self.conns[slot].as_ref() else {
+                continue;
+            };
+            if conn.in_flight >= depth {
+                self.result.late_sends += 1;
+            } else {
+                self.send_next(ctx, slot);
+            }
+        }
+    }
+
+    fn record(&mut self, stamp: Stamp, len: usize) {
+        if self.shared.phase() == Phase::Measure {
+            let rtt_us = (self.now_ns().saturating_sub(stamp.sent_ns) / 1000).max(1);
+            self.result.latency_us.saturating_record(rtt_us);
+            self.result.measured_messages += 1;
+            self.result.measured_bytes += len as u64;
+        }
+    }
+}
+
+impl Handler for BenchHandler {
+    type ConnState = ();
+
+    fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, _peer: SocketAddr) {
+        self.shared.established.fetch_add(1, Ordering::Relaxed);
+        let slot = id.slot() as usize;
+        if self.conns.len() <= slot {
+            self.conns.resize_with(slot + 1, || None);
+        }
+        let index = self.shared.next_index.fetch_add(1, Ordering::Relaxed);
+        self.conns[slot] = Some(Conn {
+            id,
+            index,
+            next_seq: 0,
+            expect_seq: 0,
+            in_flight: 0,
+        });
+        self.rotation.push(slot as u32);
+        if self.started_traffic && self.shared.params.rate == 0.0 && self.sending() {
+            self.fill(ctx, slot);
+        }
+    }
+
+    fn on_connect_failed(&mut self, _: &mut Context<'_>, _remote: SocketAddr, error: std::io::Error) {
+        self.shared.connect_failed.fetch_add(1, Ordering::Relaxed);
+        let mut errors = self.shared.connect_errors.lock().unwrap();
+        *errors.entry(error.to_string()).or_default() += 1;
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_>, id: ConnId, _: &mut (), message: &[u8]) {
+        let params = &self.shared.params;
+        let (size, text, mode) = (params.size, params.text, params.mode);
+        self.result.received += 1;
+        let slot = id.slot() as usize;
+        let stamp = match payload::verify(message, size, text) {
+            Ok(stamp) => stamp,
+            Err(Corrupt::Length { got, want }) => {
+                return self.error("wrong length", || format!("{id}: {got} bytes, sent {want}"));
+            }
+            Err(Corrupt::Filler { at }) => {
+                return self.error("corrupt payload", || format!("{id}: first bad byte at {at}"));
+            }
+        };
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        if stamp.conn != conn.index {
+            if mode == Mode::Chat {
+                // Someone else's broadcast: intact, counts as a delivery.
+                self.record(stamp, message.len());
+                return;
+            }
+            let index = conn.index;
+            return self.error("misrouted reply", || {
+                format!("{id} (index {index}) got a reply for index {}", stamp.conn)
+            });
+        }
+        if stamp.seq != conn.expect_seq {
+            let expect = conn.expect_seq;
+            conn.expect_seq = stamp.seq + 1;
+            conn.in_flight = conn.in_flight.saturating_sub(1);
+            return self.error("lost or reordered", || {
+                format!("{id}: expected seq {expect}, got {}", stamp.seq)
+            });
+        }
+        conn.expect_seq += 1;
+        conn.in_flight -= 1;
+        self.record(stamp, message.len());
+        if self.shared.params.rate == 0.0 && self.sending() {
+            self.fill(ctx, slot);
+        }
+    }
+
+    fn on_tick(&mut self, ctx: &mut Context<'_>) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last_tick).as_secs_f64();
+        self.last_tick = now;
+        if self.sending() {
+            if !self.started_traffic {
+                self.start_traffic(ctx);
+            }
+            if self.shared.params.rate > 0.0 {
+                self.paced_sends(ctx, elapsed);
+            }
+        }
+        let in_flight: u64 = self.conns.iter().flatten().map(|c| c.in_flight as u64).sum();
+        let errors: u64 = self.result.errors.values().sum();
+        self.shared.progress_received[self.shard].store(self.result.received, Ordering::Relaxed);
+        self.shared.progress_in_flight[self.shard].store(in_flight, Ordering::Relaxed);
+        self.shared.progress_errors[self.shard].store(errors, Ordering::Relaxed);
+    }
+
+    fn on_close(&mut self, _: &mut Context<'_>, id: ConnId, _: (), reason: CloseReason) {
+        let slot = id.slot() as usize;
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) {
+            self.result.unanswered += conn.in_flight as u64;
+            if let Some(pos) = self.rotation.iter().position(|&s| s as usize == slot) {
+                self.rotation.swap_remove(pos);
+            }
+            if reason != CloseReason::ServerStopping {
+                self.error("closed by peer", || format!("{id}: {reason:?}"));
+            }
+        }
+    }
+}
+
+impl Drop for BenchHandler {
+    fn drop(&mut self) {
+        for conn in self.conns.iter().flatten() {
+            self.result.unanswered += conn.in_flight as u64;
+        }
+        let result = std::mem::replace(
+            &mut self.result,
+            ShardResult {
+                latency_us: Histogram::new(1).expect("valid histogram"),
+                measured_messages: 0,
+                measured_bytes: 0,
+                sent: 0,
+                received: 0,
+                late_sends: 0,
+                errors: BTreeMap::new(),
+                first_errors: Vec::new(),
+                unanswered: 0,
+            },
+        );
+        if let Ok(mut results) = self.shared.results.lock() {
+            results.push(result);
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! `ringport bench`: a load generator built on ringport's own engine.
+//!
+//! Phases: connect (paced, spread over source addresses), warm-up, measure,
+//! drain (no new sends; wait for every reply), report. Every reply is
+//! verified byte for byte; any error or unanswered message makes the exit
+//! status non-zero.
+
+mod handler;
+mod payload;
+mod report;
+mod sources;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use ringport::{LengthDelimited, Lines, Server, ServerConfig};
+
+use handler::{BenchHandler, Mode, Params, Phase, Shared};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchMode {
+    /// Every message comes back to its sender.
+    Echo,
+    /// Every message goes to every connected client (`ringport serve --mode chat`).
+    Chat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchCodec {
+    /// 4-byte big-endian length, then the payload (ringport's default).
+    Length,
+    /// Newline-delimited; payloads are printable text.
+    Lines,
+}
+
+/// Options of `ringport bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    pub addr: SocketAddr,
+    /// Concurrent connections to open and keep.
+    #[arg(long, short = 'c', default_value_t = 100)]
+    pub connections: usize,
+    /// Payload bytes per message (at least 20; 40 with --codec lines).
+    #[arg(long, short = 's', default_value = "512", value_parser = size_arg)]
+    pub size: usize,
+    /// Messages in flight per connection (1 = ping-pong).
+    #[arg(long, short = 'd', default_value_t = 1)]
+    pub depth: u32,
+    /// Length of the measured phase, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Warm-up before measuring, in seconds (traffic runs, nothing recorded).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Messages per second per connection; 0 = closed loop, as fast as
+    /// replies come.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// What the server does with messages.
+    #[arg(long, value_enum, default_value_t = BenchMode::Echo)]
+    pub mode: BenchMode,
+    /// Framing; must match the server's.
+    #[arg(long, value_enum, default_value_t = BenchCodec::Length)]
+    pub codec: BenchCodec,
+    /// Source addresses to spread connections over, as a range
+    /// (127.0.0.1-127.0.0.64) or a comma list. One source address gives
+    /// about 28,000 connections to one server address.
+    #[arg(long, default_value = "127.0.0.1-127.0.0.16")]
+    pub sources: String,
+    /// Engine threads (each its own io_uring). Raised automatically when
+    /// the connections need more rings than this (one ring holds at most
+    /// the open-files limit).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Connects in flight at once while connecting (pacing, so the server's
+    /// listen backlog does not overflow).
+    #[arg(long, default_value_t = 1000)]
+    pub connect_window: usize,
+    /// Largest frame the bench accepts (match the server's --max-frame).
+    #[arg(long, default_value = "16MiB", value_parser = size_arg)]
+    pub max_frame: usize,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Sample this server process's CPU and memory from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Draw the latency percentile curve to this SVG file.
+    #[arg(long)]
+    pub plot: Option<std::path::PathBuf>,
+    /// Longest wait for outstanding replies after the measured phase, in
+    /// seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_timeout: f64,
+}
+
+fn size_arg(text: &str) -> Result<usize, String> {
+    crate::parse_size(text).and_then(|n| usize::try_from(n).map_err(|_| "size too large".into()))
+}
+
+/// Runs the bench; returns the process exit code.
+pub fn run(args: BenchArgs) -> i32 {
+    match run_inner(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
+}
+
+fn run_inner(args: BenchArgs) -> Result<i32, String> {
+    let text = args.codec == BenchCodec::Lines;
+    if args.size < payload::min_size(text) {
+        return Err(format!(
+            "--size must be at least {} bytes to carry the connection id and sequence number",
+            payload::min_size(text)
+        ));
+    }
+    if args.size > args.max_frame {
+        return Err(format!(
+            "--size {} exceeds --max-frame {}",
+            args.size, args.max_frame
+        ));
+    }
+    if args.connections == 0 || args.depth == 0 {
+        return Err("--connections and --depth must be at least 1".into());
+    }
+    if !(args.rate >= 0.0 && args.duration > 0.0 && args.warmup >= 0.0) {
+        return Err("--rate, --duration and --warmup must be positive".into());
+    }
+    let sources = sources::parse(&args.sources)?;
+    if sources.iter().any(|s| s.is_ipv4() != args.addr.is_ipv4()) {
+        return Err("source addresses and --addr must be of the same IP family".into());
+    }
+    let per_source = 28_000usize;
+    if args.connections > sources.len() * per_source {
+        eprintln!(
+            "warning: {} connections over {} source address(es) may run out of ephemeral ports \
+             (about {per_source} per source); add --sources",
+            args.connections,
+            sources.len()
+        );
+    }
+    let ring_cap = ringport::server::max_connections_per_shard()
+        .map_err(|e| format!("reading the open-files limit: {e}"))?;
+    let needed = args.connections.div_ceil(ring_cap.saturating_sub(16).max(1));
+    let threads = args.threads.max(needed).max(1);
+    if threads > args.threads {
+        eprintln!(
+            "note: {} connections need {threads} rings of at most {ring_cap} each; using {threads} threads",
+            args.connections
+        );
+    }
+
+    let params = Params {
+        size: args.size,
+        depth: args.depth,
+        rate: args.rate,
+        mode: match args.mode {
+            BenchMode::Echo => Mode::Echo,
+            BenchMode::Chat => Mode::Chat,
+        },
+        text,
+        started: Instant::now(),
+    };
+    let shared = Arc::new(Shared::new(params, threads));
+    let config = ServerConfig {
+        listen: false,
+        shards: threads,
+        connections_per_shard: Some(ring_cap.min(args.connections.div_ceil(threads) + 16)),
+        max_connections: args.connections + 16,
+        tick: if args.rate > 0.0 {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(5)
+        },
+        // Replies are read as they come; the bench never leaves data unread.
+        stop_timeout: Duration::from_secs(2),
+        ..ServerConfig::default()
+    };
+    let factory_shared = shared.clone();
+    let factory = move |i| BenchHandler::new(i, factory_shared.clone());
+    let engine = match args.codec {
+        BenchCodec::Length => Server::start(
+            config,
+            LengthDelimited::new().max_frame_length(args.max_frame),
+            factory,
+        ),
+        BenchCodec::Lines => Server::start(
+            config,
+            Lines::new().max_line_length(args.max_frame),
+            factory,
+        ),
+    }
+    .map_err(|e| format!("starting the bench engine: {e}"))?;
+
+    let mut progress = report::Progress::new();
+    let connect_started = Instant::now();
+    connect_all(&args, &engine, &shared, &sources, &mut progress)?;
+    let connect_secs = connect_started.elapsed().as_secs_f64();
+    let established = shared.established.load(std::sync::atomic::Ordering::Relaxed);
+    progress.line(&format!(
+        "connected {established}/{} in {connect_secs:.2}s ({:.0}/s), {} failed",
+        args.connections,
+        established as f64 / connect_secs.max(1e-9),
+        shared.connect_failed.load(std::sync::atomic::Ordering::Relaxed)
+    ));
+
+    shared.set_phase(Phase::Warmup);
+    progress.run_phase("warm-up", args.warmup, &shared);
+    let server_before = args.server_pid.map(report::ProcSample::take);
+    let cpu_before = report::self_cpu();
+    shared.set_phase(Phase::Measure);
+    let measure_started = Instant::now();
+    progress.run_phase("measure", args.duration, &shared);
+    shared.set_phase(Phase::Drain);
+    let measured_secs = measure_started.elapsed().as_secs_f64();
+    let server_after = args.server_pid.map(report::ProcSample::take);
+    let cpu_after = report::self_cpu();
+    progress.drain(&shared, args.drain_timeout);
+    let engine_stats = engine.stats();
+    engine.stop();
+
+    let results = std::mem::take(&mut *shared.results.lock().unwrap());
+    if results.len() != threads {
+        return Err(format!(
+            "only {} of {threads} engine threads reported results (a shard failed)",
+            results.len()
+        ));
+    }
+    let server = match (server_before, server_after) {
+        (Some(Ok(a)), Some(Ok(b))) => Some(report::ServerUsage::between(&a, &b)),
+        (Some(Err(e)), _) | (_, Some(Err(e))) => {
+            eprintln!("warning: sampling the server process: {e}");
+            None
+        }
+        _ => None,
+    };
+    let summary = report::Summary::build(report::Inputs {
+        args: &args,
+        threads,
+        results,
+        established,
+        connect_failed: shared.connect_failed.load(std::sync::atomic::Ordering::Relaxed),
+        connect_errors: shared.connect_errors.lock().unwrap().clone(),
+        connect_secs,
+        measured_secs,
+        bench_cpu_secs: cpu_after - cpu_before,
+        server,
+        engine_stats,
+    });
+    summary.print();
+    if let Some(path) = &args.json {
+        std::fs::write(path, summary.json().to_string() + "\n")
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, summary.svg())
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
+    Ok(if summary.ok() { 0 } else { 1 })
+}
+
+/// Opens the connections with at most `connect_window` in flight, spread
+/// over the source addresses; waits until each has succeeded or failed.
+fn connect_all(
+    args: &BenchArgs,
+    engine: &Server,
+    shared: &Shared,
+    sources: &[std::net::IpAddr],
+    progress: &mut report::Progress,
+) -> Result<(), String> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let done = || shared.established.load(Relaxed) + shared.connect_failed.load(Relaxed);
+    let total = args.connections as u64;
+    let mut issued = 0u64;
+    let mut last_change = Instant::now();
+    let mut last_done = 0;
+    progress.start_bar("connect", total);
+    while done() < total {
+        while issued < total && issued - done() < args.connect_window as u64 {
+            let source = sources[issued as usize % sources.len()];
+            match engine.connect(args.addr, Some(SocketAddr::new(source, 0))) {
+                Ok(()) => issued += 1,
+                Err(ringport::SendError::Busy) => break,
+                Err(e) => return Err(format!("connect: {e}")),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        let now_done = done();
+        progress.set_bar(now_done);
+        if now_done != last_done {
+            last_done = now_done;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > Duration::from_secs(30) {
+            return Err(format!(
+                "connecting stalled: {now_done} of {total} connects finished, none for 30 s"
+            ));
+        }
+    }
+    progress.finish_bar();
+    Ok(())
+}

@@ -1,0 +1,440 @@
+//! Progress display, /proc sampling, and the final report (text, JSON, SVG).
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::BenchArgs;
+use super::handler::{ShardResult, Shared};
+
+/// A progress bar on a terminal, plain periodic lines otherwise.
+pub struct Progress {
+    tty: bool,
+    bar: Option<ProgressBar>,
+    last_line: Instant,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            bar: None,
+            last_line: Instant::now(),
+        }
+    }
+
+    pub fn line(&self, text: &str) {
+        eprintln!("{text}");
+    }
+
+    pub fn start_bar(&mut self, what: &str, total: u64) {
+        if self.tty {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} ({per_sec})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_message(what.to_string());
+            self.bar = Some(bar);
+        } else {
+            eprintln!("{what}: 0/{total}");
+        }
+        self.last_line = Instant::now();
+    }
+
+    pub fn set_bar(&mut self, pos: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(pos);
+        } else if self.last_line.elapsed() >= Duration::from_secs(1) {
+            eprintln!("  ... {pos}");
+            self.last_line = Instant::now();
+        }
+    }
+
+    pub fn finish_bar(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// Waits `secs` while showing messages/s.
+    pub fn run_phase(&mut self, what: &str, secs: f64, shared: &Shared) {
+        let total = Duration::from_secs_f64(secs);
+        let started = Instant::now();
+        let mut last = Shared::sum(&shared.progress_received);
+        let mut last_at = Instant::now();
+        self.start_bar(what, (secs * 10.0).ceil() as u64);
+        while started.elapsed() < total {
+            std::thread::sleep((total - started.elapsed()).min(Duration::from_millis(100)));
+            let elapsed = last_at.elapsed();
+            if elapsed >= Duration::from_secs(1) || started.elapsed() >= total {
+                let now = Shared::sum(&shared.progress_received);
+                let rate = (now - last) as f64 / elapsed.as_secs_f64();
+                let errors = Shared::sum(&shared.progress_errors);
+                let msg = format!("{what}: {rate:.0} msg/s, {errors} errors");
+                match &self.bar {
+                    Some(bar) => bar.set_message(msg),
+                    None => eprintln!("{msg}"),
+                }
+                last = now;
+                last_at = Instant::now();
+            }
+            if let Some(bar) = &self.bar {
+                bar.set_position((started.elapsed().as_secs_f64() * 10.0) as u64);
+            }
+        }
+        self.finish_bar();
+    }
+
+    /// Waits until no message is in flight (or the timeout).
+    pub fn drain(&mut self, shared: &Shared, timeout: f64) {
+        let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+        // Ticks publish in-flight counts; give every shard one after the
+        // phase change.
+        std::thread::sleep(Duration::from_millis(20));
+        while Shared::sum(&shared.progress_in_flight) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// CPU seconds used by this process so far.
+pub fn self_cpu() -> f64 {
+    // SAFETY: getrusage writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid out-pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// CPU time and memory of another process, from /proc.
+pub struct ProcSample {
+    at: Instant,
+    cpu_secs: f64,
+    rss_bytes: u64,
+}
+
+impl ProcSample {
+    pub fn take(pid: u32) -> Result<ProcSample, String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+        // Fields after the command name (which may contain spaces).
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, r)| r)
+            .ok_or("unexpected /proc stat format")?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> Result<f64, String> {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .ok_or_else(|| "unexpected /proc stat format".to_string())
+        };
+        // utime and stime are fields 14 and 15 of stat; 12 and 13 here.
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let cpu_secs = (ticks(11)? + ticks(12)?) / hz;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        Ok(ProcSample {
+            at: Instant::now(),
+            cpu_secs,
+            rss_bytes: rss_kib * 1024,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ServerUsage {
+    pub cpu_percent: f64,
+    pub cpu_secs: f64,
+    pub rss_bytes: u64,
+}
+
+impl ServerUsage {
+    pub fn between(a: &ProcSample, b: &ProcSample) -> Self {
+        let wall = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
+        let cpu = (b.cpu_secs - a.cpu_secs).max(0.0);
+        ServerUsage {
+            cpu_percent: 100.0 * cpu / wall,
+            cpu_secs: cpu,
+            rss_bytes: b.rss_bytes,
+        }
+    }
+}
+
+pub struct Inputs<'a> {
+    pub args: &'a BenchArgs,
+    pub threads: usize,
+    pub results: Vec<ShardResult>,
+    pub established: u64,
+    pub connect_failed: u64,
+    pub connect_errors: BTreeMap<String, u64>,
+    pub connect_secs: f64,
+    pub measured_secs: f64,
+    pub bench_cpu_secs: f64,
+    pub server: Option<ServerUsage>,
+    pub engine_stats: ringport::Stats,
+}
+
+pub struct Summary {
+    connections: usize,
+    size: usize,
+    depth: u32,
+    rate: f64,
+    mode: String,
+    threads: usize,
+    established: u64,
+    connect_failed: u64,
+    connect_secs: f64,
+    measured_secs: f64,
+    messages: u64,
+    bytes: u64,
+    latency: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+    first_errors: Vec<String>,
+    late_sends: u64,
+    bench_cpu_secs: f64,
+    server: Option<ServerUsage>,
+}
+
+const PERCENTILES: [(&str, f64); 4] = [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9)];
+
+impl Summary {
+    pub fn build(inputs: Inputs<'_>) -> Summary {
+        let mut latency = Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds");
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        let mut first_errors = Vec::new();
+        let (mut messages, mut bytes, mut late, mut unanswered) = (0, 0, 0, 0);
+        for r in &inputs.results {
+            latency.add(&r.latency_us).expect("same histogram bounds");
+            messages += r.measured_messages;
+            bytes += r.measured_bytes;
+            late += r.late_sends;
+            unanswered += r.unanswered;
+            for (k, v) in &r.errors {
+                *errors.entry(k.to_string()).or_default() += v;
+            }
+            first_errors.extend(r.first_errors.iter().cloned());
+        }
+        if unanswered > 0 {
+            errors.insert("unanswered (lost)".into(), unanswered);
+        }
+        for (e, n) in inputs.connect_errors {
+            *errors.entry(format!("connect: {e}")).or_default() += n;
+        }
+        let _ = inputs.engine_stats;
+        Summary {
+            connections: inputs.args.connections,
+            size: inputs.args.size,
+            depth: inputs.args.depth,
+            rate: inputs.args.rate,
+            mode: format!("{:?}", inputs.args.mode).to_lowercase(),
+            threads: inputs.threads,
+            established: inputs.established,
+            connect_failed: inputs.connect_failed,
+            connect_secs: inputs.connect_secs,
+            measured_secs: inputs.measured_secs,
+            messages,
+            bytes,
+            latency,
+            errors,
+            first_errors,
+            late_sends: late,
+            bench_cpu_secs: inputs.bench_cpu_secs,
+            server: inputs.server,
+        }
+    }
+
+    /// No verification error, no loss, every connection established.
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty() && self.established == self.connections as u64
+    }
+
+    fn msgs_per_sec(&self) -> f64 {
+        self.messages as f64 / self.measured_secs.max(1e-9)
+    }
+
+    fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.measured_secs.max(1e-9)
+    }
+
+    pub fn print(&self) {
+        println!(
+            "ringport bench: {} connections ({} threads), {} B, depth {}, rate {}, mode {}",
+            self.connections,
+            self.threads,
+            self.size,
+            self.depth,
+            if self.rate > 0.0 { format!("{}/s/conn", self.rate) } else { "closed loop".into() },
+            self.mode
+        );
+        println!(
+            "connections: {} established, {} failed, {:.0} connects/s",
+            self.established,
+            self.connect_failed,
+            self.established as f64 / self.connect_secs.max(1e-9)
+        );
+        println!(
+            "throughput:  {:.0} msg/s, {:.1} MB/s over {:.1} s ({} messages verified)",
+            self.msgs_per_sec(),
+            self.mb_per_sec(),
+            self.measured_secs,
+            self.messages
+        );
+        let l = &self.latency;
+        println!(
+            "latency us:  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+            l.value_at_quantile(0.5),
+            l.value_at_quantile(0.9),
+            l.value_at_quantile(0.99),
+            l.value_at_quantile(0.999),
+            l.max()
+        );
+        println!(
+            "bench cpu:   {:.2} s ({:.0}% of one core)",
+            self.bench_cpu_secs,
+            100.0 * self.bench_cpu_secs / self.measured_secs.max(1e-9)
+        );
+        if let Some(s) = &self.server {
+            let per_conn = s.rss_bytes as f64 / self.established.max(1) as f64;
+            let per_msg = if self.messages > 0 {
+                s.cpu_secs * 1e6 / self.messages as f64
+            } else {
+                0.0
+            };
+            println!(
+                "server:      {:.1}% cpu, {:.2} us cpu/msg, rss {:.1} MiB ({:.0} B/connection)",
+                s.cpu_percent,
+                per_msg,
+                s.rss_bytes as f64 / (1 << 20) as f64,
+                per_conn
+            );
+        }
+        if self.late_sends > 0 {
+            println!(
+                "late sends:  {} (the fixed rate wanted to send while depth was in flight)",
+                self.late_sends
+            );
+        }
+        if self.errors.is_empty() {
+            println!("errors:      none");
+        } else {
+            println!("errors:");
+            for (k, v) in &self.errors {
+                println!("  {k}: {v}");
+            }
+            for e in self.first_errors.iter().take(5) {
+                println!("  e.g. {e}");
+            }
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let l = &self.latency;
+        let mut latency = serde_json::Map::new();
+        for (name, q) in PERCENTILES {
+            latency.insert(name.into(), json!(l.value_at_percentile(q)));
+        }
+        latency.insert("max".into(), json!(l.max()));
+        latency.insert("mean".into(), json!(l.mean()));
+        let server = self.server.map(|s| {
+            json!({
+                "cpu_percent": s.cpu_percent,
+                "cpu_seconds": s.cpu_secs,
+                "rss_bytes": s.rss_bytes,
+                "rss_bytes_per_connection": s.rss_bytes as f64 / self.established.max(1) as f64,
+                "cpu_us_per_message": if self.messages > 0 { s.cpu_secs * 1e6 / self.messages as f64 } else { 0.0 },
+            })
+        });
+        json!({
+            "connections": self.connections,
+            "connections_established": self.established,
+            "connect_failed": self.connect_failed,
+            "connects_per_sec": self.established as f64 / self.connect_secs.max(1e-9),
+            "size": self.size,
+            "depth": self.depth,
+            "rate": self.rate,
+            "mode": self.mode,
+            "threads": self.threads,
+            "duration_secs": self.measured_secs,
+            "messages": self.messages,
+            "messages_per_sec": self.msgs_per_sec(),
+            "mb_per_sec": self.mb_per_sec(),
+            "latency_us": latency,
+            "late_sends": self.late_sends,
+            "errors": self.errors,
+            "bench_cpu_seconds": self.bench_cpu_secs,
+            "server": server,
+            "ok": self.ok(),
+        })
+    }
+
+    /// The latency percentile curve (x: percentile on a "nines" scale,
+    /// y: microseconds) as a standalone SVG.
+    pub fn svg(&self) -> String {
+        let (w, h, pad) = (720.0, 420.0, 60.0);
+        let max_nines = 5.0; // up to 99.999%
+        let points: Vec<(f64, u64)> = (0..=100)
+            .map(|i| {
+                let nines = max_nines * i as f64 / 100.0;
+                let pct = 100.0 * (1.0 - 10f64.powf(-nines));
+                (nines, self.latency.value_at_percentile(pct))
+            })
+            .collect();
+        let y_max = points.iter().map(|p| p.1).max().unwrap_or(1).max(1) as f64;
+        let x = |n: f64| pad + (w - 2.0 * pad) * n / max_nines;
+        let y = |v: f64| h - pad - (h - 2.0 * pad) * v / y_max;
+        let path: String = points
+            .iter()
+            .enumerate()
+            .map(|(i, (n, v))| {
+                format!("{}{:.1},{:.1}", if i == 0 { "M" } else { " L" }, x(*n), y(*v as f64))
+            })
+            .collect();
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <text x=\"{pad}\" y=\"24\" font-size=\"14\">ringport bench: {} conns, {} B, depth {} - {:.0} msg/s</text>\n\
+             <line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+             <line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"black\"/>\n",
+            self.connections,
+            self.size,
+            self.depth,
+            self.msgs_per_sec(),
+            h - pad,
+            w - pad,
+            h - pad,
+            h - pad
+        );
+        for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"].iter().enumerate() {
+            svg += &format!(
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n",
+                x(i as f64),
+                h - pad + 18.0
+            );
+        }
+        for i in 0..=4 {
+            let v = y_max * i as f64 / 4.0;
+            svg += &format!(
+                "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.0} us</text>\n",
+                pad - 6.0,
+                y(v) + 4.0,
+                v
+            );
+        }
+        svg += &format!("<path d=\"{path}\" fill=\"none\" stroke=\"#c0392b\" stroke-width=\"2\"/>\n</svg>\n");
+        svg
+    }
+}

@@ -1,0 +1,373 @@
+//! Property tests of the codecs and the framer: whatever the frame sizes,
+//! the settings and the points where the stream is cut into reads, the
+//! payloads come out as they went in; oversize headers are refused before
+//! anything is allocated for them; and no input makes the framer panic or
+//! hold more than one frame's worth of memory.
+
+use proptest::prelude::*;
+use ringport::codec::{
+    Codec, CodecError, Endianness, Framer, LengthDelimited, Lines, MAX_HEADER_LEN, RawBytes,
+};
+
+/// A `LengthDelimited` configuration, kept as plain numbers so the test can
+/// build frames independently of the codec (an oracle).
+#[derive(Debug, Clone)]
+struct LdSettings {
+    offset: usize,
+    field_len: usize,
+    adjustment: isize,
+    num_skip: Option<usize>,
+    endianness: Endianness,
+    max: usize,
+}
+
+impl LdSettings {
+    fn codec(&self) -> LengthDelimited {
+        let mut c = LengthDelimited::new()
+            .length_field_offset(self.offset)
+            .length_field_length(self.field_len)
+            .length_adjustment(self.adjustment)
+            .endianness(self.endianness)
+            .max_frame_length(self.max);
+        if let Some(s) = self.num_skip {
+            c = c.num_skip(s);
+        }
+        c
+    }
+
+    fn header_end(&self) -> usize {
+        self.offset + self.field_len
+    }
+
+    fn skip(&self) -> usize {
+        self.num_skip.unwrap_or(self.header_end())
+    }
+
+    /// Build one frame on the wire from `body` (the tail of the delivered
+    /// payload) following the documented layout, and return (wire bytes,
+    /// expected delivered payload).
+    fn frame(&self, body: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let (he, s, adj) = (
+            self.header_end() as isize,
+            self.skip() as isize,
+            self.adjustment,
+        );
+        // Smallest delivered length for which the frame contains its header
+        // and the length field is not negative.
+        let lo = 0.max(he - s).max(he + adj - s) as usize;
+        let total = self.skip() + lo + body.len();
+        let mut wire: Vec<u8> = (0..total - body.len())
+            .map(|i| (i as u8).wrapping_mul(37) ^ 0xA5)
+            .collect();
+        wire.extend_from_slice(body);
+        let value = (total as isize - he - adj) as u64;
+        assert!(self.field_len == 8 || value < 1u64 << (8 * self.field_len));
+        let bytes = match self.endianness {
+            Endianness::Big => value.to_be_bytes()[8 - self.field_len..].to_vec(),
+            Endianness::Little => value.to_le_bytes()[..self.field_len].to_vec(),
+        };
+        wire[self.offset..self.header_end()].copy_from_slice(&bytes);
+        let expected = wire[self.skip()..].to_vec();
+        (wire, expected)
+    }
+}
+
+fn endianness() -> impl Strategy<Value = Endianness> {
+    prop_oneof![Just(Endianness::Big), Just(Endianness::Little)]
+}
+
+/// Settings with room for payloads of up to a few hundred bytes.
+fn ld_settings() -> impl Strategy<Value = LdSettings> {
+    (
+        0usize..4,
+        1usize..=8,
+        -6isize..=6,
+        any::<bool>(),
+        0usize..14,
+        endianness(),
+    )
+        .prop_map(
+            |(offset, field_len, adjustment, custom_skip, skip, endianness)| LdSettings {
+                offset,
+                field_len,
+                adjustment,
+                num_skip: custom_skip.then_some(skip % (offset + field_len + 4)),
+                endianness,
+                max: 1024,
+            },
+        )
+}
+
+/// Cut `data` into reads whose sizes cycle through `sizes` (one read if
+/// `sizes` is empty).
+fn split<'a>(data: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
+    if sizes.is_empty() {
+        return vec![data];
+    }
+    let mut out = Vec::new();
+    let mut pos = 0;
+    for &n in sizes.iter().cycle() {
+        if pos >= data.len() {
+            break;
+        }
+        let end = (pos + n).min(data.len());
+        out.push(&data[pos..end]);
+        pos = end;
+    }
+    out
+}
+
+fn chunk_sizes() -> impl Strategy<Value = Vec<usize>> {
+    prop_oneof![
+        Just(vec![]),
+        Just(vec![1]),
+        prop::collection::vec(1usize..40, 1..20),
+        prop::collection::vec(1usize..2000, 1..5),
+    ]
+}
+
+/// Outcome of feeding a stream: the payloads and, if it failed, the error.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    frames: Vec<Vec<u8>>,
+    error: Option<std::mem::Discriminant<CodecError>>,
+}
+
+/// Feed `reads` in turn, checking after each read that the framer holds at
+/// most `bound` bytes (buffered and allocated).
+fn run<C: Codec>(codec: C, reads: &[&[u8]], bound: usize) -> Outcome {
+    let mut framer = Framer::new(codec);
+    let mut frames = Vec::new();
+    for read in reads {
+        let r = framer.feed(read, |p| {
+            frames.push(p.to_vec());
+            true
+        });
+        if let Err(e) = r {
+            return Outcome {
+                frames,
+                error: Some(std::mem::discriminant(&e)),
+            };
+        }
+        assert!(
+            framer.buffered() <= bound,
+            "buffered {} > {bound}",
+            framer.buffered()
+        );
+        assert!(
+            framer.heap_bytes() <= 2 * bound + 256,
+            "heap {} for bound {bound}",
+            framer.heap_bytes()
+        );
+    }
+    Outcome {
+        frames,
+        error: None,
+    }
+}
+
+proptest! {
+    /// Default wire format: any payloads, any cuts.
+    #[test]
+    fn default_round_trip(
+        payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..600), 0..12),
+        sizes in chunk_sizes(),
+    ) {
+        let codec = LengthDelimited::new();
+        let mut wire = Vec::new();
+        for p in &payloads {
+            let mut hdr = [0u8; MAX_HEADER_LEN];
+            let n = codec.encode_header(p.len(), &mut hdr).unwrap();
+            prop_assert_eq!(&hdr[..n], &(p.len() as u32).to_be_bytes()[..]);
+            wire.extend_from_slice(&hdr[..n]);
+            wire.extend_from_slice(p);
+        }
+        let out = run(codec, &split(&wire, &sizes), 4 + 600);
+        prop_assert_eq!(out, Outcome { frames: payloads, error: None });
+    }
+
+    /// Random settings: frames built by an independent oracle decode to the
+    /// expected payloads, whatever the cuts; re-encoding each delivered
+    /// payload and decoding again gives it back (forwarding is lossless).
+    #[test]
+    fn length_delimited_settings_round_trip(
+        settings in ld_settings(),
+        bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..8),
+        sizes in chunk_sizes(),
+    ) {
+        let mut wire = Vec::new();
+        let mut expected = Vec::new();
+        for body in &bodies {
+            let (w, p) = settings.frame(body);
+            wire.extend(w);
+            expected.push(p);
+        }
+        let bound = settings.skip() + settings.codec().max_frame();
+        let out = run(settings.codec(), &split(&wire, &sizes), bound);
+        prop_assert_eq!(&out.frames, &expected);
+        prop_assert_eq!(out.error, None);
+
+        // Re-encode what was delivered.
+        let codec = settings.codec();
+        let mut again = Vec::new();
+        for p in &expected {
+            let mut hdr = [0u8; MAX_HEADER_LEN];
+            let n = codec.encode_header(p.len(), &mut hdr).unwrap();
+            again.extend_from_slice(&hdr[..n]);
+            again.extend_from_slice(p);
+        }
+        let out = run(codec, &split(&again, &sizes), bound);
+        prop_assert_eq!(out.frames, expected);
+    }
+
+    /// Taking one frame at a time with `feed_until` (as the client does)
+    /// gives the same frames as `feed`.
+    #[test]
+    fn feed_until_one_at_a_time(
+        settings in ld_settings(),
+        bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..100), 0..8),
+        sizes in chunk_sizes(),
+    ) {
+        let mut wire = Vec::new();
+        let mut expected = Vec::new();
+        for body in &bodies {
+            let (w, p) = settings.frame(body);
+            wire.extend(w);
+            expected.push(p);
+        }
+        let mut framer = Framer::new(settings.codec());
+        let mut got = Vec::new();
+        for read in split(&wire, &sizes) {
+            let mut pos = 0;
+            while pos < read.len() {
+                let before = got.len();
+                let n = framer.feed_until(&read[pos..], |p| { got.push(p.to_vec()); false }).unwrap();
+                prop_assert!(got.len() - before <= 1);
+                prop_assert!(n > 0 || got.len() > before);
+                pos += n;
+            }
+        }
+        prop_assert_eq!(got, expected);
+        prop_assert_eq!(framer.buffered(), 0);
+    }
+
+    /// A header announcing more than the maximum fails as soon as the header
+    /// is complete (no payload byte needed), having allocated nothing for
+    /// the payload.
+    #[test]
+    fn oversize_header_fails_early_without_allocating(
+        settings in ld_settings(),
+        max in 0usize..100_000,
+        excess in 1u64..1_000_000,
+        sizes in chunk_sizes(),
+    ) {
+        let settings = LdSettings { max, field_len: settings.field_len.max(4), ..settings };
+        let after_field = max as u64 + excess;
+        let value = after_field as i128 - settings.adjustment as i128;
+        prop_assume!(value >= 0 && value <= u32::MAX as i128);
+        let mut header = vec![0u8; settings.header_end()];
+        let bytes = match settings.endianness {
+            Endianness::Big => (value as u64).to_be_bytes()[8 - settings.field_len..].to_vec(),
+            Endianness::Little => (value as u64).to_le_bytes()[..settings.field_len].to_vec(),
+        };
+        header[settings.offset..].copy_from_slice(&bytes);
+        let mut framer = Framer::new(settings.codec());
+        let reads = split(&header, &sizes);
+        let last = reads.len() - 1;
+        for (i, read) in reads.into_iter().enumerate() {
+            let r = framer.feed(read, |_| true);
+            prop_assert!(framer.heap_bytes() <= 256, "heap {}", framer.heap_bytes());
+            if i < last {
+                prop_assert!(r.is_ok());
+            } else {
+                prop_assert_eq!(r, Err(CodecError::FrameTooLarge { len: after_field, max }));
+            }
+        }
+    }
+
+    /// Lines: any content without '\n' (and not ending in '\r'), ended by
+    /// "\n" or "\r\n", comes back intact whatever the cuts.
+    #[test]
+    fn lines_round_trip(
+        lines in prop::collection::vec(
+            (prop::collection::vec(any::<u8>().prop_filter("no LF", |b| *b != b'\n'), 0..300), any::<bool>()),
+            0..10),
+        sizes in chunk_sizes(),
+    ) {
+        let mut wire = Vec::new();
+        let mut expected = Vec::new();
+        for (mut line, crlf) in lines {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            wire.extend_from_slice(&line);
+            wire.extend_from_slice(if crlf { b"\r\n" } else { b"\n" });
+            expected.push(line);
+        }
+        let out = run(Lines::new().max_line_length(300), &split(&wire, &sizes), 301);
+        prop_assert_eq!(out, Outcome { frames: expected, error: None });
+    }
+
+    /// A too-long line fails whatever the cuts, with bounded memory.
+    #[test]
+    fn too_long_line_fails(
+        max in 0usize..500,
+        extra in 1usize..500,
+        sizes in chunk_sizes(),
+    ) {
+        let wire = vec![b'x'; max + extra + 1];
+        let out = run(Lines::new().max_line_length(max), &split(&wire, &sizes), max + 1);
+        prop_assert_eq!(out.error, Some(std::mem::discriminant(&CodecError::FrameTooLarge { len: 0, max: 0 })));
+        prop_assert!(out.frames.is_empty());
+    }
+
+    /// Garbage into length-delimited framers with random settings: never a
+    /// panic, memory within one frame, and the outcome (frames and error)
+    /// does not depend on how the stream was cut.
+    #[test]
+    fn length_delimited_garbage(
+        settings in ld_settings(),
+        max in 0usize..300,
+        garbage in prop::collection::vec(any::<u8>(), 0..800),
+        small_values in any::<bool>(),
+        sizes in chunk_sizes(),
+    ) {
+        let settings = LdSettings { max, ..settings };
+        // Mostly-small bytes make valid small frames likely.
+        let garbage: Vec<u8> = if small_values {
+            garbage.iter().map(|b| b % 8).collect()
+        } else {
+            garbage
+        };
+        let bound = settings.skip() + settings.codec().max_frame();
+        let whole = run(settings.codec(), &[&garbage], bound);
+        let cut = run(settings.codec(), &split(&garbage, &sizes), bound);
+        prop_assert_eq!(whole, cut);
+    }
+
+    /// Same for lines.
+    #[test]
+    fn lines_garbage(
+        max in 0usize..200,
+        garbage in prop::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..800),
+        sizes in chunk_sizes(),
+    ) {
+        let whole = run(Lines::new().max_line_length(max), &[&garbage], max + 1);
+        let cut = run(Lines::new().max_line_length(max), &split(&garbage, &sizes), max + 1);
+        prop_assert_eq!(whole, cut);
+    }
+
+    /// Raw bytes: every byte is delivered once, in order, in non-empty
+    /// messages of at most `max` bytes, and nothing is ever buffered.
+    #[test]
+    fn raw_bytes_deliver_everything(
+        max in 1usize..100,
+        data in prop::collection::vec(any::<u8>(), 0..800),
+        sizes in chunk_sizes(),
+    ) {
+        let out = run(RawBytes::new().max_frame_length(max), &split(&data, &sizes), 0);
+        prop_assert_eq!(out.error, None);
+        prop_assert!(out.frames.iter().all(|f| !f.is_empty() && f.len() <= max));
+        prop_assert_eq!(out.frames.concat(), data);
+    }
+}
