@@ -590,9 +590,8 @@ pub fn max_connections_per_shard() -> std::io::Result<usize> {
 /// without SO_REUSEPORT, so a port already served by another process (with
 /// or without SO_REUSEPORT) is reported instead of silently shared.
 fn resolve_addr(addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    let probe = TcpListener::bind(addr).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("listening on {addr}: {e}"))
-    })?;
+    let probe = TcpListener::bind(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("listening on {addr}: {e}")))?;
     probe.local_addr()
 }
 
@@ -633,8 +632,6 @@ impl EventServer {
         let server = self.server.take().expect("server present until stop");
         server.stop()
     }
-
-
 }
 
 impl Drop for EventServer {

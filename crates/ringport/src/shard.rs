@@ -42,6 +42,8 @@ const MAX_IOVECS: usize = 64;
 const COMMANDS_PER_TURN: usize = 4096;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
 const BUFFER_GROUP: u16 = 0;
+/// A drained backlog keeps at most this much capacity.
+const RETAIN_BACKLOG: usize = 64 * 1024;
 
 /// A request from another thread.
 pub(crate) enum Command {
@@ -241,6 +243,8 @@ struct Core<C: Codec> {
     rearm: Vec<u32>,
     closing: Vec<u32>,
     victims: Vec<u32>,
+    /// Paused connections whose queue drained: their backlog is replayed.
+    resumed: Vec<u32>,
     pool: ChunkPool,
     stats: Stats,
     listener: Option<socket2::Socket>,
@@ -266,6 +270,8 @@ struct Shard<C: Codec, H: Handler> {
     core: Core<C>,
     bufs: BufRing,
     framers: Box<[Framer<C>]>,
+    /// Input received while a connection was paused, in arrival order.
+    backlogs: Box<[Vec<u8>]>,
     states: Box<[Option<H::ConnState>]>,
     handler: H,
     completions: Vec<(u64, i32, u32)>,
@@ -376,6 +382,7 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             rearm: Vec::new(),
             closing: Vec::new(),
             victims: Vec::new(),
+            resumed: Vec::new(),
             pool: ChunkPool::new(1024),
             stats: Stats::default(),
             listener,
@@ -405,6 +412,7 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             core,
             bufs,
             framers: (0..table).map(|_| Framer::new(codec.clone())).collect(),
+            backlogs: (0..table).map(|_| Vec::new()).collect(),
             states: (0..table).map(|_| None).collect(),
             handler,
             completions: Vec::with_capacity(4096),
@@ -493,7 +501,13 @@ impl<C: Codec, H: Handler> Shard<C, H> {
         match ud.kind {
             OpKind::Accept => self.on_accept(ud, result),
             OpKind::Recv => self.on_recv(ud, result, flags),
-            OpKind::Send => self.core.on_send(ud, result),
+            OpKind::Send => {
+                self.core.on_send(ud, result)?;
+                while let Some(slot) = self.core.resumed.pop() {
+                    self.replay(slot as usize)?;
+                }
+                Ok(())
+            }
             OpKind::Close => {
                 self.on_closed(ud, result);
                 Ok(())
@@ -579,9 +593,11 @@ impl<C: Codec, H: Handler> Shard<C, H> {
                 self.bufs.recycle(bid);
             }
         } else if result == 0 {
-            let s = &mut self.core.slots[slot];
-            s.read_closed = true;
-            self.core.begin_close(slot, CloseReason::PeerClosed, true)?;
+            self.core.slots[slot].read_closed = true;
+            // Input held back by a pause is answered before the close.
+            if self.backlogs[slot].is_empty() {
+                self.core.begin_close(slot, CloseReason::PeerClosed, true)?;
+            }
         } else {
             match -result {
                 libc::ENOBUFS => self.core.stats.recv_no_buffers += 1,
@@ -595,7 +611,11 @@ impl<C: Codec, H: Handler> Shard<C, H> {
         let s = &mut core.slots[slot];
         if !s.recv_armed {
             match s.state {
-                SlotState::Open if !s.recv_paused && !s.read_closed => core.rearm.push(slot as u32),
+                SlotState::Open
+                    if !s.recv_paused && !s.read_closed && self.backlogs[slot].is_empty() =>
+                {
+                    core.rearm.push(slot as u32)
+                }
                 SlotState::Closing => core.try_release(slot)?,
                 _ => {}
             }
@@ -603,33 +623,100 @@ impl<C: Codec, H: Handler> Shard<C, H> {
         Ok(())
     }
 
-    /// Runs the framer over received bytes, calling the handler for every
-    /// whole message.
+    /// Bytes held for a connection's input: its framer's reassembly buffer
+    /// and its backlog.
+    fn held(&self, slot: usize) -> u64 {
+        (self.framers[slot].heap_bytes() + self.backlogs[slot].capacity()) as u64
+    }
+
+    fn account_held(&mut self, slot: usize, before: u64) {
+        let after = self.held(slot);
+        let stats = &mut self.core.stats;
+        stats.reassembly_bytes = (stats.reassembly_bytes + after).saturating_sub(before);
+    }
+
+    /// Hands received bytes to the framer and the handler. While the
+    /// connection is paused (its send queue at the high-water mark), or has
+    /// older input waiting, the bytes go to its backlog instead: they are
+    /// replayed when the queue drains, so nothing is lost and the handler
+    /// never has to refuse a reply.
     fn deliver(&mut self, slot: usize, generation: u32, bid: u16, len: usize) -> io::Result<()> {
-        let conn = ConnId::new(self.core.index as u16, slot as u32, generation);
+        let before = self.held(slot);
+        self.core.stats.bytes_in += len as u64;
         let data = self.bufs.get(bid, len);
-        let framer = &mut self.framers[slot];
-        let core = &mut self.core;
-        let handler = &mut self.handler;
-        let Some(state) = self.states[slot].as_mut() else {
-            return Ok(());
+        let backlog = &mut self.backlogs[slot];
+        let result = if self.core.slots[slot].recv_paused || !backlog.is_empty() {
+            backlog.extend_from_slice(data);
+            Ok(())
+        } else {
+            let conn = ConnId::new(self.core.index as u16, slot as u32, generation);
+            feed_frames(
+                &mut self.core,
+                &mut self.handler,
+                &mut self.framers[slot],
+                &mut self.states[slot],
+                conn,
+                data,
+            )
+            .map(|consumed| {
+                if consumed < data.len() && self.core.slots[slot].state == SlotState::Open {
+                    backlog.extend_from_slice(&data[consumed..]);
+                }
+            })
         };
-        let held_before = framer.heap_bytes();
-        core.stats.bytes_in += len as u64;
-        let result = framer.feed(data, |message| {
-            core.stats.messages_in += 1;
-            let mut ctx = Context { core: &mut *core };
-            handler.on_message(&mut ctx, conn, state, message);
-            core.slots[slot].state == SlotState::Open
-        });
-        let held_after = framer.heap_bytes();
-        core.stats.reassembly_bytes =
-            (core.stats.reassembly_bytes + held_after as u64).saturating_sub(held_before as u64);
+        self.account_held(slot, before);
+        self.after_feed(slot, result)
+    }
+
+    /// Feeds a resumed connection's backlog; once it is empty (and the
+    /// connection not paused again), reading resumes, or the close that a
+    /// FIN behind the backlog asked for happens.
+    fn replay(&mut self, slot: usize) -> io::Result<()> {
+        let s = &self.core.slots[slot];
+        if s.state != SlotState::Open || s.recv_paused {
+            return Ok(());
+        }
+        let before = self.held(slot);
+        let mut backlog = std::mem::take(&mut self.backlogs[slot]);
+        let mut result = Ok(());
+        if !backlog.is_empty() {
+            let conn = ConnId::new(self.core.index as u16, slot as u32, s.generation);
+            result = feed_frames(
+                &mut self.core,
+                &mut self.handler,
+                &mut self.framers[slot],
+                &mut self.states[slot],
+                conn,
+                &backlog,
+            )
+            .map(|consumed| {
+                backlog.drain(..consumed);
+            });
+            if backlog.is_empty() && backlog.capacity() > RETAIN_BACKLOG {
+                backlog = Vec::new();
+            }
+        }
+        self.backlogs[slot] = backlog;
+        self.account_held(slot, before);
+        self.after_feed(slot, result)?;
+        let s = &self.core.slots[slot];
+        if s.state == SlotState::Open && !s.recv_paused && self.backlogs[slot].is_empty() {
+            if s.read_closed {
+                self.core.begin_close(slot, CloseReason::PeerClosed, true)?;
+            } else if !s.recv_armed {
+                self.core.rearm.push(slot as u32);
+            }
+        }
+        Ok(())
+    }
+
+    fn after_feed(&mut self, slot: usize, result: Result<(), CodecError>) -> io::Result<()> {
+        let core = &mut self.core;
         match result {
             Ok(()) => core.check_pause(slot),
             Err(CodecError::FrameTooLarge { len, max }) => {
                 core.stats.frames_too_large += 1;
-                tracing::debug!(%conn, len, max, "frame too large; closing");
+                tracing::debug!(slot, len, max, "frame too large; closing");
                 core.begin_close(slot, CloseReason::FrameTooLarge { len, max }, true)
             }
             Err(e) => core.begin_close(slot, CloseReason::InvalidFrame(e.to_string()), true),
@@ -645,13 +732,10 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             self.report_failed_connects();
             return;
         };
-        let framer = &mut self.framers[slot];
-        self.core.stats.reassembly_bytes = self
-            .core
-            .stats
-            .reassembly_bytes
-            .saturating_sub(framer.heap_bytes() as u64);
-        *framer = Framer::new(self.core.codec.clone());
+        let held = self.held(slot);
+        self.core.stats.reassembly_bytes = self.core.stats.reassembly_bytes.saturating_sub(held);
+        self.framers[slot] = Framer::new(self.core.codec.clone());
+        self.backlogs[slot] = Vec::new();
         if let Some(state) = self.states[slot].take() {
             let mut ctx = Context {
                 core: &mut self.core,
@@ -1203,9 +1287,7 @@ impl<C: Codec> Core<C> {
                 let s = &mut self.slots[slot];
                 if s.recv_paused && s.queue.len() <= self.high_water / 2 {
                     s.recv_paused = false;
-                    if !s.recv_armed && !s.read_closed {
-                        self.rearm.push(slot as u32);
-                    }
+                    self.resumed.push(slot as u32);
                 }
             }
             SlotState::Closing => {
@@ -1477,4 +1559,30 @@ impl<C: Codec> Outbound for Core<C> {
         }
         Ok(())
     }
+}
+
+/// Runs the framer over `data`, calling the handler for every whole message
+/// while the connection is open and its send queue below the high-water
+/// mark. Returns how many bytes were consumed; the rest waits in the
+/// backlog.
+fn feed_frames<C: Codec, H: Handler>(
+    core: &mut Core<C>,
+    handler: &mut H,
+    framer: &mut Framer<C>,
+    state: &mut Option<H::ConnState>,
+    conn: ConnId,
+    data: &[u8],
+) -> Result<usize, CodecError> {
+    let Some(state) = state.as_mut() else {
+        return Ok(data.len());
+    };
+    let slot = conn.slot() as usize;
+    let high_water = core.high_water;
+    framer.feed_until(data, |message| {
+        core.stats.messages_in += 1;
+        let mut ctx = Context { core: &mut *core };
+        handler.on_message(&mut ctx, conn, state, message);
+        let s = &core.slots[slot];
+        s.state == SlotState::Open && s.queue.len() < high_water
+    })
 }

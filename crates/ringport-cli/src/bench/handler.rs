@@ -175,7 +175,9 @@ impl BenchHandler {
     fn error(&mut self, kind: &'static str, detail: impl FnOnce() -> String) {
         *self.result.errors.entry(kind).or_default() += 1;
         if self.result.first_errors.len() < MAX_FIRST_ERRORS {
-            self.result.first_errors.push(format!("{kind}: {}", detail()));
+            self.result
+                .first_errors
+                .push(format!("{kind}: {}", detail()));
         }
     }
 
@@ -300,7 +302,12 @@ impl Handler for BenchHandler {
         }
     }
 
-    fn on_connect_failed(&mut self, _: &mut Context<'_>, _remote: SocketAddr, error: std::io::Error) {
+    fn on_connect_failed(
+        &mut self,
+        _: &mut Context<'_>,
+        _remote: SocketAddr,
+        error: std::io::Error,
+    ) {
         self.shared.connect_failed.fetch_add(1, Ordering::Relaxed);
         let mut errors = self.shared.connect_errors.lock().unwrap();
         *errors.entry(error.to_string()).or_default() += 1;
@@ -317,7 +324,9 @@ impl Handler for BenchHandler {
                 return self.error("wrong length", || format!("{id}: {got} bytes, sent {want}"));
             }
             Err(Corrupt::Filler { at }) => {
-                return self.error("corrupt payload", || format!("{id}: first bad byte at {at}"));
+                return self.error("corrupt payload", || {
+                    format!("{id}: first bad byte at {at}")
+                });
             }
         };
         let Some(conn) = self.conns[slot].as_mut() else {
@@ -362,7 +371,12 @@ impl Handler for BenchHandler {
                 self.paced_sends(ctx, elapsed);
             }
         }
-        let in_flight: u64 = self.conns.iter().flatten().map(|c| c.in_flight as u64).sum();
+        let in_flight: u64 = self
+            .conns
+            .iter()
+            .flatten()
+            .map(|c| c.in_flight as u64)
+            .sum();
         let errors: u64 = self.result.errors.values().sum();
         self.shared.progress_received[self.shard].store(self.result.received, Ordering::Relaxed);
         self.shared.progress_in_flight[self.shard].store(in_flight, Ordering::Relaxed);

@@ -148,7 +148,9 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
     }
     let ring_cap = ringport::server::max_connections_per_shard()
         .map_err(|e| format!("reading the open-files limit: {e}"))?;
-    let needed = args.connections.div_ceil(ring_cap.saturating_sub(16).max(1));
+    let needed = args
+        .connections
+        .div_ceil(ring_cap.saturating_sub(16).max(1));
     let threads = args.threads.max(needed).max(1);
     if threads > args.threads {
         eprintln!(
@@ -203,12 +205,16 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
     let connect_started = Instant::now();
     connect_all(&args, &engine, &shared, &sources, &mut progress)?;
     let connect_secs = connect_started.elapsed().as_secs_f64();
-    let established = shared.established.load(std::sync::atomic::Ordering::Relaxed);
+    let established = shared
+        .established
+        .load(std::sync::atomic::Ordering::Relaxed);
     progress.line(&format!(
         "connected {established}/{} in {connect_secs:.2}s ({:.0}/s), {} failed",
         args.connections,
         established as f64 / connect_secs.max(1e-9),
-        shared.connect_failed.load(std::sync::atomic::Ordering::Relaxed)
+        shared
+            .connect_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
     ));
 
     shared.set_phase(Phase::Warmup);
@@ -246,7 +252,9 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         threads,
         results,
         established,
-        connect_failed: shared.connect_failed.load(std::sync::atomic::Ordering::Relaxed),
+        connect_failed: shared
+            .connect_failed
+            .load(std::sync::atomic::Ordering::Relaxed),
         connect_errors: shared.connect_errors.lock().unwrap().clone(),
         connect_secs,
         measured_secs,

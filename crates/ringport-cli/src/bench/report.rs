@@ -277,7 +277,11 @@ impl Summary {
             self.threads,
             self.size,
             self.depth,
-            if self.rate > 0.0 { format!("{}/s/conn", self.rate) } else { "closed loop".into() },
+            if self.rate > 0.0 {
+                format!("{}/s/conn", self.rate)
+            } else {
+                "closed loop".into()
+            },
             self.mode
         );
         println!(
@@ -400,7 +404,12 @@ impl Summary {
             .iter()
             .enumerate()
             .map(|(i, (n, v))| {
-                format!("{}{:.1},{:.1}", if i == 0 { "M" } else { " L" }, x(*n), y(*v as f64))
+                format!(
+                    "{}{:.1},{:.1}",
+                    if i == 0 { "M" } else { " L" },
+                    x(*n),
+                    y(*v as f64)
+                )
             })
             .collect();
         let mut svg = format!(
@@ -418,7 +427,10 @@ impl Summary {
             h - pad,
             h - pad
         );
-        for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"].iter().enumerate() {
+        for (i, label) in ["0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]
+            .iter()
+            .enumerate()
+        {
             svg += &format!(
                 "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n",
                 x(i as f64),
@@ -434,7 +446,9 @@ impl Summary {
                 v
             );
         }
-        svg += &format!("<path d=\"{path}\" fill=\"none\" stroke=\"#c0392b\" stroke-width=\"2\"/>\n</svg>\n");
+        svg += &format!(
+            "<path d=\"{path}\" fill=\"none\" stroke=\"#c0392b\" stroke-width=\"2\"/>\n</svg>\n"
+        );
         svg
     }
 }
