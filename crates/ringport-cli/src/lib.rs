@@ -1,6 +1,6 @@
-//! Helpers shared by the `ringport` and `ringport-hold` binaries: human
-//! sizes and durations on the command line, the open-files limit, and the
-//! io_uring setup mode.
+//! The CLI's library: the load generator (`ringport bench`) and helpers
+//! shared by the `ringport` and `ringport-hold` binaries (human sizes and
+//! durations on the command line, the open-files limit).
 
 pub mod bench;
 
@@ -136,35 +136,6 @@ pub fn raise_nofile_limit() -> io::Result<NofileLimit> {
         soft: lim.rlim_cur,
         hard: lim.rlim_max,
     })
-}
-
-/// The io_uring setup mode ringport's shards get on this kernel. It repeats
-/// the library's fallback order (SINGLE_ISSUER + DEFER_TASKRUN, then
-/// COOP_TASKRUN, then plain) on a small throw-away ring, because the library
-/// reports the mode it chose only at debug level, per shard.
-pub fn io_uring_mode() -> io::Result<&'static str> {
-    type Configure = fn(&mut io_uring::Builder);
-    let attempts: [(&'static str, Configure); 3] = [
-        ("single_issuer+defer_taskrun", |b| {
-            b.setup_single_issuer().setup_defer_taskrun();
-        }),
-        ("coop_taskrun", |b| {
-            b.setup_coop_taskrun();
-        }),
-        ("plain", |_| {}),
-    ];
-    let mut last = None;
-    for (name, configure) in attempts {
-        let mut builder = io_uring::IoUring::builder();
-        builder.setup_submit_all();
-        configure(&mut builder);
-        match builder.build(8) {
-            Ok(_ring) => return Ok(name),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("io_uring setup failed")))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! on SIGINT/SIGTERM.
 
 use std::io::IsTerminal;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ringport::{Codec, LengthDelimited, Lines, RawBytes, Server, ServerConfig, Stats, handlers};
-use ringport_cli::{format_bytes, io_uring_mode, parse_secs, parse_size, raise_nofile_limit};
+use ringport_cli::{format_bytes, parse_secs, parse_size, raise_nofile_limit};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -254,15 +254,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     };
 
     ringport::probe_io_uring().map_err(|e| format!("io_uring cannot be used here: {e}"))?;
-    match io_uring_mode() {
-        Ok(mode) => info!("io_uring backend, ring setup mode: {mode}"),
-        Err(e) => warn!("io_uring backend, ring setup mode unknown: {e}"),
-    }
-
-    // Bind once without SO_REUSEPORT first: the shards' listeners use
-    // SO_REUSEPORT, which would otherwise silently share the port with
-    // another ringport already serving it instead of failing.
-    TcpListener::bind(addr).map_err(|e| format!("listening on {addr}: {e}"))?;
 
     let mut config = ServerConfig::new(addr);
     config.shards = shards;
@@ -294,9 +285,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         None => nofile,
     };
     info!(
-        "listening on {} ({} mode, {} codec, max frame {}, {} shards x {} connections, \
+        "listening on {} (io_uring {}, {} mode, {} codec, max frame {}, {} shards x {} connections, \
          max connections {}, send high water {}, stop timeout {:?})",
         server.local_addr(),
+        server.io_uring_mode(),
         value_name(args.mode),
         value_name(args.codec),
         format_bytes(args.max_frame),
@@ -341,24 +333,24 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         before.connections, args.stop_timeout
     );
     let stopping = Instant::now();
-    server.stop();
+    let after = server.stop();
     info!(
-        "stopped in {:.0?} after {:.1?}; totals: accepted {}, closed {} (+{} at stop), \
+        "stopped in {:.0?} after {:.1?}; totals: accepted {}, closed {} ({} at stop), \
          messages in {}, out {}, bytes in {}, out {}, frames_too_large {}, slow_consumers {}, \
          accept_errors {}, commands_dropped {}",
         stopping.elapsed(),
         started.elapsed(),
-        before.accepted,
-        before.closed,
-        before.connections,
-        before.messages_in,
-        before.messages_out,
-        before.bytes_in,
-        before.bytes_out,
-        before.frames_too_large,
-        before.slow_consumers,
-        before.accept_errors,
-        before.commands_dropped,
+        after.accepted,
+        after.closed,
+        after.closed - before.closed,
+        after.messages_in,
+        after.messages_out,
+        after.bytes_in,
+        after.bytes_out,
+        after.frames_too_large,
+        after.slow_consumers,
+        after.accept_errors,
+        after.commands_dropped,
     );
     Ok(())
 }
