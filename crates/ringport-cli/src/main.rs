@@ -278,7 +278,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             args.mode,
         ),
     }
-    .map_err(|e| format!("starting the server on {addr}: {e}"))?;
+    .map_err(|e| e.to_string())?;
 
     let per_shard = match server.config().connections_per_shard {
         Some(n) => n.to_string(),
