@@ -524,7 +524,8 @@ fn too_many_connections_per_shard_exits_1() {
     ]);
     assert_eq!(status.code(), Some(1), "{status}\n{stderr}");
     assert!(
-        stderr.contains("error: starting the server") && stderr.contains("open-files limit"),
+        stderr.contains("error: connections_per_shard 100000000")
+            && stderr.contains("open-files limit"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
