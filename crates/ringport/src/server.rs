@@ -39,7 +39,9 @@ pub struct ServerConfig {
     /// Number of shard threads. Default: available cores.
     pub shards: usize,
     /// Connections open at once, over all shards. At the limit, accepting
-    /// pauses (clients wait in the listen backlog) until one closes.
+    /// pauses (clients wait in the listen backlog) until one closes; a
+    /// client accepted in the instant the limit is reached, before the
+    /// shards withdraw their accepts, is closed at once (`Stats::rejected`).
     pub max_connections: usize,
     /// Size of each shard's connection table (its registered file table).
     /// Default: the process's open-files limit, which is the kernel's cap for
@@ -324,8 +326,8 @@ pub enum Event {
 pub(crate) struct ServerShared {
     pub shards: Box<[ShardShared]>,
     pub stopping: AtomicBool,
-    /// Connections open plus accepts posted, over all shards: an accept is
-    /// posted only with a reservation here, so `max_connections` is exact.
+    /// Connections open (or connecting) over all shards, checked against
+    /// `max_connections`.
     pub admitted: AtomicUsize,
     pub config: ServerConfig,
     /// The codec's maximum frame: the bound for received and sent messages.

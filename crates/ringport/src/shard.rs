@@ -186,6 +186,8 @@ struct Slot {
     /// connect completes; and the first error of its set-up steps.
     connect: Option<Box<ConnectAddrs>>,
     connect_error: Option<i32>,
+    /// Accepted over the connection limit; closed without a handler call.
+    rejected: bool,
 }
 
 struct ConnectAddrs {
@@ -213,6 +215,7 @@ impl Slot {
             msg: unsafe { std::mem::zeroed() },
             connect: None,
             connect_error: None,
+            rejected: false,
         }
     }
 }
@@ -252,6 +255,8 @@ struct Core<C: Codec> {
     accepts_posted: usize,
     accept_backoff_until: Option<Instant>,
     at_limit_logged: bool,
+    /// A cancel of all posted accepts was sent because of the limit.
+    accepts_withdrawn: bool,
     stopping: bool,
     wake_buf: Box<u64>,
     wake_posted: bool,
@@ -396,6 +401,7 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             accepts_posted: 0,
             accept_backoff_until: None,
             at_limit_logged: false,
+            accepts_withdrawn: false,
             stopping: false,
             wake_buf: Box::new(0),
             wake_posted: false,
@@ -899,25 +905,35 @@ impl<C: Codec> Core<C> {
         let Some(listener) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
             return Ok(());
         };
+        // At the global limit, accepts are withdrawn: new clients wait in the
+        // listen backlog. (Reserving the limit per posted accept cannot
+        // work with SO_REUSEPORT: the kernel may queue a client at a shard
+        // that holds no reservation while another shard's sit unused.)
         let max = self.shared.config.max_connections;
+        if self.shared.admitted.load(Ordering::Acquire) >= max {
+            if self.accepts_posted > 0 && !self.accepts_withdrawn {
+                self.accepts_withdrawn = true;
+                let cancel =
+                    opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(listener)).all())
+                        .build()
+                        .user_data(UserData::new(OpKind::Cancel, 0, 0).encode());
+                self.push(cancel)?;
+            }
+            if !self.at_limit_logged {
+                tracing::warn!(
+                    shard = self.index,
+                    max_connections = max,
+                    "connection limit reached; accepting paused until connections close"
+                );
+                self.at_limit_logged = true;
+            }
+            return Ok(());
+        }
+        self.at_limit_logged = false;
+        self.accepts_withdrawn = false;
         while self.accepts_posted < self.accepts.len()
             && self.in_use + self.accepts_posted + self.pending_count < self.slots.len()
         {
-            // Reserve a place under the global limit before posting, so
-            // that a completed accept never exceeds it.
-            if self.shared.admitted.fetch_add(1, Ordering::AcqRel) >= max {
-                self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
-                if !self.at_limit_logged {
-                    tracing::warn!(
-                        shard = self.index,
-                        max_connections = max,
-                        "connection limit reached; accepting paused until connections close"
-                    );
-                    self.at_limit_logged = true;
-                }
-                return Ok(());
-            }
-            self.at_limit_logged = false;
             let k = self
                 .accepts
                 .iter()
@@ -945,7 +961,6 @@ impl<C: Codec> Core<C> {
         self.accepts[k].posted = false;
         self.accepts_posted -= 1;
         if result < 0 {
-            self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
             match -result {
                 libc::ECANCELED | libc::ECONNABORTED | libc::EINTR => {}
                 errno => {
@@ -981,11 +996,24 @@ impl<C: Codec> Core<C> {
             // The kernel only allocates free table entries, and our table has
             // exactly its size; anything else is a bug worth shouting about.
             tracing::error!(slot, "accept returned a slot that is in use");
-            self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
             return Ok(None);
         };
         s.generation = next_generation(s.generation);
         self.in_use += 1;
+        let max = self.shared.config.max_connections;
+        if self.shared.admitted.fetch_add(1, Ordering::AcqRel) >= max {
+            // Accepted in the moment the limit was reached, before the
+            // accepts were withdrawn: closed at once, never seen by the
+            // handler.
+            self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
+            s.rejected = true;
+            s.state = SlotState::Releasing;
+            let entry = opcode::Close::new(types::Fixed(slot as u32))
+                .build()
+                .user_data(UserData::new(OpKind::Close, slot as u32, s.generation).encode());
+            self.push(entry)?;
+            return Ok(None);
+        }
         self.stats.accepted += 1;
         let conn = self.open_slot(slot)?;
         Ok(Some((conn, peer)))
@@ -1111,6 +1139,21 @@ impl<C: Codec> Core<C> {
         .build()
         .flags(io_uring::squeue::Flags::SKIP_SUCCESS)
         .user_data(step);
+        // With a source address: IP_BIND_ADDRESS_NO_PORT lets connect pick
+        // the port per destination (and reuse loopback TIME_WAIT ports), so
+        // one source is not limited to one set of ports for all
+        // destinations; hard-linked so that bind runs after it even if the
+        // option is refused.
+        let no_port = opcode::SetSockOpt::new(
+            fixed,
+            libc::IPPROTO_IP as u32,
+            libc::IP_BIND_ADDRESS_NO_PORT as u32,
+            (&ONE as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+        .build()
+        .flags(io_uring::squeue::Flags::IO_HARDLINK | io_uring::squeue::Flags::SKIP_SUCCESS)
+        .user_data(step);
         let bind = addrs.local.as_ref().map(|local| {
             opcode::Bind::new(fixed, local.as_ptr().cast(), local.len())
                 .build()
@@ -1124,6 +1167,7 @@ impl<C: Codec> Core<C> {
         // linked: its failure must not cancel the connect.
         self.push(nodelay)?;
         if let Some(bind) = bind {
+            self.push(no_port)?;
             self.push(bind)?;
         }
         self.push(connect)
@@ -1364,7 +1408,18 @@ impl<C: Codec> Core<C> {
         }
         s.state = SlotState::Free;
         self.in_use -= 1;
-        self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
+        if std::mem::take(&mut s.rejected) {
+            self.stats.rejected += 1;
+            return None;
+        }
+        let max = self.shared.config.max_connections;
+        if self.shared.admitted.fetch_sub(1, Ordering::AcqRel) == max {
+            // Below the limit again: every shard may accept (the waiting
+            // client can be in any shard's backlog).
+            for shard in self.shared.shards.iter() {
+                shard.wake();
+            }
+        }
         if let Some(addrs) = s.connect.take() {
             // A connect that failed: the socket is closed, the handler is
             // told with the error, no connection ever existed.

@@ -40,6 +40,9 @@ pub struct Stats {
     pub recv_no_buffers: u64,
     /// Accept failures (ENFILE, ENOMEM, ...), each followed by a back-off.
     pub accept_errors: u64,
+    /// Connections accepted in the instant the connection limit was
+    /// reached, before accepting paused, and closed at once.
+    pub rejected: u64,
     /// Cross-shard commands dropped because the target shard's queue was
     /// full.
     pub commands_dropped: u64,
@@ -62,6 +65,7 @@ impl std::ops::AddAssign for Stats {
         self.read_pauses += o.read_pauses;
         self.recv_no_buffers += o.recv_no_buffers;
         self.accept_errors += o.accept_errors;
+        self.rejected += o.rejected;
         self.commands_dropped += o.commands_dropped;
     }
 }
@@ -102,6 +106,7 @@ shard_counters!(
     read_pauses,
     recv_no_buffers,
     accept_errors,
+    rejected,
     commands_dropped,
 );
 

@@ -136,6 +136,8 @@ pub struct BenchHandler {
     owed: f64,
     last_tick: Instant,
     started_traffic: bool,
+    /// Messages sent and not yet answered, over this shard's connections.
+    in_flight: u64,
     scratch: Vec<u8>,
     result: ShardResult,
 }
@@ -156,6 +158,7 @@ impl BenchHandler {
             owed: 0.0,
             last_tick: Instant::now(),
             started_traffic: false,
+            in_flight: 0,
             scratch: Vec::new(),
             result: ShardResult {
                 latency_us: Histogram::new_with_bounds(1, 120_000_000, 3)
@@ -206,6 +209,7 @@ impl BenchHandler {
             Ok(()) => {
                 conn.next_seq += 1;
                 conn.in_flight += 1;
+                self.in_flight += 1;
                 self.result.sent += 1;
             }
             Err(e) => {
@@ -346,13 +350,17 @@ impl Handler for BenchHandler {
         if stamp.seq != conn.expect_seq {
             let expect = conn.expect_seq;
             conn.expect_seq = stamp.seq + 1;
-            conn.in_flight = conn.in_flight.saturating_sub(1);
+            if conn.in_flight > 0 {
+                conn.in_flight -= 1;
+                self.in_flight -= 1;
+            }
             return self.error("lost or reordered", || {
                 format!("{id}: expected seq {expect}, got {}", stamp.seq)
             });
         }
         conn.expect_seq += 1;
         conn.in_flight -= 1;
+        self.in_flight -= 1;
         self.record(stamp, message.len());
         if self.shared.params.rate == 0.0 && self.sending() {
             self.fill(ctx, slot);
@@ -371,12 +379,7 @@ impl Handler for BenchHandler {
                 self.paced_sends(ctx, elapsed);
             }
         }
-        let in_flight: u64 = self
-            .conns
-            .iter()
-            .flatten()
-            .map(|c| c.in_flight as u64)
-            .sum();
+        let in_flight = self.in_flight;
         let errors: u64 = self.result.errors.values().sum();
         self.shared.progress_received[self.shard].store(self.result.received, Ordering::Relaxed);
         self.shared.progress_in_flight[self.shard].store(in_flight, Ordering::Relaxed);
@@ -387,6 +390,7 @@ impl Handler for BenchHandler {
         let slot = id.slot() as usize;
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) {
             self.result.unanswered += conn.in_flight as u64;
+            self.in_flight -= conn.in_flight as u64;
             if let Some(pos) = self.rotation.iter().position(|&s| s as usize == slot) {
                 self.rotation.swap_remove(pos);
             }

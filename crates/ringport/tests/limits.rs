@@ -1,0 +1,109 @@
+//! Bounds at their limit: the global connection limit pauses accepting
+//! (no spin, no refusal), and accepting resumes when a connection closes;
+//! outbound connects past the limit fail with a clear error.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use ringport::{ConnId, Context, Handler, LengthDelimited, Server};
+
+#[test]
+fn connection_limit_pauses_accepting_until_a_connection_closes() {
+    let server = start_echo(|c| {
+        c.shards = 2;
+        c.max_connections = 3;
+    });
+    let addr = server.local_addr();
+    let mut held: Vec<_> = (0..3).map(|_| connect(addr)).collect();
+    for (i, s) in held.iter_mut().enumerate() {
+        assert_eq!(
+            round_trip(s, &pattern(i as u64, 100)),
+            pattern(i as u64, 100)
+        );
+    }
+    assert_eq!(server.stats().connections, 3);
+
+    // The fourth completes the TCP handshake (the kernel's backlog) but is
+    // not served while three are open.
+    let mut fourth = connect(addr);
+    write_frame(&mut fourth, b"waiting").unwrap();
+    expect_silence(&mut fourth, Duration::from_millis(500));
+    assert_eq!(server.stats().connections, 3);
+    assert_eq!(server.stats().accept_errors, 0, "the limit is not an error");
+
+    // One leaves: the waiting client is accepted and answered.
+    drop(held.pop());
+    assert_eq!(read_frame(&mut fourth, 1 << 20).unwrap(), b"waiting");
+    assert!(wait_until(Duration::from_secs(5), || server
+        .stats()
+        .connections
+        == 3));
+    server.stop();
+}
+
+struct Outcome(mpsc::Sender<Result<(), String>>);
+
+impl Handler for Outcome {
+    type ConnState = ();
+    fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: std::net::SocketAddr) {
+        let _ = self.0.send(Ok(()));
+    }
+    fn on_message(&mut self, _: &mut Context<'_>, _: ConnId, _: &mut (), _: &[u8]) {}
+    fn on_connect_failed(
+        &mut self,
+        _: &mut Context<'_>,
+        _: std::net::SocketAddr,
+        error: std::io::Error,
+    ) {
+        let _ = self.0.send(Err(error.to_string()));
+    }
+}
+
+#[test]
+fn outbound_connects_past_the_limit_fail_with_a_reason() {
+    let server = start_echo(|_| {});
+    let (tx, rx) = mpsc::channel();
+    let mut client_config = config();
+    client_config.listen = false;
+    client_config.shards = 1;
+    client_config.max_connections = 2;
+    let client = Server::start(client_config, LengthDelimited::new(), move |_| {
+        Outcome(tx.clone())
+    })
+    .unwrap();
+    for _ in 0..3 {
+        client.connect(server.local_addr(), None).unwrap();
+    }
+    let outcomes: Vec<_> = (0..3)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("an outcome")
+        })
+        .collect();
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 2);
+    let failure = outcomes.iter().find_map(|o| o.clone().err()).unwrap();
+    assert!(failure.contains("connection limit"), "{failure}");
+
+    // A refused connect reports the kernel's error.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (tx2, rx2) = mpsc::channel();
+    let mut c2 = config();
+    c2.listen = false;
+    c2.shards = 1;
+    let client2 = Server::start(c2, LengthDelimited::new(), move |_| Outcome(tx2.clone())).unwrap();
+    client2.connect(closed_port, None).unwrap();
+    let refused = rx2
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap_err();
+    assert!(refused.to_lowercase().contains("refused"), "{refused}");
+    assert_eq!(client2.stop().connections, 0);
+    client.stop();
+    server.stop();
+}
