@@ -437,13 +437,22 @@ impl Server {
             stop_threads(&shared, &mut threads);
             return Err(e);
         }
-        tracing::info!(
-            addr = %addr,
-            shards = shared.config.shards,
-            connections_per_shard = table,
-            io_uring = mode,
-            "ringport started"
-        );
+        if shared.config.listen {
+            tracing::info!(
+                addr = %addr,
+                shards = shared.config.shards,
+                connections_per_shard = table,
+                io_uring = mode,
+                "ringport listening"
+            );
+        } else {
+            tracing::debug!(
+                shards = shared.config.shards,
+                connections_per_shard = table,
+                io_uring = mode,
+                "ringport client engine started"
+            );
+        }
         Ok(Server {
             io_uring_mode: mode,
             local_addr: addr,

@@ -1286,14 +1286,23 @@ impl<C: Codec> Core<C> {
                 && !s.queue.is_empty()
             {
                 s.queue.fill_iovecs(&mut s.iov, MAX_IOVECS);
-                s.msg.msg_iov = s.iov.as_mut_ptr();
-                s.msg.msg_iovlen = s.iov.len();
                 s.send_in_flight = true;
-                let entry = opcode::SendMsg::new(types::Fixed(slot as u32), &s.msg)
-                    .flags(libc::MSG_NOSIGNAL as u32)
-                    .build()
-                    .user_data(UserData::new(OpKind::Send, slot as u32, s.generation).encode());
-                self.push(entry)?;
+                let fd = types::Fixed(slot as u32);
+                let user_data = UserData::new(OpKind::Send, slot as u32, s.generation).encode();
+                // One segment (the common case for small messages): a plain
+                // send, which spares the kernel importing a msghdr.
+                let entry = if let [one] = s.iov[..] {
+                    opcode::Send::new(fd, one.iov_base as *const u8, one.iov_len as u32)
+                        .flags(libc::MSG_NOSIGNAL)
+                        .build()
+                } else {
+                    s.msg.msg_iov = s.iov.as_mut_ptr();
+                    s.msg.msg_iovlen = s.iov.len();
+                    opcode::SendMsg::new(fd, &s.msg)
+                        .flags(libc::MSG_NOSIGNAL as u32)
+                        .build()
+                };
+                self.push(entry.user_data(user_data))?;
             }
         }
         Ok(())
