@@ -1001,7 +1001,15 @@ impl<C: Codec> Core<C> {
         s.generation = next_generation(s.generation);
         self.in_use += 1;
         let max = self.shared.config.max_connections;
-        if self.shared.admitted.fetch_add(1, Ordering::AcqRel) >= max {
+        let before = self.shared.admitted.fetch_add(1, Ordering::AcqRel);
+        if before + 1 == max {
+            // The limit is reached: every shard withdraws its accepts now,
+            // not at its next tick.
+            for shard in self.shared.shards.iter() {
+                shard.wake();
+            }
+        }
+        if before >= max {
             // Accepted in the moment the limit was reached, before the
             // accepts were withdrawn: closed at once, never seen by the
             // handler.
