@@ -127,6 +127,25 @@ struct ServeArgs {
     /// status 1.
     #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
     stop_timeout: Duration,
+
+    /// Close a connection that has sent nothing for this many seconds
+    /// (fractions allowed; off by default). Counted in idle_timeouts.
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    idle_timeout: Option<Duration>,
+
+    /// Send an empty message (zero-length frame, or an empty line) to a
+    /// connection that has been sent nothing for this many seconds (off by
+    /// default). An echo client answers it, which keeps it clear of
+    /// --idle-timeout while it is alive.
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    heartbeat: Option<Duration>,
+}
+
+fn parse_positive_secs(text: &str) -> Result<Duration, String> {
+    match parse_secs(text)? {
+        d if d.is_zero() => Err("must be more than 0 seconds".into()),
+        d => Ok(d),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -263,6 +282,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     config.send_high_water = args.send_high_water as usize;
     config.stop_timeout = args.stop_timeout;
+    config.idle_timeout = args.idle_timeout;
+    config.heartbeat = args.heartbeat;
 
     let started = Instant::now();
     let server = match args.codec {
@@ -402,6 +423,8 @@ impl Reporter {
             frames_too_large = s.frames_too_large,
             slow_consumers = s.slow_consumers,
             accept_errors = s.accept_errors,
+            rejected = s.rejected,
+            idle_timeouts = s.idle_timeouts,
             commands_dropped = s.commands_dropped,
             "stats"
         );
@@ -413,6 +436,7 @@ impl Reporter {
             ),
             ("slow_consumers", s.slow_consumers, last.slow_consumers),
             ("accept_errors", s.accept_errors, last.accept_errors),
+            ("rejected", s.rejected, last.rejected),
             (
                 "commands_dropped",
                 s.commands_dropped,

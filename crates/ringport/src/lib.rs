@@ -14,11 +14,13 @@ pub mod client;
 pub mod codec;
 pub mod conn_id;
 pub mod handlers;
+pub mod pool;
 mod send_queue;
 pub mod server;
 mod shard;
 pub mod stats;
 mod sys;
+mod timer;
 
 pub use bytes::Bytes;
 pub use client::Client;
@@ -26,7 +28,8 @@ pub use codec::{Codec, LengthDelimited, Lines, RawBytes};
 pub use conn_id::ConnId;
 pub use server::{
     CloseReason, Context, Event, EventServer, Handler, SendError, Server, ServerConfig,
-    SlowConsumerPolicy,
+    ShardRemote, SlowConsumerPolicy,
 };
 pub use stats::Stats;
 pub use sys::uring::probe as probe_io_uring;
+pub use timer::TimerId;

@@ -15,6 +15,7 @@ use crate::codec::{Codec, LengthDelimited};
 use crate::conn_id::ConnId;
 use crate::shard::{self, Command, ShardShared};
 use crate::stats::Stats;
+use crate::timer::TimerId;
 
 /// What happens when a message is sent, from another thread or by
 /// broadcast, to a connection whose send queue is at `send_queue_limit`.
@@ -76,8 +77,17 @@ pub struct ServerConfig {
     /// Submission queue entries per ring.
     pub ring_entries: u32,
     /// Period of [`Handler::on_tick`] and of the shard's own housekeeping
-    /// (flush deadlines, accept back-off).
+    /// (flush deadlines, accept back-off, idle checks).
     pub tick: Duration,
+    /// Close a connection that has sent nothing for this long, with
+    /// [`CloseReason::IdleTimeout`]. Checked in steps of `tick`, so it fires
+    /// between the timeout and the timeout plus about half of it.
+    pub idle_timeout: Option<Duration>,
+    /// Send an empty message (a zero-length frame; an empty line with the
+    /// lines codec) to a connection that has been sent nothing for this
+    /// long: it keeps NATs open and lets an idle timeout on the peer's side
+    /// tell a quiet peer from a dead one.
+    pub heartbeat: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +111,8 @@ impl Default for ServerConfig {
             stop_timeout: Duration::from_secs(5),
             ring_entries: 4096,
             tick: Duration::from_millis(100),
+            idle_timeout: None,
+            heartbeat: None,
         }
     }
 }
@@ -143,6 +155,11 @@ impl ServerConfig {
         if self.tick.is_zero() {
             return bad("tick must be longer than zero");
         }
+        if self.idle_timeout.is_some_and(|t| t.is_zero())
+            || self.heartbeat.is_some_and(|t| t.is_zero())
+        {
+            return bad("idle_timeout and heartbeat must be longer than zero");
+        }
         Ok(())
     }
 }
@@ -167,6 +184,8 @@ pub enum CloseReason {
     SlowConsumer,
     /// The server is stopping.
     ServerStopping,
+    /// Nothing was received for `idle_timeout`.
+    IdleTimeout,
 }
 
 /// Why a send, broadcast or close was not accepted.
@@ -246,6 +265,29 @@ impl Context<'_> {
         self.core.queued_bytes(conn)
     }
 
+    /// Arms a one-shot timer on this shard: [`Handler::on_timer`] gets
+    /// `token` after `delay` (not before; as soon after as the shard's loop
+    /// wakes, which it does for the deadline).
+    pub fn set_timer(&mut self, delay: Duration, token: u64) -> TimerId {
+        self.core.set_timer(delay, token)
+    }
+
+    /// Cancels a timer armed with [`Context::set_timer`]; false if it has
+    /// already fired or been cancelled.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.core.cancel_timer(id)
+    }
+
+    /// A handle to this shard that other threads can use to run code on
+    /// it, e.g. to deliver the result of work offloaded to a
+    /// [`crate::pool::Pool`] back to the connection that asked for it.
+    pub fn remote(&self) -> ShardRemote {
+        ShardRemote {
+            shared: self.core.server().clone(),
+            shard: self.core.shard_index(),
+        }
+    }
+
     /// Opens an outbound connection from this shard to `remote`, optionally
     /// from the source address `local` (port 0 picks a free port). The
     /// outcome arrives as [`Handler::on_connect`] (the connection then
@@ -302,6 +344,11 @@ pub trait Handler: 'static {
         let _ = ctx;
     }
 
+    /// A timer armed with [`Context::set_timer`] is due.
+    fn on_timer(&mut self, ctx: &mut Context<'_>, token: u64) {
+        let _ = (ctx, token);
+    }
+
     /// The connection is closed; its id is already stale.
     fn on_close(
         &mut self,
@@ -311,6 +358,30 @@ pub trait Handler: 'static {
         reason: CloseReason,
     ) {
         let _ = (ctx, conn, state, reason);
+    }
+}
+
+/// Runs code on one shard from any thread. Cheap to clone.
+#[derive(Clone)]
+pub struct ShardRemote {
+    shared: Arc<ServerShared>,
+    shard: usize,
+}
+
+impl ShardRemote {
+    /// Queues `f` to run on the shard's thread with a [`Context`] (in
+    /// order with other commands to that shard). A connection id captured
+    /// by `f` is still checked there: if the connection closed meanwhile,
+    /// `ctx.send` to it returns `SendError::Closed`, so a late result never
+    /// reaches the slot's next connection.
+    pub fn run(&self, f: impl FnOnce(&mut Context<'_>) + Send + 'static) -> Result<(), SendError> {
+        self.shared
+            .command(&self.shared.shards[self.shard], Command::Run(Box::new(f)))
+    }
+
+    /// The shard this handle runs code on.
+    pub fn shard(&self) -> usize {
+        self.shard
     }
 }
 
@@ -535,6 +606,14 @@ impl Server {
         let n = self.shared.next_shard.fetch_add(1, Ordering::Relaxed) % self.shared.shards.len();
         self.shared
             .command(&self.shared.shards[n], Command::Connect { remote, local })
+    }
+
+    /// A handle to run code on shard `index` (see [`ShardRemote::run`]).
+    pub fn remote(&self, index: usize) -> Option<ShardRemote> {
+        (index < self.shared.shards.len()).then(|| ShardRemote {
+            shared: self.shared.clone(),
+            shard: index,
+        })
     }
 
     /// Closes `conn` after flushing its queue (within `close_timeout`).

@@ -34,6 +34,7 @@ use crate::server::{
 };
 use crate::stats::{ShardCounters, Stats};
 use crate::sys::uring::{self, BufRing, MAX_SLOTS, OpKind, UserData};
+use crate::timer::{TimerId, Timers};
 
 /// Iovecs per send: enough to batch many queued frames in one submission.
 const MAX_IOVECS: usize = 64;
@@ -61,6 +62,8 @@ pub(crate) enum Command {
         remote: SocketAddr,
         local: Option<SocketAddr>,
     },
+    /// Code to run on the shard (e.g. the result of work done elsewhere).
+    Run(Box<dyn FnOnce(&mut Context<'_>) + Send>),
 }
 
 /// The part of a shard that other threads see.
@@ -121,6 +124,9 @@ pub(crate) trait Outbound {
     fn connection_count(&self) -> usize;
     fn queued_bytes(&self, conn: ConnId) -> usize;
     fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) -> Result<(), SendError>;
+    fn set_timer(&mut self, delay: Duration, token: u64) -> TimerId;
+    fn cancel_timer(&mut self, id: TimerId) -> bool;
+    fn server(&self) -> &Arc<ServerShared>;
 }
 
 /// The connection table size for each shard's ring.
@@ -188,6 +194,10 @@ struct Slot {
     connect_error: Option<i32>,
     /// Accepted over the connection limit; closed without a handler call.
     rejected: bool,
+    /// Loop-turn times of the last input and the last queued output, for
+    /// idle timeouts and heartbeats.
+    last_input: Instant,
+    last_output: Instant,
 }
 
 struct ConnectAddrs {
@@ -216,6 +226,8 @@ impl Slot {
             connect: None,
             connect_error: None,
             rejected: false,
+            last_input: Instant::now(),
+            last_output: Instant::now(),
         }
     }
 }
@@ -260,8 +272,15 @@ struct Core<C: Codec> {
     stopping: bool,
     wake_buf: Box<u64>,
     wake_posted: bool,
-    tick_ts: Box<types::Timespec>,
-    tick_posted: bool,
+    /// Time of this loop turn (one clock read per turn).
+    now: Instant,
+    tick: Duration,
+    next_tick: Instant,
+    timers: Timers,
+    idle_timeout: Option<Duration>,
+    heartbeat: Option<Duration>,
+    /// Where the idle/heartbeat sweep goes on in `open`.
+    sweep_cursor: usize,
     /// Outbound connects waiting for their socket, by token.
     pending_sockets: Vec<Option<Box<ConnectAddrs>>>,
     pending_free: Vec<u32>,
@@ -405,8 +424,13 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             stopping: false,
             wake_buf: Box::new(0),
             wake_posted: false,
-            tick_ts: Box::new(types::Timespec::from(config.tick)),
-            tick_posted: false,
+            now: Instant::now(),
+            tick: config.tick,
+            next_tick: Instant::now() + config.tick,
+            timers: Timers::default(),
+            idle_timeout: config.idle_timeout,
+            heartbeat: config.heartbeat,
+            sweep_cursor: 0,
             pending_sockets: Vec::new(),
             pending_free: Vec::new(),
             pending_count: 0,
@@ -428,8 +452,23 @@ impl<C: Codec, H: Handler> Shard<C, H> {
 
     fn run(&mut self) -> io::Result<()> {
         self.core.post_wake()?;
-        self.core.post_tick()?;
         loop {
+            let now = Instant::now();
+            self.core.now = now;
+            if now >= self.core.next_tick {
+                self.core.next_tick = now + self.core.tick;
+                self.core.on_tick()?;
+                let mut ctx = Context {
+                    core: &mut self.core,
+                };
+                self.handler.on_tick(&mut ctx);
+            }
+            while let Some(token) = self.core.timers.pop_due(now) {
+                let mut ctx = Context {
+                    core: &mut self.core,
+                };
+                self.handler.on_timer(&mut ctx, token);
+            }
             self.core.observe_stop()?;
             self.drain_commands()?;
             self.core.flush_dirty()?;
@@ -439,13 +478,25 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             if self.core.finished() {
                 return Ok(());
             }
-            let wait = usize::from(self.core.ring.completion().is_empty());
-            match self.core.ring.submit_and_wait(wait) {
+            // One enter: submit everything, and wait for a completion, but
+            // not past the next tick or handler timer.
+            let wake_at = match self.core.timers.next_deadline() {
+                Some(t) => t.min(self.core.next_tick),
+                None => self.core.next_tick,
+            };
+            let outcome = if self.core.ring.completion().is_empty() {
+                let timeout = types::Timespec::from(wake_at.saturating_duration_since(now));
+                let args = types::SubmitArgs::new().timespec(&timeout);
+                self.core.ring.submitter().submit_with_args(1, &args)
+            } else {
+                self.core.ring.submit()
+            };
+            match outcome {
                 Ok(_) => {}
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
-                        Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
+                        Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ETIME)
                     ) => {}
                 Err(e) => return Err(e),
             }
@@ -483,6 +534,12 @@ impl<C: Codec, H: Handler> Shard<C, H> {
                     if let Err(e) = self.core.start_connect(remote, local) {
                         self.core.failed_connects.push((remote, e));
                     }
+                }
+                Command::Run(f) => {
+                    let mut ctx = Context {
+                        core: &mut self.core,
+                    };
+                    f(&mut ctx);
                 }
             }
         }
@@ -525,15 +582,6 @@ impl<C: Codec, H: Handler> Shard<C, H> {
                     .notified
                     .store(false, Ordering::SeqCst);
                 self.core.post_wake()
-            }
-            OpKind::Tick => {
-                self.core.tick_posted = false;
-                self.core.on_tick()?;
-                let mut ctx = Context {
-                    core: &mut self.core,
-                };
-                self.handler.on_tick(&mut ctx);
-                self.core.post_tick()
             }
             OpKind::Socket => {
                 self.core.on_socket(ud, result)?;
@@ -649,6 +697,7 @@ impl<C: Codec, H: Handler> Shard<C, H> {
     fn deliver(&mut self, slot: usize, generation: u32, bid: u16, len: usize) -> io::Result<()> {
         let before = self.held(slot);
         self.core.stats.bytes_in += len as u64;
+        self.core.slots[slot].last_input = self.core.now;
         let data = self.bufs.get(bid, len);
         let backlog = &mut self.backlogs[slot];
         let result = if self.core.slots[slot].recv_paused || !backlog.is_empty() {
@@ -751,28 +800,24 @@ impl<C: Codec, H: Handler> Shard<C, H> {
     }
 
     /// Releases what the kernel still references before memory is freed:
-    /// the wake-up read and the tick timer are cancelled and reaped, then the
-    /// buffer ring is unregistered.
+    /// the wake-up read is cancelled and reaped, then the buffer ring is
+    /// unregistered.
     fn teardown(&mut self) {
         let core = &mut self.core;
-        for kind in [OpKind::Wake, OpKind::Tick] {
-            let target = UserData::new(kind, 0, 0).encode();
-            let cancel = opcode::AsyncCancel::new(target)
-                .build()
-                .user_data(UserData::new(OpKind::Cancel, 0, 0).encode());
-            // SAFETY: a cancel references no memory of ours.
-            let _ = unsafe { uring::push(&mut core.ring, &cancel) };
-        }
+        let target = UserData::new(OpKind::Wake, 0, 0).encode();
+        let cancel = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(UserData::new(OpKind::Cancel, 0, 0).encode());
+        // SAFETY: a cancel references no memory of ours.
+        let _ = unsafe { uring::push(&mut core.ring, &cancel) };
         let deadline = Instant::now() + Duration::from_secs(2);
-        while (core.wake_posted || core.tick_posted) && Instant::now() < deadline {
+        while core.wake_posted && Instant::now() < deadline {
             if core.ring.submit_and_wait(1).is_err() {
                 break;
             }
             for cqe in core.ring.completion() {
-                match UserData::decode(cqe.user_data()).map(|u| u.kind) {
-                    Some(OpKind::Wake) => core.wake_posted = false,
-                    Some(OpKind::Tick) => core.tick_posted = false,
-                    _ => {}
+                if UserData::decode(cqe.user_data()).map(|u| u.kind) == Some(OpKind::Wake) {
+                    core.wake_posted = false;
                 }
             }
         }
@@ -811,6 +856,7 @@ impl<C: Codec> Core<C> {
 
     fn publish_stats(&mut self) {
         self.stats.connections = self.open.len() as u64;
+        self.stats.timers = self.timers.len() as u64;
         let me = &self.shared.shards[self.index];
         me.counters.publish(&self.stats);
     }
@@ -825,18 +871,6 @@ impl<C: Codec> Core<C> {
             .user_data(UserData::new(OpKind::Wake, 0, 0).encode());
         self.push(entry)?;
         self.wake_posted = true;
-        Ok(())
-    }
-
-    fn post_tick(&mut self) -> io::Result<()> {
-        if self.tick_posted || self.finished() {
-            return Ok(());
-        }
-        let entry = opcode::Timeout::new(&*self.tick_ts as *const types::Timespec)
-            .build()
-            .user_data(UserData::new(OpKind::Tick, 0, 0).encode());
-        self.push(entry)?;
-        self.tick_posted = true;
         Ok(())
     }
 
@@ -868,7 +902,8 @@ impl<C: Codec> Core<C> {
     }
 
     fn on_tick(&mut self) -> io::Result<()> {
-        let now = Instant::now();
+        let now = self.now;
+        self.sweep_idle()?;
         if self.accept_backoff_until.is_some_and(|t| t <= now) {
             self.accept_backoff_until = None;
         }
@@ -1039,6 +1074,8 @@ impl<C: Codec> Core<C> {
         s.in_dirty = false;
         s.reason = None;
         s.deadline = None;
+        s.last_input = self.now;
+        s.last_output = self.now;
         s.open_pos = self.open.len();
         let generation = s.generation;
         self.open.push(slot as u32);
@@ -1257,6 +1294,52 @@ impl<C: Codec> Core<C> {
             let s = &self.slots[slot];
             if s.state == SlotState::Open && !s.recv_armed && !s.recv_paused && !s.read_closed {
                 self.arm_recv(slot)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes connections idle past `idle_timeout` and sends heartbeats
+    /// (an empty message) to those with no output for `heartbeat`. Each tick
+    /// looks at a share of the open connections so that every one is seen
+    /// at least twice per period, without a full scan per tick.
+    fn sweep_idle(&mut self) -> io::Result<()> {
+        let period = match (self.idle_timeout, self.heartbeat) {
+            (None, None) => return Ok(()),
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+        };
+        let n = self.open.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let per_tick = (n as f64 * 2.0 * self.tick.as_secs_f64() / period.as_secs_f64().max(1e-3))
+            .ceil()
+            .clamp(1.0, n as f64) as usize;
+        let now = self.now;
+        for _ in 0..per_tick {
+            if self.open.is_empty() {
+                break;
+            }
+            self.sweep_cursor %= self.open.len();
+            let slot = self.open[self.sweep_cursor] as usize;
+            self.sweep_cursor += 1;
+            let s = &self.slots[slot];
+            if self
+                .idle_timeout
+                .is_some_and(|t| now.duration_since(s.last_input) >= t)
+            {
+                self.stats.idle_timeouts += 1;
+                self.begin_close(slot, CloseReason::IdleTimeout, true)?;
+                continue;
+            }
+            if self
+                .heartbeat
+                .is_some_and(|t| now.duration_since(s.last_output) >= t)
+                && s.queue.is_empty()
+            {
+                let _ = self.enqueue_copy(slot, &[]);
+                self.stats.heartbeats += 1;
             }
         }
         Ok(())
@@ -1488,6 +1571,7 @@ impl<C: Codec> Core<C> {
             .push_copy(&mut self.pool, &[&header[..n], payload, trailer]);
         self.stats.send_queue_bytes += (s.queue.len() - before) as u64;
         self.stats.messages_out += 1;
+        self.slots[slot].last_output = self.now;
         self.mark_dirty(slot);
         Ok(())
     }
@@ -1501,6 +1585,7 @@ impl<C: Codec> Core<C> {
             .push_shared(&mut self.pool, &header[..n], payload, trailer);
         self.stats.send_queue_bytes += (s.queue.len() - before) as u64;
         self.stats.messages_out += 1;
+        self.slots[slot].last_output = self.now;
         self.mark_dirty(slot);
         Ok(())
     }
@@ -1630,6 +1715,18 @@ impl<C: Codec> Outbound for Core<C> {
             self.failed_connects.push((remote, e));
         }
         Ok(())
+    }
+
+    fn set_timer(&mut self, delay: Duration, token: u64) -> TimerId {
+        self.timers.insert(Instant::now() + delay, token)
+    }
+
+    fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.timers.cancel(id)
+    }
+
+    fn server(&self) -> &Arc<ServerShared> {
+        &self.shared
     }
 }
 

@@ -43,6 +43,12 @@ pub struct Stats {
     /// Connections accepted in the instant the connection limit was
     /// reached, before accepting paused, and closed at once.
     pub rejected: u64,
+    /// Connections closed by the idle timeout.
+    pub idle_timeouts: u64,
+    /// Heartbeats (empty messages) sent.
+    pub heartbeats: u64,
+    /// Handler timers armed now.
+    pub timers: u64,
     /// Cross-shard commands dropped because the target shard's queue was
     /// full.
     pub commands_dropped: u64,
@@ -66,6 +72,9 @@ impl std::ops::AddAssign for Stats {
         self.recv_no_buffers += o.recv_no_buffers;
         self.accept_errors += o.accept_errors;
         self.rejected += o.rejected;
+        self.idle_timeouts += o.idle_timeouts;
+        self.heartbeats += o.heartbeats;
+        self.timers += o.timers;
         self.commands_dropped += o.commands_dropped;
     }
 }
@@ -107,6 +116,9 @@ shard_counters!(
     recv_no_buffers,
     accept_errors,
     rejected,
+    idle_timeouts,
+    heartbeats,
+    timers,
     commands_dropped,
 );
 

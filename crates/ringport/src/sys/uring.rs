@@ -28,7 +28,7 @@ pub enum OpKind {
     Cancel = 5,
     /// The cross-thread wake-up: a read of the shard's eventfd.
     Wake = 6,
-    Tick = 7,
+    // 7 was the tick timeout; the loop's wait timeout replaced it.
     /// Creation of an outbound socket (slot field: pending-connect token).
     Socket = 8,
     /// A step before connect (bind, setsockopt) that failed; successful
@@ -72,7 +72,6 @@ impl UserData {
             4 => OpKind::Close,
             5 => OpKind::Cancel,
             6 => OpKind::Wake,
-            7 => OpKind::Tick,
             8 => OpKind::Socket,
             9 => OpKind::ConnectStep,
             10 => OpKind::Connect,
@@ -355,7 +354,6 @@ mod tests {
             OpKind::Close,
             OpKind::Cancel,
             OpKind::Wake,
-            OpKind::Tick,
             OpKind::Socket,
             OpKind::ConnectStep,
             OpKind::Connect,
