@@ -1,0 +1,182 @@
+//! `ringport bench` against real servers on loopback: a clean run verifies
+//! every reply and reports; a server that corrupts, loses or misorders
+//! replies makes it fail with the reason.
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use ringport::{ConnId, Context, Handler, LengthDelimited, Lines, Server, ServerConfig, handlers};
+
+fn config() -> ServerConfig {
+    ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        shards: 2,
+        ..ServerConfig::default()
+    }
+}
+
+/// Runs the bench for a short while; returns (exit code, stdout, json).
+fn bench(addr: SocketAddr, extra: &[&str]) -> (i32, String, serde_json::Value) {
+    let dir = std::env::temp_dir().join(format!("ringport-bench-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join(format!("{}.json", addr.port()));
+    let svg = dir.join(format!("{}.svg", addr.port()));
+    let out = Command::new(env!("CARGO_BIN_EXE_ringport"))
+        .args([
+            "bench",
+            "--addr",
+            &addr.to_string(),
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+        ])
+        .args(["--sources", "127.0.0.1", "--drain-timeout", "3"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .args(extra)
+        .output()
+        .expect("run ringport bench");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = out.status.code().unwrap_or(-1);
+    let value = std::fs::read_to_string(&json)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    if code == 0 {
+        let plot = std::fs::read_to_string(&svg).expect("plot written");
+        assert!(plot.starts_with("<svg") && plot.contains("<path"), "{plot}");
+    }
+    (
+        code,
+        format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)),
+        value,
+    )
+}
+
+#[test]
+fn clean_run_verifies_every_reply_and_reports() {
+    let server = Server::start(config(), LengthDelimited::new(), |_| handlers::Echo).unwrap();
+    let (code, out, json) = bench(
+        server.local_addr(),
+        &["-c", "50", "--depth", "4", "--size", "300"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json["connections_established"], 50, "{json}");
+    assert_eq!(json["ok"], true);
+    assert!(json["messages"].as_u64().unwrap() > 100, "{json}");
+    assert!(
+        json["latency_us"]["p99"].as_u64().unwrap() >= json["latency_us"]["p50"].as_u64().unwrap()
+    );
+    assert!(out.contains("errors:      none"), "{out}");
+    server.stop();
+}
+
+#[test]
+fn lines_codec_and_fixed_rate() {
+    let server = Server::start(config(), Lines::new(), |_| handlers::Echo).unwrap();
+    let (code, out, json) = bench(
+        server.local_addr(),
+        &[
+            "-c", "20", "--codec", "lines", "--size", "64", "--rate", "50",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    // 20 connections x 50/s over about a second.
+    let rate = json["messages_per_sec"].as_f64().unwrap();
+    assert!((500.0..=1500.0).contains(&rate), "{rate} msg/s\n{out}");
+    server.stop();
+}
+
+#[test]
+fn chat_mode_counts_every_delivery() {
+    let server = Server::start(config(), LengthDelimited::new(), |_| handlers::Chat).unwrap();
+    let (code, out, json) = bench(
+        server.local_addr(),
+        &["-c", "10", "--mode", "chat", "--rate", "20"],
+    );
+    assert_eq!(code, 0, "{out}");
+    // Every message reaches all 10 clients.
+    let rate = json["messages_per_sec"].as_f64().unwrap();
+    assert!(rate > 10.0 * 20.0 * 10.0 * 0.5, "{rate}\n{out}");
+    server.stop();
+}
+
+/// Echoes, but damages the payload of every 50th message, drops every
+/// 70th, or swaps a pair, depending on `fault`.
+struct Faulty {
+    fault: &'static str,
+    seen: u64,
+    held: Option<Vec<u8>>,
+}
+
+impl Handler for Faulty {
+    type ConnState = ();
+    fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: SocketAddr) {}
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &mut (), msg: &[u8]) {
+        self.seen += 1;
+        let mut reply = msg.to_vec();
+        match self.fault {
+            "corrupt" if self.seen % 50 == 0 => {
+                let last = reply.len() - 1;
+                reply[last] ^= 0x40;
+            }
+            "drop" if self.seen % 70 == 0 => return,
+            "reorder" if self.seen % 30 == 0 => {
+                self.held = Some(reply);
+                return;
+            }
+            _ => {}
+        }
+        let _ = ctx.send(conn, &reply);
+        if let Some(late) = self.held.take() {
+            let _ = ctx.send(conn, &late);
+        }
+    }
+}
+
+#[test]
+fn corrupt_lost_and_reordered_replies_fail_the_run() {
+    for (fault, expect) in [
+        ("corrupt", "corrupt payload"),
+        ("drop", "unanswered"),
+        ("reorder", "lost or reordered"),
+    ] {
+        let mut cfg = config();
+        cfg.shards = 1;
+        let server = Server::start(cfg, LengthDelimited::new(), move |_| Faulty {
+            fault,
+            seen: 0,
+            held: None,
+        })
+        .unwrap();
+        let (code, out, json) = bench(server.local_addr(), &["-c", "1", "--depth", "4"]);
+        assert_eq!(code, 1, "{fault}: {out}");
+        assert!(out.contains(expect), "{fault}: {out}");
+        assert_eq!(json["ok"], false, "{fault}");
+        server.stop();
+    }
+}
+
+#[test]
+fn refused_connections_are_reported_not_hidden() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (code, out, _) = bench(closed, &["-c", "5"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("5 failed") && out.contains("refused"), "{out}");
+}
+
+#[test]
+fn bad_arguments_are_usage_errors() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringport"))
+        .args(["bench", "--size", "4"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--size must be at least"));
+}
