@@ -43,6 +43,9 @@ const MAX_IOVECS: usize = 64;
 const COMMANDS_PER_TURN: usize = 4096;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
 const BUFFER_GROUP: u16 = 0;
+/// Stands in for an address the kernel did not give (never expected).
+const UNSPECIFIED: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 /// A drained backlog keeps at most this much capacity.
 const RETAIN_BACKLOG: usize = 64 * 1024;
 
@@ -829,11 +832,13 @@ impl<C: Codec, H: Handler> Shard<C, H> {
 impl<C: Codec> Core<C> {
     fn push(&mut self, entry: io_uring::squeue::Entry) -> io::Result<()> {
         // SAFETY: every entry built in this module points only at memory
-        // owned by the shard that stays put until the completion is reaped:
-        // slot iovecs/msghdr (table allocated once, not touched while
-        // `send_in_flight`), accept address slots (boxed slice, not touched
-        // while `posted`), the wake-up buffer and the tick timespec (boxed,
-        // freed only after teardown reaped their completions).
+        // that stays put until the completion is reaped: slot iovecs/msghdr
+        // and the queued bytes they cover (table allocated once, not touched
+        // while `send_in_flight`), accept address slots (boxed slice, not
+        // touched while `posted`), outbound connect addresses (boxed in the
+        // slot until the connect completes), the wake-up buffer (boxed,
+        // freed only after teardown reaped its completion) and a `static`
+        // socket-option value.
         let mut busy = 0;
         loop {
             match unsafe { uring::push(&mut self.ring, &entry) } {
@@ -1022,19 +1027,11 @@ impl<C: Codec> Core<C> {
         // storage and filled `a.len` bytes of it (at most its size).
         let peer = unsafe { socket2::SockAddr::new(storage, a.len) }
             .as_socket()
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let Some(s) = self
-            .slots
-            .get_mut(slot)
-            .filter(|s| s.state == SlotState::Free)
-        else {
-            // The kernel only allocates free table entries, and our table has
-            // exactly its size; anything else is a bug worth shouting about.
-            tracing::error!(slot, "accept returned a slot that is in use");
+            .unwrap_or(UNSPECIFIED);
+        if !self.claim(slot, "accept") {
             return Ok(None);
-        };
-        s.generation = next_generation(s.generation);
-        self.in_use += 1;
+        }
+        let s = &mut self.slots[slot];
         let max = self.shared.config.max_connections;
         let before = self.shared.admitted.fetch_add(1, Ordering::AcqRel);
         if before + 1 == max {
@@ -1060,6 +1057,24 @@ impl<C: Codec> Core<C> {
         self.stats.accepted += 1;
         let conn = self.open_slot(slot)?;
         Ok(Some((conn, peer)))
+    }
+
+    /// Takes a table entry the kernel just filled (accept or socket) for a
+    /// new connection: moves its generation on. The kernel only fills free
+    /// entries and our table has exactly its size, so anything else is a bug
+    /// worth shouting about.
+    fn claim(&mut self, slot: usize, by: &str) -> bool {
+        let Some(s) = self
+            .slots
+            .get_mut(slot)
+            .filter(|s| s.state == SlotState::Free)
+        else {
+            tracing::error!(slot, by, "the kernel returned a table entry that is in use");
+            return false;
+        };
+        s.generation = next_generation(s.generation);
+        self.in_use += 1;
+        true
     }
 
     /// Makes a slot that holds a connected socket `Open` and starts reading.
@@ -1145,10 +1160,7 @@ impl<C: Codec> Core<C> {
         };
         self.pending_free.push(token as u32);
         self.pending_count -= 1;
-        let remote = addrs
-            .remote
-            .as_socket()
-            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        let remote = addrs.remote.as_socket().unwrap_or(UNSPECIFIED);
         if result < 0 {
             self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
             self.failed_connects
@@ -1156,21 +1168,15 @@ impl<C: Codec> Core<C> {
             return Ok(());
         }
         let slot = result as usize;
-        let Some(s) = self
-            .slots
-            .get_mut(slot)
-            .filter(|s| s.state == SlotState::Free)
-        else {
-            tracing::error!(slot, "socket returned a slot that is in use");
+        if !self.claim(slot, "socket") {
             self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
             return Ok(());
-        };
-        s.generation = next_generation(s.generation);
+        }
+        let s = &mut self.slots[slot];
         s.state = SlotState::Connecting;
         s.connect_error = None;
         let generation = s.generation;
         let addrs = s.connect.insert(addrs);
-        self.in_use += 1;
         let fixed = types::Fixed(slot as u32);
         let step = UserData::new(OpKind::ConnectStep, slot as u32, generation).encode();
         static ONE: libc::c_int = 1;
@@ -1264,7 +1270,7 @@ impl<C: Codec> Core<C> {
             .connect
             .take()
             .and_then(|a| a.remote.as_socket())
-            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            .unwrap_or(UNSPECIFIED);
         self.stats.connected += 1;
         let conn = self.open_slot(slot)?;
         Ok(Some((conn, remote)))
@@ -1524,10 +1530,7 @@ impl<C: Codec> Core<C> {
             // A connect that failed: the socket is closed, the handler is
             // told with the error, no connection ever existed.
             let errno = s.connect_error.take().unwrap_or(libc::ECONNREFUSED);
-            let remote = addrs
-                .remote
-                .as_socket()
-                .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            let remote = addrs.remote.as_socket().unwrap_or(UNSPECIFIED);
             self.failed_connects
                 .push((remote, io::Error::from_raw_os_error(errno)));
             return None;

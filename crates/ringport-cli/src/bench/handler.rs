@@ -117,6 +117,28 @@ pub struct ShardResult {
     pub unanswered: u64,
 }
 
+impl ShardResult {
+    fn new() -> Self {
+        ShardResult {
+            latency_us: latency_histogram(),
+            measured_messages: 0,
+            measured_bytes: 0,
+            sent: 0,
+            received: 0,
+            late_sends: 0,
+            errors: BTreeMap::new(),
+            first_errors: Vec::new(),
+            unanswered: 0,
+        }
+    }
+}
+
+/// Round-trip times in microseconds, 1 µs to 2 minutes, 3 significant
+/// digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
+}
+
 struct Conn {
     id: ConnId,
     index: u32,
@@ -160,18 +182,7 @@ impl BenchHandler {
             started_traffic: false,
             in_flight: 0,
             scratch: Vec::new(),
-            result: ShardResult {
-                latency_us: Histogram::new_with_bounds(1, 120_000_000, 3)
-                    .expect("valid histogram bounds"),
-                measured_messages: 0,
-                measured_bytes: 0,
-                sent: 0,
-                received: 0,
-                late_sends: 0,
-                errors: BTreeMap::new(),
-                first_errors: Vec::new(),
-                unanswered: 0,
-            },
+            result: ShardResult::new(),
         }
     }
 
@@ -406,20 +417,7 @@ impl Drop for BenchHandler {
         for conn in self.conns.iter().flatten() {
             self.result.unanswered += conn.in_flight as u64;
         }
-        let result = std::mem::replace(
-            &mut self.result,
-            ShardResult {
-                latency_us: Histogram::new(1).expect("valid histogram"),
-                measured_messages: 0,
-                measured_bytes: 0,
-                sent: 0,
-                received: 0,
-                late_sends: 0,
-                errors: BTreeMap::new(),
-                first_errors: Vec::new(),
-                unanswered: 0,
-            },
-        );
+        let result = std::mem::replace(&mut self.result, ShardResult::new());
         if let Ok(mut results) = self.shared.results.lock() {
             results.push(result);
         }

@@ -213,7 +213,7 @@ const PERCENTILES: [(&str, f64); 4] = [("p50", 50.0), ("p90", 90.0), ("p99", 99.
 
 impl Summary {
     pub fn build(inputs: Inputs<'_>) -> Summary {
-        let mut latency = Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds");
+        let mut latency = super::handler::latency_histogram();
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
         let mut first_errors = Vec::new();
         let (mut messages, mut bytes, mut late, mut unanswered) = (0, 0, 0, 0);
