@@ -25,7 +25,10 @@ const SHARE_MIN: usize = 4 * 1024;
 /// Free chunks kept by one shard. Chunks beyond this are freed when
 /// returned, so an idle shard does not keep the memory of a past burst.
 pub(crate) struct ChunkPool {
-    free: Vec<Box<[u8]>>,
+    /// Empty vectors of capacity `CHUNK_SIZE`: filled by appending, so a
+    /// new chunk is never zeroed first, and never reallocated (appends stop
+    /// at the capacity), so iovecs into it stay valid.
+    free: Vec<Vec<u8>>,
     keep: usize,
 }
 
@@ -37,15 +40,16 @@ impl ChunkPool {
         }
     }
 
-    fn take(&mut self) -> Box<[u8]> {
+    fn take(&mut self) -> Vec<u8> {
         self.free.pop().unwrap_or_else(|| {
             SEND_CHUNKS.fetch_add(1, Ordering::Relaxed);
-            vec![0u8; CHUNK_SIZE].into_boxed_slice()
+            Vec::with_capacity(CHUNK_SIZE)
         })
     }
 
-    fn give(&mut self, chunk: Box<[u8]>) {
+    fn give(&mut self, mut chunk: Vec<u8>) {
         if self.free.len() < self.keep {
+            chunk.clear();
             self.free.push(chunk);
         } else {
             SEND_CHUNKS.fetch_sub(1, Ordering::Relaxed);
@@ -60,18 +64,15 @@ impl Drop for ChunkPool {
 }
 
 enum Segment {
-    /// A pooled chunk whose first `len` bytes are queued data.
-    Chunk {
-        buf: Box<[u8]>,
-        len: usize,
-    },
+    /// A pooled chunk holding queued data.
+    Chunk(Vec<u8>),
     Shared(Bytes),
 }
 
 impl Segment {
     fn bytes(&self) -> &[u8] {
         match self {
-            Segment::Chunk { buf, len } => &buf[..*len],
+            Segment::Chunk(buf) => buf,
             Segment::Shared(b) => b,
         }
     }
@@ -124,20 +125,16 @@ impl SendQueue {
     fn append(&mut self, pool: &mut ChunkPool, mut data: &[u8]) {
         self.len += data.len();
         while !data.is_empty() {
-            if let Some(Segment::Chunk { buf, len }) = self.segments.back_mut() {
-                let room = CHUNK_SIZE - *len;
+            if let Some(Segment::Chunk(buf)) = self.segments.back_mut() {
+                let room = CHUNK_SIZE - buf.len();
                 if room > 0 {
                     let n = room.min(data.len());
-                    buf[*len..*len + n].copy_from_slice(&data[..n]);
-                    *len += n;
+                    buf.extend_from_slice(&data[..n]);
                     data = &data[n..];
                     continue;
                 }
             }
-            self.segments.push_back(Segment::Chunk {
-                buf: pool.take(),
-                len: 0,
-            });
+            self.segments.push_back(Segment::Chunk(pool.take()));
         }
     }
 
@@ -190,7 +187,7 @@ impl SendQueue {
     }
 
     fn pop_front(&mut self, pool: &mut ChunkPool) {
-        if let Some(Segment::Chunk { buf, .. }) = self.segments.pop_front() {
+        if let Some(Segment::Chunk(buf)) = self.segments.pop_front() {
             pool.give(buf);
         }
     }

@@ -288,6 +288,30 @@ impl Context<'_> {
         }
     }
 
+    /// Runs `work` on a worker of `pool` (with that worker's state), then
+    /// `then` back on this shard with its result: the way to do blocking or
+    /// heavy work for a connection without stalling the shard. Capture the
+    /// connection's id in `then`; if the connection closed meanwhile,
+    /// `ctx.send` to it fails with [`SendError::Closed`] and the result goes
+    /// nowhere. Fails if the pool's queue is full or the pool is stopped.
+    pub fn offload<S: 'static, R: Send + 'static>(
+        &mut self,
+        pool: &crate::pool::Pool<S>,
+        work: impl FnOnce(&mut S) -> R + Send + 'static,
+        then: impl FnOnce(&mut Context<'_>, R) + Send + 'static,
+    ) -> Result<(), crate::pool::PoolError> {
+        let home = self.remote();
+        pool.execute(move |state| {
+            let result = work(state);
+            if home.run(move |ctx| then(ctx, result)).is_err() {
+                tracing::debug!(
+                    shard = home.shard(),
+                    "offloaded result dropped: server stopping"
+                );
+            }
+        })
+    }
+
     /// Opens an outbound connection from this shard to `remote`, optionally
     /// from the source address `local` (port 0 picks a free port). The
     /// outcome arrives as [`Handler::on_connect`] (the connection then

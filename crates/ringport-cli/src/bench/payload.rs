@@ -28,6 +28,32 @@ fn filler_byte(conn: u32, seq: u64, i: usize, text: bool) -> u8 {
     if text { b'a' + x % 26 } else { x }
 }
 
+/// The filler repeats every 256 bytes (it depends on the index modulo
+/// 256): one block per message, then whole-slice copies and compares, so
+/// large messages cost memcpy/memcmp speed rather than a call per byte.
+fn filler_block(conn: u32, seq: u64, text: bool) -> [u8; 256] {
+    std::array::from_fn(|i| filler_byte(conn, seq, i, text))
+}
+
+/// The filler bytes for payload offsets `start..end`, as slices of `block`.
+fn filler_runs(
+    block: &[u8; 256],
+    start: usize,
+    end: usize,
+) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut at = start;
+    std::iter::from_fn(move || {
+        if at >= end {
+            return None;
+        }
+        let offset = at % 256;
+        let len = (256 - offset).min(end - at);
+        let run = (at, &block[offset..offset + len]);
+        at += len;
+        Some(run)
+    })
+}
+
 /// Writes a payload of `size` bytes into `out` (cleared first).
 pub fn encode(out: &mut Vec<u8>, size: usize, stamp: Stamp, text: bool) {
     out.clear();
@@ -44,8 +70,10 @@ pub fn encode(out: &mut Vec<u8>, size: usize, stamp: Stamp, text: bool) {
     } else {
         out.extend_from_slice(&header);
     }
-    let start = out.len();
-    out.extend((start..size).map(|i| filler_byte(stamp.conn, stamp.seq, i, text)));
+    let block = filler_block(stamp.conn, stamp.seq, text);
+    for (_, run) in filler_runs(&block, out.len(), size) {
+        out.extend_from_slice(run);
+    }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -88,9 +116,12 @@ pub fn verify(payload: &[u8], size: usize, text: bool) -> Result<Stamp, Corrupt>
         seq: u64::from_le_bytes(header[4..12].try_into().unwrap()),
         sent_ns: u64::from_le_bytes(header[12..20].try_into().unwrap()),
     };
-    for (i, &b) in payload.iter().enumerate().skip(body_start) {
-        if b != filler_byte(stamp.conn, stamp.seq, i, text) {
-            return Err(Corrupt::Filler { at: i });
+    let block = filler_block(stamp.conn, stamp.seq, text);
+    for (at, run) in filler_runs(&block, body_start, size) {
+        let got = &payload[at..at + run.len()];
+        if got != run {
+            let first = got.iter().zip(run).position(|(a, b)| a != b).unwrap_or(0);
+            return Err(Corrupt::Filler { at: at + first });
         }
     }
     Ok(stamp)

@@ -256,8 +256,16 @@ impl<C: Codec> Framer<C> {
     fn append(&mut self, bytes: &[u8], cap: usize) {
         let need = self.buf.len() + bytes.len();
         if need > self.buf.capacity() {
-            let grown = self.buf.capacity().saturating_mul(2).max(MIN_CAPACITY);
-            let target = grown.min(cap).max(need);
+            // Small frames grow by doubling. Once a frame is past the size
+            // we would keep anyway, its bytes are really arriving: reserve
+            // up to its end at once (pages become resident only as they
+            // are written), which spares the copies of repeated doubling.
+            let target = if need > RELEASE_ABOVE {
+                cap.max(need)
+            } else {
+                let grown = self.buf.capacity().saturating_mul(2).max(MIN_CAPACITY);
+                grown.min(cap).max(need)
+            };
             self.buf.reserve_exact(target - self.buf.len());
         }
         self.buf.extend_from_slice(bytes);
@@ -450,10 +458,11 @@ mod tests {
                 })
                 .unwrap();
             fed += chunk.len();
-            // Capacity follows the arrivals (amortised doubling), and never
-            // exceeds the frame.
+            // Capacity follows the arrivals (amortised doubling) until the
+            // frame is past RELEASE_ABOVE bytes really received; then the
+            // rest of the frame is reserved at once. Never beyond the frame.
             assert!(framer.heap_bytes() <= wire.len());
-            if fed < wire.len() {
+            if fed <= RELEASE_ABOVE {
                 assert!(framer.heap_bytes() <= 2 * fed.max(MIN_CAPACITY), "{fed}");
             }
         }
