@@ -17,7 +17,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -33,6 +33,7 @@ use crate::server::{
     CloseReason, Context, Handler, SendError, ServerConfig, ServerShared, SlowConsumerPolicy,
 };
 use crate::stats::{ShardCounters, Stats};
+use crate::sys::eventfd;
 use crate::sys::uring::{self, BufRing, MAX_SLOTS, OpKind, UserData};
 use crate::timer::{TimerId, Timers};
 
@@ -83,18 +84,11 @@ pub(crate) struct ShardShared {
 
 impl ShardShared {
     pub fn new(table: usize, commands: usize) -> io::Result<Self> {
-        // SAFETY: eventfd has no memory-safety preconditions; the result is
-        // checked before being wrapped.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
         let (commands_tx, commands_rx) = crossbeam_channel::bounded(commands);
         Ok(ShardShared {
             commands_tx,
             commands_rx,
-            // SAFETY: `fd` is a fresh descriptor owned by nothing else.
-            eventfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            eventfd: eventfd::eventfd()?,
             notified: AtomicBool::new(false),
             live: LiveTable::new(table),
             counters: ShardCounters::default(),
@@ -103,16 +97,8 @@ impl ShardShared {
 
     pub fn wake(&self) {
         if !self.notified.swap(true, Ordering::AcqRel) {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to our eventfd. A
-            // failure (counter overflow) still leaves the eventfd readable.
-            unsafe {
-                libc::write(
-                    self.eventfd.as_raw_fd(),
-                    (&one as *const u64).cast(),
-                    std::mem::size_of::<u64>(),
-                );
-            }
+            // A failure (counter overflow) still leaves the eventfd readable.
+            let _ = eventfd::eventfd_add(self.eventfd.as_fd(), 1);
         }
     }
 }

@@ -116,24 +116,7 @@ pub(super) fn epoll_wait_timeout(
     epoll_wait(epoll, events, ms)
 }
 
-/// A new non-blocking, close-on-exec eventfd with counter 0.
-pub(super) fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd takes no pointers.
-    let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
-    Ok(owned(fd))
-}
-
-/// Adds `value` to an eventfd counter.
-pub(super) fn eventfd_add(fd: BorrowedFd<'_>, value: u64) -> io::Result<()> {
-    let bytes = value.to_ne_bytes();
-    // SAFETY: `bytes` is 8 readable bytes, the size an eventfd write takes;
-    // the descriptor is borrowed, so open for the call.
-    let n = unsafe { libc::write(fd.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
+pub(super) use crate::sys::eventfd::{eventfd, eventfd_add};
 
 /// Reads (and so resets) an eventfd counter; `WouldBlock` when it is 0.
 pub(super) fn eventfd_take(fd: BorrowedFd<'_>) -> io::Result<u64> {

@@ -21,8 +21,10 @@
 //!   the operation kind, the slot and the slot's generation.
 //!
 //! Backends: [`uring`] (io_uring, Linux 6.0+, with optional features probed
-//! at start). An epoll backend (mio) that provides the same operations by
+//! at start). `eventfd` holds the wake-up counter shared by the shards and
+//! the worker pool. An epoll backend (mio) that provides the same operations by
 //! readiness is planned; until it exists, [`uring::probe`] tells the caller
 //! clearly why io_uring cannot be used.
 
+pub(crate) mod eventfd;
 pub mod uring;
