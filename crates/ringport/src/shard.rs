@@ -1165,32 +1165,17 @@ impl<C: Codec> Core<C> {
         let addrs = s.connect.insert(addrs);
         let fixed = types::Fixed(slot as u32);
         let step = UserData::new(OpKind::ConnectStep, slot as u32, generation).encode();
-        static ONE: libc::c_int = 1;
-        let nodelay = opcode::SetSockOpt::new(
-            fixed,
-            libc::IPPROTO_TCP as u32,
-            libc::TCP_NODELAY as u32,
-            (&ONE as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as u32,
-        )
-        .build()
-        .flags(io_uring::squeue::Flags::SKIP_SUCCESS)
-        .user_data(step);
+        let nodelay = int_option(fixed, libc::IPPROTO_TCP, libc::TCP_NODELAY)
+            .flags(io_uring::squeue::Flags::SKIP_SUCCESS)
+            .user_data(step);
         // With a source address: IP_BIND_ADDRESS_NO_PORT lets connect pick
         // the port per destination (and reuse loopback TIME_WAIT ports), so
         // one source is not limited to one set of ports for all
         // destinations; hard-linked so that bind runs after it even if the
         // option is refused.
-        let no_port = opcode::SetSockOpt::new(
-            fixed,
-            libc::IPPROTO_IP as u32,
-            libc::IP_BIND_ADDRESS_NO_PORT as u32,
-            (&ONE as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as u32,
-        )
-        .build()
-        .flags(io_uring::squeue::Flags::IO_HARDLINK | io_uring::squeue::Flags::SKIP_SUCCESS)
-        .user_data(step);
+        let no_port = int_option(fixed, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT)
+            .flags(io_uring::squeue::Flags::IO_HARDLINK | io_uring::squeue::Flags::SKIP_SUCCESS)
+            .user_data(step);
         let bind = addrs.local.as_ref().map(|local| {
             opcode::Bind::new(fixed, local.as_ptr().cast(), local.len())
                 .build()
@@ -1743,4 +1728,18 @@ fn feed_frames<C: Codec, H: Handler>(
         let s = &core.slots[slot];
         s.state == SlotState::Open && s.queue.len() < high_water
     })
+}
+
+/// Sets a boolean socket option to 1 on a direct descriptor (a setsockopt
+/// cannot reach it; IORING_OP_URING_CMD can, Linux 6.7+).
+fn int_option(fd: types::Fixed, level: libc::c_int, name: libc::c_int) -> io_uring::squeue::Entry {
+    static ONE: libc::c_int = 1;
+    opcode::SetSockOpt::new(
+        fd,
+        level as u32,
+        name as u32,
+        (&ONE as *const libc::c_int).cast(),
+        std::mem::size_of::<libc::c_int>() as u32,
+    )
+    .build()
 }

@@ -108,13 +108,7 @@ impl Codec for Lines {
         payload_len: usize,
         _dst: &mut [u8; MAX_HEADER_LEN],
     ) -> Result<usize, CodecError> {
-        if payload_len > self.max {
-            return Err(CodecError::FrameTooLarge {
-                len: payload_len as u64,
-                max: self.max,
-            });
-        }
-        Ok(0)
+        super::headerless(payload_len, self.max)
     }
 
     fn trailer(&self) -> &'static [u8] {

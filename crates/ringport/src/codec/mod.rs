@@ -105,3 +105,14 @@ pub trait Codec: Clone + Send + 'static {
     /// The largest payload this codec accepts, in either direction.
     fn max_frame(&self) -> usize;
 }
+
+/// `encode_header` of a codec that writes no header: only checks the size.
+pub(crate) fn headerless(payload_len: usize, max: usize) -> Result<usize, CodecError> {
+    if payload_len > max {
+        return Err(CodecError::FrameTooLarge {
+            len: payload_len as u64,
+            max,
+        });
+    }
+    Ok(0)
+}
