@@ -1,7 +1,7 @@
 //! Counters: what a server is doing, readable from any thread.
 //!
 //! Each shard keeps plain counters on its own thread and publishes them to
-//! its [`ShardCounters`] once per loop turn, so the per-message path does not
+//! its shared counters once per loop turn, so the per-message path does not
 //! touch shared cache lines.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
