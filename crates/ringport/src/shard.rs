@@ -276,6 +276,9 @@ struct Core<C: Codec> {
     pending_count: usize,
     /// Connects that failed this turn, reported to the handler by the shard.
     failed_connects: Vec<(SocketAddr, io::Error)>,
+    /// The message being handled, when the framer handed it over as owned
+    /// `Bytes` (a large reassembled frame).
+    current_message: Option<Bytes>,
 }
 
 /// A shard's whole state, on its own thread.
@@ -424,6 +427,7 @@ impl<C: Codec, H: Handler> Shard<C, H> {
             pending_free: Vec::new(),
             pending_count: 0,
             failed_connects: Vec::new(),
+            current_message: None,
             shared,
         };
         let handler = factory(index);
@@ -1619,6 +1623,16 @@ impl<C: Codec> Outbound for Core<C> {
         if self.slots[slot].queue.len() >= self.queue_limit {
             return Err(SendError::QueueFull);
         }
+        // Sending (part of) the large message being handled, e.g. an echo:
+        // queue the reassembly buffer by reference, no copy.
+        if let Some(current) = &self.current_message {
+            let within = current.as_ptr_range();
+            let wanted = payload.as_ptr_range();
+            if !payload.is_empty() && within.start <= wanted.start && wanted.end <= within.end {
+                let shared = current.slice_ref(payload);
+                return self.enqueue_shared(slot, shared);
+            }
+        }
         self.enqueue_copy(slot, payload)
     }
 
@@ -1721,10 +1735,14 @@ fn feed_frames<C: Codec, H: Handler>(
     };
     let slot = conn.slot() as usize;
     let high_water = core.high_water;
-    framer.feed_until(data, |message| {
+    framer.feed_shared(data, |message, shared| {
         core.stats.messages_in += 1;
+        // A reassembled large message is owned `Bytes`: a send of (part
+        // of) it queues it by reference instead of copying (see `send`).
+        core.current_message = shared.cloned();
         let mut ctx = Context { core: &mut *core };
         handler.on_message(&mut ctx, conn, state, message);
+        core.current_message = None;
         let s = &core.slots[slot];
         s.state == SlotState::Open && s.queue.len() < high_water
     })

@@ -9,6 +9,8 @@
 //! peer announces, which a hostile peer controls) and is released after a
 //! large frame so idle connections cost no memory.
 
+use bytes::Bytes;
+
 use super::{Codec, CodecError, Decode, MAX_HEADER_LEN};
 
 /// A reassembly buffer whose capacity exceeds this is freed once its frame
@@ -93,6 +95,20 @@ impl<C: Codec> Framer<C> {
         &mut self,
         data: &[u8],
         mut on_frame: impl FnMut(&[u8]) -> bool,
+    ) -> Result<usize, CodecError> {
+        self.feed_shared(data, |payload, _| on_frame(payload))
+    }
+
+    /// Like [`feed_until`](Self::feed_until), and for a large frame that
+    /// had to be reassembled (one whose buffer would be freed afterwards
+    /// anyway) also hands over the payload as [`Bytes`] that own the
+    /// reassembly buffer: the caller can keep or forward it (e.g. queue it
+    /// for sending by reference) without copying. The slice and the `Bytes`
+    /// are then the same bytes.
+    pub fn feed_shared(
+        &mut self,
+        data: &[u8],
+        mut on_frame: impl FnMut(&[u8], Option<&Bytes>) -> bool,
     ) -> Result<usize, CodecError> {
         let mut pos = 0;
 
@@ -179,7 +195,7 @@ impl<C: Codec> Framer<C> {
                     }
                     self.codec.frame_consumed();
                     pos += layout.total;
-                    if !on_frame(&rest[layout.skip..layout.skip + layout.payload]) {
+                    if !on_frame(&rest[layout.skip..layout.skip + layout.payload], None) {
                         return Ok(pos);
                     }
                 }
@@ -276,15 +292,17 @@ impl<C: Codec> Framer<C> {
     fn deliver_buffered(
         &mut self,
         layout: Layout,
-        on_frame: &mut impl FnMut(&[u8]) -> bool,
+        on_frame: &mut impl FnMut(&[u8], Option<&Bytes>) -> bool,
     ) -> bool {
         self.codec.frame_consumed();
-        let go_on = on_frame(&self.buf[layout.skip..layout.skip + layout.payload]);
+        let payload = layout.skip..layout.skip + layout.payload;
         if self.buf.capacity() > RELEASE_ABOVE {
-            self.buf = Vec::new();
-        } else {
-            self.buf.clear();
+            // Freed after this frame anyway: hand the buffer itself over.
+            let shared = Bytes::from(std::mem::take(&mut self.buf)).slice(payload);
+            return on_frame(&shared, Some(&shared));
         }
+        let go_on = on_frame(&self.buf[payload], None);
+        self.buf.clear();
         go_on
     }
 }
@@ -434,6 +452,32 @@ mod tests {
             }
         );
         assert!(framer.heap_bytes() <= MIN_CAPACITY);
+    }
+
+    #[test]
+    fn large_reassembled_frames_are_handed_over_as_bytes() {
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7) as u8).collect();
+        let mut wire = ld_frame(b"small");
+        wire.extend_from_slice(&ld_frame(&big));
+        wire.extend_from_slice(&ld_frame(b"tail"));
+        let mut framer = Framer::new(LengthDelimited::new());
+        let mut seen = Vec::new();
+        for chunk in wire.chunks(65536) {
+            framer
+                .feed_shared(chunk, |payload, shared| {
+                    if let Some(b) = shared {
+                        assert_eq!(b.as_ptr(), payload.as_ptr(), "the same bytes");
+                    }
+                    seen.push((payload.to_vec(), shared.is_some()));
+                    true
+                })
+                .unwrap();
+        }
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[0], (b"small".to_vec(), false));
+        assert_eq!(seen[1], (big, true), "large reassembled frame owned");
+        assert_eq!(seen[2], (b"tail".to_vec(), false));
+        assert_eq!(framer.heap_bytes(), 0, "the buffer went with the Bytes");
     }
 
     #[test]
