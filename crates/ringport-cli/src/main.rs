@@ -120,6 +120,16 @@ struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value = "1MiB", value_parser = parse_nonzero_size)]
     send_high_water: u64,
 
+    /// Size of each receive buffer in a shard's provided buffer ring; units
+    /// allowed. Larger buffers suit bulk traffic (fewer completions per
+    /// large message), at recv-buffers x this much memory per shard.
+    #[arg(long, value_name = "BYTES", default_value = "64KiB", value_parser = parse_nonzero_size)]
+    recv_buffer_size: u64,
+
+    /// Receive buffers per shard (a power of two, at most 32768).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    recv_buffers: u16,
+
     /// Seconds a graceful stop (SIGINT/SIGTERM) gives connections to flush
     /// what is queued to them before they are cut (fractions allowed).
     ///
@@ -281,6 +291,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         .connections_per_shard
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     config.send_high_water = args.send_high_water as usize;
+    config.recv_buffer_size = usize::try_from(args.recv_buffer_size).unwrap_or(usize::MAX);
+    config.recv_buffers = args.recv_buffers;
     config.stop_timeout = args.stop_timeout;
     config.idle_timeout = args.idle_timeout;
     config.heartbeat = args.heartbeat;
