@@ -107,3 +107,47 @@ fn outbound_connects_past_the_limit_fail_with_a_reason() {
     client.stop();
     server.stop();
 }
+
+/// Sleeps in `on_message`, holding its shard, so the shard's command queue
+/// cannot drain while the test fills it.
+struct Stall(mpsc::Sender<(ConnId, bool)>);
+
+impl Handler for Stall {
+    type ConnState = ();
+    fn on_connect(&mut self, _: &mut Context<'_>, conn: ConnId, _: std::net::SocketAddr) {
+        let _ = self.0.send((conn, false));
+    }
+    fn on_message(&mut self, _: &mut Context<'_>, conn: ConnId, _: &mut (), _: &[u8]) {
+        let _ = self.0.send((conn, true));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_full_command_queue_refuses_with_busy_and_recovers() {
+    let (tx, rx) = mpsc::channel();
+    let mut cfg = config();
+    cfg.shards = 1;
+    cfg.command_queue = 2;
+    let server = Server::start(cfg, LengthDelimited::new(), move |_| Stall(tx.clone())).unwrap();
+    let mut client = connect(server.local_addr());
+    let (conn, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    write_frame(&mut client, b"hold the shard").unwrap();
+    // The shard is now inside on_message, not draining its commands.
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        (conn, true)
+    );
+    assert_eq!(server.send(conn, &b"one"[..]), Ok(()));
+    assert_eq!(server.send(conn, &b"two"[..]), Ok(()));
+    assert_eq!(
+        server.send(conn, &b"three"[..]),
+        Err(ringport::SendError::Busy)
+    );
+    // Once the shard runs again, the two queued messages arrive in order.
+    assert_eq!(read_frame(&mut client, 64).unwrap(), b"one");
+    assert_eq!(read_frame(&mut client, 64).unwrap(), b"two");
+    assert_eq!(server.send(conn, &b"four"[..]), Ok(()));
+    assert_eq!(read_frame(&mut client, 64).unwrap(), b"four");
+    server.stop();
+}
