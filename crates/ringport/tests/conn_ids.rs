@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::time::Duration;
 
 use common::*;
@@ -14,36 +13,6 @@ fn start_one_slot() -> EventServer {
     cfg.shards = 1;
     cfg.connections_per_shard = Some(1);
     Server::start_events(cfg, LengthDelimited::new()).expect("start event server")
-}
-
-/// The next event, skipping nothing; panics after `IO_TIMEOUT`.
-#[track_caller]
-fn next(server: &EventServer) -> Event {
-    server
-        .next_event(IO_TIMEOUT)
-        .expect("an event within the timeout")
-}
-
-#[track_caller]
-fn expect_connected(server: &EventServer, client: &TcpStream) -> ConnId {
-    match next(server) {
-        Event::Connected { conn, peer } => {
-            assert_eq!(peer, client.local_addr().unwrap());
-            conn
-        }
-        other => panic!("expected Connected, got {other:?}"),
-    }
-}
-
-#[track_caller]
-fn expect_closed(server: &EventServer, want: ConnId) -> CloseReason {
-    match next(server) {
-        Event::Closed { conn, reason } => {
-            assert_eq!(conn, want);
-            reason
-        }
-        other => panic!("expected Closed for {want}, got {other:?}"),
-    }
 }
 
 #[test]

@@ -9,30 +9,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ringport::{CloseReason, ConnId, Event, EventServer, LengthDelimited, SendError, Server};
+use ringport::{CloseReason, Event, EventServer, LengthDelimited, SendError, Server};
 
 fn start(tweak: impl FnOnce(&mut ringport::ServerConfig)) -> EventServer {
     let mut cfg = config();
     tweak(&mut cfg);
     Server::start_events(cfg, LengthDelimited::new()).expect("start event server")
-}
-
-#[track_caller]
-fn next(server: &EventServer) -> Event {
-    server
-        .next_event(IO_TIMEOUT)
-        .expect("an event within the timeout")
-}
-
-#[track_caller]
-fn expect_connected(server: &EventServer, client: &TcpStream) -> ConnId {
-    match next(server) {
-        Event::Connected { conn, peer } => {
-            assert_eq!(peer, client.local_addr().unwrap(), "peer address");
-            conn
-        }
-        other => panic!("expected Connected, got {other:?}"),
-    }
 }
 
 #[test]
@@ -241,8 +223,10 @@ fn close_from_the_consumer_flushes_then_closes() {
     server.stop();
 }
 
-#[test]
-fn stop_with_a_full_event_queue_returns() {
+/// Fills the event queue (nobody pulls events, so the shards wait on it),
+/// then ends the server with `finish` on another thread: it must return
+/// and every client must see EOF.
+fn end_with_a_full_event_queue(finish: fn(EventServer), hung: &str) {
     let server = start(|c| {
         c.event_queue = 1;
         c.stop_timeout = Duration::from_secs(2);
@@ -254,21 +238,28 @@ fn stop_with_a_full_event_queue_returns() {
             write_frame(c, &[i; 100]).unwrap();
         }
     }
-    // Nobody pulls events: the shards wait on the queue.
     thread::sleep(Duration::from_millis(200));
     let (tx, rx) = std::sync::mpsc::channel();
     thread::spawn(move || {
         let t = Instant::now();
-        server.stop();
+        finish(server);
         let _ = tx.send(t.elapsed());
     });
-    let took = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("EventServer::stop hung with a full event queue");
+    let took = rx.recv_timeout(Duration::from_secs(10)).expect(hung);
     assert!(took < Duration::from_secs(10));
     for c in &mut clients {
         expect_eof(c, IO_TIMEOUT);
     }
+}
+
+#[test]
+fn stop_with_a_full_event_queue_returns() {
+    end_with_a_full_event_queue(
+        |server| {
+            server.stop();
+        },
+        "EventServer::stop hung with a full event queue",
+    );
 }
 
 /// Dropping an `EventServer` (e.g. while unwinding from a panic in the
@@ -276,29 +267,8 @@ fn stop_with_a_full_event_queue_returns() {
 /// fallen behind and the event queue is full.
 #[test]
 fn dropping_an_event_server_with_a_full_event_queue_returns() {
-    let server = start(|c| {
-        c.event_queue = 1;
-        c.stop_timeout = Duration::from_secs(2);
-    });
-    let addr = server.local_addr();
-    let mut clients: Vec<TcpStream> = (0..10).map(|_| connect(addr)).collect();
-    for c in &mut clients {
-        for i in 0..20u8 {
-            write_frame(c, &[i; 100]).unwrap();
-        }
-    }
-    thread::sleep(Duration::from_millis(200));
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let t = Instant::now();
-        drop(server);
-        let _ = tx.send(t.elapsed());
-    });
-    let took = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("dropping an EventServer hung: its shards wait forever on the full event queue");
-    assert!(took < Duration::from_secs(10));
-    for c in &mut clients {
-        expect_eof(c, IO_TIMEOUT);
-    }
+    end_with_a_full_event_queue(
+        drop,
+        "dropping an EventServer hung: its shards wait forever on the full event queue",
+    );
 }

@@ -11,7 +11,9 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use ringport::{LengthDelimited, Server, ServerConfig, handlers::Echo};
+use ringport::{
+    CloseReason, ConnId, Event, EventServer, LengthDelimited, Server, ServerConfig, handlers::Echo,
+};
 
 /// Timeout of every blocking socket operation in the tests.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -193,4 +195,37 @@ pub fn reset(s: TcpStream) {
     let sock = socket2::Socket::from(s);
     sock.set_linger(Some(Duration::ZERO)).unwrap();
     drop(sock);
+}
+
+/// The next event of the pull API; panics after `IO_TIMEOUT`.
+#[track_caller]
+pub fn next(server: &EventServer) -> Event {
+    server
+        .next_event(IO_TIMEOUT)
+        .expect("an event within the timeout")
+}
+
+/// The next event must be `Connected` for `client` (its peer address is the
+/// client's local address); returns its id.
+#[track_caller]
+pub fn expect_connected(server: &EventServer, client: &TcpStream) -> ConnId {
+    match next(server) {
+        Event::Connected { conn, peer } => {
+            assert_eq!(peer, client.local_addr().unwrap(), "peer address");
+            conn
+        }
+        other => panic!("expected Connected, got {other:?}"),
+    }
+}
+
+/// The next event must be `Closed` for `want`; returns the reason.
+#[track_caller]
+pub fn expect_closed(server: &EventServer, want: ConnId) -> CloseReason {
+    match next(server) {
+        Event::Closed { conn, reason } => {
+            assert_eq!(conn, want);
+            reason
+        }
+        other => panic!("expected Closed for {want}, got {other:?}"),
+    }
 }
