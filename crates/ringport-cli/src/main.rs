@@ -282,8 +282,6 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         }
     };
 
-    ringport::probe_io_uring().map_err(|e| format!("io_uring cannot be used here: {e}"))?;
-
     let mut config = ServerConfig::new(addr);
     config.shards = shards;
     config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
@@ -318,10 +316,10 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         None => nofile,
     };
     info!(
-        "listening on {} (io_uring {}, {} mode, {} codec, max frame {}, {} shards x {} connections, \
+        "listening on {} ({}, {} mode, {} codec, max frame {}, {} shards x {} connections, \
          max connections {}, send high water {}, stop timeout {:?})",
         server.local_addr(),
-        server.io_uring_mode(),
+        server.driver(),
         value_name(args.mode),
         value_name(args.codec),
         format_bytes(args.max_frame),

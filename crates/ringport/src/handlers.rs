@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use crate::conn_id::ConnId;
-use crate::server::{CloseReason, Context, Handler, SendError};
+use crate::handler::{CloseReason, Context, Handler, SendError};
 
 /// Sends every message back to its sender. Copies the message into the
 /// shard's send pool: no heap allocation per message once warm.

@@ -1,23 +1,37 @@
-//! ringport: an io_uring TCP message server.
+//! ringport: a TCP message server for many long-lived connections, on
+//! io_uring where it can and epoll where it must.
 //!
-//! - [`server`]: start a server with a [`Handler`] (callbacks on the shard
-//!   threads) or with the pull-style event API ([`EventServer`]).
+//! - [`server`]: start a [`Server`] with a [`Handler`] (callbacks on the
+//!   shard threads) or with the pull-style event API ([`EventServer`]).
+//! - [`config`]: [`ServerConfig`] and the [`Backend`] choice.
+//! - [`handler`]: the [`Handler`] trait, its [`Context`], [`CloseReason`],
+//!   [`SendError`].
 //! - [`codec`]: framing (length-delimited, lines, raw), sans-I/O.
 //! - [`conn_id`]: generational connection ids.
 //! - [`client`]: a blocking client speaking the same codecs.
+//! - [`pool`]: the worker pool (work items, timers, waits).
 //! - [`stats`]: counters readable while running.
 //!
-//! Inside: each shard (`shard`) is a thread with its own io_uring ring that
-//! owns its connections; the kernel interface lives in `sys`.
+//! Inside, in layers: the `server` handle starts one `shard` thread per
+//! shard; a shard runs the portable `engine` (connection state machine,
+//! framing, send queues, limits, timers; no system calls, time passed in)
+//! over a driver of the chosen backend in `sys` (`sys::uring` or
+//! `sys::epoll`), which turns the engine's operations into kernel work and
+//! hands back completions.
 
 pub mod client;
 pub mod codec;
+pub mod config;
 pub mod conn_id;
+mod engine;
+pub mod events;
+pub mod handler;
 pub mod handlers;
 pub mod pool;
 mod send_queue;
 pub mod server;
 mod shard;
+mod shared;
 pub mod stats;
 mod sys;
 mod timer;
@@ -25,11 +39,12 @@ mod timer;
 pub use bytes::Bytes;
 pub use client::Client;
 pub use codec::{Codec, LengthDelimited, Lines, RawBytes};
+pub use config::{Backend, ServerConfig, SlowConsumerPolicy};
 pub use conn_id::ConnId;
-pub use server::{
-    CloseReason, Context, Event, EventServer, Handler, SendError, Server, ServerConfig,
-    ShardRemote, SlowConsumerPolicy,
-};
+pub use events::{Event, EventServer};
+pub use handler::{CloseReason, Context, Handler, SendError};
+pub use server::Server;
+pub use shared::ShardRemote;
 pub use stats::Stats;
 pub use sys::uring::probe as probe_io_uring;
 pub use timer::TimerId;

@@ -1,5 +1,7 @@
-//! io_uring backend: ring setup with feature fallback, the provided buffer
-//! ring, and the 64-bit tag carried by every submission.
+//! The io_uring backend: ring setup with feature fallback, the 64-bit tag
+//! carried by every submission, the provided buffer ring ([`bufring`]) and
+//! the driver that turns the engine's ops into submissions ([`driver`]).
+//! This module tree is the only place that builds io_uring entries.
 //!
 //! Kernel requirements (checked by [`probe`]):
 //! - 6.0: multishot recv (`IORING_RECV_MULTISHOT`), which ringport needs.
@@ -11,6 +13,9 @@
 //!   (outbound connections from a chosen source address), 6.7: socket
 //!   options through `IORING_OP_URING_CMD` (TCP_NODELAY on outbound sockets;
 //!   best effort).
+
+pub(crate) mod bufring;
+pub(crate) mod driver;
 
 use std::io;
 
@@ -206,141 +211,6 @@ pub unsafe fn push(ring: &mut IoUring, entry: &squeue::Entry) -> io::Result<()> 
     }
 }
 
-/// A provided buffer ring (IORING_REGISTER_PBUF_RING, 5.19+): `count`
-/// buffers of `size` bytes the kernel picks from for multishot receives.
-///
-/// The shard owns this memory; the kernel may write into any buffer that is
-/// in the ring until it hands it back in a completion, after which the shard
-/// reads it and returns it with [`BufRing::recycle`]. The memory is freed only
-/// after the ring registration is gone (see `Drop` and the shard's teardown
-/// order).
-pub struct BufRing {
-    /// mmap'd array of `io_uring_buf` entries shared with the kernel.
-    entries: *mut io_uring::types::BufRingEntry,
-    entries_len: usize,
-    data: Box<[u8]>,
-    size: usize,
-    count: u16,
-    mask: u16,
-    /// Our copy of the tail; published to the kernel by [`BufRing::publish`].
-    tail: u16,
-    group: u16,
-}
-
-impl BufRing {
-    /// Allocates and registers `count` (a power of two, at most 32768)
-    /// buffers of `size` bytes on `ring` as buffer group `group`.
-    pub fn new(ring: &IoUring, group: u16, count: u16, size: usize) -> io::Result<Self> {
-        if !count.is_power_of_two() || count > 32768 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "receive buffer count must be a power of two <= 32768",
-            ));
-        }
-        if size == 0 || size > u32::MAX as usize {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "receive buffer size must be between 1 byte and 4 GiB",
-            ));
-        }
-        let entries_len = count as usize * std::mem::size_of::<io_uring::types::BufRingEntry>();
-        // SAFETY: an anonymous private mapping with no address hint; the
-        // result is checked for MAP_FAILED before use.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                entries_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let data = vec![0u8; count as usize * size].into_boxed_slice();
-        crate::stats::RECV_BUFFER_BYTES.fetch_add(data.len(), std::sync::atomic::Ordering::Relaxed);
-        let mut ring_buf = BufRing {
-            entries: ptr.cast(),
-            entries_len,
-            data,
-            size,
-            count,
-            mask: count - 1,
-            tail: 0,
-            group,
-        };
-        // SAFETY: `entries` is a page-aligned mapping of `count` entries that
-        // lives until `Drop`, which runs after the registration is removed
-        // (the shard unregisters before dropping, and ring teardown removes
-        // it otherwise).
-        unsafe {
-            ring.submitter()
-                .register_buf_ring_with_flags(ptr as u64, count, group, 0)?;
-        }
-        for bid in 0..count {
-            ring_buf.recycle(bid);
-        }
-        ring_buf.publish();
-        Ok(ring_buf)
-    }
-
-    pub fn group(&self) -> u16 {
-        self.group
-    }
-
-    /// The first `len` bytes of buffer `bid`, which the kernel has handed
-    /// back in a completion and will not touch until it is recycled.
-    pub fn get(&self, bid: u16, len: usize) -> &[u8] {
-        let start = bid as usize * self.size;
-        &self.data[start..start + len.min(self.size)]
-    }
-
-    /// Puts buffer `bid` back at the tail (visible to the kernel after
-    /// [`BufRing::publish`]).
-    pub fn recycle(&mut self, bid: u16) {
-        debug_assert!(bid < self.count);
-        let index = (self.tail & self.mask) as usize;
-        let addr = self.data.as_ptr() as u64 + bid as u64 * self.size as u64;
-        // SAFETY: `index < count`, so the entry lies inside the mapping; the
-        // kernel only reads entries between its head and the published tail,
-        // and this one is past the published tail until `publish`.
-        unsafe {
-            let entry = &mut *self.entries.add(index);
-            entry.set_addr(addr);
-            entry.set_len(self.size as u32);
-            entry.set_bid(bid);
-        }
-        self.tail = self.tail.wrapping_add(1);
-    }
-
-    /// Makes recycled buffers visible to the kernel (one release store).
-    pub fn publish(&mut self) {
-        // SAFETY: the tail field overlays the first entry's reserved field,
-        // inside the mapping; the kernel reads it with acquire semantics, so
-        // a release store orders the entry writes before it.
-        unsafe {
-            let tail = io_uring::types::BufRingEntry::tail(self.entries)
-                as *const std::sync::atomic::AtomicU16;
-            (*tail).store(self.tail, std::sync::atomic::Ordering::Release);
-        }
-    }
-}
-
-impl Drop for BufRing {
-    fn drop(&mut self) {
-        crate::stats::RECV_BUFFER_BYTES
-            .fetch_sub(self.data.len(), std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: the mapping was created in `new` with this length and is
-        // not referenced by the kernel any more: the owner unregisters the
-        // group (or drops the ring) before dropping the BufRing.
-        unsafe {
-            libc::munmap(self.entries.cast(), self.entries_len);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,24 +234,5 @@ mod tests {
             assert_eq!(UserData::decode(ud.encode()), Some(ud));
         }
         assert_eq!(UserData::decode(0), None);
-    }
-
-    #[test]
-    fn buffer_ring_registers_and_recycles() {
-        probe().expect("io_uring available on the test machine");
-        let (ring, _) = new_ring(8).unwrap();
-        let mut bufs = BufRing::new(&ring, 3, 8, 4096).unwrap();
-        assert_eq!(bufs.get(7, 10).len(), 10);
-        assert_eq!(bufs.get(0, 1 << 20).len(), 4096);
-        bufs.recycle(2);
-        bufs.publish();
-        ring.submitter().unregister_buf_ring(3).unwrap();
-    }
-
-    #[test]
-    fn rejects_bad_buffer_ring_shapes() {
-        let (ring, _) = new_ring(8).unwrap();
-        assert!(BufRing::new(&ring, 1, 6, 4096).is_err());
-        assert!(BufRing::new(&ring, 1, 8, 0).is_err());
     }
 }

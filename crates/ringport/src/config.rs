@@ -1,0 +1,330 @@
+//! Server settings, the backend choice, and their validation: everything is
+//! checked here, before any thread starts, so a bad value fails `start` with
+//! a message that names it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Which kernel interface the shards use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// io_uring where it works, epoll otherwise (the choice and the reason
+    /// are logged at start). The environment variable `RINGPORT_BACKEND`
+    /// (`io-uring` or `epoll`) overrides the probe, so an operator can force
+    /// a backend without rebuilding.
+    #[default]
+    Auto,
+    /// io_uring (Linux 6.0+): pre-posted accepts into direct descriptors, a
+    /// provided buffer ring with multishot receive. Direct descriptors do not
+    /// use the process's fd table, so each shard holds up to the open-files
+    /// limit. Fails to start where io_uring is missing or blocked.
+    IoUring,
+    /// Edge-triggered epoll: runs on any Linux, in containers whose seccomp
+    /// profile blocks io_uring, on gVisor. Every connection is a file
+    /// descriptor, so all shards together hold at most the open-files limit.
+    Epoll,
+}
+
+impl Backend {
+    /// The name used by `--backend` and `RINGPORT_BACKEND`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::IoUring => "io-uring",
+            Backend::Epoll => "epoll",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Backend::Auto),
+            "io-uring" | "io_uring" | "iouring" | "uring" => Ok(Backend::IoUring),
+            "epoll" => Ok(Backend::Epoll),
+            other => Err(format!(
+                "unknown backend '{other}' (expected auto, io-uring or epoll)"
+            )),
+        }
+    }
+}
+
+/// What happens when a message is sent, from another thread or by
+/// broadcast, to a connection whose send queue is at `send_queue_limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumerPolicy {
+    /// Close the connection with [`CloseReason::SlowConsumer`] (default):
+    /// the other connections keep being served and memory stays bounded.
+    Disconnect,
+    /// Drop the message for that connection and count it in
+    /// [`Stats::slow_consumers`]; the connection stays open.
+    DropMessage,
+}
+
+/// Server settings. Every resource has a bound here.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Kernel interface: io_uring, epoll, or the best available (default).
+    pub backend: Backend,
+    /// Address to listen on (each shard binds it with SO_REUSEPORT).
+    pub addr: SocketAddr,
+    /// Whether to listen at all. A server that does not listen is a client
+    /// engine: it only makes outbound connections ([`Server::connect`]).
+    pub listen: bool,
+    /// Number of shard threads. Default: available cores.
+    pub shards: usize,
+    /// Connections open at once, over all shards. At the limit, accepting
+    /// pauses (clients wait in the listen backlog) until one closes; a
+    /// client accepted in the instant the limit is reached, before the
+    /// shards withdraw their accepts, is closed at once (`Stats::rejected`).
+    pub max_connections: usize,
+    /// Size of each shard's connection table. io_uring: its registered file
+    /// table; default the process's open-files limit, which is the kernel's
+    /// cap for one ring (direct descriptors do not use the process fd table,
+    /// so N shards hold up to N times this many connections). epoll: every
+    /// connection is a descriptor, so the default shares the open-files
+    /// limit (less a reserve) among the shards.
+    pub connections_per_shard: Option<usize>,
+    /// Receive buffers per shard (power of two; io_uring's provided buffer
+    /// ring) and their size in bytes (epoll reads into one buffer of this
+    /// size per shard).
+    pub recv_buffers: u16,
+    pub recv_buffer_size: usize,
+    /// A connection whose queued outbound bytes reach this stops being read
+    /// until the queue drains below half of it (its peer is then held back
+    /// by TCP flow control).
+    pub send_high_water: usize,
+    /// Hard bound on a connection's queued outbound bytes. A send from a
+    /// handler that finds the queue at the bound fails with
+    /// [`SendError::QueueFull`]; other sends follow `slow_consumer`.
+    /// Default: `send_high_water` plus the codec's maximum frame, so that
+    /// echoing one whole message is never refused.
+    pub send_queue_limit: Option<usize>,
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Accepts kept posted per shard (the AcceptEx pre-posting depth).
+    pub accepts_in_flight: usize,
+    pub listen_backlog: i32,
+    /// Commands (send/broadcast/close from other threads) queued per shard.
+    pub command_queue: usize,
+    /// Events buffered for the pull API before shards wait for the consumer.
+    pub event_queue: usize,
+    /// Time a closing connection gets to flush its queue before it is cut.
+    pub close_timeout: Duration,
+    /// Time `stop` gives connections to flush before cutting them.
+    pub stop_timeout: Duration,
+    /// Submission queue entries per ring (io_uring backend).
+    pub ring_entries: u32,
+    /// Period of [`Handler::on_tick`] and of the shard's own housekeeping
+    /// (flush deadlines, accept back-off, idle checks).
+    pub tick: Duration,
+    /// Close a connection that has sent nothing for this long, with
+    /// [`CloseReason::IdleTimeout`]. Checked in steps of `tick`, so it fires
+    /// between the timeout and the timeout plus about half of it.
+    pub idle_timeout: Option<Duration>,
+    /// Send an empty message (a zero-length frame; an empty line with the
+    /// lines codec) to a connection that has been sent nothing for this
+    /// long: it keeps NATs open and lets an idle timeout on the peer's side
+    /// tell a quiet peer from a dead one.
+    pub heartbeat: Option<Duration>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            backend: Backend::Auto,
+            addr: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            listen: true,
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_connections: 1_000_000,
+            connections_per_shard: None,
+            recv_buffers: 256,
+            recv_buffer_size: 64 * 1024,
+            send_high_water: 1024 * 1024,
+            send_queue_limit: None,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+            accepts_in_flight: 64,
+            listen_backlog: 4096,
+            command_queue: 65_536,
+            event_queue: 65_536,
+            close_timeout: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(5),
+            ring_entries: 4096,
+            tick: Duration::from_millis(100),
+            idle_timeout: None,
+            heartbeat: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn new(addr: SocketAddr) -> Self {
+        ServerConfig {
+            addr,
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn effective_send_queue_limit(&self, max_frame: usize) -> usize {
+        self.send_queue_limit
+            .unwrap_or(self.send_high_water.saturating_add(max_frame))
+    }
+
+    pub(crate) fn validate(&self) -> std::io::Result<()> {
+        let bad = |why: &str| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                why.to_string(),
+            ))
+        };
+        if self.shards == 0 || self.shards > u16::MAX as usize {
+            return bad("shards must be between 1 and 65535");
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1");
+        }
+        if self.accepts_in_flight == 0 {
+            return bad("accepts_in_flight must be at least 1");
+        }
+        if self.command_queue == 0 || self.event_queue == 0 {
+            return bad("command_queue and event_queue must be at least 1");
+        }
+        if self.send_high_water == 0 {
+            return bad("send_high_water must be at least 1");
+        }
+        if !self.recv_buffers.is_power_of_two() || self.recv_buffers > 32768 {
+            return bad("recv_buffers must be a power of two, at most 32768");
+        }
+        if self.recv_buffer_size == 0 || self.recv_buffer_size > u32::MAX as usize {
+            return bad("recv_buffer_size must be between 1 byte and 4 GiB");
+        }
+        if self.ring_entries == 0 || self.ring_entries > 32768 {
+            return bad("ring_entries must be between 1 and 32768");
+        }
+        if self.tick.is_zero() {
+            return bad("tick must be longer than zero");
+        }
+        if self.idle_timeout.is_some_and(|t| t.is_zero())
+            || self.heartbeat.is_some_and(|t| t.is_zero())
+        {
+            return bad("idle_timeout and heartbeat must be longer than zero");
+        }
+        Ok(())
+    }
+}
+
+/// Descriptors kept free for everything that is not a connection (listeners,
+/// eventfds, rings, log files) when the epoll backend sizes its tables.
+const EPOLL_FD_RESERVE: usize = 64;
+
+/// The soft open-files limit.
+pub(crate) fn open_files_limit() -> io::Result<usize> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
+}
+
+/// The connection table size of each shard for `backend` (resolved: not
+/// `Auto`), and what bounds it, for the start-up log line.
+pub(crate) fn table_size(config: &ServerConfig, backend: Backend) -> io::Result<(usize, String)> {
+    let limit = open_files_limit()?;
+    let (cap, bound) = match backend {
+        Backend::Epoll => {
+            let usable = limit.saturating_sub(EPOLL_FD_RESERVE).max(1);
+            (
+                (usable / config.shards).max(1),
+                format!(
+                    "epoll: every connection is a descriptor; the open-files limit {limit} \
+                     (less {EPOLL_FD_RESERVE} kept free) is shared by {} shards",
+                    config.shards
+                ),
+            )
+        }
+        _ => (
+            limit.min(crate::sys::uring::MAX_SLOTS as usize),
+            format!(
+                "io_uring: one ring's direct-descriptor table is capped at the open-files \
+                 limit {limit}; {} shards hold {} times that",
+                config.shards, config.shards
+            ),
+        ),
+    };
+    match config.connections_per_shard {
+        Some(0) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "connections_per_shard must be at least 1",
+        )),
+        Some(n) if n > cap => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "connections_per_shard {n} exceeds what one shard can hold here ({cap}; {bound}); \
+                 use more shards{}",
+                if backend == Backend::Epoll {
+                    " or raise the open-files limit"
+                } else {
+                    " instead"
+                }
+            ),
+        )),
+        Some(n) => Ok((n, bound)),
+        None => Ok((cap, bound)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_round_trip() {
+        for b in [Backend::Auto, Backend::IoUring, Backend::Epoll] {
+            assert_eq!(b.name().parse::<Backend>(), Ok(b));
+        }
+        assert_eq!("io_uring".parse::<Backend>(), Ok(Backend::IoUring));
+        assert!("kqueue".parse::<Backend>().unwrap_err().contains("kqueue"));
+    }
+
+    #[test]
+    fn validation_names_the_bad_setting() {
+        let bad = ServerConfig {
+            recv_buffers: 100,
+            ..ServerConfig::default()
+        };
+        let e = bad.validate().unwrap_err();
+        assert!(e.to_string().contains("recv_buffers"), "{e}");
+        assert!(ServerConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn epoll_tables_share_the_open_files_limit() {
+        let limit = open_files_limit().unwrap();
+        let cfg = ServerConfig {
+            shards: 4,
+            ..ServerConfig::default()
+        };
+        let (epoll, _) = table_size(&cfg, Backend::Epoll).unwrap();
+        let (uring, _) = table_size(&cfg, Backend::IoUring).unwrap();
+        assert!(epoll * 4 <= limit, "{epoll} x 4 over {limit}");
+        assert!(uring >= epoll);
+        let too_many = ServerConfig {
+            connections_per_shard: Some(limit),
+            ..cfg
+        };
+        let e = table_size(&too_many, Backend::Epoll).unwrap_err();
+        assert!(e.to_string().contains("open-files limit"), "{e}");
+    }
+}

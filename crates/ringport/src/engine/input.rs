@@ -1,0 +1,232 @@
+//! Receiving: framing, the handler's `on_message`, and the backlog that
+//! holds input while a connection is paused (its send queue at the
+//! high-water mark), so nothing is lost and the handler never has to refuse
+//! a reply.
+
+use super::conn::SlotState;
+use super::{Core, Engine};
+use crate::codec::{Codec, CodecError, Framer};
+use crate::conn_id::ConnId;
+use crate::handler::{CloseReason, Context, Handler};
+use crate::sys::{BufId, RecvBuffers};
+
+/// A drained backlog keeps at most this much capacity.
+const RETAIN_BACKLOG: usize = 64 * 1024;
+
+impl<C: Codec, H: Handler> Engine<C, H> {
+    pub(super) fn on_recv(
+        &mut self,
+        slot: u32,
+        generation: u32,
+        result: i32,
+        buf: Option<BufId>,
+        more: bool,
+        bufs: &(impl RecvBuffers + ?Sized),
+    ) {
+        let slot = slot as usize;
+        let current = self
+            .core
+            .slots
+            .get(slot)
+            .is_some_and(|s| s.generation == generation && s.state != SlotState::Free);
+        if !current {
+            return;
+        }
+        if !more {
+            self.core.slots[slot].recv_armed = false;
+        }
+        if result > 0 {
+            if let Some(buf) = buf
+                && self.core.slots[slot].state == SlotState::Open
+            {
+                self.deliver(slot, generation, bufs.buffer(buf, result as usize));
+            }
+        } else if result == 0 {
+            self.core.slots[slot].read_closed = true;
+            // Input held back by a pause is answered before the close.
+            if self.backlogs[slot].is_empty() {
+                self.core.begin_close(slot, CloseReason::PeerClosed, true);
+            }
+        } else {
+            match -result {
+                libc::ENOBUFS => self.core.stats.recv_no_buffers += 1,
+                libc::ECANCELED => {}
+                errno => self
+                    .core
+                    .begin_close(slot, CloseReason::Reset(errno), false),
+            }
+        }
+        let core = &mut self.core;
+        let s = &mut core.slots[slot];
+        if !s.recv_armed {
+            match s.state {
+                SlotState::Open
+                    if !s.recv_paused && !s.read_closed && self.backlogs[slot].is_empty() =>
+                {
+                    core.rearm.push(slot as u32)
+                }
+                SlotState::Closing => core.try_release(slot),
+                _ => {}
+            }
+        }
+    }
+
+    /// Bytes held for a connection's input: its framer's reassembly buffer
+    /// and its backlog.
+    pub(super) fn held(&self, slot: usize) -> u64 {
+        (self.framers[slot].heap_bytes() + self.backlogs[slot].capacity()) as u64
+    }
+
+    fn account_held(&mut self, slot: usize, before: u64) {
+        let after = self.held(slot);
+        let stats = &mut self.core.stats;
+        stats.reassembly_bytes = (stats.reassembly_bytes + after).saturating_sub(before);
+    }
+
+    /// Hands received bytes to the framer and the handler. While the
+    /// connection is paused, or has older input waiting, the bytes go to
+    /// its backlog instead: they are replayed when the queue drains.
+    fn deliver(&mut self, slot: usize, generation: u32, data: &[u8]) {
+        let before = self.held(slot);
+        self.core.stats.bytes_in += data.len() as u64;
+        self.core.slots[slot].last_input = self.core.now;
+        let backlog = &mut self.backlogs[slot];
+        let result = if self.core.slots[slot].recv_paused || !backlog.is_empty() {
+            backlog.extend_from_slice(data);
+            Ok(())
+        } else {
+            let conn = ConnId::new(self.core.index as u16, slot as u32, generation);
+            feed_frames(
+                &mut self.core,
+                &mut self.handler,
+                &mut self.framers[slot],
+                &mut self.states[slot],
+                conn,
+                data,
+            )
+            .map(|consumed| {
+                if consumed < data.len() && self.core.slots[slot].state == SlotState::Open {
+                    backlog.extend_from_slice(&data[consumed..]);
+                }
+            })
+        };
+        self.account_held(slot, before);
+        self.after_feed(slot, result);
+    }
+
+    /// Replays the backlog of every connection whose queue drained.
+    pub(super) fn replay_resumed(&mut self) {
+        while let Some(slot) = self.core.resumed.pop() {
+            self.replay(slot as usize);
+        }
+    }
+
+    /// Feeds a resumed connection's backlog; once it is empty (and the
+    /// connection not paused again), reading resumes, or the close that a
+    /// FIN behind the backlog asked for happens.
+    fn replay(&mut self, slot: usize) {
+        let s = &self.core.slots[slot];
+        if s.state != SlotState::Open || s.recv_paused {
+            return;
+        }
+        let before = self.held(slot);
+        let mut backlog = std::mem::take(&mut self.backlogs[slot]);
+        let mut result = Ok(());
+        if !backlog.is_empty() {
+            let conn = ConnId::new(self.core.index as u16, slot as u32, s.generation);
+            result = feed_frames(
+                &mut self.core,
+                &mut self.handler,
+                &mut self.framers[slot],
+                &mut self.states[slot],
+                conn,
+                &backlog,
+            )
+            .map(|consumed| {
+                backlog.drain(..consumed);
+            });
+            if backlog.is_empty() && backlog.capacity() > RETAIN_BACKLOG {
+                backlog = Vec::new();
+            }
+        }
+        self.backlogs[slot] = backlog;
+        self.account_held(slot, before);
+        self.after_feed(slot, result);
+        let s = &self.core.slots[slot];
+        if s.state == SlotState::Open && !s.recv_paused && self.backlogs[slot].is_empty() {
+            if s.read_closed {
+                self.core.begin_close(slot, CloseReason::PeerClosed, true);
+            } else if !s.recv_armed {
+                self.core.rearm.push(slot as u32);
+            }
+        }
+    }
+
+    fn after_feed(&mut self, slot: usize, result: Result<(), CodecError>) {
+        let core = &mut self.core;
+        match result {
+            Ok(()) => core.check_pause(slot),
+            Err(CodecError::FrameTooLarge { len, max }) => {
+                core.stats.frames_too_large += 1;
+                tracing::debug!(slot, len, max, "frame too large; closing");
+                core.begin_close(slot, CloseReason::FrameTooLarge { len, max }, true)
+            }
+            Err(e) => core.begin_close(slot, CloseReason::InvalidFrame(e.to_string()), true),
+        }
+    }
+}
+
+impl<C: Codec> Core<C> {
+    /// Stops reading a connection whose queue reached the high-water mark.
+    pub(super) fn check_pause(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if s.state == SlotState::Open && !s.recv_paused && s.queue.len() >= self.high_water {
+            s.recv_paused = true;
+            self.stats.read_pauses += 1;
+            if s.recv_armed {
+                self.cancel_recv(slot);
+            }
+        }
+    }
+
+    /// Re-arms the receives that ended and may go on.
+    pub(super) fn rearm_recvs(&mut self) {
+        while let Some(slot) = self.rearm.pop() {
+            let slot = slot as usize;
+            let s = &self.slots[slot];
+            if s.state == SlotState::Open && !s.recv_armed && !s.recv_paused && !s.read_closed {
+                self.arm_recv(slot);
+            }
+        }
+    }
+}
+
+/// Runs the framer over `data`, calling the handler for every whole message
+/// while the connection is open and its send queue below the high-water
+/// mark. Returns how many bytes were consumed; the rest waits in the
+/// backlog.
+fn feed_frames<C: Codec, H: Handler>(
+    core: &mut Core<C>,
+    handler: &mut H,
+    framer: &mut Framer<C>,
+    state: &mut Option<H::ConnState>,
+    conn: ConnId,
+    data: &[u8],
+) -> Result<usize, CodecError> {
+    let Some(state) = state.as_mut() else {
+        return Ok(data.len());
+    };
+    let slot = conn.slot() as usize;
+    let high_water = core.high_water;
+    framer.feed_shared(data, |message, shared| {
+        core.stats.messages_in += 1;
+        // A reassembled large message is owned `Bytes`: a send of (part
+        // of) it queues it by reference instead of copying (see `send`).
+        core.current_message = shared.cloned();
+        let mut ctx = Context { core: &mut *core };
+        handler.on_message(&mut ctx, conn, state, message);
+        core.current_message = None;
+        let s = &core.slots[slot];
+        s.state == SlotState::Open && s.queue.len() < high_water
+    })
+}

@@ -1,0 +1,392 @@
+//! The portable engine: one shard's connections as a state machine that
+//! makes no system call and takes the time as an argument.
+//!
+//! The engine asks for kernel work by pushing [`Op`]s and is told the
+//! outcome through [`Engine::complete`]; a driver of either backend
+//! (`crate::sys`) carries the ops out, and the shard thread
+//! (`crate::shard`) moves ops and completions between the two. Because
+//! nothing here touches the kernel or the clock, the engine is tested with
+//! scripted completions and virtual time (`tests.rs`).
+//!
+//! - [`conn`]: the slot life cycle (open, the close protocol, release) and
+//!   generations;
+//! - [`input`]: receiving, framing, the backlog of a paused connection;
+//! - [`output`]: send queues, flushes, slow consumers, broadcast, and the
+//!   operations a handler's [`Context`] offers;
+//! - [`admission`]: accepts, outbound connects, the connection limit;
+//! - [`timers`]: handler timers, idle timeouts, heartbeats, flush deadlines,
+//!   stop.
+
+mod admission;
+mod conn;
+mod input;
+mod output;
+#[cfg(test)]
+mod tests;
+mod timers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::codec::{Codec, Framer};
+use crate::conn_id::ConnId;
+use crate::handler::{CloseReason, Context, Handler};
+use crate::send_queue::{ChunkPool, SendQueue};
+use crate::shared::{Command, ServerShared, ShardShared};
+use crate::stats::Stats;
+use crate::sys::{Completion, Op, RecvBuffers, SendQueues};
+use crate::timer::Timers;
+
+use conn::Slot;
+
+/// Commands handled per loop turn, so a flood of commands cannot starve
+/// completions.
+const COMMANDS_PER_TURN: usize = 4096;
+
+/// An outbound connect waiting for its socket.
+struct PendingConnect {
+    remote: SocketAddr,
+    local: Option<SocketAddr>,
+}
+
+/// Everything of a shard's engine except the handler, its per-connection
+/// states, the framers and the backlogs, which are kept apart so a message
+/// slice and the handler's `Context` (borrowing the core) can coexist.
+pub(crate) struct Core<C: Codec> {
+    index: usize,
+    shared: Arc<ServerShared>,
+    codec: C,
+    max_frame: usize,
+    high_water: usize,
+    queue_limit: usize,
+    slots: Box<[Slot]>,
+    /// Slots not free (connecting, open, closing or releasing).
+    in_use: usize,
+    open: Vec<u32>,
+    dirty: Vec<u32>,
+    rearm: Vec<u32>,
+    closing: Vec<u32>,
+    victims: Vec<u32>,
+    /// Paused connections whose queue drained: their backlog is replayed.
+    resumed: Vec<u32>,
+    pool: ChunkPool,
+    stats: Stats,
+    listening: bool,
+    accepts_in_flight: usize,
+    accepts_posted: usize,
+    accept_backoff_until: Option<Instant>,
+    at_limit_logged: bool,
+    /// The posted accepts were withdrawn because of the limit.
+    accepts_withdrawn: bool,
+    stopping: bool,
+    /// Time of the current step (set by the shard before each turn and each
+    /// batch of completions).
+    now: Instant,
+    tick: Duration,
+    next_tick: Instant,
+    timers: Timers,
+    idle_timeout: Option<Duration>,
+    heartbeat: Option<Duration>,
+    /// Where the idle/heartbeat sweep goes on in `open`.
+    sweep_cursor: usize,
+    /// Connections the current sweep round visits, and how many it has.
+    sweep_round: usize,
+    sweep_done: usize,
+    /// Outbound connects waiting for their socket, by token.
+    pending: Vec<Option<PendingConnect>>,
+    pending_free: Vec<u32>,
+    pending_count: usize,
+    /// Connects that failed, reported to the handler by the engine.
+    failed_connects: Vec<(SocketAddr, std::io::Error)>,
+    /// The message being handled, when the framer handed it over as owned
+    /// `Bytes` (a large reassembled frame).
+    current_message: Option<Bytes>,
+    /// Kernel work asked for and not yet handed to the driver.
+    ops: Vec<Op>,
+}
+
+/// A shard's engine: the core plus the handler and per-connection input
+/// state.
+pub(crate) struct Engine<C: Codec, H: Handler> {
+    core: Core<C>,
+    framers: Box<[Framer<C>]>,
+    /// Input received while a connection was paused, in arrival order.
+    backlogs: Box<[Vec<u8>]>,
+    states: Box<[Option<H::ConnState>]>,
+    handler: H,
+}
+
+impl<C: Codec, H: Handler> Engine<C, H> {
+    /// An engine for shard `index` with `table` slots. `listening`: the
+    /// driver has a listener to accept from.
+    pub fn new(
+        index: usize,
+        shared: Arc<ServerShared>,
+        codec: C,
+        table: usize,
+        handler: H,
+        listening: bool,
+        now: Instant,
+    ) -> Self {
+        let config = &shared.config;
+        let max_frame = codec.max_frame();
+        let core = Core {
+            index,
+            codec: codec.clone(),
+            max_frame,
+            high_water: config.send_high_water,
+            queue_limit: config.effective_send_queue_limit(max_frame),
+            slots: (0..table).map(|_| Slot::new(now)).collect(),
+            in_use: 0,
+            open: Vec::with_capacity(table.min(65_536)),
+            dirty: Vec::new(),
+            rearm: Vec::new(),
+            closing: Vec::new(),
+            victims: Vec::new(),
+            resumed: Vec::new(),
+            pool: ChunkPool::new(1024),
+            stats: Stats::default(),
+            listening,
+            accepts_in_flight: config.accepts_in_flight,
+            accepts_posted: 0,
+            accept_backoff_until: None,
+            at_limit_logged: false,
+            accepts_withdrawn: false,
+            stopping: false,
+            now,
+            tick: config.tick,
+            next_tick: now + config.tick,
+            timers: Timers::default(),
+            idle_timeout: config.idle_timeout,
+            heartbeat: config.heartbeat,
+            sweep_cursor: 0,
+            sweep_round: 0,
+            sweep_done: 0,
+            pending: Vec::new(),
+            pending_free: Vec::new(),
+            pending_count: 0,
+            failed_connects: Vec::new(),
+            current_message: None,
+            ops: Vec::with_capacity(1024),
+            shared,
+        };
+        Engine {
+            core,
+            framers: (0..table).map(|_| Framer::new(codec.clone())).collect(),
+            backlogs: (0..table).map(|_| Vec::new()).collect(),
+            states: (0..table).map(|_| None).collect(),
+            handler,
+        }
+    }
+
+    /// Sets the engine's clock (the shard reads the real one; tests pass
+    /// virtual time).
+    pub fn set_now(&mut self, now: Instant) {
+        self.core.now = now;
+    }
+
+    /// The work of one loop turn before waiting: the tick and due timers,
+    /// a stop request, commands from other threads, then sends, receives
+    /// and accepts to (re)start.
+    pub fn turn(&mut self, now: Instant) {
+        self.core.now = now;
+        if now >= self.core.next_tick {
+            self.core.next_tick = now + self.core.tick;
+            self.core.on_tick();
+            let mut ctx = Context {
+                core: &mut self.core,
+            };
+            self.handler.on_tick(&mut ctx);
+        }
+        while let Some(token) = self.core.timers.pop_due(now) {
+            let mut ctx = Context {
+                core: &mut self.core,
+            };
+            self.handler.on_timer(&mut ctx, token);
+        }
+        self.core.observe_stop();
+        self.drain_commands();
+        self.replay_resumed();
+        self.core.flush_dirty();
+        self.core.rearm_recvs();
+        self.core.post_accepts();
+        self.core.publish_stats();
+    }
+
+    /// When the engine next needs a turn without any completion: the next
+    /// tick or handler timer.
+    pub fn next_wake(&mut self) -> Instant {
+        match self.core.timers.next_deadline() {
+            Some(t) => t.min(self.core.next_tick),
+            None => self.core.next_tick,
+        }
+    }
+
+    /// Stopping, and nothing left open, posted or pending.
+    pub fn finished(&self) -> bool {
+        self.core.finished()
+    }
+
+    /// Hands the ops asked for since the last call to `submit`, in order.
+    /// `submit` sees the send queues, which [`Op::Send`] writes from.
+    pub fn drain_ops<E>(
+        &mut self,
+        mut submit: impl FnMut(Op, &dyn SendQueues) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut ops = std::mem::take(&mut self.core.ops);
+        let mut result = Ok(());
+        for op in ops.drain(..) {
+            if result.is_ok() {
+                result = submit(op, &self.core);
+            }
+        }
+        self.core.ops = ops;
+        result
+    }
+
+    /// Publishes the counters now (also done every turn).
+    pub fn publish_stats(&mut self) {
+        self.core.publish_stats();
+    }
+
+    /// Handles one completion. Received bytes are read from `bufs`; the
+    /// caller gives the buffer back to its driver afterwards.
+    pub fn complete(&mut self, completion: Completion, bufs: &(impl RecvBuffers + ?Sized)) {
+        match completion {
+            Completion::Accepted(result) => {
+                if let Some((conn, peer)) = self.core.on_accept(result) {
+                    self.opened(conn, peer);
+                }
+            }
+            Completion::Recv {
+                slot,
+                generation,
+                result,
+                buf,
+                more,
+            } => self.on_recv(slot, generation, result, buf, more, bufs),
+            Completion::Sent {
+                slot,
+                generation,
+                result,
+            } => {
+                self.core.on_send(slot, generation, result);
+                self.replay_resumed();
+            }
+            Completion::Closed {
+                slot,
+                generation,
+                result,
+            } => self.on_closed(slot, generation, result),
+            Completion::SocketCreated { token, result } => self.core.on_socket(token, result),
+            Completion::Connected {
+                slot,
+                generation,
+                result,
+            } => {
+                if let Some((conn, peer)) = self.core.on_connect(slot, generation, result) {
+                    self.opened(conn, peer);
+                }
+            }
+            Completion::Woken => self.core.me().notified.store(false, Ordering::SeqCst),
+        }
+        self.report_failed_connects();
+    }
+
+    fn drain_commands(&mut self) {
+        let shared = self.core.shared.clone();
+        let me = &shared.shards[self.core.index];
+        for _ in 0..COMMANDS_PER_TURN {
+            let Ok(cmd) = me.commands_rx.try_recv() else {
+                break;
+            };
+            match cmd {
+                Command::Send { conn, payload } => self.core.send_from_elsewhere(conn, payload),
+                Command::Broadcast { payload } => self.core.broadcast_local(&payload),
+                Command::Close { conn } => {
+                    if let Some(slot) = self.core.live_slot(conn) {
+                        self.core.begin_close(slot, CloseReason::Local, true);
+                    }
+                }
+                Command::Connect { remote, local } => self.core.start_connect(remote, local),
+                Command::Run(f) => {
+                    let mut ctx = Context {
+                        core: &mut self.core,
+                    };
+                    f(&mut ctx);
+                }
+            }
+        }
+        self.report_failed_connects();
+    }
+
+    fn report_failed_connects(&mut self) {
+        while let Some((remote, error)) = self.core.failed_connects.pop() {
+            let mut ctx = Context {
+                core: &mut self.core,
+            };
+            self.handler.on_connect_failed(&mut ctx, remote, error);
+        }
+    }
+
+    /// A connection (accepted or outbound) is open: give it a framer and
+    /// let the handler create its state.
+    fn opened(&mut self, conn: ConnId, peer: SocketAddr) {
+        let slot = conn.slot() as usize;
+        self.framers[slot] = Framer::new(self.core.codec.clone());
+        let mut ctx = Context {
+            core: &mut self.core,
+        };
+        let state = self.handler.on_connect(&mut ctx, conn, peer);
+        self.states[slot] = Some(state);
+    }
+
+    /// The close of a slot completed: free its input state and tell the
+    /// handler.
+    fn on_closed(&mut self, slot: u32, generation: u32, result: i32) {
+        let slot = slot as usize;
+        if result < 0 {
+            tracing::warn!(slot, errno = -result, "closing a socket failed");
+        }
+        let Some((conn, reason)) = self.core.on_closed(slot, generation) else {
+            return;
+        };
+        let held = self.held(slot);
+        self.core.stats.reassembly_bytes = self.core.stats.reassembly_bytes.saturating_sub(held);
+        self.framers[slot] = Framer::new(self.core.codec.clone());
+        self.backlogs[slot] = Vec::new();
+        if let Some(state) = self.states[slot].take() {
+            let mut ctx = Context {
+                core: &mut self.core,
+            };
+            self.handler.on_close(&mut ctx, conn, state, reason);
+        }
+    }
+}
+
+impl<C: Codec> Core<C> {
+    fn me(&self) -> &ShardShared {
+        &self.shared.shards[self.index]
+    }
+
+    fn publish_stats(&mut self) {
+        self.stats.connections = self.open.len() as u64;
+        self.stats.timers = self.timers.len() as u64;
+        let me = &self.shared.shards[self.index];
+        me.counters.publish(&self.stats);
+    }
+
+    fn finished(&self) -> bool {
+        self.stopping && self.in_use == 0 && self.accepts_posted == 0 && self.pending_count == 0
+    }
+}
+
+impl<C: Codec> SendQueues for Core<C> {
+    fn send_queue(&self, slot: u32) -> &SendQueue {
+        &self.slots[slot as usize].queue
+    }
+}

@@ -1,0 +1,280 @@
+//! Sending: per-connection queues, one send in flight per connection,
+//! slow consumers, broadcast, and the operations a handler's `Context`
+//! offers (the [`Outbound`] implementation).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Core;
+use super::conn::SlotState;
+use crate::codec::{Codec, MAX_HEADER_LEN};
+use crate::config::SlowConsumerPolicy;
+use crate::conn_id::ConnId;
+use crate::handler::{CloseReason, Outbound, SendError};
+use crate::shared::{Command, ServerShared};
+use crate::sys::Op;
+use crate::timer::TimerId;
+
+impl<C: Codec> Core<C> {
+    fn header(&self, len: usize) -> Result<([u8; MAX_HEADER_LEN], usize), SendError> {
+        if len > self.max_frame {
+            return Err(SendError::TooLarge);
+        }
+        let mut header = [0u8; MAX_HEADER_LEN];
+        let n = self
+            .codec
+            .encode_header(len, &mut header)
+            .map_err(|_| SendError::TooLarge)?;
+        Ok((header, n))
+    }
+
+    pub(super) fn enqueue_copy(&mut self, slot: usize, payload: &[u8]) -> Result<(), SendError> {
+        let (header, n) = self.header(payload.len())?;
+        let trailer = self.codec.trailer();
+        let s = &mut self.slots[slot];
+        let before = s.queue.len();
+        s.queue
+            .push_copy(&mut self.pool, &[&header[..n], payload, trailer]);
+        self.queued(slot, before);
+        Ok(())
+    }
+
+    fn enqueue_shared(&mut self, slot: usize, payload: Bytes) -> Result<(), SendError> {
+        let (header, n) = self.header(payload.len())?;
+        let trailer = self.codec.trailer();
+        let s = &mut self.slots[slot];
+        let before = s.queue.len();
+        s.queue
+            .push_shared(&mut self.pool, &header[..n], payload, trailer);
+        self.queued(slot, before);
+        Ok(())
+    }
+
+    /// Accounts for one message queued to `slot` (whose queue held
+    /// `before` bytes) and makes sure it gets sent.
+    fn queued(&mut self, slot: usize, before: usize) {
+        let s = &mut self.slots[slot];
+        self.stats.send_queue_bytes += (s.queue.len() - before) as u64;
+        self.stats.messages_out += 1;
+        s.last_output = self.now;
+        self.mark_dirty(slot);
+    }
+
+    fn mark_dirty(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if !s.in_dirty && !s.send_in_flight {
+            s.in_dirty = true;
+            self.dirty.push(slot as u32);
+        }
+    }
+
+    /// Starts a send for every connection with queued data and none in
+    /// flight.
+    pub(super) fn flush_dirty(&mut self) {
+        while let Some(slot) = self.dirty.pop() {
+            let s = &mut self.slots[slot as usize];
+            s.in_dirty = false;
+            if matches!(s.state, SlotState::Open | SlotState::Closing)
+                && !s.discard
+                && !s.send_in_flight
+                && !s.queue.is_empty()
+            {
+                s.send_in_flight = true;
+                let generation = s.generation;
+                self.ops.push(Op::Send { slot, generation });
+            }
+        }
+    }
+
+    pub(super) fn on_send(&mut self, slot: u32, generation: u32, result: i32) {
+        let slot = slot as usize;
+        let Some(s) = self
+            .slots
+            .get_mut(slot)
+            .filter(|s| s.generation == generation && s.send_in_flight)
+        else {
+            return;
+        };
+        s.send_in_flight = false;
+        if result >= 0 {
+            let n = (result as usize).min(s.queue.len());
+            s.queue.consume(&mut self.pool, n);
+            self.stats.bytes_out += n as u64;
+            self.stats.send_queue_bytes = self.stats.send_queue_bytes.saturating_sub(n as u64);
+        } else if -result != libc::ECANCELED {
+            let errno = -result;
+            if s.state == SlotState::Open {
+                self.begin_close(slot, CloseReason::Reset(errno), false);
+            } else {
+                s.discard = true;
+            }
+        }
+        let s = &mut self.slots[slot];
+        match s.state {
+            SlotState::Open => {
+                if !s.queue.is_empty() {
+                    self.mark_dirty(slot);
+                }
+                let s = &mut self.slots[slot];
+                if s.recv_paused && s.queue.len() <= self.high_water / 2 {
+                    s.recv_paused = false;
+                    self.resumed.push(slot as u32);
+                }
+            }
+            SlotState::Closing => {
+                if !s.queue.is_empty() && !s.discard {
+                    self.mark_dirty(slot);
+                }
+                self.try_release(slot);
+            }
+            _ => {}
+        }
+    }
+
+    /// Applies the slow-consumer policy to a send that did not come from
+    /// the connection's own handler call. Returns whether to queue it.
+    fn admit_remote(&mut self, slot: usize) -> bool {
+        if self.slots[slot].queue.len() < self.queue_limit {
+            return true;
+        }
+        self.stats.slow_consumers += 1;
+        if self.shared.config.slow_consumer == SlowConsumerPolicy::Disconnect {
+            self.victims.push(slot as u32);
+        }
+        false
+    }
+
+    fn close_victims(&mut self) {
+        while let Some(slot) = self.victims.pop() {
+            self.begin_close(slot as usize, CloseReason::SlowConsumer, false);
+        }
+    }
+
+    pub(super) fn send_from_elsewhere(&mut self, conn: ConnId, payload: Bytes) {
+        let Some(slot) = self.live_slot(conn) else {
+            return;
+        };
+        if self.admit_remote(slot) {
+            let _ = self.enqueue_shared(slot, payload);
+            self.check_pause(slot);
+        }
+        self.close_victims();
+    }
+
+    pub(super) fn broadcast_local(&mut self, payload: &Bytes) {
+        for i in 0..self.open.len() {
+            let slot = self.open[i] as usize;
+            if self.admit_remote(slot) {
+                let _ = self.enqueue_shared(slot, payload.clone());
+            }
+        }
+        self.close_victims();
+    }
+}
+
+impl<C: Codec> Outbound for Core<C> {
+    fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), SendError> {
+        if conn.shard() != self.index {
+            if payload.len() > self.max_frame {
+                return Err(SendError::TooLarge);
+            }
+            return self.send_bytes(conn, Bytes::copy_from_slice(payload));
+        }
+        let slot = self.live_slot(conn).ok_or(SendError::Closed)?;
+        if self.slots[slot].queue.len() >= self.queue_limit {
+            return Err(SendError::QueueFull);
+        }
+        // Sending (part of) the large message being handled, e.g. an echo:
+        // queue the reassembly buffer by reference, no copy.
+        if let Some(current) = &self.current_message {
+            let within = current.as_ptr_range();
+            let wanted = payload.as_ptr_range();
+            if !payload.is_empty() && within.start <= wanted.start && wanted.end <= within.end {
+                let shared = current.slice_ref(payload);
+                return self.enqueue_shared(slot, shared);
+            }
+        }
+        self.enqueue_copy(slot, payload)
+    }
+
+    fn send_bytes(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {
+        if conn.shard() != self.index {
+            let shared = self.shared.clone();
+            let shard = shared.check_live(conn)?;
+            if payload.len() > self.max_frame {
+                return Err(SendError::TooLarge);
+            }
+            return shared.command(shard, Command::Send { conn, payload });
+        }
+        let slot = self.live_slot(conn).ok_or(SendError::Closed)?;
+        if self.slots[slot].queue.len() >= self.queue_limit {
+            return Err(SendError::QueueFull);
+        }
+        self.enqueue_shared(slot, payload)
+    }
+
+    fn broadcast(&mut self, payload: &[u8]) -> Result<usize, SendError> {
+        if payload.len() > self.max_frame {
+            return Err(SendError::TooLarge);
+        }
+        let bytes = Bytes::copy_from_slice(payload);
+        let here = self.open.len();
+        self.broadcast_local(&bytes);
+        let shared = self.shared.clone();
+        for (i, shard) in shared.shards.iter().enumerate() {
+            if i == self.index {
+                continue;
+            }
+            let cmd = Command::Broadcast {
+                payload: bytes.clone(),
+            };
+            if shared.command(shard, cmd).is_err() {
+                self.stats.commands_dropped += 1;
+            }
+        }
+        Ok(here)
+    }
+
+    fn close(&mut self, conn: ConnId) -> Result<(), SendError> {
+        if conn.shard() != self.index {
+            let shared = self.shared.clone();
+            let shard = shared.check_live(conn)?;
+            return shared.command(shard, Command::Close { conn });
+        }
+        let slot = self.live_slot(conn).ok_or(SendError::Closed)?;
+        self.begin_close(slot, CloseReason::Local, true);
+        Ok(())
+    }
+
+    fn shard_index(&self) -> usize {
+        self.index
+    }
+
+    fn connection_count(&self) -> usize {
+        self.open.len()
+    }
+
+    fn queued_bytes(&self, conn: ConnId) -> usize {
+        self.live_slot(conn)
+            .map_or(0, |slot| self.slots[slot].queue.len())
+    }
+
+    fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) {
+        self.start_connect(remote, local);
+    }
+
+    fn set_timer(&mut self, delay: Duration, token: u64) -> TimerId {
+        self.timers.insert(self.now + delay, token)
+    }
+
+    fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.timers.cancel(id)
+    }
+
+    fn server(&self) -> &Arc<ServerShared> {
+        &self.shared
+    }
+}

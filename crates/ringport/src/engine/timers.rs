@@ -1,0 +1,121 @@
+//! Time-driven work: the tick (flush deadlines of closing connections,
+//! accept back-off), idle timeouts and heartbeats, and stopping.
+
+use std::sync::atomic::Ordering;
+
+use super::Core;
+use super::conn::SlotState;
+use crate::codec::Codec;
+use crate::handler::CloseReason;
+use crate::sys::Op;
+
+impl<C: Codec> Core<C> {
+    pub(super) fn on_tick(&mut self) {
+        let now = self.now;
+        self.sweep_idle();
+        if self.accept_backoff_until.is_some_and(|t| t <= now) {
+            self.accept_backoff_until = None;
+        }
+        let mut i = 0;
+        while i < self.closing.len() {
+            let slot = self.closing[i] as usize;
+            let s = &mut self.slots[slot];
+            if s.state != SlotState::Closing {
+                self.closing.swap_remove(i);
+                continue;
+            }
+            if s.deadline.is_some_and(|d| d <= now) && !s.discard {
+                // The peer did not take its queued data in time.
+                s.discard = true;
+                self.stats.slow_consumers += 1;
+                if s.send_in_flight {
+                    let generation = s.generation;
+                    self.ops.push(Op::CancelSend {
+                        slot: slot as u32,
+                        generation,
+                    });
+                }
+                self.try_release(slot);
+            }
+            i += 1;
+        }
+    }
+
+    /// Closes connections idle past `idle_timeout` and sends heartbeats
+    /// (an empty message) to those with no output for `heartbeat`. Each tick
+    /// looks at a share of the open connections so that every one is seen
+    /// at least twice per period, without a full scan per tick.
+    fn sweep_idle(&mut self) {
+        let period = match (self.idle_timeout, self.heartbeat) {
+            (None, None) => return,
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+        };
+        let n = self.open.len();
+        if n == 0 {
+            return;
+        }
+        // A round visits the connections open when it began; its pace is
+        // set then, so closes during the round (which shrink the list) do
+        // not slow it down.
+        if self.sweep_done >= self.sweep_round {
+            self.sweep_round = n;
+            self.sweep_done = 0;
+        }
+        let round = self.sweep_round;
+        let per_tick = (round as f64 * 2.0 * self.tick.as_secs_f64()
+            / period.as_secs_f64().max(1e-3))
+        .ceil()
+        .clamp(1.0, round as f64) as usize;
+        let now = self.now;
+        for _ in 0..per_tick {
+            if self.open.is_empty() {
+                break;
+            }
+            self.sweep_done += 1;
+            self.sweep_cursor %= self.open.len();
+            let slot = self.open[self.sweep_cursor] as usize;
+            let s = &self.slots[slot];
+            if self
+                .idle_timeout
+                .is_some_and(|t| now.duration_since(s.last_input) >= t)
+            {
+                self.stats.idle_timeouts += 1;
+                // The close moves the last open connection into this
+                // position: the cursor stays, so that one is seen next.
+                self.begin_close(slot, CloseReason::IdleTimeout, true);
+                continue;
+            }
+            self.sweep_cursor += 1;
+            if self
+                .heartbeat
+                .is_some_and(|t| now.duration_since(s.last_output) >= t)
+                && s.queue.is_empty()
+            {
+                let _ = self.enqueue_copy(slot, &[]);
+                self.stats.heartbeats += 1;
+            }
+        }
+    }
+
+    /// Once the server is told to stop: withdraw the accepts, close the
+    /// listener, and close every connection after a flush bounded by
+    /// `stop_timeout`.
+    pub(super) fn observe_stop(&mut self) {
+        if self.stopping || !self.shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        self.stopping = true;
+        let stop_deadline = self.now + self.shared.config.stop_timeout;
+        if self.listening {
+            self.ops.push(Op::WithdrawAccepts);
+            self.ops.push(Op::StopListening);
+        }
+        let open: Vec<u32> = self.open.clone();
+        for slot in open {
+            self.begin_close(slot as usize, CloseReason::ServerStopping, true);
+            let s = &mut self.slots[slot as usize];
+            s.deadline = s.deadline.map(|d| d.min(stop_deadline));
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The handler API: callbacks that run on the shard threads, the
+//! [`Context`] they act through, and why connections close or sends fail.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::conn_id::ConnId;
+use crate::shared::{ServerShared, ShardRemote};
+use crate::timer::TimerId;
+
+/// The shard operations handler callbacks reach through [`Context`]
+/// (implemented by the engine).
+pub(crate) trait Outbound {
+    fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), SendError>;
+    fn send_bytes(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError>;
+    fn broadcast(&mut self, payload: &[u8]) -> Result<usize, SendError>;
+    fn close(&mut self, conn: ConnId) -> Result<(), SendError>;
+    fn shard_index(&self) -> usize;
+    fn connection_count(&self) -> usize;
+    fn queued_bytes(&self, conn: ConnId) -> usize;
+    fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>);
+    fn set_timer(&mut self, delay: Duration, token: u64) -> TimerId;
+    fn cancel_timer(&mut self, id: TimerId) -> bool;
+    fn server(&self) -> &Arc<ServerShared>;
+}
+
+/// Why a connection was closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed its side (after its last frame; our queued replies
+    /// were flushed first).
+    PeerClosed,
+    /// The peer reset the connection, or it broke (errno).
+    Reset(i32),
+    /// The peer announced a frame over the maximum; nothing was allocated
+    /// for it.
+    FrameTooLarge { len: u64, max: usize },
+    /// The byte stream could not be decoded.
+    InvalidFrame(String),
+    /// The application closed it.
+    Local,
+    /// Its send queue hit the bound under [`crate::SlowConsumerPolicy::Disconnect`],
+    /// or it did not drain its queue within `close_timeout` while closing.
+    SlowConsumer,
+    /// The server is stopping.
+    ServerStopping,
+    /// Nothing was received for `idle_timeout`.
+    IdleTimeout,
+}
+
+/// Why a send, broadcast or close was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection is closed (or closing): the id is stale. The message
+    /// never reaches another connection that reuses the slot.
+    Closed,
+    /// The connection's send queue is at its bound.
+    QueueFull,
+    /// The owning shard's command queue is full; retry later.
+    Busy,
+    /// The payload is larger than the maximum frame size.
+    TooLarge,
+    /// The server is stopping or stopped.
+    Stopped,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SendError::Closed => "connection is closed",
+            SendError::QueueFull => "connection's send queue is full",
+            SendError::Busy => "shard command queue is full",
+            SendError::TooLarge => "message is larger than the maximum frame",
+            SendError::Stopped => "server is stopped",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// What handler callbacks can do, without leaving the shard thread.
+pub struct Context<'a> {
+    pub(crate) core: &'a mut dyn Outbound,
+}
+
+impl Context<'_> {
+    /// Queues `payload` as one message to `conn` (copied; no allocation once
+    /// the shard's send pool is warm). Connections on other shards are
+    /// reached through their command queue.
+    pub fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), SendError> {
+        self.core.send(conn, payload)
+    }
+
+    /// Like [`Context::send`], for a payload already in a `Bytes` (large
+    /// payloads are queued by reference, not copied).
+    pub fn send_bytes(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {
+        self.core.send_bytes(conn, payload)
+    }
+
+    /// Sends `payload` to every open connection on every shard (the sender
+    /// included). Returns the number of connections on this shard it was
+    /// queued to. Slow consumers are handled by the configured policy.
+    pub fn broadcast(&mut self, payload: &[u8]) -> Result<usize, SendError> {
+        self.core.broadcast(payload)
+    }
+
+    /// Closes `conn` after flushing what is queued to it (within
+    /// `close_timeout`).
+    pub fn close(&mut self, conn: ConnId) -> Result<(), SendError> {
+        self.core.close(conn)
+    }
+
+    /// Index of the shard this callback runs on.
+    pub fn shard(&self) -> usize {
+        self.core.shard_index()
+    }
+
+    /// Open connections on this shard.
+    pub fn connections(&self) -> usize {
+        self.core.connection_count()
+    }
+
+    /// Bytes queued for `conn` (0 if it is not open on this shard).
+    pub fn queued_bytes(&self, conn: ConnId) -> usize {
+        self.core.queued_bytes(conn)
+    }
+
+    /// Arms a one-shot timer on this shard: [`Handler::on_timer`] gets
+    /// `token` after `delay` (not before; as soon after as the shard's loop
+    /// wakes, which it does for the deadline).
+    pub fn set_timer(&mut self, delay: Duration, token: u64) -> TimerId {
+        self.core.set_timer(delay, token)
+    }
+
+    /// Cancels a timer armed with [`Context::set_timer`]; false if it has
+    /// already fired or been cancelled.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.core.cancel_timer(id)
+    }
+
+    /// A handle to this shard that other threads can use to run code on
+    /// it, e.g. to deliver the result of work offloaded to a
+    /// [`crate::pool::Pool`] back to the connection that asked for it.
+    pub fn remote(&self) -> ShardRemote {
+        ShardRemote::new(self.core.server().clone(), self.core.shard_index())
+    }
+
+    /// Runs `work` on a worker of `pool` (with that worker's state), then
+    /// `then` back on this shard with its result: the way to do blocking or
+    /// heavy work for a connection without stalling the shard. Capture the
+    /// connection's id in `then`; if the connection closed meanwhile,
+    /// `ctx.send` to it fails with [`SendError::Closed`] and the result goes
+    /// nowhere. Fails if the pool's queue is full or the pool is stopped.
+    pub fn offload<S: 'static, R: Send + 'static>(
+        &mut self,
+        pool: &crate::pool::Pool<S>,
+        work: impl FnOnce(&mut S) -> R + Send + 'static,
+        then: impl FnOnce(&mut Context<'_>, R) + Send + 'static,
+    ) -> Result<(), crate::pool::PoolError> {
+        let home = self.remote();
+        pool.execute(move |state| {
+            let result = work(state);
+            if home.run(move |ctx| then(ctx, result)).is_err() {
+                tracing::debug!(
+                    shard = home.shard(),
+                    "offloaded result dropped: server stopping"
+                );
+            }
+        })
+    }
+
+    /// Opens an outbound connection from this shard to `remote`, optionally
+    /// from the source address `local` (port 0 picks a free port). The
+    /// outcome arrives as [`Handler::on_connect`] (the connection then
+    /// behaves like an accepted one) or [`Handler::on_connect_failed`].
+    pub fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) {
+        self.core.connect(remote, local);
+    }
+}
+
+/// Callbacks run on a shard thread: one handler object per shard, built by
+/// the factory given to [`crate::Server::start`] on that shard's thread, so it can
+/// hold per-shard state with no locking (the explicit form of per-thread
+/// state). Callbacks must not block: everything on the shard waits for them.
+///
+/// A panic in a callback stops that shard: its connections are abandoned
+/// (not freed, since the kernel may still write into their buffers) and the
+/// other shards go on.
+pub trait Handler: 'static {
+    /// State kept with each connection, created by `on_connect`, handed to
+    /// every callback for that connection and given back in `on_close`.
+    type ConnState: 'static;
+
+    fn on_connect(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnId,
+        peer: SocketAddr,
+    ) -> Self::ConnState;
+
+    /// A whole message. `message` borrows the receive buffer: copy what
+    /// must outlive the call.
+    fn on_message(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnId,
+        state: &mut Self::ConnState,
+        message: &[u8],
+    );
+
+    /// An outbound connection ([`crate::Server::connect`], [`Context::connect`])
+    /// could not be made.
+    fn on_connect_failed(
+        &mut self,
+        ctx: &mut Context<'_>,
+        remote: SocketAddr,
+        error: std::io::Error,
+    ) {
+        let _ = ctx;
+        tracing::debug!(%remote, %error, "connect failed");
+    }
+
+    /// Called every [`crate::ServerConfig::tick`] on each shard.
+    fn on_tick(&mut self, ctx: &mut Context<'_>) {
+        let _ = ctx;
+    }
+
+    /// A timer armed with [`Context::set_timer`] is due.
+    fn on_timer(&mut self, ctx: &mut Context<'_>, token: u64) {
+        let _ = (ctx, token);
+    }
+
+    /// The connection is closed; its id is already stale.
+    fn on_close(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnId,
+        state: Self::ConnState,
+        reason: CloseReason,
+    ) {
+        let _ = (ctx, conn, state, reason);
+    }
+}

@@ -1,0 +1,143 @@
+//! State shared between the server handle, the shards and other threads:
+//! each shard's command queue and wake-up, its table of live generations,
+//! its published counters, and the global connection count.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::config::ServerConfig;
+use crate::conn_id::{ConnId, LiveTable};
+use crate::handler::{Context, SendError};
+use crate::stats::ShardCounters;
+use crate::sys::eventfd;
+use std::sync::Arc;
+
+/// A request from another thread to a shard.
+pub(crate) enum Command {
+    Send {
+        conn: ConnId,
+        payload: Bytes,
+    },
+    Broadcast {
+        payload: Bytes,
+    },
+    Close {
+        conn: ConnId,
+    },
+    Connect {
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+    },
+    /// Code to run on the shard (e.g. the result of work done elsewhere).
+    Run(Box<dyn FnOnce(&mut Context<'_>) + Send>),
+}
+
+/// The part of a shard that other threads see.
+pub(crate) struct ShardShared {
+    pub commands_tx: Sender<Command>,
+    pub commands_rx: Receiver<Command>,
+    pub eventfd: OwnedFd,
+    /// Set by the first waker, cleared by the shard before it drains the
+    /// queue: one eventfd write per wake-up, not one per command.
+    pub notified: AtomicBool,
+    pub live: LiveTable,
+    pub counters: ShardCounters,
+}
+
+impl ShardShared {
+    pub fn new(table: usize, commands: usize) -> io::Result<Self> {
+        let (commands_tx, commands_rx) = crossbeam_channel::bounded(commands);
+        Ok(ShardShared {
+            commands_tx,
+            commands_rx,
+            eventfd: eventfd::eventfd()?,
+            notified: AtomicBool::new(false),
+            live: LiveTable::new(table),
+            counters: ShardCounters::default(),
+        })
+    }
+
+    pub fn wake(&self) {
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            // A failure (counter overflow) still leaves the eventfd readable.
+            let _ = eventfd::eventfd_add(self.eventfd.as_fd(), 1);
+        }
+    }
+}
+
+/// State shared by the server handle and all shards.
+pub(crate) struct ServerShared {
+    pub shards: Box<[ShardShared]>,
+    pub stopping: AtomicBool,
+    /// Connections open (or connecting) over all shards, checked against
+    /// `max_connections`.
+    pub admitted: AtomicUsize,
+    pub config: ServerConfig,
+    /// The codec's maximum frame: the bound for received and sent messages.
+    pub max_frame: usize,
+    /// Round-robin cursor for outbound connects.
+    pub next_shard: AtomicUsize,
+}
+
+impl ServerShared {
+    pub fn shard_of(&self, conn: ConnId) -> Result<&ShardShared, SendError> {
+        self.shards.get(conn.shard()).ok_or(SendError::Closed)
+    }
+
+    /// Sends a command to a shard and wakes it.
+    pub fn command(&self, shard: &ShardShared, cmd: Command) -> Result<(), SendError> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(SendError::Stopped);
+        }
+        match shard.commands_tx.try_send(cmd) {
+            Ok(()) => {
+                shard.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) => Err(SendError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(SendError::Stopped),
+        }
+    }
+
+    pub fn check_live(&self, conn: ConnId) -> Result<&ShardShared, SendError> {
+        let shard = self.shard_of(conn)?;
+        if shard.live.is_live(conn.slot(), conn.generation()) {
+            Ok(shard)
+        } else {
+            Err(SendError::Closed)
+        }
+    }
+}
+
+/// Runs code on one shard from any thread. Cheap to clone.
+#[derive(Clone)]
+pub struct ShardRemote {
+    shared: Arc<ServerShared>,
+    shard: usize,
+}
+
+impl ShardRemote {
+    pub(crate) fn new(shared: Arc<ServerShared>, shard: usize) -> Self {
+        ShardRemote { shared, shard }
+    }
+
+    /// Queues `f` to run on the shard's thread with a [`Context`] (in
+    /// order with other commands to that shard). A connection id captured
+    /// by `f` is still checked there: if the connection closed meanwhile,
+    /// `ctx.send` to it returns `SendError::Closed`, so a late result never
+    /// reaches the slot's next connection.
+    pub fn run(&self, f: impl FnOnce(&mut Context<'_>) + Send + 'static) -> Result<(), SendError> {
+        self.shared
+            .command(&self.shared.shards[self.shard], Command::Run(Box::new(f)))
+    }
+
+    /// The shard this handle runs code on.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+}
