@@ -33,7 +33,13 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, SockRef, Type};
 
+use self::calls::{
+    AcceptError, clamp_iovecs, classify_accept_error, errno, read_eventfd, send_iovecs,
+    set_int_option,
+};
 use super::{BufId, Completion, Driver, Op, RecvBuffers, SendQueues};
+
+mod calls;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKE: Token = Token(usize::MAX - 2);
@@ -205,8 +211,12 @@ impl EpollDriver {
         schedule(&mut self.slots, &mut self.ready, slot);
     }
 
-    fn cancel_recv(&mut self, slot: u32) {
-        if let Some(generation) = self.open(slot).and_then(|s| s.recv.take()) {
+    /// Ends the armed receive of `slot` if it is the one of `generation` (a
+    /// cancel aimed at an earlier connection in the slot finds nothing, as
+    /// io_uring's cancel by tag).
+    fn cancel_recv(&mut self, slot: u32, generation: u32) {
+        let armed = self.open(slot).filter(|s| s.recv == Some(generation));
+        if armed.and_then(|s| s.recv.take()).is_some() {
             self.push(Completion::Recv {
                 slot,
                 generation,
@@ -269,9 +279,10 @@ impl EpollDriver {
         });
     }
 
-    fn cancel_send(&mut self, slot: u32) {
-        if let Some(s) = self.open(slot) {
-            if let Some(generation) = s.send.take() {
+    /// Drops the pending send of `slot` if it is the one of `generation`.
+    fn cancel_send(&mut self, slot: u32, generation: u32) {
+        if let Some(s) = self.open(slot).filter(|s| s.send == Some(generation)) {
+            if s.send.take().is_some() {
                 s.iov.clear();
                 self.push(Completion::Sent {
                     slot,
@@ -567,9 +578,9 @@ impl Driver for EpollDriver {
                 }
             }
             Op::Recv { slot, generation } => self.arm_recv(slot, generation),
-            Op::CancelRecv { slot, .. } => self.cancel_recv(slot),
+            Op::CancelRecv { slot, generation } => self.cancel_recv(slot, generation),
             Op::Send { slot, generation } => self.send(slot, generation, queues),
-            Op::CancelSend { slot, .. } => self.cancel_send(slot),
+            Op::CancelSend { slot, generation } => self.cancel_send(slot, generation),
             Op::Close { slot, generation } => self.close(slot, generation),
             Op::Socket { token, remote } => {
                 let result = self.socket(remote).map_or_else(|e| -e, |slot| slot as i32);
@@ -661,9 +672,9 @@ impl Driver for EpollDriver {
     fn teardown(&mut self) {
         self.listener = None;
         for s in &mut self.slots {
-            s.stream = None;
-            s.reset();
+            *s = Slot::default();
         }
+        self.free = (0..self.slots.len() as u32).rev().collect();
         self.ready.clear();
         self.again.clear();
         self.completions.clear();
@@ -673,104 +684,6 @@ impl Driver for EpollDriver {
     fn describe(&self) -> &'static str {
         "epoll"
     }
-}
-
-/// What an accept error means for the accept loop.
-#[derive(Debug, PartialEq, Eq)]
-enum AcceptError {
-    /// No client waiting: wait for the next edge.
-    Drained,
-    /// The client went away (or a signal came): try the next one.
-    Retry,
-    /// Report it (EMFILE, ENFILE, ENOBUFS, ENOMEM...); the engine backs off
-    /// and asks again later, so the budget unit is used up.
-    Fail(i32),
-}
-
-fn classify_accept_error(e: &io::Error) -> AcceptError {
-    match e.raw_os_error() {
-        Some(libc::EAGAIN) => AcceptError::Drained,
-        Some(libc::ECONNABORTED | libc::EINTR) => AcceptError::Retry,
-        _ => AcceptError::Fail(errno(e)),
-    }
-}
-
-/// The errno of `e` (EIO if it has none).
-fn errno(e: &io::Error) -> i32 {
-    e.raw_os_error().filter(|&n| n > 0).unwrap_or(libc::EIO)
-}
-
-/// Shortens `iov` to cover at most `max` bytes (results are `i32`).
-fn clamp_iovecs(iov: &mut Vec<libc::iovec>, max: usize) {
-    let mut total = 0usize;
-    for i in 0..iov.len() {
-        let room = max - total;
-        if iov[i].iov_len >= room {
-            iov[i].iov_len = room;
-            iov.truncate(if room == 0 { i } else { i + 1 });
-            return;
-        }
-        total += iov[i].iov_len;
-    }
-}
-
-/// sendmsg with MSG_NOSIGNAL (a peer that went away gives EPIPE, not
-/// SIGPIPE); retries on EINTR.
-fn send_iovecs(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
-    // SAFETY: msghdr is plain data; all zeroes is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_ptr().cast_mut();
-    msg.msg_iovlen = iov.len() as _;
-    loop {
-        // SAFETY: `msg` points to `iov`, `iov.len()` entries, each over
-        // bytes of the engine's send queue, which stay valid and unchanged
-        // until the send's completion (the contract); sendmsg only reads
-        // them, and `fd` is a socket the caller holds open.
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// Resets the eventfd counter; false if it was not signalled.
-fn read_eventfd(fd: RawFd) -> bool {
-    let mut value = 0u64;
-    loop {
-        // SAFETY: reads at most 8 bytes into `value`, a live u64; `fd` is
-        // the shard's eventfd, open as long as the driver (see `new`).
-        let n = unsafe { libc::read(fd, (&mut value as *mut u64).cast(), 8) };
-        if n == 8 {
-            return true;
-        }
-        if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return false;
-        }
-    }
-}
-
-/// setsockopt of an int option.
-fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: i32) -> io::Result<()> {
-    let value: libc::c_int = value;
-    // SAFETY: passes a pointer to a live c_int and its size; `fd` is a
-    // socket the caller holds open.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

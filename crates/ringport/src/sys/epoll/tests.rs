@@ -633,3 +633,20 @@ fn clamps_iovecs_to_a_byte_count() {
     clamp_iovecs(&mut v, 100);
     assert_eq!(v.len(), 2);
 }
+
+#[test]
+fn cancels_aimed_at_another_generation_do_nothing() {
+    let mut h = Harness::new(true, 4, 1024);
+    let (slot, mut client) = h.accept();
+    h.submit(Op::Recv {
+        slot,
+        generation: 1,
+    });
+    h.submit(Op::CancelRecv {
+        slot,
+        generation: 0,
+    });
+    h.quiet(Duration::from_millis(50));
+    client.write_all(b"still here").unwrap();
+    assert_eq!(h.receive(slot, 10), b"still here");
+}
