@@ -26,6 +26,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream};
@@ -38,6 +39,7 @@ use self::calls::{
     set_int_option,
 };
 use super::{BufId, Completion, Driver, Op, RecvBuffers, SendQueues};
+use crate::stats::RECV_BUFFER_BYTES;
 
 mod calls;
 
@@ -158,6 +160,8 @@ impl EpollDriver {
             }
             None => None,
         };
+        let read_buf = vec![0u8; read_buffer_size].into_boxed_slice();
+        RECV_BUFFER_BYTES.fetch_add(read_buf.len(), Ordering::Relaxed);
         Ok(EpollDriver {
             poll,
             events: Events::with_capacity(EVENTS),
@@ -171,7 +175,7 @@ impl EpollDriver {
             ready: VecDeque::new(),
             again: Vec::new(),
             completions: VecDeque::new(),
-            read_buf: vec![0u8; read_buffer_size].into_boxed_slice(),
+            read_buf,
             lent: false,
         })
     }
@@ -557,6 +561,12 @@ fn schedule(slots: &mut [Slot], ready: &mut VecDeque<u32>, slot: u32) {
 impl RecvBuffers for EpollDriver {
     fn buffer(&self, _buf: BufId, len: usize) -> &[u8] {
         &self.read_buf[..len.min(self.read_buf.len())]
+    }
+}
+
+impl Drop for EpollDriver {
+    fn drop(&mut self) {
+        RECV_BUFFER_BYTES.fetch_sub(self.read_buf.len(), Ordering::Relaxed);
     }
 }
 
