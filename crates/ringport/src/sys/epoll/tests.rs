@@ -650,3 +650,98 @@ fn cancels_aimed_at_another_generation_do_nothing() {
     client.write_all(b"still here").unwrap();
     assert_eq!(h.receive(slot, 10), b"still here");
 }
+
+/// An engine in miniature: echoes every connection's bytes back, with one
+/// send in flight per connection, and closes after the end of stream once
+/// all is sent. Clients check they get their bytes back in order.
+#[test]
+fn echoes_many_connections() {
+    const CLIENTS: usize = 16;
+    const LEN: usize = 256 * 1024;
+    let mut h = Harness::new(true, CLIENTS, 4096);
+    let addr = h.addr();
+    for _ in 0..CLIENTS {
+        h.submit(Op::Accept);
+    }
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut stream = StdStream::connect(addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .unwrap();
+                let data: Vec<u8> = (0..LEN).map(|i| (i * 7 + c) as u8).collect();
+                let mut reader = stream.try_clone().unwrap();
+                let echo = std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    reader.read_to_end(&mut got).unwrap();
+                    got
+                });
+                for part in data.chunks(1000 + c * 100) {
+                    stream.write_all(part).unwrap();
+                }
+                stream.shutdown(Shutdown::Write).unwrap();
+                assert!(echo.join().unwrap() == data, "client {c}: echo differs");
+            })
+        })
+        .collect();
+    let mut sending = [false; CLIENTS];
+    let mut ended = [false; CLIENTS];
+    let mut closed = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while closed < CLIENTS {
+        assert!(Instant::now() < deadline, "echo did not finish");
+        let Some((c, data)) = h.poll_for(Duration::from_millis(100)) else {
+            continue;
+        };
+        let slot = match c {
+            Completion::Accepted(Ok((slot, _))) => {
+                h.submit(Op::Recv {
+                    slot,
+                    generation: 1,
+                });
+                continue;
+            }
+            Completion::Recv { slot, result, .. } if result > 0 => {
+                h.queue(slot, &data);
+                slot
+            }
+            Completion::Recv {
+                slot,
+                result: 0,
+                more: false,
+                ..
+            } => {
+                ended[slot as usize] = true;
+                slot
+            }
+            Completion::Sent { slot, result, .. } if result > 0 => {
+                sending[slot as usize] = false;
+                h.queues.0[slot as usize].consume(&mut h.pool, result as usize);
+                slot
+            }
+            Completion::Closed { result: 0, .. } => {
+                closed += 1;
+                continue;
+            }
+            c => panic!("unexpected {c:?}"),
+        };
+        let i = slot as usize;
+        if !sending[i] && !h.queues.0[i].is_empty() {
+            sending[i] = true;
+            h.submit(Op::Send {
+                slot,
+                generation: 3,
+            });
+        } else if !sending[i] && ended[i] {
+            ended[i] = false;
+            h.submit(Op::Close {
+                slot,
+                generation: 1,
+            });
+        }
+    }
+    for client in clients {
+        client.join().unwrap();
+    }
+}
