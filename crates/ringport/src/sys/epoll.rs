@@ -27,7 +27,7 @@ use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::unix::SourceFd;
@@ -540,6 +540,36 @@ impl EpollDriver {
         Ok(slot)
     }
 
+    /// Records the readiness the last poll reported.
+    fn take_events(&mut self) {
+        let mut woken = false;
+        for event in self.events.iter() {
+            match event.token() {
+                WAKE => woken = true,
+                LISTENER => self.listener_ready = true,
+                Token(i) => {
+                    let Some(s) = self.slots.get_mut(i).filter(|s| s.registered) else {
+                        continue;
+                    };
+                    let closed = event.is_read_closed() || event.is_error();
+                    if event.is_readable() || closed {
+                        s.readable = true;
+                    }
+                    s.read_closed |= closed;
+                    if event.is_writable() || event.is_write_closed() || event.is_error() {
+                        s.writable = true;
+                    }
+                    schedule(&mut self.slots, &mut self.ready, i as u32);
+                }
+            }
+        }
+        if woken && read_eventfd(self.wake) {
+            self.push(Completion::Woken);
+        }
+    }
+
+    /// Completions are ready without waiting (or may be: a listener or a
+    /// socket not known to be drained).
     fn has_work(&self) -> bool {
         !self.completions.is_empty()
             || !self.ready.is_empty()
@@ -615,45 +645,29 @@ impl Driver for EpollDriver {
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        let timeout = if self.has_work() {
-            Duration::ZERO
-        } else {
-            timeout
-        };
         self.accepted_this_round = 0;
         for slot in self.again.drain(..) {
             self.ready.push_back(slot);
         }
-        match self.poll.poll(&mut self.events, Some(timeout)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let mut woken = false;
-        for event in self.events.iter() {
-            match event.token() {
-                WAKE => woken = true,
-                LISTENER => self.listener_ready = true,
-                Token(i) => {
-                    let Some(s) = self.slots.get_mut(i).filter(|s| s.registered) else {
-                        continue;
-                    };
-                    let closed = event.is_read_closed() || event.is_error();
-                    if event.is_readable() || closed {
-                        s.readable = true;
-                    }
-                    s.read_closed |= closed;
-                    if event.is_writable() || event.is_write_closed() || event.is_error() {
-                        s.writable = true;
-                    }
-                    schedule(&mut self.slots, &mut self.ready, i as u32);
-                }
+        // Readiness without work (a writable edge of an idle connection)
+        // is no reason to return: poll again for the rest of the timeout.
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let timeout = match deadline {
+                _ if self.has_work() => Duration::ZERO,
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => timeout,
+            };
+            match self.poll.poll(&mut self.events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            self.take_events();
+            if timeout.is_zero() || self.has_work() {
+                return Ok(());
             }
         }
-        if woken && read_eventfd(self.wake) {
-            self.push(Completion::Woken);
-        }
-        Ok(())
     }
 
     fn next_completion(&mut self) -> Option<Completion> {

@@ -745,3 +745,35 @@ fn echoes_many_connections() {
         client.join().unwrap();
     }
 }
+
+#[test]
+fn wait_sleeps_until_the_timeout_or_work() {
+    let mut h = Harness::new(true, 2, 64);
+    let (slot, mut client) = h.accept();
+    // An idle connection (its writable edge is no work) and no op: the
+    // whole timeout passes.
+    let start = Instant::now();
+    h.driver.wait(Duration::from_millis(150)).unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(140));
+    assert_eq!(h.driver.next_completion(), None);
+    // Work that comes later ends the wait early.
+    h.submit(Op::Recv {
+        slot,
+        generation: 1,
+    });
+    h.quiet(Duration::from_millis(50));
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        client.write_all(b"now").unwrap();
+        client
+    });
+    let start = Instant::now();
+    h.driver.wait(Duration::from_secs(5)).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(4));
+    assert!(matches!(
+        h.driver.next_completion(),
+        Some(Completion::Recv { result: 3, .. })
+    ));
+    h.driver.release(0);
+    drop(writer.join().unwrap());
+}
