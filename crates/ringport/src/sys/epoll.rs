@@ -646,9 +646,6 @@ impl Driver for EpollDriver {
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
         self.accepted_this_round = 0;
-        for slot in self.again.drain(..) {
-            self.ready.push_back(slot);
-        }
         // Readiness without work (a writable edge of an idle connection)
         // is no reason to return: poll again for the rest of the timeout.
         let deadline = Instant::now().checked_add(timeout);
@@ -659,15 +656,18 @@ impl Driver for EpollDriver {
                 None => timeout,
             };
             match self.poll.poll(&mut self.events, Some(timeout)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+                Ok(()) => self.take_events(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => break,
                 Err(e) => return Err(e),
             }
-            self.take_events();
             if timeout.is_zero() || self.has_work() {
-                return Ok(());
+                break;
             }
         }
+        // Connections that may have more bytes come after those with new
+        // readiness.
+        self.ready.extend(self.again.drain(..));
+        Ok(())
     }
 
     fn next_completion(&mut self) -> Option<Completion> {
