@@ -777,3 +777,32 @@ fn wait_sleeps_until_the_timeout_or_work() {
     h.driver.release(0);
     drop(writer.join().unwrap());
 }
+
+#[test]
+fn connects_over_ipv6_when_available() {
+    let Ok(server) = StdListener::bind("[::1]:0") else {
+        return; // No IPv6 loopback here.
+    };
+    let mut h = Harness::new(false, 2, 1024);
+    let local = "[::1]:0".parse().unwrap();
+    let (_, result) = connect(&mut h, server.local_addr().unwrap(), Some(local));
+    assert_eq!(result, 0);
+    let (_, peer) = server.accept().unwrap();
+    assert!(peer.is_ipv6());
+}
+
+#[test]
+fn socket_without_a_free_slot_fails() {
+    let server = StdListener::bind("127.0.0.1:0").unwrap();
+    let remote = server.local_addr().unwrap();
+    let mut h = Harness::new(false, 1, 64);
+    connect(&mut h, remote, None);
+    h.submit(Op::Socket { token: 8, remote });
+    assert_eq!(
+        h.next().0,
+        Completion::SocketCreated {
+            token: 8,
+            result: -libc::ENFILE
+        }
+    );
+}
