@@ -8,7 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +19,7 @@ use crate::config::Backend;
 use crate::engine::Engine;
 use crate::handler::Handler;
 use crate::shared::ServerShared;
+use crate::sys::epoll::EpollDriver;
 use crate::sys::uring::driver::UringDriver;
 use crate::sys::{Completion, Driver};
 
@@ -55,6 +56,16 @@ pub(crate) fn run<C, H, F>(
     let wake_fd = setup.shared.shards[index].eventfd.as_raw_fd();
     let config = &setup.shared.config;
     match setup.backend {
+        Backend::Epoll => {
+            let wake = setup.shared.shards[index].eventfd.as_fd();
+            let driver = EpollDriver::new(
+                listener.map(Into::into),
+                wake,
+                setup.table,
+                config.recv_buffer_size,
+            );
+            run_on(setup, codec, factory, ready, driver)
+        }
         _ => {
             let driver = UringDriver::new(config, setup.table, listener, wake_fd);
             run_on(setup, codec, factory, ready, driver)
@@ -92,13 +103,6 @@ fn listener(addr: SocketAddr, backlog: i32) -> io::Result<socket2::Socket> {
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket)
-}
-
-/// The epoll driver needs its listener non-blocking (io_uring does not:
-/// its accepts wait in the kernel).
-fn epoll_listener(socket: socket2::Socket) -> io::Result<std::net::TcpListener> {
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
 }
 
 fn run_on<C, H, F, D>(

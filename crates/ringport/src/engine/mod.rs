@@ -292,7 +292,13 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                     self.opened(conn, peer);
                 }
             }
-            Completion::Woken => self.core.me().notified.store(false, Ordering::SeqCst),
+            Completion::Woken => {
+                self.core.me().notified.store(false, Ordering::SeqCst);
+                // Commands first, then what the same wait brought (a new
+                // connection must not get a broadcast sent before it
+                // connected).
+                self.drain_commands();
+            }
         }
         self.report_failed_connects();
     }

@@ -11,7 +11,7 @@
 //! - [`epoll`]: readiness (mio, edge-triggered epoll), for kernels and
 //!   sandboxes where io_uring is missing or blocked. An operation is
 //!   remembered; when its socket is ready the backend makes the system call
-//!   (accept4, read, writev, connect) and reports its result as the same
+//!   (accept4, read, sendmsg, connect) and reports its result as the same
 //!   completion io_uring would have produced.
 //!
 //! The contract, which the engine relies on and both backends keep:
@@ -51,7 +51,7 @@
 //! Results follow the kernel's convention: a non-negative value, or a
 //! negated errno.
 
-//TMP pub(crate) mod epoll;
+pub(crate) mod epoll;
 pub(crate) mod eventfd;
 pub mod uring;
 
