@@ -62,11 +62,11 @@ impl FromStr for Backend {
 /// broadcast, to a connection whose send queue is at `send_queue_limit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SlowConsumerPolicy {
-    /// Close the connection with [`CloseReason::SlowConsumer`] (default):
+    /// Close the connection with [`crate::CloseReason::SlowConsumer`] (default):
     /// the other connections keep being served and memory stays bounded.
     Disconnect,
     /// Drop the message for that connection and count it in
-    /// [`Stats::slow_consumers`]; the connection stays open.
+    /// [`crate::Stats::slow_consumers`]; the connection stays open.
     DropMessage,
 }
 
@@ -78,7 +78,7 @@ pub struct ServerConfig {
     /// Address to listen on (each shard binds it with SO_REUSEPORT).
     pub addr: SocketAddr,
     /// Whether to listen at all. A server that does not listen is a client
-    /// engine: it only makes outbound connections ([`Server::connect`]).
+    /// engine: it only makes outbound connections ([`crate::Server::connect`]).
     pub listen: bool,
     /// Number of shard threads. Default: available cores.
     pub shards: usize,
@@ -105,7 +105,7 @@ pub struct ServerConfig {
     pub send_high_water: usize,
     /// Hard bound on a connection's queued outbound bytes. A send from a
     /// handler that finds the queue at the bound fails with
-    /// [`SendError::QueueFull`]; other sends follow `slow_consumer`.
+    /// [`crate::SendError::QueueFull`]; other sends follow `slow_consumer`.
     /// Default: `send_high_water` plus the codec's maximum frame, so that
     /// echoing one whole message is never refused.
     pub send_queue_limit: Option<usize>,
@@ -123,11 +123,11 @@ pub struct ServerConfig {
     pub stop_timeout: Duration,
     /// Submission queue entries per ring (io_uring backend).
     pub ring_entries: u32,
-    /// Period of [`Handler::on_tick`] and of the shard's own housekeeping
+    /// Period of [`crate::Handler::on_tick`] and of the shard's own housekeeping
     /// (flush deadlines, accept back-off, idle checks).
     pub tick: Duration,
     /// Close a connection that has sent nothing for this long, with
-    /// [`CloseReason::IdleTimeout`]. Checked in steps of `tick`, so it fires
+    /// [`crate::CloseReason::IdleTimeout`]. Checked in steps of `tick`, so it fires
     /// between the timeout and the timeout plus about half of it.
     pub idle_timeout: Option<Duration>,
     /// Send an empty message (a zero-length frame; an empty line with the
