@@ -186,9 +186,11 @@ impl Context<'_> {
 /// hold per-shard state with no locking (the explicit form of per-thread
 /// state). Callbacks must not block: everything on the shard waits for them.
 ///
-/// A panic in a callback stops that shard: its connections are abandoned
-/// (not freed, since the kernel may still write into their buffers) and the
-/// other shards go on.
+/// A panic in a callback stops that shard (its connections are abandoned,
+/// not freed, since the kernel may still write into their buffers) and then
+/// the whole server: the other shards flush and close their connections,
+/// and [`crate::Server::failure`] says why. A half-alive server, whose dead
+/// shard's clients would hang, is never left running.
 pub trait Handler: 'static {
     /// State kept with each connection, created by `on_connect`, handed to
     /// every callback for that connection and given back in `on_close`.

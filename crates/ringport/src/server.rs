@@ -57,6 +57,7 @@ impl Server {
             config: ServerConfig { addr, ..config },
             max_frame: codec.max_frame(),
             next_shard: AtomicUsize::new(0),
+            failure: std::sync::Mutex::new(None),
         });
         let factory = Arc::new(factory);
         let mut threads = Vec::new();
@@ -156,6 +157,24 @@ impl Server {
             .strip_prefix("io_uring (")
             .and_then(|m| m.strip_suffix(')'))
             .unwrap_or("")
+    }
+
+    /// Why the server stopped by itself, if it did: a shard failed (a
+    /// handler panicked, or the kernel refused the shard's work), and then
+    /// every shard stops, flushing what it can. The application should
+    /// check this (or [`Server::is_running`]) and exit with an error.
+    pub fn failure(&self) -> Option<String> {
+        self.shared
+            .failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// False once the server is stopping, by [`Server::stop`] or because
+    /// a shard failed.
+    pub fn is_running(&self) -> bool {
+        !self.shared.stopping.load(Ordering::Acquire)
     }
 
     /// Connections the shards' tables can hold together (before

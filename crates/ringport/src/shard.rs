@@ -126,6 +126,7 @@ fn run_on<C, H, F, D>(
         }
     };
     let listening = setup.shared.config.listen;
+    let shared = setup.shared.clone();
     let handler = factory(index);
     let mut engine = Engine::new(
         index,
@@ -153,12 +154,10 @@ fn run_on<C, H, F, D>(
             engine.publish_stats();
         }
         failure => {
-            match failure {
-                Ok(Err(e)) => {
-                    tracing::error!(shard = index, error = %e, "shard stopped on a driver error")
-                }
-                _ => tracing::error!(shard = index, "a handler panicked; shard stopped"),
-            }
+            shared.fail(match failure {
+                Ok(Err(e)) => format!("shard {index} stopped on a driver error: {e}"),
+                _ => format!("shard {index} stopped: a handler panicked"),
+            });
             // Operations may still be in flight on buffers the shard owns:
             // leak the driver and the engine (buffers, queues) rather than
             // free memory the kernel could still read or write.

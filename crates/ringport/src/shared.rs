@@ -82,9 +82,27 @@ pub(crate) struct ServerShared {
     pub max_frame: usize,
     /// Round-robin cursor for outbound connects.
     pub next_shard: AtomicUsize,
+    /// Why a shard failed, if one did: the whole server then stops (a
+    /// server with a dead shard would silently drop the clients hashed to
+    /// it).
+    pub failure: std::sync::Mutex<Option<String>>,
 }
 
 impl ServerShared {
+    /// Records the first shard failure and stops every shard.
+    pub fn fail(&self, why: String) {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if failure.is_none() {
+            tracing::error!("{why}; stopping the server");
+            *failure = Some(why);
+        }
+        drop(failure);
+        self.stopping.store(true, Ordering::Release);
+        for shard in self.shards.iter() {
+            shard.wake();
+        }
+    }
+
     pub fn shard_of(&self, conn: ConnId) -> Result<&ShardShared, SendError> {
         self.shards.get(conn.shard()).ok_or(SendError::Closed)
     }

@@ -108,6 +108,7 @@ impl Harness {
             admitted: AtomicUsize::new(0),
             max_frame: 1 << 20,
             next_shard: AtomicUsize::new(0),
+            failure: std::sync::Mutex::new(None),
             config,
         });
         let seen = Rc::new(RefCell::new(Vec::new()));

@@ -15,6 +15,7 @@
 //! address slots, each slot's iovecs and msghdr, each pending connect's
 //! addresses, the wake-up buffer and the buffer ring.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -69,6 +70,8 @@ pub(crate) struct UringDriver {
     wake_posted: bool,
     sends: Box<[SendMemory]>,
     connects: Box<[Option<Box<PendingConnect>>]>,
+    /// Submissions the kernel refused with EBUSY, in order (see `push`).
+    overflow: VecDeque<squeue::Entry>,
     /// The completions of the last wait, and how many were handed out.
     completions: Vec<(u64, i32, u32)>,
     next: usize,
@@ -130,6 +133,7 @@ impl UringDriver {
                 })
                 .collect(),
             connects: (0..table).map(|_| None).collect(),
+            overflow: VecDeque::new(),
             completions: Vec::with_capacity(4096),
             next: 0,
         };
@@ -137,7 +141,15 @@ impl UringDriver {
         Ok(driver)
     }
 
+    /// Queues a submission. While the kernel refuses submissions
+    /// (`EBUSY`: its completion queue overflowed, until this thread reaps),
+    /// entries wait in `overflow`, in order, and go in at the next
+    /// [`Driver::wait`]: the shard never fails or spins on a full ring.
     fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        if !self.overflow.is_empty() {
+            self.overflow.push_back(entry);
+            return Ok(());
+        }
         // SAFETY: every entry built in this module points only at memory
         // that stays put until the completion is reaped: `sends` iovecs and
         // msghdr and the queued bytes they cover (boxed slices allocated
@@ -145,21 +157,36 @@ impl UringDriver {
         // accept address slots (boxed slice, not touched while `posted`),
         // connect addresses (boxed until the connect completes), the
         // wake-up buffer (boxed, freed only after teardown reaped its
-        // completion) and a `static` socket-option value.
-        let mut busy = 0;
-        loop {
+        // completion) and a `static` socket-option value. Entries waiting
+        // in `overflow` point at the same memory, which stays put just the
+        // same until their completions.
+        match unsafe { super::push(&mut self.ring, &entry) } {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                tracing::debug!("io_uring completion queue full; submissions wait for reaping");
+                self.overflow.push_back(entry);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Moves entries held back by `EBUSY` into the ring, as far as the
+    /// kernel takes them.
+    fn flush_overflow(&mut self) -> io::Result<()> {
+        while let Some(entry) = self.overflow.pop_front() {
+            // SAFETY: as in `push`: the memory these entries point at stays
+            // put until their completions.
             match unsafe { super::push(&mut self.ring, &entry) } {
-                Ok(()) => return Ok(()),
-                // The kernel refuses submissions while completions overflow;
-                // they are reaped only by the loop, so give up after a while
-                // rather than spin forever.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && busy < 10_000 => {
-                    busy += 1;
-                    std::thread::yield_now();
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    self.overflow.push_front(entry);
+                    return Ok(());
                 }
                 Err(e) => return Err(e),
             }
         }
+        Ok(())
     }
 
     fn post_wake(&mut self) -> io::Result<()> {
@@ -437,7 +464,9 @@ impl Driver for UringDriver {
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        let outcome = if !self.ring.completion().is_empty() || timeout.is_zero() {
+        self.flush_overflow()?;
+        let busy = !self.ring.completion().is_empty() || !self.overflow.is_empty();
+        let outcome = if busy || timeout.is_zero() {
             self.ring.submit()
         } else {
             let ts = types::Timespec::from(timeout);
