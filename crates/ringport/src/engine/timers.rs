@@ -111,6 +111,18 @@ impl<C: Codec> Core<C> {
             self.ops.push(Op::WithdrawAccepts);
             self.ops.push(Op::StopListening);
         }
+        // Connects in flight are abandoned: their completion (ECANCELED)
+        // closes the socket and reports the failure to the handler.
+        for slot in 0..self.slots.len() {
+            let s = &self.slots[slot];
+            if s.state == SlotState::Connecting {
+                let generation = s.generation;
+                self.ops.push(Op::CancelConnect {
+                    slot: slot as u32,
+                    generation,
+                });
+            }
+        }
         let open: Vec<u32> = self.open.clone();
         for slot in open {
             self.begin_close(slot as usize, CloseReason::ServerStopping, true);

@@ -284,6 +284,17 @@ impl EpollDriver {
     }
 
     /// Drops the pending send of `slot` if it is the one of `generation`.
+    fn cancel_connect(&mut self, slot: u32, generation: u32) {
+        if let Some(s) = self.open(slot).filter(|s| s.connect == Some(generation)) {
+            s.connect = None;
+            self.push(Completion::Connected {
+                slot,
+                generation,
+                result: -libc::ECANCELED,
+            });
+        }
+    }
+
     fn cancel_send(&mut self, slot: u32, generation: u32) {
         if let Some(s) = self.open(slot).filter(|s| s.send == Some(generation)) {
             if s.send.take().is_some() {
@@ -621,6 +632,7 @@ impl Driver for EpollDriver {
             Op::CancelRecv { slot, generation } => self.cancel_recv(slot, generation),
             Op::Send { slot, generation } => self.send(slot, generation, queues),
             Op::CancelSend { slot, generation } => self.cancel_send(slot, generation),
+            Op::CancelConnect { slot, generation } => self.cancel_connect(slot, generation),
             Op::Close { slot, generation } => self.close(slot, generation),
             Op::Socket { token, remote } => {
                 let result = self.socket(remote).map_or_else(|e| -e, |slot| slot as i32);

@@ -85,6 +85,9 @@ pub(crate) enum Op {
     /// Abandon a send in flight (it completes with `-ECANCELED` or with
     /// what it wrote).
     CancelSend { slot: u32, generation: u32 },
+    /// Abandon a connect in flight (it completes with `-ECANCELED` or its
+    /// result).
+    CancelConnect { slot: u32, generation: u32 },
     /// Close the socket in `slot` and free the slot.
     Close { slot: u32, generation: u32 },
     /// Create an outbound socket for pending connect `token`; completes as

@@ -434,6 +434,9 @@ impl Driver for UringDriver {
             Op::CancelSend { slot, generation } => {
                 self.cancel(UserData::new(OpKind::Send, slot, generation))
             }
+            Op::CancelConnect { slot, generation } => {
+                self.cancel(UserData::new(OpKind::Connect, slot, generation))
+            }
             Op::Close { slot, generation } => {
                 let entry = opcode::Close::new(types::Fixed(slot))
                     .build()
