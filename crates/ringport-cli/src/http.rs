@@ -23,8 +23,8 @@ pub struct Listener {
 /// Binds the metrics address (HOST:PORT, already checked by clap).
 pub fn bind(addr: &str) -> Result<Listener, String> {
     let sock = ringport_cli::resolve(addr).map_err(|e| format!("invalid --metrics-addr {e}"))?;
-    let server = tiny_http::Server::http(sock)
-        .map_err(|e| format!("--metrics-addr {addr}: listening on {sock}: {e}"))?;
+    let server =
+        tiny_http::Server::http(sock).map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
     let addr = server
         .server_addr()
         .to_ip()

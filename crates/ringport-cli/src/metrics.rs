@@ -261,11 +261,13 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
         for series in SERIES {
-            assert!(
-                text.contains(&format!("# HELP ringport_{} ", series.name)),
-                "{}",
-                series.name
-            );
+            let suffix = if series.kind == Kind::Counter {
+                "_total"
+            } else {
+                ""
+            };
+            let help = format!("# HELP ringport_{}{suffix} ", series.name);
+            assert!(text.contains(&help), "{help} missing:\n{text}");
         }
     }
 }

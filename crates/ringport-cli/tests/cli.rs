@@ -266,7 +266,7 @@ fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
     (status, proc.stderr())
 }
 
-const OPTIONS: [&str; 10] = [
+const OPTIONS: [&str; 18] = [
     "--addr",
     "--shards",
     "--max-frame",
@@ -277,6 +277,14 @@ const OPTIONS: [&str; 10] = [
     "--connections-per-shard",
     "--send-high-water",
     "--stop-timeout",
+    "--recv-buffers",
+    "--recv-buffer-size",
+    "--idle-timeout",
+    "--heartbeat",
+    "--metrics-addr",
+    "--log-format",
+    "--config",
+    "--print-config",
 ];
 
 #[test]
@@ -303,6 +311,8 @@ fn help_lists_every_option() {
         "raw",
         "available cores",
         "SIGTERM",
+        "RINGPORT_MAX_FRAME",
+        "500ms",
     ] {
         assert!(help.contains(text), "serve --help lacks {text:?}:\n{help}");
     }
@@ -412,16 +422,39 @@ fn max_frame_takes_human_sizes() {
 }
 
 #[test]
-fn bad_addr_exits_1_with_a_message() {
+fn bad_addr_is_a_usage_error() {
     for addr in ["not-an-address", "127.0.0.1:99999", "127.0.0.1"] {
-        let (status, stderr) = run_to_exit(&["serve", "--addr", addr]);
-        assert_eq!(status.code(), Some(1), "--addr {addr}: {status}\n{stderr}");
-        assert!(
-            stderr.contains("error: invalid --addr") && stderr.contains(addr),
-            "--addr {addr}: {stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        for flag in ["--addr", "--metrics-addr"] {
+            let (status, stderr) = run_to_exit(&["serve", flag, addr]);
+            assert_eq!(status.code(), Some(2), "{flag} {addr}: {status}\n{stderr}");
+            assert!(
+                stderr.contains(&format!("error: invalid value '{addr}' for '{flag} "))
+                    && stderr.contains("HOST:PORT"),
+                "{flag} {addr}: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        }
     }
+}
+
+#[test]
+fn metrics_port_in_use_exits_1_before_serving() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let port = free_port().to_string();
+    let (status, stderr) = run_to_exit(&[
+        "serve",
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--metrics-addr",
+        &addr,
+    ]);
+    assert_eq!(status.code(), Some(1), "{status}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("error: --metrics-addr {addr}")) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening on"), "{stderr}");
 }
 
 #[test]
@@ -449,14 +482,140 @@ fn invalid_option_values_are_usage_errors() {
         ["serve", "--shards", "0"],
         ["serve", "--mode", "shout"],
         ["serve", "--stats-interval=-1", "--mode=echo"],
+        ["serve", "--recv-buffers", "100"],
+        ["serve", "--recv-buffers", "65536"],
+        ["serve", "--max-frame", "5GiB"],
+        ["serve", "--max-frame", "4GiB"],
+        ["serve", "--stop-timeout", "2x"],
+        ["serve", "--idle-timeout", "0s"],
+        ["serve", "--heartbeat", "soon"],
+        ["serve", "--log-format", "xml"],
     ] {
         let (status, stderr) = run_to_exit(&args);
         assert_eq!(status.code(), Some(2), "{args:?}: {status}\n{stderr}");
+        // The message names the option.
         assert!(
-            stderr.contains("error: invalid value"),
+            stderr.contains(&format!(
+                "error: invalid value '{}' for '{} ",
+                args[2], args[1]
+            )) || stderr.contains(&format!("for '{} ", args[1].split('=').next().unwrap())),
             "{args:?}: {stderr}"
         );
+        assert!(!stderr.contains("listening"), "{args:?}: {stderr}");
     }
+    // 4GiB - 1 is the largest length the 4-byte field carries; the other
+    // codecs have no length field.
+    for args in [
+        ["--max-frame", "4294967295", "--codec", "length"],
+        ["--max-frame", "5GiB", "--codec", "lines"],
+        ["--max-frame", "5GiB", "--codec", "raw"],
+    ] {
+        let (status, out) = print_config(&args, &[]);
+        assert!(status.success(), "{args:?}: {out}");
+    }
+    // A bad value from the environment names the option too.
+    let (status, out) = print_config(&[], &[("RINGPORT_RECV_BUFFERS", "100")]);
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("for '--recv-buffers "), "{out}");
+}
+
+/// Runs `ringport serve --print-config` with `args` and environment
+/// `env`; returns the status and stdout followed by stderr.
+fn print_config(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve").args(args).arg("--print-config");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run ringport serve --print-config");
+    (
+        out.status,
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringport-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn settings_precedence_is_flag_env_file_default() {
+    let file = temp_file(
+        "precedence.toml",
+        "max-frame = \"1MiB\"\nshards = 3\nmode = \"chat\"\nstats_interval = \"10s\"\n\
+         idle-timeout = 30\nrecv-buffers = 1024\n",
+    );
+    let file = file.to_str().unwrap();
+    let (status, out) = print_config(
+        &["--config", file, "--mode", "echo", "--recv-buffers", "512"],
+        &[
+            ("RINGPORT_SHARDS", "2"),
+            ("RINGPORT_MODE", "chat"),
+            ("RINGPORT_HEARTBEAT", "1m"),
+        ],
+    );
+    assert!(status.success(), "{out}");
+    for line in [
+        "max-frame = \"1MiB\"",     // file over default
+        "shards = 2",               // env over file
+        "mode = \"echo\"",          // flag over env and file
+        "recv-buffers = 512",       // flag over file
+        "stats-interval = \"10s\"", // file (underscore key) over default
+        "idle-timeout = \"30s\"",   // file, bare seconds
+        "heartbeat = \"1m\"",       // env over default
+        "stop-timeout = \"5s\"",    // default
+        "codec = \"length\"",       // default
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} missing:\n{out}");
+    }
+
+    // The printed settings read back as a file give the same settings.
+    let (_, first) = print_config(&["--config", file], &[]);
+    let again = temp_file("again.toml", &first);
+    let (status, second) = print_config(&["--config", again.to_str().unwrap()], &[]);
+    assert!(status.success(), "{second}");
+    assert_eq!(first, second);
+
+    // Without a file: the defaults.
+    let (status, out) = print_config(&[], &[]);
+    assert!(status.success(), "{out}");
+    assert!(out.contains("max-frame = \"16MiB\""), "{out}");
+    assert!(out.contains("addr = \"127.0.0.1:7000\""), "{out}");
+}
+
+#[test]
+fn bad_config_files_are_usage_errors() {
+    for (name, text, expect) in [
+        (
+            "unknown.toml",
+            "max-frames = 1\n",
+            "unknown key 'max-frames'",
+        ),
+        ("value.toml", "recv-buffers = 100\n", "for '--recv-buffers "),
+        ("limit.toml", "max-frame = \"8GiB\"\n", "for '--max-frame "),
+        ("syntax.toml", "shards = \n", "not valid TOML"),
+        (
+            "type.toml",
+            "shards = [1]\n",
+            "'shards' must be a string or a number",
+        ),
+    ] {
+        let file = temp_file(name, text);
+        let (status, out) = print_config(&["--config", file.to_str().unwrap()], &[]);
+        assert_eq!(status.code(), Some(2), "{name}: {out}");
+        assert!(out.contains(expect), "{name}: {out}");
+    }
+    let (status, out) = print_config(&["--config", "/nonexistent/ringport.toml"], &[]);
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("/nonexistent/ringport.toml"), "{out}");
 }
 
 #[test]
@@ -529,4 +688,167 @@ fn too_many_connections_per_shard_exits_1() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A plain HTTP/1.1 GET; returns (status code, headers, body).
+fn http_get(addr: &str, path: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    (code, head.to_string(), body.to_string())
+}
+
+/// The value of the sample line `series` (name and labels) in `text`.
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{series}: {e}"))
+}
+
+/// Runs `promtool check metrics` on `text`. Without promtool the check is
+/// skipped, unless CI is set: then a missing promtool fails the test.
+fn promtool_check(text: &str) {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "promtool is not installed and CI is set (apt-get install prometheus)"
+            );
+            eprintln!("promtool not installed: skipping `promtool check metrics`");
+            return;
+        }
+        other => other.expect("run promtool"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed ({}):\n{}{}\n--- metrics ---\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn metrics_endpoint_counts_traffic_and_passes_promtool() {
+    let mut server = serve(&[
+        "--shards",
+        "2",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--stats-interval",
+        "200ms",
+    ]);
+    server
+        .proc
+        .wait_for_stderr("/metrics", Duration::from_secs(5));
+    let log = server.proc.stderr();
+    let metrics_addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no metrics address logged:\n{log}"))
+        .to_string();
+
+    let mut stream = server.connect();
+    let payload = [0x5au8; 100];
+    for _ in 0..10 {
+        write_frame(&mut stream, &payload);
+        assert_eq!(read_frame(&mut stream), payload);
+    }
+
+    // Counters are published by the shards as they run: poll briefly.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let body = loop {
+        let (code, head, body) = http_get(&metrics_addr, "/metrics");
+        assert_eq!(code, 200, "{head}\n{body}");
+        assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+        if sample(&body, "ringport_messages_out_total") >= 10 || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    promtool_check(&body);
+    assert_eq!(sample(&body, "ringport_messages_in_total"), 10, "{body}");
+    assert_eq!(sample(&body, "ringport_messages_out_total"), 10, "{body}");
+    // 10 frames of a 4-byte header and 100 bytes, each way.
+    assert_eq!(sample(&body, "ringport_bytes_in_total"), 1040, "{body}");
+    assert_eq!(sample(&body, "ringport_bytes_out_total"), 1040, "{body}");
+    assert_eq!(sample(&body, "ringport_accepted_total"), 1, "{body}");
+    assert_eq!(sample(&body, "ringport_frames_too_large_total"), 0);
+    assert_eq!(sample(&body, "ringport_shards"), 2);
+    assert_eq!(
+        sample(&body, "ringport_backend_info{backend=\"io_uring\"}"),
+        1
+    );
+    let open = sample(&body, "ringport_connections{shard=\"0\"}")
+        + sample(&body, "ringport_connections{shard=\"1\"}");
+    assert_eq!(open, 1, "{body}");
+
+    let (code, _, body) = http_get(&metrics_addr, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let (code, _, _) = http_get(&metrics_addr, "/nothing-here");
+    assert_eq!(code, 404);
+
+    // --stats-interval took a unit: lines come every 200 ms.
+    server
+        .proc
+        .wait_for_stderr("connections=1 ", Duration::from_secs(5));
+    server.stop_with(libc::SIGTERM);
+    // The endpoint is gone with the server.
+    assert!(TcpStream::connect(&metrics_addr).is_err());
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let server = serve(&["--log-format", "json", "--shards", "1"]);
+    let log = server.stop_with(libc::SIGTERM);
+    let mut messages = Vec::new();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}\n{log}"));
+        assert!(value["level"].is_string(), "{line}");
+        assert!(value["timestamp"].is_string(), "{line}");
+        messages.push(
+            value["fields"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    assert!(
+        messages.iter().any(|m| m.starts_with("listening on ")),
+        "{log}"
+    );
+    assert!(
+        messages.iter().any(|m| m.starts_with("received SIGTERM")),
+        "{log}"
+    );
 }
