@@ -584,6 +584,12 @@ fn settings_precedence_is_flag_env_file_default() {
     assert!(status.success(), "{second}");
     assert_eq!(first, second);
 
+    // The example shipped in deploy/ reads.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/ringport.toml");
+    let (status, out) = print_config(&["--config", example], &[]);
+    assert!(status.success(), "{out}");
+    assert!(out.contains("metrics-addr = \"127.0.0.1:9464\""), "{out}");
+
     // Without a file: the defaults.
     let (status, out) = print_config(&[], &[]);
     assert!(status.success(), "{out}");
