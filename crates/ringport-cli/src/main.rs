@@ -43,8 +43,10 @@ enum Command {
     /// Built on ringport's own engine (outbound io_uring connections on
     /// direct descriptors), so one process holds more connections than the
     /// open-files limit. Every reply is verified byte for byte; any error or
-    /// lost message makes the exit status 1 (2 for a usage or setup error).
-    /// SIGINT or SIGTERM ends the run early with a report marked partial.
+    /// lost message makes the exit status 1 (2 for a usage or setup error),
+    /// and so does a run where no connection could be made (it stops at
+    /// once). SIGINT or SIGTERM ends the run early with a report marked
+    /// partial (exit status 128 + the signal number).
     Bench(ringport_cli::bench::BenchArgs),
 }
 

@@ -42,10 +42,11 @@ pub enum BenchCodec {
 /// Options of `ringport bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Server address, as HOST:PORT (HOST an IP address or a name).
+    /// Server address, as HOST:PORT (HOST an IP address or a name; of the
+    /// addresses a name resolves to, the first of the --sources' family).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7000",
-          value_parser = crate::resolve)]
-    pub addr: SocketAddr,
+          value_parser = addr_arg)]
+    pub addr: String,
     /// Concurrent connections to open and keep.
     #[arg(long, short = 'c', default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
@@ -108,6 +109,11 @@ pub struct BenchArgs {
 
 fn size_arg(text: &str) -> Result<usize, String> {
     crate::parse_size(text).and_then(|n| usize::try_from(n).map_err(|_| "size too large".into()))
+}
+
+/// HOST:PORT that resolves (the family is chosen later, by --sources).
+fn addr_arg(text: &str) -> Result<String, String> {
+    crate::resolve(text).map(|_| text.to_string())
 }
 
 fn rate_arg(text: &str) -> Result<f64, String> {
@@ -194,9 +200,20 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         ));
     }
     let sources = sources::parse(&args.sources)?;
-    if sources.iter().any(|s| s.is_ipv4() != args.addr.is_ipv4()) {
-        return Err("source addresses and --addr must be of the same IP family".into());
+    let v4 = sources[0].is_ipv4();
+    if sources.iter().any(|s| s.is_ipv4() != v4) {
+        return Err("--sources mixes IPv4 and IPv6 addresses".into());
     }
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(args.addr.as_str())
+        .map_err(|e| format!("--addr {}: {e}", args.addr))?
+        .find(|a| a.is_ipv4() == v4)
+        .ok_or_else(|| {
+            format!(
+                "--addr {} has no {} address, the family of --sources",
+                args.addr,
+                if v4 { "IPv4" } else { "IPv6" }
+            )
+        })?;
     let per_source = 28_000usize;
     if args.connections > sources.len() * per_source {
         eprintln!(
@@ -264,7 +281,15 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
     let interrupt = Interrupt::install()?;
     let mut progress = report::Progress::new();
     let connect_started = Instant::now();
-    connect_all(&args, &engine, &shared, &sources, &mut progress, &interrupt)?;
+    connect_all(
+        &args,
+        addr,
+        &engine,
+        &shared,
+        &sources,
+        &mut progress,
+        &interrupt,
+    )?;
     let connect_secs = connect_started.elapsed().as_secs_f64();
     let established = shared.established.load(Ordering::Relaxed);
     let connect_failed = shared.connect_failed.load(Ordering::Relaxed);
@@ -285,8 +310,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
             .collect::<Vec<_>>()
             .join(", ");
         eprintln!(
-            "error: no connection to {} could be made ({reasons}); is a server listening there?",
-            args.addr
+            "error: no connection to {addr} could be made ({reasons}); is a server listening there?"
         );
         return Ok(1);
     }
@@ -374,6 +398,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
 /// over the source addresses; waits until each has succeeded or failed.
 fn connect_all(
     args: &BenchArgs,
+    addr: SocketAddr,
     engine: &Server,
     shared: &Shared,
     sources: &[std::net::IpAddr],
@@ -390,7 +415,7 @@ fn connect_all(
     while done() < total && !interrupt.raised() {
         while issued < total && issued - done() < args.connect_window as u64 {
             let source = sources[issued as usize % sources.len()];
-            match engine.connect(args.addr, Some(SocketAddr::new(source, 0))) {
+            match engine.connect(addr, Some(SocketAddr::new(source, 0))) {
                 Ok(()) => issued += 1,
                 Err(ringport::SendError::Busy) => break,
                 Err(e) => return Err(format!("connect: {e}")),
