@@ -16,16 +16,18 @@ fn config() -> ServerConfig {
 }
 
 /// Runs the bench for a short while; returns (exit code, stdout, json).
-fn bench(addr: SocketAddr, extra: &[&str]) -> (i32, String, serde_json::Value) {
+fn bench(addr: impl ToString, extra: &[&str]) -> (i32, String, serde_json::Value) {
+    let addr = addr.to_string();
+    let name = addr.replace([':', '.'], "_");
     let dir = std::env::temp_dir().join(format!("ringport-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join(format!("{}.json", addr.port()));
-    let svg = dir.join(format!("{}.svg", addr.port()));
+    let json = dir.join(format!("{name}.json"));
+    let svg = dir.join(format!("{name}.svg"));
     let out = Command::new(env!("CARGO_BIN_EXE_ringport"))
         .args([
             "bench",
             "--addr",
-            &addr.to_string(),
+            &addr,
             "--duration",
             "1",
             "--warmup",
@@ -77,8 +79,9 @@ fn clean_run_verifies_every_reply_and_reports() {
 #[test]
 fn lines_codec_and_fixed_rate() {
     let server = Server::start(config(), Lines::new(), |_| handlers::Echo).unwrap();
+    // --addr takes a host name.
     let (code, out, json) = bench(
-        server.local_addr(),
+        format!("localhost:{}", server.local_addr().port()),
         &[
             "-c", "20", "--codec", "lines", "--size", "64", "--rate", "50",
         ],
@@ -161,22 +164,103 @@ fn corrupt_lost_and_reordered_replies_fail_the_run() {
 }
 
 #[test]
-fn refused_connections_are_reported_not_hidden() {
+fn no_server_fails_fast_with_the_reason() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let (code, out, _) = bench(closed, &["-c", "5"]);
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("5 failed") && out.contains("refused"), "{out}");
+    let started = std::time::Instant::now();
+    // Without the early exit this would take 2 s warm-up + 30 s measuring.
+    let out = Command::new(env!("CARGO_BIN_EXE_ringport"))
+        .args(["bench", "--addr", &closed.to_string(), "-c", "5"])
+        .args(["--sources", "127.0.0.1", "--duration", "30s"])
+        .output()
+        .expect("run ringport bench");
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
+    assert!(
+        stderr.contains("5 failed")
+            && stderr.contains("error: no connection to")
+            && stderr.contains("refused"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigint_and_sigterm_give_a_partial_report() {
+    let server = Server::start(config(), LengthDelimited::new(), |_| handlers::Echo).unwrap();
+    for (signal, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
+        let json = std::env::temp_dir().join(format!(
+            "ringport-bench-partial-{}-{name}.json",
+            std::process::id()
+        ));
+        let child = Command::new(env!("CARGO_BIN_EXE_ringport"))
+            .args(["bench", "--addr", &server.local_addr().to_string()])
+            .args(["-c", "4", "--sources", "127.0.0.1"])
+            .args(["--warmup", "200ms", "--duration", "1m", "--json"])
+            .arg(&json)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run ringport bench");
+        // Well into the measured phase.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let pid = libc::pid_t::try_from(child.id()).unwrap();
+        // SAFETY: kill has no memory-safety preconditions; the pid is our
+        // own child, not yet reaped, so it names no other process.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let started = std::time::Instant::now();
+        let out = child.wait_with_output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{name}: {text}"
+        );
+        assert_eq!(out.status.code(), Some(128 + signal), "{name}: {text}");
+        assert!(
+            text.contains(&format!(
+                "PARTIAL:     stopped by {name} during the measure phase"
+            )),
+            "{text}"
+        );
+        assert!(text.contains("errors:      none"), "{text}");
+        let value: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).expect("json written")).unwrap();
+        assert_eq!(value["partial"], true, "{value}");
+        assert_eq!(value["stopped_by"], name, "{value}");
+        assert!(value["messages"].as_u64().unwrap() > 0, "{value}");
+        let secs = value["duration_secs"].as_f64().unwrap();
+        assert!((0.5..10.0).contains(&secs), "{value}");
+    }
+    server.stop();
 }
 
 #[test]
 fn bad_arguments_are_usage_errors() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ringport"))
-        .args(["bench", "--size", "4"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--size must be at least"));
+    for (args, expect) in [
+        (&["--size", "4"][..], "--size must be at least"),
+        (&["--connections", "0"], "for '--connections "),
+        (&["--depth", "0"], "for '--depth "),
+        (&["--duration", "0"], "for '--duration "),
+        (&["--warmup", "2x"], "for '--warmup "),
+        (&["--rate=-1"], "for '--rate "),
+        (&["--addr", "127.0.0.1"], "for '--addr "),
+        (&["--addr", "no-such-host.invalid:7000"], "for '--addr "),
+        (&["--max-frame", "5GiB"], "--max-frame"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringport"))
+            .arg("bench")
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+    }
 }

@@ -4,269 +4,16 @@
 //! Every wait is bounded, and every spawned server is killed by its guard
 //! if a test fails before stopping it.
 
-use std::io::{ErrorKind, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ringport");
-/// Bound for the server to start listening, or to exit after a signal.
-const PROCESS_TIMEOUT: Duration = Duration::from_secs(15);
-/// Bound for one frame to come back.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+use common::*;
 
-/// A port that was free a moment ago (port 0 would hide the real port from
-/// the test).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
-}
-
-/// A running `ringport` process, killed on drop unless it already exited.
-struct Proc {
-    child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-    status: Option<ExitStatus>,
-}
-
-fn collect(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        loop {
-            match pipe.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => into
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n])),
-            }
-        }
-    })
-}
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ringport");
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let readers = vec![
-            collect(child.stdout.take().unwrap(), stdout.clone()),
-            collect(child.stderr.take().unwrap(), stderr.clone()),
-        ];
-        Proc {
-            child,
-            stdout,
-            stderr,
-            readers,
-            status: None,
-        }
-    }
-
-    fn pid(&self) -> libc::pid_t {
-        libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t")
-    }
-
-    fn output(&self) -> String {
-        format!(
-            "--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.stdout.lock().unwrap(),
-            self.stderr.lock().unwrap()
-        )
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill has no memory-safety preconditions; the pid is our own
-        // child, which is not reaped before this guard waits for it, so it
-        // cannot name another process.
-        let rc = unsafe { libc::kill(self.pid(), signal) };
-        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.pid());
-    }
-
-    /// Waits for the process to exit; `None` on timeout.
-    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.status {
-                return Some(status);
-            }
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                self.status = Some(status);
-                // The pipes close with the process: take all its output.
-                for reader in self.readers.drain(..) {
-                    let _ = reader.join();
-                }
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits until the process exits, failing the test after `timeout`.
-    fn expect_exit(&mut self, timeout: Duration) -> ExitStatus {
-        match self.wait(timeout) {
-            Some(status) => status,
-            None => panic!(
-                "ringport did not exit within {timeout:?}\n{}",
-                self.output()
-            ),
-        }
-    }
-
-    /// Waits until `needle` appears on stderr.
-    fn wait_for_stderr(&mut self, needle: &str, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while !self.stderr().contains(needle) {
-            if let Some(status) = self.wait(Duration::ZERO) {
-                panic!(
-                    "ringport exited ({status}) before logging {needle:?}\n{}",
-                    self.output()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ringport did not log {needle:?} within {timeout:?}\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.status.is_none() && matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A `ringport serve` on a free loopback port, ready to accept.
-struct Served {
-    proc: Proc,
-    port: u16,
-}
-
-fn serve(extra: &[&str]) -> Served {
-    // The port was free when picked; if another process took it meanwhile,
-    // start-up fails with "in use": pick another and retry.
-    for _ in 0..5 {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut args = vec!["serve", "--addr", addr.as_str()];
-        args.extend_from_slice(extra);
-        let mut proc = Proc::spawn(&args);
-        let deadline = Instant::now() + PROCESS_TIMEOUT;
-        loop {
-            if let Some(status) = proc.wait(Duration::ZERO) {
-                if proc.stderr().contains("in use") {
-                    break;
-                }
-                panic!("ringport serve exited early ({status})\n{}", proc.output());
-            }
-            // The shards' listeners are bound once this is logged.
-            if proc.stderr().contains(&format!("listening on {addr}")) {
-                return Served { proc, port };
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ringport serve did not start within {PROCESS_TIMEOUT:?}\n{}",
-                proc.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    panic!("could not find a free port for ringport serve");
-}
-
-impl Served {
-    fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(("127.0.0.1", self.port))
-            .unwrap_or_else(|e| panic!("connect: {e}\n{}", self.proc.output()));
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream
-    }
-
-    /// Sends SIGTERM (or another signal) and expects exit status 0 within a
-    /// few seconds; returns the server's stderr.
-    fn stop_with(mut self, signal: libc::c_int) -> String {
-        self.proc.signal(signal);
-        let began = Instant::now();
-        let status = self.proc.expect_exit(Duration::from_secs(10));
-        assert!(
-            status.success(),
-            "ringport exited with {status} after signal {signal}\n{}",
-            self.proc.output()
-        );
-        assert!(
-            began.elapsed() < Duration::from_secs(8),
-            "stopping took {:?}",
-            began.elapsed()
-        );
-        self.proc.stderr()
-    }
-}
-
-fn write_frame(stream: &mut TcpStream, payload: &[u8]) {
-    let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(payload);
-    stream.write_all(&frame).expect("write frame");
-}
-
-fn read_frame(stream: &mut TcpStream) -> Vec<u8> {
-    let mut header = [0u8; 4];
-    stream.read_exact(&mut header).expect("read frame header");
-    let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
-    stream.read_exact(&mut payload).expect("read frame payload");
-    payload
-}
-
-/// Reads until the peer closes; true if it closed (EOF or reset) in time.
-fn closed_by_peer(stream: &mut TcpStream) -> bool {
-    let mut buf = [0u8; 1024];
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while Instant::now() < deadline {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return false;
-            }
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-    false
-}
-
-/// Runs `ringport` with `args` to completion (bounded) and returns its
-/// status and stderr.
-fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
-    let mut proc = Proc::spawn(args);
-    let status = proc.expect_exit(PROCESS_TIMEOUT);
-    (status, proc.stderr())
-}
-
-const OPTIONS: [&str; 10] = [
+const OPTIONS: [&str; 18] = [
     "--addr",
     "--shards",
     "--max-frame",
@@ -277,6 +24,14 @@ const OPTIONS: [&str; 10] = [
     "--connections-per-shard",
     "--send-high-water",
     "--stop-timeout",
+    "--recv-buffers",
+    "--recv-buffer-size",
+    "--idle-timeout",
+    "--heartbeat",
+    "--metrics-addr",
+    "--log-format",
+    "--config",
+    "--print-config",
 ];
 
 #[test]
@@ -303,6 +58,8 @@ fn help_lists_every_option() {
         "raw",
         "available cores",
         "SIGTERM",
+        "RINGPORT_MAX_FRAME",
+        "500ms",
     ] {
         assert!(help.contains(text), "serve --help lacks {text:?}:\n{help}");
     }
@@ -412,15 +169,18 @@ fn max_frame_takes_human_sizes() {
 }
 
 #[test]
-fn bad_addr_exits_1_with_a_message() {
+fn bad_addr_is_a_usage_error() {
     for addr in ["not-an-address", "127.0.0.1:99999", "127.0.0.1"] {
-        let (status, stderr) = run_to_exit(&["serve", "--addr", addr]);
-        assert_eq!(status.code(), Some(1), "--addr {addr}: {status}\n{stderr}");
-        assert!(
-            stderr.contains("error: invalid --addr") && stderr.contains(addr),
-            "--addr {addr}: {stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        for flag in ["--addr", "--metrics-addr"] {
+            let (status, stderr) = run_to_exit(&["serve", flag, addr]);
+            assert_eq!(status.code(), Some(2), "{flag} {addr}: {status}\n{stderr}");
+            assert!(
+                stderr.contains(&format!("error: invalid value '{addr}' for '{flag} "))
+                    && stderr.contains("HOST:PORT"),
+                "{flag} {addr}: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        }
     }
 }
 
@@ -449,14 +209,41 @@ fn invalid_option_values_are_usage_errors() {
         ["serve", "--shards", "0"],
         ["serve", "--mode", "shout"],
         ["serve", "--stats-interval=-1", "--mode=echo"],
+        ["serve", "--recv-buffers", "100"],
+        ["serve", "--recv-buffers", "65536"],
+        ["serve", "--max-frame", "5GiB"],
+        ["serve", "--max-frame", "4GiB"],
+        ["serve", "--stop-timeout", "2x"],
+        ["serve", "--idle-timeout", "0s"],
+        ["serve", "--heartbeat", "soon"],
+        ["serve", "--log-format", "xml"],
     ] {
         let (status, stderr) = run_to_exit(&args);
         assert_eq!(status.code(), Some(2), "{args:?}: {status}\n{stderr}");
+        // The message names the option.
         assert!(
-            stderr.contains("error: invalid value"),
+            stderr.contains(&format!(
+                "error: invalid value '{}' for '{} ",
+                args[2], args[1]
+            )) || stderr.contains(&format!("for '{} ", args[1].split('=').next().unwrap())),
             "{args:?}: {stderr}"
         );
+        assert!(!stderr.contains("listening"), "{args:?}: {stderr}");
     }
+    // 4GiB - 1 is the largest length the 4-byte field carries; the other
+    // codecs have no length field.
+    for args in [
+        ["--max-frame", "4294967295", "--codec", "length"],
+        ["--max-frame", "5GiB", "--codec", "lines"],
+        ["--max-frame", "5GiB", "--codec", "raw"],
+    ] {
+        let (status, out) = print_config(&args, &[]);
+        assert!(status.success(), "{args:?}: {out}");
+    }
+    // A bad value from the environment names the option too.
+    let (status, out) = print_config(&[], &[("RINGPORT_RECV_BUFFERS", "100")]);
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(out.contains("for '--recv-buffers "), "{out}");
 }
 
 #[test]

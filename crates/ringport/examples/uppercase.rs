@@ -1,8 +1,19 @@
 //! A handler-API server: replies to every message with its upper-case form
 //! and counts messages per connection (per-connection state).
 //!
-//! Run: `cargo run --example uppercase`, then talk to 127.0.0.1:7001 with
-//! `ringport::Client`.
+//! Run: `cargo run --example uppercase` starts it on a free port, sends one
+//! message through `ringport::Client`, prints the reply and exits.
+//!
+//! `cargo run --example uppercase -- --serve` does the same on
+//! 127.0.0.1:7001 and then keeps serving until Ctrl-C, so other programs
+//! can talk to it, e.g. from Rust:
+//!
+//! ```no_run
+//! let mut client = ringport::Client::connect("127.0.0.1:7001")?;
+//! client.send(b"hello")?;
+//! assert_eq!(client.recv()?, b"HELLO");
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 use std::net::SocketAddr;
 
@@ -31,8 +42,15 @@ impl Handler for Uppercase {
 }
 
 fn main() -> std::io::Result<()> {
+    let serve = std::env::args().skip(1).any(|a| a == "--serve");
+    let addr = if serve {
+        "127.0.0.1:7001"
+    } else {
+        // Any free port: the self-test must not collide with anything.
+        "127.0.0.1:0"
+    };
     let config = ServerConfig {
-        addr: "127.0.0.1:7001".parse().unwrap(),
+        addr: addr.parse().unwrap(),
         ..ServerConfig::default()
     };
     let server = Server::start(config, LengthDelimited::new(), |_shard| Uppercase {
@@ -41,6 +59,18 @@ fn main() -> std::io::Result<()> {
     let mut client = ringport::Client::connect(server.local_addr())?;
     client.send(b"hello, ring")?;
     println!("reply: {}", String::from_utf8_lossy(&client.recv()?));
+    drop(client);
+    if serve {
+        println!(
+            "serving on {} until Ctrl-C (messages: 4-byte big-endian length, then payload)",
+            server.local_addr()
+        );
+        // Ctrl-C's default action ends the process; the kernel closes the
+        // sockets. (`ringport serve` shows a graceful stop on signals.)
+        loop {
+            std::thread::park();
+        }
+    }
     let stats = server.stop();
     println!(
         "{} message(s) in, {} out",

@@ -3,7 +3,9 @@
 //! Phases: connect (paced, spread over source addresses), warm-up, measure,
 //! drain (no new sends; wait for every reply), report. Every reply is
 //! verified byte for byte; any error or unanswered message makes the exit
-//! status non-zero.
+//! status non-zero. When no connection can be made the run stops at once
+//! (exit 1); SIGINT or SIGTERM ends it early with a report marked partial
+//! (exit 128 + the signal number).
 
 mod handler;
 mod payload;
@@ -12,8 +14,10 @@ mod sources;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
 use ringport::{LengthDelimited, Lines, Server, ServerConfig};
 
@@ -38,27 +42,32 @@ pub enum BenchCodec {
 /// Options of `ringport bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Server address.
-    #[arg(long, default_value = "127.0.0.1:7000")]
-    pub addr: SocketAddr,
+    /// Server address, as HOST:PORT (HOST an IP address or a name; of the
+    /// addresses a name resolves to, the first of the --sources' family).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7000",
+          value_parser = addr_arg)]
+    pub addr: String,
     /// Concurrent connections to open and keep.
-    #[arg(long, short = 'c', default_value_t = 100)]
+    #[arg(long, short = 'c', default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub connections: usize,
     /// Payload bytes per message (at least 20; 40 with --codec lines).
     #[arg(long, short = 's', default_value = "512", value_parser = size_arg)]
     pub size: usize,
     /// Messages in flight per connection (1 = ping-pong).
-    #[arg(long, short = 'd', default_value_t = 1)]
+    #[arg(long, short = 'd', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub depth: u32,
-    /// Length of the measured phase, in seconds.
-    #[arg(long, default_value_t = 10.0)]
-    pub duration: f64,
-    /// Warm-up before measuring, in seconds (traffic runs, nothing recorded).
-    #[arg(long, default_value_t = 2.0)]
-    pub warmup: f64,
+    /// Length of the measured phase (seconds, or with a unit: 500ms, 10s, 1m).
+    #[arg(long, value_name = "DURATION", default_value = "10s",
+          value_parser = crate::parse_positive_duration)]
+    pub duration: Duration,
+    /// Warm-up before measuring (traffic runs, nothing recorded); seconds or
+    /// with a unit.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::parse_duration)]
+    pub warmup: Duration,
     /// Messages per second per connection; 0 = closed loop, as fast as
     /// replies come.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = rate_arg)]
     pub rate: f64,
     /// What the server does with messages.
     #[arg(long, value_enum, default_value_t = BenchMode::Echo)]
@@ -71,9 +80,15 @@ pub struct BenchArgs {
     /// about 28,000 connections to one server address.
     #[arg(long, default_value = "127.0.0.1-127.0.0.16")]
     pub sources: String,
-    /// Engine threads (each its own io_uring). Raised automatically when
-    /// the connections need more rings than this (one ring holds at most
-    /// the open-files limit).
+    /// Kernel interface of the load generator's engine: io-uring, epoll, or
+    /// auto (io_uring where it works, else epoll).
+    #[arg(long, value_name = "BACKEND", default_value = "auto", env = "RINGPORT_BACKEND",
+          value_parser = crate::parse_backend)]
+    pub backend: ringport::Backend,
+    /// Engine threads (each its own io_uring or epoll instance). On
+    /// io_uring, raised automatically when the connections need more rings
+    /// than this (one ring holds at most the open-files limit); on epoll all
+    /// threads together hold at most the open-files limit.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Connects in flight at once while connecting (pacing, so the server's
@@ -92,14 +107,69 @@ pub struct BenchArgs {
     /// Draw the latency percentile curve to this SVG file.
     #[arg(long)]
     pub plot: Option<std::path::PathBuf>,
-    /// Longest wait for outstanding replies after the measured phase, in
-    /// seconds.
-    #[arg(long, default_value_t = 10.0)]
-    pub drain_timeout: f64,
+    /// Longest wait for outstanding replies after the measured phase
+    /// (seconds, or with a unit).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::parse_duration)]
+    pub drain_timeout: Duration,
 }
 
 fn size_arg(text: &str) -> Result<usize, String> {
     crate::parse_size(text).and_then(|n| usize::try_from(n).map_err(|_| "size too large".into()))
+}
+
+/// HOST:PORT that resolves (the family is chosen later, by --sources).
+fn addr_arg(text: &str) -> Result<String, String> {
+    crate::resolve(text).map(|_| text.to_string())
+}
+
+fn rate_arg(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "'{text}' is not a rate: expected messages per second, 0 or more"
+        )),
+    }
+}
+
+/// How long the drain may take after SIGINT/SIGTERM.
+const INTERRUPTED_DRAIN: Duration = Duration::from_secs(1);
+
+/// SIGINT/SIGTERM seen by the bench: the first asks for an early report,
+/// a second exits at once.
+pub struct Interrupt {
+    flag: Arc<AtomicBool>,
+    signal: Arc<AtomicUsize>,
+}
+
+impl Interrupt {
+    fn install() -> Result<Interrupt, String> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let flag = Arc::new(AtomicBool::new(false));
+        let signal = Arc::new(AtomicUsize::new(0));
+        for sig in [SIGINT, SIGTERM] {
+            signal_hook::flag::register_conditional_shutdown(sig, 1, flag.clone())
+                .and_then(|_| signal_hook::flag::register(sig, flag.clone()))
+                .and_then(|_| signal_hook::flag::register_usize(sig, signal.clone(), sig as usize))
+                .map_err(|e| format!("installing the handler for signal {sig}: {e}"))?;
+        }
+        Ok(Interrupt { flag, signal })
+    }
+
+    /// True once SIGINT or SIGTERM arrived.
+    pub fn raised(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    /// The signal's name and number, once one arrived.
+    fn which(&self) -> Option<(&'static str, i32)> {
+        if !self.raised() {
+            return None;
+        }
+        Some(match self.signal.load(Ordering::Acquire) as i32 {
+            signal_hook::consts::SIGINT => ("SIGINT", signal_hook::consts::SIGINT),
+            _ => ("SIGTERM", signal_hook::consts::SIGTERM),
+        })
+    }
 }
 
 /// Runs the bench; returns the process exit code.
@@ -121,22 +191,35 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
             payload::min_size(text)
         ));
     }
+    if args.codec == BenchCodec::Length && args.max_frame as u64 > u64::from(u32::MAX) {
+        return Err(format!(
+            "--max-frame {} exceeds 4GiB - 1 ({}), the largest length --codec length's 4-byte \
+             field can carry",
+            args.max_frame,
+            u32::MAX
+        ));
+    }
     if args.size > args.max_frame {
         return Err(format!(
             "--size {} exceeds --max-frame {}",
             args.size, args.max_frame
         ));
     }
-    if args.connections == 0 || args.depth == 0 {
-        return Err("--connections and --depth must be at least 1".into());
-    }
-    if !(args.rate >= 0.0 && args.duration > 0.0 && args.warmup >= 0.0) {
-        return Err("--rate, --duration and --warmup must be positive".into());
-    }
     let sources = sources::parse(&args.sources)?;
-    if sources.iter().any(|s| s.is_ipv4() != args.addr.is_ipv4()) {
-        return Err("source addresses and --addr must be of the same IP family".into());
+    let v4 = sources[0].is_ipv4();
+    if sources.iter().any(|s| s.is_ipv4() != v4) {
+        return Err("--sources mixes IPv4 and IPv6 addresses".into());
     }
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(args.addr.as_str())
+        .map_err(|e| format!("--addr {}: {e}", args.addr))?
+        .find(|a| a.is_ipv4() == v4)
+        .ok_or_else(|| {
+            format!(
+                "--addr {} has no {} address, the family of --sources",
+                args.addr,
+                if v4 { "IPv4" } else { "IPv6" }
+            )
+        })?;
     let per_source = 28_000usize;
     if args.connections > sources.len() * per_source {
         eprintln!(
@@ -148,9 +231,13 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
     }
     let ring_cap = ringport::server::max_connections_per_shard()
         .map_err(|e| format!("reading the open-files limit: {e}"))?;
-    let needed = args
-        .connections
-        .div_ceil(ring_cap.saturating_sub(16).max(1));
+    let epoll = args.backend == ringport::Backend::Epoll;
+    let needed = if epoll {
+        1
+    } else {
+        args.connections
+            .div_ceil(ring_cap.saturating_sub(16).max(1))
+    };
     let threads = args.threads.max(needed).max(1);
     if threads > args.threads {
         eprintln!(
@@ -172,9 +259,13 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
     };
     let shared = Arc::new(Shared::new(params, threads));
     let config = ServerConfig {
+        backend: args.backend,
         listen: false,
         shards: threads,
-        connections_per_shard: Some(ring_cap.min(args.connections.div_ceil(threads) + 16)),
+        // epoll: each thread's share of the open-files limit (a start error
+        // says so if the connections do not fit).
+        connections_per_shard: (!epoll)
+            .then(|| ring_cap.min(args.connections.div_ceil(threads) + 16)),
         max_connections: args.connections + 16,
         tick: if args.rate > 0.0 {
             Duration::from_millis(1)
@@ -201,34 +292,70 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
     }
     .map_err(|e| format!("starting the bench engine: {e}"))?;
 
+    let interrupt = Interrupt::install()?;
     let mut progress = report::Progress::new();
     let connect_started = Instant::now();
-    connect_all(&args, &engine, &shared, &sources, &mut progress)?;
+    connect_all(
+        &args,
+        addr,
+        &engine,
+        &shared,
+        &sources,
+        &mut progress,
+        &interrupt,
+    )?;
     let connect_secs = connect_started.elapsed().as_secs_f64();
-    let established = shared
-        .established
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let established = shared.established.load(Ordering::Relaxed);
+    let connect_failed = shared.connect_failed.load(Ordering::Relaxed);
     progress.line(&format!(
-        "connected {established}/{} in {connect_secs:.2}s ({:.0}/s), {} failed",
+        "connected {established}/{} in {connect_secs:.2}s ({:.0}/s), {connect_failed} failed",
         args.connections,
         established as f64 / connect_secs.max(1e-9),
-        shared
-            .connect_failed
-            .load(std::sync::atomic::Ordering::Relaxed)
     ));
+    if established == 0 && !interrupt.raised() {
+        // Nothing to measure: say why now rather than after the phases.
+        engine.stop();
+        let reasons = shared
+            .connect_errors
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(e, n)| format!("{e} x{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        eprintln!(
+            "error: no connection to {addr} could be made ({reasons}); is a server listening there?"
+        );
+        return Ok(1);
+    }
 
-    shared.set_phase(Phase::Warmup);
-    progress.run_phase("warm-up", args.warmup, &shared);
+    // The phase SIGINT/SIGTERM interrupted, if one did.
+    let mut stopped_in = interrupt.raised().then_some("connect");
+    if stopped_in.is_none() {
+        shared.set_phase(Phase::Warmup);
+        if !progress.run_phase("warm-up", args.warmup, &shared, &interrupt) {
+            stopped_in = Some("warm-up");
+        }
+    }
     let server_before = args.server_pid.map(report::ProcSample::take);
     let cpu_before = report::self_cpu();
-    shared.set_phase(Phase::Measure);
     let measure_started = Instant::now();
-    progress.run_phase("measure", args.duration, &shared);
+    let mut measured_secs = 0.0;
+    if stopped_in.is_none() {
+        shared.set_phase(Phase::Measure);
+        if !progress.run_phase("measure", args.duration, &shared, &interrupt) {
+            stopped_in = Some("measure");
+        }
+        measured_secs = measure_started.elapsed().as_secs_f64();
+    }
     shared.set_phase(Phase::Drain);
-    let measured_secs = measure_started.elapsed().as_secs_f64();
     let server_after = args.server_pid.map(report::ProcSample::take);
     let cpu_after = report::self_cpu();
-    progress.drain(&shared, args.drain_timeout);
+    let drain_timeout = match stopped_in {
+        Some(_) => args.drain_timeout.min(INTERRUPTED_DRAIN),
+        None => args.drain_timeout,
+    };
+    progress.drain(&shared, drain_timeout, &interrupt);
     let engine_stats = engine.stats();
     engine.stop();
 
@@ -252,15 +379,18 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         threads,
         results,
         established,
-        connect_failed: shared
-            .connect_failed
-            .load(std::sync::atomic::Ordering::Relaxed),
+        connect_failed,
         connect_errors: shared.connect_errors.lock().unwrap().clone(),
         connect_secs,
         measured_secs,
         bench_cpu_secs: cpu_after - cpu_before,
         server,
         engine_stats,
+        partial: interrupt.which().map(|(name, _)| report::Partial {
+            signal: name,
+            phase: stopped_in.unwrap_or("drain"),
+            planned_secs: args.duration.as_secs_f64(),
+        }),
     });
     summary.print();
     if let Some(path) = &args.json {
@@ -271,17 +401,23 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         std::fs::write(path, summary.svg())
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
     }
-    Ok(if summary.ok() { 0 } else { 1 })
+    Ok(match interrupt.which() {
+        Some((_, signal)) => 128 + signal,
+        None if summary.ok() => 0,
+        None => 1,
+    })
 }
 
 /// Opens the connections with at most `connect_window` in flight, spread
 /// over the source addresses; waits until each has succeeded or failed.
 fn connect_all(
     args: &BenchArgs,
+    addr: SocketAddr,
     engine: &Server,
     shared: &Shared,
     sources: &[std::net::IpAddr],
     progress: &mut report::Progress,
+    interrupt: &Interrupt,
 ) -> Result<(), String> {
     use std::sync::atomic::Ordering::Relaxed;
     let done = || shared.established.load(Relaxed) + shared.connect_failed.load(Relaxed);
@@ -290,10 +426,10 @@ fn connect_all(
     let mut last_change = Instant::now();
     let mut last_done = 0;
     progress.start_bar("connect", total);
-    while done() < total {
+    while done() < total && !interrupt.raised() {
         while issued < total && issued - done() < args.connect_window as u64 {
             let source = sources[issued as usize % sources.len()];
-            match engine.connect(args.addr, Some(SocketAddr::new(source, 0))) {
+            match engine.connect(addr, Some(SocketAddr::new(source, 0))) {
                 Ok(()) => issued += 1,
                 Err(ringport::SendError::Busy) => break,
                 Err(e) => return Err(format!("connect: {e}")),

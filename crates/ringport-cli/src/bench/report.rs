@@ -8,8 +8,27 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::BenchArgs;
 use super::handler::{ShardResult, Shared};
+use super::{BenchArgs, Interrupt};
+
+/// A rate per second as a whole number with thousands separators:
+/// `46,253` (indicatif's `{per_sec}` shows `46,252.7488/s`).
+pub fn rate_text(per_sec: f64) -> String {
+    let whole = if per_sec.is_finite() && per_sec > 0.0 {
+        per_sec.round() as u64
+    } else {
+        0
+    };
+    let digits = whole.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
 
 /// A progress bar on a terminal, plain periodic lines otherwise.
 pub struct Progress {
@@ -35,8 +54,14 @@ impl Progress {
         if self.tty {
             let bar = ProgressBar::new(total);
             bar.set_style(
-                ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} ({per_sec})")
+                ProgressStyle::with_template("{msg:>8} [{bar:40}] {pos}/{len} ({rate})")
                     .expect("valid template")
+                    .with_key(
+                        "rate",
+                        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                            let _ = write!(w, "{}/s", rate_text(state.per_sec()));
+                        },
+                    )
                     .progress_chars("=> "),
             );
             bar.set_message(what.to_string());
@@ -62,21 +87,31 @@ impl Progress {
         }
     }
 
-    /// Waits `secs` while showing messages/s.
-    pub fn run_phase(&mut self, what: &str, secs: f64, shared: &Shared) {
-        let total = Duration::from_secs_f64(secs);
+    /// Waits `total` while showing messages/s; false if SIGINT/SIGTERM
+    /// cut it short.
+    pub fn run_phase(
+        &mut self,
+        what: &str,
+        total: Duration,
+        shared: &Shared,
+        interrupt: &Interrupt,
+    ) -> bool {
         let started = Instant::now();
         let mut last = Shared::sum(&shared.progress_received);
         let mut last_at = Instant::now();
-        self.start_bar(what, (secs * 10.0).ceil() as u64);
+        self.start_bar(what, (total.as_secs_f64() * 10.0).ceil() as u64);
         while started.elapsed() < total {
+            if interrupt.raised() {
+                self.finish_bar();
+                return false;
+            }
             std::thread::sleep((total - started.elapsed()).min(Duration::from_millis(100)));
             let elapsed = last_at.elapsed();
             if elapsed >= Duration::from_secs(1) || started.elapsed() >= total {
                 let now = Shared::sum(&shared.progress_received);
                 let rate = (now - last) as f64 / elapsed.as_secs_f64();
                 let errors = Shared::sum(&shared.progress_errors);
-                let msg = format!("{what}: {rate:.0} msg/s, {errors} errors");
+                let msg = format!("{what}: {} msg/s, {errors} errors", rate_text(rate));
                 match &self.bar {
                     Some(bar) => bar.set_message(msg),
                     None => eprintln!("{msg}"),
@@ -89,15 +124,19 @@ impl Progress {
             }
         }
         self.finish_bar();
+        !interrupt.raised()
     }
 
-    /// Waits until no message is in flight (or the timeout).
-    pub fn drain(&mut self, shared: &Shared, timeout: f64) {
-        let deadline = Instant::now() + Duration::from_secs_f64(timeout);
+    /// Waits until no message is in flight (or the timeout, or a signal).
+    pub fn drain(&mut self, shared: &Shared, timeout: Duration, interrupt: &Interrupt) {
+        let deadline = Instant::now() + timeout;
         // Ticks publish in-flight counts; give every shard one after the
         // phase change.
         std::thread::sleep(Duration::from_millis(20));
         while Shared::sum(&shared.progress_in_flight) > 0 && Instant::now() < deadline {
+            if interrupt.raised() && timeout > super::INTERRUPTED_DRAIN {
+                break;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -186,6 +225,17 @@ pub struct Inputs<'a> {
     pub bench_cpu_secs: f64,
     pub server: Option<ServerUsage>,
     pub engine_stats: ringport::Stats,
+    pub partial: Option<Partial>,
+}
+
+/// A run cut short by SIGINT/SIGTERM.
+#[derive(Debug, Clone)]
+pub struct Partial {
+    pub signal: &'static str,
+    /// The phase it stopped: connect, warm-up, measure or drain.
+    pub phase: &'static str,
+    /// The measured phase's planned length.
+    pub planned_secs: f64,
 }
 
 pub struct Summary {
@@ -207,6 +257,7 @@ pub struct Summary {
     late_sends: u64,
     bench_cpu_secs: f64,
     server: Option<ServerUsage>,
+    partial: Option<Partial>,
 }
 
 const PERCENTILES: [(&str, f64); 4] = [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9)];
@@ -254,12 +305,16 @@ impl Summary {
             late_sends: late,
             bench_cpu_secs: inputs.bench_cpu_secs,
             server: inputs.server,
+            partial: inputs.partial,
         }
     }
 
-    /// No verification error, no loss, every connection established.
+    /// No verification error, no loss, every connection established, and
+    /// the run was not cut short.
     pub fn ok(&self) -> bool {
-        self.errors.is_empty() && self.established == self.connections as u64
+        self.errors.is_empty()
+            && self.established == self.connections as u64
+            && self.partial.is_none()
     }
 
     fn msgs_per_sec(&self) -> f64 {
@@ -284,6 +339,12 @@ impl Summary {
             },
             self.mode
         );
+        if let Some(p) = &self.partial {
+            println!(
+                "PARTIAL:     stopped by {} during the {} phase; {:.1} s of {:.1} s measured",
+                p.signal, p.phase, self.measured_secs, p.planned_secs
+            );
+        }
         println!(
             "connections: {} established, {} failed, {:.0} connects/s",
             self.established,
@@ -381,6 +442,9 @@ impl Summary {
             "errors": self.errors,
             "bench_cpu_seconds": self.bench_cpu_secs,
             "server": server,
+            "partial": self.partial.is_some(),
+            "stopped_by": self.partial.as_ref().map(|p| p.signal),
+            "stopped_in": self.partial.as_ref().map(|p| p.phase),
             "ok": self.ok(),
         })
     }
@@ -450,5 +514,19 @@ impl Summary {
             "<path d=\"{path}\" fill=\"none\" stroke=\"#c0392b\" stroke-width=\"2\"/>\n</svg>\n"
         );
         svg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate_text;
+
+    #[test]
+    fn rates_are_whole_numbers() {
+        assert_eq!(rate_text(46_252.748_8), "46,253");
+        assert_eq!(rate_text(0.4), "0");
+        assert_eq!(rate_text(999.6), "1,000");
+        assert_eq!(rate_text(1_234_567.0), "1,234,567");
+        assert_eq!(rate_text(f64::NAN), "0");
     }
 }

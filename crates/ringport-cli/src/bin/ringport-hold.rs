@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ringport_cli::{parse_secs, raise_nofile_limit};
+use ringport_cli::{parse_duration, raise_nofile_limit};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// Open N connections to a ringport echo server (4-byte big-endian length
@@ -42,7 +42,7 @@ struct Args {
     source: Vec<IpAddr>,
 
     /// Seconds to hold the connections once verified (fractions allowed).
-    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_duration)]
     hold: Duration,
 
     /// Connections opened back to back before pausing.
@@ -56,11 +56,11 @@ struct Args {
     pause_ms: u64,
 
     /// Seconds one connect may take before it counts as a failure.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_duration)]
     connect_timeout: Duration,
 
     /// Seconds allowed for all echoes of one verification round.
-    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_duration)]
     echo_timeout: Duration,
 
     /// Do not verify the echoes again after holding.

@@ -1,0 +1,76 @@
+//! The metrics endpoint of `ringport serve --metrics-addr`: a small HTTP
+//! server (the `tiny_http` crate) on its own thread.
+//!
+//! `GET /metrics` answers the Prometheus text of the server's counters,
+//! `GET /healthz` answers `ok` while the server runs; both answer 503 once
+//! a graceful stop has begun. Scrapes read atomic counters only, so a
+//! scrape never blocks a shard; requests are answered one at a time.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tiny_http::{Header, Method, Request, Response};
+use tracing::{debug, warn};
+
+/// A bound HTTP listener, not yet serving.
+pub struct Listener {
+    server: tiny_http::Server,
+    /// The bound address (the real port when port 0 was asked for).
+    pub addr: SocketAddr,
+}
+
+/// Binds the metrics address (HOST:PORT, already checked by clap).
+pub fn bind(addr: &str) -> Result<Listener, String> {
+    let sock = ringport_cli::resolve(addr).map_err(|e| format!("invalid --metrics-addr {e}"))?;
+    let server =
+        tiny_http::Server::http(sock).map_err(|e| format!("--metrics-addr {addr}: {e}"))?;
+    let addr = server
+        .server_addr()
+        .to_ip()
+        .ok_or_else(|| format!("--metrics-addr {addr}: not an IP listener"))?;
+    Ok(Listener { server, addr })
+}
+
+/// Answers requests until `done` is set. `scrape` renders the metrics, or
+/// returns `None` when the server is stopping.
+pub fn run(listener: Listener, done: &AtomicBool, scrape: impl Fn() -> Option<String>) {
+    while !done.load(Ordering::Acquire) {
+        match listener.server.recv_timeout(Duration::from_millis(100)) {
+            Ok(Some(request)) => respond(request, &scrape),
+            Ok(None) => {}
+            Err(e) => {
+                warn!("metrics endpoint: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn respond(request: Request, scrape: &impl Fn() -> Option<String>) {
+    let path = request.url().split('?').next().unwrap_or("");
+    let text = "text/plain; charset=utf-8";
+    let (status, content_type, body) = match (request.method(), path) {
+        (Method::Get | Method::Head, "/metrics") => match scrape() {
+            Some(body) => (200, ringport_cli::metrics::CONTENT_TYPE, body),
+            None => (503, text, "stopping\n".to_string()),
+        },
+        (Method::Get | Method::Head, "/healthz") => match scrape() {
+            Some(_) => (200, text, "ok\n".to_string()),
+            None => (503, text, "stopping\n".to_string()),
+        },
+        (Method::Get | Method::Head, _) => (
+            404,
+            text,
+            "not found: try /metrics or /healthz\n".to_string(),
+        ),
+        _ => (405, text, "method not allowed\n".to_string()),
+    };
+    let header = Header::from_bytes("Content-Type", content_type).expect("valid header");
+    let response = Response::from_string(body)
+        .with_status_code(status)
+        .with_header(header);
+    if let Err(e) = request.respond(response) {
+        debug!("metrics endpoint: answering a request: {e}");
+    }
+}

@@ -1,0 +1,211 @@
+//! `ringport serve --metrics-addr`: /metrics under traffic (exact values,
+//! `promtool check metrics`), /healthz, a taken port; and JSON logs.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn metrics_port_in_use_exits_1_before_serving() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let port = free_port().to_string();
+    let (status, stderr) = run_to_exit(&[
+        "serve",
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--metrics-addr",
+        &addr,
+    ]);
+    assert_eq!(status.code(), Some(1), "{status}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("error: --metrics-addr {addr}")) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}
+
+/// A plain HTTP/1.1 GET; returns (status code, headers, body).
+fn http_get(addr: &str, path: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    (code, head.to_string(), body.to_string())
+}
+
+/// The backend the server under test runs on: the test matrix's
+/// `RINGPORT_BACKEND`, else io_uring where it works.
+fn backend() -> &'static str {
+    match std::env::var("RINGPORT_BACKEND").as_deref() {
+        Ok("epoll") => "epoll",
+        Ok("io-uring") => "io-uring",
+        _ if ringport::probe_io_uring().is_ok() => "io-uring",
+        _ => "epoll",
+    }
+}
+
+/// The value of the sample line `series` (name and labels) in `text`.
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} missing:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{series}: {e}"))
+}
+
+/// Runs `promtool check metrics` on `text`. Without promtool the check is
+/// skipped, unless CI is set: then a missing promtool fails the test.
+fn promtool_check(text: &str) {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "promtool is not installed and CI is set (apt-get install prometheus)"
+            );
+            eprintln!("promtool not installed: skipping `promtool check metrics`");
+            return;
+        }
+        other => other.expect("run promtool"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed ({}):\n{}{}\n--- metrics ---\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn metrics_endpoint_counts_traffic_and_passes_promtool() {
+    let mut server = serve(&[
+        "--shards",
+        "2",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--stats-interval",
+        "200ms",
+    ]);
+    server
+        .proc
+        .wait_for_stderr("/metrics", Duration::from_secs(5));
+    let log = server.proc.stderr();
+    let metrics_addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no metrics address logged:\n{log}"))
+        .to_string();
+
+    let mut stream = server.connect();
+    let payload = [0x5au8; 100];
+    for _ in 0..10 {
+        write_frame(&mut stream, &payload);
+        assert_eq!(read_frame(&mut stream), payload);
+    }
+
+    // Counters are published by the shards as they run (a message counts
+    // as out when queued, its bytes when written): poll briefly.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let body = loop {
+        let (code, head, body) = http_get(&metrics_addr, "/metrics");
+        assert_eq!(code, 200, "{head}\n{body}");
+        assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+        let settled = sample(&body, "ringport_messages_out_total") >= 10
+            && sample(&body, "ringport_bytes_out_total") >= 1040;
+        if settled || Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    promtool_check(&body);
+    assert_eq!(sample(&body, "ringport_messages_in_total"), 10, "{body}");
+    assert_eq!(sample(&body, "ringport_messages_out_total"), 10, "{body}");
+    // 10 frames of a 4-byte header and 100 bytes, each way.
+    assert_eq!(sample(&body, "ringport_bytes_in_total"), 1040, "{body}");
+    assert_eq!(sample(&body, "ringport_bytes_out_total"), 1040, "{body}");
+    assert_eq!(sample(&body, "ringport_accepted_total"), 1, "{body}");
+    assert_eq!(sample(&body, "ringport_frames_too_large_total"), 0);
+    assert_eq!(sample(&body, "ringport_shards"), 2);
+    assert_eq!(
+        sample(
+            &body,
+            &format!("ringport_backend_info{{backend=\"{}\"}}", backend())
+        ),
+        1
+    );
+    let open = sample(&body, "ringport_connections{shard=\"0\"}")
+        + sample(&body, "ringport_connections{shard=\"1\"}");
+    assert_eq!(open, 1, "{body}");
+
+    let (code, _, body) = http_get(&metrics_addr, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let (code, _, _) = http_get(&metrics_addr, "/nothing-here");
+    assert_eq!(code, 404);
+
+    // --stats-interval took a unit: lines come every 200 ms.
+    server
+        .proc
+        .wait_for_stderr("connections=1 ", Duration::from_secs(5));
+    server.stop_with(libc::SIGTERM);
+    // The endpoint is gone with the server.
+    assert!(TcpStream::connect(&metrics_addr).is_err());
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let server = serve(&["--log-format", "json", "--shards", "1"]);
+    let log = server.stop_with(libc::SIGTERM);
+    let mut messages = Vec::new();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}\n{log}"));
+        assert!(value["level"].is_string(), "{line}");
+        assert!(value["timestamp"].is_string(), "{line}");
+        messages.push(
+            value["fields"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        );
+    }
+    assert!(
+        messages.iter().any(|m| m.starts_with("listening on ")),
+        "{log}"
+    );
+    assert!(
+        messages.iter().any(|m| m.starts_with("received SIGTERM")),
+        "{log}"
+    );
+}
