@@ -70,6 +70,37 @@ pub enum SlowConsumerPolicy {
     DropMessage,
 }
 
+/// What happens to clients that arrive while `max_connections` are open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitPolicy {
+    /// They wait, and are admitted in turn as places free up (default).
+    /// The shards withdraw their accepts, so most wait in the kernel's
+    /// listen backlog; the few accepted in the instant the limit was
+    /// reached (at most `accepts_in_flight` per shard) are held by the
+    /// shard, unread and unseen by the handler, until a place frees
+    /// (`Stats::waiting`). Either way the client sees a connected socket
+    /// that is not answered yet.
+    #[default]
+    Wait,
+    /// They are refused: a client accepted over the limit is closed at once
+    /// (`Stats::rejected`); the others wait in the listen backlog as above
+    /// (the kernel completes their handshakes before any accept).
+    Refuse,
+}
+
+impl std::str::FromStr for LimitPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "wait" => Ok(LimitPolicy::Wait),
+            "refuse" => Ok(LimitPolicy::Refuse),
+            other => Err(format!(
+                "unknown limit policy '{other}' (expected wait or refuse)"
+            )),
+        }
+    }
+}
+
 /// Server settings. Every resource has a bound here.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -83,10 +114,12 @@ pub struct ServerConfig {
     /// Number of shard threads. Default: available cores.
     pub shards: usize,
     /// Connections open at once, over all shards. At the limit, accepting
-    /// pauses (clients wait in the listen backlog) until one closes; a
-    /// client accepted in the instant the limit is reached, before the
-    /// shards withdraw their accepts, is closed at once (`Stats::rejected`).
+    /// pauses until one closes; see `at_limit` for the clients that arrive
+    /// meanwhile.
     pub max_connections: usize,
+    /// What happens to a client that arrives while `max_connections` are
+    /// open.
+    pub at_limit: LimitPolicy,
     /// Size of each shard's connection table. io_uring: its registered file
     /// table; default the process's open-files limit, which is the kernel's
     /// cap for one ring (direct descriptors do not use the process fd table,
@@ -145,6 +178,7 @@ impl Default for ServerConfig {
             listen: true,
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_connections: 1_000_000,
+            at_limit: LimitPolicy::Wait,
             connections_per_shard: None,
             recv_buffers: 256,
             recv_buffer_size: 64 * 1024,

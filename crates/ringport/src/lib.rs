@@ -39,7 +39,7 @@ mod timer;
 pub use bytes::Bytes;
 pub use client::Client;
 pub use codec::{Codec, LengthDelimited, Lines, RawBytes};
-pub use config::{Backend, ServerConfig, SlowConsumerPolicy};
+pub use config::{Backend, LimitPolicy, ServerConfig, SlowConsumerPolicy};
 pub use conn_id::ConnId;
 pub use events::{Event, EventServer};
 pub use handler::{CloseReason, Context, Handler, SendError};

@@ -40,9 +40,12 @@ pub struct Stats {
     pub recv_no_buffers: u64,
     /// Accept failures (ENFILE, ENOMEM, ...), each followed by a back-off.
     pub accept_errors: u64,
-    /// Connections accepted in the instant the connection limit was
-    /// reached, before accepting paused, and closed at once.
+    /// Clients accepted over the connection limit and closed at once
+    /// (`LimitPolicy::Refuse`).
     pub rejected: u64,
+    /// Clients accepted over the connection limit and held, unread, until
+    /// a place frees (`LimitPolicy::Wait`), now.
+    pub waiting: u64,
     /// Connections closed by the idle timeout.
     pub idle_timeouts: u64,
     /// Heartbeats (empty messages) sent.
@@ -72,6 +75,7 @@ impl std::ops::AddAssign for Stats {
         self.recv_no_buffers += o.recv_no_buffers;
         self.accept_errors += o.accept_errors;
         self.rejected += o.rejected;
+        self.waiting += o.waiting;
         self.idle_timeouts += o.idle_timeouts;
         self.heartbeats += o.heartbeats;
         self.timers += o.timers;
@@ -116,6 +120,7 @@ shard_counters!(
     recv_no_buffers,
     accept_errors,
     rejected,
+    waiting,
     idle_timeouts,
     heartbeats,
     timers,

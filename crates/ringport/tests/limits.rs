@@ -44,6 +44,80 @@ fn connection_limit_pauses_accepting_until_a_connection_closes() {
     server.stop();
 }
 
+/// Many clients over the limit, places freed in a burst and then one by
+/// one: exactly as many waiting clients get in as places free, and none is
+/// cut (the default `LimitPolicy::Wait`). Before, accepts re-posted at the
+/// first free place let in more clients than there were places and closed
+/// the surplus (with 1,000 allowed and 1,508 clients, 72 of the 507 waiting
+/// were closed).
+#[test]
+fn waiting_clients_are_admitted_as_places_free_and_none_is_cut() {
+    const LIMIT: usize = 20;
+    const WAITING: usize = 30;
+    let server = start_echo(|c| {
+        c.shards = 2;
+        c.max_connections = LIMIT;
+        c.accepts_in_flight = 8;
+    });
+    let addr = server.local_addr();
+    // What keeps a connection open: a client stream, or the sender that a
+    // waiting client's reader thread holds its stream for.
+    enum Open {
+        Stream(#[allow(dead_code)] std::net::TcpStream),
+        Thread(#[allow(dead_code)] mpsc::Sender<()>),
+    }
+    let mut open: std::collections::VecDeque<Open> = (0..LIMIT)
+        .map(|_| {
+            let mut s = connect(addr);
+            assert_eq!(round_trip(&mut s, b"in"), b"in");
+            Open::Stream(s)
+        })
+        .collect();
+    let (answered_tx, answered) = mpsc::channel();
+    let mut leave = std::collections::HashMap::new();
+    for i in 0..WAITING {
+        let mut s = connect(addr);
+        let message = format!("waiting {i}");
+        write_frame(&mut s, message.as_bytes()).unwrap();
+        let (leave_tx, leave_rx) = mpsc::channel::<()>();
+        leave.insert(i, leave_tx);
+        let tx = answered_tx.clone();
+        std::thread::spawn(move || match read_frame(&mut s, 1 << 20) {
+            Ok(echo) if echo == message.as_bytes() => {
+                let _ = tx.send(Ok(i));
+                // Stay connected until told to leave (the sender dropped).
+                let _ = leave_rx.recv();
+            }
+            other => {
+                let _ = tx.send(Err(format!("waiting client {i}: {other:?}")));
+            }
+        });
+    }
+    let mut admitted = 0;
+    let mut burst = 10;
+    while admitted < WAITING {
+        for _ in 0..burst {
+            drop(open.pop_front());
+        }
+        for _ in 0..burst.min(WAITING - admitted) {
+            match answered.recv_timeout(Duration::from_secs(10)) {
+                Ok(Ok(i)) => open.push_back(Open::Thread(leave.remove(&i).unwrap())),
+                Ok(Err(why)) => panic!("{why}"),
+                Err(_) => panic!("a place freed but no waiting client got in"),
+            }
+            admitted += 1;
+        }
+        assert!(
+            answered.recv_timeout(Duration::from_millis(100)).is_err(),
+            "more clients admitted than places freed"
+        );
+        burst = 1;
+    }
+    let stats = server.stop();
+    assert_eq!(stats.rejected, 0);
+    assert_eq!(stats.accepted, (LIMIT + WAITING) as u64);
+}
+
 struct Outcome(mpsc::Sender<Result<(), String>>);
 
 impl Handler for Outcome {

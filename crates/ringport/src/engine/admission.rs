@@ -7,14 +7,32 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::conn::SlotState;
-use super::{Core, PendingConnect};
+use super::{Core, Engine, PendingConnect};
 use crate::codec::Codec;
+use crate::config::LimitPolicy;
 use crate::conn_id::ConnId;
+use crate::handler::Handler;
 use crate::sys::Op;
 
 /// How long accepting pauses after an accept error (EMFILE, ENFILE,
 /// ENOMEM...), so a full descriptor table does not make the shard spin.
 pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
+
+impl<C: Codec, H: Handler> Engine<C, H> {
+    /// Admits the clients held at the limit, oldest first, while there are
+    /// places.
+    pub(super) fn admit_waiting(&mut self) {
+        while let Some(&(slot, peer)) = self.core.waiting.front() {
+            if !self.core.try_admit() {
+                return;
+            }
+            self.core.waiting.pop_front();
+            self.core.stats.accepted += 1;
+            let conn = self.core.open_slot(slot as usize);
+            self.opened(conn, peer);
+        }
+    }
+}
 
 impl<C: Codec> Core<C> {
     /// Slots in use plus those promised to posted accepts and pending
@@ -26,7 +44,13 @@ impl<C: Codec> Core<C> {
     /// Keeps `accepts_in_flight` accepts posted while below the limit and
     /// the table has room; withdraws them at the limit.
     pub(super) fn post_accepts(&mut self) {
-        if !self.listening || self.stopping || self.accept_backoff_until.is_some() {
+        // Clients held at the limit are first in line: no new ones until
+        // they are admitted (this bounds them to `accepts_in_flight`).
+        if !self.listening
+            || self.stopping
+            || self.accept_backoff_until.is_some()
+            || !self.waiting.is_empty()
+        {
             return;
         }
         // At the global limit, accepts are withdrawn: new clients wait in the
@@ -82,26 +106,51 @@ impl<C: Codec> Core<C> {
         if !self.claim(slot, "accept") {
             return None;
         }
-        let max = self.shared.config.max_connections;
-        let before = self.shared.admitted.fetch_add(1, Ordering::AcqRel);
-        if before + 1 == max {
-            // The limit is reached: every shard withdraws its accepts now,
-            // not at its next tick.
-            for shard in self.shared.shards.iter() {
-                shard.wake();
-            }
-        }
-        if before >= max {
+        if !self.try_admit() {
             // Accepted in the moment the limit was reached, before the
-            // accepts were withdrawn: closed at once, never seen by the
-            // handler.
-            self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
-            self.slots[slot].rejected = true;
-            self.release(slot);
+            // accepts were withdrawn: held or refused, never seen by the
+            // handler meanwhile.
+            match self.shared.config.at_limit {
+                LimitPolicy::Wait => {
+                    self.slots[slot].state = SlotState::Waiting;
+                    self.waiting.push_back((slot as u32, peer));
+                }
+                LimitPolicy::Refuse => {
+                    self.stats.rejected += 1;
+                    self.slots[slot].unseen = true;
+                    self.release(slot);
+                }
+            }
             return None;
         }
         self.stats.accepted += 1;
         Some((self.open_slot(slot), peer))
+    }
+
+    /// Takes a place under `max_connections` if there is one. Reaching the
+    /// limit wakes every shard, so they withdraw their accepts now rather
+    /// than at their next tick.
+    pub(super) fn try_admit(&mut self) -> bool {
+        let max = self.shared.config.max_connections;
+        let before = self.shared.admitted.fetch_add(1, Ordering::AcqRel);
+        if before >= max {
+            self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        if before + 1 == max {
+            for shard in self.shared.shards.iter() {
+                shard.wake();
+            }
+        }
+        true
+    }
+
+    /// Closes the clients held at the limit (the server is stopping).
+    pub(super) fn drop_waiting(&mut self) {
+        while let Some((slot, _)) = self.waiting.pop_front() {
+            self.slots[slot as usize].unseen = true;
+            self.release(slot as usize);
+        }
     }
 
     /// Starts an outbound connection: first a socket (its completion
@@ -128,11 +177,10 @@ impl<C: Codec> Core<C> {
                 self.slots.len()
             )));
         }
-        let max = self.shared.config.max_connections;
-        if self.shared.admitted.fetch_add(1, Ordering::AcqRel) >= max {
-            self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
+        if !self.try_admit() {
             return Err(io::Error::other(format!(
-                "connection limit reached ({max} connections)"
+                "connection limit reached ({} connections)",
+                self.shared.config.max_connections
             )));
         }
         let pending = PendingConnect { remote, local };

@@ -21,6 +21,8 @@ use crate::sys::Op;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum SlotState {
     Free,
+    /// Accepted over the connection limit, held unread until a place frees.
+    Waiting,
     /// An outbound socket whose connect is in flight.
     Connecting,
     Open,
@@ -48,8 +50,9 @@ pub(super) struct Slot {
     /// Addresses of an outbound connection until it is open.
     pub connect: Option<(SocketAddr, Option<SocketAddr>)>,
     pub connect_error: Option<i32>,
-    /// Accepted over the connection limit; closed without a handler call.
-    pub rejected: bool,
+    /// Never seen by the handler (refused or held at the limit): closed
+    /// without a handler call.
+    pub unseen: bool,
     /// Times of the last input and the last queued output, for idle
     /// timeouts and heartbeats.
     pub last_input: Instant,
@@ -73,7 +76,7 @@ impl Slot {
             queue: SendQueue::default(),
             connect: None,
             connect_error: None,
-            rejected: false,
+            unseen: false,
             last_input: now,
             last_output: now,
         }
@@ -219,8 +222,7 @@ impl<C: Codec> Core<C> {
         }
         s.state = SlotState::Free;
         self.in_use -= 1;
-        if std::mem::take(&mut s.rejected) {
-            self.stats.rejected += 1;
+        if std::mem::take(&mut s.unseen) {
             return None;
         }
         let max = self.shared.config.max_connections;

@@ -25,6 +25,7 @@ mod output;
 mod tests;
 mod timers;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -80,6 +81,9 @@ pub(crate) struct Core<C: Codec> {
     accepts_posted: usize,
     accept_backoff_until: Option<Instant>,
     at_limit_logged: bool,
+    /// Clients accepted over the limit and held (`LimitPolicy::Wait`), in
+    /// arrival order, with their peer addresses.
+    waiting: VecDeque<(u32, SocketAddr)>,
     /// The posted accepts were withdrawn because of the limit.
     accepts_withdrawn: bool,
     stopping: bool,
@@ -155,6 +159,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             accepts_posted: 0,
             accept_backoff_until: None,
             at_limit_logged: false,
+            waiting: VecDeque::new(),
             accepts_withdrawn: false,
             stopping: false,
             now,
@@ -210,6 +215,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         }
         self.core.observe_stop();
         self.drain_commands();
+        self.admit_waiting();
         self.replay_resumed();
         self.core.flush_dirty();
         self.core.rearm_recvs();
@@ -341,7 +347,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
 
     /// A connection (accepted or outbound) is open: give it a framer and
     /// let the handler create its state.
-    fn opened(&mut self, conn: ConnId, peer: SocketAddr) {
+    pub(super) fn opened(&mut self, conn: ConnId, peer: SocketAddr) {
         let slot = conn.slot() as usize;
         self.framers[slot] = Framer::new(self.core.codec.clone());
         let mut ctx = Context {
@@ -382,6 +388,7 @@ impl<C: Codec> Core<C> {
     fn publish_stats(&mut self) {
         self.stats.connections = self.open.len() as u64;
         self.stats.timers = self.timers.len() as u64;
+        self.stats.waiting = self.waiting.len() as u64;
         let me = &self.shared.shards[self.index];
         me.counters.publish(&self.stats);
     }

@@ -598,3 +598,68 @@ fn stop_withdraws_accepts_and_finishes_once_everything_closed() {
     h.closed(conn);
     assert!(h.engine.finished());
 }
+
+#[test]
+fn at_the_limit_a_client_waits_and_is_admitted_when_a_place_frees() {
+    let mut h = Harness::new(|c| {
+        c.max_connections = 2;
+        c.accepts_in_flight = 3;
+    });
+    h.turn(0);
+    let first = h.accept(0);
+    h.accept(1);
+    // The limit is reached: the posted accepts are withdrawn.
+    assert_eq!(h.turn(1), vec![Op::WithdrawAccepts]);
+    // One accept had completed before the withdrawal: held, unread, unseen.
+    let ops = h.complete(Completion::Accepted(Ok((2, peer()))));
+    assert_eq!(ops, vec![], "no receive for a held client");
+    assert_eq!(h.take_seen(), vec![]);
+    h.engine.publish_stats();
+    assert_eq!(h.shared.shards[0].counters.snapshot().waiting, 1);
+    assert_eq!(h.turn(2), vec![], "held clients come first: no new accepts");
+    // A place frees: the held client is admitted, then accepting resumes.
+    h.engine.core.begin_close(0, CloseReason::Local, true);
+    h.ops();
+    h.recv_ended(first, -libc::ECANCELED);
+    h.closed(first);
+    h.take_seen();
+    let ops = h.turn(3);
+    assert_eq!(
+        ops[0],
+        Op::Recv {
+            slot: 2,
+            generation: 1
+        },
+        "{ops:?}"
+    );
+    assert_eq!(h.take_seen(), vec![Seen::Connect(ConnId::new(0, 2, 1))]);
+    h.engine.publish_stats();
+    let stats = h.shared.shards[0].counters.snapshot();
+    assert_eq!((stats.waiting, stats.rejected, stats.accepted), (0, 0, 3));
+}
+
+#[test]
+fn at_the_limit_the_refuse_policy_closes_the_client() {
+    let mut h = Harness::new(|c| {
+        c.max_connections = 1;
+        c.at_limit = crate::LimitPolicy::Refuse;
+    });
+    h.turn(0);
+    h.accept(0);
+    let ops = h.complete(Completion::Accepted(Ok((1, peer()))));
+    assert_eq!(
+        ops,
+        vec![Op::Close {
+            slot: 1,
+            generation: 1
+        }]
+    );
+    h.complete(Completion::Closed {
+        slot: 1,
+        generation: 1,
+        result: 0,
+    });
+    assert_eq!(h.take_seen(), vec![], "the handler never sees it");
+    h.engine.publish_stats();
+    assert_eq!(h.shared.shards[0].counters.snapshot().rejected, 1);
+}

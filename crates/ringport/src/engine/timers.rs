@@ -111,6 +111,7 @@ impl<C: Codec> Core<C> {
             self.ops.push(Op::WithdrawAccepts);
             self.ops.push(Op::StopListening);
         }
+        self.drop_waiting();
         // Connects in flight are abandoned: their completion (ECANCELED)
         // closes the socket and reports the failure to the handler.
         for slot in 0..self.slots.len() {
