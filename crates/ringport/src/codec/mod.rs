@@ -22,7 +22,7 @@ mod length_delimited;
 mod lines;
 mod raw;
 
-pub use framer::Framer;
+pub use framer::{Framer, Partial};
 pub use length_delimited::{Endianness, LengthDelimited};
 pub use lines::Lines;
 pub use raw::RawBytes;
