@@ -38,7 +38,7 @@ enum Rules {
 
 /// A length field, then the frame. Two rule sets, each matching its
 /// reference implementation frame for frame (a differential test compares
-/// them on random settings and streams, `tests/codec_tokio_diff.rs`):
+/// them on random settings and streams, `tests/codec_diff.rs`):
 ///
 /// - **tokio-util rules** ([`LengthDelimited::new`] and the builder
 ///   methods, named as in tokio-util's `length_delimited::Builder`);
@@ -478,8 +478,14 @@ impl LengthDelimited {
         let value = u64::try_from(value).map_err(|_| {
             CodecError::InvalidHeader("payload length minus length adjustment is negative")
         })?;
-        // payload_len <= field max + adjustment, so value <= field max.
-        debug_assert!(value <= self.field_max());
+        // payload_len <= field max + adjustment, so value <= field max,
+        // unless that sum was negative (saturated to 0): then tokio-util
+        // writes the value's low bytes, a wrong length; ringport refuses.
+        if value > self.field_max() {
+            return Err(CodecError::InvalidHeader(
+                "payload length minus length adjustment does not fit the length field",
+            ));
+        }
         self.write_field(value, &mut dst[..self.field_len]);
         Ok(self.field_len)
     }
@@ -491,7 +497,7 @@ impl LengthDelimited {
     ) -> Result<usize, CodecError> {
         let skip = self.skip();
         let max = self.max_frame.saturating_sub(skip);
-        if payload_len > max {
+        if payload_len > max || skip > self.max_frame {
             return Err(CodecError::FrameTooLarge {
                 len: payload_len as u64,
                 max,
