@@ -1,12 +1,25 @@
-//! The checks run by the `framer` fuzz target, kept in a library so that
-//! the libFuzzer target, the stable random runner and the unit tests all run
-//! the same code.
+//! The checks run by the fuzz targets, kept in a library so that the
+//! libFuzzer targets, the stable random runner and the unit tests all run
+//! the same code. One check per decoder, and `check_framer` running all:
 //!
-//! Input layout (so that the fuzzer controls the cut points directly):
+//! - `check_length_delimited_tokio`: `LengthDelimited` with tokio-util's
+//!   rules, settings taken from the input, against the real tokio-util 0.7
+//!   `LengthDelimitedCodec` (and, for the default settings, a naive decoder);
+//! - `check_length_delimited_netty`: `LengthDelimited::netty`, settings from
+//!   the input, against a naive model of Netty's
+//!   `LengthFieldBasedFrameDecoder`;
+//! - `check_lines`: `Lines`, default and small limit, against a naive
+//!   splitter;
+//! - `check_raw`: `RawBytes`.
+//!
+//! Input layout (so that the fuzzer controls the settings and the cut
+//! points directly):
 //!
 //! ```text
-//! byte 0        parameters of the small-limit codecs
-//! byte 1        k = number of cut points (low 4 bits)
+//! bytes 0..4    settings of the length-delimited codecs (see `TokioSettings`
+//!               and `NettySettings`); ignored by lines and raw
+//! byte 4        parameter: the small limits
+//! byte 5        k = number of cut points (low 4 bits)
 //! 2k bytes      cut points, u16 little-endian, taken modulo the stream length
 //! rest          the byte stream
 //! ```
@@ -17,14 +30,16 @@
 //! - after every successful read, the framer holds at most one frame
 //!   (`buffered() <= max payload + header`) and its allocation stays within
 //!   the same bound (plus the small minimum allocation);
-//! - the outcome (payloads delivered, whether and how it failed) does not
+//! - the outcome (payloads delivered, whether and how it failed, whether the
+//!   stream ended inside a frame according to `Framer::partial`) does not
 //!   depend on the cuts;
-//! - for the default `LengthDelimited` and for `Lines`, the payloads and the
-//!   verdict equal those of a naive reference decoder written separately.
+//! - the outcome equals the reference's.
 
+use bytes::BytesMut;
 use ringport::codec::{
     Codec, CodecError, Framer, LengthDelimited, Lines, MAX_HEADER_LEN, RawBytes,
 };
+use tokio_util::codec::{Decoder, LengthDelimitedCodec, LengthDelimitedCodecError};
 
 /// Smallest allocation the framer makes (its `MIN_CAPACITY`), used as slack
 /// in the memory bound.
@@ -35,6 +50,8 @@ const MIN_ALLOC: usize = 256;
 pub struct Outcome {
     pub frames: Vec<Vec<u8>>,
     pub error: Option<ErrorKind>,
+    /// No error, and the stream ended inside a frame (`Framer::partial`).
+    pub cut_frame: bool,
 }
 
 /// An error's kind, without the lengths that legitimately depend on how far
@@ -52,8 +69,21 @@ fn kind(e: &CodecError) -> ErrorKind {
     }
 }
 
-/// Split the fuzz input into (cut points, stream).
-pub fn parse_input(data: &[u8]) -> (u8, Vec<usize>, &[u8]) {
+/// The parsed fuzz input.
+#[derive(Debug)]
+pub struct Input<'a> {
+    pub settings: [u8; 4],
+    pub param: u8,
+    pub cuts: Vec<usize>,
+    pub stream: &'a [u8],
+}
+
+/// Split the fuzz input (layout in the module docs).
+pub fn parse_input(data: &[u8]) -> Input<'_> {
+    let mut settings = [0u8; 4];
+    let n = data.len().min(4);
+    settings[..n].copy_from_slice(&data[..n]);
+    let data = &data[n..];
     let param = data.first().copied().unwrap_or(0);
     let k = usize::from(data.get(1).copied().unwrap_or(0) & 0x0f);
     let cuts_end = (2 + 2 * k).min(data.len());
@@ -63,7 +93,12 @@ pub fn parse_input(data: &[u8]) -> (u8, Vec<usize>, &[u8]) {
         .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])) % (stream.len() + 1))
         .collect();
     cuts.sort_unstable();
-    (param, cuts, stream)
+    Input {
+        settings,
+        param,
+        cuts,
+        stream,
+    }
 }
 
 /// Cut `stream` at the given sorted points (empty reads included: the
@@ -96,6 +131,7 @@ pub fn run<C: Codec>(codec: C, reads: &[&[u8]], bound: usize) -> Outcome {
             return Outcome {
                 frames,
                 error: Some(kind(&e)),
+                cut_frame: false,
             };
         }
         assert!(
@@ -108,10 +144,18 @@ pub fn run<C: Codec>(codec: C, reads: &[&[u8]], bound: usize) -> Outcome {
             "heap {} > bound {heap_bound}",
             framer.heap_bytes()
         );
+        assert_eq!(framer.partial().is_some(), framer.buffered() > 0);
+        if let Some(p) = framer.partial() {
+            assert_eq!(p.have, framer.buffered() as u64);
+            if let Some(missing) = p.missing {
+                assert!(missing > 0 && p.have + missing <= bound as u64 + MAX_HEADER_LEN as u64);
+            }
+        }
     }
     Outcome {
         frames,
         error: None,
+        cut_frame: framer.partial().is_some(),
     }
 }
 
@@ -125,6 +169,7 @@ pub fn reference_length_delimited(stream: &[u8], max: usize) -> Outcome {
             return Outcome {
                 frames,
                 error: Some(ErrorKind::TooLarge),
+                cut_frame: false,
             };
         }
         if rest.len() < 4 + len {
@@ -136,6 +181,7 @@ pub fn reference_length_delimited(stream: &[u8], max: usize) -> Outcome {
     Outcome {
         frames,
         error: None,
+        cut_frame: !rest.is_empty(),
     }
 }
 
@@ -154,6 +200,7 @@ pub fn reference_lines(stream: &[u8], max: usize) -> Outcome {
                     return Outcome {
                         frames,
                         error: Some(ErrorKind::TooLarge),
+                        cut_frame: false,
                     };
                 }
                 frames.push(line.to_vec());
@@ -165,9 +212,288 @@ pub fn reference_lines(stream: &[u8], max: usize) -> Outcome {
                 return Outcome {
                     frames,
                     error: too_long.then_some(ErrorKind::TooLarge),
+                    cut_frame: !too_long && !rest.is_empty(),
                 };
             }
         }
+    }
+}
+
+/// `LengthDelimited` settings under tokio-util's rules, from the input's
+/// settings bytes `[a, b, c, d]` and parameter byte `p`:
+///
+/// - `a`: bits 0-1 length field offset, bits 2-4 field length - 1, bit 5
+///   little-endian, bit 6 custom `num_skip`;
+/// - `b`: `num_skip` (modulo the end of the field + 5);
+/// - `c`: length adjustment (signed byte);
+/// - `d`: maximum: `p`, `16 p`, 1 MiB, or (fields of 1 or 2 bytes)
+///   `usize::MAX`.
+#[derive(Debug, Clone)]
+pub struct TokioSettings {
+    pub offset: usize,
+    pub field_len: usize,
+    pub little_endian: bool,
+    pub num_skip: Option<usize>,
+    pub adjustment: isize,
+    pub max: usize,
+}
+
+impl TokioSettings {
+    pub fn from_input(settings: [u8; 4], param: u8) -> Self {
+        let [a, b, c, d] = settings;
+        let offset = usize::from(a & 3);
+        let field_len = 1 + usize::from((a >> 2) & 7);
+        let end = offset + field_len;
+        let max = match d & 3 {
+            0 => usize::from(param),
+            1 => 16 * usize::from(param),
+            2 if field_len <= 2 => usize::MAX,
+            _ => 1 << 20,
+        };
+        TokioSettings {
+            offset,
+            field_len,
+            little_endian: a & 0x20 != 0,
+            num_skip: (a & 0x40 != 0).then_some(usize::from(b) % (end + 5)),
+            adjustment: isize::from(c as i8),
+            max,
+        }
+    }
+
+    pub fn end(&self) -> usize {
+        self.offset + self.field_len
+    }
+
+    pub fn skip(&self) -> usize {
+        self.num_skip.unwrap_or(self.end())
+    }
+
+    pub fn ringport(&self) -> LengthDelimited {
+        let mut c = LengthDelimited::new()
+            .length_field_offset(self.offset)
+            .length_field_length(self.field_len)
+            .length_adjustment(self.adjustment)
+            .max_frame_length(self.max);
+        if let Some(s) = self.num_skip {
+            c = c.num_skip(s);
+        }
+        if self.little_endian {
+            c.little_endian()
+        } else {
+            c
+        }
+    }
+
+    pub fn tokio(&self) -> LengthDelimitedCodec {
+        let mut b = LengthDelimitedCodec::builder();
+        b.length_field_offset(self.offset)
+            .length_field_length(self.field_len)
+            .length_adjustment(self.adjustment)
+            .max_frame_length(self.max);
+        if let Some(s) = self.num_skip {
+            b.num_skip(s);
+        }
+        if self.little_endian {
+            b.little_endian();
+        }
+        b.new_codec()
+    }
+
+    /// A frame with an `n`-byte payload (that holds its whole head).
+    pub fn frame(&self, n: usize, fill: u8) -> Option<Vec<u8>> {
+        let n = n.max(self.end().saturating_sub(self.skip()));
+        let value = u64::try_from(n as i128 - self.adjustment as i128).ok()?;
+        if self.field_len < 8 && value >> (8 * self.field_len) != 0 {
+            return None;
+        }
+        let mut f = vec![fill; self.skip() + n];
+        put(value, self.little_endian, &mut f[self.offset..self.end()]);
+        Some(f)
+    }
+}
+
+/// `LengthDelimited::netty` settings, from the same bytes:
+///
+/// - `a`: bits 0-1 offset, bits 2-4 field length (1, 2, 3, 4 or 8), bit 5
+///   little-endian, bit 7 `fail_fast = false`;
+/// - `b`: `initial_bytes_to_strip` (modulo the end of the field + 5);
+/// - `c`: length adjustment (signed byte);
+/// - `d`: maximum frame length: end of the field plus `p`, `16 p` or
+///   `4096 p`.
+#[derive(Debug, Clone)]
+pub struct NettySettings {
+    pub offset: usize,
+    pub field_len: usize,
+    pub little_endian: bool,
+    pub strip: usize,
+    pub adjustment: isize,
+    pub max: usize,
+    pub fail_fast: bool,
+}
+
+impl NettySettings {
+    pub fn from_input(settings: [u8; 4], param: u8) -> Self {
+        let [a, b, c, d] = settings;
+        let offset = usize::from(a & 3);
+        let field_len = [1, 2, 3, 4, 8][usize::from((a >> 2) & 7) % 5];
+        let end = offset + field_len;
+        let max = end
+            + match d & 3 {
+                0 | 1 => usize::from(param),
+                2 => 16 * usize::from(param),
+                _ => 4096 * usize::from(param),
+            };
+        NettySettings {
+            offset,
+            field_len,
+            little_endian: a & 0x20 != 0,
+            strip: usize::from(b) % (end + 5),
+            adjustment: isize::from(c as i8),
+            max,
+            fail_fast: a & 0x80 == 0,
+        }
+    }
+
+    pub fn end(&self) -> usize {
+        self.offset + self.field_len
+    }
+
+    pub fn ringport(&self) -> LengthDelimited {
+        let c = LengthDelimited::netty(
+            self.max,
+            self.offset,
+            self.field_len,
+            self.adjustment,
+            self.strip,
+            self.fail_fast,
+        );
+        if self.little_endian {
+            c.little_endian()
+        } else {
+            c
+        }
+    }
+
+    /// A whole frame of `len` bytes (header included), if valid.
+    pub fn frame(&self, len: usize, fill: u8) -> Option<Vec<u8>> {
+        let len = len.max(self.end()).max(self.strip);
+        let value =
+            u64::try_from(len as i128 - self.adjustment as i128 - self.end() as i128).ok()?;
+        if self.field_len < 8 && value >> (8 * self.field_len) != 0 {
+            return None;
+        }
+        let mut f = vec![fill; len];
+        put(value, self.little_endian, &mut f[self.offset..self.end()]);
+        Some(f)
+    }
+}
+
+fn put(value: u64, little_endian: bool, field: &mut [u8]) {
+    let n = field.len();
+    for (i, b) in field.iter_mut().enumerate() {
+        let shift = if little_endian {
+            8 * i
+        } else {
+            8 * (n - 1 - i)
+        };
+        *b = (value >> shift) as u8;
+    }
+}
+
+/// The real tokio-util decoder on the same reads. A frame of zero bytes
+/// (which tokio-util would yield forever) counts as invalid, as ringport
+/// refuses it; a cut frame is `decode_eof`'s "bytes remaining", or a frame
+/// whose head tokio-util consumed with nothing after it (which its
+/// `decode_eof` does not report).
+pub fn reference_tokio(mut codec: LengthDelimitedCodec, reads: &[&[u8]]) -> Outcome {
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    let fail = |frames, kind| Outcome {
+        frames,
+        error: Some(kind),
+        cut_frame: false,
+    };
+    for read in reads {
+        buf.extend_from_slice(read);
+        loop {
+            let before = buf.len();
+            match codec.decode(&mut buf) {
+                Ok(Some(f)) if f.is_empty() && buf.len() == before => {
+                    return fail(frames, ErrorKind::Invalid);
+                }
+                Ok(Some(f)) => frames.push(f.to_vec()),
+                Ok(None) => break,
+                Err(e) => {
+                    let too_large = e
+                        .get_ref()
+                        .is_some_and(|i| i.is::<LengthDelimitedCodecError>());
+                    let kind = if too_large {
+                        ErrorKind::TooLarge
+                    } else {
+                        ErrorKind::Invalid
+                    };
+                    return fail(frames, kind);
+                }
+            }
+        }
+    }
+    let cut_frame = match codec.decode_eof(&mut buf) {
+        Ok(_) => format!("{codec:?}").contains("state: Data("),
+        Err(_) => true,
+    };
+    Outcome {
+        frames,
+        error: None,
+        cut_frame,
+    }
+}
+
+/// A naive model of Netty's `LengthFieldBasedFrameDecoder.decode` (fail
+/// fast), on the whole stream, stopping at the first exception.
+pub fn reference_netty(s: &NettySettings, stream: &[u8]) -> Outcome {
+    let end = s.end();
+    let mut frames = Vec::new();
+    let mut at = 0;
+    let stop = |frames, error, cut_frame| Outcome {
+        frames,
+        error,
+        cut_frame,
+    };
+    loop {
+        let readable = stream.len() - at;
+        if readable < end {
+            return stop(frames, None, readable > 0);
+        }
+        let field = &stream[at + s.offset..at + end];
+        let mut raw = 0u64;
+        for i in 0..field.len() {
+            let b = if s.little_endian {
+                field[field.len() - 1 - i]
+            } else {
+                field[i]
+            };
+            raw = (raw << 8) | u64::from(b);
+        }
+        let value = raw as i64; // an 8-byte field is a signed long
+        if value < 0 {
+            return stop(frames, Some(ErrorKind::Invalid), false);
+        }
+        let frame = value.wrapping_add(i64::from((s.adjustment as i32).wrapping_add(end as i32)));
+        if frame < end as i64 {
+            return stop(frames, Some(ErrorKind::Invalid), false);
+        }
+        if frame > s.max as i64 {
+            return stop(frames, Some(ErrorKind::TooLarge), false);
+        }
+        let frame = frame as usize;
+        if readable < frame {
+            return stop(frames, None, true);
+        }
+        if s.strip > frame {
+            return stop(frames, Some(ErrorKind::Invalid), false);
+        }
+        frames.push(stream[at + s.strip..at + frame].to_vec());
+        at += frame;
     }
 }
 
@@ -179,72 +505,97 @@ fn both<C: Codec>(codec: C, stream: &[u8], reads: &[&[u8]], bound: usize) -> Out
     split
 }
 
-/// The fuzz entry point: see the module docs.
-pub fn check_framer(data: &[u8]) {
-    let (param, cuts, stream) = parse_input(data);
-    let reads = cut(stream, &cuts);
+/// The default wire format and settings from the input, tokio-util rules,
+/// against the naive decoder and the real tokio-util.
+pub fn check_length_delimited_tokio(data: &[u8]) {
+    let input = parse_input(data);
+    let reads = cut(input.stream, &input.cuts);
 
-    // The default wire format, against the reference decoder.
     let ld = LengthDelimited::new();
     let max = ld.max_frame();
-    let got = both(ld, stream, &reads, 4 + max);
-    assert_eq!(got, reference_length_delimited(stream, max));
+    let got = both(ld, input.stream, &reads, 4 + max);
+    assert_eq!(got, reference_length_delimited(input.stream, max));
 
     // A small maximum, so that oversize frames are reachable.
-    let small = usize::from(param);
+    let small = usize::from(input.param);
     let got = both(
         LengthDelimited::new().max_frame_length(small),
-        stream,
+        input.stream,
         &reads,
         4 + small,
     );
-    assert_eq!(got, reference_length_delimited(stream, small));
+    assert_eq!(got, reference_length_delimited(input.stream, small));
 
-    // Other layouts: the parameter byte picks field size, endianness, an
-    // adjustment counting the header and whether the header is kept.
-    let field_len = 1 + usize::from(param & 0x07);
-    let mut other = LengthDelimited::new()
-        .length_field_offset(usize::from(param >> 6))
-        .length_field_length(field_len)
-        .max_frame_length(usize::from(param) * 3);
-    if param & 0x08 != 0 {
-        other = other.little_endian();
-    }
-    if param & 0x10 != 0 {
-        other = other.length_adjustment(-(field_len as isize));
-    }
-    if param & 0x20 != 0 {
-        other = other.num_skip(0);
-    }
-    let bound = other.max_frame() + usize::from(param >> 6) + field_len;
-    both(other, stream, &reads, bound);
+    let s = TokioSettings::from_input(input.settings, input.param);
+    let codec = s.ringport();
+    let bound = s.skip() + s.end() + codec.max_frame();
+    let got = both(codec, input.stream, &reads, bound);
+    assert_eq!(got, reference_tokio(s.tokio(), &reads), "{s:?}");
+}
 
-    // Lines, default and small maximum, against the reference splitter.
+/// Settings from the input, Netty rules, against the Netty model.
+pub fn check_length_delimited_netty(data: &[u8]) {
+    let input = parse_input(data);
+    let reads = cut(input.stream, &input.cuts);
+    let s = NettySettings::from_input(input.settings, input.param);
+    let got = both(s.ringport(), input.stream, &reads, s.max);
+    assert_eq!(got, reference_netty(&s, input.stream), "{s:?}");
+}
+
+/// Lines, default and small maximum, against the reference splitter.
+pub fn check_lines(data: &[u8]) {
+    let input = parse_input(data);
+    let reads = cut(input.stream, &input.cuts);
     let lines = Lines::new();
     let max = lines.max_frame();
-    let got = both(lines, stream, &reads, max + 1);
-    assert_eq!(got, reference_lines(stream, max));
-    let small = usize::from(param & 0x3f);
+    let got = both(lines, input.stream, &reads, max + 1);
+    assert_eq!(got, reference_lines(input.stream, max));
+    let small = usize::from(input.param & 0x3f);
     let got = both(
         Lines::new().max_line_length(small),
-        stream,
+        input.stream,
         &reads,
         small + 1,
     );
-    assert_eq!(got, reference_lines(stream, small));
+    assert_eq!(got, reference_lines(input.stream, small));
+}
 
-    // Raw bytes: everything delivered, in order, in bounded non-empty
-    // messages, nothing buffered (frames do depend on the cuts here).
-    let raw_max = usize::from(param).max(1);
+/// Raw bytes: everything delivered, in order, in bounded non-empty
+/// messages, nothing buffered (frames do depend on the cuts here).
+pub fn check_raw(data: &[u8]) {
+    let input = parse_input(data);
+    let reads = cut(input.stream, &input.cuts);
+    let raw_max = usize::from(input.param).max(1);
     let got = run(RawBytes::new().max_frame_length(raw_max), &reads, 0);
     assert_eq!(got.error, None);
+    assert!(!got.cut_frame);
     assert!(
         got.frames
             .iter()
             .all(|f| !f.is_empty() && f.len() <= raw_max)
     );
-    assert_eq!(got.frames.concat(), stream);
+    assert_eq!(got.frames.concat(), input.stream);
 }
+
+/// Every check: the `framer` target.
+pub fn check_framer(data: &[u8]) {
+    check_length_delimited_tokio(data);
+    check_length_delimited_netty(data);
+    check_lines(data);
+    check_raw(data);
+}
+
+/// A check: panics if the input shows a bug.
+pub type Check = fn(&[u8]);
+
+/// The checks by target name, for the stable runner.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("framer", check_framer),
+    ("length_delimited_tokio", check_length_delimited_tokio),
+    ("length_delimited_netty", check_length_delimited_netty),
+    ("lines", check_lines),
+    ("raw", check_raw),
+];
 
 /// A small deterministic generator (xorshift64*) for the stable runner and
 /// the tests: no dependency, reproducible from a seed.
@@ -271,38 +622,53 @@ impl Rng {
     }
 }
 
-/// Build a fuzz input that is likely to reach deep: a parameter byte, cut
-/// points, and a stream mixing valid length-prefixed frames, lines, random
-/// bytes and oversize headers.
+/// Build a fuzz input that is likely to reach deep: settings bytes, a
+/// parameter byte, cut points, and a stream mixing frames valid under the
+/// default format and under the input's tokio-util and Netty settings,
+/// lines, random bytes and oversize headers.
 pub fn generate(rng: &mut Rng) -> Vec<u8> {
+    let settings = (rng.next_u64() as u32).to_le_bytes();
+    let param = rng.next_u64() as u8;
+    let tokio = TokioSettings::from_input(settings, param);
+    let netty = NettySettings::from_input(settings, param);
     let mut stream = Vec::new();
     let pieces = rng.below(12);
     for _ in 0..pieces {
-        match rng.below(6) {
-            0 | 1 => {
-                let len = if rng.below(4) == 0 {
-                    rng.below(70_000)
-                } else {
-                    rng.below(64)
-                };
-                stream.extend_from_slice(&(len as u32).to_be_bytes());
-                stream.extend((0..len).map(|i| i as u8));
+        let small = if rng.below(4) == 0 {
+            rng.below(70_000)
+        } else {
+            rng.below(64)
+        };
+        match rng.below(8) {
+            0 => {
+                stream.extend_from_slice(&(small as u32).to_be_bytes());
+                stream.extend((0..small).map(|i| i as u8));
             }
-            2 => {
+            1 | 2 => {
+                let n = small.min(tokio.max.saturating_add_signed(tokio.adjustment));
+                stream.extend(tokio.frame(n, n as u8).unwrap_or_default());
+            }
+            3 => stream.extend(
+                netty
+                    .frame(small.min(netty.max), small as u8)
+                    .unwrap_or_default(),
+            ),
+            4 => {
                 let len = rng.below(300);
                 stream.extend((0..len).map(|_| b'a' + (rng.below(26) as u8)));
                 stream.extend_from_slice(if rng.below(2) == 0 { b"\n" } else { b"\r\n" });
             }
-            3 => {
+            5 => {
                 let len = rng.below(64);
                 stream.extend((0..len).map(|_| rng.next_u64() as u8));
             }
-            4 => stream.extend((0..rng.below(16)).map(|_| [b'\r', b'\n', 0][rng.below(3)])),
+            6 => stream.extend((0..rng.below(16)).map(|_| [b'\r', b'\n', 0][rng.below(3)])),
             _ => stream.extend_from_slice(&(rng.next_u64() as u32).to_be_bytes()),
         }
     }
     let k = rng.below(16);
-    let mut input = vec![rng.next_u64() as u8, k as u8];
+    let mut input = settings.to_vec();
+    input.extend([param, k as u8]);
     for _ in 0..k {
         let c = rng.below(stream.len() + 1) as u16;
         input.extend_from_slice(&c.to_le_bytes());
@@ -317,12 +683,13 @@ mod tests {
 
     #[test]
     fn parse_and_cut() {
-        let data = [7, 2, 3, 0, 1, 0, b'a', b'b', b'c', b'd'];
-        let (param, cuts, stream) = parse_input(&data);
-        assert_eq!(param, 7);
-        assert_eq!(cuts, vec![1, 3]);
-        assert_eq!(stream, b"abcd");
-        assert_eq!(cut(stream, &cuts), vec![&b"a"[..], b"bc", b"d"]);
+        let data = [1, 2, 3, 4, 7, 2, 3, 0, 1, 0, b'a', b'b', b'c', b'd'];
+        let input = parse_input(&data);
+        assert_eq!(input.settings, [1, 2, 3, 4]);
+        assert_eq!(input.param, 7);
+        assert_eq!(input.cuts, vec![1, 3]);
+        assert_eq!(input.stream, b"abcd");
+        assert_eq!(cut(input.stream, &input.cuts), vec![&b"a"[..], b"bc", b"d"]);
     }
 
     #[test]
@@ -330,6 +697,7 @@ mod tests {
         let r = reference_length_delimited(&[0, 0, 0, 1, 9, 0, 0, 0, 0, 0, 0], 10);
         assert_eq!(r.frames, vec![vec![9], vec![]]);
         assert_eq!(r.error, None);
+        assert!(r.cut_frame);
         let r = reference_length_delimited(&[0, 0, 0, 11], 10);
         assert_eq!(r.error, Some(ErrorKind::TooLarge));
         let r = reference_lines(b"ab\r\ncd\nxyz", 3);
@@ -337,11 +705,41 @@ mod tests {
         assert_eq!(r.error, None);
         assert_eq!(reference_lines(b"abcd", 3).error, Some(ErrorKind::TooLarge));
         assert_eq!(reference_lines(b"abc\r", 3).error, None);
+        // tokio-util: `length_field_length(1).num_skip(0)` on 01 01.
+        let s = TokioSettings {
+            offset: 0,
+            field_len: 1,
+            little_endian: false,
+            num_skip: Some(0),
+            adjustment: 0,
+            max: 100,
+        };
+        let r = reference_tokio(s.tokio(), &[&[1, 1]]);
+        assert_eq!(r.frames, vec![vec![1], vec![1]]);
+        // Netty's example 6.
+        let s = NettySettings {
+            offset: 1,
+            field_len: 2,
+            little_endian: false,
+            strip: 3,
+            adjustment: 1,
+            max: 100,
+            fail_fast: true,
+        };
+        let r = reference_netty(&s, b"\xCA\x00\x0C\xFEHELLO, WORLD");
+        assert_eq!(r.frames, vec![b"\xFEHELLO, WORLD".to_vec()]);
     }
 
     #[test]
     fn short_and_empty_inputs() {
-        for data in [&[][..], &[1], &[1, 0], &[0, 1, 0], &[255, 15]] {
+        for data in [
+            &[][..],
+            &[1],
+            &[1, 0],
+            &[0, 1, 0],
+            &[255, 15],
+            &[0, 0, 0, 0, 255, 15],
+        ] {
             check_framer(data);
         }
     }

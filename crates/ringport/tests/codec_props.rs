@@ -10,9 +10,11 @@ use ringport::codec::{
 };
 
 /// A `LengthDelimited` configuration, kept as plain numbers so the test can
-/// build frames independently of the codec (an oracle).
+/// build frames independently of the codec (an oracle), under tokio-util's
+/// rules or Netty's.
 #[derive(Debug, Clone)]
 struct LdSettings {
+    netty: bool,
     offset: usize,
     field_len: usize,
     adjustment: isize,
@@ -23,7 +25,13 @@ struct LdSettings {
 
 impl LdSettings {
     fn codec(&self) -> LengthDelimited {
-        let mut c = LengthDelimited::new()
+        let base = if self.netty {
+            // The builder methods keep the rule set.
+            LengthDelimited::netty(1 << 20, 0, 4, 0, 4, true)
+        } else {
+            LengthDelimited::new()
+        };
+        let mut c = base
             .length_field_offset(self.offset)
             .length_field_length(self.field_len)
             .length_adjustment(self.adjustment)
@@ -43,10 +51,54 @@ impl LdSettings {
         self.num_skip.unwrap_or(self.header_end())
     }
 
+    /// Most bytes a partial frame can hold.
+    fn bound(&self) -> usize {
+        self.skip() + self.header_end() + self.codec().max_frame()
+    }
+
     /// Build one frame on the wire from `body` (the tail of the delivered
-    /// payload) following the documented layout, and return (wire bytes,
+    /// payload) following the documented rules, and return (wire bytes,
     /// expected delivered payload).
     fn frame(&self, body: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        if self.netty {
+            self.frame_netty(body)
+        } else {
+            self.frame_tokio(body)
+        }
+    }
+
+    fn field_bytes(&self, value: u64) -> Vec<u8> {
+        assert!(self.field_len == 8 || value < 1u64 << (8 * self.field_len));
+        match self.endianness {
+            Endianness::Big => value.to_be_bytes()[8 - self.field_len..].to_vec(),
+            Endianness::Little => value.to_le_bytes()[..self.field_len].to_vec(),
+        }
+    }
+
+    /// tokio-util: the frame is `num_skip + n` bytes, `n = value + adj`,
+    /// and the payload is the `n` bytes after `num_skip`. Frames here hold
+    /// their whole head (`n >= end - num_skip`).
+    fn frame_tokio(&self, body: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let (he, s, adj) = (
+            self.header_end() as isize,
+            self.skip() as isize,
+            self.adjustment,
+        );
+        let n = (0.max(he - s).max(adj) as usize) + body.len();
+        let total = self.skip() + n;
+        let mut wire: Vec<u8> = (0..total - body.len())
+            .map(|i| (i as u8).wrapping_mul(37) ^ 0xA5)
+            .collect();
+        wire.extend_from_slice(body);
+        let value = (n as isize - adj) as u64;
+        wire[self.offset..self.header_end()].copy_from_slice(&self.field_bytes(value));
+        let expected = wire[self.skip()..].to_vec();
+        (wire, expected)
+    }
+
+    /// Netty: the frame is `end + value + adj` bytes, the first `strip`
+    /// dropped.
+    fn frame_netty(&self, body: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let (he, s, adj) = (
             self.header_end() as isize,
             self.skip() as isize,
@@ -61,12 +113,7 @@ impl LdSettings {
             .collect();
         wire.extend_from_slice(body);
         let value = (total as isize - he - adj) as u64;
-        assert!(self.field_len == 8 || value < 1u64 << (8 * self.field_len));
-        let bytes = match self.endianness {
-            Endianness::Big => value.to_be_bytes()[8 - self.field_len..].to_vec(),
-            Endianness::Little => value.to_le_bytes()[..self.field_len].to_vec(),
-        };
-        wire[self.offset..self.header_end()].copy_from_slice(&bytes);
+        wire[self.offset..self.header_end()].copy_from_slice(&self.field_bytes(value));
         let expected = wire[self.skip()..].to_vec();
         (wire, expected)
     }
@@ -79,6 +126,7 @@ fn endianness() -> impl Strategy<Value = Endianness> {
 /// Settings with room for payloads of up to a few hundred bytes.
 fn ld_settings() -> impl Strategy<Value = LdSettings> {
     (
+        any::<bool>(),
         0usize..4,
         1usize..=8,
         -6isize..=6,
@@ -87,11 +135,12 @@ fn ld_settings() -> impl Strategy<Value = LdSettings> {
         endianness(),
     )
         .prop_map(
-            |(offset, field_len, adjustment, custom_skip, skip, endianness)| LdSettings {
+            |(netty, offset, field_len, adjustment, custom_skip, skip, endianness)| LdSettings {
+                netty,
                 offset,
                 field_len,
                 adjustment,
-                num_skip: custom_skip.then_some(skip % (offset + field_len + 4)),
+                num_skip: (custom_skip || netty).then_some(skip % (offset + field_len + 4)),
                 endianness,
                 max: 1024,
             },
@@ -202,13 +251,18 @@ proptest! {
             wire.extend(w);
             expected.push(p);
         }
-        let bound = settings.skip() + settings.codec().max_frame();
+        let bound = settings.bound();
         let out = run(settings.codec(), &split(&wire, &sizes), bound);
         prop_assert_eq!(&out.frames, &expected);
         prop_assert_eq!(out.error, None);
 
-        // Re-encode what was delivered.
+        // Re-encode what was delivered (tokio-util's encoder writes only
+        // the length field, so this round trip holds for its rules when the
+        // field is at offset 0 and the header is stripped).
         let codec = settings.codec();
+        if !settings.netty && (settings.offset != 0 || settings.skip() != settings.header_end()) {
+            return Ok(());
+        }
         let mut again = Vec::new();
         for p in &expected {
             let mut hdr = [0u8; MAX_HEADER_LEN];
@@ -253,7 +307,8 @@ proptest! {
 
     /// A header announcing more than the maximum fails as soon as the header
     /// is complete (no payload byte needed), having allocated nothing for
-    /// the payload.
+    /// the payload. tokio-util rules: the raw field is over the maximum;
+    /// Netty rules: the whole frame is.
     #[test]
     fn oversize_header_fails_early_without_allocating(
         settings in ld_settings(),
@@ -262,15 +317,23 @@ proptest! {
         sizes in chunk_sizes(),
     ) {
         let settings = LdSettings { max, field_len: settings.field_len.max(4), ..settings };
-        let after_field = max as u64 + excess;
-        let value = after_field as i128 - settings.adjustment as i128;
-        prop_assume!(value >= 0 && value <= u32::MAX as i128);
-        let mut header = vec![0u8; settings.header_end()];
-        let bytes = match settings.endianness {
-            Endianness::Big => (value as u64).to_be_bytes()[8 - settings.field_len..].to_vec(),
-            Endianness::Little => (value as u64).to_le_bytes()[..settings.field_len].to_vec(),
+        let (value, expected) = if settings.netty {
+            let frame = (max as u64 + excess) as i128;
+            let value = frame - settings.adjustment as i128 - settings.header_end() as i128;
+            (value, CodecError::FrameTooLarge { len: frame as u64, max })
+        } else {
+            let value = max as u64 + excess;
+            (value as i128, CodecError::FrameTooLarge { len: value, max })
         };
-        header[settings.offset..].copy_from_slice(&bytes);
+        prop_assume!(value >= 0 && value <= u32::MAX as i128);
+        let head = if settings.netty {
+            settings.header_end()
+        } else {
+            settings.header_end().max(settings.skip())
+        };
+        let mut header = vec![0u8; head];
+        header[settings.offset..settings.header_end()]
+            .copy_from_slice(&settings.field_bytes(value as u64));
         let mut framer = Framer::new(settings.codec());
         let reads = split(&header, &sizes);
         let last = reads.len() - 1;
@@ -280,7 +343,7 @@ proptest! {
             if i < last {
                 prop_assert!(r.is_ok());
             } else {
-                prop_assert_eq!(r, Err(CodecError::FrameTooLarge { len: after_field, max }));
+                prop_assert_eq!(r, Err(expected.clone()));
             }
         }
     }
@@ -341,7 +404,7 @@ proptest! {
         } else {
             garbage
         };
-        let bound = settings.skip() + settings.codec().max_frame();
+        let bound = settings.bound();
         let whole = run(settings.codec(), &[&garbage], bound);
         let cut = run(settings.codec(), &split(&garbage, &sizes), bound);
         prop_assert_eq!(whole, cut);

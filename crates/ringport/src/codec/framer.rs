@@ -49,6 +49,23 @@ pub struct Framer<C: Codec> {
     layout: Option<Layout>,
     /// The codec's `at_least` from its last `NeedMore`.
     hint: Option<usize>,
+    /// `buf` holds bytes left after a frame that ended inside them, which
+    /// the codec has not looked at yet. Only a codec whose frames can be
+    /// shorter than the header it reads (tokio-util's rules with `num_skip`
+    /// below the end of the length field) leaves such bytes.
+    fresh: bool,
+}
+
+/// A frame cut short: what [`Framer::partial`] reports, e.g. when the
+/// stream ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partial {
+    /// Bytes of the frame received (and buffered) so far.
+    pub have: u64,
+    /// Bytes still missing to complete it, when the frame has been located
+    /// (its header was complete); `None` while the codec cannot yet say how
+    /// long the frame is (a header still incomplete, a line without its end).
+    pub missing: Option<u64>,
 }
 
 impl<C: Codec> Framer<C> {
@@ -59,6 +76,7 @@ impl<C: Codec> Framer<C> {
             buf: Vec::new(),
             layout: None,
             hint: None,
+            fresh: false,
         }
     }
 
@@ -113,27 +131,33 @@ impl<C: Codec> Framer<C> {
         let mut pos = 0;
 
         // 1. Complete the frame in progress, copying only its own bytes.
-        if !self.buf.is_empty() {
-            loop {
-                if let Some(layout) = self.layout {
+        while !self.buf.is_empty() {
+            if let Some(layout) = self.layout {
+                if self.buf.len() < layout.total {
                     let take = (layout.total - self.buf.len()).min(data.len() - pos);
                     self.append(&data[pos..pos + take], layout.total);
                     pos += take;
                     if self.buf.len() < layout.total {
                         return Ok(pos);
                     }
-                    self.layout = None;
-                    if !self.deliver_buffered(layout, &mut on_frame) {
-                        return Ok(pos);
-                    }
-                    break;
                 }
-                // Not located yet: give the codec more bytes, as many as it
-                // asked for, else a geometrically growing step.
+                self.layout = None;
+                if !self.deliver_buffered(layout, &mut on_frame) {
+                    return Ok(pos);
+                }
+                // Bytes left after the frame (if any) are decoded next.
+                continue;
+            }
+            // Not located yet: give the codec more bytes, as many as it
+            // asked for, else a geometrically growing step (none if it has
+            // not seen what is buffered yet).
+            let had = self.buf.len();
+            let take = if self.fresh {
+                0
+            } else {
                 if pos == data.len() {
                     return Ok(pos);
                 }
-                let had = self.buf.len();
                 let want = match self.hint {
                     Some(at_least) if at_least > had => at_least - had,
                     // Without a hint, no frame can start further than the
@@ -143,36 +167,29 @@ impl<C: Codec> Framer<C> {
                         .min((self.search_limit() + 1).saturating_sub(had))
                         .max(1),
                 };
-                let take = want.min(data.len() - pos);
-                self.append(&data[pos..pos + take], self.search_limit());
-                match self.codec.decode(&self.buf)? {
-                    Decode::NeedMore { at_least } => {
-                        pos += take;
-                        self.need_more(at_least, self.buf.len())?;
-                    }
-                    Decode::Frame {
-                        skip,
-                        payload,
-                        trailer,
-                    } => {
-                        self.hint = None;
-                        let layout = self.check(skip, payload, trailer)?;
-                        if layout.total < had {
-                            return Err(CodecError::InvalidHeader(
-                                "codec located a frame inside bytes it had asked more for",
-                            ));
-                        }
-                        if layout.total <= self.buf.len() {
-                            // The frame ends inside what was just appended:
-                            // hand the surplus back to the zero-copy path.
-                            let surplus = self.buf.len() - layout.total;
-                            self.buf.truncate(layout.total);
-                            pos += take - surplus;
-                        } else {
-                            pos += take;
-                        }
-                        self.layout = Some(layout);
-                    }
+                want.min(data.len() - pos)
+            };
+            self.fresh = false;
+            self.append(&data[pos..pos + take], self.search_limit());
+            match self.codec.decode(&self.buf)? {
+                Decode::NeedMore { at_least } => {
+                    pos += take;
+                    self.need_more(at_least, self.buf.len())?;
+                }
+                Decode::Frame {
+                    skip,
+                    payload,
+                    trailer,
+                } => {
+                    self.hint = None;
+                    let layout = self.check(skip, payload, trailer)?;
+                    // Keep what the frame needs, and what was held before
+                    // (a frame may end inside it); bytes just appended past
+                    // the frame's end go back to the zero-copy path.
+                    let keep = layout.total.max(had).min(self.buf.len());
+                    self.buf.truncate(keep);
+                    pos += keep - had;
+                    self.layout = Some(layout);
                 }
             }
         }
@@ -215,9 +232,30 @@ impl<C: Codec> Framer<C> {
     }
 
     /// Heap bytes held (capacity of the reassembly buffer), for memory
-    /// accounting.
+    /// accounting. The buffer grows with the bytes that actually arrived
+    /// (at most twice what it holds, or a small minimum), never to the
+    /// length a header announces.
     pub fn heap_bytes(&self) -> usize {
         self.buf.capacity()
+    }
+
+    /// The frame in progress, if any bytes of one are buffered: how many
+    /// bytes of it arrived, and how many are missing when the frame's
+    /// length is known. `None` when nothing is buffered (the stream is
+    /// between frames).
+    ///
+    /// When the peer closes its side, `Some` means the stream ended inside
+    /// a frame (tokio-util's `decode_eof` reports "bytes remaining on
+    /// stream" in exactly that case).
+    pub fn partial(&self) -> Option<Partial> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let have = self.buf.len();
+        Some(Partial {
+            have: have as u64,
+            missing: self.layout.map(|l| l.total.saturating_sub(have) as u64),
+        })
     }
 
     /// Validate a frame located by the codec. The codec is trusted to
@@ -267,28 +305,22 @@ impl<C: Codec> Framer<C> {
         self.codec.max_frame().saturating_add(2 * MAX_HEADER_LEN)
     }
 
-    /// Append to the reassembly buffer, growing it geometrically (amortised
-    /// O(1) per byte) but never past `cap`, the most this frame can need.
+    /// Append to the reassembly buffer, growing it geometrically with the
+    /// bytes that arrived: to twice what it will hold (amortised O(1) per
+    /// byte), at least [`MIN_CAPACITY`], and never past `cap`, the most this
+    /// frame can need. Never by the length a header announces: a peer that
+    /// announces 16 MiB and sends 100 bytes costs [`MIN_CAPACITY`].
     fn append(&mut self, bytes: &[u8], cap: usize) {
         let need = self.buf.len() + bytes.len();
         if need > self.buf.capacity() {
-            // Small frames grow by doubling. Once a frame is past the size
-            // we would keep anyway, its bytes are really arriving: reserve
-            // up to its end at once (pages become resident only as they
-            // are written), which spares the copies of repeated doubling.
-            let target = if need > RELEASE_ABOVE {
-                cap.max(need)
-            } else {
-                let grown = self.buf.capacity().saturating_mul(2).max(MIN_CAPACITY);
-                grown.min(cap).max(need)
-            };
+            let target = need.saturating_mul(2).max(MIN_CAPACITY).min(cap).max(need);
             self.buf.reserve_exact(target - self.buf.len());
         }
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Deliver the complete frame held in the reassembly buffer and empty
-    /// the buffer, freeing it if it grew large.
+    /// Deliver the complete frame at the start of the reassembly buffer and
+    /// remove it, freeing the buffer if it grew large.
     fn deliver_buffered(
         &mut self,
         layout: Layout,
@@ -296,13 +328,22 @@ impl<C: Codec> Framer<C> {
     ) -> bool {
         self.codec.frame_consumed();
         let payload = layout.skip..layout.skip + layout.payload;
-        if self.buf.capacity() > RELEASE_ABOVE {
+        let large = self.buf.capacity() > RELEASE_ABOVE;
+        if large && self.buf.len() == layout.total {
             // Freed after this frame anyway: hand the buffer itself over.
             let shared = Bytes::from(std::mem::take(&mut self.buf)).slice(payload);
             return on_frame(&shared, Some(&shared));
         }
         let go_on = on_frame(&self.buf[payload], None);
-        self.buf.clear();
+        if self.buf.len() == layout.total {
+            self.buf.clear();
+        } else {
+            self.buf.drain(..layout.total);
+            self.fresh = true;
+        }
+        if large {
+            self.buf = self.buf.as_slice().to_vec();
+        }
         go_on
     }
 }
@@ -502,13 +543,10 @@ mod tests {
                 })
                 .unwrap();
             fed += chunk.len();
-            // Capacity follows the arrivals (amortised doubling) until the
-            // frame is past RELEASE_ABOVE bytes really received; then the
-            // rest of the frame is reserved at once. Never beyond the frame.
+            // Capacity follows the arrivals (amortised doubling), never
+            // more than twice what arrived, never beyond the frame.
             assert!(framer.heap_bytes() <= wire.len());
-            if fed <= RELEASE_ABOVE {
-                assert!(framer.heap_bytes() <= 2 * fed.max(MIN_CAPACITY), "{fed}");
-            }
+            assert!(framer.heap_bytes() <= 2 * fed.max(MIN_CAPACITY), "{fed}");
         }
         assert_eq!(got.unwrap(), payload);
         assert_eq!(framer.buffered(), 0);
@@ -662,6 +700,136 @@ mod tests {
             ]
         );
         assert_eq!(f.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn announced_length_is_never_reserved() {
+        // 2,000 connections announcing 16 MiB and sending 70 KB each must
+        // not reserve 16 MiB each.
+        let mut framer = Framer::new(LengthDelimited::new());
+        framer.feed(&(16u32 << 20).to_be_bytes(), |_| true).unwrap();
+        assert!(framer.heap_bytes() <= MIN_CAPACITY);
+        let mut fed = 4;
+        for _ in 0..70 {
+            framer.feed(&[0; 1000], |_| true).unwrap();
+            fed += 1000;
+            assert!(framer.heap_bytes() <= 2 * fed, "{fed}");
+            assert!(framer.heap_bytes() >= framer.buffered());
+        }
+        assert_eq!(
+            framer.partial(),
+            Some(Partial {
+                have: fed as u64,
+                missing: Some((16 << 20) + 4 - fed as u64)
+            })
+        );
+    }
+
+    #[test]
+    fn partial_reports_the_frame_in_progress() {
+        let mut framer = Framer::new(LengthDelimited::new());
+        assert_eq!(framer.partial(), None);
+        // Header incomplete: length unknown.
+        framer.feed(&[0, 0], |_| true).unwrap();
+        assert_eq!(
+            framer.partial(),
+            Some(Partial {
+                have: 2,
+                missing: None
+            })
+        );
+        // Header complete: 10 payload bytes announced, 3 arrived.
+        framer.feed(&[0, 10, 1, 2, 3], |_| true).unwrap();
+        assert_eq!(
+            framer.partial(),
+            Some(Partial {
+                have: 7,
+                missing: Some(7)
+            })
+        );
+        // Completed, then the next frame's first byte.
+        let mut n = 0;
+        framer
+            .feed(&[4, 5, 6, 7, 8, 9, 10, 0], |_| {
+                n += 1;
+                true
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(
+            framer.partial(),
+            Some(Partial {
+                have: 1,
+                missing: None
+            })
+        );
+        // A whole frame at once: nothing partial after it.
+        let mut framer = Framer::new(LengthDelimited::new());
+        framer.feed(&ld_frame(b"abc"), |_| true).unwrap();
+        assert_eq!(framer.partial(), None);
+        // A frame located in the zero-copy path, cut.
+        framer.feed(&ld_frame(b"abcdef")[..6], |_| true).unwrap();
+        assert_eq!(
+            framer.partial(),
+            Some(Partial {
+                have: 6,
+                missing: Some(4)
+            })
+        );
+        // Lines: a line without its end.
+        let mut framer = Framer::new(Lines::new());
+        framer.feed(b"one\ntw", |_| true).unwrap();
+        assert_eq!(
+            framer.partial(),
+            Some(Partial {
+                have: 2,
+                missing: None
+            })
+        );
+        // Raw bytes: never partial.
+        let mut framer = Framer::new(RawBytes::new());
+        framer.feed(b"xyz", |_| true).unwrap();
+        assert_eq!(framer.partial(), None);
+    }
+
+    #[test]
+    fn frames_shorter_than_their_header_at_every_split() {
+        // tokio-util rules, 3-byte head, frames of 1 byte: each frame ends
+        // inside the bytes read to locate it.
+        let codec = LengthDelimited::new()
+            .length_field_length(3)
+            .num_skip(0)
+            .length_adjustment(1 - 0x01_0101);
+        let wire = [1u8; 9];
+        for a in 0..=wire.len() {
+            for b in a..=wire.len() {
+                let mut framer = Framer::new(codec.clone());
+                let got = collect(&mut framer, &[&wire[..a], &wire[a..b], &wire[b..]]).unwrap();
+                assert_eq!(got, vec![vec![1]; 7], "splits {a} {b}");
+                assert_eq!(framer.buffered(), 2);
+                assert_eq!(framer.partial().unwrap().missing, None);
+            }
+        }
+        // One frame at a time with feed_until, stopping on a frame taken
+        // from the buffer that leaves bytes behind.
+        let mut framer = Framer::new(codec);
+        assert_eq!(framer.feed_until(&wire[..2], |_| true).unwrap(), 2);
+        let mut got = 0;
+        let mut pos = 2;
+        while pos < wire.len() || got < 7 {
+            let before = got;
+            pos += framer
+                .feed_until(&wire[pos..], |_| {
+                    got += 1;
+                    false
+                })
+                .unwrap();
+            assert!(got - before <= 1);
+            if got == before && pos == wire.len() {
+                break;
+            }
+        }
+        assert_eq!(got, 7);
     }
 
     #[test]

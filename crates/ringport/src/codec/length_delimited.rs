@@ -1,6 +1,6 @@
-//! Length-prefixed framing with the settings of tokio-util's
-//! `LengthDelimitedCodec` and Netty's `LengthFieldBasedFrameDecoder`; the
-//! layout rule is documented on [`LengthDelimited`].
+//! Length-prefixed framing with two explicit rule sets: tokio-util's
+//! `LengthDelimitedCodec` and Netty's `LengthFieldBasedFrameDecoder`. Both
+//! are documented on [`LengthDelimited`].
 
 use super::{Codec, CodecError, DEFAULT_MAX_FRAME, Decode, MAX_HEADER_LEN};
 
@@ -26,61 +26,145 @@ impl Endianness {
     }
 }
 
-/// A length field followed by the frame. The default is ringport's wire
-/// format: a 4-byte big-endian payload length, then the payload, at most
-/// [`DEFAULT_MAX_FRAME`] bytes.
+/// Which reference implementation's rules a [`LengthDelimited`] follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rules {
+    /// tokio-util 0.7 `LengthDelimitedCodec`.
+    Tokio,
+    /// Netty 4 `LengthFieldBasedFrameDecoder` (and, for encoding, the
+    /// exact inverse of its decoding).
+    Netty { fail_fast: bool },
+}
+
+/// A length field, then the frame. Two rule sets, each matching its
+/// reference implementation frame for frame (a differential test compares
+/// them on random settings and streams, `tests/codec_diff.rs`):
 ///
-/// ```text
-/// +---------------------+---------------------+---------------------------------+
-/// | length_field_offset | length_field_length | value + length_adjustment bytes |
-/// | bytes, ignored      | bytes: the value    |                                 |
-/// +---------------------+---------------------+---------------------------------+
-/// |<---------- num_skip ---------->|<----------- delivered payload ------------>|
-/// ```
+/// - **tokio-util rules** ([`LengthDelimited::new`] and the builder
+///   methods, named as in tokio-util's `length_delimited::Builder`);
+/// - **Netty rules** ([`LengthDelimited::netty`], taking the parameters of
+///   Netty's `LengthFieldBasedFrameDecoder` constructor).
 ///
-/// - the whole frame is `length_field_offset + length_field_length +
-///   (value + length_adjustment)` bytes long;
-/// - the first `num_skip` bytes are dropped and the rest of the frame is the
-///   payload handed to the application. `num_skip` defaults to the end of the
-///   length field (the header is stripped); `num_skip(0)` keeps the whole
-///   header in the payload.
+/// The default, `LengthDelimited::new()`, is ringport's wire format: a 4-byte
+/// big-endian payload length, then the payload, at most
+/// [`DEFAULT_MAX_FRAME`] bytes (tokio-util's default maximum is 8 MiB;
+/// ringport's is 16 MiB).
 ///
-/// This is the rule of Netty and of tokio-util's documented examples 1 to 6.
-/// (tokio-util's example 7, which puts an uncounted byte between the length
-/// field and the payload, needs `length_adjustment(1)` under this rule: the
-/// byte is part of the frame after the length field, so it is counted.)
+/// # tokio-util rules
 ///
-/// `max_frame_length` bounds `value + length_adjustment`, i.e. the bytes that
-/// follow the length field. It is checked as soon as the length field has
-/// arrived, before any payload byte is waited for and before anything is
-/// allocated for it, so a peer cannot make a connection reserve memory by
-/// announcing a large frame.
+/// With `end = length_field_offset + length_field_length` and
+/// `num_skip` defaulting to `end`:
+///
+/// 1. wait for `max(end, num_skip)` bytes (the head);
+/// 2. read the length field `value` at `length_field_offset`;
+/// 3. if `value > max`, fail with [`CodecError::FrameTooLarge`], where `max`
+///    is `max_frame_length` capped at what the field can hold plus the
+///    adjustment (`2^(8 * length_field_length) - 1 + length_adjustment`,
+///    saturating), as tokio-util caps it;
+/// 4. `n = value + length_adjustment`; negative fails with
+///    [`CodecError::InvalidHeader`];
+/// 5. drop `num_skip` bytes, then deliver the next `n` bytes. The frame
+///    consumes `num_skip + n` bytes in all.
+///
+/// So the maximum bounds the raw length field, not the delivered payload,
+/// and the payload always starts at `num_skip`: with `num_skip` below `end`
+/// it begins with the end of the header, and with `num_skip` above `end` the
+/// bytes between the field and `num_skip` are dropped without being
+/// counted by the length. A frame may consume fewer bytes than its head
+/// (e.g. `length_field_length(1).num_skip(0)` on `01 01` gives `[01]`
+/// then `[01]`); the next frame's head is then read from the same bytes.
+/// A frame that would consume no byte at all (`num_skip == 0` and `n == 0`),
+/// which would make tokio-util yield empty frames forever, fails with
+/// [`CodecError::InvalidHeader`].
+///
+/// Encoding, as tokio-util: the payload must be at most `max` (step 3),
+/// the field holds `payload length - length_adjustment` (negative fails),
+/// and only the field is written before the payload: `length_field_offset`
+/// and `num_skip` are decode-only settings.
 ///
 /// ```
 /// use ringport::codec::{Framer, LengthDelimited};
-/// // A 2-byte length that counts the header too, header kept in the payload
-/// // (tokio-util's example 3).
+/// // tokio-util's example 2: a u16 length, header kept in the frame.
 /// let codec = LengthDelimited::new()
 ///     .length_field_length(2)
-///     .length_adjustment(-2)
+///     .length_adjustment(2)
 ///     .num_skip(0);
 /// let mut framer = Framer::new(codec);
 /// let mut frames = Vec::new();
 /// framer
-///     .feed(b"\x00\x0DHello world", |payload| {
+///     .feed(b"\x00\x0BHello world", |payload| {
 ///         frames.push(payload.to_vec());
 ///         true
 ///     })
 ///     .unwrap();
-/// assert_eq!(frames, [b"\x00\x0DHello world".to_vec()]);
+/// assert_eq!(frames, [b"\x00\x0BHello world".to_vec()]);
 /// ```
+///
+/// # Netty rules
+///
+/// With `end = length_field_offset + length_field_length`:
+///
+/// 1. wait for `end` bytes;
+/// 2. read the length field `value` (unsigned, except an 8-byte field,
+///    which Netty reads as a signed `long`: negative fails with
+///    [`CodecError::InvalidHeader`]);
+/// 3. `frame = value + length_adjustment + end` (the whole frame, header
+///    included); below `end` fails with [`CodecError::InvalidHeader`];
+/// 4. if `frame > max_frame_length`, fail with [`CodecError::FrameTooLarge`]
+///    (the maximum bounds the whole frame, header included);
+/// 5. wait for `frame` bytes; if `initial_bytes_to_strip > frame`, fail
+///    with [`CodecError::InvalidHeader`];
+/// 6. drop `initial_bytes_to_strip` bytes and deliver the rest of the frame.
+///
+/// Where Netty goes on after an error (it discards the offending frame and
+/// decodes the next one), ringport closes the connection: the frames
+/// delivered before are the same. `fail_fast = false` makes Netty raise
+/// `TooLongFrameException` only after discarding the whole oversize frame;
+/// ringport never reads an oversize frame and fails as soon as its header
+/// is complete, whatever `fail_fast` says.
+///
+/// Encoding writes the first `initial_bytes_to_strip` bytes of the frame
+/// (zeros, with the length field where it falls in them) so that decoding
+/// gives the payload back; when the header is stripped at the end of a
+/// field at offset 0 (`initial_bytes_to_strip == length_field_length`),
+/// this is what Netty's `LengthFieldPrepender(length_field_length,
+/// -length_adjustment)` writes. When `initial_bytes_to_strip` is below
+/// `end`, the payload must carry the rest of the header, as decoding
+/// delivers it, so a decoded frame can be forwarded unchanged.
+///
+/// ```
+/// use ringport::codec::{Framer, LengthDelimited};
+/// // Netty's example "2 bytes length field at offset 1 in the middle of
+/// // 4 bytes header, strip the first header field and the length field".
+/// let codec = LengthDelimited::netty(1024, 1, 2, 1, 3, true);
+/// let mut framer = Framer::new(codec);
+/// let mut frames = Vec::new();
+/// framer
+///     .feed(b"\xCA\x00\x0C\xFEHELLO, WORLD", |payload| {
+///         frames.push(payload.to_vec());
+///         true
+///     })
+///     .unwrap();
+/// assert_eq!(frames, [b"\xFEHELLO, WORLD".to_vec()]);
+/// ```
+///
+/// # Either rule set
+///
+/// The maximum is checked as soon as the length field has arrived, before
+/// any payload byte is waited for and before anything is allocated for it,
+/// so a peer cannot make a connection reserve memory by announcing a large
+/// frame. The builder methods (`length_field_offset`, `length_adjustment`,
+/// `num_skip` (Netty's `initial_bytes_to_strip`), `max_frame_length`, the
+/// byte order) change the setting of the same name and keep the rule set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LengthDelimited {
+    rules: Rules,
     offset: usize,
     field_len: usize,
     adjustment: isize,
     /// `None` means "the end of the length field", tracking later changes
-    /// of `offset` or `field_len` the way tokio's builder does.
+    /// of `offset` or `field_len` the way tokio's builder does. Always set
+    /// under Netty rules (`initial_bytes_to_strip`).
     num_skip: Option<usize>,
     endianness: Endianness,
     max_frame: usize,
@@ -89,6 +173,7 @@ pub struct LengthDelimited {
 impl Default for LengthDelimited {
     fn default() -> Self {
         LengthDelimited {
+            rules: Rules::Tokio,
             offset: 0,
             field_len: 4,
             adjustment: 0,
@@ -99,14 +184,83 @@ impl Default for LengthDelimited {
     }
 }
 
+/// Panic unless `v` fits a Java `int` (Netty's parameters are ints).
+fn java_int(v: i128, name: &str) -> i32 {
+    i32::try_from(v).unwrap_or_else(|_| panic!("{name} must fit a Java int, got {v}"))
+}
+
 impl LengthDelimited {
-    /// ringport's default wire format: `[u32 BE payload length][payload]`,
-    /// maximum payload [`DEFAULT_MAX_FRAME`] (16 MiB).
+    /// ringport's default wire format under tokio-util rules:
+    /// `[u32 BE payload length][payload]`, maximum payload
+    /// [`DEFAULT_MAX_FRAME`] (16 MiB).
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Bytes before the length field (ignored by the decoder). Default 0.
+    /// Netty's `LengthFieldBasedFrameDecoder(maxFrameLength,
+    /// lengthFieldOffset, lengthFieldLength, lengthAdjustment,
+    /// initialBytesToStrip, failFast)`, with Netty's rules (see the type's
+    /// documentation). The byte order is big-endian, as Netty's default; use
+    /// [`little_endian`](Self::little_endian) for Netty's
+    /// `ByteOrder.LITTLE_ENDIAN` constructor. Netty's 5-argument constructor
+    /// is `fail_fast = true`.
+    ///
+    /// # Panics
+    /// Where Netty's constructor throws (a configuration error, found at
+    /// start-up): `max_frame_length` not positive,
+    /// `length_field_offset + length_field_length > max_frame_length`, a
+    /// parameter that does not fit a Java `int`; and, where Netty throws on
+    /// the first frame instead, `length_field_length` not 1, 2, 3, 4 or 8.
+    pub fn netty(
+        max_frame_length: usize,
+        length_field_offset: usize,
+        length_field_length: usize,
+        length_adjustment: isize,
+        initial_bytes_to_strip: usize,
+        fail_fast: bool,
+    ) -> Self {
+        let max = java_int(max_frame_length as i128, "maxFrameLength");
+        let offset = java_int(length_field_offset as i128, "lengthFieldOffset");
+        java_int(length_adjustment as i128, "lengthAdjustment");
+        java_int(initial_bytes_to_strip as i128, "initialBytesToStrip");
+        assert!(max > 0, "maxFrameLength must be positive, got {max}");
+        assert!(
+            matches!(length_field_length, 1 | 2 | 3 | 4 | 8),
+            "unsupported lengthFieldLength: {length_field_length} (expected: 1, 2, 3, 4, or 8)"
+        );
+        assert!(
+            i64::from(offset) <= i64::from(max) - length_field_length as i64,
+            "maxFrameLength ({max}) must be equal to or greater than lengthFieldOffset \
+             ({offset}) + lengthFieldLength ({length_field_length})"
+        );
+        LengthDelimited {
+            rules: Rules::Netty { fail_fast },
+            offset: length_field_offset,
+            field_len: length_field_length,
+            adjustment: length_adjustment,
+            num_skip: Some(initial_bytes_to_strip),
+            endianness: Endianness::Big,
+            max_frame: max_frame_length,
+        }
+    }
+
+    /// Whether this codec follows Netty's rules ([`LengthDelimited::netty`])
+    /// rather than tokio-util's.
+    pub fn is_netty(&self) -> bool {
+        matches!(self.rules, Rules::Netty { .. })
+    }
+
+    /// Netty's `failFast` as given to [`LengthDelimited::netty`] (`None`
+    /// under tokio-util rules). ringport fails fast either way.
+    pub fn netty_fail_fast(&self) -> Option<bool> {
+        match self.rules {
+            Rules::Tokio => None,
+            Rules::Netty { fail_fast } => Some(fail_fast),
+        }
+    }
+
+    /// Bytes before the length field (ignored by the decoder; not written by
+    /// the tokio-util encoder). Default 0.
     pub fn length_field_offset(mut self, offset: usize) -> Self {
         self.offset = offset;
         self
@@ -115,7 +269,8 @@ impl LengthDelimited {
     /// Size of the length field in bytes. Default 4.
     ///
     /// # Panics
-    /// If `len` is not in `1..=8` (a configuration error, found at start-up).
+    /// If `len` is not in `1..=8` (a configuration error, found at start-up),
+    /// as tokio-util's builder.
     pub fn length_field_length(mut self, len: usize) -> Self {
         assert!(
             (1..=8).contains(&len),
@@ -125,18 +280,17 @@ impl LengthDelimited {
         self
     }
 
-    /// Added to the length field's value to get the number of frame bytes
-    /// that follow the length field. Negative when the value also counts the
-    /// header (e.g. `-2` for a 2-byte field at offset 0 that counts the whole
-    /// frame). Default 0.
+    /// Added to the length field's value to get the number of bytes
+    /// delivered after `num_skip` (tokio-util rules) or following the length
+    /// field (Netty rules). Default 0.
     pub fn length_adjustment(mut self, adjustment: isize) -> Self {
         self.adjustment = adjustment;
         self
     }
 
-    /// Bytes dropped from the start of every frame before the payload is
-    /// delivered. Default: the end of the length field, so the header is
-    /// stripped. `0` delivers the whole frame, header included.
+    /// Bytes dropped from the start of every frame before the payload
+    /// (Netty's `initial_bytes_to_strip`). Default (tokio-util rules): the
+    /// end of the length field.
     pub fn num_skip(mut self, num_skip: usize) -> Self {
         self.num_skip = Some(num_skip);
         self
@@ -163,8 +317,10 @@ impl LengthDelimited {
         self
     }
 
-    /// The largest `value + length_adjustment` accepted (the frame bytes
-    /// after the length field). Default [`DEFAULT_MAX_FRAME`].
+    /// The maximum: of the raw length field value, and of an encoded
+    /// payload, under tokio-util rules (capped at what the field can hold
+    /// plus the adjustment); of the whole frame, header included, under
+    /// Netty rules. Default [`DEFAULT_MAX_FRAME`].
     pub fn max_frame_length(mut self, max: usize) -> Self {
         self.max_frame = max;
         self
@@ -186,6 +342,20 @@ impl LengthDelimited {
         } else {
             (1u64 << (8 * self.field_len)) - 1
         }
+    }
+
+    /// tokio-util's effective maximum: `max_frame_length` capped at the
+    /// field's largest value plus the adjustment (saturating), as its
+    /// `Builder::new_codec` does.
+    fn tokio_max(&self) -> usize {
+        let allowed = if self.adjustment >= 0 {
+            self.field_max().saturating_add(self.adjustment as u64)
+        } else {
+            self.field_max()
+                .saturating_sub(self.adjustment.unsigned_abs() as u64)
+        };
+        self.max_frame
+            .min(usize::try_from(allowed).unwrap_or(usize::MAX))
     }
 
     fn read_field(&self, field: &[u8]) -> u64 {
@@ -210,91 +380,140 @@ impl LengthDelimited {
             }
         }
     }
-}
 
-impl Codec for LengthDelimited {
-    fn decode(&mut self, buf: &[u8]) -> Result<Decode, CodecError> {
-        let header_end = self.header_end();
-        let Some(field) = buf.get(self.offset..header_end) else {
+    fn decode_tokio(&self, buf: &[u8]) -> Result<Decode, CodecError> {
+        let end = self.header_end();
+        let head = end.max(self.num_skip.unwrap_or(0));
+        if buf.len() < head {
             return Ok(Decode::NeedMore {
-                at_least: Some(header_end),
-            });
-        };
-        let value = self.read_field(field);
-        // i128 holds every u64 value plus every isize adjustment exactly.
-        let after_field = i128::from(value) + self.adjustment as i128;
-        if after_field < 0 {
-            return Err(CodecError::InvalidHeader(
-                "length field plus adjustment is negative",
-            ));
-        }
-        if after_field > self.max_frame as i128 {
-            return Err(CodecError::FrameTooLarge {
-                len: u64::try_from(after_field).unwrap_or(u64::MAX),
-                max: self.max_frame,
+                at_least: Some(head),
             });
         }
-        // after_field <= max_frame, so it fits in usize.
-        let total = usize::try_from(after_field)
-            .ok()
-            .and_then(|n| n.checked_add(header_end))
-            .ok_or(CodecError::FrameTooLarge {
-                len: u64::MAX,
-                max: self.max_frame,
-            })?;
+        let value = self.read_field(&buf[self.offset..end]);
+        let max = self.tokio_max();
+        if value > max as u64 {
+            return Err(CodecError::FrameTooLarge { len: value, max });
+        }
+        // value <= max <= usize::MAX; i128 holds it plus any adjustment.
+        let n = i128::from(value) + self.adjustment as i128;
+        let n = usize::try_from(n).map_err(|_| {
+            CodecError::InvalidHeader("length field plus adjustment is negative or overflows")
+        })?;
         let skip = self.skip();
-        if skip > total {
+        if skip == 0 && n == 0 {
             return Err(CodecError::InvalidHeader(
-                "frame is shorter than the bytes to skip (num_skip)",
+                "frame of zero bytes (num_skip 0, length 0): tokio-util would yield it forever",
             ));
         }
         Ok(Decode::Frame {
             skip,
-            payload: total - skip,
+            payload: n,
             trailer: 0,
         })
     }
 
-    /// Writes the first `num_skip` bytes of a frame whose delivered payload
-    /// is `payload_len` bytes, so that decoding the header followed by the
-    /// payload gives the payload back:
-    ///
-    /// - header stripped (`num_skip >= offset + length`, the usual case): the
-    ///   header is `offset` zero bytes, the length field, then zero bytes up
-    ///   to `num_skip`;
-    /// - header partly kept (`num_skip` smaller): only the stripped prefix is
-    ///   written and the payload must carry the rest of the header, exactly
-    ///   as [`decode`](Codec::decode) delivers it. A decoded frame can thus
-    ///   be forwarded unchanged; the length field is computed from
-    ///   `payload_len` (any length bytes inside the payload are the caller's).
-    ///
-    /// Errors: [`CodecError::FrameTooLarge`] if the payload is over the
-    /// maximum or its length does not fit the field,
-    /// [`CodecError::InvalidHeader`] if `num_skip` exceeds [`MAX_HEADER_LEN`]
-    /// or the payload is too short to carry the kept part of the header.
-    fn encode_header(
+    fn decode_netty(&self, buf: &[u8]) -> Result<Decode, CodecError> {
+        let end = self.header_end();
+        let Some(field) = buf.get(self.offset..end) else {
+            return Ok(Decode::NeedMore {
+                at_least: Some(end),
+            });
+        };
+        let raw = self.read_field(field);
+        // Netty reads 1 to 4 bytes unsigned, 8 bytes as a signed long.
+        // Fields of up to 7 bytes are below 2^56: positive.
+        let value = raw as i64;
+        if value < 0 {
+            return Err(CodecError::InvalidHeader("negative length field"));
+        }
+        // Java: `frameLength += lengthAdjustment + lengthFieldEndOffset`, an
+        // int sum added to a long, both wrapping.
+        let add = (self.adjustment as i32).wrapping_add(end as i32);
+        let frame = value.wrapping_add(i64::from(add));
+        if frame < end as i64 {
+            return Err(CodecError::InvalidHeader(
+                "adjusted frame length is less than the end of the length field",
+            ));
+        }
+        if frame > self.max_frame as i64 {
+            return Err(CodecError::FrameTooLarge {
+                len: frame as u64,
+                max: self.max_frame,
+            });
+        }
+        // end <= frame <= max_frame: fits in usize.
+        let frame = frame as usize;
+        let strip = self.skip();
+        if strip > frame {
+            // Netty reports this once the whole frame has arrived.
+            if buf.len() < frame {
+                return Ok(Decode::NeedMore {
+                    at_least: Some(frame),
+                });
+            }
+            return Err(CodecError::InvalidHeader(
+                "frame is shorter than initial_bytes_to_strip",
+            ));
+        }
+        Ok(Decode::Frame {
+            skip: strip,
+            payload: frame - strip,
+            trailer: 0,
+        })
+    }
+
+    fn encode_tokio(
         &self,
         payload_len: usize,
         dst: &mut [u8; MAX_HEADER_LEN],
     ) -> Result<usize, CodecError> {
-        let max = self.max_frame();
+        let max = self.tokio_max();
         if payload_len > max {
             return Err(CodecError::FrameTooLarge {
                 len: payload_len as u64,
                 max,
             });
         }
-        let skip = self.skip();
-        if skip > MAX_HEADER_LEN {
+        let value = payload_len as i128 - self.adjustment as i128;
+        let value = u64::try_from(value).map_err(|_| {
+            CodecError::InvalidHeader("payload length minus length adjustment is negative")
+        })?;
+        // payload_len <= field max + adjustment, so value <= field max,
+        // unless that sum was negative (saturated to 0): then tokio-util
+        // writes the value's low bytes, a wrong length; ringport refuses.
+        if value > self.field_max() {
             return Err(CodecError::InvalidHeader(
-                "num_skip is longer than MAX_HEADER_LEN; this codec can only decode",
+                "payload length minus length adjustment does not fit the length field",
             ));
         }
-        // Frame bytes after the length field: the frame is `skip + payload_len`.
+        self.write_field(value, &mut dst[..self.field_len]);
+        Ok(self.field_len)
+    }
+
+    fn encode_netty(
+        &self,
+        payload_len: usize,
+        dst: &mut [u8; MAX_HEADER_LEN],
+    ) -> Result<usize, CodecError> {
+        let skip = self.skip();
+        let max = self.max_frame.saturating_sub(skip);
+        if payload_len > max || skip > self.max_frame {
+            return Err(CodecError::FrameTooLarge {
+                len: payload_len as u64,
+                max,
+            });
+        }
+        if skip > MAX_HEADER_LEN {
+            return Err(CodecError::InvalidHeader(
+                "initial_bytes_to_strip is longer than MAX_HEADER_LEN; this codec can only decode",
+            ));
+        }
+        // The frame is `skip + payload_len` bytes; the field counts the
+        // bytes after it, minus the adjustment.
         let after_field = (skip as i128) + (payload_len as i128) - (self.header_end() as i128);
         if after_field < 0 {
             return Err(CodecError::InvalidHeader(
-                "payload too short to carry the header bytes kept by num_skip",
+                "payload too short to carry the header bytes kept by initial_bytes_to_strip",
             ));
         }
         let value = after_field - self.adjustment as i128;
@@ -303,7 +522,11 @@ impl Codec for LengthDelimited {
                 "length adjustment makes the length field negative",
             ));
         }
-        let field_max = i128::from(self.field_max());
+        let field_max = if self.field_len == 8 {
+            i128::from(i64::MAX)
+        } else {
+            i128::from(self.field_max())
+        };
         if value > field_max {
             // The largest payload whose length still fits the field.
             let fits =
@@ -314,9 +537,9 @@ impl Codec for LengthDelimited {
             });
         }
         // Build the header in a scratch buffer long enough for the whole
-        // length field (it may reach past num_skip), then copy the prefix.
-        // A field ending past the scratch buffer starts at offset >= 24,
-        // beyond the at most 16 bytes written, so it is simply not written.
+        // length field (it may reach past the stripped bytes), then copy the
+        // prefix. A field ending past the scratch buffer starts at offset >=
+        // 24, beyond the at most 16 bytes written, so it is not written.
         let mut full = [0u8; 2 * MAX_HEADER_LEN];
         if let Some(field) = full.get_mut(self.offset..self.header_end()) {
             // 0 <= value <= field_max <= u64::MAX
@@ -325,13 +548,49 @@ impl Codec for LengthDelimited {
         dst[..skip].copy_from_slice(&full[..skip]);
         Ok(skip)
     }
+}
 
-    /// The largest payload delivered: `max_frame_length` plus the header
-    /// bytes kept in the payload when `num_skip` is below the end of the
-    /// length field.
+impl Codec for LengthDelimited {
+    fn decode(&mut self, buf: &[u8]) -> Result<Decode, CodecError> {
+        match self.rules {
+            Rules::Tokio => self.decode_tokio(buf),
+            Rules::Netty { .. } => self.decode_netty(buf),
+        }
+    }
+
+    /// Writes the header that precedes a payload of `payload_len` bytes:
+    /// under tokio-util rules the length field alone, under Netty rules the
+    /// `initial_bytes_to_strip` first bytes of the frame (see the type's
+    /// documentation).
+    ///
+    /// Errors: [`CodecError::FrameTooLarge`] if the payload is over the
+    /// maximum or its length does not fit the field,
+    /// [`CodecError::InvalidHeader`] if the length field would be negative,
+    /// or (Netty rules) `initial_bytes_to_strip` exceeds [`MAX_HEADER_LEN`]
+    /// or the payload is too short to carry the kept part of the header.
+    fn encode_header(
+        &self,
+        payload_len: usize,
+        dst: &mut [u8; MAX_HEADER_LEN],
+    ) -> Result<usize, CodecError> {
+        match self.rules {
+            Rules::Tokio => self.encode_tokio(payload_len, dst),
+            Rules::Netty { .. } => self.encode_netty(payload_len, dst),
+        }
+    }
+
+    /// The largest payload delivered or encoded. tokio-util rules: the
+    /// effective maximum (see [`max_frame_length`](Self::max_frame_length)),
+    /// plus the adjustment when it is positive (a decoded payload is
+    /// `value + length_adjustment`). Netty rules: `max_frame_length -
+    /// initial_bytes_to_strip`.
     fn max_frame(&self) -> usize {
-        self.max_frame
-            .saturating_add(self.header_end().saturating_sub(self.skip()))
+        match self.rules {
+            Rules::Tokio => self
+                .tokio_max()
+                .saturating_add(self.adjustment.max(0) as usize),
+            Rules::Netty { .. } => self.max_frame.saturating_sub(self.skip()),
+        }
     }
 }
 
@@ -340,7 +599,8 @@ mod tests {
     use super::*;
     use crate::codec::Framer;
 
-    /// Feed `input` in one piece and collect the payloads.
+    /// Feed `input` in one piece and collect the payloads; the input must
+    /// hold whole frames.
     fn frames(codec: LengthDelimited, input: &[u8]) -> Result<Vec<Vec<u8>>, CodecError> {
         let mut framer = Framer::new(codec);
         let mut out = Vec::new();
@@ -352,23 +612,54 @@ mod tests {
         Ok(out)
     }
 
-    fn encode(codec: &LengthDelimited, payload: &[u8]) -> Vec<u8> {
+    /// Feed `input` whole and byte by byte; both must agree. Returns the
+    /// payloads and the bytes left buffered.
+    fn frames_partial(codec: LengthDelimited, input: &[u8]) -> (Vec<Vec<u8>>, usize) {
+        let mut whole = Framer::new(codec.clone());
+        let mut out = Vec::new();
+        whole
+            .feed(input, |p| {
+                out.push(p.to_vec());
+                true
+            })
+            .unwrap();
+        let mut bytewise = Framer::new(codec);
+        let mut out2 = Vec::new();
+        for b in input.chunks(1) {
+            bytewise
+                .feed(b, |p| {
+                    out2.push(p.to_vec());
+                    true
+                })
+                .unwrap();
+        }
+        assert_eq!(out, out2);
+        assert_eq!(whole.buffered(), bytewise.buffered());
+        (out, whole.buffered())
+    }
+
+    fn encode(codec: &LengthDelimited, payload: &[u8]) -> Result<Vec<u8>, CodecError> {
         let mut hdr = [0u8; MAX_HEADER_LEN];
-        let n = codec.encode_header(payload.len(), &mut hdr).unwrap();
+        let n = codec.encode_header(payload.len(), &mut hdr)?;
         let mut v = hdr[..n].to_vec();
         v.extend_from_slice(payload);
-        v
+        Ok(v)
     }
 
     #[test]
     fn default_wire_format() {
         let c = LengthDelimited::new();
+        assert!(!c.is_netty());
+        assert_eq!(c.netty_fail_fast(), None);
         assert_eq!(c.max_frame(), DEFAULT_MAX_FRAME);
-        assert_eq!(encode(&c, b"hello world"), b"\x00\x00\x00\x0bhello world");
-        assert_eq!(encode(&c, b""), b"\x00\x00\x00\x00");
-        let mut wire = encode(&c, b"hello world");
-        wire.extend_from_slice(&encode(&c, b""));
-        wire.extend_from_slice(&encode(&c, b"x"));
+        assert_eq!(
+            encode(&c, b"hello world").unwrap(),
+            b"\x00\x00\x00\x0bhello world"
+        );
+        assert_eq!(encode(&c, b"").unwrap(), b"\x00\x00\x00\x00");
+        let mut wire = encode(&c, b"hello world").unwrap();
+        wire.extend_from_slice(&encode(&c, b"").unwrap());
+        wire.extend_from_slice(&encode(&c, b"x").unwrap());
         assert_eq!(
             frames(c, &wire).unwrap(),
             vec![b"hello world".to_vec(), vec![], b"x".to_vec()]
@@ -394,133 +685,237 @@ mod tests {
         );
     }
 
-    // tokio-util documentation, example 1: u16 field, header kept.
-    #[test]
-    fn tokio_example_1_header_kept() {
-        let c = LengthDelimited::new().length_field_length(2).num_skip(0);
-        let wire = b"\x00\x0BHello world";
-        assert_eq!(frames(c.clone(), wire).unwrap(), vec![wire.to_vec()]);
-        // Forwarding the delivered frame re-encodes to the same bytes.
-        assert_eq!(encode(&c, wire), wire);
-        assert_eq!(c.max_frame(), DEFAULT_MAX_FRAME + 2);
-    }
+    // tokio-util 0.7 documentation (module `length_delimited`), examples 1
+    // to 7, settings and bytes as documented (the docs fixed in 2024, which
+    // match tokio-util's code).
 
-    // Example 2: u16 field, header stripped.
     #[test]
-    fn tokio_example_2_header_stripped() {
+    fn tokio_example_1() {
         let c = LengthDelimited::new().length_field_length(2);
-        assert_eq!(
-            frames(c.clone(), b"\x00\x0BHello world").unwrap(),
-            vec![b"Hello world".to_vec()]
-        );
-        assert_eq!(encode(&c, b"Hello world"), b"\x00\x0BHello world");
-    }
-
-    // Example 3: the length counts the header (adjustment -2), header kept.
-    #[test]
-    fn tokio_example_3_length_includes_header() {
-        let c = LengthDelimited::new()
-            .length_field_length(2)
-            .length_adjustment(-2)
-            .num_skip(0);
-        let wire = b"\x00\x0DHello world";
-        assert_eq!(frames(c.clone(), wire).unwrap(), vec![wire.to_vec()]);
-        assert_eq!(encode(&c, wire), wire);
-        // Same, header stripped: encode writes 13 for an 11-byte payload.
-        let c = LengthDelimited::new()
-            .length_field_length(2)
-            .length_adjustment(-2);
+        let wire = b"\x00\x0BHello world";
         assert_eq!(
             frames(c.clone(), wire).unwrap(),
             vec![b"Hello world".to_vec()]
         );
-        assert_eq!(encode(&c, b"Hello world"), wire);
+        assert_eq!(encode(&c, b"Hello world").unwrap(), wire);
     }
 
-    // Example 4: 3-byte field, 2 more header bytes counted by adjustment.
     #[test]
-    fn tokio_example_4_extra_header_after_field() {
+    fn tokio_example_2() {
+        let c = LengthDelimited::new()
+            .length_field_length(2)
+            .length_adjustment(2)
+            .num_skip(0);
+        let wire = b"\x00\x0BHello world";
+        assert_eq!(frames(c, wire).unwrap(), vec![wire.to_vec()]);
+    }
+
+    #[test]
+    fn tokio_example_3() {
+        let c = LengthDelimited::new()
+            .length_field_length(2)
+            .length_adjustment(-2);
+        let wire = b"\x00\x0DHello world";
+        assert_eq!(
+            frames(c.clone(), wire).unwrap(),
+            vec![b"Hello world".to_vec()]
+        );
+        assert_eq!(encode(&c, b"Hello world").unwrap(), wire);
+    }
+
+    #[test]
+    fn tokio_example_4() {
         let c = LengthDelimited::new()
             .length_field_length(3)
-            .length_adjustment(2)
+            .length_adjustment(3 + 2)
             .num_skip(0);
         let wire = b"\x00\x00\x0B\xCA\xFEHello world";
         assert_eq!(frames(c, wire).unwrap(), vec![wire.to_vec()]);
     }
 
-    // Example 5: offset 1, u16 field, hdr2 counted by adjustment, skip 3.
     #[test]
-    fn tokio_example_5_offset_and_partial_strip() {
+    fn tokio_example_5() {
         let c = LengthDelimited::new()
             .length_field_offset(1)
             .length_field_length(2)
             .length_adjustment(1)
             .num_skip(3);
         let wire = b"\xCA\x00\x0B\xFEHello world";
-        assert_eq!(
-            frames(c.clone(), wire).unwrap(),
-            vec![b"\xFEHello world".to_vec()]
-        );
-        // Encoding the delivered payload: hdr1 is written as 0.
-        assert_eq!(
-            encode(&c, b"\xFEHello world"),
-            b"\x00\x00\x0B\xFEHello world"
-        );
+        assert_eq!(frames(c, wire).unwrap(), vec![b"\xFEHello world".to_vec()]);
     }
 
-    // Example 6: like 5, the length counts the whole frame.
     #[test]
-    fn tokio_example_6_length_counts_whole_frame() {
+    fn tokio_example_6() {
         let c = LengthDelimited::new()
             .length_field_offset(1)
             .length_field_length(2)
             .length_adjustment(-3)
             .num_skip(3);
         let wire = b"\xCA\x00\x0F\xFEHello world";
-        assert_eq!(
-            frames(c.clone(), wire).unwrap(),
-            vec![b"\xFEHello world".to_vec()]
-        );
-        assert_eq!(
-            encode(&c, b"\xFEHello world"),
-            b"\x00\x00\x0F\xFEHello world"
-        );
+        assert_eq!(frames(c, wire).unwrap(), vec![b"\xFEHello world".to_vec()]);
     }
 
-    // Example 7's layout: 3-byte field, one unused byte, skip 4. Under the
-    // documented rule the unused byte follows the field, so it is counted
-    // with adjustment 1 (see the module docs).
     #[test]
-    fn tokio_example_7_layout_unused_byte() {
+    fn tokio_example_7() {
+        let c = LengthDelimited::new().length_field_length(3).num_skip(4);
+        let wire = b"\x00\x00\x0B\xFFHello world";
+        assert_eq!(frames(c, wire).unwrap(), vec![b"Hello world".to_vec()]);
+    }
+
+    #[test]
+    fn tokio_encode_writes_only_the_field() {
+        // tokio's encoding example: u16 length.
+        let c = LengthDelimited::new().length_field_length(2);
+        assert_eq!(encode(&c, b"hello world").unwrap(), b"\x00\x0bhello world");
+        // Offset and num_skip are decode-only settings.
+        let c = LengthDelimited::new()
+            .length_field_offset(3)
+            .length_field_length(2)
+            .num_skip(0)
+            .length_adjustment(2);
+        assert_eq!(encode(&c, b"hello").unwrap(), b"\x00\x03hello");
+        assert!(matches!(
+            encode(&c, b"h"),
+            Err(CodecError::InvalidHeader(_))
+        ));
+    }
+
+    /// The cases of issue 15, which the old rule (Netty's) got wrong.
+    #[test]
+    fn tokio_issue_cases() {
+        // num_skip below the end of the field: the smallest case.
+        let c = LengthDelimited::new().length_field_length(1).num_skip(0);
+        assert_eq!(frames_partial(c, b"\x01\x01"), (vec![vec![1], vec![1]], 0));
+        // Example 2 with the old test's reading would wait for 2 more bytes.
+        let c = LengthDelimited::new()
+            .length_field_length(2)
+            .length_adjustment(2)
+            .num_skip(0);
+        let wire = b"\x00\x0BHello world";
+        assert_eq!(frames_partial(c, wire), (vec![wire.to_vec()], 0));
+        // num_skip past the end of the field (example 7) with one byte
+        // less: a partial frame, not "Hello worl".
+        let c = LengthDelimited::new().length_field_length(3).num_skip(4);
+        let (got, left) = frames_partial(c, b"\x00\x00\x0B\xFFHello worl");
+        assert!(got.is_empty());
+        assert_eq!(left, 14);
+    }
+
+    #[test]
+    fn tokio_frame_shorter_than_its_head() {
+        // A 3-byte head, frames of one byte: each frame's head overlaps the
+        // previous ones.
         let c = LengthDelimited::new()
             .length_field_length(3)
-            .length_adjustment(1)
-            .num_skip(4);
-        let wire = b"\x00\x00\x0B\xFFHello world";
+            .num_skip(0)
+            .length_adjustment(1 - 0x01_0101);
+        assert_eq!(frames_partial(c, &[1; 5]), (vec![vec![1]; 3], 2));
+    }
+
+    #[test]
+    fn tokio_zero_byte_frame_is_invalid() {
+        let mut c = LengthDelimited::new().length_field_length(1).num_skip(0);
+        assert!(matches!(c.decode(&[0]), Err(CodecError::InvalidHeader(_))));
+    }
+
+    #[test]
+    fn tokio_max_bounds_the_raw_field() {
+        // The raw value is checked, before the adjustment.
+        let mut c = LengthDelimited::new()
+            .length_field_length(2)
+            .length_adjustment(-2)
+            .max_frame_length(10);
         assert_eq!(
-            frames(c.clone(), wire).unwrap(),
-            vec![b"Hello world".to_vec()]
+            c.decode(&[0, 10]).unwrap(),
+            Decode::Frame {
+                skip: 2,
+                payload: 8,
+                trailer: 0
+            }
         );
-        assert_eq!(encode(&c, b"Hello world"), b"\x00\x00\x0B\x00Hello world");
-        // Without the adjustment, the frame is one byte shorter.
-        let c = c.length_adjustment(0);
         assert_eq!(
-            frames(c, b"\x00\x00\x0B\xFFHello worl").unwrap(),
-            vec![b"Hello worl".to_vec()]
+            c.decode(&[0, 11]),
+            Err(CodecError::FrameTooLarge { len: 11, max: 10 })
+        );
+        // Capped at what the field holds plus the adjustment.
+        let mut c = LengthDelimited::new()
+            .length_field_length(1)
+            .length_adjustment(2);
+        assert_eq!(c.max_frame(), 257 + 2);
+        assert_eq!(
+            c.decode(&[255]).unwrap(),
+            Decode::Frame {
+                skip: 1,
+                payload: 257,
+                trailer: 0
+            }
+        );
+        let mut hdr = [0; MAX_HEADER_LEN];
+        assert_eq!(c.encode_header(257, &mut hdr), Ok(1));
+        assert_eq!(hdr[0], 255);
+        assert_eq!(
+            c.encode_header(258, &mut hdr),
+            Err(CodecError::FrameTooLarge { len: 258, max: 257 })
+        );
+        let c = LengthDelimited::new()
+            .length_field_length(1)
+            .length_adjustment(-300);
+        assert_eq!(
+            c.encode_header(1, &mut hdr),
+            Err(CodecError::FrameTooLarge { len: 1, max: 0 })
         );
     }
 
-    // tokio's encoding example: u16 length.
     #[test]
-    fn tokio_encode_example_u16() {
-        let c = LengthDelimited::new().length_field_length(2);
-        assert_eq!(encode(&c, b"hello world"), b"\x00\x0bhello world");
+    fn tokio_oversize_header_fails_before_payload() {
+        let mut c = LengthDelimited::new().max_frame_length(10);
+        assert_eq!(
+            c.decode(&[0, 0, 0, 11]),
+            Err(CodecError::FrameTooLarge { len: 11, max: 10 })
+        );
+        assert!(c.decode(&[0, 0, 0, 10]).is_ok());
+        let mut c = LengthDelimited::new();
+        assert_eq!(
+            c.decode(&[0xff; 4]),
+            Err(CodecError::FrameTooLarge {
+                len: u64::from(u32::MAX),
+                max: DEFAULT_MAX_FRAME
+            })
+        );
+        // 8-byte field, largest value, huge adjustment: no overflow.
+        let mut c = LengthDelimited::new()
+            .length_field_length(8)
+            .length_adjustment(isize::MAX)
+            .max_frame_length(usize::MAX);
+        assert!(matches!(
+            c.decode(&[0xff; 8]),
+            Err(CodecError::InvalidHeader(_))
+        ));
+        // The head includes num_skip: nothing is decided before it.
+        let mut c = LengthDelimited::new().max_frame_length(1).num_skip(6);
+        assert_eq!(
+            c.decode(&[0xff; 5]),
+            Ok(Decode::NeedMore { at_least: Some(6) })
+        );
+        assert!(c.decode(&[0xff; 6]).is_err());
+    }
+
+    #[test]
+    fn negative_adjusted_length_is_invalid() {
+        let mut c = LengthDelimited::new()
+            .length_field_length(2)
+            .length_adjustment(-2);
+        assert!(matches!(
+            c.decode(&[0, 1]),
+            Err(CodecError::InvalidHeader(_))
+        ));
+        assert!(c.decode(&[0, 2]).is_ok());
     }
 
     #[test]
     fn little_and_native_endian() {
         let c = LengthDelimited::new().little_endian();
-        assert_eq!(encode(&c, &[7; 258]), {
+        assert_eq!(encode(&c, &[7; 258]).unwrap(), {
             let mut v = vec![2, 1, 0, 0];
             v.extend_from_slice(&[7; 258]);
             v
@@ -531,7 +926,7 @@ mod tests {
         let n = LengthDelimited::new().native_endian();
         let mut wire = 5u32.to_ne_bytes().to_vec();
         wire.extend_from_slice(b"hello");
-        assert_eq!(encode(&n, b"hello"), wire);
+        assert_eq!(encode(&n, b"hello").unwrap(), wire);
         assert_eq!(frames(n, &wire).unwrap(), vec![b"hello".to_vec()]);
         assert_eq!(
             LengthDelimited::new().native_endian().big_endian(),
@@ -548,137 +943,11 @@ mod tests {
                     .endianness(endianness)
                     .max_frame_length(300);
                 let payload: Vec<u8> = (0..200u8).collect();
-                let wire = encode(&c, &payload);
+                let wire = encode(&c, &payload).unwrap();
                 assert_eq!(wire.len(), len + 200);
                 assert_eq!(frames(c, &wire).unwrap(), vec![payload]);
             }
         }
-    }
-
-    #[test]
-    fn oversize_header_fails_before_payload() {
-        let mut c = LengthDelimited::new().max_frame_length(10);
-        assert_eq!(
-            c.decode(&[0, 0, 0, 11]),
-            Err(CodecError::FrameTooLarge { len: 11, max: 10 })
-        );
-        assert!(c.decode(&[0, 0, 0, 10]).is_ok());
-        // The full 4 GiB announced by the default codec is refused outright.
-        let mut c = LengthDelimited::new();
-        assert_eq!(
-            c.decode(&[0xff; 4]),
-            Err(CodecError::FrameTooLarge {
-                len: u64::from(u32::MAX),
-                max: DEFAULT_MAX_FRAME
-            })
-        );
-        // 8-byte field with the largest value, positive adjustment: no overflow.
-        let mut c = LengthDelimited::new()
-            .length_field_length(8)
-            .length_adjustment(isize::MAX);
-        assert!(matches!(
-            c.decode(&[0xff; 8]),
-            Err(CodecError::FrameTooLarge { len: u64::MAX, .. })
-        ));
-    }
-
-    #[test]
-    fn max_applies_after_adjustment() {
-        // Length counts the 2-byte header: value 12 means 10 payload bytes.
-        let mut c = LengthDelimited::new()
-            .length_field_length(2)
-            .length_adjustment(-2)
-            .max_frame_length(10);
-        assert_eq!(
-            c.decode(&[0, 12]).unwrap(),
-            Decode::Frame {
-                skip: 2,
-                payload: 10,
-                trailer: 0
-            }
-        );
-        assert_eq!(
-            c.decode(&[0, 13]),
-            Err(CodecError::FrameTooLarge { len: 11, max: 10 })
-        );
-    }
-
-    #[test]
-    fn negative_adjusted_length_is_invalid() {
-        let mut c = LengthDelimited::new()
-            .length_field_length(2)
-            .length_adjustment(-2);
-        assert!(matches!(
-            c.decode(&[0, 1]),
-            Err(CodecError::InvalidHeader(_))
-        ));
-        assert!(c.decode(&[0, 2]).is_ok());
-    }
-
-    #[test]
-    fn frame_shorter_than_num_skip_is_invalid() {
-        let mut c = LengthDelimited::new().length_field_length(2).num_skip(5);
-        assert!(matches!(
-            c.decode(&[0, 2]),
-            Err(CodecError::InvalidHeader(_))
-        ));
-        assert_eq!(
-            c.decode(&[0, 3]).unwrap(),
-            Decode::Frame {
-                skip: 5,
-                payload: 0,
-                trailer: 0
-            }
-        );
-    }
-
-    #[test]
-    fn encode_errors() {
-        let mut hdr = [0u8; MAX_HEADER_LEN];
-        let c = LengthDelimited::new().max_frame_length(100);
-        assert_eq!(
-            c.encode_header(101, &mut hdr),
-            Err(CodecError::FrameTooLarge { len: 101, max: 100 })
-        );
-        assert_eq!(c.encode_header(100, &mut hdr), Ok(4));
-        // Does not fit a 1-byte field.
-        let c = LengthDelimited::new().length_field_length(1);
-        assert_eq!(c.encode_header(255, &mut hdr), Ok(1));
-        assert!(matches!(
-            c.encode_header(256, &mut hdr),
-            Err(CodecError::FrameTooLarge { len: 256, max: 255 })
-        ));
-        // Header kept but payload too short to carry it.
-        let c = LengthDelimited::new().length_field_length(2).num_skip(0);
-        assert!(matches!(
-            c.encode_header(1, &mut hdr),
-            Err(CodecError::InvalidHeader(_))
-        ));
-        // Positive adjustment larger than the payload.
-        let c = LengthDelimited::new().length_adjustment(3);
-        assert!(matches!(
-            c.encode_header(2, &mut hdr),
-            Err(CodecError::InvalidHeader(_))
-        ));
-        assert_eq!(c.encode_header(3, &mut hdr), Ok(4));
-        assert_eq!(&hdr[..4], &[0, 0, 0, 0]);
-        // Decode-only configurations.
-        let c = LengthDelimited::new().num_skip(MAX_HEADER_LEN + 1);
-        assert!(matches!(
-            c.encode_header(0, &mut hdr),
-            Err(CodecError::InvalidHeader(_))
-        ));
-    }
-
-    #[test]
-    fn encode_partial_length_field_prefix() {
-        // num_skip cuts the length field in two: the encoder writes the
-        // first byte, the payload carries the second (as decode delivers it).
-        let c = LengthDelimited::new().length_field_length(2).num_skip(1);
-        let wire = b"\x00\x03abc";
-        let got = frames(c.clone(), wire).unwrap();
-        assert_eq!(got, vec![b"\x03abc".to_vec()]);
-        assert_eq!(encode(&c, &got[0]), wire);
     }
 
     #[test]
@@ -691,5 +960,163 @@ mod tests {
     #[should_panic(expected = "length field length")]
     fn field_length_nine_panics() {
         let _ = LengthDelimited::new().length_field_length(9);
+    }
+
+    // Netty 4 `LengthFieldBasedFrameDecoder` javadoc examples, in order:
+    // settings and bytes as documented ("HELLO, WORLD" is 12 bytes).
+
+    const HW: &[u8] = b"HELLO, WORLD";
+
+    fn cat(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    #[test]
+    fn netty_example_1_no_strip() {
+        let c = LengthDelimited::netty(1024, 0, 2, 0, 0, true);
+        let wire = cat(&[b"\x00\x0C", HW]);
+        assert_eq!(frames(c, &wire).unwrap(), vec![wire.clone()]);
+    }
+
+    #[test]
+    fn netty_example_2_strip_header() {
+        let c = LengthDelimited::netty(1024, 0, 2, 0, 2, true);
+        let wire = cat(&[b"\x00\x0C", HW]);
+        assert_eq!(frames(c.clone(), &wire).unwrap(), vec![HW.to_vec()]);
+        assert_eq!(encode(&c, HW).unwrap(), wire);
+    }
+
+    #[test]
+    fn netty_example_3_length_counts_whole_message() {
+        let c = LengthDelimited::netty(1024, 0, 2, -2, 0, true);
+        let wire = cat(&[b"\x00\x0E", HW]);
+        assert_eq!(frames(c.clone(), &wire).unwrap(), vec![wire.clone()]);
+        // Forwarding a decoded frame re-encodes to the same bytes.
+        assert_eq!(encode(&c, &wire).unwrap(), wire);
+    }
+
+    #[test]
+    fn netty_example_4_field_at_end_of_header() {
+        let c = LengthDelimited::netty(1024, 2, 3, 0, 0, true);
+        let wire = cat(&[b"\xCA\xFE\x00\x00\x0C", HW]);
+        assert_eq!(frames(c, &wire).unwrap(), vec![wire.clone()]);
+    }
+
+    #[test]
+    fn netty_example_5_field_at_start_of_header() {
+        let c = LengthDelimited::netty(1024, 0, 3, 2, 0, true);
+        let wire = cat(&[b"\x00\x00\x0C\xCA\xFE", HW]);
+        assert_eq!(frames(c, &wire).unwrap(), vec![wire.clone()]);
+    }
+
+    #[test]
+    fn netty_example_6_strip_hdr1_and_length() {
+        let c = LengthDelimited::netty(1024, 1, 2, 1, 3, true);
+        let wire = cat(&[b"\xCA\x00\x0C\xFE", HW]);
+        assert_eq!(frames(c.clone(), &wire).unwrap(), vec![cat(&[b"\xFE", HW])]);
+        // HDR1 is written as 0.
+        assert_eq!(
+            encode(&c, &cat(&[b"\xFE", HW])).unwrap(),
+            cat(&[b"\x00\x00\x0C\xFE", HW])
+        );
+    }
+
+    #[test]
+    fn netty_example_7_whole_message_length_strip() {
+        let c = LengthDelimited::netty(1024, 1, 2, -3, 3, true);
+        let wire = cat(&[b"\xCA\x00\x10\xFE", HW]);
+        assert_eq!(frames(c.clone(), &wire).unwrap(), vec![cat(&[b"\xFE", HW])]);
+        assert_eq!(
+            encode(&c, &cat(&[b"\xFE", HW])).unwrap(),
+            cat(&[b"\x00\x00\x10\xFE", HW])
+        );
+    }
+
+    #[test]
+    fn netty_max_bounds_the_whole_frame() {
+        // Frame = 2 + value; max 10 allows value 8.
+        let mut c = LengthDelimited::netty(10, 0, 2, 0, 2, true);
+        assert_eq!(c.max_frame(), 8);
+        assert!(c.decode(&[0, 8]).is_ok());
+        assert_eq!(
+            c.decode(&[0, 9]),
+            Err(CodecError::FrameTooLarge { len: 11, max: 10 })
+        );
+        let mut hdr = [0; MAX_HEADER_LEN];
+        assert_eq!(c.encode_header(8, &mut hdr), Ok(2));
+        assert_eq!(
+            c.encode_header(9, &mut hdr),
+            Err(CodecError::FrameTooLarge { len: 9, max: 8 })
+        );
+    }
+
+    #[test]
+    fn netty_errors() {
+        // Adjusted frame length below the end of the field.
+        let mut c = LengthDelimited::netty(100, 0, 2, -3, 0, true);
+        assert!(matches!(
+            c.decode(&[0, 2]),
+            Err(CodecError::InvalidHeader(_))
+        ));
+        // 8-byte field read as a signed long.
+        let mut c = LengthDelimited::netty(100, 0, 8, 0, 8, true);
+        assert!(matches!(
+            c.decode(&[0x80, 0, 0, 0, 0, 0, 0, 0]),
+            Err(CodecError::InvalidHeader(_))
+        ));
+        // Strip longer than the frame: reported once the frame is complete.
+        let mut c = LengthDelimited::netty(100, 0, 1, 0, 4, true);
+        assert_eq!(c.decode(&[1]), Ok(Decode::NeedMore { at_least: Some(2) }));
+        assert!(matches!(
+            c.decode(&[1, 9]),
+            Err(CodecError::InvalidHeader(_))
+        ));
+        assert_eq!(c.netty_fail_fast(), Some(true));
+        assert!(c.is_netty());
+    }
+
+    #[test]
+    fn netty_encode_matches_length_field_prepender() {
+        // LengthFieldPrepender(2, 0): field = payload length.
+        let c = LengthDelimited::netty(1 << 20, 0, 2, 0, 2, true);
+        assert_eq!(encode(&c, b"abc").unwrap(), b"\x00\x03abc");
+        // LengthFieldPrepender(4, true) (length includes the field) is the
+        // inverse of adjustment -4.
+        let c = LengthDelimited::netty(1 << 20, 0, 4, -4, 4, true);
+        assert_eq!(encode(&c, b"abc").unwrap(), b"\x00\x00\x00\x07abc");
+        // Partly kept header: the payload carries the rest.
+        let c = LengthDelimited::netty(1 << 20, 0, 2, 0, 1, true);
+        let wire = b"\x00\x03abc";
+        let got = frames(c.clone(), wire).unwrap();
+        assert_eq!(got, vec![b"\x03abc".to_vec()]);
+        assert_eq!(encode(&c, &got[0]).unwrap(), wire);
+        // Decode-only configurations.
+        let c = LengthDelimited::netty(1 << 20, 0, 2, 0, MAX_HEADER_LEN + 1, true);
+        assert!(matches!(encode(&c, b""), Err(CodecError::InvalidHeader(_))));
+        // Does not fit a 1-byte field.
+        let c = LengthDelimited::netty(1 << 20, 0, 1, 0, 1, true);
+        assert!(encode(&c, &[0; 255]).is_ok());
+        assert!(matches!(
+            encode(&c, &[0; 256]),
+            Err(CodecError::FrameTooLarge { len: 256, max: 255 })
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "must be equal to or greater than")]
+    fn netty_header_longer_than_max_panics() {
+        let _ = LengthDelimited::netty(5, 3, 4, 0, 0, true);
+    }
+
+    #[test]
+    #[should_panic(expected = "unsupported lengthFieldLength")]
+    fn netty_field_length_five_panics() {
+        let _ = LengthDelimited::netty(100, 0, 5, 0, 0, true);
+    }
+
+    #[test]
+    #[should_panic(expected = "maxFrameLength must be positive")]
+    fn netty_zero_max_panics() {
+        let _ = LengthDelimited::netty(0, 0, 0, 0, 0, true);
     }
 }

@@ -4,13 +4,16 @@
 //! Codecs are *sans-I/O*: they look at bytes handed to them and never touch a
 //! socket, so they are tested (and fuzzed) without the kernel. A codec only
 //! *locates* frames; the [`Framer`] owns reassembly across receive buffers,
-//! so that a codec stays a small, stateless-looking parser.
+//! so that a codec stays a small, stateless-looking parser, and says whether
+//! a frame is in progress ([`Framer::partial`]) when the stream ends.
 //!
 //! Provided codecs:
-//! - [`LengthDelimited`]: a length header then the payload, with the settings
-//!   known from tokio-util's `LengthDelimitedCodec` and Netty's
-//!   `LengthFieldBasedFrameDecoder`. The default is ringport's wire format:
-//!   4-byte big-endian payload length, maximum 16 MiB.
+//! - [`LengthDelimited`]: a length header then the payload, with two rule
+//!   sets that each match their reference frame for frame: tokio-util's
+//!   `LengthDelimitedCodec` (the builder methods) and Netty's
+//!   `LengthFieldBasedFrameDecoder` ([`LengthDelimited::netty`]). The
+//!   default is ringport's wire format: 4-byte big-endian payload length,
+//!   maximum 16 MiB.
 //! - [`Lines`]: newline-delimited messages (`\n`, an optional `\r` before it
 //!   is stripped), with a maximum line length.
 //! - [`RawBytes`]: no framing; every received chunk is one message.
@@ -22,7 +25,7 @@ mod length_delimited;
 mod lines;
 mod raw;
 
-pub use framer::Framer;
+pub use framer::{Framer, Partial};
 pub use length_delimited::{Endianness, LengthDelimited};
 pub use lines::Lines;
 pub use raw::RawBytes;

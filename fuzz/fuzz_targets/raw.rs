@@ -1,0 +1,10 @@
+//! libFuzzer target: `ringport_fuzz::check_raw` (see `src/lib.rs` for the
+//! input layout and the checks). The stable runner runs the same check with
+//! `framer_stable --target raw`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    ringport_fuzz::check_raw(data);
+});
