@@ -132,6 +132,11 @@ pub fn to_toml(args: &ServeArgs) -> String {
     let mut line = |key: &str, value: String| out.push_str(&format!("{key} = {value}\n"));
     line("addr", s(&args.addr));
     line("backend", s(args.backend.name()));
+    let at_limit = match args.at_limit {
+        ringport::LimitPolicy::Wait => "wait",
+        ringport::LimitPolicy::Refuse => "refuse",
+    };
+    line("at-limit", s(at_limit));
     line("mode", s(&value_name(args.mode)));
     line("codec", s(&value_name(args.codec)));
     let shards = args.shards.map_or_else(
@@ -165,6 +170,16 @@ pub fn to_toml(args: &ServeArgs) -> String {
         "heartbeat",
         args.heartbeat.map(|d| s(&duration_text(d))),
         "off",
+    );
+    optional(
+        "frame-timeout",
+        args.frame_timeout.map(|d| s(&duration_text(d))),
+        "off",
+    );
+    optional(
+        "min-receive-rate",
+        args.min_receive_rate.map(|n| s(&size_text(n))),
+        "none",
     );
     optional("metrics-addr", args.metrics_addr.as_deref().map(s), "off");
     out

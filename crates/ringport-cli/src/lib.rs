@@ -118,6 +118,11 @@ pub fn parse_backend(text: &str) -> Result<ringport::Backend, String> {
     text.parse()
 }
 
+/// An `--at-limit` policy: wait or refuse.
+pub fn parse_limit_policy(text: &str) -> Result<ringport::LimitPolicy, String> {
+    text.parse()
+}
+
 /// A `--recv-buffers` count: a power of two from 1 to 32768 (the kernel's
 /// limit for one provided buffer ring).
 pub fn parse_recv_buffers(text: &str) -> Result<u16, String> {

@@ -132,9 +132,27 @@ pub const SERIES: &[Series] = &[
     },
     Series {
         name: "rejected",
-        help: "Connections closed at once because the connection limit was reached",
+        help: "Clients accepted over the connection limit and closed at once (--at-limit refuse)",
         kind: Kind::Counter,
         value: |s| s.rejected,
+    },
+    Series {
+        name: "waiting",
+        help: "Clients accepted over the connection limit, held until a place frees",
+        kind: Kind::Gauge,
+        value: |s| s.waiting,
+    },
+    Series {
+        name: "frame_timeouts",
+        help: "Connections closed because a frame did not complete within the frame timeout",
+        kind: Kind::Counter,
+        value: |s| s.frame_timeouts,
+    },
+    Series {
+        name: "truncated_frames",
+        help: "Connections whose peer closed in the middle of a frame",
+        kind: Kind::Counter,
+        value: |s| s.truncated_frames,
     },
     Series {
         name: "idle_timeouts",

@@ -10,8 +10,8 @@ use ringport::{
     Backend, Codec, LengthDelimited, Lines, RawBytes, Server, ServerConfig, Stats, handlers,
 };
 use ringport_cli::{
-    format_bytes, parse_backend, parse_duration, parse_positive_duration, parse_recv_buffers,
-    parse_size, raise_nofile_limit, resolve,
+    format_bytes, parse_backend, parse_duration, parse_limit_policy, parse_positive_duration,
+    parse_recv_buffers, parse_size, raise_nofile_limit, resolve,
 };
 use signal_hook::consts::{SIGINT, SIGTERM};
 use tracing::{info, warn};
@@ -151,6 +151,27 @@ pub struct ServeArgs {
           value_parser = parse_positive_duration)]
     pub heartbeat: Option<Duration>,
 
+    /// Close a connection whose frame does not complete within this long of
+    /// its first byte (seconds, or with a unit; off by default): the bound
+    /// on clients that send a header and then trickle. Counted in
+    /// frame_timeouts.
+    #[arg(long, value_name = "DURATION", env = "RINGPORT_FRAME_TIMEOUT",
+          value_parser = parse_positive_duration)]
+    pub frame_timeout: Option<Duration>,
+
+    /// With --frame-timeout: bytes per second a large frame may take on top
+    /// of it (a frame of N bytes gets frame-timeout + N / rate); units
+    /// allowed (64KiB).
+    #[arg(long, value_name = "BYTES", env = "RINGPORT_MIN_RECEIVE_RATE",
+          value_parser = parse_nonzero_size, requires = "frame_timeout")]
+    pub min_receive_rate: Option<u64>,
+
+    /// At --max-connections: wait (clients are admitted in turn as places
+    /// free up) or refuse (a client accepted over the limit is closed).
+    #[arg(long, value_name = "POLICY", default_value = "wait", env = "RINGPORT_AT_LIMIT",
+          value_parser = parse_limit_policy)]
+    pub at_limit: ringport::LimitPolicy,
+
     /// Serve Prometheus metrics (GET /metrics) and a health check
     /// (GET /healthz) over HTTP on this address (off by default).
     ///
@@ -283,6 +304,9 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     config.stop_timeout = args.stop_timeout;
     config.idle_timeout = args.idle_timeout;
     config.heartbeat = args.heartbeat;
+    config.frame_timeout = args.frame_timeout;
+    config.min_receive_rate = args.min_receive_rate;
+    config.at_limit = args.at_limit;
 
     let started = Instant::now();
     let server = match args.codec {

@@ -201,6 +201,31 @@ fn port_in_use_exits_1_with_a_message() {
     drop(taken);
 }
 
+/// A restart right after SIGKILL: the killed server's port is still held
+/// for a moment (its rings are torn down by the kernel); the new server
+/// retries the address for up to 2 s instead of failing. Before, the first
+/// restart failed with "Address already in use".
+#[test]
+fn restart_right_after_sigkill_serves() {
+    let first = serve(&["--shards", "2"]);
+    let port = first.port;
+    let mut c = first.connect();
+    write_frame(&mut c, b"before");
+    assert_eq!(read_frame(&mut c), b"before");
+    let mut proc = first.proc;
+    proc.signal(libc::SIGKILL);
+    proc.expect_exit(Duration::from_secs(5));
+    let addr = format!("127.0.0.1:{port}");
+    let mut second = Proc::spawn(&["serve", "--addr", &addr, "--shards", "2"]);
+    second.wait_for_stderr(&format!("listening on {addr}"), Duration::from_secs(10));
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write_frame(&mut c, b"after");
+    assert_eq!(read_frame(&mut c), b"after");
+    second.signal(libc::SIGTERM);
+    assert!(second.expect_exit(Duration::from_secs(10)).success());
+}
+
 #[test]
 fn invalid_option_values_are_usage_errors() {
     for args in [

@@ -146,6 +146,10 @@ pub struct ServerConfig {
     /// Accepts kept posted per shard (the AcceptEx pre-posting depth).
     pub accepts_in_flight: usize,
     pub listen_backlog: i32,
+    /// How long `start` retries a listen address that is in use (a server
+    /// killed a moment before can hold it for a few milliseconds) before it
+    /// fails.
+    pub bind_retry: Duration,
     /// Commands (send/broadcast/close from other threads) queued per shard.
     pub command_queue: usize,
     /// Events buffered for the pull API before shards wait for the consumer.
@@ -168,6 +172,17 @@ pub struct ServerConfig {
     /// long: it keeps NATs open and lets an idle timeout on the peer's side
     /// tell a quiet peer from a dead one.
     pub heartbeat: Option<Duration>,
+    /// A frame must complete within this long of its first byte, or the
+    /// connection is closed with [`crate::CloseReason::FrameTimeout`]: the
+    /// bound on clients that send a header and then trickle (the slowloris
+    /// attack; nginx's `client_body_timeout`, Netty's
+    /// `ReadTimeoutHandler`). Any byte resets `idle_timeout`, so only this
+    /// catches them. Checked like `idle_timeout`. Off by default.
+    pub frame_timeout: Option<Duration>,
+    /// With `frame_timeout`: bytes per second a large frame may take on top
+    /// of it (a frame of N bytes gets `frame_timeout + N / rate`), so a
+    /// 16 MiB upload over a slow link is not cut while a trickle is.
+    pub min_receive_rate: Option<u64>,
 }
 
 impl Default for ServerConfig {
@@ -187,6 +202,7 @@ impl Default for ServerConfig {
             slow_consumer: SlowConsumerPolicy::Disconnect,
             accepts_in_flight: 64,
             listen_backlog: 4096,
+            bind_retry: Duration::from_secs(2),
             command_queue: 65_536,
             event_queue: 65_536,
             close_timeout: Duration::from_secs(5),
@@ -195,6 +211,8 @@ impl Default for ServerConfig {
             tick: Duration::from_millis(100),
             idle_timeout: None,
             heartbeat: None,
+            frame_timeout: None,
+            min_receive_rate: None,
         }
     }
 }
@@ -248,8 +266,12 @@ impl ServerConfig {
         }
         if self.idle_timeout.is_some_and(|t| t.is_zero())
             || self.heartbeat.is_some_and(|t| t.is_zero())
+            || self.frame_timeout.is_some_and(|t| t.is_zero())
         {
-            return bad("idle_timeout and heartbeat must be longer than zero");
+            return bad("idle_timeout, heartbeat and frame_timeout must be longer than zero");
+        }
+        if self.min_receive_rate == Some(0) {
+            return bad("min_receive_rate must be at least 1 byte per second");
         }
         Ok(())
     }

@@ -49,6 +49,15 @@ pub enum CloseReason {
     ServerStopping,
     /// Nothing was received for `idle_timeout`.
     IdleTimeout,
+    /// The peer closed its side in the middle of a frame: `have` bytes of
+    /// it had arrived, `missing` more were announced (`None`: its header
+    /// was not complete, or the codec cannot tell, e.g. a line without its
+    /// end). Queued replies were flushed first.
+    TruncatedFrame { have: u64, missing: Option<u64> },
+    /// A frame did not complete within `frame_timeout` (plus the time
+    /// `min_receive_rate` allows for its size) of its first byte: a slow
+    /// or stalled sender.
+    FrameTimeout { have: u64, missing: Option<u64> },
 }
 
 /// Why a send, broadcast or close was not accepted.

@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
@@ -43,7 +44,7 @@ impl Server {
         let backend = choose_backend(config.backend)?;
         let (table, bound) = table_size(&config, backend)?;
         let addr = if config.listen {
-            resolve_addr(config.addr)?
+            resolve_addr(config.addr, config.bind_retry)?
         } else {
             config.addr
         };
@@ -329,10 +330,31 @@ fn choose_backend(choice: Backend) -> io::Result<Backend> {
 /// that every shard's SO_REUSEPORT listener then binds. The probe binds
 /// without SO_REUSEPORT, so a port already served by another process (with
 /// or without SO_REUSEPORT) is reported instead of silently shared.
-fn resolve_addr(addr: SocketAddr) -> io::Result<SocketAddr> {
-    let probe = TcpListener::bind(addr)
-        .map_err(|e| io::Error::new(e.kind(), format!("listening on {addr}: {e}")))?;
-    probe.local_addr()
+///
+/// "Address in use" is retried for up to `retry`: a server killed a moment
+/// ago (SIGKILL) still holds its port while the kernel tears its rings
+/// down, for a few milliseconds; a restart must not fail on that.
+fn resolve_addr(addr: SocketAddr, retry: Duration) -> io::Result<SocketAddr> {
+    let deadline = Instant::now() + retry;
+    let mut logged = false;
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(probe) => return probe.local_addr(),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                if !logged {
+                    tracing::warn!(%addr, "address in use; retrying for up to {retry:?}");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("listening on {addr}: {e}"),
+                ));
+            }
+        }
+    }
 }
 
 /// The default codec for servers and clients: ringport's wire format.

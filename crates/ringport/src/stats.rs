@@ -48,6 +48,10 @@ pub struct Stats {
     pub waiting: u64,
     /// Connections closed by the idle timeout.
     pub idle_timeouts: u64,
+    /// Connections closed because a frame did not complete in time.
+    pub frame_timeouts: u64,
+    /// Connections whose peer closed in the middle of a frame.
+    pub truncated_frames: u64,
     /// Heartbeats (empty messages) sent.
     pub heartbeats: u64,
     /// Handler timers armed now.
@@ -77,6 +81,8 @@ impl std::ops::AddAssign for Stats {
         self.rejected += o.rejected;
         self.waiting += o.waiting;
         self.idle_timeouts += o.idle_timeouts;
+        self.frame_timeouts += o.frame_timeouts;
+        self.truncated_frames += o.truncated_frames;
         self.heartbeats += o.heartbeats;
         self.timers += o.timers;
         self.commands_dropped += o.commands_dropped;
@@ -122,6 +128,8 @@ shard_counters!(
     rejected,
     waiting,
     idle_timeouts,
+    frame_timeouts,
+    truncated_frames,
     heartbeats,
     timers,
     commands_dropped,

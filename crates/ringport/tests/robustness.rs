@@ -97,6 +97,7 @@ fn truncated_frame_then_close_is_closed_cleanly() {
         "{:?}",
         server.stats()
     );
+    assert_eq!(server.stats().truncated_frames, 1);
     assert_eq!(round_trip(&mut good, b"still here"), b"still here");
     drop(good);
     // The partial frame's reassembly memory was released with it.
@@ -208,5 +209,81 @@ fn garbage_from_many_peers_leaves_the_server_serving() {
         .stats()
         .connections
         == 0));
+    server.stop();
+}
+
+#[test]
+fn end_of_stream_inside_a_frame_closes_with_truncated_frame() {
+    let server =
+        ringport::Server::start_events(config(), ringport::LengthDelimited::new()).unwrap();
+    let mut bad = connect(server.local_addr());
+    let conn = expect_connected(&server, &bad);
+    bad.write_all(&header(100)).unwrap();
+    bad.write_all(&pattern(3, 10)).unwrap();
+    bad.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(
+        expect_closed(&server, conn),
+        ringport::CloseReason::TruncatedFrame {
+            have: 14,
+            missing: Some(90)
+        }
+    );
+    server.stop();
+}
+
+/// The slowloris attack: a header, then a byte now and then. Without a
+/// frame timeout it holds its slot and reassembly buffer forever (any byte
+/// resets the idle timeout); with one it is cut, and a client streaming
+/// whole frames all the while is not.
+#[test]
+fn a_trickling_sender_is_cut_by_the_frame_timeout() {
+    let server = ringport::Server::start_events(
+        ringport::ServerConfig {
+            tick: Duration::from_millis(20),
+            frame_timeout: Some(Duration::from_millis(400)),
+            idle_timeout: Some(Duration::from_secs(60)),
+            ..config()
+        },
+        ringport::LengthDelimited::new(),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let mut slow = connect(server.local_addr());
+    let slow_id = expect_connected(&server, &slow);
+    let mut steady = connect(server.local_addr());
+    let steady_id = expect_connected(&server, &steady);
+    slow.write_all(&header(1000)).unwrap();
+    let mut closed = None;
+    while started.elapsed() < Duration::from_secs(3) && closed.is_none() {
+        let _ = slow.write_all(b"x");
+        // Whole frames, each write ending inside the next one.
+        let f = frame(&pattern(9, 50));
+        steady.write_all(&[&f[..], &f[..10]].concat()).unwrap();
+        steady.write_all(&f[10..]).unwrap();
+        while let Some(event) = server.next_event(Duration::from_millis(50)) {
+            if let ringport::Event::Closed { conn, reason } = event {
+                assert_eq!(conn, slow_id, "only the trickle is cut ({reason:?})");
+                closed = Some((reason, started.elapsed()));
+            }
+        }
+    }
+    let (reason, after) = closed.expect("the trickling sender was cut");
+    assert!(
+        matches!(
+            reason,
+            ringport::CloseReason::FrameTimeout {
+                missing: Some(_),
+                ..
+            }
+        ),
+        "{reason:?}"
+    );
+    assert!(
+        after >= Duration::from_millis(400),
+        "not before the timeout: {after:?}"
+    );
+    assert_eq!(server.stats().frame_timeouts, 1);
+    assert_eq!(server.stats().connections, 1, "the steady sender stays");
+    let _ = steady_id;
     server.stop();
 }

@@ -57,6 +57,10 @@ pub(super) struct Slot {
     /// timeouts and heartbeats.
     pub last_input: Instant,
     pub last_output: Instant,
+    /// When the frame being received began, and when it must be complete
+    /// (`frame_timeout`, `min_receive_rate`).
+    pub frame_started: Option<Instant>,
+    pub frame_deadline: Option<Instant>,
 }
 
 impl Slot {
@@ -79,6 +83,8 @@ impl Slot {
             unseen: false,
             last_input: now,
             last_output: now,
+            frame_started: None,
+            frame_deadline: None,
         }
     }
 }
@@ -117,6 +123,8 @@ impl<C: Codec> Core<C> {
         s.deadline = None;
         s.last_input = now;
         s.last_output = now;
+        s.frame_started = None;
+        s.frame_deadline = None;
         s.open_pos = self.open.len();
         let generation = s.generation;
         self.open.push(slot as u32);

@@ -3,9 +3,11 @@
 //! high-water mark), so nothing is lost and the handler never has to refuse
 //! a reply.
 
+use std::time::Duration;
+
 use super::conn::SlotState;
 use super::{Core, Engine};
-use crate::codec::{Codec, CodecError, Framer};
+use crate::codec::{Codec, CodecError, Framer, Partial};
 use crate::conn_id::ConnId;
 use crate::handler::{CloseReason, Context, Handler};
 use crate::sys::{BufId, RecvBuffers};
@@ -45,7 +47,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             self.core.slots[slot].read_closed = true;
             // Input held back by a pause is answered before the close.
             if self.backlogs[slot].is_empty() {
-                self.core.begin_close(slot, CloseReason::PeerClosed, true);
+                self.close_at_eof(slot);
             }
         } else {
             match -result {
@@ -88,6 +90,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// its backlog instead: they are replayed when the queue drains.
     fn deliver(&mut self, slot: usize, generation: u32, data: &[u8]) {
         let before = self.held(slot);
+        let messages_before = self.core.stats.messages_in;
         self.core.stats.bytes_in += data.len() as u64;
         self.core.slots[slot].last_input = self.core.now;
         let backlog = &mut self.backlogs[slot];
@@ -111,6 +114,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             })
         };
         self.account_held(slot, before);
+        let delivered = self.core.stats.messages_in != messages_before;
+        self.track_frame_start(slot, delivered);
         self.after_feed(slot, result);
     }
 
@@ -130,6 +135,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             return;
         }
         let before = self.held(slot);
+        let messages_before = self.core.stats.messages_in;
         let mut backlog = std::mem::take(&mut self.backlogs[slot]);
         let mut result = Ok(());
         if !backlog.is_empty() {
@@ -151,14 +157,69 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         }
         self.backlogs[slot] = backlog;
         self.account_held(slot, before);
+        let delivered = self.core.stats.messages_in != messages_before;
+        self.track_frame_start(slot, delivered);
         self.after_feed(slot, result);
         let s = &self.core.slots[slot];
         if s.state == SlotState::Open && !s.recv_paused && self.backlogs[slot].is_empty() {
             if s.read_closed {
-                self.core.begin_close(slot, CloseReason::PeerClosed, true);
+                self.close_at_eof(slot);
             } else if !s.recv_armed {
                 self.core.rearm.push(slot as u32);
             }
+        }
+    }
+
+    /// The peer closed its side and all its input has been handled: a
+    /// frame cut short is reported as such.
+    fn close_at_eof(&mut self, slot: usize) {
+        let reason = match self.framers[slot].partial() {
+            Some(Partial { have, missing }) => {
+                self.core.stats.truncated_frames += 1;
+                tracing::debug!(slot, have, ?missing, "peer closed inside a frame");
+                CloseReason::TruncatedFrame { have, missing }
+            }
+            None => CloseReason::PeerClosed,
+        };
+        self.core.begin_close(slot, reason, true);
+    }
+
+    /// Notes when the frame being received began: a frame still partial
+    /// after a feed that delivered messages is a new one.
+    fn track_frame_start(&mut self, slot: usize, delivered: bool) {
+        let Some(timeout) = self.core.frame_timeout else {
+            return;
+        };
+        let partial = self.framers[slot].partial();
+        let now = self.core.now;
+        let rate = self.core.min_receive_rate;
+        let s = &mut self.core.slots[slot];
+        s.frame_started = match (&partial, delivered, s.frame_started) {
+            (None, _, _) => None,
+            (Some(_), false, Some(t)) => Some(t),
+            (Some(_), _, _) => Some(now),
+        };
+        s.frame_deadline = s.frame_started.zip(partial).map(|(started, p)| {
+            let size = p.have + p.missing.unwrap_or(0);
+            let extra = rate.map_or(Duration::ZERO, |r| {
+                Duration::from_secs_f64(size as f64 / r as f64)
+            });
+            started + timeout + extra
+        });
+    }
+
+    /// Closes the connections whose frame did not complete in time (found
+    /// by the sweep).
+    pub(super) fn close_stalled_frames(&mut self) {
+        while let Some(slot) = self.core.stalled.pop() {
+            let slot = slot as usize;
+            let (have, missing) = self.framers[slot]
+                .partial()
+                .map_or((0, None), |p| (p.have, p.missing));
+            self.core.stats.frame_timeouts += 1;
+            tracing::debug!(slot, have, ?missing, "frame not complete in time; closing");
+            self.core
+                .begin_close(slot, CloseReason::FrameTimeout { have, missing }, true);
         }
     }
 

@@ -95,6 +95,10 @@ pub(crate) struct Core<C: Codec> {
     timers: Timers,
     idle_timeout: Option<Duration>,
     heartbeat: Option<Duration>,
+    frame_timeout: Option<Duration>,
+    min_receive_rate: Option<u64>,
+    /// Connections whose frame is late, found by the sweep.
+    stalled: Vec<u32>,
     /// Where the idle/heartbeat sweep goes on in `open`.
     sweep_cursor: usize,
     /// Connections the current sweep round visits, and how many it has.
@@ -168,6 +172,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             timers: Timers::default(),
             idle_timeout: config.idle_timeout,
             heartbeat: config.heartbeat,
+            frame_timeout: config.frame_timeout,
+            min_receive_rate: config.min_receive_rate,
+            stalled: Vec::new(),
             sweep_cursor: 0,
             sweep_round: 0,
             sweep_done: 0,
@@ -202,6 +209,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         if now >= self.core.next_tick {
             self.core.next_tick = now + self.core.tick;
             self.core.on_tick();
+            self.close_stalled_frames();
             let mut ctx = Context {
                 core: &mut self.core,
             };

@@ -663,3 +663,91 @@ fn at_the_limit_the_refuse_policy_closes_the_client() {
     h.engine.publish_stats();
     assert_eq!(h.shared.shards[0].counters.snapshot().rejected, 1);
 }
+
+#[test]
+fn end_of_stream_inside_a_frame_is_reported_as_truncated() {
+    let mut h = Harness::new(|_| {});
+    h.turn(0);
+    let conn = h.accept(0);
+    let mut bytes = frame(b"whole");
+    bytes.extend_from_slice(&10u32.to_be_bytes());
+    bytes.extend_from_slice(b"abc");
+    h.receive(conn, &bytes);
+    assert!(h.turn(1).contains(&send_op(conn)));
+    h.recv_ended(conn, 0);
+    h.sent(conn, 9);
+    h.closed(conn);
+    let seen = h.take_seen();
+    assert_eq!(
+        seen.last(),
+        Some(&Seen::Close(
+            conn,
+            CloseReason::TruncatedFrame {
+                have: 7,
+                missing: Some(7)
+            }
+        )),
+        "{seen:?}"
+    );
+    h.engine.publish_stats();
+    assert_eq!(h.shared.shards[0].counters.snapshot().truncated_frames, 1);
+}
+
+#[test]
+fn a_trickling_frame_times_out_while_a_steady_stream_does_not() {
+    let mut h = Harness::new(|c| c.frame_timeout = Some(Duration::from_secs(1)));
+    h.turn(0);
+    let slow = h.accept(0);
+    let steady = h.accept(1);
+    // `slow` announces 100 bytes and sends one every 100 ms; `steady`
+    // pipelines whole frames, each read ending inside the next frame.
+    h.engine.set_now(h.at(0));
+    h.receive(slow, &100u32.to_be_bytes());
+    let mut closed_at = None;
+    let big = frame(&[1u8; 30]);
+    for ms in (100..=2000).step_by(100) {
+        h.engine.set_now(h.at(ms));
+        h.receive(slow, b"x");
+        // The first read ends inside the second frame.
+        h.receive(steady, &[&big[..], &big[..20]].concat());
+        h.receive(steady, &big[20..]);
+        for op in h.turn(ms) {
+            if op == cancel_recv_op(slow) {
+                closed_at.get_or_insert(ms);
+            }
+            assert_ne!(op, cancel_recv_op(steady), "steady sender cut at {ms}");
+        }
+    }
+    let closed_at = closed_at.expect("the trickle is cut");
+    assert!((1000..=1500).contains(&closed_at), "cut at {closed_at} ms");
+    h.recv_ended(slow, -libc::ECANCELED);
+    h.closed(slow);
+    let seen = h.take_seen();
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            Seen::Close(c, CloseReason::FrameTimeout { missing: Some(_), .. }) if *c == slow
+        )),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn min_receive_rate_gives_a_large_frame_more_time() {
+    let mut h = Harness::new(|c| {
+        c.frame_timeout = Some(Duration::from_secs(1));
+        c.min_receive_rate = Some(1000);
+    });
+    h.turn(0);
+    let conn = h.accept(0);
+    // 5,000 bytes announced: 1 s + 5 s allowed.
+    h.receive(conn, &5000u32.to_be_bytes());
+    let mut closed_at = None;
+    for ms in (100..=8000).step_by(100) {
+        if h.turn(ms).contains(&cancel_recv_op(conn)) {
+            closed_at.get_or_insert(ms);
+        }
+    }
+    let closed_at = closed_at.expect("cut in the end");
+    assert!((6000..=6600).contains(&closed_at), "cut at {closed_at} ms");
+}

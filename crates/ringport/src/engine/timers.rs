@@ -41,15 +41,18 @@ impl<C: Codec> Core<C> {
         }
     }
 
-    /// Closes connections idle past `idle_timeout` and sends heartbeats
-    /// (an empty message) to those with no output for `heartbeat`. Each tick
+    /// Closes connections idle past `idle_timeout`, finds those whose
+    /// frame is late (`frame_timeout`) and sends heartbeats (an empty
+    /// message) to those with no output for `heartbeat`. Each tick
     /// looks at a share of the open connections so that every one is seen
     /// at least twice per period, without a full scan per tick.
     fn sweep_idle(&mut self) {
-        let period = match (self.idle_timeout, self.heartbeat) {
-            (None, None) => return,
-            (Some(a), Some(b)) => a.min(b),
-            (Some(a), None) | (None, Some(a)) => a,
+        let Some(period) = [self.idle_timeout, self.heartbeat, self.frame_timeout]
+            .into_iter()
+            .flatten()
+            .min()
+        else {
+            return;
         };
         let n = self.open.len();
         if n == 0 {
@@ -87,6 +90,11 @@ impl<C: Codec> Core<C> {
                 continue;
             }
             self.sweep_cursor += 1;
+            if s.frame_deadline.is_some_and(|d| now >= d) {
+                // Closed by the engine, which knows the frame's size.
+                self.stalled.push(slot as u32);
+                continue;
+            }
             if self
                 .heartbeat
                 .is_some_and(|t| now.duration_since(s.last_output) >= t)
