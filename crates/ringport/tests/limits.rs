@@ -225,3 +225,35 @@ fn a_full_command_queue_refuses_with_busy_and_recovers() {
     assert_eq!(read_frame(&mut client, 64).unwrap(), b"four");
     server.stop();
 }
+
+/// A connect from a source address this machine does not have fails at
+/// the bind step: the handler hears of it (it used to hear nothing, and
+/// `stop` then waited forever), and `stop` finishes within its timeout.
+#[test]
+fn a_connect_from_an_unbindable_source_is_reported_and_stop_finishes() {
+    let server = start_echo(|_| {});
+    let (tx, rx) = mpsc::channel();
+    let mut c = config();
+    c.listen = false;
+    c.shards = 1;
+    c.stop_timeout = Duration::from_secs(2);
+    let client = Server::start(c, LengthDelimited::new(), move |_| Outcome(tx.clone())).unwrap();
+    let unbindable: std::net::SocketAddr = "10.255.255.1:0".parse().unwrap();
+    client
+        .connect(server.local_addr(), Some(unbindable))
+        .unwrap();
+    let outcome = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the failure is reported");
+    let error = outcome.expect_err("the connect cannot succeed");
+    assert!(error.contains("Cannot assign requested address"), "{error}");
+    let started = std::time::Instant::now();
+    let stats = client.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(stats.connections, 0);
+    server.stop();
+}

@@ -285,10 +285,15 @@ impl UringDriver {
         let no_port = int_option(fixed, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT)
             .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
             .user_data(step);
+        // No SKIP_SUCCESS on the bind: when a request that carries it
+        // fails, the kernel skips the -ECANCELED completions of the rest of
+        // its link too, so the connect would never complete (measured on
+        // 6.18: a bind to a foreign source address posted its error and
+        // nothing more). A successful bind posts one completion, ignored.
         let bind = pending.local.as_ref().map(|local| {
             opcode::Bind::new(fixed, local.as_ptr().cast(), local.len())
                 .build()
-                .flags(squeue::Flags::IO_LINK | squeue::Flags::SKIP_SUCCESS)
+                .flags(squeue::Flags::IO_LINK)
                 .user_data(step)
         });
         let connect =
