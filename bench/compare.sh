@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# bench/compare.sh: ringport side by side with peer echo servers (tokio,
-# monoio, raw io_uring), all speaking ringport's default framing.
+# bench/compare.sh: ringport (io_uring and epoll backends) side by side with
+# peer echo servers (tokio, monoio, raw io_uring, mio), all speaking
+# ringport's default framing.
 #
 # Each server runs pinned to one CPU (taskset -c 0), the load generator
 # (`ringport bench`) on the other (taskset -c 1). Every scenario is repeated
@@ -26,22 +27,30 @@ Usage: bench/compare.sh [options]
   --quick             1 repeat, 3 s runs (+1 s warmup), scenario f skipped
                       unless named in --only
   --only a,b,...      scenarios to run (default: all of a-g)
-  --servers LIST      servers to run (default: ringport,peer-tokio,peer-monoio,peer-uring)
+  --servers LIST      servers to run (default: ringport,ringport-epoll,
+                      peer-tokio,peer-monoio,peer-uring,peer-mio)
   --repeats N         repeats per scenario (default 3; 1 with --quick)
   --duration SECS     measured seconds per run (default 10; 3 with --quick;
                       scenario f: 60, or this value if given)
   --warmup SECS       warmup seconds per run (default 2; 1 with --quick; f: 5)
   --no-build          do not run cargo build (use the binaries as they are)
   --try-fd-limited    in scenario f, also run servers that use plain file
-                      descriptors (tokio, monoio) although RLIMIT_NOFILE is
-                      below the connection count (default: report them as
-                      "cannot hold (fd limit)" without running)
+                      descriptors (ringport-epoll, tokio, monoio, mio)
+                      although RLIMIT_NOFILE is below the connection count
+                      (default: report them as "cannot hold (fd limit)"
+                      without running)
   --out FILE          markdown output (default bench/results/compare-YYYY-MM-DD.md)
   --report DIR        run nothing: rewrite the markdown (DIR.md, or --out) from
                       the raw data of an earlier run (DIR/runs.jsonl)
   --server-cpu N      CPU for the server (default 0)
   --bench-cpu N       CPU for the load generator (default 1)
   -h, --help          this help
+
+Servers:
+  ringport        ringport serve --shards N (io_uring backend)
+  ringport-epoll  ringport serve --backend epoll --shards N
+  peer-tokio, peer-monoio, peer-uring, peer-mio
+                  bench/peers/target/release/NAME --threads N
 
 Scenarios:
   a  100 connections, 512 B, depth 1
@@ -64,7 +73,7 @@ EOF
 
 QUICK=0
 ONLY=""
-SERVERS="ringport,peer-tokio,peer-monoio,peer-uring"
+SERVERS="ringport,ringport-epoll,peer-tokio,peer-monoio,peer-uring,peer-mio"
 REPEATS=""
 DURATION=""
 WARMUP=""
@@ -123,7 +132,7 @@ fi
 IFS=, read -r -a _servers <<<"$SERVERS"
 SERVER_LIST=()
 for s in "${_servers[@]}"; do
-    case $s in ringport|peer-tokio|peer-monoio|peer-uring) ;; *) die "unknown server '$s'" ;; esac
+    case $s in ringport|ringport-epoll|peer-tokio|peer-monoio|peer-uring|peer-mio) ;; *) die "unknown server '$s'" ;; esac
     [[ " ${SERVER_LIST[*]} " == *" $s "* ]] || SERVER_LIST+=("$s")
 done
 if [[ -z $REPEATS ]]; then REPEATS=$([[ $QUICK == 1 ]] && echo 1 || echo 3); fi
@@ -151,17 +160,20 @@ scenario() {
 server_cmd() {
     case $1 in
         ringport) CMD=("$ROOT/target/release/ringport" serve --addr "$3" --shards "$2") ;;
+        ringport-epoll) CMD=("$ROOT/target/release/ringport" serve --backend epoll --addr "$3" --shards "$2") ;;
         *) CMD=("$PEERS/target/release/$1" --addr "$3" --threads "$2") ;;
     esac
 }
 server_label() {
     local unit=threads
-    [[ $1 == ringport ]] && unit=shards
+    [[ $1 == ringport* ]] && unit=shards
     [[ $2 == 1 ]] && unit=${unit%s}
     echo "$1 ($2 $unit)"
 }
-# Servers whose connections are plain file descriptors (bounded by RLIMIT_NOFILE).
-fd_limited() { [[ $1 == peer-tokio || $1 == peer-monoio ]]; }
+# Servers whose connections are plain file descriptors (bounded by
+# RLIMIT_NOFILE): the epoll ones, and tokio/monoio (ringport and peer-uring
+# use io_uring direct descriptors).
+fd_limited() { [[ $1 == ringport-epoll || $1 == peer-tokio || $1 == peer-monoio || $1 == peer-mio ]]; }
 
 # ---------------------------------------------------------------- cleanup
 SERVER_PIDS=()
@@ -194,6 +206,11 @@ for s in "${SERVER_LIST[@]}"; do
     server_cmd "$s" 1 x
     [[ -n $REPORT_ONLY || -x ${CMD[0]} ]] || die "${CMD[0]} is missing (build it, or drop --no-build)"
 done
+if [[ -z $REPORT_ONLY && " ${SERVER_LIST[*]} " == *" ringport-epoll "* ]]; then
+    _help=$("$ROOT/target/release/ringport" serve --help 2>&1 || true)
+    [[ $_help == *--backend* ]] ||
+        log "warning: this ringport has no 'serve --backend': the ringport-epoll runs will fail to start"
+fi
 if [[ -n ${BENCH_CMD:-} ]]; then
     read -r -a BENCH <<<"$BENCH_CMD"
 else
@@ -482,8 +499,8 @@ runs = [json.loads(l) for l in open(runs_path) if l.strip()]
 SCEN = {
 $(for sc in a b c d e f g; do scenario "$sc"; printf '    "%s": ("%s", %s, %s),\n' "$sc" "$S_DESC" "$S_DUR" "$S_WARM"; done)
 }
-ORDER = ["ringport", "peer-tokio", "peer-monoio", "peer-uring"]
-UNIT = {"ringport": "shard"}
+ORDER = ["ringport", "ringport-epoll", "peer-tokio", "peer-monoio", "peer-uring", "peer-mio"]
+UNIT = {"ringport": "shard", "ringport-epoll": "shard"}
 
 def label(srv, threads):
     u = UNIT.get(srv, "thread")

@@ -321,7 +321,7 @@ def main() -> int:
     totals = [0, 0, 0]
     if a.all:
         rel = HERE / "target" / "release"
-        for name in ["peer-tokio", "peer-monoio", "peer-uring"]:
+        for name in ["peer-tokio", "peer-monoio", "peer-uring", "peer-mio"]:
             c = [str(rel / name)]
             if a.threads:
                 c += ["--threads", str(a.threads)]
