@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+"""Attacks against a fresh `ringport serve`, one line of results each.
+
+Run by scripts/attack.sh (which builds the release binary). Every attack
+starts its own server on a free loopback port with the flags it needs,
+drives it from this process with plain sockets, prints one line, and stops
+the server. Everything stays on 127.0.0.0/8 and is bounded in count and
+time.
+
+  slowloris    2,000 connections send a 16 MiB frame header, then 1 byte/s:
+               cut by --frame-timeout, when (p50/p99/max)
+  silent       5,000 connections send nothing: closed by --idle-timeout,
+               when (p50/p99/max)
+  rst-burst    8 bursts of 20,000 connect, send a 1 KiB frame, RST: server
+               RSS before/after
+  limit        --max-connections 1000, 1,508 clients, 600 leave: how many of
+               the 508 waiting get in, how many are cut
+  garbage      200 connections send random bytes: all closed, a well-behaved
+               client still served
+  non-readers  100 connections send 4 MiB each and read nothing: server RSS
+               stays bounded; then they read and get every echo back
+  sigkill      SIGKILL a loaded server, restart on the same port at once
+"""
+
+import os
+import random
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+BIN = os.environ.get("RINGPORT", os.path.join(os.path.dirname(__file__), "..", "target", "release", "ringport"))
+BACKEND = os.environ.get("RINGPORT_BACKEND", "auto")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, *flags, port=None):
+        self.port = port or free_port()
+        self.addr = ("127.0.0.1", self.port)
+        args = [BIN, "serve", "--addr", f"127.0.0.1:{self.port}", "--backend", BACKEND,
+                "--stats-interval", "0", *flags]
+        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        deadline = time.time() + 20
+        self.log = []
+        while time.time() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise SystemExit(f"server exited: {''.join(self.log)}")
+            self.log.append(line)
+            if "listening on" in line:
+                break
+        os.set_blocking(self.proc.stderr.fileno(), False)
+
+    def rss_mib(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def frame(payload):
+    return struct.pack(">I", len(payload)) + payload
+
+
+def connect_many(addr, n, first_source=1):
+    """n connections spread over source addresses 127.0.1.x (no port search)."""
+    socks = []
+    for i in range(n):
+        s = socket.socket()
+        s.bind((f"127.0.1.{first_source + i // 10000}", 0))
+        s.connect(addr)
+        socks.append(s)
+    return socks
+
+
+def closed_times(socks, started, limit, every_second=None):
+    """Waits (up to `limit` s) for every socket to see EOF/RST; returns the
+    seconds after `started` at which each closed (None: still open).
+    `every_second(open_sockets)` runs once a second meanwhile."""
+    sel = selectors.DefaultSelector()
+    for i, s in enumerate(socks):
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, i)
+    times = [None] * len(socks)
+    left = len(socks)
+    deadline = started + limit
+    next_tick = time.time()
+    while left and time.time() < deadline:
+        if every_second and time.time() >= next_tick:
+            every_second([socks[i] for i in range(len(socks)) if times[i] is None])
+            next_tick += 1
+        for key, _ in sel.select(timeout=0.2):
+            s = key.fileobj
+            try:
+                data = s.recv(65536)
+            except (ConnectionResetError, BrokenPipeError):
+                data = b""
+            except BlockingIOError:
+                continue
+            if not data:
+                times[key.data] = time.time() - started
+                sel.unregister(s)
+                left -= 1
+    sel.close()
+    return times
+
+
+def pct(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(len(v) * p))]
+
+
+def summary(times):
+    done = [t for t in times if t is not None]
+    if not done:
+        return "none closed"
+    return (f"closed {len(done)}/{len(times)}, after p50 {pct(done, 0.5):.1f} s, "
+            f"p99 {pct(done, 0.99):.1f} s, max {max(done):.1f} s")
+
+
+def echo_ok(addr):
+    with socket.create_connection(addr, timeout=10) as c:
+        c.sendall(frame(b"still served?"))
+        got = b""
+        while len(got) < 4 + 13:
+            chunk = c.recv(100)
+            if not chunk:
+                return False
+            got += chunk
+        return got[4:] == b"still served?"
+
+
+def slowloris():
+    n, timeout = 2000, 5
+    srv = Server("--frame-timeout", f"{timeout}s", "--idle-timeout", "60s")
+    socks = connect_many(srv.addr, n)
+    started = time.time()
+    for s in socks:
+        s.sendall(struct.pack(">I", 16 << 20))
+
+    def trickle(open_socks):
+        for s in open_socks:
+            try:
+                s.send(b"x")
+            except OSError:
+                pass
+
+    # One byte per second from each while they last.
+    times = closed_times(socks, started, 30, trickle)
+    ok = echo_ok(srv.addr)
+    srv.stop()
+    print(f"slowloris: {n} trickling senders, --frame-timeout {timeout}s: {summary(times)}; "
+          f"others served: {ok}")
+    for s in socks:
+        s.close()
+
+
+def silent():
+    n, timeout = 5000, 5
+    srv = Server("--idle-timeout", f"{timeout}s")
+    started = time.time()
+    socks = connect_many(srv.addr, n)
+    times = closed_times(socks, started, 30)
+    ok = echo_ok(srv.addr)
+    srv.stop()
+    print(f"silent: {n} silent connections, --idle-timeout {timeout}s: {summary(times)}; "
+          f"others served: {ok}")
+    for s in socks:
+        s.close()
+
+
+def rst_burst():
+    srv = Server()
+    before = srv.rss_mib()
+    for burst in range(8):
+        # 20,000 per burst, in chunks this process's open-files limit holds.
+        for chunk in range(4):
+            socks = connect_many(srv.addr, 5000, first_source=10 + burst * 4 + chunk)
+            for s in socks:
+                s.sendall(frame(b"r" * 1024))
+            for s in socks:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+    time.sleep(2)
+    after = srv.rss_mib()
+    ok = echo_ok(srv.addr)
+    srv.stop()
+    print(f"rst-burst: 8 x 20,000 connect+frame+RST: server RSS {before:.1f} MiB before, "
+          f"{after:.1f} MiB after with none open; others served: {ok}")
+
+
+def limit():
+    srv = Server("--max-connections", "1000")
+    held = connect_many(srv.addr, 1000)
+    for s in held:
+        s.sendall(frame(b"in"))
+    for s in held:
+        s.settimeout(10)
+        assert s.recv(6) == frame(b"in")
+    waiting = connect_many(srv.addr, 508, first_source=5)
+    for i, s in enumerate(waiting):
+        s.sendall(frame(b"w%03d" % i))
+    time.sleep(1)
+    for s in held[:600]:
+        s.close()
+    admitted, cut = 0, 0
+    sel = selectors.DefaultSelector()
+    for s in waiting:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    deadline = time.time() + 15
+    left = len(waiting)
+    while left and time.time() < deadline:
+        for key, _ in sel.select(timeout=0.2):
+            s = key.fileobj
+            try:
+                data = s.recv(100)
+            except BlockingIOError:
+                continue
+            except ConnectionResetError:
+                data = b""
+            if data:
+                admitted += 1  # the 8-byte echo arrives in one piece on loopback
+            else:
+                cut += 1
+            sel.unregister(s)
+            left -= 1
+    srv.stop()
+    print(f"limit: --max-connections 1000, 1,508 clients, 600 left: {admitted} of 508 waiting "
+          f"admitted, {cut} cut, {left} still waiting")
+    for s in held + waiting:
+        s.close()
+
+
+def garbage():
+    srv = Server()
+    rng = random.Random(7)
+    socks = connect_many(srv.addr, 200)
+    started = time.time()
+    for s in socks:
+        s.sendall(bytes(rng.getrandbits(8) for _ in range(rng.randrange(5, 3000))))
+    times = closed_times(socks, started, 10)
+    ok = echo_ok(srv.addr)
+    srv.stop()
+    print(f"garbage: 200 connections of random bytes: {summary(times)} (the rest wait for the "
+          f"rest of an announced frame, within the maximum); others served: {ok}")
+    for s in socks:
+        s.close()
+
+
+def non_readers():
+    srv = Server()
+    before = srv.rss_mib()
+    socks = connect_many(srv.addr, 100)
+    payload = bytes(range(256)) * 256  # 64 KiB
+    sent = [0] * len(socks)
+    for s in socks:
+        s.setblocking(False)
+    deadline = time.time() + 20
+    while time.time() < deadline and min(sent) < 4 << 20:
+        progress = False
+        for i, s in enumerate(socks):
+            if sent[i] >= 4 << 20:
+                continue
+            try:
+                s.send(frame(payload))
+                sent[i] += len(payload) + 4
+                progress = True
+            except BlockingIOError:
+                pass
+        if not progress:
+            time.sleep(0.05)
+    peak = srv.rss_mib()
+    # Now read everything back.
+    got = [0] * len(socks)
+    deadline = time.time() + 60
+    while time.time() < deadline and any(got[i] < sent[i] for i in range(len(socks))):
+        for i, s in enumerate(socks):
+            try:
+                got[i] += len(s.recv(1 << 20))
+            except BlockingIOError:
+                pass
+            try:
+                if sent[i] < 4 << 20:
+                    s.send(frame(payload))
+                    sent[i] += len(payload) + 4
+            except BlockingIOError:
+                pass
+    complete = sum(1 for i in range(len(socks)) if got[i] == sent[i])
+    srv.stop()
+    print(f"non-readers: 100 connections pushed {sum(sent) / 2**20:.0f} MiB without reading: "
+          f"server RSS {before:.1f} -> {peak:.1f} MiB; then read back: {complete}/100 got every byte")
+    for s in socks:
+        s.close()
+
+
+def sigkill():
+    srv = Server("--shards", "2")
+    socks = connect_many(srv.addr, 500)
+    port = srv.port
+    srv.proc.kill()
+    srv.proc.wait()
+    started = time.time()
+    again = Server("--shards", "2", port=port)
+    ok = echo_ok(again.addr)
+    took = time.time() - started
+    retried = any("retrying" in line for line in again.log)
+    again.stop()
+    print(f"sigkill: restart on the same port right after SIGKILL with 500 connections: "
+          f"serving after {took:.2f} s (bind retried: {retried}); echo: {ok}")
+    for s in socks:
+        s.close()
+
+
+ATTACKS = {
+    "slowloris": slowloris, "silent": silent, "rst-burst": rst_burst, "limit": limit,
+    "garbage": garbage, "non-readers": non_readers, "sigkill": sigkill,
+}
+
+if __name__ == "__main__":
+    names = sys.argv[1:] or list(ATTACKS)
+    for name in names:
+        ATTACKS[name]()

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Soak: one `ringport serve` under steady echo load from `ringport bench`
+# for a long time (30 minutes by default), its RSS and open descriptors
+# sampled every 10 s. Passes when, after the warm-up, RSS stays within 5 %
+# of its median and the descriptor count does not change, and the bench
+# verified every reply.
+#
+#   scripts/soak.sh                       # 30 minutes, default backend
+#   SOAK_MINUTES=5 RINGPORT_BACKEND=epoll scripts/soak.sh
+#
+# Loopback only; stops by itself. Samples go to $SOAK_OUT (default
+# /tmp/ringport-soak.csv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MINUTES=${SOAK_MINUTES:-30}
+WARMUP_MINUTES=${SOAK_WARMUP_MINUTES:-3}
+CONNS=${SOAK_CONNECTIONS:-2000}
+RATE=${SOAK_RATE:-25}          # messages per second per connection
+OUT=${SOAK_OUT:-/tmp/ringport-soak.csv}
+BACKEND=${RINGPORT_BACKEND:-auto}
+
+cargo build --release -q -p ringport-cli
+BIN=target/release/ringport
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+LOG=$(mktemp)
+BENCH_JSON=$(mktemp)
+"$BIN" serve --addr "127.0.0.1:$PORT" --backend "$BACKEND" --stats-interval 60s \
+    --idle-timeout 5m 2>"$LOG" &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true; kill $BENCH 2>/dev/null || true; rm -f "$LOG" "$BENCH_JSON"' EXIT
+for _ in $(seq 100); do grep -q "listening on" "$LOG" && break; sleep 0.1; done
+grep -q "listening on" "$LOG" || { cat "$LOG"; exit 1; }
+
+echo "soak: $MINUTES min, $CONNS connections x $RATE msg/s, backend $BACKEND, server pid $SERVER"
+"$BIN" bench --addr "127.0.0.1:$PORT" --backend "$BACKEND" --connections "$CONNS" \
+    --rate "$RATE" --size 256 --duration "${MINUTES}m" --warmup 5s \
+    --sources 127.0.0.1-127.0.0.4 --json "$BENCH_JSON" >/dev/null 2>&1 &
+BENCH=$!
+
+echo "seconds,rss_kib,fds" >"$OUT"
+START=$(date +%s)
+while kill -0 $BENCH 2>/dev/null; do
+    now=$(( $(date +%s) - START ))
+    rss=$(awk '/^VmRSS:/ {print $2}' /proc/$SERVER/status)
+    fds=$(ls /proc/$SERVER/fd | wc -l)
+    echo "$now,$rss,$fds" >>"$OUT"
+    sleep 10
+done
+set +e
+wait $BENCH
+BENCH_STATUS=$?
+set -e
+
+python3 - "$OUT" "$BENCH_JSON" "$BENCH_STATUS" "$WARMUP_MINUTES" <<'PY'
+import csv, json, statistics, sys
+out, bench_json, bench_status, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+rows = [r for r in csv.DictReader(open(out)) if float(r["seconds"]) >= warm * 60]
+if not rows:
+    sys.exit("soak: no samples after the warm-up")
+rss = [int(r["rss_kib"]) / 1024 for r in rows]
+fds = [int(r["fds"]) for r in rows]
+median = statistics.median(rss)
+spread = max(abs(max(rss) - median), abs(median - min(rss))) / median * 100
+try:
+    b = json.load(open(bench_json))
+    msgs = b.get("messages_per_sec") or b.get("msgs_per_sec")
+    errors = b.get("errors")
+    bench = f"bench: {msgs:,.0f} msg/s, p99 {b['latency_us']['p99']:,.0f} us, errors {errors}"
+except Exception as e:  # a bench that failed writes no JSON
+    bench = f"bench: no report ({e})"
+flat = spread <= 5 and len(set(fds)) == 1
+ok = flat and bench_status == 0
+print(f"soak: {len(rows)} samples after {warm:g} min warm-up: RSS {min(rss):.1f}-{max(rss):.1f} MiB "
+      f"(median {median:.1f}, within {spread:.1f} %), fds {min(fds)}-{max(fds)}; {bench}; "
+      f"bench exit {bench_status}: {'PASS' if ok else 'FAIL'}")
+sys.exit(0 if ok else 1)
+PY
