@@ -143,6 +143,20 @@ pub struct ServerConfig {
     /// echoing one whole message is never refused.
     pub send_queue_limit: Option<usize>,
     pub slow_consumer: SlowConsumerPolicy,
+    /// Bytes a paused connection (its send queue at `send_high_water`) may
+    /// have waiting in its input backlog: what was already received when
+    /// its receive was cancelled. Past it the connection is closed as a
+    /// slow consumer. Default (`None`): `recv_buffers × recv_buffer_size`,
+    /// the most the kernel can have delivered by then (the io_uring buffer
+    /// ring; epoll reads one buffer at a time and stays far below), so only
+    /// a lower setting ever closes anyone.
+    pub input_backlog_limit: Option<usize>,
+    /// Bytes of partial frames (reassembly buffers and backlogs) one shard
+    /// may hold over all its connections; the connection whose input grows
+    /// past it is closed with [`crate::CloseReason::Overloaded`]. Default
+    /// 1 GiB: 2,000 peers each announcing a 16 MiB frame and sending half of
+    /// it stay below; a flood of them does not exhaust memory.
+    pub reassembly_limit: usize,
     /// Accepts kept posted per shard (the AcceptEx pre-posting depth).
     pub accepts_in_flight: usize,
     pub listen_backlog: i32,
@@ -200,6 +214,8 @@ impl Default for ServerConfig {
             send_high_water: 1024 * 1024,
             send_queue_limit: None,
             slow_consumer: SlowConsumerPolicy::Disconnect,
+            input_backlog_limit: None,
+            reassembly_limit: 1 << 30,
             accepts_in_flight: 64,
             listen_backlog: 4096,
             bind_retry: Duration::from_secs(2),
@@ -223,6 +239,11 @@ impl ServerConfig {
             addr,
             ..Default::default()
         }
+    }
+
+    pub(crate) fn effective_input_backlog_limit(&self) -> usize {
+        self.input_backlog_limit
+            .unwrap_or(usize::from(self.recv_buffers).saturating_mul(self.recv_buffer_size))
     }
 
     pub(crate) fn effective_send_queue_limit(&self, max_frame: usize) -> usize {
@@ -260,6 +281,15 @@ impl ServerConfig {
         }
         if self.ring_entries == 0 || self.ring_entries > 32768 {
             return bad("ring_entries must be between 1 and 32768");
+        }
+        if self
+            .input_backlog_limit
+            .is_some_and(|n| n < self.recv_buffer_size)
+        {
+            return bad("input_backlog_limit must hold at least one receive (recv_buffer_size)");
+        }
+        if self.reassembly_limit == 0 {
+            return bad("reassembly_limit must be at least 1 byte");
         }
         if self.tick.is_zero() {
             return bad("tick must be longer than zero");

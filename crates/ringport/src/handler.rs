@@ -43,7 +43,9 @@ pub enum CloseReason {
     /// The application closed it.
     Local,
     /// Its send queue hit the bound under [`crate::SlowConsumerPolicy::Disconnect`],
-    /// or it did not drain its queue within `close_timeout` while closing.
+    /// it did not drain its queue within `close_timeout` while closing, or
+    /// input it sent while its reading was paused (it did not read its
+    /// replies) went past `input_backlog_limit`.
     SlowConsumer,
     /// The server is stopping.
     ServerStopping,
@@ -58,6 +60,11 @@ pub enum CloseReason {
     /// `min_receive_rate` allows for its size) of its first byte: a slow
     /// or stalled sender.
     FrameTimeout { have: u64, missing: Option<u64> },
+    /// The shard held more bytes of partial frames (over all its
+    /// connections) than `reassembly_limit`, and this connection's input
+    /// grew past it: many peers announcing large frames cannot exhaust
+    /// memory.
+    Overloaded,
 }
 
 /// Why a send, broadcast or close was not accepted.

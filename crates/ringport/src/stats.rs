@@ -52,6 +52,9 @@ pub struct Stats {
     pub frame_timeouts: u64,
     /// Connections whose peer closed in the middle of a frame.
     pub truncated_frames: u64,
+    /// Connections closed because the shard's partial-frame memory went
+    /// past `reassembly_limit`.
+    pub input_limit_closes: u64,
     /// Heartbeats (empty messages) sent.
     pub heartbeats: u64,
     /// Handler timers armed now.
@@ -83,6 +86,7 @@ impl std::ops::AddAssign for Stats {
         self.idle_timeouts += o.idle_timeouts;
         self.frame_timeouts += o.frame_timeouts;
         self.truncated_frames += o.truncated_frames;
+        self.input_limit_closes += o.input_limit_closes;
         self.heartbeats += o.heartbeats;
         self.timers += o.timers;
         self.commands_dropped += o.commands_dropped;
@@ -130,6 +134,7 @@ shard_counters!(
     idle_timeouts,
     frame_timeouts,
     truncated_frames,
+    input_limit_closes,
     heartbeats,
     timers,
     commands_dropped,

@@ -224,8 +224,30 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     }
 
     fn after_feed(&mut self, slot: usize, result: Result<(), CodecError>) {
+        let backlog = self.backlogs[slot].len();
         let core = &mut self.core;
         match result {
+            // Input that keeps arriving while the peer does not read its
+            // replies (the receive was cancelled at the pause; only what
+            // was in flight lands here): past the bound it is a slow
+            // consumer.
+            Ok(()) if backlog > core.backlog_limit => {
+                core.stats.slow_consumers += 1;
+                tracing::debug!(slot, backlog, "input backlog over its bound; closing");
+                core.begin_close(slot, CloseReason::SlowConsumer, false)
+            }
+            // Partial frames over all of this shard's connections: the one
+            // that grew past the bound is closed.
+            Ok(()) if core.stats.reassembly_bytes > core.reassembly_limit as u64 => {
+                core.stats.input_limit_closes += 1;
+                tracing::info!(
+                    slot,
+                    held = core.stats.reassembly_bytes,
+                    limit = core.reassembly_limit,
+                    "shard's partial-frame memory over its bound; closing the connection that grew it"
+                );
+                core.begin_close(slot, CloseReason::Overloaded, false)
+            }
             Ok(()) => core.check_pause(slot),
             Err(CodecError::FrameTooLarge { len, max }) => {
                 core.stats.frames_too_large += 1;

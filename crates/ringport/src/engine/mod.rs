@@ -64,6 +64,8 @@ pub(crate) struct Core<C: Codec> {
     max_frame: usize,
     high_water: usize,
     queue_limit: usize,
+    backlog_limit: usize,
+    reassembly_limit: usize,
     slots: Box<[Slot]>,
     /// Slots not free (connecting, open, closing or releasing).
     in_use: usize,
@@ -148,6 +150,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             max_frame,
             high_water: config.send_high_water,
             queue_limit: config.effective_send_queue_limit(max_frame),
+            backlog_limit: config.effective_input_backlog_limit(),
+            reassembly_limit: config.reassembly_limit,
             slots: (0..table).map(|_| Slot::new(now)).collect(),
             in_use: 0,
             open: Vec::with_capacity(table.min(65_536)),
@@ -356,6 +360,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// A connection (accepted or outbound) is open: give it a framer and
     /// let the handler create its state.
     pub(super) fn opened(&mut self, conn: ConnId, peer: SocketAddr) {
+        tracing::debug!(%conn, %peer, "connection open");
         let slot = conn.slot() as usize;
         self.framers[slot] = Framer::new(self.core.codec.clone());
         let mut ctx = Context {
@@ -375,6 +380,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         let Some((conn, reason)) = self.core.on_closed(slot, generation) else {
             return;
         };
+        log_close(conn, &reason);
         let held = self.held(slot);
         self.core.stats.reassembly_bytes = self.core.stats.reassembly_bytes.saturating_sub(held);
         self.framers[slot] = Framer::new(self.core.codec.clone());
@@ -385,6 +391,20 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             };
             self.handler.on_close(&mut ctx, conn, state, reason);
         }
+    }
+}
+
+/// Connection closes in the log: debug for the ordinary ones, info for
+/// those that say something about the peer or the server's limits.
+fn log_close(conn: ConnId, reason: &CloseReason) {
+    match reason {
+        CloseReason::PeerClosed | CloseReason::Local | CloseReason::ServerStopping => {
+            tracing::debug!(%conn, ?reason, "connection closed")
+        }
+        CloseReason::Reset(errno) => {
+            tracing::debug!(%conn, error = %std::io::Error::from_raw_os_error(*errno), "connection reset")
+        }
+        _ => tracing::info!(%conn, ?reason, "connection closed"),
     }
 }
 

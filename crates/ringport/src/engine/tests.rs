@@ -751,3 +751,70 @@ fn min_receive_rate_gives_a_large_frame_more_time() {
     let closed_at = closed_at.expect("cut in the end");
     assert!((6000..=6600).contains(&closed_at), "cut at {closed_at} ms");
 }
+
+#[test]
+fn input_arriving_while_paused_is_bounded() {
+    let mut h = Harness::new(|c| {
+        c.send_high_water = 1000;
+        c.recv_buffer_size = 4096;
+        c.input_backlog_limit = Some(8192);
+    });
+    h.turn(0);
+    let conn = h.accept(0);
+    // One 2,000-byte echo fills the queue past the high-water mark: the
+    // receive is cancelled; what was in flight goes to the backlog.
+    let ops = h.receive(conn, &frame(&[5u8; 2000]));
+    assert_eq!(ops, vec![cancel_recv_op(conn)]);
+    for _ in 0..2 {
+        assert_eq!(h.receive(conn, &[1u8; 4000]), vec![], "within the bound");
+    }
+    let ops = h.receive(conn, &[1u8; 4000]);
+    assert!(
+        ops.contains(&cancel_recv_op(conn)) || ops.is_empty(),
+        "{ops:?}"
+    );
+    h.engine.publish_stats();
+    assert_eq!(h.shared.shards[0].counters.snapshot().slow_consumers, 1);
+    assert_eq!(
+        h.engine.core.live_slot(conn),
+        None,
+        "closed as a slow consumer"
+    );
+}
+
+#[test]
+fn partial_frames_over_the_shards_bound_close_the_connection_that_grew_them() {
+    let mut h = Harness::new(|c| {
+        c.recv_buffer_size = 1024;
+        c.input_backlog_limit = Some(1024);
+        c.reassembly_limit = 10_000;
+    });
+    h.turn(0);
+    let conns: Vec<ConnId> = (0..4).map(|s| h.accept(s)).collect();
+    // Each announces 100,000 bytes and sends 3,000 of them: once the
+    // shard holds more than 10,000 bytes of partial frames, each further
+    // one is closed (and keeps its bytes until its close completes).
+    let mut head = 100_000u32.to_be_bytes().to_vec();
+    head.extend_from_slice(&[0u8; 2996]);
+    let mut closed = 0;
+    for (i, &conn) in conns.iter().enumerate() {
+        h.receive(conn, &head);
+        let held = h.engine.core.stats.reassembly_bytes;
+        let open = h.engine.core.live_slot(conn).is_some();
+        assert_eq!(open, held <= 10_000, "connection {i}, {held} bytes held");
+        closed += usize::from(!open);
+    }
+    assert!(closed >= 1 && closed < conns.len(), "{closed} closed");
+    h.engine.publish_stats();
+    let stats = h.shared.shards[0].counters.snapshot();
+    assert_eq!(stats.input_limit_closes, closed as u64);
+    let mut got = Vec::new();
+    let victim = conns[conns.len() - 1];
+    h.recv_ended(victim, -libc::ECANCELED);
+    h.closed(victim);
+    got.extend(h.take_seen());
+    assert!(
+        got.contains(&Seen::Close(victim, CloseReason::Overloaded)),
+        "{got:?}"
+    );
+}

@@ -51,11 +51,21 @@ pub(super) fn send_iovecs(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {
     msg.msg_iov = iov.as_ptr().cast_mut();
     msg.msg_iovlen = iov.len() as _;
     loop {
-        // SAFETY: `msg` points to `iov`, `iov.len()` entries, each over
-        // bytes of the engine's send queue, which stay valid and unchanged
-        // until the send's completion (the contract); sendmsg only reads
-        // them, and `fd` is a socket the caller holds open.
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        let n = match iov {
+            // One segment (the common case for small messages): a plain
+            // send, which spares the kernel importing a msghdr and an
+            // iovec array.
+            // SAFETY: the iovec covers bytes of the engine's send queue,
+            // valid and unchanged until the send's completion (the
+            // contract); send only reads them; `fd` is a socket the caller
+            // holds open.
+            [one] => unsafe { libc::send(fd, one.iov_base, one.iov_len, libc::MSG_NOSIGNAL) },
+            // SAFETY: `msg` points to `iov`, `iov.len()` entries, each over
+            // bytes of the engine's send queue, which stay valid and
+            // unchanged until the send's completion (the contract); sendmsg
+            // only reads them, and `fd` is a socket the caller holds open.
+            _ => unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) },
+        };
         if n >= 0 {
             return Ok(n as usize);
         }
