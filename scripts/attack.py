@@ -17,8 +17,9 @@ time.
                the 508 waiting get in, how many are cut
   garbage      200 connections send random bytes: all closed, a well-behaved
                client still served
-  non-readers  100 connections send 4 MiB each and read nothing: server RSS
-               stays bounded; then they read and get every echo back
+  non-readers  7 rounds on one server: 100 connections send 4 MiB each and
+               read nothing (server RSS stays bounded), then read and get
+               every echo back (RSS returns, no creep over the rounds)
   sigkill      SIGKILL a loaded server, restart on the same port at once
 """
 
@@ -29,6 +30,7 @@ import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import sys
 import time
 
@@ -48,17 +50,25 @@ class Server:
         self.addr = ("127.0.0.1", self.port)
         args = [BIN, "serve", "--addr", f"127.0.0.1:{self.port}", "--backend", BACKEND,
                 "--stats-interval", "0", *flags]
-        self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        # The log goes to a file: a pipe nobody drains would block the
+        # server's logging (and its shards) once full.
+        self.log_file = tempfile.NamedTemporaryFile("w+", prefix="ringport-attack-", suffix=".log")
+        self.proc = subprocess.Popen(args, stderr=self.log_file, stdout=subprocess.DEVNULL)
         deadline = time.time() + 20
-        self.log = []
         while time.time() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                raise SystemExit(f"server exited: {''.join(self.log)}")
-            self.log.append(line)
-            if "listening on" in line:
+            if "listening on" in self.text():
                 break
-        os.set_blocking(self.proc.stderr.fileno(), False)
+            if self.proc.poll() is not None:
+                raise SystemExit(f"server exited: {self.text()}")
+            time.sleep(0.05)
+
+    def text(self):
+        with open(self.log_file.name) as f:
+            return f.read()
+
+    @property
+    def log(self):
+        return self.text().splitlines()
 
     def rss_mib(self):
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -261,56 +271,95 @@ def garbage():
     times = closed_times(socks, started, 10)
     ok = echo_ok(srv.addr)
     srv.stop()
-    print(f"garbage: 200 connections of random bytes: {summary(times)} (the rest wait for the "
-          f"rest of an announced frame, within the maximum); others served: {ok}")
+    print(f"garbage: 200 connections of random bytes: {summary(times)}; others served: {ok}")
     for s in socks:
         s.close()
+
+
+class Pusher:
+    """Sends whole frames on a non-blocking socket, keeping the unsent rest
+    of a frame for the next try (a send may take part of it)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.pending = b""
+        self.sent = 0  # bytes of whole frames handed over
+
+    def push(self, data, limit):
+        """Sends (the rest of) a frame; starts a new one while under
+        `limit`. Returns whether anything was sent."""
+        if not self.pending:
+            if self.sent >= limit:
+                return False
+            self.pending = data
+            self.sent += len(data)
+        try:
+            n = self.sock.send(self.pending)
+        except BlockingIOError:
+            return False
+        self.pending = self.pending[n:]
+        return n > 0
+
+
+def push_without_reading(addr, payload, per_conn):
+    """100 connections send `per_conn` bytes each without reading; returns
+    their pushers."""
+    pushers = [Pusher(s) for s in connect_many(addr, 100)]
+    for p in pushers:
+        p.sock.setblocking(False)
+    data = frame(payload)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        progress = False
+        for p in pushers:
+            progress |= p.push(data, per_conn)
+        if not progress:
+            if all(p.sent >= per_conn and not p.pending for p in pushers):
+                break
+            time.sleep(0.05)
+    return pushers
+
+
+def read_back(pushers, payload, per_conn):
+    """Reads every echo back (sending what is still to send meanwhile);
+    returns how many connections got every byte they sent."""
+    data = frame(payload)
+    got = [0] * len(pushers)
+    deadline = time.time() + 60
+    while time.time() < deadline and any(
+        got[i] < p.sent or p.pending or p.sent < per_conn for i, p in enumerate(pushers)
+    ):
+        for i, p in enumerate(pushers):
+            try:
+                got[i] += len(p.sock.recv(1 << 20))
+            except BlockingIOError:
+                pass
+            p.push(data, per_conn)
+    complete = sum(1 for i, p in enumerate(pushers) if got[i] == p.sent and not p.pending)
+    for p in pushers:
+        p.sock.close()
+    return complete
 
 
 def non_readers():
     srv = Server()
     before = srv.rss_mib()
-    socks = connect_many(srv.addr, 100)
     payload = bytes(range(256)) * 256  # 64 KiB
-    sent = [0] * len(socks)
-    for s in socks:
-        s.setblocking(False)
-    deadline = time.time() + 20
-    while time.time() < deadline and min(sent) < 4 << 20:
-        progress = False
-        for i, s in enumerate(socks):
-            if sent[i] >= 4 << 20:
-                continue
-            try:
-                s.send(frame(payload))
-                sent[i] += len(payload) + 4
-                progress = True
-            except BlockingIOError:
-                pass
-        if not progress:
-            time.sleep(0.05)
-    peak = srv.rss_mib()
-    # Now read everything back.
-    got = [0] * len(socks)
-    deadline = time.time() + 60
-    while time.time() < deadline and any(got[i] < sent[i] for i in range(len(socks))):
-        for i, s in enumerate(socks):
-            try:
-                got[i] += len(s.recv(1 << 20))
-            except BlockingIOError:
-                pass
-            try:
-                if sent[i] < 4 << 20:
-                    s.send(frame(payload))
-                    sent[i] += len(payload) + 4
-            except BlockingIOError:
-                pass
-    complete = sum(1 for i in range(len(socks)) if got[i] == sent[i])
+    rounds = []
+    for _ in range(7):
+        pushers = push_without_reading(srv.addr, payload, 4 << 20)
+        peak = srv.rss_mib()
+        complete = read_back(pushers, payload, 4 << 20)
+        time.sleep(0.5)
+        rounds.append((sum(p.sent for p in pushers) / 2**20, peak, complete, srv.rss_mib()))
+    abnormal = [l for l in srv.log if "connection closed" in l]
     srv.stop()
-    print(f"non-readers: 100 connections pushed {sum(sent) / 2**20:.0f} MiB without reading: "
-          f"server RSS {before:.1f} -> {peak:.1f} MiB; then read back: {complete}/100 got every byte")
-    for s in socks:
-        s.close()
+    if abnormal:
+        print("non-readers: abnormal closes:", len(abnormal), abnormal[:3])
+    print(f"non-readers: 7 rounds of 100 connections pushing 4 MiB each without reading, then "
+          f"reading back: RSS {before:.1f} MiB at start; per round peak/after: "
+          + ", ".join(f"{p:.0f}/{a:.0f}" for _, p, _, a in rounds)
+          + f" MiB; every byte back: {all(c == 100 for _, _, c, _ in rounds)}")
 
 
 def sigkill():
