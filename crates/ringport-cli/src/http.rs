@@ -2,9 +2,13 @@
 //! server (the `tiny_http` crate) on its own thread.
 //!
 //! `GET /metrics` answers the Prometheus text of the server's counters,
-//! `GET /healthz` answers `ok` while the server runs; both answer 503 once
-//! a graceful stop has begun. Scrapes read atomic counters only, so a
-//! scrape never blocks a shard; requests are answered one at a time.
+//! `GET /healthz` answers `ok` while the server runs, `GET /connz` a JSON
+//! page of the open connections (most queued first; `?limit=N&offset=M`,
+//! modelled on NATS's `/connz`); all answer 503 once a graceful stop has
+//! begun. Scrapes read atomic counters only, so a scrape never blocks a
+//! shard; `/connz` asks each shard for a snapshot between two of its loop
+//! turns and waits for it at most a second. Requests are answered one at a
+//! time.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,10 +38,15 @@ pub fn bind(addr: &str) -> Result<Listener, String> {
 
 /// Answers requests until `done` is set. `scrape` renders the metrics, or
 /// returns `None` when the server is stopping.
-pub fn run(listener: Listener, done: &AtomicBool, scrape: impl Fn() -> Option<String>) {
+pub fn run(
+    listener: Listener,
+    done: &AtomicBool,
+    scrape: impl Fn() -> Option<String>,
+    connz: impl Fn(usize, usize) -> Option<String>,
+) {
     while !done.load(Ordering::Acquire) {
         match listener.server.recv_timeout(Duration::from_millis(100)) {
-            Ok(Some(request)) => respond(request, &scrape),
+            Ok(Some(request)) => respond(request, &scrape, &connz),
             Ok(None) => {}
             Err(e) => {
                 warn!("metrics endpoint: {e}");
@@ -47,10 +56,31 @@ pub fn run(listener: Listener, done: &AtomicBool, scrape: impl Fn() -> Option<St
     }
 }
 
-fn respond(request: Request, scrape: &impl Fn() -> Option<String>) {
-    let path = request.url().split('?').next().unwrap_or("");
+/// The value of `name` in a query string, if it is a number.
+fn query_number(query: &str, name: &str) -> Option<usize> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+fn respond(
+    request: Request,
+    scrape: &impl Fn() -> Option<String>,
+    connz: &impl Fn(usize, usize) -> Option<String>,
+) {
+    let (path, query) = request.url().split_once('?').unwrap_or((request.url(), ""));
     let text = "text/plain; charset=utf-8";
     let (status, content_type, body) = match (request.method(), path) {
+        (Method::Get | Method::Head, "/connz") => {
+            let limit = query_number(query, "limit").unwrap_or(100).clamp(1, 10_000);
+            let offset = query_number(query, "offset").unwrap_or(0);
+            match connz(offset, limit) {
+                Some(body) => (200, "application/json", body),
+                None => (503, text, "stopping\n".to_string()),
+            }
+        }
         (Method::Get | Method::Head, "/metrics") => match scrape() {
             Some(body) => (200, ringport_cli::metrics::CONTENT_TYPE, body),
             None => (503, text, "stopping\n".to_string()),
@@ -62,7 +92,7 @@ fn respond(request: Request, scrape: &impl Fn() -> Option<String>) {
         (Method::Get | Method::Head, _) => (
             404,
             text,
-            "not found: try /metrics or /healthz\n".to_string(),
+            "not found: try /metrics, /healthz or /connz\n".to_string(),
         ),
         _ => (405, text, "method not allowed\n".to_string()),
     };

@@ -13,6 +13,8 @@
 use prometheus::core::Collector;
 use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use ringport::Stats;
+use ringport::TurnDurations;
+use ringport::stats::TURN_BUCKETS_US;
 
 /// The media type of [`render`]'s output (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -195,6 +197,12 @@ fn register(registry: &Registry, metric: impl Collector + 'static) {
 /// shards, and `ringport_backend_info{backend="..."} 1` naming the I/O
 /// backend (e.g. `"io_uring"`).
 pub fn render(shards: &[Stats], backend: &str) -> String {
+    render_with_turns(shards, backend, None)
+}
+
+/// [`render`], plus the shard loop-turn duration histogram
+/// (`ringport_loop_turn_seconds`) when given.
+pub fn render_with_turns(shards: &[Stats], backend: &str, turns: Option<&TurnDurations>) -> String {
     let registry = Registry::new_custom(Some("ringport".into()), None).expect("valid prefix");
     let mut total = Stats::default();
     for s in shards {
@@ -243,7 +251,33 @@ pub fn render(shards: &[Stats], backend: &str) -> String {
     TextEncoder::new()
         .encode(&registry.gather(), &mut out)
         .expect("encoding to memory cannot fail");
-    String::from_utf8(out).expect("the text format is UTF-8")
+    let mut text = String::from_utf8(out).expect("the text format is UTF-8");
+    if let Some(turns) = turns {
+        text.push_str(&turn_histogram(turns));
+    }
+    text
+}
+
+/// The loop-turn histogram in the text format (written by hand: the
+/// `prometheus` crate builds histograms from observations, and the shards
+/// keep bucket counts).
+fn turn_histogram(turns: &TurnDurations) -> String {
+    const NAME: &str = "ringport_loop_turn_seconds";
+    let mut out = format!(
+        "# HELP {NAME} Time a shard was busy between two waits (commands, timers, completions, handler calls)\n# TYPE {NAME} histogram\n"
+    );
+    let mut cumulative = 0;
+    for (i, &bound_us) in TURN_BUCKETS_US.iter().enumerate() {
+        cumulative += turns.buckets[i];
+        out.push_str(&format!(
+            "{NAME}_bucket{{le=\"{}\"}} {cumulative}\n",
+            bound_us as f64 / 1e6
+        ));
+    }
+    out.push_str(&format!("{NAME}_bucket{{le=\"+Inf\"}} {}\n", turns.count));
+    out.push_str(&format!("{NAME}_sum {}\n", turns.sum.as_secs_f64()));
+    out.push_str(&format!("{NAME}_count {}\n", turns.count));
+    out
 }
 
 #[cfg(test)]

@@ -351,15 +351,22 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
                 let guard = slot.read().unwrap_or_else(|e| e.into_inner());
                 let server = guard.as_ref()?;
                 let shards = server.shard_stats();
-                Some(ringport_cli::metrics::render(
+                let turns = server.turn_durations();
+                Some(ringport_cli::metrics::render_with_turns(
                     &shards,
                     server.backend().name(),
+                    Some(&turns),
                 ))
+            };
+            let connz = |offset: usize, limit: usize| {
+                let guard = slot.read().unwrap_or_else(|e| e.into_inner());
+                let snapshot = guard.as_ref()?.connections(Duration::from_secs(1));
+                Some(connz_json(&snapshot, offset, limit))
             };
             let done = &http_done;
             std::thread::Builder::new()
                 .name("metrics-http".into())
-                .spawn_scoped(scope, move || http::run(listener, done, scrape))
+                .spawn_scoped(scope, move || http::run(listener, done, scrape, connz))
                 .map_err(|e| format!("starting the metrics thread: {e}"))?;
         }
         let result = run_until_signal(&args, started, &slot, &stop_requested, &which_signal);
@@ -445,6 +452,37 @@ fn run_until_signal(
         Some(why) => Err(why),
         None => Ok(()),
     }
+}
+
+/// One `/connz` page as JSON.
+fn connz_json(snapshot: &ringport::ConnectionsSnapshot, offset: usize, limit: usize) -> String {
+    let page: Vec<_> = snapshot
+        .connections
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|c| {
+            serde_json::json!({
+                "conn": c.conn.to_string(),
+                "id": c.conn.as_u64(),
+                "shard": c.conn.shard(),
+                "peer": c.peer.to_string(),
+                "age_ms": c.age.as_millis() as u64,
+                "bytes_in": c.bytes_in,
+                "bytes_out": c.bytes_out,
+                "queued": c.queued,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "total": snapshot.connections.len(),
+        "offset": offset,
+        "limit": limit,
+        "complete": snapshot.complete,
+        "sort": "queued",
+        "connections": page,
+    })
+    .to_string()
 }
 
 /// Starts the server with the handler `mode` names, for any codec.

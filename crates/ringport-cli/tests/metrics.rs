@@ -158,6 +158,13 @@ fn metrics_endpoint_counts_traffic_and_passes_promtool() {
     assert_eq!(sample(&body, "ringport_accepted_total"), 1, "{body}");
     assert_eq!(sample(&body, "ringport_frames_too_large_total"), 0);
     assert_eq!(sample(&body, "ringport_shards"), 2);
+    // The loop-turn histogram: every turn is in the +Inf bucket.
+    let turns = sample(&body, "ringport_loop_turn_seconds_count");
+    assert!(turns > 0, "{body}");
+    assert_eq!(
+        sample(&body, "ringport_loop_turn_seconds_bucket{le=\"+Inf\"}"),
+        turns
+    );
     assert_eq!(
         sample(
             &body,
@@ -208,4 +215,51 @@ fn json_logs_are_one_object_per_line() {
         messages.iter().any(|m| m.starts_with("received SIGTERM")),
         "{log}"
     );
+}
+
+#[test]
+fn connz_lists_open_connections_most_queued_first() {
+    let server = serve(&["--metrics-addr", "127.0.0.1:0", "--shards", "2"]);
+    let mut server = server;
+    server
+        .proc
+        .wait_for_stderr("/metrics", Duration::from_secs(5));
+    let log = server.proc.stderr();
+    let metrics_addr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no metrics address logged:\n{log}"))
+        .to_string();
+    let mut clients: Vec<_> = (0..3).map(|_| server.connect()).collect();
+    for c in &mut clients {
+        write_frame(c, b"hello");
+        assert_eq!(read_frame(c), b"hello");
+    }
+    let (code, head, body) = http_get(&metrics_addr, "/connz?limit=2");
+    assert_eq!(code, 200, "{head}\n{body}");
+    assert!(head.contains("application/json"), "{head}");
+    let page: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(page["total"], 3, "{page}");
+    assert_eq!(page["complete"], true, "{page}");
+    let listed = page["connections"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "limit 2: {page}");
+    let peers: Vec<String> = clients
+        .iter()
+        .map(|c| c.local_addr().unwrap().to_string())
+        .collect();
+    for c in listed {
+        assert!(
+            peers.contains(&c["peer"].as_str().unwrap().to_string()),
+            "{c}"
+        );
+        assert_eq!(c["bytes_in"], 9, "{c}");
+        assert_eq!(c["bytes_out"], 9, "{c}");
+        assert_eq!(c["queued"], 0, "{c}");
+    }
+    let (_, _, rest) = http_get(&metrics_addr, "/connz?limit=2&offset=2");
+    let rest: serde_json::Value = serde_json::from_str(&rest).unwrap();
+    assert_eq!(rest["connections"].as_array().unwrap().len(), 1, "{rest}");
+    drop(clients);
+    server.stop_with(libc::SIGTERM);
 }

@@ -25,6 +25,7 @@ pub(crate) trait Outbound {
     fn set_timer(&mut self, delay: Duration, token: u64) -> TimerId;
     fn cancel_timer(&mut self, id: TimerId) -> bool;
     fn server(&self) -> &Arc<ServerShared>;
+    fn connection_infos(&self, out: &mut Vec<crate::stats::ConnectionInfo>);
 }
 
 /// Why a connection was closed.
@@ -137,6 +138,12 @@ impl Context<'_> {
     /// Open connections on this shard.
     pub fn connections(&self) -> usize {
         self.core.connection_count()
+    }
+
+    /// What is known of every connection open on this shard (peer, age,
+    /// bytes each way, bytes queued), appended to `out`.
+    pub fn connection_infos(&self, out: &mut Vec<crate::stats::ConnectionInfo>) {
+        self.core.connection_infos(out)
     }
 
     /// Bytes queued for `conn` (0 if it is not open on this shard).

@@ -19,6 +19,15 @@ use crate::shard;
 use crate::shared::{Command, ServerShared, ShardRemote, ShardShared};
 use crate::stats::Stats;
 
+/// What [`Server::connections`] returns.
+#[derive(Debug, Clone)]
+pub struct ConnectionsSnapshot {
+    /// Every shard answered.
+    pub complete: bool,
+    /// Most queued bytes first.
+    pub connections: Vec<crate::stats::ConnectionInfo>,
+}
+
 /// A running server. Methods may be called from any thread. Dropping it
 /// stops it gracefully (as [`Server::stop`]).
 pub struct Server {
@@ -236,11 +245,58 @@ impl Server {
         self.shared.command(shard, Command::Close { conn })
     }
 
+    /// A snapshot of every open connection (peer, shard, age, bytes each
+    /// way, bytes queued), most queued first. Each shard answers between
+    /// two loop turns; a shard that does not answer within `timeout` (busy,
+    /// or its command queue full) is left out, and `complete` is false.
+    pub fn connections(&self, timeout: Duration) -> ConnectionsSnapshot {
+        let (tx, rx) = crossbeam_channel::bounded(self.shared.shards.len());
+        let mut asked = 0;
+        for index in 0..self.shared.shards.len() {
+            let tx = tx.clone();
+            let run = Command::Run(Box::new(move |ctx| {
+                let mut infos = Vec::with_capacity(ctx.connections());
+                ctx.connection_infos(&mut infos);
+                let _ = tx.send(infos);
+            }));
+            if self.shared.command(&self.shared.shards[index], run).is_ok() {
+                asked += 1;
+            }
+        }
+        drop(tx);
+        let deadline = Instant::now() + timeout;
+        let mut connections = Vec::new();
+        let mut answered = 0;
+        while answered < asked {
+            match rx.recv_deadline(deadline) {
+                Ok(infos) => {
+                    connections.extend(infos);
+                    answered += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        connections.sort_by(|a, b| b.queued.cmp(&a.queued).then(a.conn.cmp(&b.conn)));
+        ConnectionsSnapshot {
+            complete: answered == self.shared.shards.len(),
+            connections,
+        }
+    }
+
     /// Counters summed over all shards.
     pub fn stats(&self) -> Stats {
         let mut total = Stats::default();
         for shard in self.shared.shards.iter() {
             total += shard.counters.snapshot();
+        }
+        total
+    }
+
+    /// How long the shards' loop turns took, over all shards since start.
+    pub fn turn_durations(&self) -> crate::stats::TurnDurations {
+        let mut total = crate::stats::TurnDurations::default();
+        for shard in self.shared.shards.iter() {
+            total += shard.turns.snapshot();
         }
         total
     }

@@ -19,6 +19,7 @@ use crate::config::Backend;
 use crate::engine::Engine;
 use crate::handler::Handler;
 use crate::shared::ServerShared;
+use crate::stats::TurnHistogram;
 use crate::sys::epoll::EpollDriver;
 use crate::sys::uring::driver::UringDriver;
 use crate::sys::{Completion, Driver};
@@ -145,8 +146,9 @@ fn run_on<C, H, F, D>(
     );
     let _ = ready.send(Ok(driver.describe()));
     drop(ready);
+    let turns = &shared.shards[index].turns;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_loop(&mut engine, &mut driver)
+        run_loop(&mut engine, &mut driver, turns)
     }));
     match outcome {
         Ok(Ok(())) => {
@@ -170,7 +172,9 @@ fn run_on<C, H, F, D>(
 fn run_loop<C: Codec, H: Handler, D: Driver>(
     engine: &mut Engine<C, H>,
     driver: &mut D,
+    turns: &TurnHistogram,
 ) -> io::Result<()> {
+    let mut busy_since = Instant::now();
     loop {
         let now = Instant::now();
         engine.turn(now);
@@ -178,8 +182,10 @@ fn run_loop<C: Codec, H: Handler, D: Driver>(
         if engine.finished() {
             return Ok(());
         }
+        turns.record(busy_since.elapsed());
         driver.wait(engine.next_wake().saturating_duration_since(now))?;
-        engine.set_now(Instant::now());
+        busy_since = Instant::now();
+        engine.set_now(busy_since);
         while let Some(completion) = driver.next_completion() {
             engine.complete(completion, &*driver);
             if let Completion::Recv { buf: Some(buf), .. } = completion {

@@ -13,7 +13,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::config::ServerConfig;
 use crate::conn_id::{ConnId, LiveTable};
 use crate::handler::{Context, SendError};
-use crate::stats::ShardCounters;
+use crate::stats::{ShardCounters, TurnHistogram};
 use crate::sys::eventfd;
 use std::sync::Arc;
 
@@ -47,6 +47,7 @@ pub(crate) struct ShardShared {
     pub notified: AtomicBool,
     pub live: LiveTable,
     pub counters: ShardCounters,
+    pub turns: TurnHistogram,
 }
 
 impl ShardShared {
@@ -59,6 +60,7 @@ impl ShardShared {
             notified: AtomicBool::new(false),
             live: LiveTable::new(table),
             counters: ShardCounters::default(),
+            turns: TurnHistogram::default(),
         })
     }
 

@@ -12,6 +12,76 @@ pub static RECV_BUFFER_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// Send-pool chunks currently allocated by all shards in this process.
 pub static SEND_CHUNKS: AtomicUsize = AtomicUsize::new(0);
 
+/// Upper bounds, in microseconds, of the buckets of the shard loop-turn
+/// duration histogram ([`TurnDurations`]); a last bucket takes the rest.
+pub const TURN_BUCKETS_US: [u64; 10] =
+    [10, 50, 100, 250, 500, 1_000, 5_000, 10_000, 50_000, 100_000];
+
+/// How long the shards' loop turns took: the time a shard is busy between
+/// two waits (commands, timers, completions and their handler calls).
+/// Long turns delay every connection of that shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TurnDurations {
+    /// Turns that took at most `TURN_BUCKETS_US[i]` (not cumulative); the
+    /// last entry counts the longer ones.
+    pub buckets: [u64; TURN_BUCKETS_US.len() + 1],
+    pub count: u64,
+    pub sum: std::time::Duration,
+}
+
+impl std::ops::AddAssign for TurnDurations {
+    fn add_assign(&mut self, o: TurnDurations) {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets) {
+            *a += b;
+        }
+        self.count += o.count;
+        self.sum += o.sum;
+    }
+}
+
+/// A shard's turn histogram, written by the shard, read by anyone.
+#[derive(Default)]
+pub(crate) struct TurnHistogram {
+    buckets: [AtomicU64; TURN_BUCKETS_US.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl TurnHistogram {
+    pub fn record(&self, d: std::time::Duration) {
+        let us = d.as_micros() as u64;
+        let i = TURN_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(TURN_BUCKETS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> TurnDurations {
+        let buckets = std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
+        TurnDurations {
+            count: buckets.iter().sum(),
+            buckets,
+            sum: std::time::Duration::from_nanos(self.sum_ns.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// One open connection, as [`crate::Server::connections`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionInfo {
+    pub conn: crate::ConnId,
+    pub peer: std::net::SocketAddr,
+    /// Time since it opened.
+    pub age: std::time::Duration,
+    /// Bytes received and sent on it (framing included).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Bytes queued for it, not yet written to the kernel.
+    pub queued: usize,
+}
+
 /// A snapshot of a server's counters (summed over shards, or one shard's).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {

@@ -262,3 +262,47 @@ fn runs_on_the_backend_the_test_matrix_asks_for() {
     assert_eq!(round_trip(&mut s, b"which backend?"), b"which backend?");
     server.stop();
 }
+
+/// `Server::connections`: every open connection with its peer, bytes each
+/// way and queued bytes, most queued first.
+#[test]
+fn connections_snapshot_lists_peers_traffic_and_queues() {
+    let server = start_echo(|c| c.shards = 2);
+    let addr = server.local_addr();
+    let mut quiet = connect(addr);
+    assert_eq!(round_trip(&mut quiet, b"hi"), b"hi");
+    let _idle = connect(addr);
+    // A client that sends 8 MiB of frames and reads nothing: its echoes
+    // pile up in the server's queue once the socket buffers are full.
+    let mut hog = connect(addr);
+    let hog_peer = hog.local_addr().unwrap();
+    let writer = thread::spawn(move || {
+        for i in 0..128u64 {
+            if write_frame(&mut hog, &pattern(i, 64 * 1024)).is_err() {
+                break;
+            }
+        }
+        hog
+    });
+    let mut snapshot = server.connections(Duration::from_secs(5));
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            snapshot = server.connections(Duration::from_secs(5));
+            snapshot.connections.len() == 3 && snapshot.connections[0].queued > 0
+        }),
+        "{snapshot:?}"
+    );
+    assert!(snapshot.complete);
+    let top = &snapshot.connections[0];
+    assert_eq!(top.peer, hog_peer, "the most queued first");
+    assert!(top.bytes_in > top.bytes_out, "{top:?}");
+    let quiet_info = snapshot
+        .connections
+        .iter()
+        .find(|c| c.peer == quiet.local_addr().unwrap())
+        .expect("the quiet client is listed");
+    assert_eq!((quiet_info.bytes_in, quiet_info.bytes_out), (6, 6));
+    assert_eq!(quiet_info.queued, 0);
+    server.stop();
+    drop(writer.join());
+}

@@ -16,6 +16,7 @@ use crate::codec::Codec;
 use crate::conn_id::{ConnId, next_generation};
 use crate::handler::CloseReason;
 use crate::send_queue::SendQueue;
+use crate::stats::ConnectionInfo;
 use crate::sys::Op;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,12 @@ pub(super) struct Slot {
     /// timeouts and heartbeats.
     pub last_input: Instant,
     pub last_output: Instant,
+    /// For `Server::connections`: the peer, when the connection opened,
+    /// and its bytes each way.
+    pub peer: SocketAddr,
+    pub opened_at: Instant,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
     /// When the frame being received began, and when it must be complete
     /// (`frame_timeout`, `min_receive_rate`).
     pub frame_started: Option<Instant>,
@@ -85,6 +92,10 @@ impl Slot {
             last_output: now,
             frame_started: None,
             frame_deadline: None,
+            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+            opened_at: now,
+            bytes_in: 0,
+            bytes_out: 0,
         }
     }
 }
@@ -125,6 +136,9 @@ impl<C: Codec> Core<C> {
         s.last_output = now;
         s.frame_started = None;
         s.frame_deadline = None;
+        s.opened_at = now;
+        s.bytes_in = 0;
+        s.bytes_out = 0;
         s.open_pos = self.open.len();
         let generation = s.generation;
         self.open.push(slot as u32);
@@ -253,6 +267,21 @@ impl<C: Codec> Core<C> {
         let conn = ConnId::new(self.index as u16, slot as u32, s.generation);
         self.stats.closed += 1;
         Some((conn, reason))
+    }
+
+    /// What `Server::connections` shows of this shard's open connections.
+    pub(super) fn connection_infos(&self, out: &mut Vec<ConnectionInfo>) {
+        for &slot in &self.open {
+            let s = &self.slots[slot as usize];
+            out.push(ConnectionInfo {
+                conn: ConnId::new(self.index as u16, slot, s.generation),
+                peer: s.peer,
+                age: self.now.saturating_duration_since(s.opened_at),
+                bytes_in: s.bytes_in,
+                bytes_out: s.bytes_out,
+                queued: s.queue.len(),
+            });
+        }
     }
 
     /// The slot of `conn` if it is open on this shard now.

@@ -92,6 +92,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         let before = self.held(slot);
         let messages_before = self.core.stats.messages_in;
         self.core.stats.bytes_in += data.len() as u64;
+        self.core.slots[slot].bytes_in += data.len() as u64;
         self.core.slots[slot].last_input = self.core.now;
         let backlog = &mut self.backlogs[slot];
         let result = if self.core.slots[slot].recv_paused || !backlog.is_empty() {

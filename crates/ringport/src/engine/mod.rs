@@ -362,6 +362,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     pub(super) fn opened(&mut self, conn: ConnId, peer: SocketAddr) {
         tracing::debug!(%conn, %peer, "connection open");
         let slot = conn.slot() as usize;
+        self.core.slots[slot].peer = peer;
         self.framers[slot] = Framer::new(self.core.codec.clone());
         let mut ctx = Context {
             core: &mut self.core,

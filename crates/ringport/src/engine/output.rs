@@ -102,6 +102,7 @@ impl<C: Codec> Core<C> {
         if result >= 0 {
             let n = (result as usize).min(s.queue.len());
             s.queue.consume(&mut self.pool, n);
+            s.bytes_out += n as u64;
             self.stats.bytes_out += n as u64;
             self.stats.send_queue_bytes = self.stats.send_queue_bytes.saturating_sub(n as u64);
         } else if -result != libc::ECANCELED {
@@ -264,6 +265,10 @@ impl<C: Codec> Outbound for Core<C> {
 
     fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) {
         self.start_connect(remote, local);
+    }
+
+    fn connection_infos(&self, out: &mut Vec<crate::stats::ConnectionInfo>) {
+        Core::connection_infos(self, out);
     }
 
     fn set_timer(&mut self, delay: Duration, token: u64) -> TimerId {
