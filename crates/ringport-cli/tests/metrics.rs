@@ -50,6 +50,19 @@ fn http_get(addr: &str, path: &str) -> (u16, String, String) {
     (code, head.to_string(), body.to_string())
 }
 
+/// Waits for the "metrics on http://ADDR/metrics" line; returns ADDR.
+fn metrics_addr(server: &mut Served) -> String {
+    server
+        .proc
+        .wait_for_stderr("/metrics", Duration::from_secs(5));
+    let log = server.proc.stderr();
+    log.split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split("/metrics").next())
+        .unwrap_or_else(|| panic!("no metrics address logged:\n{log}"))
+        .to_string()
+}
+
 /// The backend the server under test runs on: the test matrix's
 /// `RINGPORT_BACKEND`, else io_uring where it works.
 fn backend() -> &'static str {
@@ -117,16 +130,7 @@ fn metrics_endpoint_counts_traffic_and_passes_promtool() {
         "--stats-interval",
         "200ms",
     ]);
-    server
-        .proc
-        .wait_for_stderr("/metrics", Duration::from_secs(5));
-    let log = server.proc.stderr();
-    let metrics_addr = log
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|rest| rest.split("/metrics").next())
-        .unwrap_or_else(|| panic!("no metrics address logged:\n{log}"))
-        .to_string();
+    let metrics_addr = metrics_addr(&mut server);
 
     let mut stream = server.connect();
     let payload = [0x5au8; 100];
@@ -219,18 +223,8 @@ fn json_logs_are_one_object_per_line() {
 
 #[test]
 fn connz_lists_open_connections_most_queued_first() {
-    let server = serve(&["--metrics-addr", "127.0.0.1:0", "--shards", "2"]);
-    let mut server = server;
-    server
-        .proc
-        .wait_for_stderr("/metrics", Duration::from_secs(5));
-    let log = server.proc.stderr();
-    let metrics_addr = log
-        .split("metrics on http://")
-        .nth(1)
-        .and_then(|rest| rest.split("/metrics").next())
-        .unwrap_or_else(|| panic!("no metrics address logged:\n{log}"))
-        .to_string();
+    let mut server = serve(&["--metrics-addr", "127.0.0.1:0", "--shards", "2"]);
+    let metrics_addr = metrics_addr(&mut server);
     let mut clients: Vec<_> = (0..3).map(|_| server.connect()).collect();
     for c in &mut clients {
         write_frame(c, b"hello");
