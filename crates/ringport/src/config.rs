@@ -120,13 +120,20 @@ pub struct ServerConfig {
     /// What happens to a client that arrives while `max_connections` are
     /// open.
     pub at_limit: LimitPolicy,
-    /// Size of each shard's connection table. io_uring: its registered file
-    /// table; default the process's open-files limit, which is the kernel's
-    /// cap for one ring (direct descriptors do not use the process fd table,
-    /// so N shards hold up to N times this many connections). epoll: every
-    /// connection is a descriptor, so the default shares the open-files
-    /// limit (less a reserve) among the shards.
+    /// Size of each shard's connection table. io_uring: default
+    /// `max_connections` divided among the shards; the table spans as many
+    /// rings as it needs (see `connections_per_ring`), created as they fill,
+    /// and its memory is used as connections arrive, so a large table costs
+    /// little while it is empty. epoll: every connection is a descriptor, so
+    /// the default shares the open-files limit (less a reserve) among the
+    /// shards.
     pub connections_per_shard: Option<usize>,
+    /// io_uring only: direct descriptors per ring. Default, and maximum, the
+    /// process's open-files limit, which is the kernel's cap for one ring's
+    /// registered file table (direct descriptors do not use the process fd
+    /// table, so a shard holds more connections on several rings). Smaller
+    /// values only make a shard use more rings (tests do that).
+    pub connections_per_ring: Option<usize>,
     /// Receive buffers per shard (power of two; io_uring's provided buffer
     /// ring) and their size in bytes (epoll reads into one buffer of this
     /// size per shard).
@@ -209,6 +216,7 @@ impl Default for ServerConfig {
             max_connections: 1_000_000,
             at_limit: LimitPolicy::Wait,
             connections_per_shard: None,
+            connections_per_ring: None,
             recv_buffers: 256,
             recv_buffer_size: 64 * 1024,
             send_high_water: 1024 * 1024,
@@ -324,51 +332,81 @@ pub(crate) fn open_files_limit() -> io::Result<usize> {
     Ok(usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX))
 }
 
-/// The connection table size of each shard for `backend` (resolved: not
-/// `Auto`), and what bounds it, for the start-up log line.
-pub(crate) fn table_size(config: &ServerConfig, backend: Backend) -> io::Result<(usize, String)> {
+/// How a shard's connection table is laid out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Tables {
+    /// Slots of each shard's table.
+    pub per_shard: usize,
+    /// io_uring: direct descriptors per ring (epoll: `per_shard`).
+    pub per_ring: usize,
+    /// What bounds the table, for the start-up log line.
+    pub bound: String,
+}
+
+/// The connection table of each shard for `backend` (resolved: not
+/// `Auto`), and what bounds it.
+pub(crate) fn table_size(config: &ServerConfig, backend: Backend) -> io::Result<Tables> {
     let limit = open_files_limit()?;
-    let (cap, bound) = match backend {
-        Backend::Epoll => {
-            let usable = limit.saturating_sub(EPOLL_FD_RESERVE).max(1);
-            (
-                (usable / config.shards).max(1),
-                format!(
-                    "epoll: every connection is a descriptor; the open-files limit {limit} \
-                     (less {EPOLL_FD_RESERVE} kept free) is shared by {} shards",
-                    config.shards
-                ),
-            )
-        }
-        _ => (
-            limit.min(crate::sys::uring::MAX_SLOTS as usize),
-            format!(
-                "io_uring: one ring's direct-descriptor table is capped at the open-files \
-                 limit {limit}; {} shards hold {} times that",
-                config.shards, config.shards
-            ),
-        ),
-    };
-    match config.connections_per_shard {
-        Some(0) => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "connections_per_shard must be at least 1",
-        )),
-        Some(n) if n > cap => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "connections_per_shard {n} exceeds what one shard can hold here ({cap}; {bound}); \
-                 use more shards{}",
-                if backend == Backend::Epoll {
-                    " or raise the open-files limit"
-                } else {
-                    " instead"
-                }
-            ),
-        )),
-        Some(n) => Ok((n, bound)),
-        None => Ok((cap, bound)),
+    let bad = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+    let shards = config.shards.max(1);
+    if backend == Backend::Epoll {
+        let usable = limit.saturating_sub(EPOLL_FD_RESERVE).max(1);
+        let cap = (usable / shards).max(1);
+        let bound = format!(
+            "epoll: every connection is a descriptor; the open-files limit {limit} \
+             (less {EPOLL_FD_RESERVE} kept free) is shared by {shards} shards"
+        );
+        let per_shard = match config.connections_per_shard {
+            Some(0) => return bad("connections_per_shard must be at least 1".into()),
+            Some(n) if n > cap => {
+                return bad(format!(
+                    "connections_per_shard {n} exceeds what one shard can hold here ({cap}; \
+                     {bound}); use more shards or raise the open-files limit"
+                ));
+            }
+            Some(n) => n,
+            None => cap,
+        };
+        return Ok(Tables {
+            per_shard,
+            per_ring: per_shard,
+            bound,
+        });
     }
+    let ring_cap = limit.clamp(1, crate::sys::uring::MAX_SLOTS as usize);
+    let per_ring = match config.connections_per_ring {
+        Some(0) => return bad("connections_per_ring must be at least 1".into()),
+        Some(n) if n > ring_cap => {
+            return bad(format!(
+                "connections_per_ring {n} exceeds the kernel's cap for one ring here: the \
+                 open-files limit {limit}"
+            ));
+        }
+        Some(n) => n,
+        None => ring_cap,
+    };
+    let shard_cap = crate::sys::uring::MAX_SLOTS as usize;
+    let per_shard = match config.connections_per_shard {
+        Some(0) => return bad("connections_per_shard must be at least 1".into()),
+        Some(n) if n > shard_cap => {
+            return bad(format!(
+                "connections_per_shard {n} exceeds the {shard_cap} slots one shard can address"
+            ));
+        }
+        Some(n) => n,
+        None => config.max_connections.div_ceil(shards).clamp(1, shard_cap),
+    };
+    let rings = per_shard.div_ceil(per_ring);
+    let bound = format!(
+        "io_uring: {per_shard} per shard on up to {rings} ring(s) of {per_ring} direct \
+         descriptors (the open-files limit {limit} caps one ring's table; rings are added as \
+         they fill)"
+    );
+    Ok(Tables {
+        per_shard,
+        per_ring,
+        bound,
+    })
 }
 
 #[cfg(test)]
@@ -402,10 +440,11 @@ mod tests {
             shards: 4,
             ..ServerConfig::default()
         };
-        let (epoll, _) = table_size(&cfg, Backend::Epoll).unwrap();
-        let (uring, _) = table_size(&cfg, Backend::IoUring).unwrap();
+        let epoll = table_size(&cfg, Backend::Epoll).unwrap().per_shard;
+        let uring = table_size(&cfg, Backend::IoUring).unwrap();
         assert!(epoll * 4 <= limit, "{epoll} x 4 over {limit}");
-        assert!(uring >= epoll);
+        assert!(uring.per_shard >= epoll);
+        assert!(uring.per_ring <= limit);
         let too_many = ServerConfig {
             connections_per_shard: Some(limit),
             ..cfg

@@ -9,6 +9,7 @@
 //! `SendError::Closed` instead.
 
 use std::fmt;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// The identity of one connection. Cheap to copy, hash and send between
@@ -82,28 +83,50 @@ pub(crate) fn next_generation(g: u32) -> u32 {
 /// round trip to the shard. The shard is the only writer. A stale read is
 /// harmless: the shard checks the generation again before it acts.
 pub(crate) struct LiveTable {
-    live: Box<[AtomicU32]>,
+    /// Pages of generations, allocated when a slot of the page first
+    /// opens, so a large table costs a pointer per page until it is used.
+    pages: Box<[OnceLock<Box<[AtomicU32]>>]>,
+    slots: usize,
 }
+
+/// Slots per page of a [`LiveTable`] (16 KiB of generations).
+const LIVE_PAGE: usize = 4096;
 
 impl LiveTable {
     pub fn new(slots: usize) -> Self {
         LiveTable {
-            live: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+            pages: (0..slots.div_ceil(LIVE_PAGE))
+                .map(|_| OnceLock::new())
+                .collect(),
+            slots,
         }
     }
 
+    fn entry(&self, slot: u32) -> Option<&AtomicU32> {
+        let slot = slot as usize;
+        self.pages
+            .get(slot / LIVE_PAGE)?
+            .get()
+            .map(|page| &page[slot % LIVE_PAGE])
+    }
+
     pub fn is_live(&self, slot: u32, generation: u32) -> bool {
-        self.live
-            .get(slot as usize)
+        self.entry(slot)
             .is_some_and(|g| g.load(Ordering::Acquire) == generation)
     }
 
     pub fn set_live(&self, slot: u32, generation: u32) {
-        self.live[slot as usize].store(generation, Ordering::Release);
+        let index = slot as usize;
+        assert!(index < self.slots, "slot {slot} outside the live table");
+        let page = self.pages[index / LIVE_PAGE]
+            .get_or_init(|| (0..LIVE_PAGE).map(|_| AtomicU32::new(0)).collect());
+        page[index % LIVE_PAGE].store(generation, Ordering::Release);
     }
 
     pub fn set_dead(&self, slot: u32) {
-        self.live[slot as usize].store(0, Ordering::Release);
+        if let Some(g) = self.entry(slot) {
+            g.store(0, Ordering::Release);
+        }
     }
 }
 
@@ -132,6 +155,15 @@ mod tests {
             "old id must not reach the slot's next user"
         );
         assert!(!t.is_live(99, 1), "out of range slot is never live");
+        let big = LiveTable::new(3 * LIVE_PAGE + 1);
+        assert!(
+            !big.is_live(2 * LIVE_PAGE as u32, 0),
+            "an untouched page holds nothing"
+        );
+        big.set_live(3 * LIVE_PAGE as u32, 5);
+        assert!(big.is_live(3 * LIVE_PAGE as u32, 5));
+        assert!(!big.is_live(LIVE_PAGE as u32, 5));
+        big.set_dead(LIVE_PAGE as u32);
     }
 
     #[test]

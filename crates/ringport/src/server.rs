@@ -51,7 +51,9 @@ impl Server {
     {
         config.validate()?;
         let backend = choose_backend(config.backend)?;
-        let (table, bound) = table_size(&config, backend)?;
+        let tables = table_size(&config, backend)?;
+        let (table, per_ring) = (tables.per_shard, tables.per_ring);
+        let bound = tables.bound;
         let addr = if config.listen {
             resolve_addr(config.addr, config.bind_retry)?
         } else {
@@ -84,6 +86,7 @@ impl Server {
                         index,
                         shared: for_shard,
                         table,
+                        per_ring,
                         backend,
                     };
                     shard::run(setup, codec, &*factory, ready_tx)
@@ -337,12 +340,13 @@ fn stop_threads(shared: &ServerShared, threads: &mut Vec<JoinHandle<()>>) {
     }
 }
 
-/// The most connections one shard can hold here: the open-files limit
-/// (soft), which the kernel applies to one ring's registered file table.
-/// Direct descriptors do not use the process fd table, so `n` shards hold up
-/// to `n` times this.
-pub fn max_connections_per_shard() -> io::Result<usize> {
-    table_size(&ServerConfig::default(), Backend::IoUring).map(|(n, _)| n)
+/// The most connections one io_uring ring can hold here: the open-files
+/// limit (soft), which the kernel applies to one ring's registered file
+/// table. Direct descriptors do not use the process fd table, so a shard
+/// holds many times this on several rings (see
+/// [`ServerConfig::connections_per_ring`]).
+pub fn max_connections_per_ring() -> io::Result<usize> {
+    table_size(&ServerConfig::default(), Backend::IoUring).map(|t| t.per_ring)
 }
 
 /// Resolves the configured backend: an explicit choice is checked (io_uring

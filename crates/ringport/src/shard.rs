@@ -30,6 +30,8 @@ pub(crate) struct Setup {
     pub shared: Arc<ServerShared>,
     /// Slots in this shard's connection table.
     pub table: usize,
+    /// io_uring: direct descriptors per ring.
+    pub per_ring: usize,
     /// The resolved backend (not `Auto`).
     pub backend: Backend,
 }
@@ -68,7 +70,7 @@ pub(crate) fn run<C, H, F>(
             run_on(setup, codec, factory, ready, driver)
         }
         _ => {
-            let driver = UringDriver::new(config, setup.table, listener, wake_fd);
+            let driver = UringDriver::new(config, setup.table, setup.per_ring, listener, wake_fd);
             run_on(setup, codec, factory, ready, driver)
         }
     }

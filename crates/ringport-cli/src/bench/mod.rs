@@ -229,22 +229,11 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
             sources.len()
         );
     }
-    let ring_cap = ringport::server::max_connections_per_shard()
-        .map_err(|e| format!("reading the open-files limit: {e}"))?;
+    // io_uring: a thread holds any number of connections (its table
+    // spans several rings); epoll: each thread's share of the open-files
+    // limit (a start error says so if the connections do not fit).
     let epoll = args.backend == ringport::Backend::Epoll;
-    let needed = if epoll {
-        1
-    } else {
-        args.connections
-            .div_ceil(ring_cap.saturating_sub(16).max(1))
-    };
-    let threads = args.threads.max(needed).max(1);
-    if threads > args.threads {
-        eprintln!(
-            "note: {} connections need {threads} rings of at most {ring_cap} each; using {threads} threads",
-            args.connections
-        );
-    }
+    let threads = args.threads.max(1);
 
     let params = Params {
         size: args.size,
@@ -262,10 +251,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         backend: args.backend,
         listen: false,
         shards: threads,
-        // epoll: each thread's share of the open-files limit (a start error
-        // says so if the connections do not fit).
-        connections_per_shard: (!epoll)
-            .then(|| ring_cap.min(args.connections.div_ceil(threads) + 16)),
+        connections_per_shard: (!epoll).then(|| args.connections.div_ceil(threads) + 16),
         max_connections: args.connections + 16,
         tick: if args.rate > 0.0 {
             Duration::from_millis(1)

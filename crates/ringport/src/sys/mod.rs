@@ -62,7 +62,7 @@ use std::time::Duration;
 use crate::send_queue::SendQueue;
 
 /// Identifies a receive buffer lent by the backend.
-pub(crate) type BufId = u16;
+pub(crate) type BufId = u32;
 
 /// Kernel work the engine asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

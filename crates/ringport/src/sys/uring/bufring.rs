@@ -1,5 +1,13 @@
 //! The provided buffer ring that multishot receives pick their buffers
 //! from.
+//!
+//! Only part of the buffers is in the ring at a time: returned buffers go
+//! onto a last-in-first-out stack and the ring is topped up from its top,
+//! so the same few buffers stay in use while traffic is light and the rest
+//! of the memory is never touched (an idle shard, or a mostly idle ring of
+//! a shard with many connections, keeps its resident memory small). When
+//! the ring runs dry (a receive ends with `-ENOBUFS`), the fill doubles, up
+//! to every buffer.
 
 use std::io;
 
@@ -24,7 +32,17 @@ pub struct BufRing {
     /// Our copy of the tail; published to the kernel by [`BufRing::publish`].
     tail: u16,
     group: u16,
+    /// Buffers neither in the ring nor lent out, most recently used last.
+    spare: Vec<u16>,
+    /// Buffers in the ring (published or about to be), not yet handed
+    /// back by the kernel.
+    in_ring: u16,
+    /// How many buffers the ring is topped up to.
+    fill: u16,
 }
+
+/// Buffers in the ring at first; doubled each time the ring runs dry.
+const INITIAL_FILL: u16 = 32;
 
 impl BufRing {
     /// Allocates and registers `count` (a power of two, at most 32768)
@@ -69,6 +87,10 @@ impl BufRing {
             mask: count - 1,
             tail: 0,
             group,
+            // Popped from the end: buffer 0 first.
+            spare: (0..count).rev().collect(),
+            in_ring: 0,
+            fill: count.min(INITIAL_FILL),
         };
         // SAFETY: `entries` is a page-aligned mapping of `count` entries that
         // lives until `Drop`, which runs after the registration is removed
@@ -77,9 +99,6 @@ impl BufRing {
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(ptr as u64, count, group, 0)?;
-        }
-        for bid in 0..count {
-            ring_buf.recycle(bid);
         }
         ring_buf.publish();
         Ok(ring_buf)
@@ -96,10 +115,34 @@ impl BufRing {
         &self.data[start..start + len.min(self.size)]
     }
 
-    /// Puts buffer `bid` back at the tail (visible to the kernel after
-    /// [`BufRing::publish`]).
+    /// The kernel handed buffer `bid` out in a completion: it is lent to
+    /// the engine until [`BufRing::recycle`].
+    pub fn taken(&mut self, bid: u16) {
+        debug_assert!(bid < self.count);
+        self.in_ring = self.in_ring.saturating_sub(1);
+    }
+
+    /// The ring ran dry: keep more buffers in it from now on.
+    pub fn ran_dry(&mut self) {
+        self.fill = self.fill.saturating_mul(2).min(self.count);
+    }
+
+    /// How many buffers the ring is topped up to.
+    #[cfg(test)]
+    pub fn fill(&self) -> u16 {
+        self.fill
+    }
+
+    /// Takes buffer `bid` back; it goes into the ring at the next
+    /// [`BufRing::publish`] if the ring needs it.
     pub fn recycle(&mut self, bid: u16) {
         debug_assert!(bid < self.count);
+        self.spare.push(bid);
+    }
+
+    /// Writes buffer `bid` at the tail (visible to the kernel after the
+    /// tail is stored).
+    fn push_entry(&mut self, bid: u16) {
         let index = (self.tail & self.mask) as usize;
         let addr = self.data.as_ptr() as u64 + bid as u64 * self.size as u64;
         // SAFETY: `index < count`, so the entry lies inside the mapping; the
@@ -114,8 +157,18 @@ impl BufRing {
         self.tail = self.tail.wrapping_add(1);
     }
 
-    /// Makes recycled buffers visible to the kernel (one release store).
+    /// Tops the ring up to its fill with the most recently used spare
+    /// buffers and makes them visible to the kernel (one release store).
     pub fn publish(&mut self) {
+        let before = self.tail;
+        while self.in_ring < self.fill {
+            let Some(bid) = self.spare.pop() else { break };
+            self.push_entry(bid);
+            self.in_ring += 1;
+        }
+        if self.tail == before {
+            return;
+        }
         // SAFETY: the tail field overlays the first entry's reserved field,
         // inside the mapping; the kernel reads it with acquire semantics, so
         // a release store orders the entry writes before it.
@@ -155,6 +208,37 @@ mod tests {
         bufs.recycle(2);
         bufs.publish();
         ring.submitter().unregister_buf_ring(3).unwrap();
+    }
+
+    #[test]
+    fn the_most_recently_used_buffers_go_back_first_and_dry_runs_add_more() {
+        probe().expect("io_uring available on the test machine");
+        let (ring, _) = new_ring(8).unwrap();
+        let mut bufs = BufRing::new(&ring, 4, 256, 64).unwrap();
+        assert_eq!(bufs.fill(), INITIAL_FILL);
+        assert_eq!(bufs.in_ring, INITIAL_FILL);
+        // The kernel hands out buffers 0 and 1; they come back and are the
+        // next ones put in the ring, ahead of the untouched rest.
+        bufs.taken(0);
+        bufs.taken(1);
+        bufs.recycle(0);
+        bufs.recycle(1);
+        bufs.publish();
+        assert_eq!(bufs.in_ring, INITIAL_FILL);
+        assert_eq!(bufs.spare.len(), 256 - INITIAL_FILL as usize);
+        assert_eq!(
+            *bufs.spare.last().unwrap(),
+            INITIAL_FILL,
+            "the untouched buffers wait in order"
+        );
+        bufs.ran_dry();
+        bufs.publish();
+        assert_eq!(bufs.in_ring, 2 * INITIAL_FILL);
+        for _ in 0..10 {
+            bufs.ran_dry();
+        }
+        assert_eq!(bufs.fill(), 256, "never more than the buffers there are");
+        ring.submitter().unregister_buf_ring(4).unwrap();
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! entries as the engine's completions.
 //!
 //! Techniques (kernel versions in the parent module's doc): accepts kept
-//! posted straight into the ring's direct-descriptor table, each with room
+//! posted straight into a ring's direct-descriptor table, each with room
 //! for the peer address (multishot accept cannot return it, and
 //! `getpeername` cannot reach a direct descriptor); multishot receive from
 //! a provided buffer ring; `SEND` for one segment, `SENDMSG` for several;
@@ -10,27 +10,33 @@
 //! IP_BIND_ADDRESS_NO_PORT and bind, linked before the connect; a read of
 //! the shard's eventfd kept posted for wake-ups.
 //!
+//! A shard's table may span several rings ([`super::unit`]): slot `s` is
+//! entry `s % per_ring` of ring `s / per_ring`. Rings are created as the
+//! ones before them fill up, so a shard that holds few connections has one.
+//!
 //! Memory the kernel reads or writes while an operation is in flight
 //! lives here and stays put until that operation's completion: the accept
-//! address slots, each slot's iovecs and msghdr, each pending connect's
-//! addresses, the wake-up buffer and the buffer ring.
+//! address slots, the iovecs and msghdr of a multi-segment send (boxed,
+//! kept by slot while the send is in flight), each pending connect's
+//! addresses, the wake-up buffers and the buffer rings.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use io_uring::{cqueue, opcode, squeue, types};
 
-use super::bufring::BufRing;
+use super::unit::{BUFFER_GROUP, Unit};
 use super::{OpKind, UserData};
 use crate::config::ServerConfig;
 use crate::sys::{BufId, Completion, Driver, Op, RecvBuffers, SendQueues};
 
 /// Iovecs per send: enough to batch many queued frames in one submission.
 const MAX_IOVECS: usize = 64;
-const BUFFER_GROUP: u16 = 0;
+/// Send memory kept for reuse at most (more is freed as sends complete).
+const SPARE_SEND_MEMORY: usize = 1024;
 /// Stands in for an address the kernel did not give (never expected).
 const UNSPECIFIED: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
@@ -39,9 +45,11 @@ struct AcceptSlot {
     addr: socket2::SockAddrStorage,
     len: libc::socklen_t,
     posted: bool,
+    /// The ring it is posted on.
+    unit: u16,
 }
 
-/// What the kernel reads while a slot's send is in flight.
+/// What the kernel reads while a multi-segment send is in flight.
 struct SendMemory {
     iov: Vec<libc::iovec>,
     msg: libc::msghdr,
@@ -56,160 +64,203 @@ struct PendingConnect {
     step_error: Option<i32>,
 }
 
+/// A read kept posted on an eventfd: the shard's wake-up, or the signal of
+/// its other rings.
+struct EventRead {
+    fd: RawFd,
+    buf: Box<u64>,
+    posted: bool,
+}
+
 pub(crate) struct UringDriver {
-    ring: IoUring,
+    /// The shard's rings; the thread waits on the first.
+    units: Vec<Unit>,
+    /// Slots per ring (the last may have fewer).
+    per_ring: u32,
+    /// Slots of the shard's table.
+    table: u32,
     describe: &'static str,
-    bufs: BufRing,
+    config: ServerConfig,
     listener: Option<socket2::Socket>,
     accepts: Box<[AcceptSlot]>,
     accepts_posted: usize,
     /// Close the listener once no accept is posted.
     stop_listening: bool,
-    wake_fd: RawFd,
-    wake_buf: Box<u64>,
-    wake_posted: bool,
-    sends: Box<[SendMemory]>,
-    connects: Box<[Option<Box<PendingConnect>>]>,
-    /// Submissions the kernel refused with EBUSY, in order (see `push`).
-    overflow: VecDeque<squeue::Entry>,
-    /// The completions of the last wait, and how many were handed out.
-    completions: Vec<(u64, i32, u32)>,
+    wake: EventRead,
+    /// Signalled by the rings after the first; `None` with one ring only.
+    ring_event: Option<(OwnedFd, EventRead)>,
+    /// The ring event fired: look at every ring at the next wait.
+    ring_event_fired: bool,
+    /// Send memory of the multi-segment sends in flight, by slot, and
+    /// spare memory for the next ones.
+    sends: HashMap<u32, Box<SendMemory>>,
+    // Boxed so the msghdr the kernel reads never moves between the two.
+    #[allow(clippy::vec_box)]
+    spare_sends: Vec<Box<SendMemory>>,
+    connects: HashMap<u32, Box<PendingConnect>>,
+    /// The ring each requested outbound socket goes into, by token.
+    socket_units: HashMap<u32, u16>,
+    /// Completions made up here for ops that could not be posted (no ring
+    /// could be created): reported like the kernel's.
+    made_up: Vec<Completion>,
+    /// The completions of the last wait (ring, user_data, result, flags),
+    /// and how many were handed out.
+    completions: Vec<(u16, u64, i32, u32)>,
     next: usize,
 }
 
 impl UringDriver {
-    /// A ring with a direct table of `table` entries and the configured
-    /// buffer ring. `wake_fd` (the shard's eventfd) must outlive the driver.
-    /// Must be called on the thread that will use it (single issuer).
+    /// A driver for a table of `table` slots spread over rings of at most
+    /// `per_ring` direct descriptors each, with the configured buffer
+    /// rings. `wake_fd` (the shard's eventfd) must outlive the driver. Must
+    /// be called on the thread that will use it (single issuer).
     pub fn new(
         config: &ServerConfig,
         table: usize,
+        per_ring: usize,
         listener: Option<socket2::Socket>,
         wake_fd: RawFd,
     ) -> io::Result<Self> {
-        let (ring, mode) = super::new_ring(config.ring_entries)?;
-        ring.submitter()
-            .register_files_sparse(table as u32)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("registering a direct file table of {table} entries: {e}"),
-                )
-            })?;
-        let bufs = BufRing::new(
-            &ring,
-            BUFFER_GROUP,
-            config.recv_buffers,
-            config.recv_buffer_size,
-        )?;
-        let describe = match mode {
+        let table = u32::try_from(table.max(1)).unwrap_or(u32::MAX);
+        let per_ring = u32::try_from(per_ring.max(1))
+            .unwrap_or(u32::MAX)
+            .min(table);
+        let ring_event = if table > per_ring {
+            let fd = crate::sys::eventfd::eventfd()?;
+            let raw = fd.as_raw_fd();
+            Some((
+                fd,
+                EventRead {
+                    fd: raw,
+                    buf: Box::new(0),
+                    posted: false,
+                },
+            ))
+        } else {
+            None
+        };
+        let first = Unit::new(config, per_ring, true, None)?;
+        let describe = match first.mode {
             "single_issuer+defer_taskrun" => "io_uring (single_issuer+defer_taskrun)",
             "coop_taskrun" => "io_uring (coop_taskrun)",
             _ => "io_uring (plain)",
         };
         let mut driver = UringDriver {
-            ring,
+            units: vec![first],
+            per_ring,
+            table,
             describe,
-            bufs,
+            config: config.clone(),
             listener,
             accepts: (0..config.accepts_in_flight)
                 .map(|_| AcceptSlot {
                     addr: socket2::SockAddrStorage::zeroed(),
                     len: 0,
                     posted: false,
+                    unit: 0,
                 })
                 .collect(),
             accepts_posted: 0,
             stop_listening: false,
-            wake_fd,
-            wake_buf: Box::new(0),
-            wake_posted: false,
-            sends: (0..table)
-                .map(|_| SendMemory {
-                    iov: Vec::new(),
-                    // SAFETY: msghdr is a plain C struct for which all-zero
-                    // is valid.
-                    msg: unsafe { std::mem::zeroed() },
-                })
-                .collect(),
-            connects: (0..table).map(|_| None).collect(),
-            overflow: VecDeque::new(),
+            wake: EventRead {
+                fd: wake_fd,
+                buf: Box::new(0),
+                posted: false,
+            },
+            ring_event,
+            ring_event_fired: false,
+            sends: HashMap::new(),
+            spare_sends: Vec::new(),
+            connects: HashMap::new(),
+            socket_units: HashMap::new(),
+            made_up: Vec::new(),
             completions: Vec::with_capacity(4096),
             next: 0,
         };
-        driver.post_wake()?;
+        driver.post_event_read(OpKind::Wake)?;
+        if driver.ring_event.is_some() {
+            driver.post_event_read(OpKind::RingEvent)?;
+        }
         Ok(driver)
     }
 
-    /// Queues a submission. While the kernel refuses submissions
-    /// (`EBUSY`: its completion queue overflowed, until this thread reaps),
-    /// entries wait in `overflow`, in order, and go in at the next
-    /// [`Driver::wait`]: the shard never fails or spins on a full ring.
-    fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
-        if !self.overflow.is_empty() {
-            self.overflow.push_back(entry);
-            return Ok(());
-        }
+    fn unit_of(&self, slot: u32) -> usize {
+        (slot / self.per_ring) as usize
+    }
+
+    fn fixed(&self, slot: u32) -> types::Fixed {
+        types::Fixed(slot % self.per_ring)
+    }
+
+    /// Queues a submission on ring `unit`.
+    fn push(&mut self, unit: usize, entry: squeue::Entry) -> io::Result<()> {
         // SAFETY: every entry built in this module points only at memory
-        // that stays put until the completion is reaped: `sends` iovecs and
-        // msghdr and the queued bytes they cover (boxed slices allocated
-        // once; the engine keeps the bytes until the send's completion),
+        // that stays put until its completion is reaped: send iovecs and
+        // msghdr (boxed, held in `sends` until the send's completion) and
+        // the queued bytes they cover (the engine keeps them until then),
         // accept address slots (boxed slice, not touched while `posted`),
         // connect addresses (boxed until the connect completes), the
-        // wake-up buffer (boxed, freed only after teardown reaped its
-        // completion) and a `static` socket-option value. Entries waiting
-        // in `overflow` point at the same memory, which stays put just the
-        // same until their completions.
-        match unsafe { super::push(&mut self.ring, &entry) } {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                tracing::debug!("io_uring completion queue full; submissions wait for reaping");
-                self.overflow.push_back(entry);
-                Ok(())
+        // eventfd read buffers (boxed, freed only after teardown reaped
+        // their completions) and a `static` socket-option value. Entries
+        // held back in a ring's overflow point at the same memory.
+        unsafe { self.units[unit].push(entry) }
+    }
+
+    /// A ring with a free table entry, created if every existing one is
+    /// full. `None` (logged) when no ring can be created; the engine never
+    /// asks for more entries than the shard's table, so full rings alone
+    /// never cause it.
+    fn unit_with_room(&mut self) -> Option<usize> {
+        if let Some(u) = self.units.iter().position(Unit::has_room) {
+            return Some(u);
+        }
+        let index = self.units.len() as u32;
+        let start = index.checked_mul(self.per_ring)?;
+        if start >= self.table {
+            tracing::error!("every ring of the shard is full; the engine asked for too much");
+            return None;
+        }
+        let size = (self.table - start).min(self.per_ring);
+        let event = self.ring_event.as_ref().map(|(fd, _)| fd.as_raw_fd());
+        match Unit::new(&self.config, size, false, event) {
+            Ok(unit) => {
+                tracing::debug!(ring = index, table = size, "shard ring added");
+                self.units.push(unit);
+                Some(index as usize)
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, ring = index, "adding a ring to the shard failed");
+                None
+            }
         }
     }
 
-    /// Moves entries held back by `EBUSY` into the ring, as far as the
-    /// kernel takes them.
-    fn flush_overflow(&mut self) -> io::Result<()> {
-        while let Some(entry) = self.overflow.pop_front() {
-            // SAFETY: as in `push`: the memory these entries point at stays
-            // put until their completions.
-            match unsafe { super::push(&mut self.ring, &entry) } {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    self.overflow.push_front(entry);
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
-    fn post_wake(&mut self) -> io::Result<()> {
-        if self.wake_posted {
+    /// Posts the read of the wake-up eventfd (`Wake`) or of the rings'
+    /// eventfd (`RingEvent`) on the first ring, unless it is posted.
+    fn post_event_read(&mut self, kind: OpKind) -> io::Result<()> {
+        let read = match kind {
+            OpKind::Wake => &mut self.wake,
+            _ => match self.ring_event.as_mut() {
+                Some((_, read)) => read,
+                None => return Ok(()),
+            },
+        };
+        if read.posted {
             return Ok(());
         }
-        let entry = opcode::Read::new(
-            types::Fd(self.wake_fd),
-            (&mut *self.wake_buf as *mut u64).cast(),
-            8,
-        )
-        .build()
-        .user_data(UserData::new(OpKind::Wake, 0, 0).encode());
-        self.push(entry)?;
-        self.wake_posted = true;
-        Ok(())
+        read.posted = true;
+        let entry = opcode::Read::new(types::Fd(read.fd), (&mut *read.buf as *mut u64).cast(), 8)
+            .build()
+            .user_data(UserData::new(kind, 0, 0).encode());
+        self.push(0, entry)
     }
 
-    fn cancel(&mut self, target: UserData) -> io::Result<()> {
+    /// Cancels the op `target` on ring `unit`.
+    fn cancel(&mut self, unit: usize, target: UserData) -> io::Result<()> {
         let entry = opcode::AsyncCancel::new(target.encode())
             .build()
             .user_data(UserData::new(OpKind::Cancel, target.slot, 0).encode());
-        self.push(entry)
+        self.push(unit, entry)
     }
 
     fn post_accept(&mut self) -> io::Result<()> {
@@ -221,8 +272,17 @@ impl UringDriver {
                 "more accepts asked for than accepts_in_flight",
             ));
         };
+        self.accepts_posted += 1;
+        let Some(unit) = self.unit_with_room() else {
+            self.accepts_posted -= 1;
+            self.made_up.push(Completion::Accepted(Err(libc::ENFILE)));
+            return Ok(());
+        };
+        self.units[unit].reserved += 1;
+        self.units[unit].accepts_posted += 1;
         let a = &mut self.accepts[k];
         a.posted = true;
+        a.unit = unit as u16;
         a.len = a.addr.size_of();
         let entry = opcode::Accept::new(
             types::Fd(listener),
@@ -232,31 +292,60 @@ impl UringDriver {
         .file_index(Some(types::DestinationSlot::auto_target()))
         .build()
         .user_data(UserData::new(OpKind::Accept, k as u32, 0).encode());
-        self.accepts_posted += 1;
-        self.push(entry)
+        self.push(unit, entry)
     }
 
     fn send(&mut self, slot: u32, generation: u32, queues: &dyn SendQueues) -> io::Result<()> {
-        let mem = &mut self.sends[slot as usize];
+        let mut mem = self.spare_sends.pop().unwrap_or_else(|| {
+            Box::new(SendMemory {
+                iov: Vec::new(),
+                // SAFETY: msghdr is a plain C struct for which all-zero is
+                // valid.
+                msg: unsafe { std::mem::zeroed() },
+            })
+        });
         queues
             .send_queue(slot)
             .fill_iovecs(&mut mem.iov, MAX_IOVECS);
-        let fd = types::Fixed(slot);
+        let fd = self.fixed(slot);
         let user_data = UserData::new(OpKind::Send, slot, generation).encode();
         // One segment (the common case for small messages): a plain send,
-        // which spares the kernel importing a msghdr.
+        // which spares the kernel importing a msghdr, and the memory goes
+        // back to the spares at once (the kernel reads the queue's bytes,
+        // not the iovec).
         let entry = if let [one] = mem.iov[..] {
+            self.spare_sends.push(mem);
             opcode::Send::new(fd, one.iov_base as *const u8, one.iov_len as u32)
                 .flags(libc::MSG_NOSIGNAL)
                 .build()
         } else {
             mem.msg.msg_iov = mem.iov.as_mut_ptr();
             mem.msg.msg_iovlen = mem.iov.len();
-            opcode::SendMsg::new(fd, &mem.msg)
+            let entry = opcode::SendMsg::new(fd, &mem.msg)
                 .flags(libc::MSG_NOSIGNAL as u32)
-                .build()
+                .build();
+            // The box keeps the msghdr and iovecs in place until the send
+            // completes (one send per slot is in flight at a time).
+            if let Some(old) = self.sends.insert(slot, mem) {
+                tracing::error!(slot, "a second send in flight on one slot");
+                self.sends.insert(slot, old);
+                return Err(io::Error::other("a second send in flight on one slot"));
+            }
+            entry
         };
-        self.push(entry.user_data(user_data))
+        self.push(self.unit_of(slot), entry.user_data(user_data))
+    }
+
+    /// A multi-segment send of `slot` completed: its memory is free.
+    fn send_done(&mut self, slot: u32) {
+        if let Some(mut mem) = self.sends.remove(&slot)
+            && self.spare_sends.len() < SPARE_SEND_MEMORY
+        {
+            if mem.iov.capacity() > MAX_IOVECS {
+                mem.iov = Vec::new();
+            }
+            self.spare_sends.push(mem);
+        }
     }
 
     fn connect(
@@ -266,13 +355,14 @@ impl UringDriver {
         remote: SocketAddr,
         local: Option<SocketAddr>,
     ) -> io::Result<()> {
-        let pending = self.connects[slot as usize].insert(Box::new(PendingConnect {
+        let unit = self.unit_of(slot);
+        let fixed = self.fixed(slot);
+        let pending = Box::new(PendingConnect {
             generation,
             remote: remote.into(),
             local: local.map(Into::into),
             step_error: None,
-        }));
-        let fixed = types::Fixed(slot);
+        });
         let step = UserData::new(OpKind::ConnectStep, slot, generation).encode();
         let nodelay = int_option(fixed, libc::IPPROTO_TCP, libc::TCP_NODELAY)
             .flags(squeue::Flags::SKIP_SUCCESS)
@@ -300,19 +390,28 @@ impl UringDriver {
             opcode::Connect::new(fixed, pending.remote.as_ptr().cast(), pending.remote.len())
                 .build()
                 .user_data(UserData::new(OpKind::Connect, slot, generation).encode());
+        // The box keeps the addresses in place until the connect completes.
+        self.connects.insert(slot, pending);
         // TCP_NODELAY is best effort (URING_CMD sockets need 6.7+) and not
         // linked: its failure must not cancel the connect.
-        self.push(nodelay)?;
+        self.push(unit, nodelay)?;
         if let Some(bind) = bind {
-            self.push(no_port)?;
-            self.push(bind)?;
+            self.push(unit, no_port)?;
+            self.push(unit, bind)?;
         }
-        self.push(connect)
+        self.push(unit, connect)
     }
 
-    /// Turns one completion queue entry into the engine's completion, or
-    /// `None` for entries the engine does not see (cancels, connect steps).
-    fn translate(&mut self, user_data: u64, result: i32, flags: u32) -> Option<Completion> {
+    /// Turns one completion queue entry of ring `unit` into the engine's
+    /// completion, or `None` for entries the engine does not see (cancels,
+    /// connect steps, the rings' event).
+    fn translate(
+        &mut self,
+        unit: usize,
+        user_data: u64,
+        result: i32,
+        flags: u32,
+    ) -> Option<Completion> {
         let Some(ud) = UserData::decode(user_data) else {
             tracing::warn!(user_data, "completion with an unknown tag");
             return None;
@@ -320,37 +419,74 @@ impl UringDriver {
         let (slot, generation) = (ud.slot, ud.generation);
         match ud.kind {
             OpKind::Accept => Some(Completion::Accepted(self.on_accept(slot as usize, result))),
-            OpKind::Recv => Some(Completion::Recv {
-                slot,
-                generation,
-                result,
-                buf: cqueue::buffer_select(flags),
-                more: cqueue::more(flags),
-            }),
-            OpKind::Send => Some(Completion::Sent {
-                slot,
-                generation,
-                result,
-            }),
-            OpKind::Close => Some(Completion::Closed {
-                slot,
-                generation,
-                result,
-            }),
-            OpKind::Cancel => None,
-            OpKind::Wake => {
-                self.wake_posted = false;
-                if let Err(e) = self.post_wake() {
-                    tracing::error!(error = %e, "re-posting the wake-up read failed");
+            OpKind::Recv => {
+                let bufs = &mut self.units[unit].bufs;
+                let buf = cqueue::buffer_select(flags).map(|bid| {
+                    bufs.taken(bid);
+                    (unit as BufId) << 16 | BufId::from(bid)
+                });
+                if result == -libc::ENOBUFS {
+                    bufs.ran_dry();
                 }
-                Some(Completion::Woken)
+                Some(Completion::Recv {
+                    slot,
+                    generation,
+                    result,
+                    buf,
+                    more: cqueue::more(flags),
+                })
             }
-            OpKind::Socket => Some(Completion::SocketCreated {
-                token: slot,
-                result,
-            }),
+            OpKind::Send => {
+                self.send_done(slot);
+                Some(Completion::Sent {
+                    slot,
+                    generation,
+                    result,
+                })
+            }
+            OpKind::Close => {
+                let unit = self.unit_of(slot);
+                let u = &mut self.units[unit];
+                u.reserved = u.reserved.saturating_sub(1);
+                Some(Completion::Closed {
+                    slot,
+                    generation,
+                    result,
+                })
+            }
+            OpKind::Cancel => None,
+            OpKind::Wake | OpKind::RingEvent => {
+                match ud.kind {
+                    OpKind::Wake => self.wake.posted = false,
+                    _ => {
+                        self.ring_event_fired = true;
+                        if let Some((_, read)) = self.ring_event.as_mut() {
+                            read.posted = false;
+                        }
+                    }
+                }
+                if let Err(e) = self.post_event_read(ud.kind) {
+                    tracing::error!(error = %e, "re-posting an eventfd read failed");
+                }
+                (ud.kind == OpKind::Wake).then_some(Completion::Woken)
+            }
+            OpKind::Socket => {
+                let base = unit as u32 * self.per_ring;
+                self.socket_units.remove(&slot);
+                let result = if result >= 0 {
+                    (base + result as u32) as i32
+                } else {
+                    let u = &mut self.units[unit];
+                    u.reserved = u.reserved.saturating_sub(1);
+                    result
+                };
+                Some(Completion::SocketCreated {
+                    token: slot,
+                    result,
+                })
+            }
             OpKind::ConnectStep => {
-                if let Some(p) = self.connects.get_mut(slot as usize).and_then(Option::as_mut)
+                if let Some(p) = self.connects.get_mut(&slot)
                     && p.generation == generation
                     && result < 0
                     && p.step_error.is_none()
@@ -362,7 +498,7 @@ impl UringDriver {
                 None
             }
             OpKind::Connect => {
-                let pending = self.connects.get_mut(slot as usize).and_then(Option::take);
+                let pending = self.connects.remove(&slot);
                 let step_error = pending
                     .filter(|p| p.generation == generation)
                     .and_then(|p| p.step_error);
@@ -382,7 +518,13 @@ impl UringDriver {
     fn on_accept(&mut self, k: usize, result: i32) -> Result<(u32, SocketAddr), i32> {
         let a = &mut self.accepts[k];
         a.posted = false;
+        let unit = a.unit as usize;
         self.accepts_posted -= 1;
+        let u = &mut self.units[unit];
+        u.accepts_posted = u.accepts_posted.saturating_sub(1);
+        if result < 0 {
+            u.reserved = u.reserved.saturating_sub(1);
+        }
         if self.stop_listening && self.accepts_posted == 0 {
             self.listener = None;
         }
@@ -395,13 +537,24 @@ impl UringDriver {
         let peer = unsafe { socket2::SockAddr::new(storage, a.len) }
             .as_socket()
             .unwrap_or(UNSPECIFIED);
-        Ok((result as u32, peer))
+        Ok((unit as u32 * self.per_ring + result as u32, peer))
+    }
+
+    /// Collects the ready completions of ring `unit`.
+    fn reap(&mut self, unit: usize) {
+        let index = unit as u16;
+        self.completions.extend(
+            self.units[unit]
+                .ring
+                .completion()
+                .map(|c| (index, c.user_data(), c.result(), c.flags())),
+        );
     }
 }
 
 impl RecvBuffers for UringDriver {
     fn buffer(&self, buf: BufId, len: usize) -> &[u8] {
-        self.bufs.get(buf, len)
+        self.units[(buf >> 16) as usize].bufs.get(buf as u16, len)
     }
 }
 
@@ -409,16 +562,22 @@ impl Driver for UringDriver {
     fn submit(&mut self, op: Op, queues: &dyn SendQueues) -> io::Result<()> {
         match op {
             Op::Accept => self.post_accept(),
-            Op::WithdrawAccepts => match self.listener.as_ref().map(|l| l.as_raw_fd()) {
-                Some(fd) if self.accepts_posted > 0 => {
-                    let entry =
-                        opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all())
-                            .build()
-                            .user_data(UserData::new(OpKind::Cancel, 0, 0).encode());
-                    self.push(entry)
+            Op::WithdrawAccepts => {
+                let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
+                    return Ok(());
+                };
+                for unit in 0..self.units.len() {
+                    if self.units[unit].accepts_posted > 0 {
+                        let entry = opcode::AsyncCancel2::new(
+                            types::CancelBuilder::fd(types::Fd(fd)).all(),
+                        )
+                        .build()
+                        .user_data(UserData::new(OpKind::Cancel, 0, 0).encode());
+                        self.push(unit, entry)?;
+                    }
                 }
-                _ => Ok(()),
-            },
+                Ok(())
+            }
             Op::StopListening => {
                 self.stop_listening = true;
                 if self.accepts_posted == 0 {
@@ -427,28 +586,40 @@ impl Driver for UringDriver {
                 Ok(())
             }
             Op::Recv { slot, generation } => {
-                let entry = opcode::RecvMulti::new(types::Fixed(slot), BUFFER_GROUP)
+                let entry = opcode::RecvMulti::new(self.fixed(slot), BUFFER_GROUP)
                     .build()
                     .user_data(UserData::new(OpKind::Recv, slot, generation).encode());
-                self.push(entry)
+                self.push(self.unit_of(slot), entry)
             }
-            Op::CancelRecv { slot, generation } => {
-                self.cancel(UserData::new(OpKind::Recv, slot, generation))
-            }
+            Op::CancelRecv { slot, generation } => self.cancel(
+                self.unit_of(slot),
+                UserData::new(OpKind::Recv, slot, generation),
+            ),
             Op::Send { slot, generation } => self.send(slot, generation, queues),
-            Op::CancelSend { slot, generation } => {
-                self.cancel(UserData::new(OpKind::Send, slot, generation))
-            }
-            Op::CancelConnect { slot, generation } => {
-                self.cancel(UserData::new(OpKind::Connect, slot, generation))
-            }
+            Op::CancelSend { slot, generation } => self.cancel(
+                self.unit_of(slot),
+                UserData::new(OpKind::Send, slot, generation),
+            ),
+            Op::CancelConnect { slot, generation } => self.cancel(
+                self.unit_of(slot),
+                UserData::new(OpKind::Connect, slot, generation),
+            ),
             Op::Close { slot, generation } => {
-                let entry = opcode::Close::new(types::Fixed(slot))
+                let entry = opcode::Close::new(self.fixed(slot))
                     .build()
                     .user_data(UserData::new(OpKind::Close, slot, generation).encode());
-                self.push(entry)
+                self.push(self.unit_of(slot), entry)
             }
             Op::Socket { token, remote } => {
+                let Some(unit) = self.unit_with_room() else {
+                    self.made_up.push(Completion::SocketCreated {
+                        token,
+                        result: -libc::ENFILE,
+                    });
+                    return Ok(());
+                };
+                self.units[unit].reserved += 1;
+                self.socket_units.insert(token, unit as u16);
                 let domain = if remote.is_ipv4() {
                     libc::AF_INET
                 } else {
@@ -460,7 +631,7 @@ impl Driver for UringDriver {
                     .file_index(Some(types::DestinationSlot::auto_target()))
                     .build()
                     .user_data(UserData::new(OpKind::Socket, token, 0).encode());
-                self.push(entry)
+                self.push(unit, entry)
             }
             Op::Connect {
                 slot,
@@ -472,14 +643,33 @@ impl Driver for UringDriver {
     }
 
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
-        self.flush_overflow()?;
-        let busy = !self.ring.completion().is_empty() || !self.overflow.is_empty();
+        self.completions.clear();
+        self.next = 0;
+        let mut overflow = false;
+        for unit in &mut self.units {
+            unit.flush_overflow()?;
+            overflow |= unit.has_overflow();
+        }
+        // The other rings first, without waiting: hand over their
+        // submissions and run their deferred completions.
+        let look_at_all = std::mem::take(&mut self.ring_event_fired);
+        for unit in 1..self.units.len() {
+            if look_at_all || self.units[unit].needs_enter() {
+                self.units[unit].submit_now()?;
+            }
+            self.reap(unit);
+        }
+        let first = &mut self.units[0];
+        let busy = !self.completions.is_empty()
+            || !self.made_up.is_empty()
+            || !first.ring.completion().is_empty()
+            || overflow;
         let outcome = if busy || timeout.is_zero() {
-            self.ring.submit()
+            first.ring.submit()
         } else {
             let ts = types::Timespec::from(timeout);
             let args = types::SubmitArgs::new().timespec(&ts);
-            self.ring.submitter().submit_with_args(1, &args)
+            first.ring.submitter().submit_with_args(1, &args)
         };
         match outcome {
             Ok(_) => {}
@@ -490,20 +680,17 @@ impl Driver for UringDriver {
                 ) => {}
             Err(e) => return Err(e),
         }
-        self.completions.clear();
-        self.next = 0;
-        self.completions.extend(
-            self.ring
-                .completion()
-                .map(|c| (c.user_data(), c.result(), c.flags())),
-        );
+        self.reap(0);
         Ok(())
     }
 
     fn next_completion(&mut self) -> Option<Completion> {
-        while let Some(&(user_data, result, flags)) = self.completions.get(self.next) {
+        if let Some(c) = self.made_up.pop() {
+            return Some(c);
+        }
+        while let Some(&(unit, user_data, result, flags)) = self.completions.get(self.next) {
             self.next += 1;
-            if let Some(c) = self.translate(user_data, result, flags) {
+            if let Some(c) = self.translate(unit as usize, user_data, result, flags) {
                 return Some(c);
             }
         }
@@ -511,29 +698,41 @@ impl Driver for UringDriver {
     }
 
     fn release(&mut self, buf: BufId) {
-        self.bufs.recycle(buf);
+        self.units[(buf >> 16) as usize].bufs.recycle(buf as u16);
     }
 
     fn end_batch(&mut self) {
-        self.bufs.publish();
+        for unit in &mut self.units {
+            unit.bufs.publish();
+        }
     }
 
-    /// The wake-up read is cancelled and reaped, then the buffer ring is
-    /// unregistered, so no memory the kernel references is freed.
+    /// The eventfd reads are cancelled and reaped, then the buffer rings
+    /// are unregistered, so no memory the kernel references is freed.
     fn teardown(&mut self) {
-        let _ = self.cancel(UserData::new(OpKind::Wake, 0, 0));
+        let _ = self.cancel(0, UserData::new(OpKind::Wake, 0, 0));
+        let _ = self.cancel(0, UserData::new(OpKind::RingEvent, 0, 0));
         let deadline = Instant::now() + Duration::from_secs(2);
-        while self.wake_posted && Instant::now() < deadline {
-            if self.ring.submit_and_wait(1).is_err() {
+        let event_posted = |d: &Self| d.ring_event.as_ref().is_some_and(|(_, r)| r.posted);
+        while (self.wake.posted || event_posted(self)) && Instant::now() < deadline {
+            if self.units[0].ring.submit_and_wait(1).is_err() {
                 break;
             }
-            for cqe in self.ring.completion() {
-                if UserData::decode(cqe.user_data()).map(|u| u.kind) == Some(OpKind::Wake) {
-                    self.wake_posted = false;
+            for cqe in self.units[0].ring.completion() {
+                match UserData::decode(cqe.user_data()).map(|u| u.kind) {
+                    Some(OpKind::Wake) => self.wake.posted = false,
+                    Some(OpKind::RingEvent) => {
+                        if let Some((_, read)) = self.ring_event.as_mut() {
+                            read.posted = false;
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
-        let _ = self.ring.submitter().unregister_buf_ring(self.bufs.group());
+        for unit in &mut self.units {
+            let _ = unit.ring.submitter().unregister_buf_ring(unit.bufs.group());
+        }
         self.listener = None;
     }
 

@@ -16,6 +16,7 @@
 
 pub(crate) mod bufring;
 pub(crate) mod driver;
+mod unit;
 
 use std::io;
 
@@ -40,6 +41,9 @@ pub enum OpKind {
     /// steps post no completion.
     ConnectStep = 9,
     Connect = 10,
+    /// A read of the eventfd that the shard's other rings signal when they
+    /// have completions (posted on the first ring).
+    RingEvent = 11,
 }
 
 /// The user_data of a submission: the IOCP "extended OVERLAPPED" in 64 bits.
@@ -80,6 +84,7 @@ impl UserData {
             8 => OpKind::Socket,
             9 => OpKind::ConnectStep,
             10 => OpKind::Connect,
+            11 => OpKind::RingEvent,
             _ => return None,
         };
         Some(UserData {
@@ -156,17 +161,22 @@ fn kernel_version() -> Option<(u32, u32)> {
 
 /// Creates a ring for one shard thread. Tries SINGLE_ISSUER + DEFER_TASKRUN
 /// (6.1+: completions are processed only when this thread waits, so no
-/// interrupting task work), then COOP_TASKRUN (5.19+), then plain. Must be
-/// called on the thread that will use the ring (single issuer).
+/// interrupting task work), then COOP_TASKRUN (5.19+), then plain. With
+/// either of the first two, TASKRUN_FLAG (5.19+) makes the kernel flag
+/// deferred work in the submission queue's flags, so a submit without a
+/// wait still runs it when there is some. Must be called on the thread
+/// that will use the ring (single issuer).
 pub fn new_ring(entries: u32) -> io::Result<(IoUring, &'static str)> {
     let cq = entries.saturating_mul(4);
     type Configure = fn(&mut io_uring::Builder);
     let attempts: [(&'static str, Configure); 3] = [
         ("single_issuer+defer_taskrun", |b| {
-            b.setup_single_issuer().setup_defer_taskrun();
+            b.setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_taskrun_flag();
         }),
         ("coop_taskrun", |b| {
-            b.setup_coop_taskrun();
+            b.setup_coop_taskrun().setup_taskrun_flag();
         }),
         ("plain", |_| {}),
     ];
@@ -227,6 +237,7 @@ mod tests {
             OpKind::Socket,
             OpKind::ConnectStep,
             OpKind::Connect,
+            OpKind::RingEvent,
         ] {
             let ud = UserData::new(kind, MAX_SLOTS - 1, u32::MAX);
             assert_eq!(UserData::decode(ud.encode()), Some(ud));
