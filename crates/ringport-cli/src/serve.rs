@@ -31,8 +31,9 @@ pub struct ServeArgs {
     /// Kernel interface: io-uring, epoll, or auto (io_uring where it works,
     /// else epoll, with a log line saying why).
     ///
-    /// io_uring holds connections as direct descriptors (up to the
-    /// open-files limit per shard); epoll works everywhere, including
+    /// io_uring holds connections as direct descriptors, which do not count
+    /// against the open-files limit (a shard spreads them over as many rings
+    /// as it needs); epoll works everywhere, including
     /// containers whose seccomp profile blocks io_uring, and holds at most
     /// the open-files limit over all shards.
     #[arg(long, value_name = "BACKEND", default_value = "auto", env = "RINGPORT_BACKEND",
@@ -92,16 +93,17 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = CodecKind::Length, env = "RINGPORT_CODEC")]
     pub codec: CodecKind,
 
-    /// Size of each shard's connection table [default: the open-files soft
-    /// limit, after it is raised to the hard limit].
+    /// Size of each shard's connection table [default: io_uring,
+    /// --max-connections divided among the shards; epoll, the open-files
+    /// soft limit (raised to the hard limit) divided among the shards].
     ///
     /// On io_uring, connections are direct descriptors, which do not use
-    /// the process's file-descriptor table, so the server can hold shards
-    /// times this many connections whatever the open-files limit; but the
-    /// kernel caps one table at the open-files limit, so larger values are
-    /// refused. Use more shards to hold more connections. On epoll every
-    /// connection is a descriptor: the default shares the open-files limit
-    /// among the shards.
+    /// the process's file-descriptor table. The kernel caps one ring's table
+    /// at the open-files limit, so a shard spreads its table over several
+    /// rings, added as they fill: two shards hold a million connections
+    /// whatever the open-files limit, and the memory of the table is used
+    /// only as connections arrive. On epoll every connection is a
+    /// descriptor: the table shares the open-files limit among the shards.
     #[arg(long, value_name = "N", env = "RINGPORT_CONNECTIONS_PER_SHARD",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub connections_per_shard: Option<u64>,
@@ -327,7 +329,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     let per_shard = server.capacity() / shards.max(1);
     info!(
         "listening on {} ({}, {} mode, {} codec, max frame {}, {} shards x {} connections, \
-         max connections {}, send high water {}, stop timeout {:?})",
+         max connections {}, capacity {}, send high water {}, stop timeout {:?})",
         server.local_addr(),
         server.driver(),
         value_name(args.mode),
@@ -336,6 +338,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         shards,
         per_shard,
         args.max_connections,
+        (server.capacity() as u64).min(args.max_connections),
         format_bytes(args.send_high_water),
         args.stop_timeout,
     );

@@ -257,3 +257,45 @@ fn a_connect_from_an_unbindable_source_is_reported_and_stop_finishes() {
     assert_eq!(stats.connections, 0);
     server.stop();
 }
+
+/// A source port chosen by the caller is bound as it is (a load generator
+/// assigns ports itself so the kernel never searches a nearly full
+/// ephemeral range), and a port already taken fails the connect with
+/// `EADDRINUSE`.
+#[test]
+fn a_connect_from_a_chosen_source_port_uses_that_port() {
+    let server = start_echo(|_| {});
+    let (tx, rx) = mpsc::channel();
+    let mut c = config();
+    c.listen = false;
+    c.shards = 1;
+    let client = Server::start(c, LengthDelimited::new(), move |_| Outcome(tx.clone())).unwrap();
+    // A port that is free now, and one that stays taken.
+    let port = std::net::TcpListener::bind("127.0.0.3:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let taken = std::net::TcpListener::bind("127.0.0.3:0").unwrap();
+    let source: std::net::SocketAddr = (std::net::Ipv4Addr::new(127, 0, 0, 3), port).into();
+    client.connect(server.local_addr(), Some(source)).unwrap();
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the connect is reported")
+        .expect("the connect from a free port succeeds");
+    let snapshot = server.connections(Duration::from_secs(5));
+    assert!(
+        snapshot.connections.iter().any(|c| c.peer == source),
+        "the server sees the chosen source {source}: {:?}",
+        snapshot.connections.iter().map(|c| c.peer).collect::<Vec<_>>()
+    );
+    client
+        .connect(server.local_addr(), Some(taken.local_addr().unwrap()))
+        .unwrap();
+    let error = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the failure is reported")
+        .expect_err("a port in use cannot be bound");
+    assert!(error.contains("Address already in use"), "{error}");
+    client.stop();
+    server.stop();
+}

@@ -85,10 +85,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "BACKEND", default_value = "auto", env = "RINGPORT_BACKEND",
           value_parser = crate::parse_backend)]
     pub backend: ringport::Backend,
-    /// Engine threads (each its own io_uring or epoll instance). On
-    /// io_uring, raised automatically when the connections need more rings
-    /// than this (one ring holds at most the open-files limit); on epoll all
-    /// threads together hold at most the open-files limit.
+    /// Engine threads. On io_uring each thread holds any number of
+    /// connections (on as many rings as it needs: one ring holds at most the
+    /// open-files limit); on epoll all threads together hold at most the
+    /// open-files limit.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Connects in flight at once while connecting (pacing, so the server's

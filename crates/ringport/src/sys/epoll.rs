@@ -371,14 +371,19 @@ impl EpollDriver {
         let sock = SockRef::from(&*stream);
         let _ = sock.set_tcp_nodelay(true);
         if let Some(local) = local {
-            // Lets connect pick the port per destination (see the io_uring
-            // engine); best effort.
-            let _ = set_int_option(
-                stream.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                1,
-            );
+            // Without a port: lets connect pick the port per destination
+            // (see the io_uring driver); best effort. With a port, the
+            // caller chose it (a load generator spreading its connections
+            // over source ports, so the kernel never searches a nearly full
+            // ephemeral range).
+            if local.port() == 0 {
+                let _ = set_int_option(
+                    stream.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    1,
+                );
+            }
             if let Err(e) = sock.bind(&local.into()) {
                 return Some(-errno(&e));
             }

@@ -367,8 +367,8 @@ impl UringDriver {
         let nodelay = int_option(fixed, libc::IPPROTO_TCP, libc::TCP_NODELAY)
             .flags(squeue::Flags::SKIP_SUCCESS)
             .user_data(step);
-        // With a source address: IP_BIND_ADDRESS_NO_PORT lets connect pick
-        // the port per destination (and reuse loopback TIME_WAIT ports), so
+        // With a source address and no port: IP_BIND_ADDRESS_NO_PORT lets
+        // connect pick the port per destination (and reuse loopback TIME_WAIT ports), so
         // one source is not limited to one set of ports for all
         // destinations; hard-linked so that bind runs after it even if the
         // option is refused.
@@ -396,7 +396,10 @@ impl UringDriver {
         // linked: its failure must not cancel the connect.
         self.push(unit, nodelay)?;
         if let Some(bind) = bind {
-            self.push(unit, no_port)?;
+            // A source port chosen by the caller is bound as it is.
+            if local.is_some_and(|l| l.port() == 0) {
+                self.push(unit, no_port)?;
+            }
             self.push(unit, bind)?;
         }
         self.push(unit, connect)
