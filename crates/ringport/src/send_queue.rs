@@ -35,7 +35,7 @@ pub(crate) struct ChunkPool {
 impl ChunkPool {
     pub fn new(keep: usize) -> Self {
         ChunkPool {
-            free: Vec::with_capacity(keep),
+            free: Vec::new(),
             keep,
         }
     }
@@ -45,6 +45,22 @@ impl ChunkPool {
             SEND_CHUNKS.fetch_add(1, Ordering::Relaxed);
             Vec::with_capacity(CHUNK_SIZE)
         })
+    }
+
+    /// Frees half of the free chunks above a small floor: called every
+    /// few seconds, so the pool of a shard that served a burst shrinks back
+    /// while one that keeps sending keeps what it uses. Returns how many
+    /// chunks were freed.
+    pub fn trim(&mut self) -> usize {
+        const FLOOR: usize = 16;
+        let excess = self.free.len().saturating_sub(FLOOR);
+        let freed = excess.div_ceil(2);
+        self.free.truncate(self.free.len() - freed);
+        if self.free.capacity() > 2 * self.free.len().max(FLOOR) {
+            self.free.shrink_to(self.free.len().max(FLOOR));
+        }
+        SEND_CHUNKS.fetch_sub(freed, Ordering::Relaxed);
+        freed
     }
 
     fn give(&mut self, mut chunk: Vec<u8>) {
@@ -205,6 +221,25 @@ impl SendQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pool_shrinks_back_after_a_burst_by_halves_to_a_floor() {
+        let mut pool = ChunkPool::new(1024);
+        let chunks: Vec<Vec<u8>> = (0..400).map(|_| pool.take()).collect();
+        for c in chunks {
+            pool.give(c);
+        }
+        assert_eq!(pool.free.len(), 400);
+        assert_eq!(pool.trim(), 192);
+        assert_eq!(pool.free.len(), 208);
+        let mut rounds = 1;
+        while pool.trim() > 0 {
+            rounds += 1;
+        }
+        assert_eq!(pool.free.len(), 16, "a small floor stays for the next sends");
+        assert!(rounds <= 10, "{rounds} trims to shrink");
+        assert_eq!(pool.take().capacity(), CHUNK_SIZE);
+    }
 
     fn drain(q: &mut SendQueue, pool: &mut ChunkPool, step: usize) -> Vec<u8> {
         let mut out = Vec::new();

@@ -10,7 +10,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
@@ -171,14 +171,24 @@ fn run_on<C, H, F, D>(
     }
 }
 
+/// How often memory that recent traffic did not need is given back
+/// ([`Driver::trim`]).
+const TRIM_EVERY: Duration = Duration::from_secs(2);
+
 fn run_loop<C: Codec, H: Handler, D: Driver>(
     engine: &mut Engine<C, H>,
     driver: &mut D,
     turns: &TurnHistogram,
 ) -> io::Result<()> {
     let mut busy_since = Instant::now();
+    let mut next_trim = busy_since + TRIM_EVERY;
     loop {
         let now = Instant::now();
+        if now >= next_trim {
+            next_trim = now + TRIM_EVERY;
+            driver.trim();
+            engine.trim();
+        }
         engine.turn(now);
         engine.drain_ops(|op, queues| driver.submit(op, queues))?;
         if engine.finished() {

@@ -266,6 +266,12 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         result
     }
 
+    /// Frees memory that recent traffic did not need (spare send chunks);
+    /// the shard calls it every few seconds.
+    pub fn trim(&mut self) {
+        self.core.pool.trim();
+    }
+
     /// Publishes the counters now (also done every turn).
     pub fn publish_stats(&mut self) {
         self.core.publish_stats();

@@ -172,6 +172,11 @@ pub(crate) trait Driver: RecvBuffers {
     /// Called after a batch of completions (io_uring publishes released
     /// buffers to the kernel here, once).
     fn end_batch(&mut self) {}
+    /// Called every few seconds: gives memory that recent traffic did not
+    /// need back to the system (io_uring: the pages of receive buffers that
+    /// stayed unused), so a shard returns to a small footprint after a
+    /// burst.
+    fn trim(&mut self) {}
     /// Releases what the kernel still references, before memory is freed.
     /// Called once, after the engine has finished (no connection open).
     fn teardown(&mut self);

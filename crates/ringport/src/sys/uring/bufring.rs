@@ -25,7 +25,10 @@ pub struct BufRing {
     /// mmap'd array of `io_uring_buf` entries shared with the kernel.
     entries: *mut io_uring::types::BufRingEntry,
     entries_len: usize,
-    data: Box<[u8]>,
+    /// The buffers' memory: a private anonymous mapping, page-aligned so
+    /// that the pages of idle buffers can be given back (see `trim`).
+    data: *mut u8,
+    data_len: usize,
     size: usize,
     count: u16,
     mask: u16,
@@ -39,6 +42,11 @@ pub struct BufRing {
     in_ring: u16,
     /// How many buffers the ring is topped up to.
     fill: u16,
+    /// The ring ran dry since the last trim.
+    dried: bool,
+    /// Buffers whose pages may be resident (the kernel wrote into them
+    /// since the last trim gave them back).
+    touched: Vec<bool>,
 }
 
 /// Buffers in the ring at first; doubled each time the ring runs dry.
@@ -76,12 +84,33 @@ impl BufRing {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let data = vec![0u8; count as usize * size].into_boxed_slice();
-        crate::stats::RECV_BUFFER_BYTES.fetch_add(data.len(), std::sync::atomic::Ordering::Relaxed);
+        let data_len = count as usize * size;
+        // SAFETY: an anonymous private mapping with no address hint, not
+        // populated (pages are touched only as buffers are used); the
+        // result is checked for MAP_FAILED before use.
+        let data = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                data_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_ANONYMOUS | libc::MAP_PRIVATE,
+                -1,
+                0,
+            )
+        };
+        if data == libc::MAP_FAILED {
+            let e = io::Error::last_os_error();
+            // SAFETY: the entries mapping was created above with this
+            // length and nothing refers to it yet.
+            unsafe { libc::munmap(ptr, entries_len) };
+            return Err(e);
+        }
+        crate::stats::RECV_BUFFER_BYTES.fetch_add(data_len, std::sync::atomic::Ordering::Relaxed);
         let mut ring_buf = BufRing {
             entries: ptr.cast(),
             entries_len,
-            data,
+            data: data.cast(),
+            data_len,
             size,
             count,
             mask: count - 1,
@@ -91,6 +120,8 @@ impl BufRing {
             spare: (0..count).rev().collect(),
             in_ring: 0,
             fill: count.min(INITIAL_FILL),
+            dried: false,
+            touched: vec![false; count as usize],
         };
         // SAFETY: `entries` is a page-aligned mapping of `count` entries that
         // lives until `Drop`, which runs after the registration is removed
@@ -111,8 +142,13 @@ impl BufRing {
     /// The first `len` bytes of buffer `bid`, which the kernel has handed
     /// back in a completion and will not touch until it is recycled.
     pub fn get(&self, bid: u16, len: usize) -> &[u8] {
+        assert!(bid < self.count, "buffer {bid} outside the ring");
         let start = bid as usize * self.size;
-        &self.data[start..start + len.min(self.size)]
+        // SAFETY: the range lies inside the mapping (bid < count, len at
+        // most the buffer size), which lives as long as `self`; the kernel
+        // does not write into a buffer it has handed back until the buffer
+        // is recycled, which needs `&mut self`.
+        unsafe { std::slice::from_raw_parts(self.data.add(start), len.min(self.size)) }
     }
 
     /// The kernel handed buffer `bid` out in a completion: it is lent to
@@ -120,11 +156,53 @@ impl BufRing {
     pub fn taken(&mut self, bid: u16) {
         debug_assert!(bid < self.count);
         self.in_ring = self.in_ring.saturating_sub(1);
+        if let Some(t) = self.touched.get_mut(bid as usize) {
+            *t = true;
+        }
     }
 
     /// The ring ran dry: keep more buffers in it from now on.
     pub fn ran_dry(&mut self) {
         self.fill = self.fill.saturating_mul(2).min(self.count);
+        self.dried = true;
+    }
+
+    /// Called now and then (every couple of seconds): unless the ring ran
+    /// dry since the last call, it is topped up to half as many buffers
+    /// (not below the initial fill), and the pages of spare buffers beyond
+    /// the fill are given back to the system (`MADV_DONTNEED`: the next
+    /// use of such a buffer finds zeroed pages). After a burst, the
+    /// receive memory returns to what the traffic since needs. Returns how
+    /// many buffers were given back.
+    pub fn trim(&mut self) -> usize {
+        if !std::mem::take(&mut self.dried) {
+            self.fill = (self.fill / 2).max(self.count.min(INITIAL_FILL));
+        }
+        let idle = self.spare.len().saturating_sub(self.fill as usize);
+        let mut released = 0;
+        for &bid in &self.spare[..idle] {
+            let touched = &mut self.touched[bid as usize];
+            if !*touched {
+                continue;
+            }
+            // SAFETY: the range is buffer `bid` inside the mapping; the
+            // buffer is spare (neither in the ring nor lent to the
+            // engine), so nothing reads or writes it, and MADV_DONTNEED on
+            // a private anonymous mapping only replaces its pages with
+            // zeroed ones on the next touch.
+            let rc = unsafe {
+                libc::madvise(
+                    self.data.add(bid as usize * self.size).cast(),
+                    self.size,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            if rc == 0 {
+                *touched = false;
+                released += 1;
+            }
+        }
+        released
     }
 
     /// How many buffers the ring is topped up to.
@@ -144,7 +222,7 @@ impl BufRing {
     /// tail is stored).
     fn push_entry(&mut self, bid: u16) {
         let index = (self.tail & self.mask) as usize;
-        let addr = self.data.as_ptr() as u64 + bid as u64 * self.size as u64;
+        let addr = self.data as u64 + bid as u64 * self.size as u64;
         // SAFETY: `index < count`, so the entry lies inside the mapping; the
         // kernel only reads entries between its head and the published tail,
         // and this one is past the published tail until `publish`.
@@ -183,12 +261,14 @@ impl BufRing {
 impl Drop for BufRing {
     fn drop(&mut self) {
         crate::stats::RECV_BUFFER_BYTES
-            .fetch_sub(self.data.len(), std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: the mapping was created in `new` with this length and is
-        // not referenced by the kernel any more: the owner unregisters the
-        // group (or drops the ring) before dropping the BufRing.
+            .fetch_sub(self.data_len, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: both mappings were created in `new` with these lengths
+        // and are not referenced by the kernel any more: the owner
+        // unregisters the group (or drops the ring) before dropping the
+        // BufRing.
         unsafe {
             libc::munmap(self.entries.cast(), self.entries_len);
+            libc::munmap(self.data.cast(), self.data_len);
         }
     }
 }
@@ -239,6 +319,40 @@ mod tests {
         }
         assert_eq!(bufs.fill(), 256, "never more than the buffers there are");
         ring.submitter().unregister_buf_ring(4).unwrap();
+    }
+
+    #[test]
+    fn trims_give_back_buffers_that_stayed_spare_and_the_fill_decays() {
+        probe().expect("io_uring available on the test machine");
+        let (ring, _) = new_ring(8).unwrap();
+        let mut bufs = BufRing::new(&ring, 5, 64, 4096).unwrap();
+        // A burst: the ring runs dry once, every buffer is used.
+        for bid in 0..INITIAL_FILL {
+            bufs.taken(bid);
+        }
+        bufs.ran_dry();
+        for bid in 0..INITIAL_FILL {
+            bufs.recycle(bid);
+        }
+        bufs.publish();
+        assert_eq!(bufs.in_ring, 64);
+        for bid in 0..64 {
+            bufs.taken(bid);
+        }
+        for bid in 0..64 {
+            bufs.recycle(bid);
+        }
+        // Right after running dry: the fill stays, nothing is given back.
+        assert_eq!(bufs.trim(), 0);
+        assert_eq!(bufs.fill(), 64);
+        // Quiet since: the fill halves and the 32 least recently used
+        // buffers are given back; a second quiet trim finds nothing more.
+        assert_eq!(bufs.trim(), 32);
+        assert_eq!(bufs.fill(), INITIAL_FILL);
+        assert_eq!(bufs.trim(), 0);
+        // A given-back buffer reads as zeroed memory.
+        assert!(bufs.get(0, 4096).iter().all(|&b| b == 0));
+        ring.submitter().unregister_buf_ring(5).unwrap();
     }
 
     #[test]

@@ -710,6 +710,20 @@ impl Driver for UringDriver {
         }
     }
 
+    fn trim(&mut self) {
+        let released: usize = self.units.iter_mut().map(|u| u.bufs.trim()).sum();
+        if released > 0 {
+            tracing::debug!(
+                buffers = released,
+                bytes = released * self.config.recv_buffer_size,
+                "idle receive buffers given back"
+            );
+        }
+        if self.spare_sends.len() > MAX_IOVECS {
+            self.spare_sends.truncate(self.spare_sends.len() / 2);
+        }
+    }
+
     /// The eventfd reads are cancelled and reaped, then the buffer rings
     /// are unregistered, so no memory the kernel references is freed.
     fn teardown(&mut self) {
