@@ -236,7 +236,11 @@ mod tests {
         while pool.trim() > 0 {
             rounds += 1;
         }
-        assert_eq!(pool.free.len(), 16, "a small floor stays for the next sends");
+        assert_eq!(
+            pool.free.len(),
+            16,
+            "a small floor stays for the next sends"
+        );
         assert!(rounds <= 10, "{rounds} trims to shrink");
         assert_eq!(pool.take().capacity(), CHUNK_SIZE);
     }

@@ -286,7 +286,11 @@ fn a_connect_from_a_chosen_source_port_uses_that_port() {
     assert!(
         snapshot.connections.iter().any(|c| c.peer == source),
         "the server sees the chosen source {source}: {:?}",
-        snapshot.connections.iter().map(|c| c.peer).collect::<Vec<_>>()
+        snapshot
+            .connections
+            .iter()
+            .map(|c| c.peer)
+            .collect::<Vec<_>>()
     );
     client
         .connect(server.local_addr(), Some(taken.local_addr().unwrap()))

@@ -47,6 +47,12 @@ pub struct BufRing {
     /// Buffers whose pages may be resident (the kernel wrote into them
     /// since the last trim gave them back).
     touched: Vec<bool>,
+    /// Ring entries the kernel has consumed (one per buffer it handed
+    /// out): the ring's head, as far as this side can tell.
+    head: u16,
+    /// The kernel fills buffers only on this thread, inside io_uring_enter
+    /// (DEFER_TASKRUN): buffers still in the ring may be trimmed too.
+    trim_in_ring: bool,
 }
 
 /// Buffers in the ring at first; doubled each time the ring runs dry.
@@ -122,6 +128,8 @@ impl BufRing {
             fill: count.min(INITIAL_FILL),
             dried: false,
             touched: vec![false; count as usize],
+            head: 0,
+            trim_in_ring: false,
         };
         // SAFETY: `entries` is a page-aligned mapping of `count` entries that
         // lives until `Drop`, which runs after the registration is removed
@@ -156,6 +164,7 @@ impl BufRing {
     pub fn taken(&mut self, bid: u16) {
         debug_assert!(bid < self.count);
         self.in_ring = self.in_ring.saturating_sub(1);
+        self.head = self.head.wrapping_add(1);
         if let Some(t) = self.touched.get_mut(bid as usize) {
             *t = true;
         }
@@ -167,29 +176,58 @@ impl BufRing {
         self.dried = true;
     }
 
+    /// Lets [`BufRing::trim`] give back buffers that are still in the ring.
+    /// Only for a ring set up with SINGLE_ISSUER + DEFER_TASKRUN, whose
+    /// receives write into buffers only while the owning thread is inside
+    /// io_uring_enter (issue and completion both run as that thread's task
+    /// work), never while it runs `trim`.
+    pub fn allow_trim_in_ring(&mut self) {
+        self.trim_in_ring = true;
+    }
+
     /// Called now and then (every couple of seconds): unless the ring ran
-    /// dry since the last call, it is topped up to half as many buffers
-    /// (not below the initial fill), and the pages of spare buffers beyond
-    /// the fill are given back to the system (`MADV_DONTNEED`: the next
-    /// use of such a buffer finds zeroed pages). After a burst, the
-    /// receive memory returns to what the traffic since needs. Returns how
-    /// many buffers were given back.
+    /// dry since the last call, the fill halves (not below the initial
+    /// fill), and the pages of buffers the kernel used but that are not
+    /// among the `fill` to be used next are given back to the system
+    /// (`MADV_DONTNEED`: the next use of such a buffer finds zeroed pages,
+    /// which a receive then fills). Those are the spare buffers beyond the
+    /// fill and, where allowed (see [`BufRing::allow_trim_in_ring`]), the
+    /// ring's entries past the first `fill` from its head. After a burst,
+    /// the receive memory returns to what the traffic since needs. Returns
+    /// how many buffers were given back.
     pub fn trim(&mut self) -> usize {
         if !std::mem::take(&mut self.dried) {
             self.fill = (self.fill / 2).max(self.count.min(INITIAL_FILL));
         }
-        let idle = self.spare.len().saturating_sub(self.fill as usize);
+        let mut idle: Vec<u16> = Vec::new();
+        let spare_idle = self.spare.len().saturating_sub(self.fill as usize);
+        idle.extend_from_slice(&self.spare[..spare_idle]);
+        if self.trim_in_ring {
+            let mut pos = self.head.wrapping_add(self.fill);
+            while pos != self.tail && self.tail.wrapping_sub(pos) <= self.count {
+                // SAFETY: `pos & mask < count`: inside the entries mapping.
+                // Reading an entry this side wrote; the kernel only reads
+                // them.
+                let bid = unsafe { (*self.entries.add((pos & self.mask) as usize)).bid() };
+                idle.push(bid);
+                pos = pos.wrapping_add(1);
+            }
+        }
         let mut released = 0;
-        for &bid in &self.spare[..idle] {
-            let touched = &mut self.touched[bid as usize];
+        for bid in idle {
+            let Some(touched) = self.touched.get_mut(bid as usize) else {
+                continue;
+            };
             if !*touched {
                 continue;
             }
-            // SAFETY: the range is buffer `bid` inside the mapping; the
-            // buffer is spare (neither in the ring nor lent to the
-            // engine), so nothing reads or writes it, and MADV_DONTNEED on
-            // a private anonymous mapping only replaces its pages with
-            // zeroed ones on the next touch.
+            // SAFETY: the range is buffer `bid`, inside the mapping, which
+            // stays mapped. Nothing writes into it meanwhile: a spare buffer
+            // is neither in the ring nor lent to the engine, and a buffer in
+            // the ring is written only inside io_uring_enter on this thread
+            // (`allow_trim_in_ring`). MADV_DONTNEED on a private anonymous
+            // mapping only replaces the pages with zeroed ones at the next
+            // touch; a buffer's old contents are never read again.
             let rc = unsafe {
                 libc::madvise(
                     self.data.add(bid as usize * self.size).cast(),
@@ -353,6 +391,43 @@ mod tests {
         // A given-back buffer reads as zeroed memory.
         assert!(bufs.get(0, 4096).iter().all(|&b| b == 0));
         ring.submitter().unregister_buf_ring(5).unwrap();
+    }
+
+    #[test]
+    fn buffers_left_in_the_ring_after_a_burst_are_given_back_where_allowed() {
+        probe().expect("io_uring available on the test machine");
+        for allowed in [false, true] {
+            let (ring, _) = new_ring(8).unwrap();
+            let mut bufs = BufRing::new(&ring, 6, 64, 4096).unwrap();
+            if allowed {
+                bufs.allow_trim_in_ring();
+            }
+            // A burst: the ring runs dry, then every buffer goes through
+            // the kernel once and back into the ring.
+            for bid in 0..INITIAL_FILL {
+                bufs.taken(bid);
+            }
+            bufs.ran_dry();
+            for bid in (0..INITIAL_FILL).rev() {
+                bufs.recycle(bid);
+            }
+            bufs.publish();
+            let order: Vec<u16> = (0..INITIAL_FILL).chain(INITIAL_FILL..64).collect();
+            for &bid in &order {
+                bufs.taken(bid);
+            }
+            for &bid in &order {
+                bufs.recycle(bid);
+            }
+            bufs.publish();
+            assert_eq!(bufs.in_ring, 64);
+            assert_eq!(bufs.trim(), 0, "right after running dry");
+            // Quiet: the fill halves; the 32 entries the kernel reaches last
+            // are given back if allowed, the 32 next to be used stay.
+            assert_eq!(bufs.trim(), if allowed { 32 } else { 0 });
+            assert_eq!(bufs.trim(), 0);
+            ring.submitter().unregister_buf_ring(6).unwrap();
+        }
     }
 
     #[test]

@@ -69,12 +69,15 @@ impl Unit {
         if let Some(fd) = ring_event {
             ring.submitter().register_eventfd(fd)?;
         }
-        let bufs = BufRing::new(
+        let mut bufs = BufRing::new(
             &ring,
             BUFFER_GROUP,
             config.recv_buffers,
             config.recv_buffer_size,
         )?;
+        if mode == "single_issuer+defer_taskrun" {
+            bufs.allow_trim_in_ring();
+        }
         Ok(Unit {
             ring,
             bufs,
