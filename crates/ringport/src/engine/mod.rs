@@ -23,6 +23,8 @@ mod input;
 mod output;
 mod paged;
 #[cfg(test)]
+mod memory_tests;
+#[cfg(test)]
 mod tests;
 mod timers;
 
