@@ -90,13 +90,15 @@ impl<C: Codec> Core<C> {
     }
 
     /// Gives the state taken by `take_input` back: to the connection if it
-    /// still has a partial frame or backlog, else to the pool.
-    fn put_input(&mut self, slot: usize, mut input: Box<InputState<C>>) {
+    /// still has a partial frame or backlog, else to the pool. `clean`: the
+    /// codec reported no error (after one, the framer's state is
+    /// unspecified and is not reused).
+    fn put_input(&mut self, slot: usize, mut input: Box<InputState<C>>, clean: bool) {
         if !input.is_idle() {
             self.inputs[slot] = Some(input);
             return;
         }
-        if self.input_pool.len() < KEEP_INPUTS {
+        if clean && self.input_pool.len() < KEEP_INPUTS {
             if input.framer.heap_bytes() > KEEP_INPUT_CAPACITY {
                 input.framer = Framer::new(self.codec.clone());
             }
@@ -212,7 +214,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         };
         let delivered = self.core.stats.messages_in != messages_before;
         self.track_frame_start(&mut input, delivered);
-        self.core.put_input(slot, input);
+        self.core.put_input(slot, input, result.is_ok());
         self.account_held(slot, before);
         self.after_feed(slot, result);
     }
@@ -262,7 +264,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         input.backlog = backlog;
         let delivered = self.core.stats.messages_in != messages_before;
         self.track_frame_start(&mut input, delivered);
-        self.core.put_input(slot, input);
+        self.core.put_input(slot, input, result.is_ok());
         self.account_held(slot, before);
         self.after_feed(slot, result);
         let backlog_empty = self.core.backlog_is_empty(slot);

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Instant;
 
+use super::Engine;
 use super::conn::Slot;
 use super::input::InputState;
-use super::Engine;
 use crate::codec::{Framer, LengthDelimited};
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
@@ -151,4 +151,30 @@ fn an_idle_engine_allocates_no_slot_pages_and_echo_needs_no_input_state() {
     };
     e.complete(sent, &bufs);
     assert!(e.core.slots[3].queue.is_empty());
+}
+
+#[test]
+fn an_input_state_that_saw_a_codec_error_is_not_reused() {
+    let mut e = engine(64);
+    e.turn(Instant::now());
+    let mut bufs = Bufs(Vec::new());
+    let peer: SocketAddr = "[::1]:5000".parse().unwrap();
+    e.complete(Completion::Accepted(Ok((1, peer))), &bufs);
+    let generation = e.core.slots[1].generation;
+    let mut infos = Vec::new();
+    e.core.connection_infos(&mut infos);
+    assert_eq!(infos[0].peer, peer, "the compact peer address reads back");
+    // A header announcing more than the codec's maximum.
+    bufs.0.push(u32::MAX.to_be_bytes().to_vec());
+    let recv = Completion::Recv {
+        slot: 1,
+        generation,
+        result: 4,
+        buf: Some(0),
+        more: true,
+    };
+    e.complete(recv, &bufs);
+    assert_eq!(e.core.stats.frames_too_large, 1);
+    assert!(e.core.input_pool.is_empty());
+    assert!(e.core.live_slot(ConnId::new(0, 1, generation)).is_none());
 }

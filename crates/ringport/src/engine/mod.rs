@@ -20,10 +20,10 @@
 mod admission;
 mod conn;
 mod input;
-mod output;
-mod paged;
 #[cfg(test)]
 mod memory_tests;
+mod output;
+mod paged;
 #[cfg(test)]
 mod tests;
 mod timers;

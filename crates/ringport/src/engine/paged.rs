@@ -76,6 +76,7 @@ impl<T: Default> PagedTable<T> {
     }
 
     /// Pages allocated so far.
+    #[cfg(test)]
     pub fn allocated_pages(&self) -> usize {
         self.pages.iter().filter(|p| p.is_some()).count()
     }
