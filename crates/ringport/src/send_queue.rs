@@ -22,14 +22,25 @@ pub(crate) const CHUNK_SIZE: usize = 16 * 1024;
 /// (fewer iovecs); larger ones are queued by reference.
 const SHARE_MIN: usize = 4 * 1024;
 
+/// Queue bodies kept for reuse by one shard (each with the segment list's
+/// small allocation), so that a queue filled and drained per message (an
+/// echo) allocates nothing once warm.
+const KEEP_BODIES: usize = 256;
+
+/// Segment-list capacity a reused queue body keeps at most.
+const KEEP_SEGMENTS: usize = 16;
+
 /// Free chunks kept by one shard. Chunks beyond this are freed when
 /// returned, so an idle shard does not keep the memory of a past burst.
+/// Also keeps the bodies of emptied queues (see [`SendQueue`]).
 pub(crate) struct ChunkPool {
     /// Empty vectors of capacity `CHUNK_SIZE`: filled by appending, so a
     /// new chunk is never zeroed first, and never reallocated (appends stop
     /// at the capacity), so iovecs into it stay valid.
     free: Vec<Vec<u8>>,
     keep: usize,
+    /// Empty queue bodies, at most [`KEEP_BODIES`].
+    bodies: Vec<Box<QueueBody>>,
 }
 
 impl ChunkPool {
@@ -37,6 +48,21 @@ impl ChunkPool {
         ChunkPool {
             free: Vec::new(),
             keep,
+            bodies: Vec::new(),
+        }
+    }
+
+    fn take_body(&mut self) -> Box<QueueBody> {
+        self.bodies.pop().unwrap_or_default()
+    }
+
+    fn give_body(&mut self, mut body: Box<QueueBody>) {
+        debug_assert!(body.segments.is_empty());
+        if self.bodies.len() < KEEP_BODIES {
+            body.segments.shrink_to(KEEP_SEGMENTS);
+            body.front_offset = 0;
+            body.len = 0;
+            self.bodies.push(body);
         }
     }
 
@@ -94,8 +120,17 @@ impl Segment {
     }
 }
 
+/// A connection's queue: one pointer while empty (most connections, most
+/// of the time); the body is taken from the shard's [`ChunkPool`] when data
+/// is queued and given back when the queue drains.
 #[derive(Default)]
 pub(crate) struct SendQueue {
+    body: Option<Box<QueueBody>>,
+}
+
+/// The segments of a non-empty queue.
+#[derive(Default)]
+pub(crate) struct QueueBody {
     segments: VecDeque<Segment>,
     /// Bytes of the front segment already written.
     front_offset: usize,
@@ -105,17 +140,18 @@ pub(crate) struct SendQueue {
 
 impl SendQueue {
     pub fn len(&self) -> usize {
-        self.len
+        self.body.as_ref().map_or(0, |b| b.len)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// Copies `parts` (header, payload, trailer) to the end of the queue.
     pub fn push_copy(&mut self, pool: &mut ChunkPool, parts: &[&[u8]]) {
+        let body = self.body.get_or_insert_with(|| pool.take_body());
         for part in parts {
-            self.append(pool, part);
+            body.append(pool, part);
         }
     }
 
@@ -128,6 +164,42 @@ impl SendQueue {
         payload: Bytes,
         trailer: &[u8],
     ) {
+        let body = self.body.get_or_insert_with(|| pool.take_body());
+        body.push_shared(pool, header, payload, trailer);
+    }
+
+    /// Fills `iov` with up to `max` iovecs over the unsent bytes, front
+    /// first; returns how many bytes they cover. The memory they point to
+    /// stays valid and unchanged until `consume` or `clear`.
+    pub fn fill_iovecs(&self, iov: &mut Vec<libc::iovec>, max: usize) -> usize {
+        iov.clear();
+        self.body.as_ref().map_or(0, |b| b.fill_iovecs(iov, max))
+    }
+
+    /// Drops the first `n` bytes (the kernel wrote them), returning emptied
+    /// chunks (and, once empty, the body) to the pool.
+    pub fn consume(&mut self, pool: &mut ChunkPool, n: usize) {
+        let Some(body) = self.body.as_mut() else {
+            debug_assert_eq!(n, 0);
+            return;
+        };
+        body.consume(pool, n);
+        if body.len == 0 {
+            self.clear(pool);
+        }
+    }
+
+    /// Drops everything queued. Only call when no send is in flight.
+    pub fn clear(&mut self, pool: &mut ChunkPool) {
+        if let Some(mut body) = self.body.take() {
+            body.clear(pool);
+            pool.give_body(body);
+        }
+    }
+}
+
+impl QueueBody {
+    fn push_shared(&mut self, pool: &mut ChunkPool, header: &[u8], payload: Bytes, trailer: &[u8]) {
         self.append(pool, header);
         if payload.len() < SHARE_MIN {
             self.append(pool, &payload);
@@ -154,11 +226,7 @@ impl SendQueue {
         }
     }
 
-    /// Fills `iov` with up to `max` iovecs over the unsent bytes, front
-    /// first; returns how many bytes they cover. The memory they point to
-    /// stays valid and unchanged until `consume` or `clear`.
-    pub fn fill_iovecs(&self, iov: &mut Vec<libc::iovec>, max: usize) -> usize {
-        iov.clear();
+    fn fill_iovecs(&self, iov: &mut Vec<libc::iovec>, max: usize) -> usize {
         let mut total = 0;
         for (i, seg) in self.segments.iter().take(max).enumerate() {
             let mut bytes = seg.bytes();
@@ -177,9 +245,7 @@ impl SendQueue {
         total
     }
 
-    /// Drops the first `n` bytes (the kernel wrote them), returning emptied
-    /// chunks to the pool.
-    pub fn consume(&mut self, pool: &mut ChunkPool, mut n: usize) {
+    fn consume(&mut self, pool: &mut ChunkPool, mut n: usize) {
         debug_assert!(n <= self.len);
         self.len -= n.min(self.len);
         while n > 0 {
@@ -196,10 +262,7 @@ impl SendQueue {
             self.pop_front(pool);
         }
         // A fully drained chunk still at the front (written exactly to its
-        // end) is released too, unless more may be appended to it.
-        if self.len == 0 {
-            self.clear(pool);
-        }
+        // end) is released by the caller, which clears an empty queue.
     }
 
     fn pop_front(&mut self, pool: &mut ChunkPool) {
@@ -208,8 +271,7 @@ impl SendQueue {
         }
     }
 
-    /// Drops everything queued. Only call when no send is in flight.
-    pub fn clear(&mut self, pool: &mut ChunkPool) {
+    fn clear(&mut self, pool: &mut ChunkPool) {
         while !self.segments.is_empty() {
             self.pop_front(pool);
         }
@@ -297,5 +359,24 @@ mod tests {
         q.push_copy(&mut pool, &[&vec![1u8; CHUNK_SIZE * 5]]);
         q.clear(&mut pool);
         assert_eq!(pool.free.len(), 2);
+    }
+
+    #[test]
+    fn an_empty_queue_is_one_pointer_and_its_body_is_reused() {
+        assert_eq!(std::mem::size_of::<SendQueue>(), 8);
+        let mut pool = ChunkPool::new(4);
+        let mut q = SendQueue::default();
+        q.push_copy(&mut pool, &[b"abc"]);
+        assert!(q.body.is_some());
+        let body: *const QueueBody = &**q.body.as_ref().unwrap();
+        q.consume(&mut pool, 3);
+        assert!(q.body.is_none() && q.is_empty());
+        assert_eq!(pool.bodies.len(), 1);
+        q.push_copy(&mut pool, &[b"de"]);
+        assert_eq!(&**q.body.as_ref().unwrap() as *const QueueBody, body);
+        assert_eq!(drain(&mut q, &mut pool, 1), b"de");
+        let mut iov = Vec::new();
+        assert_eq!(q.fill_iovecs(&mut iov, 8), 0);
+        assert!(iov.is_empty());
     }
 }

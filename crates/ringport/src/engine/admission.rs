@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::conn::Connecting;
 use super::conn::SlotState;
 use super::{Core, Engine, PendingConnect};
 use crate::codec::Codec;
@@ -28,7 +29,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             }
             self.core.waiting.pop_front();
             self.core.stats.accepted += 1;
-            let conn = self.core.open_slot(slot as usize);
+            let conn = self.core.open_slot(slot as usize, peer);
             self.opened(conn, peer);
         }
     }
@@ -117,14 +118,14 @@ impl<C: Codec> Core<C> {
                 }
                 LimitPolicy::Refuse => {
                     self.stats.rejected += 1;
-                    self.slots[slot].unseen = true;
+                    self.slots[slot].set_unseen(true);
                     self.release(slot);
                 }
             }
             return None;
         }
         self.stats.accepted += 1;
-        Some((self.open_slot(slot), peer))
+        Some((self.open_slot(slot, peer), peer))
     }
 
     /// Takes a place under `max_connections` if there is one. Reaching the
@@ -148,7 +149,7 @@ impl<C: Codec> Core<C> {
     /// Closes the clients held at the limit (the server is stopping).
     pub(super) fn drop_waiting(&mut self) {
         while let Some((slot, _)) = self.waiting.pop_front() {
-            self.slots[slot as usize].unseen = true;
+            self.slots[slot as usize].set_unseen(true);
             self.release(slot as usize);
         }
     }
@@ -218,9 +219,12 @@ impl<C: Codec> Core<C> {
         }
         let s = &mut self.slots[slot];
         s.state = SlotState::Connecting;
-        s.connect_error = None;
-        s.connect = Some((pending.remote, pending.local));
         let generation = s.generation;
+        let connecting = Connecting {
+            remote: pending.remote,
+            error: None,
+        };
+        self.connecting.insert(slot as u32, connecting);
         self.ops.push(Op::Connect {
             slot: slot as u32,
             generation,
@@ -236,18 +240,19 @@ impl<C: Codec> Core<C> {
         result: i32,
     ) -> Option<(ConnId, SocketAddr)> {
         let slot = slot as usize;
-        let s = self
-            .slots
-            .get_mut(slot)
+        self.slots
+            .get(slot)
             .filter(|s| s.generation == generation && s.state == SlotState::Connecting)?;
         if result < 0 {
-            s.connect_error = Some(-result);
+            if let Some(c) = self.connecting.get_mut(&(slot as u32)) {
+                c.error = Some(-result);
+            }
             // Close the socket; `on_closed` reports the failure.
             self.release(slot);
             return None;
         }
-        let (remote, _) = s.connect.take()?;
+        let remote = self.connecting.remove(&(slot as u32))?.remote;
         self.stats.connected += 1;
-        Some((self.open_slot(slot), remote))
+        Some((self.open_slot(slot, remote), remote))
     }
 }

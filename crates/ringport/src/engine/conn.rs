@@ -7,9 +7,9 @@
 //! slot is taken, so an id or a completion of an earlier connection in the
 //! same slot is recognised as stale.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Core;
 use crate::codec::Codec;
@@ -19,8 +19,10 @@ use crate::send_queue::SendQueue;
 use crate::stats::ConnectionInfo;
 use crate::sys::Op;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
 pub(super) enum SlotState {
+    #[default]
     Free,
     /// Accepted over the connection limit, held unread until a place frees.
     Waiting,
@@ -31,73 +33,118 @@ pub(super) enum SlotState {
     Releasing,
 }
 
+/// One connection slot: what every connection needs, kept small because a
+/// shard has one per table entry (pages of them, allocated as used). What
+/// only some connections need lives elsewhere: the close reason and flush
+/// deadline of a closing one in `Core::closing`, the addresses of a
+/// connecting one in `Core::connecting`, the framer and backlog of one with
+/// a partial frame or paused input in `Core::inputs`, the queue's segments
+/// only while it holds data.
+#[derive(Default)]
 pub(super) struct Slot {
     pub generation: u32,
-    pub state: SlotState,
-    pub recv_armed: bool,
-    /// Reading stopped because the send queue reached the high-water mark.
-    pub recv_paused: bool,
-    pub read_closed: bool,
-    pub send_in_flight: bool,
-    /// Closing without flushing: queued data is dropped.
-    pub discard: bool,
-    pub in_dirty: bool,
     /// Position in `Core::open` while open.
-    pub open_pos: usize,
-    pub reason: Option<CloseReason>,
-    /// While closing: when queued data stops being waited for.
-    pub deadline: Option<Instant>,
-    pub queue: SendQueue,
-    /// Addresses of an outbound connection until it is open.
-    pub connect: Option<(SocketAddr, Option<SocketAddr>)>,
-    pub connect_error: Option<i32>,
-    /// Never seen by the handler (refused or held at the limit): closed
-    /// without a handler call.
-    pub unseen: bool,
+    pub open_pos: u32,
     /// Times of the last input and the last queued output, for idle
-    /// timeouts and heartbeats.
-    pub last_input: Instant,
-    pub last_output: Instant,
-    /// For `Server::connections`: the peer, when the connection opened,
-    /// and its bytes each way.
-    pub peer: SocketAddr,
-    pub opened_at: Instant,
+    /// timeouts and heartbeats: milliseconds since the engine's epoch,
+    /// wrapping (see [`Core::elapsed_ms`]).
+    pub last_input: u32,
+    pub last_output: u32,
+    /// For `Server::connections`: the peer's address and port (the
+    /// `PEER_V6` flag says which family), when the connection opened
+    /// (milliseconds since the epoch) and its bytes each way.
+    peer_ip: [u8; 16],
+    peer_port: u16,
+    pub state: SlotState,
+    flags: u8,
+    pub queue: SendQueue,
+    pub opened_at: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// When the frame being received began, and when it must be complete
-    /// (`frame_timeout`, `min_receive_rate`).
-    pub frame_started: Option<Instant>,
-    pub frame_deadline: Option<Instant>,
+}
+
+/// Defines a getter and a setter per flag bit of [`Slot`].
+macro_rules! slot_flags {
+    ($($(#[$doc:meta])* $bit:ident = $value:expr, $get:ident, $set:ident;)*) => {
+        $($(#[$doc])* const $bit: u8 = $value;)*
+        impl Slot {
+            $(
+                $(#[$doc])*
+                #[inline]
+                pub fn $get(&self) -> bool {
+                    self.flags & $bit != 0
+                }
+                #[inline]
+                pub fn $set(&mut self, on: bool) {
+                    if on {
+                        self.flags |= $bit;
+                    } else {
+                        self.flags &= !$bit;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+slot_flags! {
+    /// A receive is posted.
+    RECV_ARMED = 1, recv_armed, set_recv_armed;
+    /// Reading stopped because the send queue reached the high-water mark.
+    RECV_PAUSED = 2, recv_paused, set_recv_paused;
+    READ_CLOSED = 4, read_closed, set_read_closed;
+    SEND_IN_FLIGHT = 8, send_in_flight, set_send_in_flight;
+    /// Closing without flushing: queued data is dropped.
+    DISCARD = 16, discard, set_discard;
+    IN_DIRTY = 32, in_dirty, set_in_dirty;
+    /// Never seen by the handler (refused or held at the limit): closed
+    /// without a handler call.
+    UNSEEN = 64, unseen, set_unseen;
+    /// The peer address is IPv6 (else IPv4 in the first 4 bytes).
+    PEER_V6 = 128, peer_v6, set_peer_v6;
 }
 
 impl Slot {
-    pub fn new(now: Instant) -> Self {
-        Slot {
-            generation: 0,
-            state: SlotState::Free,
-            recv_armed: false,
-            recv_paused: false,
-            read_closed: false,
-            send_in_flight: false,
-            discard: false,
-            in_dirty: false,
-            open_pos: 0,
-            reason: None,
-            deadline: None,
-            queue: SendQueue::default(),
-            connect: None,
-            connect_error: None,
-            unseen: false,
-            last_input: now,
-            last_output: now,
-            frame_started: None,
-            frame_deadline: None,
-            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
-            opened_at: now,
-            bytes_in: 0,
-            bytes_out: 0,
+    /// The connection's peer address (the IPv6 flow label and scope id
+    /// are not kept).
+    pub fn peer(&self) -> SocketAddr {
+        if self.peer_v6() {
+            SocketAddr::from((Ipv6Addr::from(self.peer_ip), self.peer_port))
+        } else {
+            let [a, b, c, d, ..] = self.peer_ip;
+            SocketAddr::from((Ipv4Addr::new(a, b, c, d), self.peer_port))
         }
     }
+
+    pub fn set_peer(&mut self, peer: SocketAddr) {
+        self.peer_port = peer.port();
+        match peer.ip() {
+            IpAddr::V4(ip) => {
+                self.peer_ip = [0; 16];
+                self.peer_ip[..4].copy_from_slice(&ip.octets());
+                self.set_peer_v6(false);
+            }
+            IpAddr::V6(ip) => {
+                self.peer_ip = ip.octets();
+                self.set_peer_v6(true);
+            }
+        }
+    }
+}
+
+/// What only a closing connection needs (from `begin_close` until its
+/// slot is free).
+pub(super) struct Closing {
+    pub reason: CloseReason,
+    /// When queued data stops being waited for.
+    pub deadline: Instant,
+}
+
+/// What only an outbound connection needs until it is open.
+pub(super) struct Connecting {
+    pub remote: SocketAddr,
+    /// Why the connect failed (reported once the socket is closed).
+    pub error: Option<i32>,
 }
 
 impl<C: Codec> Core<C> {
@@ -120,26 +167,19 @@ impl<C: Codec> Core<C> {
     }
 
     /// Makes a slot that holds a connected socket `Open` and starts reading.
-    pub(super) fn open_slot(&mut self, slot: usize) -> ConnId {
-        let now = self.now;
+    pub(super) fn open_slot(&mut self, slot: usize, peer: SocketAddr) -> ConnId {
+        let (now_ms, open_pos) = (self.now_ms, self.open.len() as u32);
         let s = &mut self.slots[slot];
         s.state = SlotState::Open;
-        s.recv_armed = false;
-        s.recv_paused = false;
-        s.read_closed = false;
-        s.send_in_flight = false;
-        s.discard = false;
-        s.in_dirty = false;
-        s.reason = None;
-        s.deadline = None;
-        s.last_input = now;
-        s.last_output = now;
-        s.frame_started = None;
-        s.frame_deadline = None;
-        s.opened_at = now;
+        // All flags clear (the peer's family is set again below).
+        s.flags = 0;
+        s.set_peer(peer);
+        s.last_input = now_ms as u32;
+        s.last_output = now_ms as u32;
+        s.opened_at = now_ms;
         s.bytes_in = 0;
         s.bytes_out = 0;
-        s.open_pos = self.open.len();
+        s.open_pos = open_pos;
         let generation = s.generation;
         self.open.push(slot as u32);
         self.me().live.set_live(slot as u32, generation);
@@ -152,7 +192,7 @@ impl<C: Codec> Core<C> {
 
     pub(super) fn arm_recv(&mut self, slot: usize) {
         let s = &mut self.slots[slot];
-        s.recv_armed = true;
+        s.set_recv_armed(true);
         let generation = s.generation;
         self.ops.push(Op::Recv {
             slot: slot as u32,
@@ -178,18 +218,17 @@ impl<C: Codec> Core<C> {
             return;
         }
         s.state = SlotState::Closing;
-        s.reason = Some(reason);
-        s.discard = !flush;
-        s.deadline = Some(deadline);
+        s.set_discard(!flush);
         let (recv_armed, send_in_flight, generation) =
-            (s.recv_armed, s.send_in_flight, s.generation);
-        let pos = s.open_pos;
+            (s.recv_armed(), s.send_in_flight(), s.generation);
+        let pos = s.open_pos as usize;
+        self.closing
+            .insert(slot as u32, Closing { reason, deadline });
         self.me().live.set_dead(slot as u32);
         self.open.swap_remove(pos);
         if let Some(&moved) = self.open.get(pos) {
-            self.slots[moved as usize].open_pos = pos;
+            self.slots[moved as usize].open_pos = pos as u32;
         }
-        self.closing.push(slot as u32);
         if recv_armed {
             self.cancel_recv(slot);
         }
@@ -207,9 +246,9 @@ impl<C: Codec> Core<C> {
     pub(super) fn try_release(&mut self, slot: usize) {
         let s = &mut self.slots[slot];
         if s.state != SlotState::Closing
-            || s.recv_armed
-            || s.send_in_flight
-            || !(s.queue.is_empty() || s.discard)
+            || s.recv_armed()
+            || s.send_in_flight()
+            || !(s.queue.is_empty() || s.discard())
         {
             return;
         }
@@ -238,13 +277,18 @@ impl<C: Codec> Core<C> {
         slot: usize,
         generation: u32,
     ) -> Option<(ConnId, CloseReason)> {
-        let s = self.slots.get_mut(slot)?;
-        if s.state != SlotState::Releasing || s.generation != generation {
-            return None;
-        }
+        let s = self
+            .slots
+            .get_mut_if_allocated(slot)
+            .filter(|s| s.state == SlotState::Releasing && s.generation == generation)?;
         s.state = SlotState::Free;
+        let unseen = s.unseen();
+        s.set_unseen(false);
+        let generation = s.generation;
         self.in_use -= 1;
-        if std::mem::take(&mut s.unseen) {
+        let closing = self.closing.remove(&(slot as u32));
+        let connecting = self.connecting.remove(&(slot as u32));
+        if unseen {
             return None;
         }
         let max = self.shared.config.max_connections;
@@ -255,16 +299,16 @@ impl<C: Codec> Core<C> {
                 shard.wake();
             }
         }
-        if let Some((remote, _)) = s.connect.take() {
+        if let Some(Connecting { remote, error }) = connecting {
             // A connect that failed: the socket is closed, the handler is
             // told with the error, no connection ever existed.
-            let errno = s.connect_error.take().unwrap_or(libc::ECONNREFUSED);
+            let errno = error.unwrap_or(libc::ECONNREFUSED);
             self.failed_connects
                 .push((remote, std::io::Error::from_raw_os_error(errno)));
             return None;
         }
-        let reason = s.reason.take().unwrap_or(CloseReason::Local);
-        let conn = ConnId::new(self.index as u16, slot as u32, s.generation);
+        let reason = closing.map_or(CloseReason::Local, |c| c.reason);
+        let conn = ConnId::new(self.index as u16, slot as u32, generation);
         self.stats.closed += 1;
         Some((conn, reason))
     }
@@ -275,8 +319,8 @@ impl<C: Codec> Core<C> {
             let s = &self.slots[slot as usize];
             out.push(ConnectionInfo {
                 conn: ConnId::new(self.index as u16, slot, s.generation),
-                peer: s.peer,
-                age: self.now.saturating_duration_since(s.opened_at),
+                peer: s.peer(),
+                age: Duration::from_millis(self.now_ms.saturating_sub(s.opened_at)),
                 bytes_in: s.bytes_in,
                 bytes_out: s.bytes_out,
                 queued: s.queue.len(),
@@ -295,4 +339,19 @@ impl<C: Codec> Core<C> {
             .filter(|s| s.state == SlotState::Open && s.generation == conn.generation())
             .map(|_| slot)
     }
+
+    /// Milliseconds from a time stamp of a slot (`last_input`,
+    /// `last_output`) to now. The stamps are the low 32 bits of the
+    /// milliseconds since the epoch, so this is exact while less than
+    /// 2^32 ms (49.7 days) have passed: the sweep looks at every open
+    /// connection at least twice per period, and the periods it checks
+    /// are capped at [`MAX_PERIOD`] (24.8 days), so a connection is found
+    /// idle long before its stamp could wrap.
+    pub(super) fn elapsed_ms(&self, stamp: u32) -> u64 {
+        u64::from((self.now_ms as u32).wrapping_sub(stamp))
+    }
 }
+
+/// The longest idle timeout or heartbeat period the engine honours (see
+/// [`Core::elapsed_ms`]); longer settings act as this.
+pub(super) const MAX_PERIOD: Duration = Duration::from_millis(1 << 31);

@@ -2,8 +2,14 @@
 //! holds input while a connection is paused (its send queue at the
 //! high-water mark), so nothing is lost and the handler never has to refuse
 //! a reply.
+//!
+//! A connection has an [`InputState`] (framer, backlog, frame timing) only
+//! while it has a partial frame or held-back input. A receive buffer of
+//! whole frames is handled with a state taken from the shard's pool and
+//! given back right after, so an idle connection costs no input memory and
+//! the receive path does not allocate.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::conn::SlotState;
 use super::{Core, Engine};
@@ -14,6 +20,97 @@ use crate::sys::{BufId, RecvBuffers};
 
 /// A drained backlog keeps at most this much capacity.
 const RETAIN_BACKLOG: usize = 64 * 1024;
+
+/// Input states kept for reuse by one shard.
+const KEEP_INPUTS: usize = 64;
+
+/// Buffer capacity (reassembly buffer, backlog) a pooled input state keeps
+/// at most, so the pool holds at most `KEEP_INPUTS` x 2 x this.
+const KEEP_INPUT_CAPACITY: usize = 8 * 1024;
+
+/// A connection's input beyond its slot: present while a frame is partial
+/// or input is held back.
+pub(super) struct InputState<C: Codec> {
+    framer: Framer<C>,
+    /// Input received while the connection was paused, in arrival order.
+    backlog: Vec<u8>,
+    /// When the frame being received began, and when it must be complete
+    /// (`frame_timeout`, `min_receive_rate`).
+    frame_started: Option<Instant>,
+    pub frame_deadline: Option<Instant>,
+}
+
+impl<C: Codec> InputState<C> {
+    /// Between frames and nothing held back: the state can leave the
+    /// connection.
+    fn is_idle(&self) -> bool {
+        self.framer.buffered() == 0 && self.backlog.is_empty()
+    }
+
+    /// Bytes held: the reassembly buffer and the backlog.
+    fn held(&self) -> u64 {
+        (self.framer.heap_bytes() + self.backlog.capacity()) as u64
+    }
+}
+
+impl<C: Codec> Core<C> {
+    /// Bytes held for a connection's input (its input state's buffers).
+    pub(super) fn held(&self, slot: usize) -> u64 {
+        self.inputs[slot].as_ref().map_or(0, |i| i.held())
+    }
+
+    fn backlog_is_empty(&self, slot: usize) -> bool {
+        self.inputs[slot]
+            .as_ref()
+            .is_none_or(|i| i.backlog.is_empty())
+    }
+
+    fn partial(&self, slot: usize) -> Option<Partial> {
+        self.inputs[slot].as_ref().and_then(|i| i.framer.partial())
+    }
+
+    /// The input state of `slot`: its own, else one from the pool (between
+    /// frames, nothing held back).
+    fn take_input(&mut self, slot: usize) -> Box<InputState<C>> {
+        if let Some(input) = self
+            .inputs
+            .get_mut_if_allocated(slot)
+            .and_then(Option::take)
+        {
+            return input;
+        }
+        self.input_pool.pop().unwrap_or_else(|| {
+            Box::new(InputState {
+                framer: Framer::new(self.codec.clone()),
+                backlog: Vec::new(),
+                frame_started: None,
+                frame_deadline: None,
+            })
+        })
+    }
+
+    /// Gives the state taken by `take_input` back: to the connection if it
+    /// still has a partial frame or backlog, else to the pool. `clean`: the
+    /// codec reported no error (after one, the framer's state is
+    /// unspecified and is not reused).
+    fn put_input(&mut self, slot: usize, mut input: Box<InputState<C>>, clean: bool) {
+        if !input.is_idle() {
+            self.inputs[slot] = Some(input);
+            return;
+        }
+        if clean && self.input_pool.len() < KEEP_INPUTS {
+            if input.framer.heap_bytes() > KEEP_INPUT_CAPACITY {
+                input.framer = Framer::new(self.codec.clone());
+            }
+            if input.backlog.capacity() > KEEP_INPUT_CAPACITY {
+                input.backlog = Vec::new();
+            }
+            input.frame_started = None;
+            input.frame_deadline = None;
+            self.input_pool.push(input);
+        }
+    }
+}
 
 impl<C: Codec, H: Handler> Engine<C, H> {
     pub(super) fn on_recv(
@@ -35,8 +132,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             return;
         }
         if !more {
-            self.core.slots[slot].recv_armed = false;
+            self.core.slots[slot].set_recv_armed(false);
         }
+        let backlog_empty = self.core.backlog_is_empty(slot);
         if result > 0 {
             if let Some(buf) = buf
                 && self.core.slots[slot].state == SlotState::Open
@@ -44,9 +142,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 self.deliver(slot, generation, bufs.buffer(buf, result as usize));
             }
         } else if result == 0 {
-            self.core.slots[slot].read_closed = true;
+            self.core.slots[slot].set_read_closed(true);
             // Input held back by a pause is answered before the close.
-            if self.backlogs[slot].is_empty() {
+            if backlog_empty {
                 self.close_at_eof(slot);
             }
         } else {
@@ -58,13 +156,12 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                     .begin_close(slot, CloseReason::Reset(errno), false),
             }
         }
+        let backlog_empty = self.core.backlog_is_empty(slot);
         let core = &mut self.core;
         let s = &mut core.slots[slot];
-        if !s.recv_armed {
+        if !s.recv_armed() {
             match s.state {
-                SlotState::Open
-                    if !s.recv_paused && !s.read_closed && self.backlogs[slot].is_empty() =>
-                {
+                SlotState::Open if !s.recv_paused() && !s.read_closed() && backlog_empty => {
                     core.rearm.push(slot as u32)
                 }
                 SlotState::Closing => core.try_release(slot),
@@ -73,14 +170,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         }
     }
 
-    /// Bytes held for a connection's input: its framer's reassembly buffer
-    /// and its backlog.
-    pub(super) fn held(&self, slot: usize) -> u64 {
-        (self.framers[slot].heap_bytes() + self.backlogs[slot].capacity()) as u64
-    }
-
     fn account_held(&mut self, slot: usize, before: u64) {
-        let after = self.held(slot);
+        let after = self.core.held(slot);
         let stats = &mut self.core.stats;
         stats.reassembly_bytes = (stats.reassembly_bytes + after).saturating_sub(before);
     }
@@ -89,34 +180,42 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// connection is paused, or has older input waiting, the bytes go to
     /// its backlog instead: they are replayed when the queue drains.
     fn deliver(&mut self, slot: usize, generation: u32, data: &[u8]) {
-        let before = self.held(slot);
+        let before = self.core.held(slot);
         let messages_before = self.core.stats.messages_in;
         self.core.stats.bytes_in += data.len() as u64;
-        self.core.slots[slot].bytes_in += data.len() as u64;
-        self.core.slots[slot].last_input = self.core.now;
-        let backlog = &mut self.backlogs[slot];
-        let result = if self.core.slots[slot].recv_paused || !backlog.is_empty() {
-            backlog.extend_from_slice(data);
+        let now_ms = self.core.now_ms;
+        let s = &mut self.core.slots[slot];
+        s.bytes_in += data.len() as u64;
+        s.last_input = now_ms as u32;
+        let paused = s.recv_paused();
+        let mut input = self.core.take_input(slot);
+        let result = if paused || !input.backlog.is_empty() {
+            input.backlog.extend_from_slice(data);
             Ok(())
         } else {
             let conn = ConnId::new(self.core.index as u16, slot as u32, generation);
+            let state = self
+                .states
+                .get_mut_if_allocated(slot)
+                .and_then(Option::as_mut);
             feed_frames(
                 &mut self.core,
                 &mut self.handler,
-                &mut self.framers[slot],
-                &mut self.states[slot],
+                &mut input.framer,
+                state,
                 conn,
                 data,
             )
             .map(|consumed| {
                 if consumed < data.len() && self.core.slots[slot].state == SlotState::Open {
-                    backlog.extend_from_slice(&data[consumed..]);
+                    input.backlog.extend_from_slice(&data[consumed..]);
                 }
             })
         };
-        self.account_held(slot, before);
         let delivered = self.core.stats.messages_in != messages_before;
-        self.track_frame_start(slot, delivered);
+        self.track_frame_start(&mut input, delivered);
+        self.core.put_input(slot, input, result.is_ok());
+        self.account_held(slot, before);
         self.after_feed(slot, result);
     }
 
@@ -132,20 +231,26 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// FIN behind the backlog asked for happens.
     fn replay(&mut self, slot: usize) {
         let s = &self.core.slots[slot];
-        if s.state != SlotState::Open || s.recv_paused {
+        if s.state != SlotState::Open || s.recv_paused() {
             return;
         }
-        let before = self.held(slot);
+        let generation = s.generation;
+        let before = self.core.held(slot);
         let messages_before = self.core.stats.messages_in;
-        let mut backlog = std::mem::take(&mut self.backlogs[slot]);
+        let mut input = self.core.take_input(slot);
+        let mut backlog = std::mem::take(&mut input.backlog);
         let mut result = Ok(());
         if !backlog.is_empty() {
-            let conn = ConnId::new(self.core.index as u16, slot as u32, s.generation);
+            let conn = ConnId::new(self.core.index as u16, slot as u32, generation);
+            let state = self
+                .states
+                .get_mut_if_allocated(slot)
+                .and_then(Option::as_mut);
             result = feed_frames(
                 &mut self.core,
                 &mut self.handler,
-                &mut self.framers[slot],
-                &mut self.states[slot],
+                &mut input.framer,
+                state,
                 conn,
                 &backlog,
             )
@@ -156,16 +261,18 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 backlog = Vec::new();
             }
         }
-        self.backlogs[slot] = backlog;
-        self.account_held(slot, before);
+        input.backlog = backlog;
         let delivered = self.core.stats.messages_in != messages_before;
-        self.track_frame_start(slot, delivered);
+        self.track_frame_start(&mut input, delivered);
+        self.core.put_input(slot, input, result.is_ok());
+        self.account_held(slot, before);
         self.after_feed(slot, result);
+        let backlog_empty = self.core.backlog_is_empty(slot);
         let s = &self.core.slots[slot];
-        if s.state == SlotState::Open && !s.recv_paused && self.backlogs[slot].is_empty() {
-            if s.read_closed {
+        if s.state == SlotState::Open && !s.recv_paused() && backlog_empty {
+            if s.read_closed() {
                 self.close_at_eof(slot);
-            } else if !s.recv_armed {
+            } else if !s.recv_armed() {
                 self.core.rearm.push(slot as u32);
             }
         }
@@ -174,7 +281,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// The peer closed its side and all its input has been handled: a
     /// frame cut short is reported as such.
     fn close_at_eof(&mut self, slot: usize) {
-        let reason = match self.framers[slot].partial() {
+        let reason = match self.core.partial(slot) {
             Some(Partial { have, missing }) => {
                 self.core.stats.truncated_frames += 1;
                 tracing::debug!(slot, have, ?missing, "peer closed inside a frame");
@@ -187,14 +294,13 @@ impl<C: Codec, H: Handler> Engine<C, H> {
 
     /// Notes when the frame being received began: a frame still partial
     /// after a feed that delivered messages is a new one.
-    fn track_frame_start(&mut self, slot: usize, delivered: bool) {
+    fn track_frame_start(&mut self, s: &mut InputState<C>, delivered: bool) {
         let Some(timeout) = self.core.frame_timeout else {
             return;
         };
-        let partial = self.framers[slot].partial();
+        let partial = s.framer.partial();
         let now = self.core.now;
         let rate = self.core.min_receive_rate;
-        let s = &mut self.core.slots[slot];
         s.frame_started = match (&partial, delivered, s.frame_started) {
             (None, _, _) => None,
             (Some(_), false, Some(t)) => Some(t),
@@ -214,8 +320,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     pub(super) fn close_stalled_frames(&mut self) {
         while let Some(slot) = self.core.stalled.pop() {
             let slot = slot as usize;
-            let (have, missing) = self.framers[slot]
-                .partial()
+            let (have, missing) = self
+                .core
+                .partial(slot)
                 .map_or((0, None), |p| (p.have, p.missing));
             self.core.stats.frame_timeouts += 1;
             tracing::debug!(slot, have, ?missing, "frame not complete in time; closing");
@@ -225,7 +332,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     }
 
     fn after_feed(&mut self, slot: usize, result: Result<(), CodecError>) {
-        let backlog = self.backlogs[slot].len();
+        let backlog = self.core.inputs[slot]
+            .as_ref()
+            .map_or(0, |i| i.backlog.len());
         let core = &mut self.core;
         match result {
             // Input that keeps arriving while the peer does not read its
@@ -264,10 +373,10 @@ impl<C: Codec> Core<C> {
     /// Stops reading a connection whose queue reached the high-water mark.
     pub(super) fn check_pause(&mut self, slot: usize) {
         let s = &mut self.slots[slot];
-        if s.state == SlotState::Open && !s.recv_paused && s.queue.len() >= self.high_water {
-            s.recv_paused = true;
+        if s.state == SlotState::Open && !s.recv_paused() && s.queue.len() >= self.high_water {
+            s.set_recv_paused(true);
             self.stats.read_pauses += 1;
-            if s.recv_armed {
+            if s.recv_armed() {
                 self.cancel_recv(slot);
             }
         }
@@ -278,7 +387,8 @@ impl<C: Codec> Core<C> {
         while let Some(slot) = self.rearm.pop() {
             let slot = slot as usize;
             let s = &self.slots[slot];
-            if s.state == SlotState::Open && !s.recv_armed && !s.recv_paused && !s.read_closed {
+            if s.state == SlotState::Open && !s.recv_armed() && !s.recv_paused() && !s.read_closed()
+            {
                 self.arm_recv(slot);
             }
         }
@@ -293,11 +403,11 @@ fn feed_frames<C: Codec, H: Handler>(
     core: &mut Core<C>,
     handler: &mut H,
     framer: &mut Framer<C>,
-    state: &mut Option<H::ConnState>,
+    state: Option<&mut H::ConnState>,
     conn: ConnId,
     data: &[u8],
 ) -> Result<usize, CodecError> {
-    let Some(state) = state.as_mut() else {
+    let Some(state) = state else {
         return Ok(data.len());
     };
     let slot = conn.slot() as usize;

@@ -20,12 +20,15 @@
 mod admission;
 mod conn;
 mod input;
+#[cfg(test)]
+mod memory_tests;
 mod output;
+mod paged;
 #[cfg(test)]
 mod tests;
 mod timers;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -33,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::codec::{Codec, Framer};
+use crate::codec::Codec;
 use crate::conn_id::ConnId;
 use crate::handler::{CloseReason, Context, Handler};
 use crate::send_queue::{ChunkPool, SendQueue};
@@ -42,7 +45,9 @@ use crate::stats::Stats;
 use crate::sys::{Completion, Op, RecvBuffers, SendQueues};
 use crate::timer::Timers;
 
-use conn::Slot;
+use conn::{Closing, Connecting, MAX_PERIOD, Slot};
+use input::InputState;
+use paged::PagedTable;
 
 /// Commands handled per loop turn, so a flood of commands cannot starve
 /// completions.
@@ -54,9 +59,13 @@ struct PendingConnect {
     local: Option<SocketAddr>,
 }
 
-/// Everything of a shard's engine except the handler, its per-connection
-/// states, the framers and the backlogs, which are kept apart so a message
-/// slice and the handler's `Context` (borrowing the core) can coexist.
+/// Everything of a shard's engine except the handler and its
+/// per-connection states (kept apart so that the handler and its
+/// `Context`, borrowing the core, can coexist).
+///
+/// The per-slot tables are [`PagedTable`]s: memory for a slot is taken
+/// when the slot is first used, so an idle shard with a large table costs
+/// next to nothing.
 pub(crate) struct Core<C: Codec> {
     index: usize,
     shared: Arc<ServerShared>,
@@ -66,13 +75,24 @@ pub(crate) struct Core<C: Codec> {
     queue_limit: usize,
     backlog_limit: usize,
     reassembly_limit: usize,
-    slots: Box<[Slot]>,
+    slots: PagedTable<Slot>,
+    /// Framer, backlog and frame timing of the connections that have a
+    /// partial frame or paused input (none for the others).
+    inputs: PagedTable<Option<Box<InputState<C>>>>,
+    /// Input states kept for reuse, so the receive path does not allocate.
+    input_pool: Vec<Box<InputState<C>>>,
+    /// Close reason and flush deadline of every closing slot, from
+    /// `begin_close` until the slot is free.
+    closing: BTreeMap<u32, Closing>,
+    /// Outbound connections until they are open (or their slot is free).
+    connecting: BTreeMap<u32, Connecting>,
     /// Slots not free (connecting, open, closing or releasing).
     in_use: usize,
     open: Vec<u32>,
     dirty: Vec<u32>,
     rearm: Vec<u32>,
-    closing: Vec<u32>,
+    /// Closing slots whose flush deadline passed (scratch of the tick).
+    overdue: Vec<u32>,
     victims: Vec<u32>,
     /// Paused connections whose queue drained: their backlog is replayed.
     resumed: Vec<u32>,
@@ -92,6 +112,9 @@ pub(crate) struct Core<C: Codec> {
     /// Time of the current step (set by the shard before each turn and each
     /// batch of completions).
     now: Instant,
+    /// `now` in milliseconds since `epoch` (the slots' time stamps).
+    now_ms: u64,
+    epoch: Instant,
     tick: Duration,
     next_tick: Instant,
     timers: Timers,
@@ -123,10 +146,7 @@ pub(crate) struct Core<C: Codec> {
 /// state.
 pub(crate) struct Engine<C: Codec, H: Handler> {
     core: Core<C>,
-    framers: Box<[Framer<C>]>,
-    /// Input received while a connection was paused, in arrival order.
-    backlogs: Box<[Vec<u8>]>,
-    states: Box<[Option<H::ConnState>]>,
+    states: PagedTable<Option<H::ConnState>>,
     handler: H,
 }
 
@@ -152,12 +172,16 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             queue_limit: config.effective_send_queue_limit(max_frame),
             backlog_limit: config.effective_input_backlog_limit(),
             reassembly_limit: config.reassembly_limit,
-            slots: (0..table).map(|_| Slot::new(now)).collect(),
+            slots: PagedTable::new(table),
+            inputs: PagedTable::new(table),
+            input_pool: Vec::new(),
+            closing: BTreeMap::new(),
+            connecting: BTreeMap::new(),
             in_use: 0,
-            open: Vec::with_capacity(table.min(65_536)),
+            open: Vec::new(),
             dirty: Vec::new(),
             rearm: Vec::new(),
-            closing: Vec::new(),
+            overdue: Vec::new(),
             victims: Vec::new(),
             resumed: Vec::new(),
             pool: ChunkPool::new(1024),
@@ -171,11 +195,13 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             accepts_withdrawn: false,
             stopping: false,
             now,
+            now_ms: 0,
+            epoch: now,
             tick: config.tick,
             next_tick: now + config.tick,
             timers: Timers::default(),
-            idle_timeout: config.idle_timeout,
-            heartbeat: config.heartbeat,
+            idle_timeout: config.idle_timeout.map(|t| t.min(MAX_PERIOD)),
+            heartbeat: config.heartbeat.map(|t| t.min(MAX_PERIOD)),
             frame_timeout: config.frame_timeout,
             min_receive_rate: config.min_receive_rate,
             stalled: Vec::new(),
@@ -192,9 +218,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         };
         Engine {
             core,
-            framers: (0..table).map(|_| Framer::new(codec.clone())).collect(),
-            backlogs: (0..table).map(|_| Vec::new()).collect(),
-            states: (0..table).map(|_| None).collect(),
+            states: PagedTable::new(table),
             handler,
         }
     }
@@ -202,14 +226,14 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// Sets the engine's clock (the shard reads the real one; tests pass
     /// virtual time).
     pub fn set_now(&mut self, now: Instant) {
-        self.core.now = now;
+        self.core.set_now(now);
     }
 
     /// The work of one loop turn before waiting: the tick and due timers,
     /// a stop request, commands from other threads, then sends, receives
     /// and accepts to (re)start.
     pub fn turn(&mut self, now: Instant) {
-        self.core.now = now;
+        self.core.set_now(now);
         if now >= self.core.next_tick {
             self.core.next_tick = now + self.core.tick;
             self.core.on_tick();
@@ -363,13 +387,11 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         }
     }
 
-    /// A connection (accepted or outbound) is open: give it a framer and
-    /// let the handler create its state.
+    /// A connection (accepted or outbound) is open: let the handler create
+    /// its state.
     pub(super) fn opened(&mut self, conn: ConnId, peer: SocketAddr) {
         tracing::debug!(%conn, %peer, "connection open");
         let slot = conn.slot() as usize;
-        self.core.slots[slot].peer = peer;
-        self.framers[slot] = Framer::new(self.core.codec.clone());
         let mut ctx = Context {
             core: &mut self.core,
         };
@@ -388,11 +410,18 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             return;
         };
         log_close(conn, &reason);
-        let held = self.held(slot);
+        let held = self.core.held(slot);
         self.core.stats.reassembly_bytes = self.core.stats.reassembly_bytes.saturating_sub(held);
-        self.framers[slot] = Framer::new(self.core.codec.clone());
-        self.backlogs[slot] = Vec::new();
-        if let Some(state) = self.states[slot].take() {
+        // A partial frame's state is dropped (its codec may hold scan
+        // state of that frame): pooled states are always between frames.
+        if let Some(input) = self.core.inputs.get_mut_if_allocated(slot) {
+            *input = None;
+        }
+        if let Some(state) = self
+            .states
+            .get_mut_if_allocated(slot)
+            .and_then(Option::take)
+        {
             let mut ctx = Context {
                 core: &mut self.core,
             };
@@ -426,6 +455,11 @@ impl<C: Codec> Core<C> {
         self.stats.waiting = self.waiting.len() as u64;
         let me = &self.shared.shards[self.index];
         me.counters.publish(&self.stats);
+    }
+
+    fn set_now(&mut self, now: Instant) {
+        self.now = now;
+        self.now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
     }
 
     fn finished(&self) -> bool {

@@ -59,14 +59,14 @@ impl<C: Codec> Core<C> {
         let s = &mut self.slots[slot];
         self.stats.send_queue_bytes += (s.queue.len() - before) as u64;
         self.stats.messages_out += 1;
-        s.last_output = self.now;
+        s.last_output = self.now_ms as u32;
         self.mark_dirty(slot);
     }
 
     fn mark_dirty(&mut self, slot: usize) {
         let s = &mut self.slots[slot];
-        if !s.in_dirty && !s.send_in_flight {
-            s.in_dirty = true;
+        if !s.in_dirty() && !s.send_in_flight() {
+            s.set_in_dirty(true);
             self.dirty.push(slot as u32);
         }
     }
@@ -76,13 +76,13 @@ impl<C: Codec> Core<C> {
     pub(super) fn flush_dirty(&mut self) {
         while let Some(slot) = self.dirty.pop() {
             let s = &mut self.slots[slot as usize];
-            s.in_dirty = false;
+            s.set_in_dirty(false);
             if matches!(s.state, SlotState::Open | SlotState::Closing)
-                && !s.discard
-                && !s.send_in_flight
+                && !s.discard()
+                && !s.send_in_flight()
                 && !s.queue.is_empty()
             {
-                s.send_in_flight = true;
+                s.set_send_in_flight(true);
                 let generation = s.generation;
                 self.ops.push(Op::Send { slot, generation });
             }
@@ -93,12 +93,12 @@ impl<C: Codec> Core<C> {
         let slot = slot as usize;
         let Some(s) = self
             .slots
-            .get_mut(slot)
-            .filter(|s| s.generation == generation && s.send_in_flight)
+            .get_mut_if_allocated(slot)
+            .filter(|s| s.generation == generation && s.send_in_flight())
         else {
             return;
         };
-        s.send_in_flight = false;
+        s.set_send_in_flight(false);
         if result >= 0 {
             let n = (result as usize).min(s.queue.len());
             s.queue.consume(&mut self.pool, n);
@@ -110,7 +110,7 @@ impl<C: Codec> Core<C> {
             if s.state == SlotState::Open {
                 self.begin_close(slot, CloseReason::Reset(errno), false);
             } else {
-                s.discard = true;
+                s.set_discard(true);
             }
         }
         let s = &mut self.slots[slot];
@@ -120,13 +120,13 @@ impl<C: Codec> Core<C> {
                     self.mark_dirty(slot);
                 }
                 let s = &mut self.slots[slot];
-                if s.recv_paused && s.queue.len() <= self.high_water / 2 {
-                    s.recv_paused = false;
+                if s.recv_paused() && s.queue.len() <= self.high_water / 2 {
+                    s.set_recv_paused(false);
                     self.resumed.push(slot as u32);
                 }
             }
             SlotState::Closing => {
-                if !s.queue.is_empty() && !s.discard {
+                if !s.queue.is_empty() && !s.discard() {
                     self.mark_dirty(slot);
                 }
                 self.try_release(slot);

@@ -16,19 +16,21 @@ impl<C: Codec> Core<C> {
         if self.accept_backoff_until.is_some_and(|t| t <= now) {
             self.accept_backoff_until = None;
         }
-        let mut i = 0;
-        while i < self.closing.len() {
-            let slot = self.closing[i] as usize;
+        let mut overdue = std::mem::take(&mut self.overdue);
+        overdue.extend(
+            self.closing
+                .iter()
+                .filter(|(_, c)| c.deadline <= now)
+                .map(|(&slot, _)| slot),
+        );
+        for slot in overdue.drain(..) {
+            let slot = slot as usize;
             let s = &mut self.slots[slot];
-            if s.state != SlotState::Closing {
-                self.closing.swap_remove(i);
-                continue;
-            }
-            if s.deadline.is_some_and(|d| d <= now) && !s.discard {
+            if s.state == SlotState::Closing && !s.discard() {
                 // The peer did not take its queued data in time.
-                s.discard = true;
+                s.set_discard(true);
                 self.stats.slow_consumers += 1;
-                if s.send_in_flight {
+                if s.send_in_flight() {
                     let generation = s.generation;
                     self.ops.push(Op::CancelSend {
                         slot: slot as u32,
@@ -37,8 +39,8 @@ impl<C: Codec> Core<C> {
                 }
                 self.try_release(slot);
             }
-            i += 1;
         }
+        self.overdue = overdue;
     }
 
     /// Closes connections idle past `idle_timeout`, finds those whose
@@ -70,7 +72,8 @@ impl<C: Codec> Core<C> {
             / period.as_secs_f64().max(1e-3))
         .ceil()
         .clamp(1.0, round as f64) as usize;
-        let now = self.now;
+        let idle_ms = self.idle_timeout.map(|t| t.as_millis() as u64);
+        let heartbeat_ms = self.heartbeat.map(|t| t.as_millis() as u64);
         for _ in 0..per_tick {
             if self.open.is_empty() {
                 break;
@@ -79,10 +82,7 @@ impl<C: Codec> Core<C> {
             self.sweep_cursor %= self.open.len();
             let slot = self.open[self.sweep_cursor] as usize;
             let s = &self.slots[slot];
-            if self
-                .idle_timeout
-                .is_some_and(|t| now.duration_since(s.last_input) >= t)
-            {
+            if idle_ms.is_some_and(|t| self.elapsed_ms(s.last_input) >= t) {
                 self.stats.idle_timeouts += 1;
                 // The close moves the last open connection into this
                 // position: the cursor stays, so that one is seen next.
@@ -90,14 +90,13 @@ impl<C: Codec> Core<C> {
                 continue;
             }
             self.sweep_cursor += 1;
-            if s.frame_deadline.is_some_and(|d| now >= d) {
+            let frame_deadline = self.inputs[slot].as_ref().and_then(|i| i.frame_deadline);
+            if frame_deadline.is_some_and(|d| self.now >= d) {
                 // Closed by the engine, which knows the frame's size.
                 self.stalled.push(slot as u32);
                 continue;
             }
-            if self
-                .heartbeat
-                .is_some_and(|t| now.duration_since(s.last_output) >= t)
+            if heartbeat_ms.is_some_and(|t| self.elapsed_ms(s.last_output) >= t)
                 && s.queue.is_empty()
             {
                 let _ = self.enqueue_copy(slot, &[]);
@@ -122,21 +121,19 @@ impl<C: Codec> Core<C> {
         self.drop_waiting();
         // Connects in flight are abandoned: their completion (ECANCELED)
         // closes the socket and reports the failure to the handler.
-        for slot in 0..self.slots.len() {
-            let s = &self.slots[slot];
+        for &slot in self.connecting.keys() {
+            let s = &self.slots[slot as usize];
             if s.state == SlotState::Connecting {
                 let generation = s.generation;
-                self.ops.push(Op::CancelConnect {
-                    slot: slot as u32,
-                    generation,
-                });
+                self.ops.push(Op::CancelConnect { slot, generation });
             }
         }
         let open: Vec<u32> = self.open.clone();
         for slot in open {
             self.begin_close(slot as usize, CloseReason::ServerStopping, true);
-            let s = &mut self.slots[slot as usize];
-            s.deadline = s.deadline.map(|d| d.min(stop_deadline));
+            if let Some(c) = self.closing.get_mut(&slot) {
+                c.deadline = c.deadline.min(stop_deadline);
+            }
         }
     }
 }
