@@ -349,9 +349,10 @@ impl Summary {
                 .is_none_or(|s| s >= MIN_DELIVERED_SHARE)
     }
 
-    /// With `--rate`: rate × established connections, in sends per second.
+    /// With `--rate` (and a measured phase): rate × established
+    /// connections, in sends per second.
     fn offered_per_sec(&self) -> Option<f64> {
-        (self.rate > 0.0).then_some(self.rate * self.established as f64)
+        (self.rate > 0.0 && self.measured_secs > 0.0).then_some(self.rate * self.established as f64)
     }
 
     /// With `--rate`: replies to the bench's own sends per second during
@@ -444,9 +445,15 @@ impl Summary {
             l.max()
         );
         println!(
-            "bench cpu:   {:.2} s ({:.0}% of one core)",
+            "bench cpu:   {:.2} s ({:.0}% of one core, {:.2} us/msg)",
             self.bench_cpu_secs,
-            100.0 * self.bench_cpu_secs / self.measured_secs.max(1e-9)
+            // Nothing measured (stopped while connecting): no share.
+            if self.measured_secs > 0.0 {
+                100.0 * self.bench_cpu_secs / self.measured_secs
+            } else {
+                0.0
+            },
+            self.bench_cpu_secs * 1e6 / self.messages.max(1) as f64
         );
         if let Some(s) = &self.server {
             let per_msg = if self.messages > 0 {
