@@ -348,6 +348,36 @@ fn sources_too_small_for_the_connections_fail_before_connecting() {
 }
 
 #[test]
+fn verify_header_still_catches_lost_and_reordered_replies() {
+    for (fault, code, expect) in [
+        ("corrupt", 0, "errors:      none"),
+        ("drop", 1, "unanswered"),
+        ("reorder", 1, "lost or reordered"),
+    ] {
+        let mut cfg = config();
+        cfg.shards = 1;
+        let server = Server::start(cfg, LengthDelimited::new(), move |_| Faulty {
+            fault,
+            seen: 0,
+            held: None,
+        })
+        .unwrap();
+        // 64 KiB: the reused-buffer path, where only the stamp is rewritten.
+        let (got, out, json) = bench(
+            server.local_addr(),
+            &[
+                "-c", "2", "--depth", "4", "--size", "64KiB", "--verify", "header",
+            ],
+        );
+        assert_eq!(got, code, "{fault}: {out}");
+        assert!(out.contains(expect), "{fault}: {out}");
+        assert!(out.contains("length and stamp only"), "{fault}: {out}");
+        assert_eq!(json["verify"], "header", "{fault}");
+        server.stop();
+    }
+}
+
+#[test]
 fn no_server_fails_fast_with_the_reason() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -260,6 +260,8 @@ pub struct Summary {
     depth: u32,
     rate: f64,
     mode: String,
+    /// `--verify`: "full" or "header".
+    verify: String,
     threads: usize,
     established: u64,
     connect_failed: u64,
@@ -317,6 +319,7 @@ impl Summary {
             depth: inputs.args.depth,
             rate: inputs.args.rate,
             mode: format!("{:?}", inputs.args.mode).to_lowercase(),
+            verify: format!("{:?}", inputs.args.verify).to_lowercase(),
             threads: inputs.threads,
             established: inputs.established,
             connect_failed: inputs.connect_failed,
@@ -410,11 +413,16 @@ impl Summary {
             self.established as f64 / self.connect_secs.max(1e-9)
         );
         println!(
-            "throughput:  {:.0} msg/s, {:.1} MB/s over {:.1} s ({} messages verified)",
+            "throughput:  {:.0} msg/s, {:.1} MB/s over {:.1} s ({} messages verified{})",
             self.msgs_per_sec(),
             self.mb_per_sec(),
             self.measured_secs,
-            self.messages
+            self.messages,
+            if self.verify == "header" {
+                ": length and stamp only, --verify header"
+            } else {
+                ""
+            }
         );
         if let (Some(offered), Some(delivered), Some(share), Some(late)) = (
             self.offered_per_sec(),
@@ -526,6 +534,7 @@ impl Summary {
             "depth": self.depth,
             "rate": self.rate,
             "mode": self.mode,
+            "verify": self.verify,
             "threads": self.threads,
             "duration_secs": self.measured_secs,
             "messages": self.messages,
