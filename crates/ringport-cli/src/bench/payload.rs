@@ -91,7 +91,7 @@ pub fn write_stamp(out: &mut [u8], stamp: Stamp, text: bool) -> usize {
     header[0..4].copy_from_slice(&stamp.conn.to_le_bytes());
     header[4..12].copy_from_slice(&stamp.seq.to_le_bytes());
     header[12..20].copy_from_slice(&stamp.sent_ns.to_le_bytes());
-    let body_start = if text {
+    if text {
         // Hex keeps the header printable and free of newlines.
         for (i, b) in header.into_iter().enumerate() {
             out[2 * i] = HEX[(b >> 4) as usize];
@@ -101,8 +101,7 @@ pub fn write_stamp(out: &mut [u8], stamp: Stamp, text: bool) -> usize {
     } else {
         out[..HEADER_LEN].copy_from_slice(&header);
         HEADER_LEN
-    };
-    body_start
+    }
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
