@@ -283,7 +283,7 @@ fn source_ports_are_chosen_by_the_bench_and_taken_ones_skipped() {
     .unwrap();
     // The first ports the bench would use on 127.0.0.3, held by someone
     // else (or already taken by another program: skipped all the same).
-    let held: Vec<_> = (1024..1027)
+    let held: Vec<_> = (65_533..=65_535)
         .filter_map(|p| std::net::TcpListener::bind(("127.0.0.3", p)).ok())
         .collect();
     let (code, out, json) = bench(

@@ -93,8 +93,8 @@ pub struct BenchArgs {
     pub codec: BenchCodec,
     /// Source addresses to spread connections over, as a range
     /// (127.0.0.1-127.0.0.64) or a comma list. The bench binds each
-    /// connection to an explicit source port of its own choosing (1024-65535
-    /// without the kernel's ephemeral range: about 36,000 per source
+    /// connection to an explicit source port of its own choosing (65535
+    /// down to 1024, without the kernel's ephemeral range: about 36,000 per source
     /// address with default sysctls) and says before connecting when the
     /// sources cannot hold --connections.
     #[arg(long, default_value = "127.0.0.1-127.0.0.16")]

@@ -10,7 +10,7 @@
 //! sources). A bind to an explicit port is one hash lookup, and a connect
 //! from an explicitly bound port skips the search.
 //!
-//! Which ports: 1024-65535 minus the kernel's ephemeral range
+//! Which ports: 65535 down to 1024 minus the kernel's ephemeral range
 //! (`ip_local_port_range`) and `ip_local_reserved_ports`. An explicitly
 //! bound port is taken out of every address's ephemeral search (the
 //! kernel skips ports whose bind bucket came from bind()), so using the
@@ -83,12 +83,15 @@ impl PortSpace {
             .sum()
     }
 
-    /// The port at `index` (0-based) of the usable ports, if any.
+    /// The port at `index` (0-based) of the usable ports counted from the
+    /// top (65535 down), if any: low ports are where fixed services
+    /// listen (7000, 8080, ...), and a server that binds one the bench holds
+    /// (or left in TIME_WAIT) fails, so they are used last.
     fn nth(&self, mut index: usize) -> Option<u16> {
-        for &(a, b) in &self.ranges {
+        for &(a, b) in self.ranges.iter().rev() {
             let len = usize::from(b - a) + 1;
             if index < len {
-                return Some(a + index as u16);
+                return Some(b - index as u16);
             }
             index -= len;
         }
@@ -198,13 +201,16 @@ mod tests {
             space.per_source(),
             (32_767 - 1024 + 1) + (65_535 - 61_000 + 1)
         );
-        assert_eq!(space.nth(0), Some(1024));
-        assert_eq!(space.nth(32_767 - 1024), Some(32_767));
-        assert_eq!(space.nth(32_767 - 1024 + 1), Some(61_000));
+        // From the top down.
+        assert_eq!(space.nth(0), Some(65_535));
+        assert_eq!(space.nth(65_535 - 61_000), Some(61_000));
+        assert_eq!(space.nth(65_535 - 61_000 + 1), Some(32_767));
+        assert_eq!(space.nth(space.per_source() - 1), Some(1024));
         assert_eq!(space.nth(space.per_source()), None);
         let reserved = PortSpace::new((32_768, 60_999), "1024-1030, 8080,65535\n");
         assert_eq!(reserved.per_source(), space.per_source() - 9);
-        assert_eq!(reserved.nth(0), Some(1031));
+        assert_eq!(reserved.nth(0), Some(65_534));
+        assert_eq!(reserved.nth(reserved.per_source() - 1), Some(1031));
         // A range reaching the top leaves nothing above it.
         assert_eq!(PortSpace::new((2000, 65_535), "").per_source(), 2000 - 1024);
     }
@@ -223,12 +229,12 @@ mod tests {
         assert_eq!(
             got,
             [
-                "127.0.0.1:1024",
-                "127.0.0.2:1024",
+                "127.0.0.1:1026",
+                "127.0.0.2:1026",
                 "127.0.0.1:1025",
                 "127.0.0.2:1025",
-                "127.0.0.1:1026",
-                "127.0.0.2:1026"
+                "127.0.0.1:1024",
+                "127.0.0.2:1024"
             ]
         );
         assert_eq!(plan.next_local(), None);
