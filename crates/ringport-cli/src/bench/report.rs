@@ -307,7 +307,10 @@ impl Summary {
             first_errors.extend(r.first_errors.iter().cloned());
         }
         if unanswered > 0 {
-            errors.insert("unanswered (lost)".into(), unanswered);
+            errors.insert(
+                "unanswered (lost, or slower than --drain-timeout)".into(),
+                unanswered,
+            );
         }
         for (e, n) in inputs.connect_errors {
             *errors.entry(format!("connect: {e}")).or_default() += n;
