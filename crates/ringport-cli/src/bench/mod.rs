@@ -263,11 +263,15 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
     let ring_cap = ringport::server::max_connections_per_shard()
         .map_err(|e| format!("reading the open-files limit: {e}"))?;
     let epoll = args.backend == ringport::Backend::Epoll;
+    // Room per ring beyond its share of the connections: connects in
+    // flight whose source port turns out taken hold a slot until they
+    // fail, and they fail unevenly over the rings.
+    let slack = args.connect_window.min(ring_cap / 16);
     let needed = if epoll {
         1
     } else {
         args.connections
-            .div_ceil(ring_cap.saturating_sub(16).max(1))
+            .div_ceil(ring_cap.saturating_sub(16 + slack).max(1))
     };
     let threads = args.threads.max(needed).max(1);
     if threads > args.threads {
@@ -298,8 +302,8 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         // epoll: each thread's share of the open-files limit (a start error
         // says so if the connections do not fit).
         connections_per_shard: (!epoll)
-            .then(|| ring_cap.min(args.connections.div_ceil(threads) + 16)),
-        max_connections: args.connections + 16,
+            .then(|| ring_cap.min(args.connections.div_ceil(threads) + slack + 16)),
+        max_connections: args.connections + slack + 16,
         tick: if args.rate > 0.0 {
             Duration::from_millis(1)
         } else {
@@ -495,7 +499,12 @@ fn connect_all(
                         shared.connect_failed.fetch_add(left, Relaxed);
                         let mut errors = shared.connect_errors.lock().unwrap();
                         *errors
-                            .entry("no free source port left on --sources".into())
+                            .entry(
+                                "no free source port left on --sources (taken ports \
+                                 include TIME_WAITs of an earlier run for 60 s: use other \
+                                 addresses)"
+                                    .into(),
+                            )
                             .or_default() += left;
                         break;
                     }
