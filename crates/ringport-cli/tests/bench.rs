@@ -33,7 +33,13 @@ fn bench(addr: impl ToString, extra: &[&str]) -> (i32, String, serde_json::Value
             "--warmup",
             "0.2",
         ])
-        .args(["--sources", "127.0.0.1", "--drain-timeout", "3"])
+        .args(["--drain-timeout", "3"])
+        .args(
+            (!extra.contains(&"--sources"))
+                .then_some(["--sources", "127.0.0.1"])
+                .into_iter()
+                .flatten(),
+        )
         .arg("--json")
         .arg(&json)
         .arg("--plot")
@@ -90,6 +96,88 @@ fn lines_codec_and_fixed_rate() {
     // 20 connections x 50/s over about a second.
     let rate = json["messages_per_sec"].as_f64().unwrap();
     assert!((500.0..=1500.0).contains(&rate), "{rate} msg/s\n{out}");
+    server.stop();
+}
+
+#[test]
+fn fixed_rate_reports_offered_delivered_and_server_memory() {
+    let server = Server::start(config(), LengthDelimited::new(), |_| handlers::Echo).unwrap();
+    // The server runs in this test process: its RSS is ours.
+    let pid = std::process::id().to_string();
+    let (code, out, json) = bench(
+        server.local_addr(),
+        // Depth 4: a reply may take 80 ms (a loaded machine) before a
+        // send is late.
+        &[
+            "-c",
+            "20",
+            "--rate",
+            "50",
+            "--depth",
+            "4",
+            "--server-pid",
+            &pid,
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    // Offered = rate x established connections.
+    assert_eq!(json["offered_per_sec"].as_f64(), Some(1000.0), "{json}");
+    let delivered = json["delivered_per_sec"].as_f64().unwrap();
+    let share = json["delivered_share"].as_f64().unwrap();
+    assert!((0.95..=1.1).contains(&share), "{json}\n{out}");
+    assert!((delivered - 1000.0 * share).abs() < 1e-6, "{json}");
+    // In echo mode every measured message is a reply to an own send.
+    let measured = json["messages_per_sec"].as_f64().unwrap();
+    assert!((delivered - measured).abs() < 1e-6, "{json}");
+    assert!(json["late_send_share"].as_f64().unwrap() < 0.05, "{json}");
+    assert!(
+        out.contains("rate:        offered 1,000 msg/s, delivered"),
+        "{out}"
+    );
+    // Marginal memory: (RSS during - RSS before connecting) / connections.
+    let s = &json["server"];
+    let before = s["rss_bytes_before_connect"].as_f64().unwrap();
+    let during = s["rss_bytes"].as_f64().unwrap();
+    assert!(before > 0.0, "{json}");
+    let marginal = s["rss_marginal_bytes_per_connection"].as_f64().unwrap();
+    assert!((marginal - (during - before) / 20.0).abs() < 1e-6, "{json}");
+    assert!(out.contains("B per connection (marginal"), "{out}");
+    server.stop();
+}
+
+/// Echoes, but spends `pause` per message: a server too slow for the
+/// offered rate.
+struct Slow {
+    pause: std::time::Duration,
+}
+
+impl Handler for Slow {
+    type ConnState = ();
+    fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: SocketAddr) {}
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &mut (), msg: &[u8]) {
+        std::thread::sleep(self.pause);
+        let _ = ctx.send(conn, msg);
+    }
+}
+
+#[test]
+fn fixed_rate_not_delivered_is_not_ok() {
+    let mut cfg = config();
+    cfg.shards = 1;
+    let pause = std::time::Duration::from_millis(2);
+    let server = Server::start(cfg, LengthDelimited::new(), move |_| Slow { pause }).unwrap();
+    // 2,000 msg/s offered; the server answers at most 500/s.
+    let (code, out, json) = bench(server.local_addr(), &["-c", "10", "--rate", "200"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(json["ok"], false, "{json}");
+    // Nothing was lost or corrupted: the shortfall alone fails the run.
+    assert_eq!(json["errors"], serde_json::json!({}), "{json}");
+    assert_eq!(json["offered_per_sec"].as_f64(), Some(2000.0), "{json}");
+    let delivered = json["delivered_per_sec"].as_f64().unwrap();
+    assert!(delivered < 600.0, "{json}");
+    assert!(json["delivered_share"].as_f64().unwrap() < 0.3, "{json}");
+    assert!(json["late_send_share"].as_f64().unwrap() > 0.5, "{json}");
+    assert!(out.contains("below 95 %, not ok"), "{out}");
     server.stop();
 }
 
@@ -159,6 +247,132 @@ fn corrupt_lost_and_reordered_replies_fail_the_run() {
         assert_eq!(code, 1, "{fault}: {out}");
         assert!(out.contains(expect), "{fault}: {out}");
         assert_eq!(json["ok"], false, "{fault}");
+        server.stop();
+    }
+}
+
+/// Echoes and records every client's address (source address and port).
+struct Recorder {
+    peers: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+}
+
+impl Handler for Recorder {
+    type ConnState = ();
+    fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, peer: SocketAddr) {
+        self.peers.lock().unwrap().push(peer);
+    }
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &mut (), msg: &[u8]) {
+        let _ = ctx.send(conn, msg);
+    }
+}
+
+/// The kernel's ephemeral port range.
+fn ephemeral_range() -> std::ops::RangeInclusive<u16> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let mut it = text.split_whitespace().map(|n| n.parse::<u16>().unwrap());
+    it.next().unwrap()..=it.next().unwrap()
+}
+
+#[test]
+fn source_ports_are_chosen_by_the_bench_and_taken_ones_skipped() {
+    let peers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = peers.clone();
+    let server = Server::start(config(), LengthDelimited::new(), move |_| Recorder {
+        peers: recorded.clone(),
+    })
+    .unwrap();
+    // The first ports the bench would use on 127.0.0.3, held by someone
+    // else (or already taken by another program: skipped all the same).
+    let held: Vec<_> = (65_533..=65_535)
+        .filter_map(|p| std::net::TcpListener::bind(("127.0.0.3", p)).ok())
+        .collect();
+    let (code, out, json) = bench(
+        server.local_addr(),
+        &[
+            "-c",
+            "12",
+            "--sources",
+            "127.0.0.3-127.0.0.4",
+            "--rate",
+            "20",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(json["connections_established"], 12, "{json}");
+    assert!(
+        out.contains("source ports found taken and skipped"),
+        "{out}"
+    );
+    let peers = peers.lock().unwrap().clone();
+    assert_eq!(peers.len(), 12, "{peers:?}");
+    let ephemeral = ephemeral_range();
+    for peer in &peers {
+        // Explicit ports, outside the kernel's ephemeral range, none of
+        // those held above.
+        assert!(!ephemeral.contains(&peer.port()), "{peer} {out}");
+        assert!(peer.port() >= 1024, "{peer}");
+        assert!(
+            held.iter().all(|l| l.local_addr().unwrap() != *peer),
+            "{peer}"
+        );
+    }
+    // Spread over both sources (not exactly 6 each: a connect whose port
+    // was taken is replaced by the next pair, from either source).
+    for source in ["127.0.0.3", "127.0.0.4"] {
+        let n = peers
+            .iter()
+            .filter(|p| p.ip().to_string() == source)
+            .count();
+        assert!(n >= 1, "{source}: {peers:?}");
+    }
+    drop(held);
+    server.stop();
+}
+
+#[test]
+fn sources_too_small_for_the_connections_fail_before_connecting() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringport"))
+        .args(["bench", "--addr", "127.0.0.1:9", "-c", "100000"])
+        .args(["--sources", "127.0.0.1-127.0.0.2", "--duration", "30s"])
+        .output()
+        .expect("run ringport bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("100000 connections do not fit the address/port space of --sources")
+            && stderr.contains("use at least"),
+        "{stderr}"
+    );
+    // Nothing was tried.
+    assert!(!stderr.contains("connected"), "{stderr}");
+}
+
+#[test]
+fn verify_header_still_catches_lost_and_reordered_replies() {
+    for (fault, code, expect) in [
+        ("corrupt", 0, "errors:      none"),
+        ("drop", 1, "unanswered"),
+        ("reorder", 1, "lost or reordered"),
+    ] {
+        let mut cfg = config();
+        cfg.shards = 1;
+        let server = Server::start(cfg, LengthDelimited::new(), move |_| Faulty {
+            fault,
+            seen: 0,
+            held: None,
+        })
+        .unwrap();
+        // 64 KiB: the reused-buffer path, where only the stamp is rewritten.
+        let (got, out, json) = bench(
+            server.local_addr(),
+            &[
+                "-c", "2", "--depth", "4", "--size", "64KiB", "--verify", "header",
+            ],
+        );
+        assert_eq!(got, code, "{fault}: {out}");
+        assert!(out.contains(expect), "{fault}: {out}");
+        assert!(out.contains("length and stamp only"), "{fault}: {out}");
+        assert_eq!(json["verify"], "header", "{fault}");
         server.stop();
     }
 }

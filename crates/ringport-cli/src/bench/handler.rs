@@ -51,6 +51,12 @@ pub struct Params {
     pub mode: Mode,
     /// Payloads must be printable without newlines (lines codec).
     pub text: bool,
+    /// The bench binds explicit source ports: EADDRINUSE means "that port
+    /// is taken, try the next", not a failure.
+    pub explicit_ports: bool,
+    /// Check every payload byte (else only the length and the stamp, and
+    /// a reused buffer gets only a new stamp: `--verify header`).
+    pub verify_body: bool,
     pub started: Instant,
 }
 
@@ -60,6 +66,9 @@ pub struct Shared {
     phase: AtomicU8,
     pub established: AtomicU64,
     pub connect_failed: AtomicU64,
+    /// Connects whose explicit source port was taken (EADDRINUSE): the
+    /// main thread issues another connect from the next port.
+    pub port_taken: AtomicU64,
     pub next_index: AtomicU32,
     /// Published by each shard on every tick, for progress display.
     pub progress_received: Vec<AtomicU64>,
@@ -77,6 +86,7 @@ impl Shared {
             phase: AtomicU8::new(Phase::Connecting as u8),
             established: AtomicU64::new(0),
             connect_failed: AtomicU64::new(0),
+            port_taken: AtomicU64::new(0),
             next_index: AtomicU32::new(0),
             progress_received: counters(),
             progress_in_flight: counters(),
@@ -107,6 +117,14 @@ pub struct ShardResult {
     /// phase, and their payload bytes.
     pub measured_messages: u64,
     pub measured_bytes: u64,
+    /// Replies to this bench's own sends received during the measure
+    /// phase (in echo mode every reply; in chat mode a sender's own
+    /// broadcast coming back): "delivered" for the fixed-rate check.
+    pub measured_own: u64,
+    /// Sends the fixed rate asked for during the measure phase, and how
+    /// many of them found `depth` in flight (late, not sent).
+    pub measured_wanted: u64,
+    pub measured_late: u64,
     pub sent: u64,
     pub received: u64,
     /// Sends that a fixed rate asked for while `depth` were in flight.
@@ -123,6 +141,9 @@ impl ShardResult {
             latency_us: latency_histogram(),
             measured_messages: 0,
             measured_bytes: 0,
+            measured_own: 0,
+            measured_wanted: 0,
+            measured_late: 0,
             sent: 0,
             received: 0,
             late_sends: 0,
@@ -161,6 +182,10 @@ pub struct BenchHandler {
     /// Messages sent and not yet answered, over this shard's connections.
     in_flight: u64,
     scratch: Vec<u8>,
+    /// Large payloads handed to the engine, oldest first: reused (written
+    /// over in place) once the engine has let go of them, so a bulk run
+    /// neither allocates nor copies a payload per message.
+    sent_buffers: std::collections::VecDeque<Bytes>,
     result: ShardResult,
 }
 
@@ -168,6 +193,8 @@ const MAX_FIRST_ERRORS: usize = 5;
 /// Payloads at least this large are handed to the engine as `Bytes`
 /// (queued by reference) instead of copied.
 const SHARED_PAYLOAD: usize = 64 * 1024;
+/// Most large payload buffers a shard keeps for reuse.
+const MAX_SPARE_BUFFERS: usize = 1024;
 
 impl BenchHandler {
     pub fn new(shard: usize, shared: Arc<Shared>) -> Self {
@@ -182,8 +209,41 @@ impl BenchHandler {
             started_traffic: false,
             in_flight: 0,
             scratch: Vec::new(),
+            sent_buffers: std::collections::VecDeque::new(),
             result: ShardResult::new(),
         }
+    }
+
+    /// A large payload for `stamp`, written into a buffer the engine no
+    /// longer holds when there is one (else a new one).
+    fn large_payload(&mut self, stamp: Stamp) -> Bytes {
+        let (size, text) = (self.shared.params.size, self.shared.params.text);
+        let body = self.shared.params.verify_body;
+        // Only the oldest is tried: buffers are sent, and so released, in
+        // about the order they were handed over.
+        if let Some(oldest) = self.sent_buffers.pop_front() {
+            match oldest.try_into_mut() {
+                Ok(mut reuse) => {
+                    if body {
+                        payload::encode_into(&mut reuse, stamp, text);
+                    } else {
+                        payload::write_stamp(&mut reuse, stamp, text);
+                    }
+                    let bytes = reuse.freeze();
+                    self.sent_buffers.push_back(bytes.clone());
+                    return bytes;
+                }
+                Err(held) => self.sent_buffers.push_front(held),
+            }
+        }
+        let mut fresh = vec![0; size];
+        payload::encode_into(&mut fresh, stamp, text);
+        let bytes = Bytes::from(fresh);
+        // Bounded: at most the payloads in flight, plus a few.
+        if self.sent_buffers.len() < MAX_SPARE_BUFFERS {
+            self.sent_buffers.push_back(bytes.clone());
+        }
+        bytes
     }
 
     fn error(&mut self, kind: &'static str, detail: impl FnOnce() -> String) {
@@ -201,7 +261,7 @@ impl BenchHandler {
 
     fn send_next(&mut self, ctx: &mut Context<'_>, slot: usize) {
         let now = self.now_ns();
-        let params = &self.shared.params;
+        let (size, text) = (self.shared.params.size, self.shared.params.text);
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
@@ -210,11 +270,20 @@ impl BenchHandler {
             seq: conn.next_seq,
             sent_ns: now,
         };
-        payload::encode(&mut self.scratch, params.size, stamp, params.text);
-        let outcome = if params.size >= SHARED_PAYLOAD {
-            ctx.send_bytes(conn.id, Bytes::copy_from_slice(&self.scratch))
+        let id = conn.id;
+        let outcome = if size >= SHARED_PAYLOAD {
+            let bytes = self.large_payload(stamp);
+            ctx.send_bytes(id, bytes)
         } else {
-            ctx.send(conn.id, &self.scratch)
+            if !self.shared.params.verify_body && self.scratch.len() == size {
+                payload::write_stamp(&mut self.scratch, stamp, text);
+            } else {
+                payload::encode(&mut self.scratch, size, stamp, text);
+            }
+            ctx.send(id, &self.scratch)
+        };
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
         };
         match outcome {
             Ok(()) => {
@@ -269,6 +338,10 @@ impl BenchHandler {
         let depth = self.shared.params.depth;
         let mut budget = self.owed.floor() as u64;
         self.owed -= budget as f64;
+        let measuring = self.shared.phase() == Phase::Measure;
+        if measuring {
+            self.result.measured_wanted += budget;
+        }
         while budget > 0 {
             budget -= 1;
             self.cursor = (self.cursor + 1) % self.rotation.len();
@@ -278,14 +351,16 @@ impl BenchHandler {
             };
             if conn.in_flight >= depth {
                 self.result.late_sends += 1;
+                self.result.measured_late += u64::from(measuring);
             } else {
                 self.send_next(ctx, slot);
             }
         }
     }
 
-    fn record(&mut self, stamp: Stamp, len: usize) {
+    fn record(&mut self, stamp: Stamp, len: usize, own: bool) {
         if self.shared.phase() == Phase::Measure {
+            self.result.measured_own += u64::from(own);
             let rtt_us = (self.now_ns().saturating_sub(stamp.sent_ns) / 1000).max(1);
             self.result.latency_us.saturating_record(rtt_us);
             self.result.measured_messages += 1;
@@ -323,6 +398,10 @@ impl Handler for BenchHandler {
         _remote: SocketAddr,
         error: std::io::Error,
     ) {
+        if self.shared.params.explicit_ports && error.raw_os_error() == Some(libc::EADDRINUSE) {
+            self.shared.port_taken.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         self.shared.connect_failed.fetch_add(1, Ordering::Relaxed);
         let mut errors = self.shared.connect_errors.lock().unwrap();
         *errors.entry(error.to_string()).or_default() += 1;
@@ -333,7 +412,12 @@ impl Handler for BenchHandler {
         let (size, text, mode) = (params.size, params.text, params.mode);
         self.result.received += 1;
         let slot = id.slot() as usize;
-        let stamp = match payload::verify(message, size, text) {
+        let checked = if params.verify_body {
+            payload::verify(message, size, text)
+        } else {
+            payload::verify_stamp(message, size, text)
+        };
+        let stamp = match checked {
             Ok(stamp) => stamp,
             Err(Corrupt::Length { got, want }) => {
                 return self.error("wrong length", || format!("{id}: {got} bytes, sent {want}"));
@@ -350,7 +434,7 @@ impl Handler for BenchHandler {
         if stamp.conn != conn.index {
             if mode == Mode::Chat {
                 // Someone else's broadcast: intact, counts as a delivery.
-                self.record(stamp, message.len());
+                self.record(stamp, message.len(), false);
                 return;
             }
             let index = conn.index;
@@ -372,7 +456,7 @@ impl Handler for BenchHandler {
         conn.expect_seq += 1;
         conn.in_flight -= 1;
         self.in_flight -= 1;
-        self.record(stamp, message.len());
+        self.record(stamp, message.len(), true);
         if self.shared.params.rate == 0.0 && self.sending() {
             self.fill(ctx, slot);
         }

@@ -9,6 +9,7 @@
 
 mod handler;
 mod payload;
+mod ports;
 mod report;
 mod sources;
 
@@ -29,6 +30,18 @@ pub enum BenchMode {
     Echo,
     /// Every message goes to every connected client (`ringport serve --mode chat`).
     Chat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Verify {
+    /// Every byte of every reply (the filler depends on the connection and
+    /// the sequence number, so a stale or misrouted body is caught).
+    Full,
+    /// Length, connection and sequence number only; payloads are not
+    /// rewritten per message (a reused buffer gets a new stamp only). For
+    /// bulk runs where filling and checking 64 KiB per message would make
+    /// the bench the bottleneck.
+    Header,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,14 +85,26 @@ pub struct BenchArgs {
     /// What the server does with messages.
     #[arg(long, value_enum, default_value_t = BenchMode::Echo)]
     pub mode: BenchMode,
+    /// How much of each reply to check.
+    #[arg(long, value_enum, default_value_t = Verify::Full)]
+    pub verify: Verify,
     /// Framing; must match the server's.
     #[arg(long, value_enum, default_value_t = BenchCodec::Length)]
     pub codec: BenchCodec,
     /// Source addresses to spread connections over, as a range
-    /// (127.0.0.1-127.0.0.64) or a comma list. One source address gives
-    /// about 28,000 connections to one server address.
+    /// (127.0.0.1-127.0.0.64) or a comma list. The bench binds each
+    /// connection to an explicit source port of its own choosing (65535
+    /// down to 1024, without the kernel's ephemeral range: about 36,000 per source
+    /// address with default sysctls) and says before connecting when the
+    /// sources cannot hold --connections.
     #[arg(long, default_value = "127.0.0.1-127.0.0.16")]
     pub sources: String,
+    /// Let the kernel pick each connection's source port instead (bind to
+    /// port 0 with IP_BIND_ADDRESS_NO_PORT: the ephemeral range, about
+    /// 28,000 per source address and destination, searched on every
+    /// connect, which slows down as it fills).
+    #[arg(long)]
+    pub kernel_ports: bool,
     /// Kernel interface of the load generator's engine: io-uring, epoll, or
     /// auto (io_uring where it works, else epoll).
     #[arg(long, value_name = "BACKEND", default_value = "auto", env = "RINGPORT_BACKEND",
@@ -220,19 +245,28 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
                 if v4 { "IPv4" } else { "IPv6" }
             )
         })?;
-    let per_source = 28_000usize;
-    if args.connections > sources.len() * per_source {
-        eprintln!(
-            "warning: {} connections over {} source address(es) may run out of ephemeral ports \
-             (about {per_source} per source); add --sources",
-            args.connections,
-            sources.len()
-        );
-    }
+    let mut ports = if args.kernel_ports {
+        let per_source = 28_000usize;
+        if args.connections > sources.len() * per_source {
+            eprintln!(
+                "warning: {} connections over {} source address(es) may run out of ephemeral \
+                 ports (about {per_source} per source); add --sources",
+                args.connections,
+                sources.len()
+            );
+        }
+        None
+    } else {
+        let space = ports::PortSpace::of_this_machine();
+        Some(ports::PortPlan::new(&sources, space, args.connections)?)
+    };
     // io_uring: a thread holds any number of connections (its table
     // spans several rings); epoll: each thread's share of the open-files
     // limit (a start error says so if the connections do not fit).
     let epoll = args.backend == ringport::Backend::Epoll;
+    // Room beyond the connections: connects in flight whose source port
+    // turns out taken hold a slot until they fail.
+    let slack = args.connect_window;
     let threads = args.threads.max(1);
 
     let params = Params {
@@ -244,6 +278,8 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
             BenchMode::Chat => Mode::Chat,
         },
         text,
+        explicit_ports: ports.is_some(),
+        verify_body: args.verify == Verify::Full,
         started: Instant::now(),
     };
     let shared = Arc::new(Shared::new(params, threads));
@@ -251,8 +287,9 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         backend: args.backend,
         listen: false,
         shards: threads,
-        connections_per_shard: (!epoll).then(|| args.connections.div_ceil(threads) + 16),
-        max_connections: args.connections + 16,
+        connections_per_shard: (!epoll)
+            .then(|| args.connections.div_ceil(threads) + slack + 16),
+        max_connections: args.connections + slack + 16,
         tick: if args.rate > 0.0 {
             Duration::from_millis(1)
         } else {
@@ -279,6 +316,8 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
     .map_err(|e| format!("starting the bench engine: {e}"))?;
 
     let interrupt = Interrupt::install()?;
+    // The empty server's memory, for the marginal bytes per connection.
+    let server_idle = args.server_pid.map(report::ProcSample::take);
     let mut progress = report::Progress::new();
     let connect_started = Instant::now();
     connect_all(
@@ -287,16 +326,23 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         &engine,
         &shared,
         &sources,
+        ports.as_mut(),
         &mut progress,
         &interrupt,
     )?;
     let connect_secs = connect_started.elapsed().as_secs_f64();
     let established = shared.established.load(Ordering::Relaxed);
     let connect_failed = shared.connect_failed.load(Ordering::Relaxed);
+    let port_taken = shared.port_taken.load(Ordering::Relaxed);
     progress.line(&format!(
-        "connected {established}/{} in {connect_secs:.2}s ({:.0}/s), {connect_failed} failed",
+        "connected {established}/{} in {connect_secs:.2}s ({:.0}/s), {connect_failed} failed{}",
         args.connections,
         established as f64 / connect_secs.max(1e-9),
+        if port_taken > 0 {
+            format!(", {port_taken} source ports found taken and skipped")
+        } else {
+            String::new()
+        }
     ));
     if established == 0 && !interrupt.raised() {
         // Nothing to measure: say why now rather than after the phases.
@@ -353,7 +399,11 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         ));
     }
     let server = match (server_before, server_after) {
-        (Some(Ok(a)), Some(Ok(b))) => Some(report::ServerUsage::between(&a, &b)),
+        (Some(Ok(a)), Some(Ok(b))) => Some(report::ServerUsage::between(
+            server_idle.as_ref().and_then(|s| s.as_ref().ok()),
+            &a,
+            &b,
+        )),
         (Some(Err(e)), _) | (_, Some(Err(e))) => {
             eprintln!("warning: sampling the server process: {e}");
             None
@@ -395,29 +445,67 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
 }
 
 /// Opens the connections with at most `connect_window` in flight, spread
-/// over the source addresses; waits until each has succeeded or failed.
+/// over the source addresses (from `ports`' explicit source ports, or port
+/// 0 without); waits until each has succeeded or failed. A connect whose
+/// explicit port was taken is replaced by one from the next port.
+#[allow(clippy::too_many_arguments)]
 fn connect_all(
     args: &BenchArgs,
     addr: SocketAddr,
     engine: &Server,
     shared: &Shared,
     sources: &[std::net::IpAddr],
+    mut ports: Option<&mut ports::PortPlan>,
     progress: &mut report::Progress,
     interrupt: &Interrupt,
 ) -> Result<(), String> {
     use std::sync::atomic::Ordering::Relaxed;
     let done = || shared.established.load(Relaxed) + shared.connect_failed.load(Relaxed);
     let total = args.connections as u64;
+    // Connects issued, those that found their port taken (to be replaced),
+    // and connects given up for want of ports.
     let mut issued = 0u64;
+    let mut exhausted = false;
     let mut last_change = Instant::now();
     let mut last_done = 0;
     progress.start_bar("connect", total);
     while done() < total && !interrupt.raised() {
-        while issued < total && issued - done() < args.connect_window as u64 {
-            let source = sources[issued as usize % sources.len()];
-            match engine.connect(addr, Some(SocketAddr::new(source, 0))) {
+        loop {
+            let in_flight = issued - shared.port_taken.load(Relaxed) - done();
+            if exhausted || done() + in_flight >= total || in_flight >= args.connect_window as u64 {
+                break;
+            }
+            let local = match ports.as_deref_mut() {
+                Some(plan) => match plan.next_local() {
+                    Some(local) => local,
+                    None => {
+                        // Every port of every source tried: fail the rest.
+                        exhausted = true;
+                        let left = total - done() - in_flight;
+                        shared.connect_failed.fetch_add(left, Relaxed);
+                        let mut errors = shared.connect_errors.lock().unwrap();
+                        *errors
+                            .entry(
+                                "no free source port left on --sources (taken ports \
+                                 include TIME_WAITs of an earlier run for 60 s: use other \
+                                 addresses)"
+                                    .into(),
+                            )
+                            .or_default() += left;
+                        break;
+                    }
+                },
+                None => SocketAddr::new(sources[issued as usize % sources.len()], 0),
+            };
+            match engine.connect(addr, Some(local)) {
                 Ok(()) => issued += 1,
-                Err(ringport::SendError::Busy) => break,
+                Err(ringport::SendError::Busy) => {
+                    // Hand the same port out again next time round.
+                    if let Some(plan) = ports.as_deref_mut() {
+                        plan.give_back(local);
+                    }
+                    break;
+                }
                 Err(e) => return Err(format!("connect: {e}")),
             }
         }

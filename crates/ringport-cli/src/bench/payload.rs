@@ -31,6 +31,8 @@ fn filler_byte(conn: u32, seq: u64, i: usize, text: bool) -> u8 {
 /// The filler repeats every 256 bytes (it depends on the index modulo
 /// 256): one block per message, then whole-slice copies and compares, so
 /// large messages cost memcpy/memcmp speed rather than a call per byte.
+const PERIOD: usize = 256;
+
 fn filler_block(conn: u32, seq: u64, text: bool) -> [u8; 256] {
     std::array::from_fn(|i| filler_byte(conn, seq, i, text))
 }
@@ -54,25 +56,51 @@ fn filler_runs(
     })
 }
 
-/// Writes a payload of `size` bytes into `out` (cleared first).
+/// Writes a payload of `size` bytes into `out` (resized to `size`; its
+/// old bytes are overwritten, so a reused buffer costs no clearing).
 pub fn encode(out: &mut Vec<u8>, size: usize, stamp: Stamp, text: bool) {
-    out.clear();
+    out.resize(size, 0);
+    encode_into(out, stamp, text);
+}
+
+/// Writes a payload filling all of `out`, which must hold at least
+/// [`min_size`] bytes. One write pass: the stamp, the filler's first
+/// period, then copies of what is written in doubling chunks (the filler
+/// repeats every [`PERIOD`] bytes, so any whole number of periods is a
+/// copy of the bytes that many periods earlier).
+pub fn encode_into(out: &mut [u8], stamp: Stamp, text: bool) {
+    let body_start = write_stamp(out, stamp, text);
+    let size = out.len();
+    let block = filler_block(stamp.conn, stamp.seq, text);
+    let first_end = (body_start + PERIOD).min(size);
+    for (at, run) in filler_runs(&block, body_start, first_end) {
+        out[at..at + run.len()].copy_from_slice(run);
+    }
+    let mut filled = first_end - body_start;
+    while body_start + filled < size {
+        let len = filled.min(size - body_start - filled);
+        out.copy_within(body_start..body_start + len, body_start + filled);
+        filled += len;
+    }
+}
+
+/// Writes only the stamp at the start of `out` (for `--verify header`:
+/// the rest is left as it is); returns where the filler starts.
+pub fn write_stamp(out: &mut [u8], stamp: Stamp, text: bool) -> usize {
     let mut header = [0u8; HEADER_LEN];
     header[0..4].copy_from_slice(&stamp.conn.to_le_bytes());
     header[4..12].copy_from_slice(&stamp.seq.to_le_bytes());
     header[12..20].copy_from_slice(&stamp.sent_ns.to_le_bytes());
     if text {
         // Hex keeps the header printable and free of newlines.
-        for b in header {
-            out.push(HEX[(b >> 4) as usize]);
-            out.push(HEX[(b & 15) as usize]);
+        for (i, b) in header.into_iter().enumerate() {
+            out[2 * i] = HEX[(b >> 4) as usize];
+            out[2 * i + 1] = HEX[(b & 15) as usize];
         }
+        HEADER_LEN * 2
     } else {
-        out.extend_from_slice(&header);
-    }
-    let block = filler_block(stamp.conn, stamp.seq, text);
-    for (_, run) in filler_runs(&block, out.len(), size) {
-        out.extend_from_slice(run);
+        out[..HEADER_LEN].copy_from_slice(&header);
+        HEADER_LEN
     }
 }
 
@@ -93,6 +121,44 @@ pub fn min_size(text: bool) -> usize {
 
 /// Reads the stamp of a payload and checks its length and filler.
 pub fn verify(payload: &[u8], size: usize, text: bool) -> Result<Stamp, Corrupt> {
+    let (stamp, body_start) = read_stamp(payload, size, text)?;
+    // The first period against the filler, then the rest in one compare
+    // with itself one period earlier: when the first period is right and
+    // every byte equals the one PERIOD before it, all are right (and the
+    // first difference found is the first wrong byte).
+    let block = filler_block(stamp.conn, stamp.seq, text);
+    let first_end = (body_start + PERIOD).min(size);
+    for (at, run) in filler_runs(&block, body_start, first_end) {
+        let got = &payload[at..at + run.len()];
+        if got != run {
+            let first = got.iter().zip(run).position(|(a, b)| a != b).unwrap_or(0);
+            return Err(Corrupt::Filler { at: at + first });
+        }
+    }
+    if first_end < size {
+        let (earlier, later) = (&payload[body_start..size - PERIOD], &payload[first_end..]);
+        if earlier != later {
+            let first = later
+                .iter()
+                .zip(earlier)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            return Err(Corrupt::Filler {
+                at: first_end + first,
+            });
+        }
+    }
+    Ok(stamp)
+}
+
+/// Reads the stamp of a payload and checks its length only (for
+/// `--verify header`).
+pub fn verify_stamp(payload: &[u8], size: usize, text: bool) -> Result<Stamp, Corrupt> {
+    read_stamp(payload, size, text).map(|(stamp, _)| stamp)
+}
+
+/// The stamp and where the filler starts, after checking the length.
+fn read_stamp(payload: &[u8], size: usize, text: bool) -> Result<(Stamp, usize), Corrupt> {
     if payload.len() != size || size < min_size(text) {
         return Err(Corrupt::Length {
             got: payload.len(),
@@ -116,15 +182,7 @@ pub fn verify(payload: &[u8], size: usize, text: bool) -> Result<Stamp, Corrupt>
         seq: u64::from_le_bytes(header[4..12].try_into().unwrap()),
         sent_ns: u64::from_le_bytes(header[12..20].try_into().unwrap()),
     };
-    let block = filler_block(stamp.conn, stamp.seq, text);
-    for (at, run) in filler_runs(&block, body_start, size) {
-        let got = &payload[at..at + run.len()];
-        if got != run {
-            let first = got.iter().zip(run).position(|(a, b)| a != b).unwrap_or(0);
-            return Err(Corrupt::Filler { at: at + first });
-        }
-    }
-    Ok(stamp)
+    Ok((stamp, body_start))
 }
 
 #[cfg(test)]
@@ -146,6 +204,86 @@ mod tests {
             if text {
                 assert!(!buf.contains(&b'\n'));
             }
+        }
+    }
+
+    #[test]
+    fn filler_is_the_byte_function_at_every_size() {
+        let stamp = Stamp {
+            conn: 77,
+            seq: 1234,
+            sent_ns: 5,
+        };
+        for text in [false, true] {
+            for size in [
+                min_size(text),
+                41,
+                255,
+                256,
+                276,
+                277,
+                300,
+                1000,
+                4099,
+                65_536,
+                70_001,
+            ] {
+                if size < min_size(text) {
+                    continue;
+                }
+                let mut buf = vec![0xAA; 3];
+                encode(&mut buf, size, stamp, text);
+                assert_eq!(buf.len(), size);
+                for (i, &b) in buf.iter().enumerate().skip(min_size(text)) {
+                    assert_eq!(b, filler_byte(77, 1234, i, text), "size {size} at {i}");
+                }
+                assert_eq!(verify(&buf, size, text), Ok(stamp));
+                // A wrong byte anywhere is found, at its own position.
+                for at in [size - 1, size / 2, min_size(text), min_size(text) + 256] {
+                    if at < min_size(text) || at >= size {
+                        continue;
+                    }
+                    let mut bad = buf.clone();
+                    bad[at] = if text { b'\n' } else { bad[at] ^ 0x10 };
+                    assert_eq!(
+                        verify(&bad, size, text),
+                        Err(Corrupt::Filler { at }),
+                        "size {size}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stamp_only_rewrites_and_checks_the_stamp() {
+        for text in [false, true] {
+            let first = Stamp {
+                conn: 1,
+                seq: 2,
+                sent_ns: 3,
+            };
+            let mut buf = Vec::new();
+            encode(&mut buf, 1000, first, text);
+            let next = Stamp {
+                conn: 1,
+                seq: 3,
+                sent_ns: 9,
+            };
+            let body = buf[min_size(text)..].to_vec();
+            assert_eq!(write_stamp(&mut buf, next, text), min_size(text));
+            // The body is left alone: stale for the full check, fine for
+            // the stamp check.
+            assert_eq!(&buf[min_size(text)..], &body[..]);
+            assert_eq!(verify_stamp(&buf, 1000, text), Ok(next));
+            assert!(verify(&buf, 1000, text).is_err());
+            assert_eq!(
+                verify_stamp(&buf[..999], 1000, text),
+                Err(Corrupt::Length {
+                    got: 999,
+                    want: 1000
+                })
+            );
         }
     }
 

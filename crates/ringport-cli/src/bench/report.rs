@@ -199,17 +199,29 @@ pub struct ServerUsage {
     pub cpu_percent: f64,
     pub cpu_secs: f64,
     pub rss_bytes: u64,
+    /// The server's RSS before the bench opened its first connection.
+    pub rss_before_connect: Option<u64>,
 }
 
 impl ServerUsage {
-    pub fn between(a: &ProcSample, b: &ProcSample) -> Self {
+    /// Usage between `a` and `b`; `idle` is the sample taken before
+    /// connecting, for the marginal memory per connection.
+    pub fn between(idle: Option<&ProcSample>, a: &ProcSample, b: &ProcSample) -> Self {
         let wall = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
         let cpu = (b.cpu_secs - a.cpu_secs).max(0.0);
         ServerUsage {
             cpu_percent: 100.0 * cpu / wall,
             cpu_secs: cpu,
             rss_bytes: b.rss_bytes,
+            rss_before_connect: idle.map(|s| s.rss_bytes),
         }
+    }
+
+    /// (RSS during − RSS before connecting) / connections: what each
+    /// connection added, the empty server's memory left out.
+    pub fn marginal_bytes_per_connection(&self, connections: u64) -> Option<f64> {
+        let before = self.rss_before_connect?;
+        Some((self.rss_bytes as f64 - before as f64) / connections.max(1) as f64)
     }
 }
 
@@ -238,12 +250,18 @@ pub struct Partial {
     pub planned_secs: f64,
 }
 
+/// A fixed-rate run delivering less than this share of what it offered
+/// is not ok.
+pub const MIN_DELIVERED_SHARE: f64 = 0.95;
+
 pub struct Summary {
     connections: usize,
     size: usize,
     depth: u32,
     rate: f64,
     mode: String,
+    /// `--verify`: "full" or "header".
+    verify: String,
     threads: usize,
     established: u64,
     connect_failed: u64,
@@ -255,6 +273,11 @@ pub struct Summary {
     errors: BTreeMap<String, u64>,
     first_errors: Vec<String>,
     late_sends: u64,
+    /// Measure phase: replies to own sends, sends the rate asked for, and
+    /// those of them that were late.
+    measured_own: u64,
+    measured_wanted: u64,
+    measured_late: u64,
     bench_cpu_secs: f64,
     server: Option<ServerUsage>,
     partial: Option<Partial>,
@@ -268,11 +291,15 @@ impl Summary {
         let mut errors: BTreeMap<String, u64> = BTreeMap::new();
         let mut first_errors = Vec::new();
         let (mut messages, mut bytes, mut late, mut unanswered) = (0, 0, 0, 0);
+        let (mut own, mut wanted, mut late_measured) = (0, 0, 0);
         for r in &inputs.results {
             latency.add(&r.latency_us).expect("same histogram bounds");
             messages += r.measured_messages;
             bytes += r.measured_bytes;
             late += r.late_sends;
+            own += r.measured_own;
+            wanted += r.measured_wanted;
+            late_measured += r.measured_late;
             unanswered += r.unanswered;
             for (k, v) in &r.errors {
                 *errors.entry(k.to_string()).or_default() += v;
@@ -280,7 +307,10 @@ impl Summary {
             first_errors.extend(r.first_errors.iter().cloned());
         }
         if unanswered > 0 {
-            errors.insert("unanswered (lost)".into(), unanswered);
+            errors.insert(
+                "unanswered (lost, or slower than --drain-timeout)".into(),
+                unanswered,
+            );
         }
         for (e, n) in inputs.connect_errors {
             *errors.entry(format!("connect: {e}")).or_default() += n;
@@ -292,6 +322,7 @@ impl Summary {
             depth: inputs.args.depth,
             rate: inputs.args.rate,
             mode: format!("{:?}", inputs.args.mode).to_lowercase(),
+            verify: format!("{:?}", inputs.args.verify).to_lowercase(),
             threads: inputs.threads,
             established: inputs.established,
             connect_failed: inputs.connect_failed,
@@ -303,18 +334,51 @@ impl Summary {
             errors,
             first_errors,
             late_sends: late,
+            measured_own: own,
+            measured_wanted: wanted,
+            measured_late: late_measured,
             bench_cpu_secs: inputs.bench_cpu_secs,
             server: inputs.server,
             partial: inputs.partial,
         }
     }
 
-    /// No verification error, no loss, every connection established, and
-    /// the run was not cut short.
+    /// No verification error, no loss, every connection established, the
+    /// run was not cut short, and with `--rate` at least 95 % of the
+    /// offered messages were delivered.
     pub fn ok(&self) -> bool {
         self.errors.is_empty()
             && self.established == self.connections as u64
             && self.partial.is_none()
+            && self
+                .delivered_share()
+                .is_none_or(|s| s >= MIN_DELIVERED_SHARE)
+    }
+
+    /// With `--rate` (and a measured phase): rate × established
+    /// connections, in sends per second.
+    fn offered_per_sec(&self) -> Option<f64> {
+        (self.rate > 0.0 && self.measured_secs > 0.0).then_some(self.rate * self.established as f64)
+    }
+
+    /// With `--rate`: replies to the bench's own sends per second during
+    /// the measure phase (in chat mode a sender's own broadcast coming
+    /// back; deliveries to the others are in `msgs_per_sec`).
+    fn delivered_per_sec(&self) -> Option<f64> {
+        self.offered_per_sec()
+            .map(|_| self.measured_own as f64 / self.measured_secs.max(1e-9))
+    }
+
+    /// Delivered / offered, with `--rate`.
+    fn delivered_share(&self) -> Option<f64> {
+        let offered = self.offered_per_sec()?;
+        Some(self.delivered_per_sec()? / offered.max(1e-9))
+    }
+
+    /// Late sends / sends the rate asked for, during the measure phase.
+    fn late_share(&self) -> Option<f64> {
+        self.offered_per_sec()
+            .map(|_| self.measured_late as f64 / self.measured_wanted.max(1) as f64)
     }
 
     fn msgs_per_sec(&self) -> f64 {
@@ -352,12 +416,36 @@ impl Summary {
             self.established as f64 / self.connect_secs.max(1e-9)
         );
         println!(
-            "throughput:  {:.0} msg/s, {:.1} MB/s over {:.1} s ({} messages verified)",
+            "throughput:  {:.0} msg/s, {:.1} MB/s over {:.1} s ({} messages verified{})",
             self.msgs_per_sec(),
             self.mb_per_sec(),
             self.measured_secs,
-            self.messages
+            self.messages,
+            if self.verify == "header" {
+                ": length and stamp only, --verify header"
+            } else {
+                ""
+            }
         );
+        if let (Some(offered), Some(delivered), Some(share), Some(late)) = (
+            self.offered_per_sec(),
+            self.delivered_per_sec(),
+            self.delivered_share(),
+            self.late_share(),
+        ) {
+            println!(
+                "rate:        offered {} msg/s, delivered {} msg/s ({:.1} %{}), late sends {:.2} %",
+                rate_text(offered),
+                rate_text(delivered),
+                100.0 * share,
+                if share < MIN_DELIVERED_SHARE {
+                    ": below 95 %, not ok"
+                } else {
+                    ""
+                },
+                100.0 * late
+            );
+        }
         let l = &self.latency;
         println!(
             "latency us:  p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
@@ -368,24 +456,40 @@ impl Summary {
             l.max()
         );
         println!(
-            "bench cpu:   {:.2} s ({:.0}% of one core)",
+            "bench cpu:   {:.2} s ({:.0}% of one core, {:.2} us/msg)",
             self.bench_cpu_secs,
-            100.0 * self.bench_cpu_secs / self.measured_secs.max(1e-9)
+            // Nothing measured (stopped while connecting): no share.
+            if self.measured_secs > 0.0 {
+                100.0 * self.bench_cpu_secs / self.measured_secs
+            } else {
+                0.0
+            },
+            self.bench_cpu_secs * 1e6 / self.messages.max(1) as f64
         );
         if let Some(s) = &self.server {
-            let per_conn = s.rss_bytes as f64 / self.established.max(1) as f64;
             let per_msg = if self.messages > 0 {
                 s.cpu_secs * 1e6 / self.messages as f64
             } else {
                 0.0
             };
             println!(
-                "server:      {:.1}% cpu, {:.2} us cpu/msg, rss {:.1} MiB ({:.0} B/connection)",
+                "server:      {:.1}% cpu, {:.2} us cpu/msg, rss {:.1} MiB",
                 s.cpu_percent,
                 per_msg,
                 s.rss_bytes as f64 / (1 << 20) as f64,
-                per_conn
             );
+            if let (Some(before), Some(marginal)) = (
+                s.rss_before_connect,
+                s.marginal_bytes_per_connection(self.established),
+            ) {
+                println!(
+                    "server mem:  rss {:.1} MiB before connecting -> {:.1} MiB during: \
+                     {marginal:.0} B per connection (marginal: (during - before) / {})",
+                    before as f64 / (1 << 20) as f64,
+                    s.rss_bytes as f64 / (1 << 20) as f64,
+                    self.established
+                );
+            }
         }
         if self.late_sends > 0 {
             println!(
@@ -419,7 +523,8 @@ impl Summary {
                 "cpu_percent": s.cpu_percent,
                 "cpu_seconds": s.cpu_secs,
                 "rss_bytes": s.rss_bytes,
-                "rss_bytes_per_connection": s.rss_bytes as f64 / self.established.max(1) as f64,
+                "rss_bytes_before_connect": s.rss_before_connect,
+                "rss_marginal_bytes_per_connection": s.marginal_bytes_per_connection(self.established),
                 "cpu_us_per_message": if self.messages > 0 { s.cpu_secs * 1e6 / self.messages as f64 } else { 0.0 },
             })
         });
@@ -432,6 +537,7 @@ impl Summary {
             "depth": self.depth,
             "rate": self.rate,
             "mode": self.mode,
+            "verify": self.verify,
             "threads": self.threads,
             "duration_secs": self.measured_secs,
             "messages": self.messages,
@@ -439,6 +545,10 @@ impl Summary {
             "mb_per_sec": self.mb_per_sec(),
             "latency_us": latency,
             "late_sends": self.late_sends,
+            "offered_per_sec": self.offered_per_sec(),
+            "delivered_per_sec": self.delivered_per_sec(),
+            "delivered_share": self.delivered_share(),
+            "late_send_share": self.late_share(),
             "errors": self.errors,
             "bench_cpu_seconds": self.bench_cpu_secs,
             "server": server,

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# The 1,000,000-connection case, end to end on this machine (not part of the
+# default tests: it takes a few minutes and ~4-6 GB of RAM).
+#
+# Starts `ringport serve` pinned to CPU 0 and `ringport bench` pinned to
+# CPU 1; the bench opens CONNECTIONS connections from explicit source
+# (address, port) pairs spread over 127.0.0.0/8, sends RATE messages per
+# second per connection of SIZE bytes for DURATION, verifies every reply,
+# and the script prints
+#   connections, connect rate, offered vs delivered msg/s, late sends,
+#   latency p50/p99, server RSS before/after and marginal bytes per connection
+# Every process it starts is stopped on exit (bounded: the bench runs under
+# `timeout`); logs and the bench JSON are kept in target/million/.
+#
+# Settings (environment):
+#   CONNECTIONS  (default 1000000)
+#   SHARDS       server shards (default 52: today one io_uring ring holds at
+#                most the open-files limit, 20,000, so 1M needs 50+; lower it
+#                once the server holds several rings per shard)
+#   BENCH_THREADS bench engine threads (default 1; the bench raises it to the
+#                rings it needs)
+#   RATE         messages/s per connection (default 0.05: 50,000 msg/s in all)
+#   SIZE         payload bytes (default 64)
+#   DURATION     measured seconds (default 60), WARMUP seconds (default 5)
+#   SOURCES      --sources for the bench (default: enough addresses of a
+#                127.N.0.0/16 block picked at random, so TIME_WAITs left by
+#                an earlier run do not collide)
+#   SERVER_CPU / BENCH_CPU  CPUs to pin to (default 0 / 1)
+#   BACKEND      io-uring or epoll (default auto)
+#   TIME_LIMIT   seconds the bench may take in all (default DURATION + 600)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONNECTIONS=${CONNECTIONS:-1000000}
+SHARDS=${SHARDS:-52}
+BENCH_THREADS=${BENCH_THREADS:-1}
+RATE=${RATE:-0.05}
+SIZE=${SIZE:-64}
+DURATION=${DURATION:-60}
+WARMUP=${WARMUP:-5}
+SERVER_CPU=${SERVER_CPU:-0}
+BENCH_CPU=${BENCH_CPU:-1}
+BACKEND=${BACKEND:-${RINGPORT_BACKEND:-auto}}
+TIME_LIMIT=${TIME_LIMIT:-$((DURATION + 600))}
+
+OUT=target/million
+BIN=${CARGO_TARGET_DIR:-target}/release
+mkdir -p "$OUT"
+rm -f "$OUT"/*.log "$OUT"/*.json "$OUT"/*.out
+
+SERVER_PID=
+BENCH_PID=
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    for pid in $BENCH_PID $SERVER_PID; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in $BENCH_PID $SERVER_PID; do
+        for _ in $(seq 300); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    [ "$status" -eq 0 ] || echo "million: FAILED (logs in $OUT/)" >&2
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+fail() {
+    echo "million: error: $*" >&2
+    exit 1
+}
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+
+avail_mib=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+[ "$avail_mib" -ge 6144 ] || fail "only $avail_mib MiB available; this run needs about 6 GiB"
+
+# Source addresses: the bench binds ports 1024-65535 outside the kernel's
+# ephemeral range (and reserved ports) itself; enough addresses for all
+# connections, plus a few for ports somebody else holds.
+if [ -z "${SOURCES:-}" ]; then
+    read -r lo hi </proc/sys/net/ipv4/ip_local_port_range
+    per_source=$((65535 - 1024 + 1 - (hi - lo + 1)))
+    count=$(((CONNECTIONS + per_source - 1) / per_source + 2))
+    block=$((RANDOM % 200 + 20))
+    SOURCES="127.$block.0.1-127.$block.$((count / 256)).$((count % 256))"
+fi
+
+if [ "${NO_BUILD:-}" != 1 ]; then
+    echo "== building (release)"
+    cargo build --release -q -p ringport-cli --bins
+fi
+
+echo "== machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)," \
+    "$avail_mib MiB available, open-files limit $(ulimit -Sn)/$(ulimit -Hn)"
+
+taskset -c "$SERVER_CPU" "$BIN/ringport" serve --addr 127.0.0.1:0 --shards "$SHARDS" --backend "$BACKEND" \
+    --max-connections $((CONNECTIONS + 1000)) --stats-interval 10s \
+    >"$OUT/server.log" 2>&1 &
+SERVER_PID=$!
+PORT=
+for _ in $(seq 300); do
+    PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$OUT/server.log" | head -n1)
+    [ -n "$PORT" ] && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$OUT/server.log" >&2; fail "the server exited at start"; }
+    sleep 0.1
+done
+[ -n "$PORT" ] || fail "the server did not listen within 30 s"
+sleep 1
+IDLE_KIB=$(rss_kib "$SERVER_PID")
+echo "== server pid $SERVER_PID on 127.0.0.1:$PORT, $SHARDS shards, CPU $SERVER_CPU," \
+    "idle RSS $((IDLE_KIB / 1024)) MiB"
+echo "== bench: $CONNECTIONS connections from $SOURCES, $RATE msg/s each, $SIZE B," \
+    "${WARMUP}s warm-up + ${DURATION}s measured, CPU $BENCH_CPU"
+
+ticks_before=$(busy_ticks)
+started=$SECONDS
+set +e
+timeout --signal=TERM --kill-after=30 "$TIME_LIMIT" \
+    taskset -c "$BENCH_CPU" "$BIN/ringport" bench --addr "127.0.0.1:$PORT" \
+    --connections "$CONNECTIONS" --threads "$BENCH_THREADS" --backend "$BACKEND" \
+    --sources "$SOURCES" --rate "$RATE" --size "$SIZE" \
+    --duration "$DURATION" --warmup "$WARMUP" --drain-timeout 30s \
+    --server-pid "$SERVER_PID" --json "$OUT/bench.json" \
+    >"$OUT/bench.out" 2>"$OUT/bench.log" &
+BENCH_PID=$!
+# Sample the server's RSS while the bench runs (peak and at the end).
+PEAK_KIB=$IDLE_KIB
+while kill -0 "$BENCH_PID" 2>/dev/null; do
+    now=$(rss_kib "$SERVER_PID" 2>/dev/null || echo 0)
+    [ "${now:-0}" -gt "$PEAK_KIB" ] && PEAK_KIB=$now
+    sleep 1
+done
+wait "$BENCH_PID"
+bench_status=$?
+BENCH_PID=
+set -e
+elapsed=$((SECONDS - started))
+ticks_after=$(busy_ticks)
+
+grep -E '^(connected|note|warning|error)' "$OUT/bench.log" | sed 's/^/   bench: /' || true
+sed 's/^/   /' "$OUT/bench.out"
+[ -s "$OUT/bench.json" ] || fail "the bench wrote no JSON (status $bench_status; see $OUT/bench.log)"
+
+hz=$(getconf CLK_TCK)
+python3 - "$OUT/bench.json" "$IDLE_KIB" "$PEAK_KIB" "$elapsed" \
+    "$(((ticks_after - ticks_before) / hz))" "$(nproc)" <<'EOF'
+import json, sys
+b = json.load(open(sys.argv[1]))
+idle_kib, peak_kib, elapsed, busy_secs, cpus = map(int, sys.argv[2:7])
+s = b.get("server") or {}
+conns = b["connections_established"]
+print()
+print(f"connections:   {conns:,} of {b['connections']:,} ({b['connect_failed']:,} failed)")
+print(f"connect rate:  {b['connects_per_sec']:,.0f}/s")
+off, dlv = b.get("offered_per_sec"), b.get("delivered_per_sec")
+if off:
+    print(f"messages:      offered {off:,.0f} msg/s, delivered {dlv:,.0f} msg/s "
+          f"({100 * b['delivered_share']:.1f} %), late sends {100 * b['late_send_share']:.2f} %")
+else:
+    print(f"messages:      {b['messages_per_sec']:,.0f} msg/s (closed loop)")
+lat = b["latency_us"]
+print(f"latency:       p50 {lat['p50']:,} us, p99 {lat['p99']:,} us, max {lat['max']:,} us")
+before = s.get("rss_bytes_before_connect")
+during = s.get("rss_bytes")
+if before and during:
+    print(f"server RSS:    {before / 2**20:,.0f} MiB before connecting -> {during / 2**20:,.0f} MiB "
+          f"with {conns:,} connections (peak {peak_kib / 1024:,.0f} MiB); "
+          f"marginal {s['rss_marginal_bytes_per_connection']:,.0f} B per connection")
+print(f"server CPU:    {s.get('cpu_percent', 0):.0f} % of one core while measuring; "
+      f"bench CPU {100 * b['bench_cpu_seconds'] / max(b['duration_secs'], 1e-9):.0f} %")
+print(f"machine:       {elapsed} s wall, all CPUs busy {busy_secs} s of {elapsed * cpus} s")
+print(f"errors:        {b['errors'] or 'none'}; ok: {b['ok']}")
+EOF
+[ "$bench_status" -eq 0 ] || fail "the bench exited with status $bench_status (see above)"
+echo "million: OK"
