@@ -35,6 +35,12 @@ mod shared;
 pub mod stats;
 mod sys;
 mod timer;
+mod wake;
+
+#[cfg(feature = "tokio")]
+pub mod async_io;
+#[cfg(feature = "tokio")]
+pub use async_io::{AsyncClient, AsyncSender, EventStream, FrameCodec};
 
 pub use bytes::Bytes;
 pub use client::Client;

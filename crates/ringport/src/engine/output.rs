@@ -99,6 +99,8 @@ impl<C: Codec> Core<C> {
             return;
         };
         s.send_in_flight = false;
+        // Async senders waiting for room in a send queue try again.
+        self.shared.shards[self.index].space.notify();
         if result >= 0 {
             let n = (result as usize).min(s.queue.len());
             s.queue.consume(&mut self.pool, n);
