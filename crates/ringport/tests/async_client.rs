@@ -29,7 +29,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(IO_TIMEOUT, f).await.expect("within the timeout")
+    tokio::time::timeout(IO_TIMEOUT, f)
+        .await
+        .expect("within the timeout")
 }
 
 #[test]

@@ -36,7 +36,10 @@ fn tagged(client: u32, seq: u32, len: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(len.max(8));
     v.extend_from_slice(&client.to_be_bytes());
     v.extend_from_slice(&seq.to_be_bytes());
-    v.extend_from_slice(&pattern(u64::from(client) << 32 | u64::from(seq), len.saturating_sub(8)));
+    v.extend_from_slice(&pattern(
+        u64::from(client) << 32 | u64::from(seq),
+        len.saturating_sub(8),
+    ));
     v
 }
 
@@ -54,7 +57,9 @@ fn stream_delivers_every_event_in_order_to_a_slow_consumer() {
     let events = start(|c| c.event_queue = QUEUE);
     let addr = events.local_addr();
     let rt = runtime();
-    let mut stream = rt.block_on(async { events.stream() }).expect("event stream");
+    let mut stream = rt
+        .block_on(async { events.stream() })
+        .expect("event stream");
 
     let clients = rt.spawn(async move {
         let mut tasks = Vec::new();
@@ -122,7 +127,11 @@ fn stream_delivers_every_event_in_order_to_a_slow_consumer() {
                 Event::Closed { conn, reason } => {
                     let state = conns.remove(&conn).expect("Closed before Connected");
                     assert_eq!(reason, CloseReason::PeerClosed);
-                    assert_eq!(state.map(|(_, next)| next), Some(PER_CONN), "{conn}: lost messages");
+                    assert_eq!(
+                        state.map(|(_, next)| next),
+                        Some(PER_CONN),
+                        "{conn}: lost messages"
+                    );
                     closed += 1;
                 }
             }
@@ -237,7 +246,10 @@ fn dropped_send_futures_leave_only_whole_frames() {
         }
         assert_eq!(payload.len(), LEN, "a partial frame");
         let (_, seq) = untag(&payload);
-        assert!(seq >= next_seq, "frame {seq} out of order (expected >= {next_seq})");
+        assert!(
+            seq >= next_seq,
+            "frame {seq} out of order (expected >= {next_seq})"
+        );
         if next_seq < awaited {
             assert_eq!(seq, next_seq, "an awaited message is missing");
         }
@@ -248,7 +260,9 @@ fn dropped_send_futures_leave_only_whole_frames() {
     assert!(next_seq >= awaited, "awaited messages missing");
     assert_eq!(rt.block_on(end).expect("task"), Ok(()));
     // Still open: nothing more arrives, and no Closed event was produced.
-    client.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut buf = [0u8; 1];
     assert!(client.read(&mut buf).is_err(), "unexpected bytes or EOF");
     assert!(events.try_next_event().is_none());
@@ -266,9 +280,14 @@ fn broadcast_async_reaches_every_connection_on_every_shard() {
     }
     let rt = runtime();
     rt.block_on(async {
-        events.broadcast_async(&b"to all"[..]).await.expect("broadcast");
+        events
+            .broadcast_async(&b"to all"[..])
+            .await
+            .expect("broadcast");
         assert_eq!(
-            events.broadcast_async(vec![0u8; 16 * 1024 * 1024 + 1]).await,
+            events
+                .broadcast_async(vec![0u8; 16 * 1024 * 1024 + 1])
+                .await,
             Err(SendError::TooLarge)
         );
     });

@@ -112,7 +112,8 @@ impl<C: Codec> AsyncClient<C> {
     /// The connection as a tokio-util `Framed` (for `Stream`/`Sink` use),
     /// with any bytes already received.
     pub fn into_framed(self) -> Framed<TcpStream, FrameCodec<C>> {
-        let mut parts = tokio_util::codec::FramedParts::new::<bytes::Bytes>(self.stream, self.codec);
+        let mut parts =
+            tokio_util::codec::FramedParts::new::<bytes::Bytes>(self.stream, self.codec);
         parts.read_buf = self.rbuf;
         Framed::from_parts(parts)
     }
@@ -126,4 +127,3 @@ impl<C: Codec> std::fmt::Debug for AsyncClient<C> {
             .finish_non_exhaustive()
     }
 }
-

@@ -335,7 +335,9 @@ impl Drop for BroadcastFuture {
                         payload: rest.payload.clone(),
                     };
                     if super::try_command(&rest.shared, shard, cmd).is_err() {
-                        tracing::warn!("broadcast_async dropped part-way: a shard's queue was full");
+                        tracing::warn!(
+                            "broadcast_async dropped part-way: a shard's queue was full"
+                        );
                     }
                 }
                 rest.next = total;

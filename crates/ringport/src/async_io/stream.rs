@@ -67,14 +67,12 @@ impl EventServer {
                 tokio::io::Interest::READABLE,
             )
         };
-        let fd = registered
-            .map_err(io::Error::from)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("event stream: registering its eventfd: {e} (one stream per runtime)"),
-                )
-            })?;
+        let fd = registered.map_err(io::Error::from).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("event stream: registering its eventfd: {e} (one stream per runtime)"),
+            )
+        })?;
         Ok(EventStream {
             events: self.events.clone(),
             wake: self.wake.clone(),
