@@ -138,6 +138,7 @@ impl Server {
         })
     }
 
+    #[cfg(feature = "tokio")]
     pub(crate) fn shared(&self) -> &Arc<ServerShared> {
         &self.shared
     }

@@ -166,6 +166,7 @@ impl ShardRemote {
         self.shard
     }
 
+    #[cfg(feature = "tokio")]
     pub(crate) fn server_shared(&self) -> &Arc<ServerShared> {
         &self.shared
     }

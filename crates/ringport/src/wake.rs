@@ -54,12 +54,15 @@ impl ConsumerWake {
         self.signal();
     }
 
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
     /// Called by the consumer before it waits; it must then look at the
     /// queue once more before sleeping.
+    // Used by the async pieces (feature `tokio`) only.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub fn announce(&self) {
         self.waiting.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
@@ -72,10 +75,13 @@ impl ConsumerWake {
 
     /// Empties the eventfd counter (after the reactor reported it
     /// readable), so the next signal makes it readable again.
+    #[cfg(feature = "tokio")]
     pub fn drain(&self) {
         eventfd::eventfd_reset(self.fd.as_fd());
     }
 
+    // Used by the async pieces (feature `tokio`) only.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -94,6 +100,8 @@ pub(crate) struct SpaceWaiters {
 impl SpaceWaiters {
     /// Adds a waiter. The caller must check its condition again after
     /// this, before it returns `Pending`.
+    // Used by the async pieces (feature `tokio`) only.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub fn register(&self, waker: &Waker) {
         let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
         if !wakers.iter().any(|w| w.will_wake(waker)) {
