@@ -156,7 +156,11 @@ impl SendFuture {
                 result => {
                     h.payload = None;
                     h.outcome = Some(Outcome::Done(result));
-                    if let Some(waker) = h.waker.take() {
+                    let waker = h.waker.take();
+                    // Woken after the lock is released: the task may run
+                    // at once on another thread and take it.
+                    drop(h);
+                    if let Some(waker) = waker {
                         waker.wake();
                     }
                 }
