@@ -134,3 +134,59 @@ impl SpaceWaiters {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn readable(fd: RawFd) -> bool {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for an open descriptor; zero timeout.
+        unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn space_waiters_wake_once_per_registration_and_only_when_waiting() {
+        let waiters = SpaceWaiters::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        waiters.notify();
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        waiters.register(&waker);
+        waiters.register(&waker); // the same task twice: one entry
+        waiters.notify();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        waiters.notify(); // the list was emptied
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn consumer_wake_signals_only_an_announced_consumer() {
+        let wake = ConsumerWake::new().unwrap();
+        wake.notify();
+        assert!(!readable(wake.raw_fd()), "signalled with nobody waiting");
+        wake.announce();
+        wake.notify();
+        assert!(readable(wake.raw_fd()));
+        eventfd::eventfd_reset(wake.fd.as_fd());
+        wake.notify(); // the first producer cleared `waiting`
+        assert!(!readable(wake.raw_fd()));
+        assert!(!wake.is_closed());
+        wake.close();
+        assert!(wake.is_closed() && readable(wake.raw_fd()));
+    }
+}

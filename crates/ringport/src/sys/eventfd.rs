@@ -30,7 +30,7 @@ pub(crate) fn eventfd_add(fd: BorrowedFd<'_>, value: u64) -> io::Result<()> {
 
 /// Reads (and so resets) an eventfd counter; nothing happens when it is
 /// already 0 (the descriptor is non-blocking).
-#[cfg(feature = "tokio")]
+#[cfg(any(feature = "tokio", test))]
 pub(crate) fn eventfd_reset(fd: BorrowedFd<'_>) {
     let mut bytes = [0u8; 8];
     // SAFETY: `bytes` is 8 writable bytes, the size an eventfd read needs;
