@@ -11,6 +11,9 @@
 //! - [`client`]: a blocking client speaking the same codecs.
 //! - [`pool`]: the worker pool (work items, timers, waits).
 //! - [`stats`]: counters readable while running.
+//! - `async_io` (feature `tokio`): the events as a `Stream`, sends that
+//!   wait for room (`send_async`), `ctx.spawn`, `AsyncClient`, and
+//!   `FrameCodec` (ringport's codecs as tokio-util codecs).
 //!
 //! Inside, in layers: the `server` handle starts one `shard` thread per
 //! shard; a shard runs the portable `engine` (connection state machine,
