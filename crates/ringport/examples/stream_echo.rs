@@ -53,8 +53,7 @@ fn main() -> std::io::Result<()> {
                 }
             }
         };
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = echo => {}
             _ = term.recv() => {}
