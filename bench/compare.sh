@@ -49,6 +49,10 @@ Usage: bench/compare.sh [options]
 Servers:
   ringport        ringport serve --shards N (io_uring backend)
   ringport-epoll  ringport serve --backend epoll --shards N
+  ringport-stream the async event-stream echo (crates/ringport/examples/
+                  stream_echo.rs, feature tokio), replies with send_async;
+                  ringport-stream-plain: the same replying with the plain
+                  (non-waiting) send; neither in the default list
   ringport-base   $RINGPORT_BASE serve --shards N: another ringport build
                   (e.g. an earlier commit's), for regression checks; not
                   in the default list
@@ -135,7 +139,7 @@ fi
 IFS=, read -r -a _servers <<<"$SERVERS"
 SERVER_LIST=()
 for s in "${_servers[@]}"; do
-    case $s in ringport|ringport-epoll|ringport-base|peer-tokio|peer-monoio|peer-uring|peer-mio) ;; *) die "unknown server '$s'" ;; esac
+    case $s in ringport|ringport-epoll|ringport-stream|ringport-stream-plain|ringport-base|peer-tokio|peer-monoio|peer-uring|peer-mio) ;; *) die "unknown server '$s'" ;; esac
     [[ " ${SERVER_LIST[*]} " == *" $s "* ]] || SERVER_LIST+=("$s")
 done
 if [[ -z $REPEATS ]]; then REPEATS=$([[ $QUICK == 1 ]] && echo 1 || echo 3); fi
@@ -164,6 +168,8 @@ server_cmd() {
     case $1 in
         ringport) CMD=("$ROOT/target/release/ringport" serve --addr "$3" --shards "$2") ;;
         ringport-epoll) CMD=("$ROOT/target/release/ringport" serve --backend epoll --addr "$3" --shards "$2") ;;
+        ringport-stream) CMD=("$ROOT/target/release/examples/stream_echo" --addr "$3" --shards "$2") ;;
+        ringport-stream-plain) CMD=("$ROOT/target/release/examples/stream_echo" --send plain --addr "$3" --shards "$2") ;;
         ringport-base) CMD=("${RINGPORT_BASE:?set RINGPORT_BASE to the ringport binary to compare against}" serve --addr "$3" --shards "$2") ;;
         *) CMD=("$PEERS/target/release/$1" --addr "$3" --threads "$2") ;;
     esac
@@ -203,6 +209,10 @@ fi
 if [[ $NO_BUILD == 0 ]]; then
     log "building ringport (cargo build --release -p ringport-cli)"
     (cd "$ROOT" && "${CARGO:-cargo}" build --release -p ringport-cli) >&2
+    if [[ " ${SERVER_LIST[*]} " == *" ringport-stream"* ]]; then
+        log "building the event-stream echo (cargo build --release -p ringport --features tokio --example stream_echo)"
+        (cd "$ROOT" && "${CARGO:-cargo}" build --release -p ringport --features tokio --example stream_echo) >&2
+    fi
     log "building peers (cd bench/peers && cargo build --release)"
     (cd "$PEERS" && "${CARGO:-cargo}" build --release) >&2
 fi
@@ -503,8 +513,8 @@ runs = [json.loads(l) for l in open(runs_path) if l.strip()]
 SCEN = {
 $(for sc in a b c d e f g; do scenario "$sc"; printf '    "%s": ("%s", %s, %s),\n' "$sc" "$S_DESC" "$S_DUR" "$S_WARM"; done)
 }
-ORDER = ["ringport", "ringport-epoll", "ringport-base", "peer-tokio", "peer-monoio", "peer-uring", "peer-mio"]
-UNIT = {"ringport": "shard", "ringport-epoll": "shard", "ringport-base": "shard"}
+ORDER = ["ringport", "ringport-epoll", "ringport-stream", "ringport-stream-plain", "ringport-base", "peer-tokio", "peer-monoio", "peer-uring", "peer-mio"]
+UNIT = {"ringport": "shard", "ringport-epoll": "shard", "ringport-stream": "shard", "ringport-stream-plain": "shard", "ringport-base": "shard"}
 
 def label(srv, threads):
     u = UNIT.get(srv, "thread")

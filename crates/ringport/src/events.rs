@@ -16,6 +16,7 @@ use crate::conn_id::ConnId;
 use crate::handler::{CloseReason, Context, Handler};
 use crate::server::Server;
 use crate::stats::Stats;
+use crate::wake::ConsumerWake;
 
 /// An event of the pull API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,14 +35,18 @@ impl Server {
         let (tx, rx) = crossbeam_channel::bounded(config.event_queue);
         let stop_flag = Arc::new(AtomicBool::new(false));
         let flag = stop_flag.clone();
+        let wake = Arc::new(ConsumerWake::new()?);
+        let consumer = wake.clone();
         let server = Server::start(config, codec, move |_| EventForwarder {
             events: tx.clone(),
             stopping: flag.clone(),
+            wake: consumer.clone(),
         })?;
         Ok(EventServer {
             server: Some(server),
             events: rx,
             stop_flag,
+            wake,
         })
     }
 }
@@ -56,8 +61,10 @@ impl Server {
 pub struct EventServer {
     /// Always `Some` until `stop` takes it.
     server: Option<Server>,
-    events: Receiver<Event>,
+    pub(crate) events: Receiver<Event>,
     stop_flag: Arc<AtomicBool>,
+    /// Wakes an async consumer (`EventServer::stream`, feature `tokio`).
+    pub(crate) wake: Arc<ConsumerWake>,
 }
 
 impl EventServer {
@@ -81,7 +88,9 @@ impl EventServer {
     pub fn stop(mut self) -> Stats {
         self.stop_flag.store(true, Ordering::Release);
         let server = self.server.take().expect("server present until stop");
-        server.stop()
+        let stats = server.stop();
+        self.wake.close();
+        stats
     }
 }
 
@@ -90,6 +99,9 @@ impl Drop for EventServer {
         // Shards waiting for room in a full event queue give up once this
         // is set, so the server's own drop (which joins them) cannot hang.
         self.stop_flag.store(true, Ordering::Release);
+        // Stop first, then tell an async consumer that no event will come.
+        drop(self.server.take());
+        self.wake.close();
     }
 }
 
@@ -103,6 +115,7 @@ impl std::ops::Deref for EventServer {
 struct EventForwarder {
     events: Sender<Event>,
     stopping: Arc<AtomicBool>,
+    wake: Arc<ConsumerWake>,
 }
 
 impl EventForwarder {
@@ -111,7 +124,10 @@ impl EventForwarder {
     fn push(&self, mut event: Event) {
         loop {
             match self.events.send_timeout(event, Duration::from_millis(20)) {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.wake.notify();
+                    return;
+                }
                 Err(crossbeam_channel::SendTimeoutError::Timeout(e)) => {
                     if self.stopping.load(Ordering::Acquire) {
                         return;

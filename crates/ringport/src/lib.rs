@@ -11,6 +11,9 @@
 //! - [`client`]: a blocking client speaking the same codecs.
 //! - [`pool`]: the worker pool (work items, timers, waits).
 //! - [`stats`]: counters readable while running.
+//! - `async_io` (feature `tokio`): the events as a `Stream`, sends that
+//!   wait for room (`send_async`), `ctx.spawn`, `AsyncClient`, and
+//!   `FrameCodec` (ringport's codecs as tokio-util codecs).
 //!
 //! Inside, in layers: the `server` handle starts one `shard` thread per
 //! shard; a shard runs the portable `engine` (connection state machine,
@@ -35,6 +38,12 @@ mod shared;
 pub mod stats;
 mod sys;
 mod timer;
+mod wake;
+
+#[cfg(feature = "tokio")]
+pub mod async_io;
+#[cfg(feature = "tokio")]
+pub use async_io::{AsyncClient, AsyncSender, EventStream, FrameCodec};
 
 pub use bytes::Bytes;
 pub use client::Client;

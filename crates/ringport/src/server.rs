@@ -141,6 +141,11 @@ impl Server {
         })
     }
 
+    #[cfg(feature = "tokio")]
+    pub(crate) fn shared(&self) -> &Arc<ServerShared> {
+        &self.shared
+    }
+
     /// The address the server listens on (with the port chosen by the
     /// kernel when the configured port was 0).
     pub fn local_addr(&self) -> SocketAddr {
@@ -337,6 +342,13 @@ fn stop_threads(shared: &ServerShared, threads: &mut Vec<JoinHandle<()>>) {
         if t.join().is_err() {
             tracing::error!("a shard thread panicked");
         }
+    }
+    // Commands no shard will run are dropped now (an async sender whose
+    // command it was learns the server stopped), and async senders still
+    // waiting for room find the server stopped.
+    for shard in shared.shards.iter() {
+        while shard.commands_rx.try_recv().is_ok() {}
+        shard.space.wake_all();
     }
 }
 

@@ -15,6 +15,7 @@ use crate::conn_id::{ConnId, LiveTable};
 use crate::handler::{Context, SendError};
 use crate::stats::{ShardCounters, TurnHistogram};
 use crate::sys::eventfd;
+use crate::wake::SpaceWaiters;
 use std::sync::Arc;
 
 /// A request from another thread to a shard.
@@ -48,6 +49,9 @@ pub(crate) struct ShardShared {
     pub live: LiveTable,
     pub counters: ShardCounters,
     pub turns: TurnHistogram,
+    /// Async senders waiting for room in the command queue or a send
+    /// queue: woken after the shard drains commands or completes a send.
+    pub space: SpaceWaiters,
 }
 
 impl ShardShared {
@@ -61,6 +65,7 @@ impl ShardShared {
             live: LiveTable::new(table),
             counters: ShardCounters::default(),
             turns: TurnHistogram::default(),
+            space: SpaceWaiters::default(),
         })
     }
 
@@ -159,5 +164,10 @@ impl ShardRemote {
     /// The shard this handle runs code on.
     pub fn shard(&self) -> usize {
         self.shard
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(crate) fn server_shared(&self) -> &Arc<ServerShared> {
+        &self.shared
     }
 }

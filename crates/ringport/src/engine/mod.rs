@@ -375,6 +375,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 }
             }
         }
+        // Room was made: async senders waiting for it try again.
+        me.space.notify();
         self.report_failed_connects();
     }
 

@@ -113,6 +113,8 @@ impl<C: Codec> Core<C> {
                 s.set_discard(true);
             }
         }
+        // Async senders waiting for room in a send queue try again.
+        self.shared.shards[self.index].space.notify();
         let s = &mut self.slots[slot];
         match s.state {
             SlotState::Open => {

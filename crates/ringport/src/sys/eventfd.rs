@@ -27,3 +27,13 @@ pub(crate) fn eventfd_add(fd: BorrowedFd<'_>, value: u64) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Reads (and so resets) an eventfd counter; nothing happens when it is
+/// already 0 (the descriptor is non-blocking).
+#[cfg(any(feature = "tokio", test))]
+pub(crate) fn eventfd_reset(fd: BorrowedFd<'_>) {
+    let mut bytes = [0u8; 8];
+    // SAFETY: `bytes` is 8 writable bytes, the size an eventfd read needs;
+    // the descriptor is borrowed, so open for the call.
+    let _ = unsafe { libc::read(fd.as_raw_fd(), bytes.as_mut_ptr().cast(), bytes.len()) };
+}

@@ -1,0 +1,106 @@
+//! ringport from async Rust (feature `tokio`): the pull API as a
+//! [`futures_core::Stream`], sends that wait for room instead of failing,
+//! async work from handlers, an async client and tokio-util codec adapters.
+//!
+//! The shards stay plain threads; these pieces only meet them at their
+//! queues:
+//! - [`EventStream`] ([`crate::EventServer::stream`]): the event queue,
+//!   its consumer woken through an eventfd registered with tokio's
+//!   `AsyncFd` (no polling thread). Same bounded queue and no-loss
+//!   backpressure as [`crate::EventServer::next_event`].
+//! - [`AsyncSender`] ([`crate::Server::send_async`],
+//!   [`crate::Server::broadcast_async`]): a send waits for room in the
+//!   shard's command queue and then in the connection's send queue; a
+//!   dropped future sends the whole message or nothing.
+//! - [`crate::Context::spawn`]: a future on a tokio runtime, its output
+//!   handed back to the connection's shard (like [`crate::Context::offload`]).
+//! - [`AsyncClient`] and [`FrameCodec`]: ringport's codecs over tokio
+//!   sockets.
+
+mod client;
+mod codec;
+mod send;
+mod spawn;
+mod stream;
+
+pub use client::AsyncClient;
+pub use codec::FrameCodec;
+pub use send::{AsyncSender, BroadcastFuture, SendFuture};
+pub use stream::EventStream;
+
+use crate::handler::SendError;
+use crate::shared::{Command, ServerShared, ShardShared};
+
+/// Queues `cmd` on `shard` and wakes it, or gives the command back with why
+/// not (`Busy`: the queue is full, retry once room is made).
+pub(crate) fn try_command(
+    shared: &ServerShared,
+    shard: &ShardShared,
+    cmd: Command,
+) -> Result<(), (Command, SendError)> {
+    use crossbeam_channel::TrySendError;
+    use std::sync::atomic::Ordering;
+    if shared.stopping.load(Ordering::Acquire) {
+        return Err((cmd, SendError::Stopped));
+    }
+    match shard.commands_tx.try_send(cmd) {
+        Ok(()) => {
+            shard.wake();
+            Ok(())
+        }
+        Err(TrySendError::Full(cmd)) => Err((cmd, SendError::Busy)),
+        Err(TrySendError::Disconnected(cmd)) => Err((cmd, SendError::Stopped)),
+    }
+}
+
+/// Queues `cmd` on `shard`, waiting for room in its command queue: the
+/// state of a future that must not lose its command while it waits.
+pub(crate) struct CommandSlot {
+    cmd: Option<Command>,
+    registered: bool,
+}
+
+impl CommandSlot {
+    pub fn new(cmd: Command) -> Self {
+        CommandSlot {
+            cmd: Some(cmd),
+            registered: false,
+        }
+    }
+
+    /// `Ready(Ok)` once queued; `Pending` while the queue is full (woken
+    /// when the shard has drained it); `Ready(Err)` if the server stopped.
+    /// Once queued, polling again returns `Ready(Ok)`.
+    pub fn poll(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        shared: &ServerShared,
+        shard: &ShardShared,
+    ) -> std::task::Poll<Result<(), SendError>> {
+        use std::task::Poll;
+        loop {
+            let Some(cmd) = self.cmd.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            match try_command(shared, shard, cmd) {
+                Ok(()) => {
+                    self.registered = false;
+                    return Poll::Ready(Ok(()));
+                }
+                Err((cmd, SendError::Busy)) => {
+                    self.cmd = Some(cmd);
+                    if self.registered {
+                        // Registered, then found the queue still full.
+                        self.registered = false;
+                        return Poll::Pending;
+                    }
+                    // Announce, then look once more: room made between
+                    // the first try and the registration is not missed.
+                    shard.space.register(cx.waker());
+                    self.registered = true;
+                }
+                Err((_, e)) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
