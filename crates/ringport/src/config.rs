@@ -120,6 +120,10 @@ pub struct ServerConfig {
     /// What happens to a client that arrives while `max_connections` are
     /// open.
     pub at_limit: LimitPolicy,
+    /// Join a cluster of nodes over NATS (feature `cluster`): broadcasts,
+    /// publishes and `send_to` reach the other nodes. None: a lone node.
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Size of each shard's connection table. io_uring: its registered file
     /// table; default the process's open-files limit, which is the kernel's
     /// cap for one ring (direct descriptors do not use the process fd table,
@@ -208,6 +212,8 @@ impl Default for ServerConfig {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_connections: 1_000_000,
             at_limit: LimitPolicy::Wait,
+            #[cfg(feature = "cluster")]
+            cluster: None,
             connections_per_shard: None,
             recv_buffers: 256,
             recv_buffer_size: 64 * 1024,

@@ -185,6 +185,7 @@ impl<C: Codec> Core<C> {
             (s.recv_armed, s.send_in_flight, s.generation);
         let pos = s.open_pos;
         self.me().live.set_dead(slot as u32);
+        self.topics.remove_slot(slot as u32);
         self.open.swap_remove(pos);
         if let Some(&moved) = self.open.get(pos) {
             self.slots[moved as usize].open_pos = pos;
