@@ -11,6 +11,8 @@ mod common;
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -309,4 +311,224 @@ fn warm_up(clients: &mut [TcpStream]) {
         }
     }
     panic!("not every client heard the warm-up: {warm:?}");
+}
+
+/// Waits until `needle` has been logged at least `n` times.
+fn wait_for_count(served: &Served, needle: &str, n: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while served.proc.stderr().matches(needle).count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{needle:?} not logged {n} times within {timeout:?}\n{}",
+            served.proc.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_node_killed_mid_traffic_leaves_the_others_serving() {
+    let Some(nats) = Nats::start() else { return };
+    let mut nodes = three_nodes(&nats, "chat", &[]);
+    let mut clients: Vec<TcpStream> = nodes.iter().map(|n| n.connect()).collect();
+    warm_up(&mut clients);
+    let skip_warm = |c: &mut TcpStream| {
+        let mut f = read_frame(c);
+        while f.starts_with(b"warm") {
+            f = read_frame(c);
+        }
+        f
+    };
+    for i in 0..50u32 {
+        write_frame(&mut clients[0], format!("m{i}").as_bytes());
+        if i == 25 {
+            nodes[2].proc.signal(libc::SIGKILL);
+        }
+    }
+    for (k, c) in clients.iter_mut().take(2).enumerate() {
+        for i in 0..50u32 {
+            assert_eq!(skip_warm(c), format!("m{i}").as_bytes(), "node {}", k + 1);
+        }
+    }
+    assert!(closed_by_peer(&mut clients[2]), "n3's client sees it die");
+    nodes[2].proc.expect_exit(PROCESS_TIMEOUT);
+    // The dead node is noticed (node timeout 3 s) and logged.
+    nodes[0]
+        .proc
+        .wait_for_stderr("cluster: node is down", PROCESS_TIMEOUT);
+    assert!(
+        nodes[0]
+            .proc
+            .stderr()
+            .lines()
+            .any(|l| l.contains("node is down") && l.contains("peer=n3")),
+        "{}",
+        nodes[0].proc.output()
+    );
+    // n1 and n2 still talk to each other.
+    write_frame(&mut clients[1], b"still here");
+    for c in clients.iter_mut().take(2) {
+        assert_eq!(read_frame(c), b"still here");
+    }
+}
+
+#[test]
+fn a_send_to_a_dead_nodes_connection_is_refused_not_hung() {
+    let Some(nats) = Nats::start() else { return };
+    let mut nodes = three_nodes(&nats, "pubsub", &[]);
+    let mut sender = nodes[0].connect();
+    let mut target = nodes[2].connect();
+    let target_id = whoami(&mut target);
+    nodes[2].proc.signal(libc::SIGKILL);
+    nodes[2].proc.expect_exit(PROCESS_TIMEOUT);
+    let began = Instant::now();
+    sender
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // Within the node timeout a send goes nowhere (at most once, lost
+    // without a report); after it, every send is refused at once.
+    let answer = loop {
+        assert!(began.elapsed() < PROCESS_TIMEOUT, "no unreachable report");
+        send(
+            &mut sender,
+            &Frame::Direct {
+                id: &target_id,
+                data: b"anyone?",
+            },
+        );
+        if let Some(frame) = try_read_frame(&mut sender) {
+            break frame;
+        }
+    };
+    assert_eq!(
+        answer,
+        encode(&Frame::Error {
+            code: code::UNREACHABLE,
+            detail: target_id.as_bytes()
+        })
+    );
+}
+
+#[test]
+fn nats_down_for_5s_local_delivery_goes_on_and_cross_node_resumes() {
+    let Some(mut nats) = Nats::start() else { return };
+    let mut n1 = node(&nats, "n1", "pubsub", &[]);
+    let mut n2 = node(&nats, "n2", "pubsub", &[]);
+    n2.proc.wait_for_stderr("peer=n1", PROCESS_TIMEOUT);
+    let mut s1 = n1.connect();
+    let mut s2 = n2.connect();
+    subscribe(&mut s1, b"t");
+    subscribe(&mut s2, b"t");
+    let mut publisher = n1.connect();
+    let publish = |p: &mut TcpStream, data: &[u8]| {
+        send(p, &Frame::Publish { topic: b"t", data });
+    };
+    publish(&mut publisher, b"before");
+    assert_eq!(read_frame(&mut s1), message(b"t", b"before"));
+    assert_eq!(read_frame(&mut s2), message(b"t", b"before"));
+
+    let ups = n1.proc.stderr().matches("NATS link is up").count();
+    nats.kill();
+    n1.proc
+        .wait_for_stderr("NATS link lost", Duration::from_secs(10));
+    let down = Instant::now();
+    let mut i = 0;
+    while down.elapsed() < Duration::from_secs(5) {
+        let data = format!("during{i}");
+        publish(&mut publisher, data.as_bytes());
+        // Local delivery never stops.
+        assert_eq!(read_frame(&mut s1), message(b"t", data.as_bytes()));
+        i += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let nats = Nats::on(nats.port).expect("restart nats-server");
+    wait_for_count(&n1, "NATS link is up", ups + 1, PROCESS_TIMEOUT);
+    wait_for_count(&n2, "NATS link is up", ups + 1, PROCESS_TIMEOUT);
+    // The loss is counted and logged.
+    n1.proc
+        .wait_for_stderr("cross-node messages dropped", PROCESS_TIMEOUT);
+    // Cross-node delivery resumes (the subscriptions are renewed with
+    // the connection; retry until the first one gets through).
+    s2.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let began = Instant::now();
+    'resumed: loop {
+        assert!(began.elapsed() < PROCESS_TIMEOUT, "cross-node did not resume");
+        publish(&mut publisher, b"after");
+        assert_eq!(read_frame(&mut s1), message(b"t", b"after"));
+        while let Some(f) = try_read_frame(&mut s2) {
+            if f == message(b"t", b"after") {
+                break 'resumed;
+            }
+            // A "during" message that the client had queued before it saw
+            // the link go down may arrive: at most once, never twice.
+            assert!(f.starts_with(&message(b"t", b"during")), "{f:?}");
+        }
+    }
+    drop(nats);
+}
+
+#[test]
+fn a_slow_subscriber_on_one_node_does_not_hold_back_the_others() {
+    let Some(nats) = Nats::start() else { return };
+    let small = ["--max-frame", "64KiB", "--send-high-water", "256KiB"];
+    let mut n1 = node(&nats, "n1", "pubsub", &small);
+    let mut n2 = node(&nats, "n2", "pubsub", &small);
+    n2.proc.wait_for_stderr("peer=n1", PROCESS_TIMEOUT);
+    let mut slow = n1.connect();
+    subscribe(&mut slow, b"t");
+    // 16 MB in all: more than the slow reader's queue bound (320 KiB)
+    // plus what the kernel buffers for it.
+    const COUNT: u32 = 1000;
+    // The publisher stays at most WINDOW messages ahead of the fast
+    // readers: a burst larger than a queue's bound within one loop turn
+    // would cut any subscriber, and a debug-build test client is slower
+    // than the server.
+    const WINDOW: u32 = 4;
+    let progress: Vec<Arc<AtomicU32>> = (0..2).map(|_| Arc::new(AtomicU32::new(0))).collect();
+    let readers: Vec<_> = [&n1, &n2]
+        .iter()
+        .zip(&progress)
+        .map(|(n, done)| {
+            let mut c = n.connect();
+            subscribe(&mut c, b"t");
+            let done = done.clone();
+            std::thread::spawn(move || {
+                for i in 0..COUNT {
+                    let f = read_frame(&mut c);
+                    let Some(Frame::Message { data, .. }) = decode(&f) else {
+                        panic!("not a message: {:?}", &f[..f.len().min(20)]);
+                    };
+                    assert_eq!(&data[..4], &i.to_be_bytes(), "in order, none lost");
+                    assert_eq!(data.len(), 16 * 1024);
+                    done.store(i + 1, Ordering::Release);
+                }
+            })
+        })
+        .collect();
+    let mut publisher = n2.connect();
+    let mut data = vec![0x5a; 16 * 1024];
+    for i in 0..COUNT {
+        let began = Instant::now();
+        while progress
+            .iter()
+            .any(|p| p.load(Ordering::Acquire) + WINDOW < i)
+        {
+            assert!(
+                began.elapsed() < PROCESS_TIMEOUT,
+                "a fast reader stalled at {i}\n{}\n{}",
+                n1.proc.output(),
+                n2.proc.output()
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        data[..4].copy_from_slice(&i.to_be_bytes());
+        send(&mut publisher, &Frame::Publish { topic: b"t", data: &data });
+    }
+    for r in readers {
+        r.join().expect("a fast subscriber missed messages");
+    }
+    // The one that never read was cut by the slow-consumer policy.
+    n1.proc.wait_for_stderr("SlowConsumer", PROCESS_TIMEOUT);
+    assert!(closed_by_peer(&mut slow));
 }
