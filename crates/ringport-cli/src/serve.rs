@@ -198,13 +198,23 @@ pub struct ServeArgs {
     /// (nats://HOST:PORT): broadcasts (chat mode), topic publishes and
     /// direct sends (pubsub mode) reach clients on every node. Needs
     /// --node-id.
-    #[arg(long, value_name = "URL", env = "RINGPORT_CLUSTER", requires = "node_id")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "RINGPORT_CLUSTER",
+        requires = "node_id"
+    )]
     pub cluster: Option<String>,
 
     /// This node's name in the cluster, unique among the nodes: 1 to 64 of
     /// A-Z a-z 0-9 _ - (it names the node in cluster connection ids,
     /// NODE/SHARD.SLOT.GEN).
-    #[arg(long, value_name = "NAME", env = "RINGPORT_NODE_ID", requires = "cluster")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "RINGPORT_NODE_ID",
+        requires = "cluster"
+    )]
     pub node_id: Option<String>,
 
     /// Print the effective settings as TOML (usable as a --config file) and

@@ -293,7 +293,8 @@ fn try_read_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
 fn warm_up(clients: &mut [TcpStream]) {
     let mut warm = vec![false; clients.len()];
     for c in clients.iter_mut() {
-        c.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
     }
     for round in 0..30 {
         write_frame(&mut clients[0], format!("warm{round}").as_bytes());
@@ -411,7 +412,9 @@ fn a_send_to_a_dead_nodes_connection_is_refused_not_hung() {
 
 #[test]
 fn nats_down_for_5s_local_delivery_goes_on_and_cross_node_resumes() {
-    let Some(mut nats) = Nats::start() else { return };
+    let Some(mut nats) = Nats::start() else {
+        return;
+    };
     let mut n1 = node(&nats, "n1", "pubsub", &[]);
     let mut n2 = node(&nats, "n2", "pubsub", &[]);
     n2.proc.wait_for_stderr("peer=n1", PROCESS_TIMEOUT);
@@ -453,7 +456,10 @@ fn nats_down_for_5s_local_delivery_goes_on_and_cross_node_resumes() {
         .unwrap();
     let began = Instant::now();
     'resumed: loop {
-        assert!(began.elapsed() < PROCESS_TIMEOUT, "cross-node did not resume");
+        assert!(
+            began.elapsed() < PROCESS_TIMEOUT,
+            "cross-node did not resume"
+        );
         publish(&mut publisher, b"after");
         assert_eq!(read_frame(&mut s1), message(b"t", b"after"));
         while let Some(f) = try_read_frame(&mut s2) {
@@ -523,7 +529,13 @@ fn a_slow_subscriber_on_one_node_does_not_hold_back_the_others() {
             std::thread::sleep(Duration::from_micros(200));
         }
         data[..4].copy_from_slice(&i.to_be_bytes());
-        send(&mut publisher, &Frame::Publish { topic: b"t", data: &data });
+        send(
+            &mut publisher,
+            &Frame::Publish {
+                topic: b"t",
+                data: &data,
+            },
+        );
     }
     for r in readers {
         r.join().expect("a fast subscriber missed messages");

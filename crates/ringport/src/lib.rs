@@ -39,9 +39,9 @@ mod timer;
 
 pub use bytes::Bytes;
 pub use client::Client;
-pub use cluster::{ClusterConnId, ClusterStats};
 #[cfg(feature = "cluster")]
 pub use cluster::ClusterConfig;
+pub use cluster::{ClusterConnId, ClusterStats};
 pub use codec::{Codec, LengthDelimited, Lines, RawBytes};
 pub use config::{Backend, LimitPolicy, ServerConfig, SlowConsumerPolicy};
 pub use conn_id::ConnId;

@@ -135,8 +135,12 @@ pub(crate) trait ClusterLink: Send + Sync {
     /// To the subscribers of `topic` on every other node.
     fn publish(&self, topic: &Bytes, payload: &Bytes);
     /// To a connection of another node; `from` hears of a stale id.
-    fn send(&self, from: Option<ConnId>, to: &ClusterConnId, payload: Bytes)
-    -> Result<(), SendError>;
+    fn send(
+        &self,
+        from: Option<ConnId>,
+        to: &ClusterConnId,
+        payload: Bytes,
+    ) -> Result<(), SendError>;
     /// The link's counters.
     fn stats(&self) -> ClusterStats;
     /// Ends the link (on server stop).

@@ -197,8 +197,7 @@ pub(crate) fn start(config: ClusterConfig, shared: Weak<ServerShared>) -> io::Re
             ),
         ));
     }
-    if config.buffer == 0 || config.heartbeat.is_zero() || config.node_timeout <= config.heartbeat
-    {
+    if config.buffer == 0 || config.heartbeat.is_zero() || config.node_timeout <= config.heartbeat {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "cluster: buffer must be > 0 and node_timeout longer than heartbeat",

@@ -10,11 +10,11 @@ use bytes::Bytes;
 
 use super::Core;
 use super::conn::SlotState;
+use super::topics::TopicError;
+use crate::cluster::ClusterConnId;
 use crate::codec::{Codec, MAX_HEADER_LEN};
 use crate::config::SlowConsumerPolicy;
-use crate::cluster::ClusterConnId;
 use crate::conn_id::ConnId;
-use super::topics::TopicError;
 use crate::handler::{CloseReason, Outbound, SendError};
 use crate::shared::{Command, ServerShared};
 use crate::sys::Op;

@@ -31,7 +31,10 @@ fn a_publish_reaches_exactly_the_subscribers() {
     assert_eq!(ctx(&mut h).subscribe(c, b"sport"), Ok(true));
     assert_eq!(ctx(&mut h).publish(b"news", b"hello"), Ok(2));
     let ops = h.turn(1);
-    assert!(ops.contains(&send_op(a)) && ops.contains(&send_op(b)), "{ops:?}");
+    assert!(
+        ops.contains(&send_op(a)) && ops.contains(&send_op(b)),
+        "{ops:?}"
+    );
     assert!(!ops.contains(&send_op(c)), "not a subscriber: {ops:?}");
     assert_eq!(h.queued(a.slot()), framed(b"hello"));
     assert_eq!(h.queued(b.slot()), framed(b"hello"), "once, not twice");

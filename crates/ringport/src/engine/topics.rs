@@ -161,7 +161,9 @@ impl<C: Codec> Core<C> {
         let list = std::mem::take(list);
         let mut queued = 0;
         for &slot in &list {
-            if self.admit_remote(slot as usize) && self.enqueue_shared(slot as usize, payload.clone()).is_ok() {
+            if self.admit_remote(slot as usize)
+                && self.enqueue_shared(slot as usize, payload.clone()).is_ok()
+            {
                 queued += 1;
             }
         }
