@@ -90,7 +90,12 @@ async fn run(url: String, conns: usize, subs: usize, rate: f64, secs: f64) {
     let got = delivered.load(Ordering::Relaxed);
     let mut l = latencies.lock().unwrap().clone();
     l.sort_unstable();
-    let q = |p: f64| l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    let q = |p: f64| {
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     println!(
         "nats fan-out: {conns} connections x {subs} subscriptions, {rate}/s for {secs}s: published {published}, \
          deliveries expected {want}, made {got}; delivered {:.0} msgs/s (incl. drain); latency ms p50 {:.2} \
