@@ -120,3 +120,41 @@ fn pubsub_protocol_on_one_node() {
     }
     served.stop_with(libc::SIGTERM);
 }
+
+#[test]
+fn bench_pubsub_verifies_every_delivery() {
+    let served = serve(&["--mode", "pubsub", "--shards", "2", "--stats-interval", "0"]);
+    let node = format!("127.0.0.1:{}", served.port);
+    let out = std::process::Command::new(BIN)
+        .args([
+            "bench",
+            "--mode",
+            "pubsub",
+            "-c",
+            "40",
+            "--publishers",
+            "2",
+            "--topics",
+            "3",
+        ])
+        .args([
+            "--rate",
+            "50",
+            "--size",
+            "64",
+            "--duration",
+            "1s",
+            "--nodes",
+            &node,
+        ])
+        .output()
+        .expect("run ringport bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("(100.000%), order/format errors 0"), "{text}");
+    served.stop_with(libc::SIGTERM);
+}
