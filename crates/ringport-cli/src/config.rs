@@ -182,5 +182,7 @@ pub fn to_toml(args: &ServeArgs) -> String {
         "none",
     );
     optional("metrics-addr", args.metrics_addr.as_deref().map(s), "off");
+    optional("cluster", args.cluster.as_deref().map(s), "no cluster");
+    optional("node-id", args.node_id.as_deref().map(s), "no cluster");
     out
 }

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod metrics;
+pub mod pubsub;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -196,6 +196,29 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = "RINGPORT_CONFIG")]
     pub config: Option<std::path::PathBuf>,
 
+    /// Join a cluster over the NATS server at this URL
+    /// (nats://HOST:PORT): broadcasts (chat mode), topic publishes and
+    /// direct sends (pubsub mode) reach clients on every node. Needs
+    /// --node-id.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "RINGPORT_CLUSTER",
+        requires = "node_id"
+    )]
+    pub cluster: Option<String>,
+
+    /// This node's name in the cluster, unique among the nodes: 1 to 64 of
+    /// A-Z a-z 0-9 _ - (it names the node in cluster connection ids,
+    /// NODE/SHARD.SLOT.GEN).
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "RINGPORT_NODE_ID",
+        requires = "cluster"
+    )]
+    pub node_id: Option<String>,
+
     /// Print the effective settings as TOML (usable as a --config file) and
     /// exit.
     #[arg(long)]
@@ -221,6 +244,9 @@ pub enum Mode {
     Echo,
     /// Send every message to every connected client, the sender included.
     Chat,
+    /// Topics and direct sends: the small protocol of `ringport_cli::pubsub`
+    /// (subscribe, unsubscribe, publish, message, whoami, direct).
+    Pubsub,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -309,6 +335,14 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     config.frame_timeout = args.frame_timeout;
     config.min_receive_rate = args.min_receive_rate;
     config.at_limit = args.at_limit;
+    if let (Some(url), Some(node)) = (&args.cluster, &args.node_id) {
+        if !ringport::cluster::valid_node_name(node) {
+            return Err(format!(
+                "invalid --node-id '{node}': 1 to 64 of A-Z a-z 0-9 _ -"
+            ));
+        }
+        config.cluster = Some(ringport::ClusterConfig::new(url.clone(), node.clone()));
+    }
 
     let started = Instant::now();
     let server = match args.codec {
@@ -436,8 +470,16 @@ fn run_until_signal(
         "received {signal}: stopping ({} connections open; flushing for up to {:?})",
         before.connections, args.stop_timeout
     );
+    let cluster = server.cluster_stats();
     let stopping = Instant::now();
     let after = server.stop();
+    if let Some(c) = cluster {
+        info!(
+            "cluster totals: sent {}, received {}, dropped_out {}, dropped_in {}, \
+             undeliverable {}, unreachable {}",
+            c.sent, c.received, c.dropped_out, c.dropped_in, c.undeliverable, c.unreachable
+        );
+    }
     info!(
         "stopped in {:.0?} after {:.1?}; totals: accepted {}, closed {} ({} at stop), \
          messages in {}, out {}, bytes in {}, out {}, frames_too_large {}, slow_consumers {}, \
@@ -498,6 +540,7 @@ fn start<C: Codec + Sync>(config: ServerConfig, codec: C, mode: Mode) -> std::io
     match mode {
         Mode::Echo => Server::start(config, codec, |_| handlers::Echo),
         Mode::Chat => Server::start(config, codec, |_| handlers::Chat),
+        Mode::Pubsub => Server::start(config, codec, |_| ringport_cli::pubsub::PubSub),
     }
 }
 

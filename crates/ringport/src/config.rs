@@ -120,6 +120,10 @@ pub struct ServerConfig {
     /// What happens to a client that arrives while `max_connections` are
     /// open.
     pub at_limit: LimitPolicy,
+    /// Join a cluster of nodes over NATS (feature `cluster`): broadcasts,
+    /// publishes and `send_to` reach the other nodes. None: a lone node.
+    #[cfg(feature = "cluster")]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Size of each shard's connection table. io_uring: default
     /// `max_connections` divided among the shards; the table spans as many
     /// rings as it needs (see `connections_per_ring`), created as they fill,
@@ -215,6 +219,8 @@ impl Default for ServerConfig {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_connections: 1_000_000,
             at_limit: LimitPolicy::Wait,
+            #[cfg(feature = "cluster")]
+            cluster: None,
             connections_per_shard: None,
             connections_per_ring: None,
             recv_buffers: 256,

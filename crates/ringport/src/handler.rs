@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::cluster::ClusterConnId;
 use crate::conn_id::ConnId;
+use crate::engine::topics::TopicError;
 use crate::shared::{ServerShared, ShardRemote};
 use crate::timer::TimerId;
 
@@ -26,6 +28,15 @@ pub(crate) trait Outbound {
     fn cancel_timer(&mut self, id: TimerId) -> bool;
     fn server(&self) -> &Arc<ServerShared>;
     fn connection_infos(&self, out: &mut Vec<crate::stats::ConnectionInfo>);
+    fn subscribe(&mut self, conn: ConnId, topic: &[u8]) -> Result<bool, TopicError>;
+    fn unsubscribe(&mut self, conn: ConnId, topic: &[u8]) -> bool;
+    fn publish(&mut self, topic: &[u8], payload: &[u8]) -> Result<usize, SendError>;
+    fn send_to(
+        &mut self,
+        from: Option<ConnId>,
+        to: &ClusterConnId,
+        payload: &[u8],
+    ) -> Result<(), SendError>;
 }
 
 /// Why a connection was closed.
@@ -82,6 +93,10 @@ pub enum SendError {
     TooLarge,
     /// The server is stopping or stopped.
     Stopped,
+    /// The connection's node cannot be reached: no cluster is configured,
+    /// the link to the bus is down, or the node is not (or no longer)
+    /// heard from.
+    Unreachable,
 }
 
 impl std::fmt::Display for SendError {
@@ -92,6 +107,7 @@ impl std::fmt::Display for SendError {
             SendError::Busy => "shard command queue is full",
             SendError::TooLarge => "message is larger than the maximum frame",
             SendError::Stopped => "server is stopped",
+            SendError::Unreachable => "the connection's node is unreachable",
         })
     }
 }
@@ -202,6 +218,48 @@ impl Context<'_> {
     pub fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) {
         self.core.connect(remote, local);
     }
+
+    /// Subscribes `conn` (a connection of this shard, e.g. the one whose
+    /// message is being handled) to `topic`. Ok(false): it already was.
+    /// Subscriptions end when the connection closes. Bounds:
+    /// [`crate::MAX_TOPIC_LEN`], [`crate::MAX_TOPICS_PER_CONN`].
+    pub fn subscribe(&mut self, conn: ConnId, topic: &[u8]) -> Result<bool, TopicError> {
+        self.core.subscribe(conn, topic)
+    }
+
+    /// Ends `conn`'s subscription to `topic`; false if it had none.
+    pub fn unsubscribe(&mut self, conn: ConnId, topic: &[u8]) -> bool {
+        self.core.unsubscribe(conn, topic)
+    }
+
+    /// Sends `payload` to every subscriber of `topic` on every shard (one
+    /// command per other shard, one shared copy of the payload) and, in a
+    /// cluster, on every node. Returns the number of subscribers on this
+    /// shard it was queued to.
+    pub fn publish(&mut self, topic: &[u8], payload: &[u8]) -> Result<usize, SendError> {
+        self.core.publish(topic, payload)
+    }
+
+    /// Sends `payload` to a connection of any node of the cluster (this
+    /// node's own connections included), on behalf of `from`: if the
+    /// connection is found closed on its node, [`Handler::on_undeliverable`]
+    /// hears of it for `from`. Fails at once with
+    /// [`SendError::Unreachable`] if the node is not heard from.
+    pub fn send_to(
+        &mut self,
+        from: Option<ConnId>,
+        to: &ClusterConnId,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        self.core.send_to(from, to, payload)
+    }
+
+    /// The cluster-wide id of `conn` (None when the server is not part of
+    /// a cluster).
+    pub fn cluster_id(&self, conn: ConnId) -> Option<ClusterConnId> {
+        let link = self.core.server().cluster.get()?;
+        Some(ClusterConnId::new(link.node().clone(), conn))
+    }
 }
 
 /// Callbacks run on a shard thread: one handler object per shard, built by
@@ -256,6 +314,19 @@ pub trait Handler: 'static {
     /// A timer armed with [`Context::set_timer`] is due.
     fn on_timer(&mut self, ctx: &mut Context<'_>, token: u64) {
         let _ = (ctx, token);
+    }
+
+    /// A message `from` sent with [`Context::send_to`] to a connection of
+    /// another node was not delivered: `error` is [`SendError::Closed`]
+    /// for a stale id. Called only while `from` is still open.
+    fn on_undeliverable(
+        &mut self,
+        ctx: &mut Context<'_>,
+        from: ConnId,
+        to: ClusterConnId,
+        error: SendError,
+    ) {
+        let _ = (ctx, from, to, error);
     }
 
     /// The connection is closed; its id is already stale.

@@ -23,6 +23,7 @@
 //! hands back completions.
 
 pub mod client;
+pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod conn_id;
@@ -47,9 +48,13 @@ pub use async_io::{AsyncClient, AsyncSender, EventStream, FrameCodec};
 
 pub use bytes::Bytes;
 pub use client::Client;
+#[cfg(feature = "cluster")]
+pub use cluster::ClusterConfig;
+pub use cluster::{ClusterConnId, ClusterStats};
 pub use codec::{Codec, LengthDelimited, Lines, RawBytes};
 pub use config::{Backend, LimitPolicy, ServerConfig, SlowConsumerPolicy};
 pub use conn_id::ConnId;
+pub use engine::topics::{MAX_TOPIC_LEN, MAX_TOPICS_PER_CONN, TopicError};
 pub use events::{Event, EventServer};
 pub use handler::{CloseReason, Context, Handler, SendError};
 pub use server::{ConnectionsSnapshot, Server};

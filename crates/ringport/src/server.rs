@@ -70,7 +70,13 @@ impl Server {
             max_frame: codec.max_frame(),
             next_shard: AtomicUsize::new(0),
             failure: std::sync::Mutex::new(None),
+            cluster: std::sync::OnceLock::new(),
         });
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = &shared.config.cluster {
+            let link = crate::cluster::start(cluster.clone(), Arc::downgrade(&shared))?;
+            let _ = shared.cluster.set(Box::new(link));
+        }
         let factory = Arc::new(factory);
         let mut threads = Vec::new();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(shared.config.shards);
@@ -229,7 +235,67 @@ impl Server {
                 result = Err(e);
             }
         }
+        if let Some(link) = self.shared.cluster.get() {
+            link.broadcast(&payload);
+        }
         result
+    }
+
+    /// Queues `payload` to every subscriber of `topic` on every shard (one
+    /// command per shard; the payload is shared, not copied per
+    /// subscriber) and, in a cluster, on every node. Fails with `Busy` if
+    /// a shard's command queue is full (the other shards still get it).
+    pub fn publish(
+        &self,
+        topic: impl Into<Bytes>,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), SendError> {
+        let (topic, payload) = (topic.into(), payload.into());
+        if payload.len() > self.shared.max_frame {
+            return Err(SendError::TooLarge);
+        }
+        let mut result = Ok(());
+        for shard in self.shared.shards.iter() {
+            let cmd = Command::Publish {
+                topic: topic.clone(),
+                payload: payload.clone(),
+            };
+            if let Err(e) = self.shared.command(shard, cmd) {
+                result = Err(e);
+            }
+        }
+        if let Some(link) = self.shared.cluster.get() {
+            link.publish(&topic, &payload);
+        }
+        result
+    }
+
+    /// Queues one message to a connection of any node of the cluster
+    /// (see [`crate::Context::send_to`]; no sender is told of a stale id).
+    pub fn send_to(
+        &self,
+        to: &crate::ClusterConnId,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), SendError> {
+        let payload = payload.into();
+        if payload.len() > self.shared.max_frame {
+            return Err(SendError::TooLarge);
+        }
+        match self.shared.cluster.get() {
+            Some(link) if **link.node() != *to.node() => link.send(None, to, payload),
+            Some(_) => self.send(to.conn(), payload),
+            None => Err(SendError::Unreachable),
+        }
+    }
+
+    /// The cluster link's counters (None when not part of a cluster).
+    pub fn cluster_stats(&self) -> Option<crate::ClusterStats> {
+        self.shared.cluster.get().map(|l| l.stats())
+    }
+
+    /// This node's name, when the server is part of a cluster.
+    pub fn node(&self) -> Option<&str> {
+        self.shared.cluster.get().map(|l| &**l.node())
     }
 
     /// Opens an outbound connection to `remote` (from `local` if given) on
@@ -335,6 +401,9 @@ impl Drop for Server {
 
 fn stop_threads(shared: &ServerShared, threads: &mut Vec<JoinHandle<()>>) {
     shared.stopping.store(true, Ordering::Release);
+    if let Some(link) = shared.cluster.get() {
+        link.stop();
+    }
     for shard in shared.shards.iter() {
         shard.wake();
     }

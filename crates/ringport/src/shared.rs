@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use crate::cluster::{ClusterConnId, ClusterLink};
 use crate::config::ServerConfig;
 use crate::conn_id::{ConnId, LiveTable};
 use crate::handler::{Context, SendError};
@@ -26,6 +27,18 @@ pub(crate) enum Command {
     },
     Broadcast {
         payload: Bytes,
+    },
+    /// To this shard's subscribers of `topic` (never forwarded further).
+    Publish {
+        topic: Bytes,
+        payload: Bytes,
+    },
+    /// A send from `from` to a connection of another node failed there.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Undeliverable {
+        from: ConnId,
+        to: ClusterConnId,
+        error: SendError,
     },
     Close {
         conn: ConnId,
@@ -93,6 +106,9 @@ pub(crate) struct ServerShared {
     /// server with a dead shard would silently drop the clients hashed to
     /// it).
     pub failure: std::sync::Mutex<Option<String>>,
+    /// The link to the other nodes, when the server is part of a cluster:
+    /// broadcasts, publishes and sends to other nodes go through it.
+    pub cluster: std::sync::OnceLock<Box<dyn ClusterLink>>,
 }
 
 impl ServerShared {

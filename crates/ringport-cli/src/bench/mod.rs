@@ -7,6 +7,7 @@
 //! (exit 1); SIGINT or SIGTERM ends it early with a report marked partial
 //! (exit 128 + the signal number).
 
+mod fanout;
 mod handler;
 mod payload;
 mod ports;
@@ -30,6 +31,14 @@ pub enum BenchMode {
     Echo,
     /// Every message goes to every connected client (`ringport serve --mode chat`).
     Chat,
+    /// Topic fan-out against `serve --mode pubsub` (one node or a cluster,
+    /// see --nodes): --connections subscribers over --topics topics,
+    /// --publishers publishers at --rate messages/s each.
+    Pubsub,
+    /// Chat fan-out over one node or a cluster (`serve --mode chat
+    /// --cluster ...`): --connections listeners spread over --nodes,
+    /// --publishers talkers at --rate messages/s each.
+    ChatFanout,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -123,6 +132,16 @@ pub struct BenchArgs {
     /// Largest frame the bench accepts (match the server's --max-frame).
     #[arg(long, default_value = "16MiB", value_parser = size_arg)]
     pub max_frame: usize,
+    /// pubsub / chat-fanout: the nodes to spread subscribers over, as a
+    /// comma list of HOST:PORT [default: --addr]. Publishers use the first.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub nodes: Option<String>,
+    /// pubsub / chat-fanout: publishing connections.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// pubsub: topics the subscribers are spread over.
+    #[arg(long, default_value_t = 1)]
+    pub topics: usize,
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -209,6 +228,9 @@ pub fn run(args: BenchArgs) -> i32 {
 }
 
 fn run_inner(args: BenchArgs) -> Result<i32, String> {
+    if matches!(args.mode, BenchMode::Pubsub | BenchMode::ChatFanout) {
+        return run_fanout(&args);
+    }
     let text = args.codec == BenchCodec::Lines;
     if args.size < payload::min_size(text) {
         return Err(format!(
@@ -275,7 +297,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         rate: args.rate,
         mode: match args.mode {
             BenchMode::Echo => Mode::Echo,
-            BenchMode::Chat => Mode::Chat,
+            _ => Mode::Chat,
         },
         text,
         explicit_ports: ports.is_some(),
@@ -523,4 +545,31 @@ fn connect_all(
     }
     progress.finish_bar();
     Ok(())
+}
+
+/// `--mode pubsub` and `--mode chat-fanout` (see [`fanout`]).
+fn run_fanout(args: &BenchArgs) -> Result<i32, String> {
+    let list = args.nodes.clone().unwrap_or_else(|| args.addr.clone());
+    let nodes = list
+        .split(',')
+        .map(|a| crate::resolve(a.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rate = if args.rate > 0.0 { args.rate } else { 100.0 };
+    fanout::run(fanout::FanoutArgs {
+        kind: if args.mode == BenchMode::Pubsub {
+            fanout::Kind::Pubsub
+        } else {
+            fanout::Kind::Chat
+        },
+        nodes,
+        subscribers: args.connections,
+        publishers: args.publishers.max(1),
+        topics: args.topics.max(1),
+        rate,
+        size: args.size,
+        duration: args.duration,
+        threads: args.threads,
+        backend: args.backend,
+        max_frame: args.max_frame,
+    })
 }

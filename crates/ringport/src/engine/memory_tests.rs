@@ -47,6 +47,7 @@ fn engine(table: usize) -> Engine<LengthDelimited, Echo> {
         next_shard: AtomicUsize::new(0),
         failure: std::sync::Mutex::new(None),
         config: ServerConfig::default(),
+        cluster: std::sync::OnceLock::new(),
     });
     let codec = LengthDelimited::new().max_frame_length(1 << 20);
     Engine::new(0, shared, codec, table, Echo, true, Instant::now())

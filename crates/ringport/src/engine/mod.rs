@@ -27,6 +27,7 @@ mod paged;
 #[cfg(test)]
 mod tests;
 mod timers;
+pub mod topics;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -140,6 +141,8 @@ pub(crate) struct Core<C: Codec> {
     current_message: Option<Bytes>,
     /// Kernel work asked for and not yet handed to the driver.
     ops: Vec<Op>,
+    /// Topic -> this shard's subscribers.
+    topics: topics::TopicIndex,
 }
 
 /// A shard's engine: the core plus the handler and per-connection input
@@ -214,6 +217,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             failed_connects: Vec::new(),
             current_message: None,
             ops: Vec::with_capacity(1024),
+            topics: topics::TopicIndex::default(),
             shared,
         };
         Engine {
@@ -361,6 +365,17 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             match cmd {
                 Command::Send { conn, payload } => self.core.send_from_elsewhere(conn, payload),
                 Command::Broadcast { payload } => self.core.broadcast_local(&payload),
+                Command::Publish { topic, payload } => {
+                    self.core.publish_local(&topic, &payload);
+                }
+                Command::Undeliverable { from, to, error } => {
+                    if self.core.live_slot(from).is_some() {
+                        let mut ctx = Context {
+                            core: &mut self.core,
+                        };
+                        self.handler.on_undeliverable(&mut ctx, from, to, error);
+                    }
+                }
                 Command::Close { conn } => {
                     if let Some(slot) = self.core.live_slot(conn) {
                         self.core.begin_close(slot, CloseReason::Local, true);

@@ -10,6 +10,8 @@ use bytes::Bytes;
 
 use super::Core;
 use super::conn::SlotState;
+use super::topics::TopicError;
+use crate::cluster::ClusterConnId;
 use crate::codec::{Codec, MAX_HEADER_LEN};
 use crate::config::SlowConsumerPolicy;
 use crate::conn_id::ConnId;
@@ -42,7 +44,7 @@ impl<C: Codec> Core<C> {
         Ok(())
     }
 
-    fn enqueue_shared(&mut self, slot: usize, payload: Bytes) -> Result<(), SendError> {
+    pub(super) fn enqueue_shared(&mut self, slot: usize, payload: Bytes) -> Result<(), SendError> {
         let (header, n) = self.header(payload.len())?;
         let trailer = self.codec.trailer();
         let s = &mut self.slots[slot];
@@ -139,7 +141,7 @@ impl<C: Codec> Core<C> {
 
     /// Applies the slow-consumer policy to a send that did not come from
     /// the connection's own handler call. Returns whether to queue it.
-    fn admit_remote(&mut self, slot: usize) -> bool {
+    pub(super) fn admit_remote(&mut self, slot: usize) -> bool {
         if self.slots[slot].queue.len() < self.queue_limit {
             return true;
         }
@@ -150,7 +152,7 @@ impl<C: Codec> Core<C> {
         false
     }
 
-    fn close_victims(&mut self) {
+    pub(super) fn close_victims(&mut self) {
         while let Some(slot) = self.victims.pop() {
             self.begin_close(slot as usize, CloseReason::SlowConsumer, false);
         }
@@ -238,7 +240,63 @@ impl<C: Codec> Outbound for Core<C> {
                 self.stats.commands_dropped += 1;
             }
         }
+        if let Some(link) = shared.cluster.get() {
+            link.broadcast(&bytes);
+        }
         Ok(here)
+    }
+
+    fn subscribe(&mut self, conn: ConnId, topic: &[u8]) -> Result<bool, TopicError> {
+        Core::subscribe(self, conn, topic)
+    }
+
+    fn unsubscribe(&mut self, conn: ConnId, topic: &[u8]) -> bool {
+        Core::unsubscribe(self, conn, topic)
+    }
+
+    fn publish(&mut self, topic: &[u8], payload: &[u8]) -> Result<usize, SendError> {
+        if payload.len() > self.max_frame {
+            return Err(SendError::TooLarge);
+        }
+        let topic = Bytes::copy_from_slice(topic);
+        let payload = Bytes::copy_from_slice(payload);
+        let here = self.publish_local(&topic, &payload);
+        let shared = self.shared.clone();
+        for (i, shard) in shared.shards.iter().enumerate() {
+            if i == self.index {
+                continue;
+            }
+            let cmd = Command::Publish {
+                topic: topic.clone(),
+                payload: payload.clone(),
+            };
+            if shared.command(shard, cmd).is_err() {
+                self.stats.commands_dropped += 1;
+            }
+        }
+        if let Some(link) = shared.cluster.get() {
+            link.publish(&topic, &payload);
+        }
+        Ok(here)
+    }
+
+    fn send_to(
+        &mut self,
+        from: Option<ConnId>,
+        to: &ClusterConnId,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        let shared = self.shared.clone();
+        match shared.cluster.get() {
+            Some(link) if **link.node() != *to.node() => {
+                if payload.len() > self.max_frame {
+                    return Err(SendError::TooLarge);
+                }
+                link.send(from, to, Bytes::copy_from_slice(payload))
+            }
+            Some(_) => self.send(to.conn(), payload),
+            None => Err(SendError::Unreachable),
+        }
     }
 
     fn close(&mut self, conn: ConnId) -> Result<(), SendError> {

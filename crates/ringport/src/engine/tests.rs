@@ -109,6 +109,7 @@ impl Harness {
             max_frame: 1 << 20,
             next_shard: AtomicUsize::new(0),
             failure: std::sync::Mutex::new(None),
+            cluster: std::sync::OnceLock::new(),
             config,
         });
         let seen = Rc::new(RefCell::new(Vec::new()));
@@ -818,3 +819,7 @@ fn partial_frames_over_the_shards_bound_close_the_connection_that_grew_them() {
         "{got:?}"
     );
 }
+
+/// Topic index and publish fan-out (same harness).
+#[path = "topic_tests.rs"]
+mod topic_tests;

@@ -1,0 +1,408 @@
+//! `ringport bench --mode pubsub` and `--mode chat-fanout`: fan-out load,
+//! over one node or a cluster (`--nodes`).
+//!
+//! pubsub: `--connections` subscribers, spread over the nodes in turn and
+//! over `--topics` topics (`t0`, `t1`, ...), subscribe first; then
+//! `--publishers` publishers (on the first node) publish `--rate` messages
+//! per second each, to the topics in turn. chat-fanout: `--connections`
+//! clients of `serve --mode chat` spread over the nodes; the first
+//! `--publishers` of them also talk; every client hears every message.
+//!
+//! Each message carries its send time, its publisher and a sequence
+//! number: every delivery is checked (order per publisher kept, no
+//! duplicate), its latency recorded; at the end the deliveries are
+//! compared with those expected (published x subscribers of the topic).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ringport::{ConnId, Context, Handler, LengthDelimited, Server, ServerConfig};
+
+use crate::pubsub::{Frame, decode, encode};
+
+/// What the bench's connections do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Pubsub,
+    Chat,
+}
+
+/// Settings of one fan-out run.
+#[derive(Debug, Clone)]
+pub struct FanoutArgs {
+    pub kind: Kind,
+    pub nodes: Vec<SocketAddr>,
+    pub subscribers: usize,
+    pub publishers: usize,
+    pub topics: usize,
+    /// Messages per second per publisher.
+    pub rate: f64,
+    pub size: usize,
+    pub duration: Duration,
+    pub threads: usize,
+    pub backend: ringport::Backend,
+    pub max_frame: usize,
+}
+
+/// Bytes of the stamp at the start of every payload.
+const STAMP: usize = 16;
+
+struct Shared {
+    kind: Kind,
+    topics: usize,
+    started: Instant,
+    /// Subscribers (or chat clients) connected and subscribed.
+    ready: AtomicU64,
+    connected: AtomicU64,
+    next_sub: AtomicU64,
+    next_pub: AtomicU64,
+    /// Connections opened from now on are publishers.
+    publisher_phase: AtomicBool,
+    /// Publishing on.
+    sending: AtomicBool,
+    rate: f64,
+    size: usize,
+    /// Messages published per topic.
+    published: Vec<AtomicU64>,
+    /// Subscribers per topic.
+    subscribers: Vec<AtomicU64>,
+    delivered: AtomicU64,
+    errors: AtomicU64,
+    histogram: Mutex<Histogram<u64>>,
+}
+
+struct Publisher {
+    index: u32,
+    seq: u32,
+    owed: f64,
+}
+
+#[derive(Default)]
+struct Conn {
+    /// Last sequence number heard from each publisher.
+    last: HashMap<u32, u32>,
+    publisher: Option<Publisher>,
+}
+
+struct FanoutHandler {
+    shared: Arc<Shared>,
+    conns: HashMap<ConnId, Conn>,
+    histogram: Histogram<u64>,
+    delivered: u64,
+    last_tick: Instant,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds")
+}
+
+impl FanoutHandler {
+    fn payload(&self, index: u32, seq: u32) -> Vec<u8> {
+        let mut p = vec![b'.'; self.shared.size.max(STAMP)];
+        let ns = self.shared.started.elapsed().as_nanos() as u64;
+        p[..8].copy_from_slice(&ns.to_be_bytes());
+        p[8..12].copy_from_slice(&index.to_be_bytes());
+        p[12..16].copy_from_slice(&seq.to_be_bytes());
+        p
+    }
+
+    fn receive(&mut self, conn: ConnId, data: &[u8]) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if data.len() < STAMP {
+            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let sent = u64::from_be_bytes(data[..8].try_into().unwrap());
+        let publisher = u32::from_be_bytes(data[8..12].try_into().unwrap());
+        let seq = u32::from_be_bytes(data[12..16].try_into().unwrap());
+        // Order per (publisher, topic): sequence numbers only grow (each
+        // subscriber hears one topic, or, in chat, everything).
+        if let Some(prev) = c.last.insert(publisher, seq) {
+            if seq <= prev {
+                self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let now = self.shared.started.elapsed().as_nanos() as u64;
+        let micros = now.saturating_sub(sent) / 1000;
+        let _ = self.histogram.record(micros.max(1));
+        self.delivered += 1;
+    }
+
+    fn publish_due(&mut self, ctx: &mut Context<'_>, elapsed: f64) {
+        let rate = self.shared.rate;
+        let topics = self.shared.topics;
+        let publishers: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.publisher.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in publishers {
+            let Some(p) = self.conns.get_mut(&conn).and_then(|c| c.publisher.as_mut()) else {
+                continue;
+            };
+            // At most one second's worth owed after a stall.
+            p.owed = (p.owed + rate * elapsed).min(rate.max(1.0));
+            let due = p.owed.floor() as u32;
+            p.owed -= f64::from(due);
+            let (index, mut next) = (p.index, p.seq);
+            for _ in 0..due {
+                let payload = self.payload(index, next);
+                let topic = next as usize % topics;
+                let frame = match self.shared.kind {
+                    Kind::Pubsub => encode(&Frame::Publish {
+                        topic: format!("t{topic}").as_bytes(),
+                        data: &payload,
+                    }),
+                    Kind::Chat => payload,
+                };
+                if ctx.send(conn, &frame).is_err() {
+                    self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                self.shared.published[topic].fetch_add(1, Ordering::Relaxed);
+                next += 1;
+            }
+            if let Some(p) = self.conns.get_mut(&conn).and_then(|c| c.publisher.as_mut()) {
+                p.seq = next;
+            }
+        }
+    }
+}
+
+impl Handler for FanoutHandler {
+    type ConnState = ();
+
+    fn on_connect(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: SocketAddr) {
+        let s = &self.shared;
+        s.connected.fetch_add(1, Ordering::Relaxed);
+        let mut c = Conn::default();
+        if s.publisher_phase.load(Ordering::Acquire) {
+            c.publisher = Some(Publisher {
+                index: s.next_pub.fetch_add(1, Ordering::Relaxed) as u32,
+                seq: 0,
+                owed: 0.0,
+            });
+            if s.kind == Kind::Chat {
+                // A chat talker hears everything too.
+                s.subscribers[0].fetch_add(1, Ordering::Relaxed);
+            }
+            s.ready.fetch_add(1, Ordering::Release);
+        } else {
+            let n = s.next_sub.fetch_add(1, Ordering::Relaxed) as usize;
+            match s.kind {
+                Kind::Pubsub => {
+                    let topic = format!("t{}", n % s.topics);
+                    let _ = ctx.send(conn, &encode(&Frame::Subscribe(topic.as_bytes())));
+                }
+                Kind::Chat => {
+                    s.subscribers[0].fetch_add(1, Ordering::Relaxed);
+                    s.ready.fetch_add(1, Ordering::Release);
+                }
+            }
+        }
+        self.conns.insert(conn, c);
+    }
+
+    fn on_message(&mut self, _: &mut Context<'_>, conn: ConnId, _: &mut (), message: &[u8]) {
+        match self.shared.kind {
+            Kind::Chat => self.receive(conn, message),
+            Kind::Pubsub => match decode(message) {
+                Some(Frame::Message { data, .. }) => self.receive(conn, data),
+                Some(Frame::Ok { op: b'S', topic }) => {
+                    let n: usize = std::str::from_utf8(topic.get(1..).unwrap_or_default())
+                        .ok()
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(0);
+                    self.shared.subscribers[n % self.shared.topics].fetch_add(1, Ordering::Relaxed);
+                    self.shared.ready.fetch_add(1, Ordering::Release);
+                }
+                _ => {
+                    self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        }
+    }
+
+    fn on_tick(&mut self, ctx: &mut Context<'_>) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last_tick).as_secs_f64();
+        self.last_tick = now;
+        if self.shared.sending.load(Ordering::Acquire) {
+            self.publish_due(ctx, elapsed);
+        }
+        if self.delivered > 0 {
+            self.shared
+                .delivered
+                .fetch_add(self.delivered, Ordering::Relaxed);
+            self.delivered = 0;
+            let mut all = self.shared.histogram.lock().unwrap();
+            let _ = all.add(&self.histogram);
+            self.histogram.reset();
+        }
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() >= deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Runs one fan-out measurement; returns the exit code (0: every expected
+/// delivery made, in order, none twice).
+pub fn run(args: FanoutArgs) -> Result<i32, String> {
+    let topics = if args.kind == Kind::Chat {
+        1
+    } else {
+        args.topics.max(1)
+    };
+    let shared = Arc::new(Shared {
+        kind: args.kind,
+        topics,
+        started: Instant::now(),
+        ready: AtomicU64::new(0),
+        connected: AtomicU64::new(0),
+        next_sub: AtomicU64::new(0),
+        next_pub: AtomicU64::new(0),
+        publisher_phase: AtomicBool::new(false),
+        sending: AtomicBool::new(false),
+        rate: args.rate,
+        size: args.size.max(STAMP),
+        published: (0..topics).map(|_| AtomicU64::new(0)).collect(),
+        subscribers: (0..topics).map(|_| AtomicU64::new(0)).collect(),
+        delivered: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        histogram: Mutex::new(histogram()),
+    });
+    let total = args.subscribers + args.publishers;
+    let config = ServerConfig {
+        backend: args.backend,
+        listen: false,
+        shards: args.threads.max(1),
+        max_connections: total + 16,
+        tick: Duration::from_millis(1),
+        stop_timeout: Duration::from_secs(1),
+        ..ServerConfig::default()
+    };
+    let factory_shared = shared.clone();
+    let engine = Server::start(
+        config,
+        LengthDelimited::new().max_frame_length(args.max_frame),
+        move |_| FanoutHandler {
+            shared: factory_shared.clone(),
+            conns: HashMap::new(),
+            histogram: histogram(),
+            delivered: 0,
+            last_tick: Instant::now(),
+        },
+    )
+    .map_err(|e| format!("starting the bench engine: {e}"))?;
+    let connect = |count: usize, to: &dyn Fn(usize) -> SocketAddr| -> Result<(), String> {
+        let base = shared.connected.load(Ordering::Relaxed) as usize;
+        for i in 0..count {
+            // At most 1,000 connects in flight.
+            wait_for("connects", Duration::from_secs(30), || {
+                shared.connected.load(Ordering::Relaxed) as usize + 1000 > base + i
+            })?;
+            while engine.connect(to(i), None).is_err() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(())
+    };
+    let began = Instant::now();
+    connect(args.subscribers, &|i| args.nodes[i % args.nodes.len()])?;
+    wait_for("subscriptions", Duration::from_secs(60), || {
+        shared.ready.load(Ordering::Acquire) as usize >= args.subscribers
+    })?;
+    shared.publisher_phase.store(true, Ordering::Release);
+    connect(args.publishers, &|_| args.nodes[0])?;
+    wait_for("publishers", Duration::from_secs(30), || {
+        shared.ready.load(Ordering::Acquire) as usize >= total
+    })?;
+    eprintln!(
+        "connected {total} ({} subscribers over {} node(s), {} publishers) in {:.1}s",
+        args.subscribers,
+        args.nodes.len(),
+        args.publishers,
+        began.elapsed().as_secs_f64()
+    );
+    // The server side of the last connections settles.
+    std::thread::sleep(Duration::from_millis(300));
+    shared.sending.store(true, Ordering::Release);
+    let measure = Instant::now();
+    std::thread::sleep(args.duration);
+    shared.sending.store(false, Ordering::Release);
+    let sent_for = measure.elapsed().as_secs_f64();
+    let expected = |s: &Shared| -> u64 {
+        (0..topics)
+            .map(|t| {
+                s.published[t].load(Ordering::Relaxed) * s.subscribers[t].load(Ordering::Relaxed)
+            })
+            .sum()
+    };
+    // Drain: until everything expected arrived, or 3 s without progress.
+    let mut last = (0, Instant::now());
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let d = shared.delivered.load(Ordering::Relaxed);
+        if d >= expected(&shared) {
+            break;
+        }
+        if d != last.0 {
+            last = (d, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let took = measure.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(20));
+    drop(engine);
+    let published: u64 = shared
+        .published
+        .iter()
+        .map(|p| p.load(Ordering::Relaxed))
+        .sum();
+    let want = expected(&shared);
+    let got = shared.delivered.load(Ordering::Relaxed);
+    let errors = shared.errors.load(Ordering::Relaxed);
+    let h = shared.histogram.lock().unwrap();
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "fanout {:?}: {} node(s), {} subscribers, {} publishers x {}/s, {} topic(s), {} B",
+        args.kind,
+        args.nodes.len(),
+        args.subscribers,
+        args.publishers,
+        args.rate,
+        topics,
+        shared.size
+    );
+    println!(
+        "published {published} in {sent_for:.1}s; deliveries expected {want}, made {got} \
+         ({:.3}%), order/format errors {errors}",
+        100.0 * got as f64 / want.max(1) as f64
+    );
+    println!(
+        "delivered {:.0} msgs/s (over {took:.1}s incl. drain); latency ms p50 {:.2} p99 {:.2} \
+         p99.9 {:.2} max {:.2}",
+        got as f64 / took.max(1e-9),
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        h.max() as f64 / 1000.0
+    );
+    Ok(if got == want && errors == 0 { 0 } else { 1 })
+}

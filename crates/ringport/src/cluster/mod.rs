@@ -1,0 +1,199 @@
+//! A cluster of ringport nodes: broadcasts, topic publishes and sends to a
+//! connection held by another node travel over a message bus (NATS, with
+//! the `cluster` cargo feature; see [`ClusterConfig`]).
+//!
+//! Semantics (the same for every cross-node path):
+//! - **At most once** across nodes: nothing is retried or acknowledged; a
+//!   message is delivered once or lost (and then counted).
+//! - **Order per (publisher, topic)** is kept: one node publishes through
+//!   one NATS connection, fed by one FIFO queue; NATS keeps the order of
+//!   one connection's messages to each subscriber.
+//! - **NATS unreachable**: messages for other nodes wait in a bounded queue
+//!   ([`ClusterConfig::buffer`] messages); while the link is down, or when
+//!   the queue is full, they are dropped and counted
+//!   ([`ClusterStats::dropped_out`]); a log line says when the link is lost
+//!   and when it is back (with the count lost meanwhile). The client
+//!   reconnects with back-off (100 ms doubling to 2 s). Local delivery never
+//!   depends on the link.
+//! - **A node that dies**: every node announces itself every
+//!   [`ClusterConfig::heartbeat`]; a node not heard from for
+//!   [`ClusterConfig::node_timeout`] is down, and a send to one of its
+//!   connections fails at once with [`crate::SendError::Unreachable`].
+//!   Within that window, a send to it is lost without a report.
+//! - **A stale id** on another node: the owning node answers the sending
+//!   node, whose handler hears of it in
+//!   [`crate::Handler::on_undeliverable`] with [`crate::SendError::Closed`].
+
+#[cfg(feature = "cluster")]
+mod nats;
+#[cfg(feature = "cluster")]
+pub use nats::ClusterConfig;
+#[cfg(feature = "cluster")]
+pub(crate) use nats::start;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::conn_id::ConnId;
+use crate::handler::SendError;
+
+/// Longest node name; names use `A-Z a-z 0-9 _ -` (they are part of NATS
+/// subjects).
+pub const MAX_NODE_NAME: usize = 64;
+
+/// Checks a node name: 1 to [`MAX_NODE_NAME`] of `A-Z a-z 0-9 _ -`.
+pub fn valid_node_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NODE_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A connection id that names its node: unique over the cluster. Written
+/// as `NODE/SHARD.SLOT.GENERATION` (e.g. `n2/0.17.3`), and parsed back
+/// from that form.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ClusterConnId {
+    node: Arc<str>,
+    conn: ConnId,
+}
+
+impl ClusterConnId {
+    /// The id of `conn` on node `node`.
+    pub fn new(node: impl Into<Arc<str>>, conn: ConnId) -> Self {
+        ClusterConnId {
+            node: node.into(),
+            conn,
+        }
+    }
+
+    /// The node that holds the connection.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The connection's id on its node.
+    pub fn conn(&self) -> ConnId {
+        self.conn
+    }
+}
+
+impl fmt::Display for ClusterConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{}.{}.{}",
+            self.node,
+            self.conn.shard(),
+            self.conn.slot(),
+            self.conn.generation()
+        )
+    }
+}
+
+impl fmt::Debug for ClusterConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl FromStr for ClusterConnId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || format!("'{text}' is not a cluster connection id (NODE/SHARD.SLOT.GEN)");
+        let (node, rest) = text.split_once('/').ok_or_else(bad)?;
+        if !valid_node_name(node) {
+            return Err(bad());
+        }
+        let mut parts = rest.split('.');
+        let mut next = || parts.next().ok_or_else(bad);
+        let shard: u16 = next()?.parse().map_err(|_| bad())?;
+        let slot: u32 = next()?.parse().map_err(|_| bad())?;
+        let generation: u32 = next()?.parse().map_err(|_| bad())?;
+        if parts.next().is_some() || generation == 0 {
+            return Err(bad());
+        }
+        Ok(ClusterConnId::new(
+            node,
+            ConnId::new(shard, slot, generation),
+        ))
+    }
+}
+
+/// What the engine and the server handle need of the cluster link (kept as
+/// a trait so the core builds without the `cluster` feature).
+pub(crate) trait ClusterLink: Send + Sync {
+    /// This node's name.
+    fn node(&self) -> &Arc<str>;
+    /// To every connection of every other node.
+    fn broadcast(&self, payload: &Bytes);
+    /// To the subscribers of `topic` on every other node.
+    fn publish(&self, topic: &Bytes, payload: &Bytes);
+    /// To a connection of another node; `from` hears of a stale id.
+    fn send(
+        &self,
+        from: Option<ConnId>,
+        to: &ClusterConnId,
+        payload: Bytes,
+    ) -> Result<(), SendError>;
+    /// The link's counters.
+    fn stats(&self) -> ClusterStats;
+    /// Ends the link (on server stop).
+    fn stop(&self);
+}
+
+/// The cluster link's counters ([`crate::Server::cluster_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterStats {
+    /// The link to the bus is up.
+    pub connected: bool,
+    /// Other nodes heard from within the node timeout.
+    pub nodes_up: usize,
+    /// Messages handed to the bus.
+    pub sent: u64,
+    /// Messages received from other nodes.
+    pub received: u64,
+    /// Messages for other nodes dropped: the link was down, the queue was
+    /// full, or the bus refused them (e.g. over its maximum payload).
+    pub dropped_out: u64,
+    /// Messages from other nodes not delivered here: a shard's command
+    /// queue was full, or the addressed connection was closed.
+    pub dropped_in: u64,
+    /// Answers from other nodes that a send found a stale id.
+    pub undeliverable: u64,
+    /// Sends refused at once because the node was not heard from (or the
+    /// link was down).
+    pub unreachable: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_read_back_what_they_print() {
+        let id = ClusterConnId::new("node-2", ConnId::new(1, 17, 3));
+        assert_eq!(id.to_string(), "node-2/1.17.3");
+        assert_eq!("node-2/1.17.3".parse::<ClusterConnId>(), Ok(id));
+        for bad in [
+            "",
+            "n1",
+            "n1/1.2",
+            "n1/1.2.3.4",
+            "n 1/1.2.3",
+            "n1/1.2.0",
+            "/1.2.3",
+            "n1/x.2.3",
+        ] {
+            assert!(bad.parse::<ClusterConnId>().is_err(), "{bad}");
+        }
+        assert!(valid_node_name("a_b-9"));
+        assert!(!valid_node_name(&"x".repeat(65)));
+        assert!(!valid_node_name("a.b"));
+    }
+}
