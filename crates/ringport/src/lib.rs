@@ -11,6 +11,8 @@
 //! - [`client`]: a blocking client speaking the same codecs.
 //! - [`pool`]: the worker pool (work items, timers, waits).
 //! - [`stats`]: counters readable while running.
+//! - `tls` (feature `tls`): rustls on the same engine, server and client
+//!   side.
 //!
 //! Inside, in layers: the `server` handle starts one `shard` thread per
 //! shard; a shard runs the portable `engine` (connection state machine,
@@ -35,6 +37,8 @@ mod shared;
 pub mod stats;
 mod sys;
 mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use bytes::Bytes;
 pub use client::Client;

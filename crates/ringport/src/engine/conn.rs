@@ -68,6 +68,10 @@ pub(super) struct Slot {
     /// (`frame_timeout`, `min_receive_rate`).
     pub frame_started: Option<Instant>,
     pub frame_deadline: Option<Instant>,
+    /// The TLS session of a TLS connection (a pointer's worth for
+    /// plaintext ones).
+    #[cfg(feature = "tls")]
+    pub tls: Option<Box<crate::tls::session::TlsSession>>,
 }
 
 impl Slot {
@@ -96,6 +100,8 @@ impl Slot {
             opened_at: now,
             bytes_in: 0,
             bytes_out: 0,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -177,6 +183,11 @@ impl<C: Codec> Core<C> {
         if s.state != SlotState::Open {
             return;
         }
+        #[cfg(feature = "tls")]
+        if flush {
+            self.tls_close_notify(slot);
+        }
+        let s = &mut self.slots[slot];
         s.state = SlotState::Closing;
         s.reason = Some(reason);
         s.discard = !flush;
@@ -244,6 +255,10 @@ impl<C: Codec> Core<C> {
         }
         s.state = SlotState::Free;
         self.in_use -= 1;
+        #[cfg(feature = "tls")]
+        {
+            s.tls = None;
+        }
         if std::mem::take(&mut s.unseen) {
             return None;
         }

@@ -89,6 +89,15 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// connection is paused, or has older input waiting, the bytes go to
     /// its backlog instead: they are replayed when the queue drains.
     fn deliver(&mut self, slot: usize, generation: u32, data: &[u8]) {
+        #[cfg(feature = "tls")]
+        if self.core.slots[slot].tls.is_some() {
+            return self.deliver_tls(slot, generation, data);
+        }
+        self.deliver_plain(slot, generation, data);
+    }
+
+    /// [`Self::deliver`] of plaintext.
+    pub(super) fn deliver_plain(&mut self, slot: usize, generation: u32, data: &[u8]) {
         let before = self.held(slot);
         let messages_before = self.core.stats.messages_in;
         self.core.stats.bytes_in += data.len() as u64;
@@ -173,7 +182,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
 
     /// The peer closed its side and all its input has been handled: a
     /// frame cut short is reported as such.
-    fn close_at_eof(&mut self, slot: usize) {
+    pub(super) fn close_at_eof(&mut self, slot: usize) {
         let reason = match self.framers[slot].partial() {
             Some(Partial { have, missing }) => {
                 self.core.stats.truncated_frames += 1;

@@ -24,6 +24,8 @@ mod output;
 #[cfg(test)]
 mod tests;
 mod timers;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -52,6 +54,8 @@ const COMMANDS_PER_TURN: usize = 4096;
 struct PendingConnect {
     remote: SocketAddr,
     local: Option<SocketAddr>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConnector>,
 }
 
 /// Everything of a shard's engine except the handler, its per-connection
@@ -117,6 +121,8 @@ pub(crate) struct Core<C: Codec> {
     current_message: Option<Bytes>,
     /// Kernel work asked for and not yet handed to the driver.
     ops: Vec<Op>,
+    #[cfg(feature = "tls")]
+    tls: tls::ShardTls,
 }
 
 /// A shard's engine: the core plus the handler and per-connection input
@@ -188,6 +194,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             failed_connects: Vec::new(),
             current_message: None,
             ops: Vec::with_capacity(1024),
+            #[cfg(feature = "tls")]
+            tls: tls::ShardTls::default(),
             shared,
         };
         Engine {
@@ -364,11 +372,21 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         let slot = conn.slot() as usize;
         self.core.slots[slot].peer = peer;
         self.framers[slot] = Framer::new(self.core.codec.clone());
+        // A TLS connection is shown to the handler after its handshake.
+        #[cfg(feature = "tls")]
+        if self.start_tls(slot) {
+            return;
+        }
+        self.connected(conn, peer);
+    }
+
+    /// The handler hears of a connection and creates its state.
+    fn connected(&mut self, conn: ConnId, peer: SocketAddr) {
         let mut ctx = Context {
             core: &mut self.core,
         };
         let state = self.handler.on_connect(&mut ctx, conn, peer);
-        self.states[slot] = Some(state);
+        self.states[conn.slot() as usize] = Some(state);
     }
 
     /// The close of a slot completed: free its input state and tell the
