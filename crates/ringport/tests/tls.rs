@@ -106,7 +106,6 @@ fn split_records_and_pipelined_frames() {
         let echo = read_frame(&mut stream, usize::MAX).unwrap();
         assert_bytes_eq(&echo, p, &format!("pipelined echo {i}"));
     }
-    drop(stream);
     let stats = server.stop();
     assert_eq!(stats.messages_in, 300);
 }
@@ -398,8 +397,9 @@ fn outbound_tls_connect_and_its_failure_reach_the_handler() {
     use std::sync::mpsc;
     let pki = Pki::new();
     let target = tls_echo(&pki, "server", false);
-    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, String>>();
-    struct Probe(Arc<Mutex<mpsc::Sender<Result<Vec<u8>, String>>>>);
+    type Outcome = Result<Vec<u8>, String>;
+    let (tx, rx) = mpsc::channel::<Outcome>();
+    struct Probe(Arc<Mutex<mpsc::Sender<Outcome>>>);
     impl ringport::Handler for Probe {
         type ConnState = ();
         fn on_connect(
