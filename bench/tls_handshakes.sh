@@ -44,10 +44,16 @@ for rep in $(seq "$REPEATS"); do
         taskset -c 0 "${cmd[@]}" >"$TLS/$srv.log" 2>&1 &
         spid=$!
         PIDS+=("$spid")
-        for _ in $(seq 200); do
-            [[ -n $(ss -Hltn "sport = :$PORT" 2>/dev/null) ]] && break
+        ready=0
+        for _ in $(seq 600); do
+            if grep -q "listening on" "$TLS/$srv.log" 2>/dev/null &&
+                [[ -n $(ss -Hltn "sport = :$PORT" 2>/dev/null) ]]; then
+                ready=1
+                break
+            fi
             sleep 0.05
         done
+        ((ready)) || { echo "$srv did not start:" >&2; cat "$TLS/$srv.log" >&2; exit 1; }
         line=$(taskset -c 1 timeout 120 "$LOAD" --addr "$addr" --conns "$CONNS" \
             --duration "$DURATION" --warmup 1 --server-pid "$spid")
         echo "{\"server\":\"$srv\",\"repeat\":$rep,${line#\{}" | tee -a "$RESULTS"
