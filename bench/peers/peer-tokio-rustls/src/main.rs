@@ -28,7 +28,8 @@ fn tls_config(cert: &str, key: &str) -> rustls::ServerConfig {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect())
         .unwrap_or_else(|e| fail(format!("--cert {cert}: {e}")));
-    let key = PrivateKeyDer::from_pem_file(key).unwrap_or_else(|e| fail(format!("--key {key}: {e}")));
+    let key =
+        PrivateKeyDer::from_pem_file(key).unwrap_or_else(|e| fail(format!("--key {key}: {e}")));
     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
@@ -39,7 +40,10 @@ fn main() {
     let args = Args::parse(
         "peer-tokio-rustls",
         "framed echo server over TLS (tokio + tokio-rustls + LengthDelimitedCodec)",
-        &[("cert", "certificate chain, PEM"), ("key", "private key, PEM")],
+        &[
+            ("cert", "certificate chain, PEM"),
+            ("key", "private key, PEM"),
+        ],
     );
     let (Some(cert), Some(key)) = (args.get_str("cert"), args.get_str("key")) else {
         fail("--cert FILE and --key FILE are required".into());
@@ -110,7 +114,8 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor) {
 async fn serve(stream: TcpStream, acceptor: TlsAcceptor) {
     let _ = stream.set_nodelay(true);
     // The same bound on a stalled handshake as ringport's default.
-    let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+    let Ok(Ok(stream)) =
+        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
     else {
         return;
     };

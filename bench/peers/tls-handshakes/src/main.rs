@@ -86,7 +86,9 @@ fn main() {
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert(provider.signature_verification_algorithms)))
+        .with_custom_certificate_verifier(Arc::new(AnyCert(
+            provider.signature_verification_algorithms,
+        )))
         .with_no_client_auth();
     // Every handshake a full one.
     config.resumption = rustls::client::Resumption::disabled();

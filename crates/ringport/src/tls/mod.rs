@@ -32,6 +32,30 @@
 //!
 //! [`pem`] loads certificates and keys from PEM files into rustls
 //! configurations (what `ringport serve --tls-cert` uses).
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use std::sync::Arc;
+//! use ringport::tls::{TlsAcceptor, TlsConnector, pem};
+//! use ringport::{Client, LengthDelimited, Server, ServerConfig, handlers::Echo};
+//!
+//! let tls = pem::server_config(Path::new("cert.pem"), Path::new("key.pem"), None, &[])?;
+//! let acceptor = TlsAcceptor::new(Arc::new(tls));
+//! let mut config = ServerConfig::new("127.0.0.1:7443".parse().unwrap());
+//! config.tls = Some(acceptor.clone());
+//! let server = Server::start(config, LengthDelimited::new(), |_| Echo)?;
+//!
+//! let client_config = pem::client_config(Some(Path::new("cert.pem")), false, None)?;
+//! let connector = TlsConnector::with_name(Arc::new(client_config), "localhost")?;
+//! let mut client = Client::connect_tls(server.local_addr(), &connector)?;
+//! client.send(b"ping")?;
+//! assert_eq!(client.recv()?, b"ping");
+//!
+//! // A renewed certificate, for connections accepted from now on:
+//! let renewed = pem::server_config(Path::new("cert.pem"), Path::new("key.pem"), None, &[])?;
+//! acceptor.reload(Arc::new(renewed));
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 pub mod pem;
 pub(crate) mod session;
