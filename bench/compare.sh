@@ -58,6 +58,16 @@ Servers:
                   in the default list
   peer-tokio, peer-monoio, peer-uring, peer-mio
                   bench/peers/target/release/NAME --threads N
+  ringport-tls    ringport serve --shards N --tls-cert .. --tls-key .. (TLS;
+                  the bench runs with --tls --insecure); not in the default
+                  list
+  peer-tokio-rustls
+                  peer-tokio behind tokio-rustls (same rustls and ring
+                  provider as ringport); not in the default list
+  TLS servers get a self-signed ECDSA P-256 certificate made with openssl
+  at the start of the run. TLS rows: --servers
+  ringport,ringport-tls,peer-tokio-rustls --only a,d; handshakes per
+  second: bench/tls_handshakes.sh.
 
 Scenarios:
   a  100 connections, 512 B, depth 1
@@ -139,7 +149,7 @@ fi
 IFS=, read -r -a _servers <<<"$SERVERS"
 SERVER_LIST=()
 for s in "${_servers[@]}"; do
-    case $s in ringport|ringport-epoll|ringport-stream|ringport-stream-plain|ringport-base|peer-tokio|peer-monoio|peer-uring|peer-mio) ;; *) die "unknown server '$s'" ;; esac
+    case $s in ringport|ringport-epoll|ringport-stream|ringport-stream-plain|ringport-base|ringport-tls|peer-tokio|peer-monoio|peer-uring|peer-mio|peer-tokio-rustls) ;; *) die "unknown server '$s'" ;; esac
     [[ " ${SERVER_LIST[*]} " == *" $s "* ]] || SERVER_LIST+=("$s")
 done
 if [[ -z $REPEATS ]]; then REPEATS=$([[ $QUICK == 1 ]] && echo 1 || echo 3); fi
@@ -171,6 +181,10 @@ server_cmd() {
         ringport-stream) CMD=("$ROOT/target/release/examples/stream_echo" --addr "$3" --shards "$2") ;;
         ringport-stream-plain) CMD=("$ROOT/target/release/examples/stream_echo" --send plain --addr "$3" --shards "$2") ;;
         ringport-base) CMD=("${RINGPORT_BASE:?set RINGPORT_BASE to the ringport binary to compare against}" serve --addr "$3" --shards "$2") ;;
+        ringport-tls) CMD=("$ROOT/target/release/ringport" serve --addr "$3" --shards "$2"
+            --tls-cert "${TLS_DIR:-x}/cert.pem" --tls-key "${TLS_DIR:-x}/key.pem") ;;
+        peer-tokio-rustls) CMD=("$PEERS/target/release/$1" --addr "$3" --threads "$2"
+            --cert "${TLS_DIR:-x}/cert.pem" --key "${TLS_DIR:-x}/key.pem") ;;
         *) CMD=("$PEERS/target/release/$1" --addr "$3" --threads "$2") ;;
     esac
 }
@@ -183,7 +197,9 @@ server_label() {
 # Servers whose connections are plain file descriptors (bounded by
 # RLIMIT_NOFILE): the epoll ones, and tokio/monoio (ringport and peer-uring
 # use io_uring direct descriptors).
-fd_limited() { [[ $1 == ringport-epoll || $1 == peer-tokio || $1 == peer-monoio || $1 == peer-mio ]]; }
+fd_limited() { [[ $1 == ringport-epoll || $1 == peer-tokio || $1 == peer-monoio || $1 == peer-mio || $1 == peer-tokio-rustls ]]; }
+# Servers that speak TLS (the bench connects with --tls --insecure).
+is_tls() { [[ $1 == ringport-tls || $1 == peer-tokio-rustls ]]; }
 
 # ---------------------------------------------------------------- cleanup
 SERVER_PIDS=()
@@ -197,6 +213,7 @@ cleanup() {
         for _ in $(seq 40); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
         kill -KILL "$p" 2>/dev/null || true
     done
+    if [[ -n ${TLS_DIR:-} ]]; then rm -rf "$TLS_DIR"; fi
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT
@@ -249,6 +266,15 @@ else
     : >"$RUNS"
 fi
 CLK_TCK=$(getconf CLK_TCK)
+# A throwaway certificate for the TLS servers, outside the results (which
+# get committed), removed at exit.
+if [[ -z $REPORT_ONLY && " ${SERVER_LIST[*]} " == *" ringport-tls "* || " ${SERVER_LIST[*]} " == *" peer-tokio-rustls "* ]]; then
+    TLS_DIR=$(mktemp -d)
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" -subj /CN=localhost \
+        -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null ||
+        die "openssl could not make the test certificate"
+fi
 NOFILE_HARD=$(ulimit -Hn)
 PORT=$((10000 + RANDOM % 20000)) # below the ephemeral range
 log "raw data in $RAW"
@@ -432,6 +458,7 @@ run_one() {
         --duration "$S_DUR" --warmup "$S_WARM" --json "$json" --server-pid "$spid")
     [[ $S_RATE != 0 ]] && args+=(--rate "$S_RATE")
     [[ -n $S_SOURCES ]] && args+=(--sources "$S_SOURCES")
+    if is_tls "$srv"; then args+=(--tls --insecure); fi
     local limit
     limit=$(awk -v a="$S_DUR" -v b="$S_WARM" 'BEGIN { printf "%d", a + b + 181 }')
     log "$tag: $(server_label "$srv" "$threads") on $addr (pid $spid); bench ${args[*]:0:12}"
@@ -513,8 +540,8 @@ runs = [json.loads(l) for l in open(runs_path) if l.strip()]
 SCEN = {
 $(for sc in a b c d e f g; do scenario "$sc"; printf '    "%s": ("%s", %s, %s),\n' "$sc" "$S_DESC" "$S_DUR" "$S_WARM"; done)
 }
-ORDER = ["ringport", "ringport-epoll", "ringport-stream", "ringport-stream-plain", "ringport-base", "peer-tokio", "peer-monoio", "peer-uring", "peer-mio"]
-UNIT = {"ringport": "shard", "ringport-epoll": "shard", "ringport-stream": "shard", "ringport-stream-plain": "shard", "ringport-base": "shard"}
+ORDER = ["ringport", "ringport-epoll", "ringport-stream", "ringport-stream-plain", "ringport-base", "ringport-tls", "peer-tokio", "peer-monoio", "peer-uring", "peer-mio", "peer-tokio-rustls"]
+UNIT = {"ringport": "shard", "ringport-epoll": "shard", "ringport-stream": "shard", "ringport-stream-plain": "shard", "ringport-base": "shard", "ringport-tls": "shard"}
 
 def label(srv, threads):
     u = UNIT.get(srv, "thread")

@@ -110,6 +110,10 @@ fn with_file(cmd: &mut clap::Command, sub: &ArgMatches, path: &Path) -> ArgMatch
     }
 }
 
+fn line_after(out: &mut String, key: &str, value: String) {
+    out.push_str(&format!("{key} = {value}\n"));
+}
+
 /// Checks that involve more than one option.
 pub fn check(args: &ServeArgs) -> Result<(), String> {
     if args.codec == CodecKind::Length && args.max_frame > MAX_LENGTH_FRAME {
@@ -184,5 +188,23 @@ pub fn to_toml(args: &ServeArgs) -> String {
     optional("metrics-addr", args.metrics_addr.as_deref().map(s), "off");
     optional("cluster", args.cluster.as_deref().map(s), "no cluster");
     optional("node-id", args.node_id.as_deref().map(s), "no cluster");
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| s(&p.display().to_string()));
+    optional("tls-cert", path(&args.tls_cert), "plaintext");
+    optional("tls-key", path(&args.tls_key), "plaintext");
+    optional(
+        "tls-client-ca",
+        path(&args.tls_client_ca),
+        "no client certificates",
+    );
+    optional(
+        "tls-alpn",
+        (!args.tls_alpn.is_empty()).then(|| s(&args.tls_alpn.join(","))),
+        "no ALPN",
+    );
+    line_after(
+        &mut out,
+        "tls-handshake-timeout",
+        s(&duration_text(args.tls_handshake_timeout)),
+    );
     out
 }

@@ -7,6 +7,7 @@
 mod config;
 mod http;
 mod serve;
+mod tls;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -180,6 +180,24 @@ pub const SERIES: &[Series] = &[
         kind: Kind::Counter,
         value: |s| s.commands_dropped,
     },
+    Series {
+        name: "tls_handshakes",
+        help: "TLS handshakes completed",
+        kind: Kind::Counter,
+        value: |s| s.tls_handshakes,
+    },
+    Series {
+        name: "tls_failures",
+        help: "TLS connections closed for a TLS failure (failed or timed-out handshakes, corrupt records)",
+        kind: Kind::Counter,
+        value: |s| s.tls_failures,
+    },
+    Series {
+        name: "tls_handshake_timeouts",
+        help: "TLS handshakes not complete within the handshake timeout",
+        kind: Kind::Counter,
+        value: |s| s.tls_handshake_timeouts,
+    },
 ];
 
 fn to_i64(v: u64) -> i64 {

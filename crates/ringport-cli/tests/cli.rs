@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use common::*;
 
-const OPTIONS: [&str; 18] = [
+const OPTIONS: [&str; 21] = [
+    "--tls-cert",
+    "--tls-key",
+    "--tls-client-ca",
     "--addr",
     "--shards",
     "--max-frame",

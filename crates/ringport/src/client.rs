@@ -51,6 +51,9 @@ pub struct Client<C: Codec = LengthDelimited> {
     /// Set once the peer sent undecodable bytes: the stream is out of sync
     /// for good, so every later `recv` fails the same way.
     broken: Option<CodecError>,
+    /// The TLS session of a client made by `connect_tls` (feature `tls`).
+    #[cfg(feature = "tls")]
+    tls: Option<Box<rustls::ClientConnection>>,
 }
 
 impl<C: Codec> std::fmt::Debug for Client<C> {
@@ -69,6 +72,15 @@ impl Client<LengthDelimited> {
     /// no connect timeout.
     pub fn connect(addr: impl ToSocketAddrs) -> io::Result<Self> {
         Self::connect_with(addr, LengthDelimited::new(), None)
+    }
+
+    /// [`Client::connect`] over TLS (see [`Client::connect_tls_with`]).
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(
+        addr: impl ToSocketAddrs,
+        connector: &crate::tls::TlsConnector,
+    ) -> io::Result<Self> {
+        Self::connect_tls_with(addr, LengthDelimited::new(), None, connector)
     }
 }
 
@@ -115,7 +127,39 @@ impl<C: Codec> Client<C> {
             start: 0,
             end: 0,
             broken: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         })
+    }
+
+    /// Connect with the given codec over TLS (feature `tls`): the handshake
+    /// is done here, so an untrusted or mismatched certificate fails the
+    /// connect (`InvalidData`, with rustls's reason). A server that wants a
+    /// client certificate this client lacks can only say so after the
+    /// handshake (TLS 1.3): the first `recv` then fails with its alert.
+    #[cfg(feature = "tls")]
+    pub fn connect_tls_with(
+        addr: impl ToSocketAddrs,
+        codec: C,
+        connect_timeout: Option<Duration>,
+        connector: &crate::tls::TlsConnector,
+    ) -> io::Result<Self> {
+        let mut client = Self::connect_with(addr, codec, connect_timeout)?;
+        let mut conn =
+            rustls::ClientConnection::new(connector.config.clone(), connector.server_name.clone())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        client
+            .stream
+            .set_read_timeout(Some(connector.handshake_timeout))?;
+        client
+            .stream
+            .set_write_timeout(Some(connector.handshake_timeout))?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut client.stream).map_err(timeout_kind)?;
+        }
+        client.set_timeout(None)?;
+        client.tls = Some(Box::new(conn));
+        Ok(client)
     }
 
     /// Set the read and write timeouts (`None`: block forever). A `recv`
@@ -141,8 +185,15 @@ impl<C: Codec> Client<C> {
                 "codec wrote a header longer than MAX_HEADER_LEN",
             )
         })?;
-        write_all_vectored(&mut self.stream, [header, payload, codec.trailer()])
-            .map_err(timeout_kind)
+        let parts = [header, payload, codec.trailer()];
+        #[cfg(feature = "tls")]
+        if let Some(conn) = self.tls.as_deref_mut() {
+            let mut stream = rustls::Stream::new(conn, &mut self.stream);
+            return write_all_vectored(&mut stream, parts)
+                .and_then(|()| stream.flush())
+                .map_err(timeout_kind);
+        }
+        write_all_vectored(&mut self.stream, parts).map_err(timeout_kind)
     }
 
     /// Receive the next whole message. Frames that arrived together with it
@@ -175,7 +226,14 @@ impl<C: Codec> Client<C> {
             self.start = 0;
             self.end = 0;
             let n = loop {
-                match self.stream.read(&mut self.rbuf) {
+                #[cfg(feature = "tls")]
+                let read = match self.tls.as_deref_mut() {
+                    Some(conn) => rustls::Stream::new(conn, &mut self.stream).read(&mut self.rbuf),
+                    None => self.stream.read(&mut self.rbuf),
+                };
+                #[cfg(not(feature = "tls"))]
+                let read = self.stream.read(&mut self.rbuf);
+                match read {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(timeout_kind(e)),
@@ -194,7 +252,15 @@ impl<C: Codec> Client<C> {
 
     /// Close the sending direction (the peer reads end-of-stream) while
     /// still receiving its remaining replies.
-    pub fn shutdown_write(&self) -> io::Result<()> {
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(conn) = self.tls.as_deref_mut() {
+            // TLS: close_notify first (the server's end of stream).
+            conn.send_close_notify();
+            while conn.wants_write() {
+                conn.write_tls(&mut self.stream)?;
+            }
+        }
         self.stream.shutdown(Shutdown::Write)
     }
 

@@ -208,6 +208,10 @@ pub struct ServerConfig {
     /// of it (a frame of N bytes gets `frame_timeout + N / rate`), so a
     /// 16 MiB upload over a slow link is not cut while a trickle is.
     pub min_receive_rate: Option<u64>,
+    /// Speak TLS on every accepted connection (feature `tls`). Default:
+    /// plaintext.
+    #[cfg(feature = "tls")]
+    pub tls: Option<crate::tls::TlsAcceptor>,
 }
 
 impl Default for ServerConfig {
@@ -243,6 +247,8 @@ impl Default for ServerConfig {
             heartbeat: None,
             frame_timeout: None,
             min_receive_rate: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }

@@ -24,6 +24,13 @@ pub(crate) trait Outbound {
     fn connection_count(&self) -> usize;
     fn queued_bytes(&self, conn: ConnId) -> usize;
     fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>);
+    #[cfg(feature = "tls")]
+    fn connect_tls(
+        &mut self,
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+        connector: crate::tls::TlsConnector,
+    );
     fn set_timer(&mut self, delay: Duration, token: u64) -> TimerId;
     fn cancel_timer(&mut self, id: TimerId) -> bool;
     fn server(&self) -> &Arc<ServerShared>;
@@ -77,6 +84,10 @@ pub enum CloseReason {
     /// grew past it: many peers announcing large frames cannot exhaust
     /// memory.
     Overloaded,
+    /// TLS failed: the handshake (a certificate not trusted, no common
+    /// protocol version, plaintext or garbage sent to a TLS port), a corrupt
+    /// record, or a handshake not complete within its timeout.
+    Tls(String),
 }
 
 /// Why a send, broadcast or close was not accepted.
@@ -259,6 +270,19 @@ impl Context<'_> {
     pub fn cluster_id(&self, conn: ConnId) -> Option<ClusterConnId> {
         let link = self.core.server().cluster.get()?;
         Some(ClusterConnId::new(link.node().clone(), conn))
+    }
+
+    /// Like [`Context::connect`], over TLS: `on_connect` comes once the
+    /// handshake is complete; a failed handshake (untrusted certificate,
+    /// timeout...) arrives as `on_connect_failed` with the TLS error.
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(
+        &mut self,
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+        connector: crate::tls::TlsConnector,
+    ) {
+        self.core.connect_tls(remote, local, connector);
     }
 }
 

@@ -14,6 +14,8 @@
 //! - `async_io` (feature `tokio`): the events as a `Stream`, sends that
 //!   wait for room (`send_async`), `ctx.spawn`, `AsyncClient`, and
 //!   `FrameCodec` (ringport's codecs as tokio-util codecs).
+//! - `tls` (feature `tls`): rustls on the same engine, server and client
+//!   side.
 //!
 //! Inside, in layers: the `server` handle starts one `shard` thread per
 //! shard; a shard runs the portable `engine` (connection state machine,
@@ -45,6 +47,8 @@ mod wake;
 pub mod async_io;
 #[cfg(feature = "tokio")]
 pub use async_io::{AsyncClient, AsyncSender, EventStream, FrameCodec};
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use bytes::Bytes;
 pub use client::Client;

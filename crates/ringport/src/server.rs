@@ -308,6 +308,21 @@ impl Server {
             .command(&self.shared.shards[n], Command::Connect { remote, local })
     }
 
+    /// Opens an outbound TLS connection (see [`Server::connect`] and
+    /// [`Context::connect_tls`](crate::Context::connect_tls)).
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(
+        &self,
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+        connector: crate::tls::TlsConnector,
+    ) -> Result<(), SendError> {
+        let n = self.shared.next_shard.fetch_add(1, Ordering::Relaxed) % self.shared.shards.len();
+        let run = move |ctx: &mut crate::Context<'_>| ctx.connect_tls(remote, local, connector);
+        self.shared
+            .command(&self.shared.shards[n], Command::Run(Box::new(run)))
+    }
+
     /// A handle to run code on shard `index` (see [`ShardRemote::run`]).
     pub fn remote(&self, index: usize) -> Option<ShardRemote> {
         (index < self.shared.shards.len()).then(|| ShardRemote::new(self.shared.clone(), index))

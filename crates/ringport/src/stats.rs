@@ -132,6 +132,13 @@ pub struct Stats {
     /// Cross-shard commands dropped because the target shard's queue was
     /// full.
     pub commands_dropped: u64,
+    /// TLS handshakes completed (feature `tls`).
+    pub tls_handshakes: u64,
+    /// TLS connections closed for a TLS failure ([`crate::CloseReason::Tls`]):
+    /// failed handshakes (timeouts included), corrupt records.
+    pub tls_failures: u64,
+    /// Of `tls_failures`: handshakes not complete within their timeout.
+    pub tls_handshake_timeouts: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -160,6 +167,9 @@ impl std::ops::AddAssign for Stats {
         self.heartbeats += o.heartbeats;
         self.timers += o.timers;
         self.commands_dropped += o.commands_dropped;
+        self.tls_handshakes += o.tls_handshakes;
+        self.tls_failures += o.tls_failures;
+        self.tls_handshake_timeouts += o.tls_handshake_timeouts;
     }
 }
 
@@ -208,6 +218,9 @@ shard_counters!(
     heartbeats,
     timers,
     commands_dropped,
+    tls_handshakes,
+    tls_failures,
+    tls_handshake_timeouts,
 );
 
 #[cfg(test)]

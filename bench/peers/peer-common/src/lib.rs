@@ -99,6 +99,15 @@ impl Args {
         }
     }
 
+    /// Value of an extra option as text, if given.
+    pub fn get_str(&self, opt: &str) -> Option<&str> {
+        self.extra
+            .iter()
+            .rev()
+            .find(|(o, _)| o == opt)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Value of an extra numeric option, or `default`.
     pub fn get_usize(&self, opt: &str, default: usize) -> usize {
         match self.extra.iter().rev().find(|(o, _)| o == opt) {

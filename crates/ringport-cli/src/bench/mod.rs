@@ -155,6 +155,43 @@ pub struct BenchArgs {
     /// (seconds, or with a unit).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = crate::parse_duration)]
     pub drain_timeout: Duration,
+    /// Connect over TLS (the server runs `serve --tls-cert ...`). The
+    /// server's certificate is checked against --tls-ca (default: the
+    /// system CA bundle) and the host of --addr, unless --insecure.
+    #[arg(long)]
+    pub tls: bool,
+    /// CA certificates (PEM) that sign the server's certificate.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry [default: the host of
+    /// --addr].
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub tls_server_name: Option<String>,
+    /// Accept any server certificate (self-signed test servers); the
+    /// handshake is otherwise the same.
+    #[arg(long, requires = "tls")]
+    pub insecure: bool,
+}
+
+/// The TLS side of `bench --tls`, if asked for.
+fn tls_connector(args: &BenchArgs) -> Result<Option<ringport::tls::TlsConnector>, String> {
+    if !args.tls {
+        return Ok(None);
+    }
+    let config = ringport::tls::pem::client_config(args.tls_ca.as_deref(), args.insecure, None)
+        .map_err(|e| format!("--tls: {e}"))?;
+    let host = match &args.tls_server_name {
+        Some(name) => name.clone(),
+        None => {
+            let (host, _) = args.addr.rsplit_once(':').unwrap_or((&args.addr, ""));
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        }
+    };
+    ringport::tls::TlsConnector::with_name(Arc::new(config), &host)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 fn size_arg(text: &str) -> Result<usize, String> {
@@ -482,6 +519,7 @@ fn connect_all(
     interrupt: &Interrupt,
 ) -> Result<(), String> {
     use std::sync::atomic::Ordering::Relaxed;
+    let tls = tls_connector(args)?;
     let done = || shared.established.load(Relaxed) + shared.connect_failed.load(Relaxed);
     let total = args.connections as u64;
     // Connects issued, those that found their port taken (to be replaced),
@@ -519,7 +557,11 @@ fn connect_all(
                 },
                 None => SocketAddr::new(sources[issued as usize % sources.len()], 0),
             };
-            match engine.connect(addr, Some(local)) {
+            let started = match &tls {
+                Some(connector) => engine.connect_tls(addr, Some(local), connector.clone()),
+                None => engine.connect(addr, Some(local)),
+            };
+            match started {
                 Ok(()) => issued += 1,
                 Err(ringport::SendError::Busy) => {
                     // Hand the same port out again next time round.

@@ -28,6 +28,10 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 return;
             }
             self.core.waiting.pop_front();
+            #[cfg(feature = "tls")]
+            if !self.core.attach_server_tls(slot as usize) {
+                continue;
+            }
             self.core.stats.accepted += 1;
             let conn = self.core.open_slot(slot as usize, peer);
             self.opened(conn, peer);
@@ -124,6 +128,10 @@ impl<C: Codec> Core<C> {
             }
             return None;
         }
+        #[cfg(feature = "tls")]
+        if !self.attach_server_tls(slot) {
+            return None;
+        }
         self.stats.accepted += 1;
         Some((self.open_slot(slot, peer), peer))
     }
@@ -158,16 +166,36 @@ impl<C: Codec> Core<C> {
     /// continues in `on_socket`). A connect that cannot start is reported
     /// to the handler as failed.
     pub(super) fn start_connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) {
-        if let Err(e) = self.try_start_connect(remote, local) {
+        let pending = PendingConnect {
+            remote,
+            local,
+            #[cfg(feature = "tls")]
+            tls: None,
+        };
+        if let Err(e) = self.try_start_connect(pending) {
             self.failed_connects.push((remote, e));
         }
     }
 
-    fn try_start_connect(
+    /// [`Self::start_connect`] of a TLS connection.
+    #[cfg(feature = "tls")]
+    pub(super) fn start_connect_tls(
         &mut self,
         remote: SocketAddr,
         local: Option<SocketAddr>,
-    ) -> io::Result<()> {
+        connector: crate::tls::TlsConnector,
+    ) {
+        let pending = PendingConnect {
+            remote,
+            local,
+            tls: Some(connector),
+        };
+        if let Err(e) = self.try_start_connect(pending) {
+            self.failed_connects.push((remote, e));
+        }
+    }
+
+    fn try_start_connect(&mut self, pending: PendingConnect) -> io::Result<()> {
         if self.stopping {
             return Err(io::Error::other("server is stopping"));
         }
@@ -184,7 +212,7 @@ impl<C: Codec> Core<C> {
                 self.shared.config.max_connections
             )));
         }
-        let pending = PendingConnect { remote, local };
+        let remote = pending.remote;
         let token = match self.pending_free.pop() {
             Some(t) => {
                 self.pending[t as usize] = Some(pending);
@@ -215,6 +243,22 @@ impl<C: Codec> Core<C> {
         let slot = result as usize;
         if !self.claim(slot, "socket") {
             self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        #[cfg(feature = "tls")]
+        if let Some(connector) = &pending.tls
+            && let Err(e) = self.attach_client_tls(slot, connector)
+        {
+            // Closing the socket reports the failure (`on_closed`).
+            tracing::warn!(error = %e, "TLS client session could not be created");
+            self.connecting.insert(
+                slot as u32,
+                Connecting {
+                    remote: pending.remote,
+                    error: Some(libc::EINVAL),
+                },
+            );
+            self.release(slot);
             return;
         }
         let s = &mut self.slots[slot];

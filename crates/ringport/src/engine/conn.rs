@@ -61,6 +61,10 @@ pub(super) struct Slot {
     pub opened_at: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The TLS session of a TLS connection (a pointer's worth for
+    /// plaintext ones).
+    #[cfg(feature = "tls")]
+    pub tls: Option<Box<crate::tls::session::TlsSession>>,
 }
 
 /// Defines a getter and a setter per flag bit of [`Slot`].
@@ -217,6 +221,11 @@ impl<C: Codec> Core<C> {
         if s.state != SlotState::Open {
             return;
         }
+        #[cfg(feature = "tls")]
+        if flush {
+            self.tls_close_notify(slot);
+        }
+        let s = &mut self.slots[slot];
         s.state = SlotState::Closing;
         s.set_discard(!flush);
         let (recv_armed, send_in_flight, generation) =
@@ -286,6 +295,10 @@ impl<C: Codec> Core<C> {
         let unseen = s.unseen();
         s.set_unseen(false);
         let generation = s.generation;
+        #[cfg(feature = "tls")]
+        {
+            s.tls = None;
+        }
         self.in_use -= 1;
         let closing = self.closing.remove(&(slot as u32));
         let connecting = self.connecting.remove(&(slot as u32));

@@ -59,7 +59,7 @@ impl<C: Codec> Core<C> {
         self.inputs[slot].as_ref().map_or(0, |i| i.held())
     }
 
-    fn backlog_is_empty(&self, slot: usize) -> bool {
+    pub(super) fn backlog_is_empty(&self, slot: usize) -> bool {
         self.inputs[slot]
             .as_ref()
             .is_none_or(|i| i.backlog.is_empty())
@@ -180,6 +180,15 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// connection is paused, or has older input waiting, the bytes go to
     /// its backlog instead: they are replayed when the queue drains.
     fn deliver(&mut self, slot: usize, generation: u32, data: &[u8]) {
+        #[cfg(feature = "tls")]
+        if self.core.slots[slot].tls.is_some() {
+            return self.deliver_tls(slot, generation, data);
+        }
+        self.deliver_plain(slot, generation, data);
+    }
+
+    /// [`Self::deliver`] of plaintext.
+    pub(super) fn deliver_plain(&mut self, slot: usize, generation: u32, data: &[u8]) {
         let before = self.core.held(slot);
         let messages_before = self.core.stats.messages_in;
         self.core.stats.bytes_in += data.len() as u64;
@@ -280,7 +289,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
 
     /// The peer closed its side and all its input has been handled: a
     /// frame cut short is reported as such.
-    fn close_at_eof(&mut self, slot: usize) {
+    pub(super) fn close_at_eof(&mut self, slot: usize) {
         let reason = match self.core.partial(slot) {
             Some(Partial { have, missing }) => {
                 self.core.stats.truncated_frames += 1;

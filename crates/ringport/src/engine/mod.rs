@@ -28,6 +28,8 @@ mod paged;
 mod tests;
 mod timers;
 pub mod topics;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -58,6 +60,8 @@ const COMMANDS_PER_TURN: usize = 4096;
 struct PendingConnect {
     remote: SocketAddr,
     local: Option<SocketAddr>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConnector>,
 }
 
 /// Everything of a shard's engine except the handler and its
@@ -143,6 +147,8 @@ pub(crate) struct Core<C: Codec> {
     ops: Vec<Op>,
     /// Topic -> this shard's subscribers.
     topics: topics::TopicIndex,
+    #[cfg(feature = "tls")]
+    tls: tls::ShardTls,
 }
 
 /// A shard's engine: the core plus the handler and per-connection input
@@ -218,6 +224,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             current_message: None,
             ops: Vec::with_capacity(1024),
             topics: topics::TopicIndex::default(),
+            #[cfg(feature = "tls")]
+            tls: tls::ShardTls::default(),
             shared,
         };
         Engine {
@@ -408,12 +416,21 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// its state.
     pub(super) fn opened(&mut self, conn: ConnId, peer: SocketAddr) {
         tracing::debug!(%conn, %peer, "connection open");
-        let slot = conn.slot() as usize;
+        // A TLS connection is shown to the handler after its handshake.
+        #[cfg(feature = "tls")]
+        if self.start_tls(conn.slot() as usize) {
+            return;
+        }
+        self.connected(conn, peer);
+    }
+
+    /// The handler hears of a connection and creates its state.
+    fn connected(&mut self, conn: ConnId, peer: SocketAddr) {
         let mut ctx = Context {
             core: &mut self.core,
         };
         let state = self.handler.on_connect(&mut ctx, conn, peer);
-        self.states[slot] = Some(state);
+        self.states[conn.slot() as usize] = Some(state);
     }
 
     /// The close of a slot completed: free its input state and tell the

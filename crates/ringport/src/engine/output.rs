@@ -35,6 +35,11 @@ impl<C: Codec> Core<C> {
 
     pub(super) fn enqueue_copy(&mut self, slot: usize, payload: &[u8]) -> Result<(), SendError> {
         let (header, n) = self.header(payload.len())?;
+        #[cfg(feature = "tls")]
+        if self.slots[slot].tls.is_some() {
+            self.enqueue_tls(slot, &header[..n], payload);
+            return Ok(());
+        }
         let trailer = self.codec.trailer();
         let s = &mut self.slots[slot];
         let before = s.queue.len();
@@ -46,6 +51,11 @@ impl<C: Codec> Core<C> {
 
     pub(super) fn enqueue_shared(&mut self, slot: usize, payload: Bytes) -> Result<(), SendError> {
         let (header, n) = self.header(payload.len())?;
+        #[cfg(feature = "tls")]
+        if self.slots[slot].tls.is_some() {
+            self.enqueue_tls(slot, &header[..n], &payload);
+            return Ok(());
+        }
         let trailer = self.codec.trailer();
         let s = &mut self.slots[slot];
         let before = s.queue.len();
@@ -57,7 +67,7 @@ impl<C: Codec> Core<C> {
 
     /// Accounts for one message queued to `slot` (whose queue held
     /// `before` bytes) and makes sure it gets sent.
-    fn queued(&mut self, slot: usize, before: usize) {
+    pub(super) fn queued(&mut self, slot: usize, before: usize) {
         let s = &mut self.slots[slot];
         self.stats.send_queue_bytes += (s.queue.len() - before) as u64;
         self.stats.messages_out += 1;
@@ -65,7 +75,7 @@ impl<C: Codec> Core<C> {
         self.mark_dirty(slot);
     }
 
-    fn mark_dirty(&mut self, slot: usize) {
+    pub(super) fn mark_dirty(&mut self, slot: usize) {
         let s = &mut self.slots[slot];
         if !s.in_dirty() && !s.send_in_flight() {
             s.set_in_dirty(true);
@@ -172,6 +182,11 @@ impl<C: Codec> Core<C> {
     pub(super) fn broadcast_local(&mut self, payload: &Bytes) {
         for i in 0..self.open.len() {
             let slot = self.open[i] as usize;
+            // Not yet shown to the handler: not part of "everyone".
+            #[cfg(feature = "tls")]
+            if self.tls_handshaking(slot) {
+                continue;
+            }
             if self.admit_remote(slot) {
                 let _ = self.enqueue_shared(slot, payload.clone());
             }
@@ -325,6 +340,16 @@ impl<C: Codec> Outbound for Core<C> {
 
     fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) {
         self.start_connect(remote, local);
+    }
+
+    #[cfg(feature = "tls")]
+    fn connect_tls(
+        &mut self,
+        remote: SocketAddr,
+        local: Option<SocketAddr>,
+        connector: crate::tls::TlsConnector,
+    ) {
+        self.start_connect_tls(remote, local, connector);
     }
 
     fn connection_infos(&self, out: &mut Vec<crate::stats::ConnectionInfo>) {

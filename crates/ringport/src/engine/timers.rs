@@ -13,6 +13,8 @@ impl<C: Codec> Core<C> {
     pub(super) fn on_tick(&mut self) {
         let now = self.now;
         self.sweep_idle();
+        #[cfg(feature = "tls")]
+        self.expire_handshakes();
         if self.accept_backoff_until.is_some_and(|t| t <= now) {
             self.accept_backoff_until = None;
         }
