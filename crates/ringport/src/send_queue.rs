@@ -43,7 +43,9 @@ pub(crate) struct ChunkPool {
     /// at the capacity), so iovecs into it stay valid.
     free: Vec<Vec<u8>>,
     keep: usize,
-    /// Empty queue bodies, at most `MAX_KEEP_BODIES`.
+    /// Empty queue bodies, at most `MAX_KEEP_BODIES`. Boxed: a body moves
+    /// between the pool and a queue as one pointer.
+    #[allow(clippy::vec_box)]
     bodies: Vec<Box<QueueBody>>,
     /// Fewest bodies in `bodies` since the last trim: that many were not
     /// needed.

@@ -82,6 +82,8 @@ pub(crate) struct Core<C: Codec> {
     /// partial frame or paused input (none for the others).
     inputs: PagedTable<Option<Box<InputState<C>>>>,
     /// Input states kept for reuse, so the receive path does not allocate.
+    /// Boxed: a state moves between the pool and a slot as one pointer.
+    #[allow(clippy::vec_box)]
     input_pool: Vec<Box<InputState<C>>>,
     /// Fewest states in `input_pool` since the last trim.
     input_pool_low: usize,
