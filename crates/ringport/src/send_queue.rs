@@ -147,10 +147,12 @@ pub(crate) struct QueueBody {
 }
 
 impl SendQueue {
+    #[inline]
     pub fn len(&self) -> usize {
         self.body.as_ref().map_or(0, |b| b.len)
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
