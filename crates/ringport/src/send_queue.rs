@@ -23,9 +23,13 @@ pub(crate) const CHUNK_SIZE: usize = 16 * 1024;
 const SHARE_MIN: usize = 4 * 1024;
 
 /// Queue bodies kept for reuse by one shard (each with the segment list's
-/// small allocation), so that a queue filled and drained per message (an
-/// echo) allocates nothing once warm.
+/// small allocation, ~200 bytes in all), so that queues filled and drained
+/// per message (an echo on many connections at once) allocate nothing once
+/// warm. At most `MAX_KEEP_BODIES` are kept after a burst; [`ChunkPool::trim`]
+/// (every tick) lets the pool shrink back towards `KEEP_BODIES` when they
+/// stop being used.
 const KEEP_BODIES: usize = 256;
+const MAX_KEEP_BODIES: usize = 16 * 1024;
 
 /// Segment-list capacity a reused queue body keeps at most.
 const KEEP_SEGMENTS: usize = 16;
@@ -39,8 +43,13 @@ pub(crate) struct ChunkPool {
     /// at the capacity), so iovecs into it stay valid.
     free: Vec<Vec<u8>>,
     keep: usize,
-    /// Empty queue bodies, at most [`KEEP_BODIES`].
+    /// Empty queue bodies, at most `MAX_KEEP_BODIES`. Boxed: a body moves
+    /// between the pool and a queue as one pointer.
+    #[allow(clippy::vec_box)]
     bodies: Vec<Box<QueueBody>>,
+    /// Fewest bodies in `bodies` since the last trim: that many were not
+    /// needed.
+    bodies_low: usize,
 }
 
 impl ChunkPool {
@@ -49,16 +58,31 @@ impl ChunkPool {
             free: Vec::new(),
             keep,
             bodies: Vec::new(),
+            bodies_low: 0,
         }
     }
 
+    /// Frees half of the bodies beyond `KEEP_BODIES` that were not used
+    /// since the last call (called every tick), so an idle shard gives back
+    /// the bodies of a past burst within a few ticks.
+    pub fn trim(&mut self) {
+        let unused = self.bodies_low.min(self.bodies.len());
+        let excess = unused.min(self.bodies.len().saturating_sub(KEEP_BODIES));
+        let keep = self.bodies.len() - excess.div_ceil(2);
+        self.bodies.truncate(keep);
+        self.bodies.shrink_to(keep.max(KEEP_BODIES));
+        self.bodies_low = self.bodies.len();
+    }
+
     fn take_body(&mut self) -> Box<QueueBody> {
-        self.bodies.pop().unwrap_or_default()
+        let body = self.bodies.pop().unwrap_or_default();
+        self.bodies_low = self.bodies_low.min(self.bodies.len());
+        body
     }
 
     fn give_body(&mut self, mut body: Box<QueueBody>) {
         debug_assert!(body.segments.is_empty());
-        if self.bodies.len() < KEEP_BODIES {
+        if self.bodies.len() < MAX_KEEP_BODIES {
             body.segments.shrink_to(KEEP_SEGMENTS);
             body.front_offset = 0;
             body.len = 0;
@@ -139,10 +163,12 @@ pub(crate) struct QueueBody {
 }
 
 impl SendQueue {
+    #[inline]
     pub fn len(&self) -> usize {
         self.body.as_ref().map_or(0, |b| b.len)
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -359,6 +385,25 @@ mod tests {
         q.push_copy(&mut pool, &[&vec![1u8; CHUNK_SIZE * 5]]);
         q.clear(&mut pool);
         assert_eq!(pool.free.len(), 2);
+    }
+
+    #[test]
+    fn unused_bodies_are_trimmed_back() {
+        let mut pool = ChunkPool::new(4);
+        let mut queues: Vec<SendQueue> = (0..1000).map(|_| SendQueue::default()).collect();
+        for q in &mut queues {
+            q.push_copy(&mut pool, &[b"x"]);
+        }
+        for q in &mut queues {
+            q.clear(&mut pool);
+        }
+        assert_eq!(pool.bodies.len(), 1000);
+        pool.trim(); // the burst's round: all were used
+        assert_eq!(pool.bodies.len(), 1000);
+        for _ in 0..20 {
+            pool.trim();
+        }
+        assert_eq!(pool.bodies.len(), KEEP_BODIES);
     }
 
     #[test]

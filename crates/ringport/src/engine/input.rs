@@ -21,12 +21,15 @@ use crate::sys::{BufId, RecvBuffers};
 /// A drained backlog keeps at most this much capacity.
 const RETAIN_BACKLOG: usize = 64 * 1024;
 
-/// Input states kept for reuse by one shard.
+/// Input states kept for reuse by one shard: up to `MAX_KEEP_INPUTS` after
+/// a burst of partial frames on many connections, trimmed back towards
+/// `KEEP_INPUTS` every tick while they are not used (`trim_input_pool`).
 const KEEP_INPUTS: usize = 64;
+const MAX_KEEP_INPUTS: usize = 1024;
 
 /// Buffer capacity (reassembly buffer, backlog) a pooled input state keeps
-/// at most, so the pool holds at most `KEEP_INPUTS` x 2 x this.
-const KEEP_INPUT_CAPACITY: usize = 8 * 1024;
+/// at most, so the pool holds at most `MAX_KEEP_INPUTS` x 2 x this.
+const KEEP_INPUT_CAPACITY: usize = 4 * 1024;
 
 /// A connection's input beyond its slot: present while a frame is partial
 /// or input is held back.
@@ -79,7 +82,9 @@ impl<C: Codec> Core<C> {
         {
             return input;
         }
-        self.input_pool.pop().unwrap_or_else(|| {
+        let pooled = self.input_pool.pop();
+        self.input_pool_low = self.input_pool_low.min(self.input_pool.len());
+        pooled.unwrap_or_else(|| {
             Box::new(InputState {
                 framer: Framer::new(self.codec.clone()),
                 backlog: Vec::new(),
@@ -87,6 +92,16 @@ impl<C: Codec> Core<C> {
                 frame_deadline: None,
             })
         })
+    }
+
+    /// Frees half of the pooled input states beyond `KEEP_INPUTS` that were
+    /// not used since the last call (every tick).
+    pub(super) fn trim_input_pool(&mut self) {
+        let pool = &mut self.input_pool;
+        let unused = self.input_pool_low.min(pool.len());
+        let excess = unused.min(pool.len().saturating_sub(KEEP_INPUTS));
+        pool.truncate(pool.len() - excess.div_ceil(2));
+        self.input_pool_low = pool.len();
     }
 
     /// Gives the state taken by `take_input` back: to the connection if it
@@ -98,7 +113,7 @@ impl<C: Codec> Core<C> {
             self.inputs[slot] = Some(input);
             return;
         }
-        if clean && self.input_pool.len() < KEEP_INPUTS {
+        if clean && self.input_pool.len() < MAX_KEEP_INPUTS {
             if input.framer.heap_bytes() > KEEP_INPUT_CAPACITY {
                 input.framer = Framer::new(self.codec.clone());
             }

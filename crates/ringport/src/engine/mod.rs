@@ -18,6 +18,8 @@
 //!   stop.
 
 mod admission;
+#[cfg(test)]
+mod bench_echo;
 mod conn;
 mod input;
 #[cfg(test)]
@@ -85,7 +87,11 @@ pub(crate) struct Core<C: Codec> {
     /// partial frame or paused input (none for the others).
     inputs: PagedTable<Option<Box<InputState<C>>>>,
     /// Input states kept for reuse, so the receive path does not allocate.
+    /// Boxed: a state moves between the pool and a slot as one pointer.
+    #[allow(clippy::vec_box)]
     input_pool: Vec<Box<InputState<C>>>,
+    /// Fewest states in `input_pool` since the last trim.
+    input_pool_low: usize,
     /// Close reason and flush deadline of every closing slot, from
     /// `begin_close` until the slot is free.
     closing: BTreeMap<u32, Closing>,
@@ -184,6 +190,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             slots: PagedTable::new(table),
             inputs: PagedTable::new(table),
             input_pool: Vec::new(),
+            input_pool_low: 0,
             closing: BTreeMap::new(),
             connecting: BTreeMap::new(),
             in_use: 0,

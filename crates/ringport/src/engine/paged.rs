@@ -42,6 +42,7 @@ impl<T: Default> PagedTable<T> {
 
     /// The entry at `index`, or `None` past the end. An entry of an
     /// unallocated page is the default value.
+    #[inline]
     pub fn get(&self, index: usize) -> Option<&T> {
         if index >= self.len {
             return None;
@@ -54,18 +55,29 @@ impl<T: Default> PagedTable<T> {
 
     /// The entry at `index` for writing (allocating its page), or `None`
     /// past the end.
+    #[inline]
     pub fn get_mut(&mut self, index: usize) -> Option<&mut T> {
         if index >= self.len {
             return None;
         }
-        let page = self.pages[index / PAGE]
-            .get_or_insert_with(|| (0..PAGE).map(|_| T::default()).collect());
-        Some(&mut page[index % PAGE])
+        let page = &mut self.pages[index / PAGE];
+        if page.is_none() {
+            Self::allocate(page);
+        }
+        page.as_mut().map(|page| &mut page[index % PAGE])
+    }
+
+    /// Allocates a page (out of the hot path).
+    #[cold]
+    #[inline(never)]
+    fn allocate(page: &mut Option<Box<[T]>>) {
+        *page = Some((0..PAGE).map(|_| T::default()).collect());
     }
 
     /// The entry at `index` for writing if its page is allocated: an
     /// unallocated page is all defaults, so a caller that only changes
     /// entries that differ from the default need not allocate it.
+    #[inline]
     pub fn get_mut_if_allocated(&mut self, index: usize) -> Option<&mut T> {
         if index >= self.len {
             return None;
@@ -85,22 +97,30 @@ impl<T: Default> PagedTable<T> {
 impl<T: Default> Index<usize> for PagedTable<T> {
     type Output = T;
 
+    #[inline]
     fn index(&self, index: usize) -> &T {
         match self.get(index) {
             Some(entry) => entry,
-            None => panic!("index {index} past a table of {}", self.len),
+            None => past_the_end(index, self.len),
         }
     }
 }
 
 impl<T: Default> IndexMut<usize> for PagedTable<T> {
+    #[inline]
     fn index_mut(&mut self, index: usize) -> &mut T {
         let len = self.len;
         match self.get_mut(index) {
             Some(entry) => entry,
-            None => panic!("index {index} past a table of {len}"),
+            None => past_the_end(index, len),
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn past_the_end(index: usize, len: usize) -> ! {
+    panic!("index {index} past a table of {len}")
 }
 
 #[cfg(test)]

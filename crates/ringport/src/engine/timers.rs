@@ -12,6 +12,8 @@ use crate::sys::Op;
 impl<C: Codec> Core<C> {
     pub(super) fn on_tick(&mut self) {
         let now = self.now;
+        self.pool.trim();
+        self.trim_input_pool();
         self.sweep_idle();
         #[cfg(feature = "tls")]
         self.expire_handshakes();
