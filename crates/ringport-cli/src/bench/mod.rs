@@ -346,8 +346,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         backend: args.backend,
         listen: false,
         shards: threads,
-        connections_per_shard: (!epoll)
-            .then(|| args.connections.div_ceil(threads) + slack + 16),
+        connections_per_shard: (!epoll).then(|| args.connections.div_ceil(threads) + slack + 16),
         max_connections: args.connections + slack + 16,
         tick: if args.rate > 0.0 {
             Duration::from_millis(1)

@@ -80,7 +80,11 @@ fn per_slot_memory_is_small() {
     assert_eq!(size_of::<SendQueue>(), 8);
     // With the `tls` feature a slot also holds the session pointer.
     let tls_pointer = if cfg!(feature = "tls") { 8 } else { 0 };
-    assert!(size_of::<Slot>() <= 72 + tls_pointer, "{}", size_of::<Slot>());
+    assert!(
+        size_of::<Slot>() <= 72 + tls_pointer,
+        "{}",
+        size_of::<Slot>()
+    );
     assert!(per_slot_bytes() <= 96, "{}", per_slot_bytes());
 }
 

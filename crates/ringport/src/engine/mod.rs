@@ -29,9 +29,9 @@ mod paged;
 #[cfg(test)]
 mod tests;
 mod timers;
-pub mod topics;
 #[cfg(feature = "tls")]
 mod tls;
+pub mod topics;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
