@@ -101,7 +101,7 @@ impl ChunkPool {
     /// few seconds, so the pool of a shard that served a burst shrinks back
     /// while one that keeps sending keeps what it uses. Returns how many
     /// chunks were freed.
-    pub fn trim(&mut self) -> usize {
+    pub fn trim_chunks(&mut self) -> usize {
         const FLOOR: usize = 16;
         let excess = self.free.len().saturating_sub(FLOOR);
         let freed = excess.div_ceil(2);
@@ -318,10 +318,10 @@ mod tests {
             pool.give(c);
         }
         assert_eq!(pool.free.len(), 400);
-        assert_eq!(pool.trim(), 192);
+        assert_eq!(pool.trim_chunks(), 192);
         assert_eq!(pool.free.len(), 208);
         let mut rounds = 1;
-        while pool.trim() > 0 {
+        while pool.trim_chunks() > 0 {
             rounds += 1;
         }
         assert_eq!(

@@ -312,7 +312,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// Frees memory that recent traffic did not need (spare send chunks);
     /// the shard calls it every few seconds.
     pub fn trim(&mut self) {
-        self.core.pool.trim();
+        self.core.pool.trim_chunks();
     }
 
     /// Publishes the counters now (also done every turn).
