@@ -32,6 +32,7 @@ fn engine_echo_cost() {
         next_shard: AtomicUsize::new(0),
         failure: std::sync::Mutex::new(None),
         config: ServerConfig::default(),
+        cluster: std::sync::OnceLock::new(),
     });
     let codec = LengthDelimited::new().max_frame_length(1 << 20);
     let mut e = Engine::new(0, shared, codec, 20_000, BenchEcho, true, Instant::now());
