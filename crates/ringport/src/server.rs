@@ -431,7 +431,7 @@ fn stop_threads(shared: &ServerShared, threads: &mut Vec<JoinHandle<()>>) {
     // command it was learns the server stopped), and async senders still
     // waiting for room find the server stopped.
     for shard in shared.shards.iter() {
-        while shard.commands_rx.try_recv().is_ok() {}
+        while shard.commands.try_recv().is_ok() {}
         shard.space.wake_all();
     }
 }

@@ -43,7 +43,7 @@ pub(crate) fn try_command(
     if shared.stopping.load(Ordering::Acquire) {
         return Err((cmd, SendError::Stopped));
     }
-    match shard.commands_tx.try_send(cmd) {
+    match shard.commands.try_send(cmd) {
         Ok(()) => {
             shard.wake();
             Ok(())

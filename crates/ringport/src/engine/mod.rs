@@ -374,7 +374,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         let shared = self.core.shared.clone();
         let me = &shared.shards[self.core.index];
         for _ in 0..COMMANDS_PER_TURN {
-            let Ok(cmd) = me.commands_rx.try_recv() else {
+            let Ok(cmd) = me.commands.try_recv() else {
                 break;
             };
             match cmd {

@@ -308,7 +308,7 @@ fn a_local_close_cancels_the_receive_and_waits_for_its_end() {
     h.turn(0);
     let conn = h.accept(2);
     h.engine.core.shared.shards[0]
-        .commands_tx
+        .commands
         .try_send(crate::shared::Command::Close { conn })
         .ok();
     let ops = h.turn(1);

@@ -53,7 +53,7 @@ fn a_publish_command_from_another_thread_fans_out_on_the_shard() {
     }
     // One command for the whole shard, whatever its subscriber count.
     h.shared.shards[0]
-        .commands_tx
+        .commands
         .try_send(Command::Publish {
             topic: Bytes::from_static(b"t"),
             payload: Bytes::from_static(b"payload"),
