@@ -94,7 +94,7 @@ pub struct ServeArgs {
     pub codec: CodecKind,
 
     /// Size of each shard's connection table [default: io_uring,
-    /// --max-connections divided among the shards; epoll, the open-files
+    /// --max-connections (any shard may get any share of the clients); epoll, the open-files
     /// soft limit (raised to the hard limit) divided among the shards].
     ///
     /// On io_uring, connections are direct descriptors, which do not use

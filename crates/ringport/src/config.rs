@@ -125,7 +125,8 @@ pub struct ServerConfig {
     #[cfg(feature = "cluster")]
     pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Size of each shard's connection table. io_uring: default
-    /// `max_connections` divided among the shards; the table spans as many
+    /// `max_connections` (plus the accepts in flight), since any shard may
+    /// end up holding any share of the connections; the table spans as many
     /// rings as it needs (see `connections_per_ring`), created as they fill,
     /// and its memory is used as connections arrive, so a large table costs
     /// little while it is empty. epoll: every connection is a descriptor, so
@@ -406,7 +407,14 @@ pub(crate) fn table_size(config: &ServerConfig, backend: Backend) -> io::Result<
             ));
         }
         Some(n) => n,
-        None => config.max_connections.div_ceil(shards).clamp(1, shard_cap),
+        // Any shard may end up holding any share of the connections
+        // (SO_REUSEPORT does not spread clients evenly, and clients held at
+        // the limit take slots too): each table may grow to the whole
+        // limit. Its memory and rings are used only as connections arrive.
+        None => config
+            .max_connections
+            .saturating_add(config.accepts_in_flight)
+            .clamp(1, shard_cap),
     };
     let rings = per_shard.div_ceil(per_ring);
     let bound = format!(

@@ -140,3 +140,25 @@ fn a_ring_larger_than_the_kernel_allows_is_refused_with_the_reason() {
         Err(e) => assert!(e.to_string().contains("open-files limit"), "{e}"),
     }
 }
+
+/// SO_REUSEPORT does not spread clients evenly over the shards, so by
+/// default every shard's table may grow to the whole limit: all `LIMIT`
+/// clients are served whatever the split (with tables of limit / shards,
+/// the fuller shard left some of them waiting unserved).
+#[test]
+fn by_default_any_shard_may_hold_the_whole_limit() {
+    const LIMIT: usize = 40;
+    let server = start_echo(|c| {
+        c.connections_per_shard = None;
+        c.max_connections = LIMIT;
+    });
+    let addr = server.local_addr();
+    let mut clients: Vec<TcpStream> = (0..LIMIT).map(|_| connect(addr)).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let payload = pattern(i as u64, 32);
+        assert_bytes_eq(&round_trip(c, &payload), &payload, "every client served");
+    }
+    let per_shard: Vec<u64> = server.shard_stats().iter().map(|s| s.connections).collect();
+    assert_eq!(per_shard.iter().sum::<u64>(), LIMIT as u64, "{per_shard:?}");
+    server.stop();
+}
