@@ -4,16 +4,12 @@
 //! default (it asserts nothing, it measures).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Instant;
 
 use super::Engine;
 use crate::codec::LengthDelimited;
-use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
 use crate::handler::{Context, Handler};
-use crate::shared::{ServerShared, ShardShared};
 use crate::sys::{BufId, Completion, Op, RecvBuffers};
 
 /// Engine-only echo cost (no kernel): `cargo test --release -p ringport --lib
@@ -24,16 +20,7 @@ fn engine_echo_cost() {
     const CONNS: u32 = 1000;
     const DEPTH: usize = 8;
     const ROUNDS: usize = 300;
-    let shared = Arc::new(ServerShared {
-        shards: vec![ShardShared::new(20_000, 16).unwrap()].into_boxed_slice(),
-        stopping: AtomicBool::new(false),
-        admitted: AtomicUsize::new(0),
-        max_frame: 1 << 20,
-        next_shard: AtomicUsize::new(0),
-        failure: std::sync::Mutex::new(None),
-        config: ServerConfig::default(),
-        cluster: std::sync::OnceLock::new(),
-    });
+    let shared = super::memory_tests::one_shard(20_000);
     let codec = LengthDelimited::new().max_frame_length(1 << 20);
     let mut e = Engine::new(0, shared, codec, 20_000, BenchEcho, true, Instant::now());
     let mut burst = Vec::new();

@@ -38,8 +38,10 @@ impl RecvBuffers for Bufs {
     }
 }
 
-fn engine(table: usize) -> Engine<LengthDelimited, Echo> {
-    let shared = Arc::new(ServerShared {
+/// One shard's shared state with a `table`-slot live table and default
+/// settings, for engines driven by hand (also used by `bench_echo`).
+pub(super) fn one_shard(table: usize) -> Arc<ServerShared> {
+    Arc::new(ServerShared {
         shards: vec![ShardShared::new(table, 16).unwrap()].into_boxed_slice(),
         stopping: AtomicBool::new(false),
         admitted: AtomicUsize::new(0),
@@ -48,9 +50,20 @@ fn engine(table: usize) -> Engine<LengthDelimited, Echo> {
         failure: std::sync::Mutex::new(None),
         config: ServerConfig::default(),
         cluster: std::sync::OnceLock::new(),
-    });
+    })
+}
+
+fn engine(table: usize) -> Engine<LengthDelimited, Echo> {
     let codec = LengthDelimited::new().max_frame_length(1 << 20);
-    Engine::new(0, shared, codec, table, Echo, true, Instant::now())
+    Engine::new(
+        0,
+        one_shard(table),
+        codec,
+        table,
+        Echo,
+        true,
+        Instant::now(),
+    )
 }
 
 /// Per-slot bytes of the engine for the default codec and a handler
