@@ -125,8 +125,9 @@ impl<C: Codec> Core<C> {
                 s.set_discard(true);
             }
         }
-        // Async senders waiting for room in a send queue try again.
-        self.shared.shards[self.index].space.notify();
+        // Async senders waiting for room in a send queue are told at the
+        // next turn (`drain_commands` notifies once per turn, not once per
+        // completed send: the notification costs a full fence).
         let s = &mut self.slots[slot];
         match s.state {
             SlotState::Open => {
