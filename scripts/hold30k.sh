@@ -84,7 +84,7 @@ SERVER_PID=$!
 
 PORT=
 for _ in $(seq 150); do
-    PORT=$(sed -n 's/.*ringport: listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$LOGS/server.log" | head -n1)
+    PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$LOGS/server.log" | head -n1)
     [ -n "$PORT" ] && break
     kill -0 "$SERVER_PID" 2>/dev/null || { cat "$LOGS/server.log" >&2; fail "the server exited at start"; }
     sleep 0.1
