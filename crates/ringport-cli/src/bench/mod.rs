@@ -378,7 +378,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
     let server_idle = args.server_pid.map(report::ProcSample::take);
     let mut progress = report::Progress::new();
     let connect_started = Instant::now();
-    connect_all(
+    let slowest_second = connect_all(
         &args,
         addr,
         &engine,
@@ -393,9 +393,10 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
     let connect_failed = shared.connect_failed.load(Ordering::Relaxed);
     let port_taken = shared.port_taken.load(Ordering::Relaxed);
     progress.line(&format!(
-        "connected {established}/{} in {connect_secs:.2}s ({:.0}/s), {connect_failed} failed{}",
+        "connected {established}/{} in {connect_secs:.2}s ({:.0}/s{}), {connect_failed} failed{}",
         args.connections,
         established as f64 / connect_secs.max(1e-9),
+        slowest_second.map_or(String::new(), |r| format!(", slowest second {r:.0}/s")),
         if port_taken > 0 {
             format!(", {port_taken} source ports found taken and skipped")
         } else {
@@ -476,6 +477,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         connect_failed,
         connect_errors: shared.connect_errors.lock().unwrap().clone(),
         connect_secs,
+        slowest_second,
         measured_secs,
         bench_cpu_secs: cpu_after - cpu_before,
         server,
@@ -516,7 +518,7 @@ fn connect_all(
     mut ports: Option<&mut ports::PortPlan>,
     progress: &mut report::Progress,
     interrupt: &Interrupt,
-) -> Result<(), String> {
+) -> Result<Option<f64>, String> {
     use std::sync::atomic::Ordering::Relaxed;
     let tls = tls_connector(args)?;
     let done = || shared.established.load(Relaxed) + shared.connect_failed.load(Relaxed);
@@ -527,6 +529,7 @@ fn connect_all(
     let mut exhausted = false;
     let mut last_change = Instant::now();
     let mut last_done = 0;
+    let mut pace = ConnectPace::new(Instant::now());
     progress.start_bar("connect", total);
     while done() < total && !interrupt.raised() {
         loop {
@@ -574,6 +577,7 @@ fn connect_all(
         }
         std::thread::sleep(Duration::from_millis(2));
         let now_done = done();
+        pace.observe(Instant::now(), now_done);
         progress.set_bar(now_done);
         if now_done != last_done {
             last_done = now_done;
@@ -585,7 +589,42 @@ fn connect_all(
         }
     }
     progress.finish_bar();
-    Ok(())
+    Ok(pace.slowest())
+}
+
+/// The connect rate over each whole second of the connect phase, so that a
+/// run shows whether the rate held up to the last connection (an average
+/// hides a phase that slows down as it fills).
+struct ConnectPace {
+    window_start: Instant,
+    done_at_start: u64,
+    slowest: Option<f64>,
+}
+
+impl ConnectPace {
+    fn new(now: Instant) -> Self {
+        ConnectPace {
+            window_start: now,
+            done_at_start: 0,
+            slowest: None,
+        }
+    }
+
+    /// `done` connects had finished at `now`.
+    fn observe(&mut self, now: Instant, done: u64) {
+        let elapsed = now.duration_since(self.window_start);
+        if elapsed >= Duration::from_secs(1) {
+            let rate = (done - self.done_at_start) as f64 / elapsed.as_secs_f64();
+            self.slowest = Some(self.slowest.map_or(rate, |s| s.min(rate)));
+            self.window_start = now;
+            self.done_at_start = done;
+        }
+    }
+
+    /// The slowest whole second (`None` if the phase took less than one).
+    fn slowest(&self) -> Option<f64> {
+        self.slowest
+    }
 }
 
 /// `--mode pubsub` and `--mode chat-fanout` (see [`fanout`]).
@@ -613,4 +652,23 @@ fn run_fanout(args: &BenchArgs) -> Result<i32, String> {
         backend: args.backend,
         max_frame: args.max_frame,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_pace_reports_the_slowest_whole_second() {
+        let t0 = Instant::now();
+        let mut pace = ConnectPace::new(t0);
+        pace.observe(t0 + Duration::from_millis(500), 400);
+        assert_eq!(pace.slowest(), None, "no whole second yet");
+        pace.observe(t0 + Duration::from_secs(1), 1000);
+        pace.observe(t0 + Duration::from_secs(2), 1300);
+        pace.observe(t0 + Duration::from_secs(3), 2300);
+        // The last, partial second is not a whole window.
+        pace.observe(t0 + Duration::from_millis(3100), 2310);
+        assert_eq!(pace.slowest(), Some(300.0));
+    }
 }

@@ -233,6 +233,8 @@ pub struct Inputs<'a> {
     pub connect_failed: u64,
     pub connect_errors: BTreeMap<String, u64>,
     pub connect_secs: f64,
+    /// Connects finished in the slowest whole second of the connect phase.
+    pub slowest_second: Option<f64>,
     pub measured_secs: f64,
     pub bench_cpu_secs: f64,
     pub server: Option<ServerUsage>,
@@ -266,6 +268,7 @@ pub struct Summary {
     established: u64,
     connect_failed: u64,
     connect_secs: f64,
+    slowest_second: Option<f64>,
     measured_secs: f64,
     messages: u64,
     bytes: u64,
@@ -327,6 +330,7 @@ impl Summary {
             established: inputs.established,
             connect_failed: inputs.connect_failed,
             connect_secs: inputs.connect_secs,
+            slowest_second: inputs.slowest_second,
             measured_secs: inputs.measured_secs,
             messages,
             bytes,
@@ -410,10 +414,12 @@ impl Summary {
             );
         }
         println!(
-            "connections: {} established, {} failed, {:.0} connects/s",
+            "connections: {} established, {} failed, {:.0} connects/s{}",
             self.established,
             self.connect_failed,
-            self.established as f64 / self.connect_secs.max(1e-9)
+            self.established as f64 / self.connect_secs.max(1e-9),
+            self.slowest_second
+                .map_or(String::new(), |r| format!(" (slowest second {r:.0}/s)"))
         );
         println!(
             "throughput:  {:.0} msg/s, {:.1} MB/s over {:.1} s ({} messages verified{})",
@@ -533,6 +539,7 @@ impl Summary {
             "connections_established": self.established,
             "connect_failed": self.connect_failed,
             "connects_per_sec": self.established as f64 / self.connect_secs.max(1e-9),
+            "slowest_second_connects_per_sec": self.slowest_second,
             "size": self.size,
             "depth": self.depth,
             "rate": self.rate,

@@ -72,7 +72,11 @@ fn echo_rounds(depth: usize, rounds: usize) -> f64 {
             Ok(())
         })
         .unwrap();
-        assert_eq!(sends.len(), CONNS as usize, "one send per connection per round");
+        assert_eq!(
+            sends.len(),
+            CONNS as usize,
+            "one send per connection per round"
+        );
         for &(slot, generation, len) in &sends {
             assert_eq!(len, burst.len(), "every message echoed");
             let sent = Completion::Sent {
