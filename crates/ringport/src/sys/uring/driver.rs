@@ -716,7 +716,18 @@ impl Driver for UringDriver {
     }
 
     fn trim(&mut self) {
-        let released: usize = self.units.iter_mut().map(|u| u.bufs.trim()).sum();
+        let released: usize = self
+            .units
+            .iter_mut()
+            .map(|u| {
+                // Completions not reaped yet (a full completion queue keeps
+                // the rest in the kernel's overflow list) mean buffers the
+                // kernel filled that the buffer ring does not know are
+                // taken: its in-ring part must wait for the next trim.
+                let settled = u.ring.completion().is_empty() && !u.ring.submission().cq_overflow();
+                u.bufs.trim(settled)
+            })
+            .sum();
         if released > 0 {
             tracing::debug!(
                 buffers = released,
