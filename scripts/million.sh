@@ -16,7 +16,8 @@
 #   CONNECTIONS  (default 1000000)
 #   SHARDS       server shards (default 2, one per core: a shard spreads its
 #                connections over as many io_uring rings as it needs)
-#   BENCH_THREADS bench engine threads (default 1; likewise on several rings)
+#   BENCH_THREADS bench engine threads (default 2: more connects in flight
+#                per core; each thread spreads its connections over rings)
 #   RATE         messages/s per connection (default 0.05: 50,000 msg/s in all)
 #   SIZE         payload bytes (default 64)
 #   DURATION     measured seconds (default 60), WARMUP seconds (default 5)
@@ -71,7 +72,7 @@ fi
 
 CONNECTIONS=${CONNECTIONS:-1000000}
 SHARDS=${SHARDS:-2}
-BENCH_THREADS=${BENCH_THREADS:-1}
+BENCH_THREADS=${BENCH_THREADS:-2}
 RATE=${RATE:-0.05}
 SIZE=${SIZE:-64}
 DURATION=${DURATION:-60}
