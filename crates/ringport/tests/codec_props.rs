@@ -215,7 +215,82 @@ fn run<C: Codec>(codec: C, reads: &[&[u8]], bound: usize) -> Outcome {
     }
 }
 
+/// Like [`run`] over the stream `reads` make up, but as the server's direct
+/// receive does: whenever a located frame misses at least `direct_min`
+/// bytes, the next bytes (at most one read's worth, at most what
+/// `recv_target` offers) are written straight into the framer's target and
+/// committed, and the frame is delivered by an empty `feed_shared`.
+fn run_direct<C: Codec>(codec: C, reads: &[&[u8]], bound: usize, direct_min: usize) -> Outcome {
+    let mut framer = Framer::new(codec);
+    let mut frames = Vec::new();
+    for read in reads {
+        let mut read: &[u8] = read;
+        while !read.is_empty() {
+            let direct = framer.missing().is_some_and(|m| m >= direct_min.max(1));
+            let r = if direct {
+                let target = framer.recv_target().expect("a located frame has a target");
+                assert!(!target.is_empty());
+                let n = target.len().min(read.len());
+                for (slot, &b) in target.iter_mut().zip(&read[..n]) {
+                    slot.write(b);
+                }
+                // SAFETY: the first `n` bytes of the target were written
+                // just above.
+                unsafe { framer.commit_received(n) };
+                read = &read[n..];
+                framer.feed_shared(&[], |p, _| {
+                    frames.push(p.to_vec());
+                    true
+                })
+            } else {
+                let all = std::mem::take(&mut read);
+                framer.feed_shared(all, |p, _| {
+                    frames.push(p.to_vec());
+                    true
+                })
+            };
+            if let Err(e) = r {
+                return Outcome {
+                    frames,
+                    error: Some(std::mem::discriminant(&e)),
+                };
+            }
+            assert!(framer.buffered() <= bound);
+            assert!(
+                framer.heap_bytes() <= 2 * bound + 256,
+                "heap {} for bound {bound}",
+                framer.heap_bytes()
+            );
+        }
+    }
+    Outcome {
+        frames,
+        error: None,
+    }
+}
+
 proptest! {
+    /// Receiving the rest of located frames straight into the framer's
+    /// buffer (`recv_target` + `commit_received`) gives the same frames,
+    /// byte for byte, as `feed`, whatever the cuts and threshold.
+    #[test]
+    fn direct_receive_agrees_with_feed(
+        settings in ld_settings(),
+        bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..3000), 0..8),
+        sizes in chunk_sizes(),
+        direct_min in prop_oneof![Just(1usize), 1usize..600],
+    ) {
+        let mut wire = Vec::new();
+        for body in &bodies {
+            wire.extend(settings.frame(body).0);
+        }
+        let reads = split(&wire, &sizes);
+        let bound = settings.bound();
+        let expected = run(settings.codec(), &reads, bound);
+        let out = run_direct(settings.codec(), &reads, bound, direct_min);
+        prop_assert_eq!(out, expected);
+    }
+
     /// Default wire format: any payloads, any cuts.
     #[test]
     fn default_round_trip(

@@ -9,6 +9,8 @@
 //! peer announces, which a hostile peer controls) and is released after a
 //! large frame so idle connections cost no memory.
 
+use std::mem::MaybeUninit;
+
 use bytes::Bytes;
 
 use super::{Codec, CodecError, Decode, MAX_HEADER_LEN};
@@ -224,6 +226,62 @@ impl<C: Codec> Framer<C> {
             }
         }
         Ok(pos)
+    }
+
+    /// Room to receive the rest of the located frame in progress straight
+    /// into the reassembly buffer (no copy): the buffer's spare capacity,
+    /// at most the bytes the frame still misses (never past its end, so
+    /// nothing after the frame lands here). `None` when no frame is
+    /// located or it is complete.
+    ///
+    /// The buffer grows here as [`feed`](Self::feed) grows it: to at most
+    /// twice the bytes that arrived (or a small minimum), never to the
+    /// length the header announces, so a peer that announces 16 MiB and
+    /// sends 100 bytes still costs little; a target smaller than what is
+    /// missing is followed by another once its bytes came.
+    ///
+    /// Write into it, then [`commit_received`](Self::commit_received) the
+    /// bytes written; a frame completed so is delivered by the next
+    /// [`feed_shared`](Self::feed_shared) (an empty one is enough).
+    pub fn recv_target(&mut self) -> Option<&mut [MaybeUninit<u8>]> {
+        let layout = self.layout?;
+        let have = self.buf.len();
+        let missing = layout.total.checked_sub(have).filter(|&m| m > 0)?;
+        let spare = self.buf.capacity() - have;
+        if spare < missing.min(have.max(MIN_CAPACITY)) {
+            let target = have
+                .saturating_mul(2)
+                .max(MIN_CAPACITY)
+                .min(layout.total)
+                .max(have + 1);
+            self.buf.reserve_exact(target - have);
+        }
+        let room = (self.buf.capacity() - have).min(missing);
+        Some(&mut self.buf.spare_capacity_mut()[..room])
+    }
+
+    /// Bytes the located frame in progress still misses (`None`: no frame
+    /// located).
+    pub fn missing(&self) -> Option<usize> {
+        self.layout.map(|l| l.total.saturating_sub(self.buf.len()))
+    }
+
+    /// Takes `n` bytes written into the slice the last
+    /// [`recv_target`](Self::recv_target) returned as received.
+    ///
+    /// # Safety
+    ///
+    /// The first `n` bytes of that slice have been initialised (written),
+    /// and the framer was not used in between. `n` must not exceed the
+    /// slice's length (it is clamped to it in any case).
+    pub unsafe fn commit_received(&mut self, n: usize) {
+        let have = self.buf.len();
+        let room = self.missing().unwrap_or(0).min(self.buf.capacity() - have);
+        debug_assert!(n <= room, "committed {n} bytes into a target of {room}");
+        // SAFETY: the caller guarantees the first `n` bytes of the spare
+        // capacity were written (they are initialised), and `n` is clamped
+        // to the spare capacity.
+        unsafe { self.buf.set_len(have + n.min(room)) };
     }
 
     /// Bytes currently held for a partial frame.

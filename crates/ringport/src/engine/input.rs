@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use super::conn::SlotState;
+use super::direct::Direct;
 use super::{Core, Engine};
 use crate::codec::{Codec, CodecError, Framer, Partial};
 use crate::conn_id::ConnId;
@@ -34,13 +35,15 @@ const KEEP_INPUT_CAPACITY: usize = 4 * 1024;
 /// A connection's input beyond its slot: present while a frame is partial
 /// or input is held back.
 pub(super) struct InputState<C: Codec> {
-    framer: Framer<C>,
+    pub framer: Framer<C>,
     /// Input received while the connection was paused, in arrival order.
-    backlog: Vec<u8>,
+    pub backlog: Vec<u8>,
     /// When the frame being received began, and when it must be complete
     /// (`frame_timeout`, `min_receive_rate`).
     frame_started: Option<Instant>,
     pub frame_deadline: Option<Instant>,
+    /// Direct receive of the frame's rest (`super::direct`).
+    pub direct: Direct,
 }
 
 impl<C: Codec> InputState<C> {
@@ -90,6 +93,7 @@ impl<C: Codec> Core<C> {
                 backlog: Vec::new(),
                 frame_started: None,
                 frame_deadline: None,
+                direct: Direct::Off,
             })
         })
     }
@@ -122,6 +126,7 @@ impl<C: Codec> Core<C> {
             }
             input.frame_started = None;
             input.frame_deadline = None;
+            input.direct = Direct::Off;
             self.input_pool.push(input);
         }
     }
@@ -155,6 +160,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 && self.core.slots[slot].state == SlotState::Open
             {
                 self.deliver(slot, generation, bufs.buffer(buf, result as usize));
+                if more {
+                    self.core.consider_direct(slot);
+                }
             }
         } else if result == 0 {
             self.core.slots[slot].set_read_closed(true);
@@ -177,7 +185,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         if !s.recv_armed() {
             match s.state {
                 SlotState::Open if !s.recv_paused() && !s.read_closed() && backlog_empty => {
-                    core.rearm.push(slot as u32)
+                    if !core.start_direct(slot) {
+                        core.rearm.push(slot as u32)
+                    }
                 }
                 SlotState::Closing => core.try_release(slot),
                 _ => {}
@@ -264,7 +274,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         let mut input = self.core.take_input(slot);
         let mut backlog = std::mem::take(&mut input.backlog);
         let mut result = Ok(());
-        if !backlog.is_empty() {
+        // A frame a direct receive completed while paused is delivered now.
+        let complete = input.framer.missing() == Some(0);
+        if !backlog.is_empty() || complete {
             let conn = ConnId::new(self.core.index as u16, slot as u32, generation);
             let state = self
                 .states
@@ -411,7 +423,11 @@ impl<C: Codec> Core<C> {
         while let Some(slot) = self.rearm.pop() {
             let slot = slot as usize;
             let s = &self.slots[slot];
-            if s.state == SlotState::Open && !s.recv_armed() && !s.recv_paused() && !s.read_closed()
+            if s.state == SlotState::Open
+                && !s.recv_armed()
+                && !s.recv_paused()
+                && !s.read_closed()
+                && !self.start_direct(slot)
             {
                 self.arm_recv(slot);
             }

@@ -1,0 +1,223 @@
+//! Direct receive: the rest of a large frame is received straight into the
+//! connection's reassembly buffer ([`Op::RecvInto`]) instead of into the
+//! backend's receive buffers and copied from there.
+//!
+//! A frame that straddles receive buffers is otherwise copied into the
+//! framer's buffer, byte for byte (about a tenth of the server's CPU at
+//! 64 KiB messages, more for larger ones). Once the framer has located a
+//! frame that still misses at least [`DIRECT_MIN`] bytes on a plaintext
+//! connection that is open, not paused and has no backlog:
+//!
+//! 1. the multishot receive is cancelled ([`Direct::Switching`]); what its
+//!    last completions still carry is delivered as usual;
+//! 2. when it has ended, a direct receive is posted into the spare capacity
+//!    of the framer's buffer ([`Framer::recv_target`]: at most the bytes
+//!    the frame misses, and the buffer grows with the bytes that arrived
+//!    only, as for copied bytes), again and again until the frame is
+//!    complete ([`Direct::InFlight`] while one is posted);
+//! 3. the frame is delivered as a copied one would be (a large one handed
+//!    over as `Bytes`), and the multishot receive is re-armed.
+//!
+//! Everything else stays as it is: a direct receive counts as the slot's
+//! receive in flight (`recv_armed`), so a pause, a close or a frame
+//! timeout cancels it ([`Op::CancelRecvInto`]) and the close waits for its
+//! completion; bytes it brought while the connection paused complete the
+//! frame, which is delivered when the connection resumes (`replay`); end
+//! of stream inside the frame is a truncated frame; the reassembly memory
+//! is accounted and bounded per shard as before.
+//!
+//! [`Framer::recv_target`]: crate::codec::Framer::recv_target
+
+use super::conn::SlotState;
+use super::{Core, Engine};
+use crate::codec::Codec;
+use crate::handler::{CloseReason, Handler};
+use crate::sys::{Op, RecvTarget};
+
+/// A located frame that misses fewer bytes than this is finished through
+/// the multishot receive: switching costs a cancel and a receive more.
+pub(super) const DIRECT_MIN: usize = 16 * 1024;
+
+/// Where a connection's input stands with respect to direct receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum Direct {
+    /// Receiving through the multishot receive (or not at all).
+    #[default]
+    Off,
+    /// The multishot receive was cancelled to switch; its last completion
+    /// is awaited.
+    Switching,
+    /// A direct receive into this target is posted.
+    InFlight(RecvTarget),
+    /// Between two direct receives of the same frame.
+    Receiving,
+}
+
+impl<C: Codec> Core<C> {
+    /// The connection may receive the rest of its frame directly: plaintext,
+    /// open, not paused, not at its end, no backlog, and a located frame
+    /// missing at least `min` bytes.
+    fn direct_worth(&self, slot: usize, min: usize) -> bool {
+        let s = &self.slots[slot];
+        #[cfg(feature = "tls")]
+        if s.tls.is_some() {
+            return false;
+        }
+        if s.state != SlotState::Open || s.recv_paused() || s.read_closed() {
+            return false;
+        }
+        self.inputs[slot].as_ref().is_some_and(|i| {
+            i.backlog.is_empty() && i.framer.missing().is_some_and(|m| m >= min.max(1))
+        })
+    }
+
+    /// The direct receive posted on `slot`, if any.
+    pub(super) fn direct_target(&self, slot: usize) -> Option<RecvTarget> {
+        match self.inputs.get(slot)?.as_ref()?.direct {
+            Direct::InFlight(target) => Some(target),
+            _ => None,
+        }
+    }
+
+    /// After a receive's bytes were fed, with the multishot receive still
+    /// armed: cancels it if the frame in progress is worth receiving
+    /// directly (the switch completes in [`Self::start_direct`]).
+    pub(super) fn consider_direct(&mut self, slot: usize) {
+        if !self.slots[slot].recv_armed() || !self.direct_worth(slot, DIRECT_MIN) {
+            return;
+        }
+        if let Some(input) = self.inputs[slot].as_mut()
+            && input.direct == Direct::Off
+        {
+            input.direct = Direct::Switching;
+            self.cancel_recv(slot);
+        }
+    }
+
+    /// Posts a direct receive for the rest of the frame in progress if it
+    /// is worth it (no receive in flight); returns whether it did (or
+    /// closed the connection for the shard's reassembly bound). A frame
+    /// being received directly is finished so, whatever it still misses.
+    pub(super) fn start_direct(&mut self, slot: usize) -> bool {
+        let min = match self.inputs.get(slot).and_then(Option::as_ref) {
+            Some(i) if i.direct == Direct::Receiving => 1,
+            _ => DIRECT_MIN,
+        };
+        if self.slots[slot].recv_armed() || !self.direct_worth(slot, min) {
+            if let Some(input) = self.inputs[slot].as_mut() {
+                input.direct = Direct::Off;
+            }
+            return false;
+        }
+        let before = self.held(slot);
+        let Some(input) = self.inputs[slot].as_mut() else {
+            return false;
+        };
+        let Some(target) = input.framer.recv_target() else {
+            input.direct = Direct::Off;
+            return false;
+        };
+        // Recorded from the `&mut` now; the framer is not touched again
+        // until the receive's completion (the contract in `sys`).
+        let target = RecvTarget {
+            ptr: target.as_mut_ptr().cast(),
+            len: target.len().min(i32::MAX as usize),
+        };
+        input.direct = Direct::InFlight(target);
+        let after = self.held(slot);
+        let stats = &mut self.stats;
+        stats.reassembly_bytes = (stats.reassembly_bytes + after).saturating_sub(before);
+        if stats.reassembly_bytes > self.reassembly_limit as u64 {
+            stats.input_limit_closes += 1;
+            tracing::info!(
+                slot,
+                held = stats.reassembly_bytes,
+                limit = self.reassembly_limit,
+                "shard's partial-frame memory over its bound; closing the connection that grew it"
+            );
+            if let Some(input) = self.inputs[slot].as_mut() {
+                input.direct = Direct::Off;
+            }
+            self.begin_close(slot, CloseReason::Overloaded, false);
+            return true;
+        }
+        self.stats.direct_recvs += 1;
+        let s = &mut self.slots[slot];
+        s.set_recv_armed(true);
+        let generation = s.generation;
+        self.ops.push(Op::RecvInto {
+            slot: slot as u32,
+            generation,
+        });
+        true
+    }
+
+    /// The receive in flight on `slot` is a direct one.
+    pub(super) fn direct_in_flight(&self, slot: usize) -> bool {
+        self.direct_target(slot).is_some()
+    }
+}
+
+impl<C: Codec, H: Handler> Engine<C, H> {
+    /// A direct receive completed: its bytes are in the framer's buffer.
+    pub(super) fn on_recv_into(&mut self, slot: u32, generation: u32, result: i32) {
+        let slot = slot as usize;
+        let core = &mut self.core;
+        let current = core.slots.get(slot).is_some_and(|s| {
+            s.generation == generation && s.state != SlotState::Free && s.recv_armed()
+        });
+        let Some(target) = core.direct_target(slot).filter(|_| current) else {
+            return;
+        };
+        core.slots[slot].set_recv_armed(false);
+        if let Some(input) = core.inputs[slot].as_mut() {
+            input.direct = Direct::Receiving;
+            if result > 0 {
+                let n = (result as usize).min(target.len);
+                // SAFETY: the kernel (or the epoll backend's read) wrote
+                // `n` bytes at the start of the target this framer gave
+                // for this receive, and the framer was left alone since
+                // (the contract in `sys`).
+                unsafe { input.framer.commit_received(n) };
+            }
+        }
+        if result > 0 {
+            let n = (result as usize).min(target.len) as u64;
+            let now_ms = self.core.now_ms;
+            self.core.stats.bytes_in += n;
+            let s = &mut self.core.slots[slot];
+            s.bytes_in += n;
+            s.last_input = now_ms as u32;
+            if s.state == SlotState::Open {
+                // Delivers the frame if complete (not while paused: then
+                // `replay` does), tracks its timing, checks the bounds.
+                self.deliver_plain(slot, generation, &[]);
+            }
+        } else if result == 0 {
+            self.core.slots[slot].set_read_closed(true);
+            if self.core.slots[slot].state == SlotState::Open {
+                self.close_at_eof(slot);
+            }
+        } else if -result != libc::ECANCELED {
+            self.core
+                .begin_close(slot, CloseReason::Reset(-result), false);
+        }
+        let core = &mut self.core;
+        let s = &core.slots[slot];
+        if !s.recv_armed() {
+            match s.state {
+                SlotState::Open
+                    if !s.recv_paused() && !s.read_closed() && core.backlog_is_empty(slot) =>
+                {
+                    // The frame's next bytes at once, else back to the
+                    // multishot receive.
+                    if !core.start_direct(slot) {
+                        core.rearm.push(slot as u32)
+                    }
+                }
+                SlotState::Closing => core.try_release(slot),
+                _ => {}
+            }
+        }
+    }
+}
