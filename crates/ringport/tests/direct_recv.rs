@@ -1,0 +1,117 @@
+//! Large frames received straight into their reassembly buffer (the
+//! engine's direct receive) over real loopback sockets, on the backend
+//! `RINGPORT_BACKEND` picks: echoes verified byte for byte with frames sent
+//! in odd-sized pieces on several connections at once, a stream that ends
+//! inside such a frame, and a header announcing far more than arrives.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+
+/// Writes `wire` in pieces cycling through `pieces` bytes, pausing now and
+/// then so that the server sees the frame arrive in parts.
+fn write_in_pieces(s: &mut TcpStream, wire: &[u8], pieces: &[usize]) {
+    let mut pos = 0;
+    for (i, &n) in pieces.iter().cycle().enumerate() {
+        if pos >= wire.len() {
+            break;
+        }
+        let end = (pos + n).min(wire.len());
+        s.write_all(&wire[pos..end]).unwrap();
+        pos = end;
+        if i % 16 == 15 {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    s.flush().unwrap();
+}
+
+#[test]
+fn large_frames_in_odd_pieces_on_several_connections_echo_byte_exact() {
+    let server = start_echo(|c| c.shards = 2);
+    let addr = server.local_addr();
+    let clients: Vec<_> = (0..4u64)
+        .map(|c| {
+            thread::spawn(move || {
+                let mut s = connect(addr);
+                let sizes = [1 << 20, 100_000, 16 << 20, 5, 3 << 20];
+                let payloads: Vec<Vec<u8>> = sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &len)| pattern(c * 100 + i as u64, len))
+                    .collect();
+                // All frames back to back in one stream (the small one
+                // pipelined right behind a large one), written by a thread
+                // of its own: the server stops reading while its replies
+                // wait, so writing all before reading could stall.
+                let wire: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
+                let mut writer = s.try_clone().unwrap();
+                let pieces = [7919 + c as usize * 13, 65_537, 1, 300_007, 4093];
+                let w = thread::spawn(move || write_in_pieces(&mut writer, &wire, &pieces));
+                for (i, want) in payloads.iter().enumerate() {
+                    let got = read_frame(&mut s, usize::MAX).expect("read echo");
+                    assert_bytes_eq(&got, want, &format!("client {c}, frame {i}"));
+                }
+                w.join().unwrap();
+                assert_eq!(round_trip(&mut s, b"after"), b"after");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let stats = server.stats();
+    assert_eq!(stats.messages_in, 4 * 6);
+    assert!(
+        stats.direct_recvs > 0,
+        "large frames were received directly: {stats:?}"
+    );
+    assert_eq!(stats.frames_too_large, 0);
+    server.stop();
+}
+
+#[test]
+fn stream_ending_inside_a_large_frame_is_a_truncated_frame() {
+    let server = start_echo(|c| c.shards = 1);
+    let mut s = connect(server.local_addr());
+    s.write_all(&header(4 << 20)).unwrap();
+    s.write_all(&pattern(1, 300_000)).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    s.write_all(&pattern(2, 200_000)).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    expect_eof(&mut s, IO_TIMEOUT);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let st = server.stats();
+        st.truncated_frames == 1 && st.reassembly_bytes == 0
+    }));
+    assert_eq!(server.stats().bytes_in, 4 + 500_000);
+    server.stop();
+}
+
+#[test]
+fn a_header_announcing_16_mib_with_few_bytes_holds_little_memory() {
+    let server = start_echo(|c| c.shards = 1);
+    let mut s = connect(server.local_addr());
+    s.write_all(&header(16 << 20)).unwrap();
+    s.write_all(&pattern(3, 40_000)).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || server.stats().bytes_in
+        == 40_004));
+    let held = server.stats().reassembly_bytes;
+    assert!(held <= 256 * 1024, "held {held} bytes for 40 KB received");
+    // The connection still works as a stream: the rest completes it.
+    let rest = pattern(4, (16 << 20) - 40_000);
+    let mut writer = s.try_clone().unwrap();
+    let w = thread::spawn(move || writer.write_all(&rest).unwrap());
+    let got = read_frame(&mut s, usize::MAX).expect("read echo");
+    w.join().unwrap();
+    assert_eq!(got.len(), 16 << 20);
+    assert_eq!(&got[..40_000], &pattern(3, 40_000)[..]);
+    assert_eq!(&got[40_000..], &pattern(4, (16 << 20) - 40_000)[..]);
+    drop(s);
+    server.stop();
+}
