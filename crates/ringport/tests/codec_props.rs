@@ -276,9 +276,9 @@ proptest! {
     #[test]
     fn direct_receive_agrees_with_feed(
         settings in ld_settings(),
-        bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..3000), 0..8),
+        bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..8),
         sizes in chunk_sizes(),
-        direct_min in prop_oneof![Just(1usize), 1usize..600],
+        direct_min in prop_oneof![Just(1usize), 1usize..100],
     ) {
         let mut wire = Vec::new();
         for body in &bodies {
@@ -288,6 +288,31 @@ proptest! {
         let bound = settings.bound();
         let expected = run(settings.codec(), &reads, bound);
         let out = run_direct(settings.codec(), &reads, bound, direct_min);
+        prop_assert_eq!(out, expected);
+    }
+
+    /// The same with the default wire format and frames large enough for
+    /// the target to grow several times.
+    #[test]
+    fn direct_receive_of_large_frames_agrees_with_feed(
+        lens in prop::collection::vec(0usize..20_000, 1..5),
+        sizes in prop_oneof![
+            Just(vec![]),
+            prop::collection::vec(1usize..5000, 1..6),
+        ],
+        direct_min in 1usize..4000,
+    ) {
+        let codec = LengthDelimited::new();
+        let mut wire = Vec::new();
+        for (i, &len) in lens.iter().enumerate() {
+            wire.extend_from_slice(&(len as u32).to_be_bytes());
+            wire.extend((0..len).map(|k| (k * 31 + i) as u8));
+        }
+        let reads = split(&wire, &sizes);
+        let bound = 4 + 20_000;
+        let expected = run(codec.clone(), &reads, bound);
+        prop_assert_eq!(expected.error, None);
+        let out = run_direct(codec, &reads, bound, direct_min);
         prop_assert_eq!(out, expected);
     }
 

@@ -99,7 +99,9 @@ fn a_header_announcing_16_mib_with_few_bytes_holds_little_memory() {
     let mut s = connect(server.local_addr());
     s.write_all(&header(16 << 20)).unwrap();
     s.write_all(&pattern(3, 40_000)).unwrap();
-    assert!(wait_until(Duration::from_secs(10), || server.stats().bytes_in
+    assert!(wait_until(Duration::from_secs(10), || server
+        .stats()
+        .bytes_in
         == 40_004));
     let held = server.stats().reassembly_bytes;
     assert!(held <= 256 * 1024, "held {held} bytes for 40 KB received");

@@ -811,4 +811,6 @@ impl Driver for EpollDriver {
 }
 
 #[cfg(test)]
+mod recv_into_tests;
+#[cfg(test)]
 mod tests;
