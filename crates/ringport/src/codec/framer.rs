@@ -24,6 +24,14 @@ const RELEASE_ABOVE: usize = 64 * 1024;
 /// reallocations while a header trickles in.
 const MIN_CAPACITY: usize = 256;
 
+/// A receive target ([`Framer::recv_target`]) grows the buffer to this many
+/// times the bytes that arrived: more than the copying path's doubling,
+/// because growing a large buffer moves it (glibc's realloc copies once its
+/// dynamic mmap threshold has risen past the frame size, which the first
+/// large frame does), and every copy saved is the point of receiving
+/// directly. Still bounded by what arrived, and accounted (`heap_bytes`).
+const DIRECT_GROWTH: usize = 4;
+
 /// When the codec cannot say how many bytes it needs (`NeedMore` without a
 /// hint) while a partial frame is buffered, at least this many new bytes are
 /// appended before asking again (or as many as are buffered, whichever is
@@ -234,9 +242,10 @@ impl<C: Codec> Framer<C> {
     /// nothing after the frame lands here). `None` when no frame is
     /// located or it is complete.
     ///
-    /// The buffer grows here as [`feed`](Self::feed) grows it: to at most
-    /// twice the bytes that arrived (or a small minimum), never to the
-    /// length the header announces, so a peer that announces 16 MiB and
+    /// The buffer grows here with the bytes that arrived, as
+    /// [`feed`](Self::feed) grows it but faster: to at most four times what
+    /// it holds (or a small minimum), never to the length the header
+    /// announces, so a peer that announces 16 MiB and
     /// sends 100 bytes still costs little; a target smaller than what is
     /// missing is followed by another once its bytes came.
     ///
@@ -250,7 +259,7 @@ impl<C: Codec> Framer<C> {
         let spare = self.buf.capacity() - have;
         if spare < missing.min(have.max(MIN_CAPACITY)) {
             let target = have
-                .saturating_mul(2)
+                .saturating_mul(DIRECT_GROWTH)
                 .max(MIN_CAPACITY)
                 .min(layout.total)
                 .max(have + 1);
@@ -291,8 +300,8 @@ impl<C: Codec> Framer<C> {
 
     /// Heap bytes held (capacity of the reassembly buffer), for memory
     /// accounting. The buffer grows with the bytes that actually arrived
-    /// (at most twice what it holds, or a small minimum), never to the
-    /// length a header announces.
+    /// (at most twice what it holds, four times for a receive target, or a
+    /// small minimum), never to the length a header announces.
     pub fn heap_bytes(&self) -> usize {
         self.buf.capacity()
     }

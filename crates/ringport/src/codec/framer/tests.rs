@@ -529,7 +529,7 @@ fn direct_receive_delivers_like_feed_and_hands_large_frames_over() {
         let held = framer.buffered();
         pos += receive_directly(&mut framer, &wire[pos..end.min(pos + 77_777)]);
         targets += 1;
-        assert!(framer.heap_bytes() <= 2 * held.max(256));
+        assert!(framer.heap_bytes() <= 4 * held.max(256));
     }
     assert!(targets > 10);
     assert_eq!(framer.missing(), Some(0));
@@ -559,6 +559,11 @@ fn direct_receive_of_an_announced_but_missing_frame_stays_small() {
     wire.extend_from_slice(&[5; 100]);
     framer.feed(&wire, |_| true).unwrap();
     let room = framer.recv_target().unwrap().len();
-    assert!(room <= 512, "room {room} for 104 bytes held");
+    assert!(room <= 1024, "room {room} for 104 bytes held");
     assert!(framer.heap_bytes() <= 1024);
+    // Filling it grows it by what arrived only.
+    let n = receive_directly(&mut framer, &[6; 5000]);
+    assert!(n <= 1024);
+    framer.recv_target().unwrap();
+    assert!(framer.heap_bytes() <= 4 * framer.buffered());
 }
