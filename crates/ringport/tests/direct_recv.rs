@@ -117,3 +117,40 @@ fn a_header_announcing_16_mib_with_few_bytes_holds_little_memory() {
     drop(s);
     server.stop();
 }
+
+#[test]
+fn frame_timeout_cancels_a_direct_receive_and_closes() {
+    let server = start_echo(|c| {
+        c.shards = 1;
+        c.frame_timeout = Some(Duration::from_millis(300));
+        c.min_receive_rate = None;
+    });
+    let mut s = connect(server.local_addr());
+    s.write_all(&header(4 << 20)).unwrap();
+    s.write_all(&pattern(5, 100_000)).unwrap();
+    // The rest never comes: the receive posted into the frame's buffer is
+    // cancelled and the connection closed once it completed.
+    expect_eof(&mut s, IO_TIMEOUT);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let st = server.stats();
+        st.frame_timeouts == 1 && st.reassembly_bytes == 0 && st.connections == 0
+    }));
+    assert!(server.stats().direct_recvs >= 1);
+    server.stop();
+}
+
+#[test]
+fn stopping_the_server_ends_direct_receives() {
+    let server = start_echo(|c| c.shards = 1);
+    let mut s = connect(server.local_addr());
+    s.write_all(&header(8 << 20)).unwrap();
+    s.write_all(&pattern(6, 200_000)).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || server
+        .stats()
+        .direct_recvs
+        >= 1));
+    // Bounded by the server's stop timeout: the posted receive is
+    // cancelled, its completion reaped, the socket closed.
+    server.stop();
+    expect_eof(&mut s, IO_TIMEOUT);
+}
