@@ -152,6 +152,26 @@ impl<C: Codec> Core<C> {
         true
     }
 
+    /// Once no receive is in flight on `slot`: the next one (a direct one
+    /// at once for the rest of a large frame, else the multishot receive at
+    /// the next turn), or the close that waited for it.
+    pub(super) fn after_recv_ended(&mut self, slot: usize) {
+        let s = &self.slots[slot];
+        if s.recv_armed() {
+            return;
+        }
+        match s.state {
+            SlotState::Open => {
+                let go_on = !s.recv_paused() && !s.read_closed() && self.backlog_is_empty(slot);
+                if go_on && !self.start_direct(slot) {
+                    self.rearm.push(slot as u32);
+                }
+            }
+            SlotState::Closing => self.try_release(slot),
+            _ => {}
+        }
+    }
+
     /// The receive in flight on `slot` is a direct one.
     pub(super) fn direct_in_flight(&self, slot: usize) -> bool {
         self.direct_target(slot).is_some()
@@ -202,22 +222,6 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             self.core
                 .begin_close(slot, CloseReason::Reset(-result), false);
         }
-        let core = &mut self.core;
-        let s = &core.slots[slot];
-        if !s.recv_armed() {
-            match s.state {
-                SlotState::Open
-                    if !s.recv_paused() && !s.read_closed() && core.backlog_is_empty(slot) =>
-                {
-                    // The frame's next bytes at once, else back to the
-                    // multishot receive.
-                    if !core.start_direct(slot) {
-                        core.rearm.push(slot as u32)
-                    }
-                }
-                SlotState::Closing => core.try_release(slot),
-                _ => {}
-            }
-        }
+        self.core.after_recv_ended(slot);
     }
 }

@@ -179,20 +179,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                     .begin_close(slot, CloseReason::Reset(errno), false),
             }
         }
-        let backlog_empty = self.core.backlog_is_empty(slot);
-        let core = &mut self.core;
-        let s = &mut core.slots[slot];
-        if !s.recv_armed() {
-            match s.state {
-                SlotState::Open if !s.recv_paused() && !s.read_closed() && backlog_empty => {
-                    if !core.start_direct(slot) {
-                        core.rearm.push(slot as u32)
-                    }
-                }
-                SlotState::Closing => core.try_release(slot),
-                _ => {}
-            }
-        }
+        self.core.after_recv_ended(slot);
     }
 
     fn account_held(&mut self, slot: usize, before: u64) {
