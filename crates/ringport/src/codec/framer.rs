@@ -269,6 +269,19 @@ impl<C: Codec> Framer<C> {
         Some(&mut self.buf.spare_capacity_mut()[..room])
     }
 
+    /// Room to receive the next bytes of the stream straight into the
+    /// reassembly buffer while nothing is buffered (between frames): `size`
+    /// bytes, allocated now (the caller bounds it; it may hold the end of
+    /// a frame and what follows it, which the next feed decodes). `None`
+    /// while bytes are buffered.
+    pub fn recv_target_between(&mut self, size: usize) -> Option<&mut [MaybeUninit<u8>]> {
+        if !self.buf.is_empty() || self.layout.is_some() || size == 0 {
+            return None;
+        }
+        self.buf.reserve_exact(size);
+        Some(&mut self.buf.spare_capacity_mut()[..size])
+    }
+
     /// Bytes the located frame in progress still misses (`None`: no frame
     /// located).
     pub fn missing(&self) -> Option<usize> {
@@ -276,7 +289,9 @@ impl<C: Codec> Framer<C> {
     }
 
     /// Takes `n` bytes written into the slice the last
-    /// [`recv_target`](Self::recv_target) returned as received.
+    /// [`recv_target`](Self::recv_target) or
+    /// [`recv_target_between`](Self::recv_target_between) returned as
+    /// received.
     ///
     /// # Safety
     ///
@@ -285,12 +300,20 @@ impl<C: Codec> Framer<C> {
     /// slice's length (it is clamped to it in any case).
     pub unsafe fn commit_received(&mut self, n: usize) {
         let have = self.buf.len();
-        let room = self.missing().unwrap_or(0).min(self.buf.capacity() - have);
+        let spare = self.buf.capacity() - have;
+        let room = match self.missing() {
+            Some(missing) => missing.min(spare),
+            // A target between frames: the codec has not seen these bytes.
+            None => spare,
+        };
         debug_assert!(n <= room, "committed {n} bytes into a target of {room}");
         // SAFETY: the caller guarantees the first `n` bytes of the spare
         // capacity were written (they are initialised), and `n` is clamped
         // to the spare capacity.
         unsafe { self.buf.set_len(have + n.min(room)) };
+        if self.layout.is_none() && n > 0 {
+            self.fresh = true;
+        }
     }
 
     /// Bytes currently held for a partial frame.

@@ -29,14 +29,29 @@
 //! [`Framer::recv_target`]: crate::codec::Framer::recv_target
 
 use super::conn::SlotState;
+use super::input::InputState;
 use super::{Core, Engine};
-use crate::codec::Codec;
+use crate::codec::{Codec, MAX_HEADER_LEN};
 use crate::handler::{CloseReason, Handler};
 use crate::sys::{Op, RecvTarget};
 
 /// A located frame that misses fewer bytes than this is finished through
 /// the multishot receive: switching costs a cancel and a receive more.
 pub(super) const DIRECT_MIN: usize = 16 * 1024;
+
+/// Bulk mode: a connection whose last message was between these sizes
+/// receives the next frame (header and body) straight into a fresh buffer
+/// of that size instead of through the multishot receive, whose buffers a
+/// frame of 64 KiB always straddles (so it was copied). It goes back to the
+/// multishot receive when a smaller or larger message comes.
+pub(super) const BULK_MIN: usize = 32 * 1024;
+pub(super) const BULK_MAX: usize = 256 * 1024;
+
+/// Bulk receives posted at a time per shard: what bounds the memory of
+/// bulk mode (each holds a buffer of at most [`BULK_MAX`] bytes and a few,
+/// even while its connection is idle), 16 MiB; connections beyond it use
+/// the multishot receive.
+pub(super) const BULK_CONNECTIONS: usize = 64;
 
 /// Where a connection's input stands with respect to direct receives.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,6 +66,9 @@ pub(super) enum Direct {
     InFlight(RecvTarget),
     /// Between two direct receives of the same frame.
     Receiving,
+    /// A bulk receive (between frames, into a fresh buffer) into this
+    /// target is posted.
+    Bulk(RecvTarget),
 }
 
 impl<C: Codec> Core<C> {
@@ -58,23 +76,76 @@ impl<C: Codec> Core<C> {
     /// open, not paused, not at its end, no backlog, and a located frame
     /// missing at least `min` bytes.
     fn direct_worth(&self, slot: usize, min: usize) -> bool {
+        self.may_receive_directly(slot)
+            && self.inputs[slot].as_ref().is_some_and(|i| {
+                i.backlog.is_empty() && i.framer.missing().is_some_and(|m| m >= min.max(1))
+            })
+    }
+
+    /// Plaintext, open, not paused, not at its end.
+    fn may_receive_directly(&self, slot: usize) -> bool {
         let s = &self.slots[slot];
         #[cfg(feature = "tls")]
         if s.tls.is_some() {
             return false;
         }
-        if s.state != SlotState::Open || s.recv_paused() || s.read_closed() {
+        s.state == SlotState::Open && !s.recv_paused() && !s.read_closed()
+    }
+
+    /// The connection is in bulk mode, between frames, with no backlog,
+    /// and the shard has room for one more bulk receive.
+    fn bulk_worth(&self, slot: usize) -> bool {
+        self.bulk_posted < BULK_CONNECTIONS
+            && self.may_receive_directly(slot)
+            && self.inputs[slot].as_ref().is_some_and(|i| {
+                i.bulk > 0 && i.framer.buffered() == 0 && i.backlog.is_empty()
+            })
+    }
+
+    /// After a feed that delivered messages: bulk mode on if the longest
+    /// was between [`BULK_MIN`] and [`BULK_MAX`] bytes, else off.
+    pub(super) fn note_bulk(&mut self, slot: usize, input: &mut InputState<C>) {
+        let largest = std::mem::take(&mut self.largest_message);
+        input.bulk = if (BULK_MIN..=BULK_MAX).contains(&largest) {
+            largest + 2 * MAX_HEADER_LEN
+        } else {
+            0
+        };
+        #[cfg(feature = "tls")]
+        if self.slots[slot].tls.is_some() {
+            input.bulk = 0;
+        }
+        let _ = slot;
+    }
+
+    /// Posts a bulk receive (between frames, into a fresh buffer of the
+    /// last large frame's size) if the connection is in bulk mode; returns
+    /// whether it did (or closed the connection for the shard's bound).
+    pub(super) fn start_bulk(&mut self, slot: usize) -> bool {
+        if self.slots[slot].recv_armed() || !self.bulk_worth(slot) {
             return false;
         }
-        self.inputs[slot].as_ref().is_some_and(|i| {
-            i.backlog.is_empty() && i.framer.missing().is_some_and(|m| m >= min.max(1))
-        })
+        let before = self.held(slot);
+        let Some(input) = self.inputs[slot].as_mut() else {
+            return false;
+        };
+        let size = input.bulk;
+        let Some(target) = input.framer.recv_target_between(size) else {
+            return false;
+        };
+        let target = RecvTarget {
+            ptr: target.as_mut_ptr().cast(),
+            len: target.len().min(i32::MAX as usize),
+        };
+        input.direct = Direct::Bulk(target);
+        self.bulk_posted += 1;
+        self.post_recv_into(slot, before)
     }
 
     /// The direct receive posted on `slot`, if any.
     pub(super) fn direct_target(&self, slot: usize) -> Option<RecvTarget> {
         match self.inputs.get(slot)?.as_ref()?.direct {
-            Direct::InFlight(target) => Some(target),
+            Direct::InFlight(target) | Direct::Bulk(target) => Some(target),
             _ => None,
         }
     }
@@ -83,7 +154,9 @@ impl<C: Codec> Core<C> {
     /// armed: cancels it if the frame in progress is worth receiving
     /// directly (the switch completes in [`Self::start_direct`]).
     pub(super) fn consider_direct(&mut self, slot: usize) {
-        if !self.slots[slot].recv_armed() || !self.direct_worth(slot, DIRECT_MIN) {
+        if !self.slots[slot].recv_armed()
+            || !(self.direct_worth(slot, DIRECT_MIN) || self.bulk_worth(slot))
+        {
             return;
         }
         if let Some(input) = self.inputs[slot].as_mut()
@@ -124,6 +197,13 @@ impl<C: Codec> Core<C> {
             len: target.len().min(i32::MAX as usize),
         };
         input.direct = Direct::InFlight(target);
+        self.post_recv_into(slot, before)
+    }
+
+    /// Posts the direct receive just recorded in the slot's input state,
+    /// after accounting the memory it grew by (past the shard's bound the
+    /// connection is closed instead).
+    fn post_recv_into(&mut self, slot: usize, before: u64) -> bool {
         let after = self.held(slot);
         let stats = &mut self.stats;
         stats.reassembly_bytes = (stats.reassembly_bytes + after).saturating_sub(before);
@@ -136,6 +216,9 @@ impl<C: Codec> Core<C> {
                 "shard's partial-frame memory over its bound; closing the connection that grew it"
             );
             if let Some(input) = self.inputs[slot].as_mut() {
+                if matches!(input.direct, Direct::Bulk(_)) {
+                    self.bulk_posted -= 1;
+                }
                 input.direct = Direct::Off;
             }
             self.begin_close(slot, CloseReason::Overloaded, false);
@@ -163,7 +246,7 @@ impl<C: Codec> Core<C> {
         match s.state {
             SlotState::Open => {
                 let go_on = !s.recv_paused() && !s.read_closed() && self.backlog_is_empty(slot);
-                if go_on && !self.start_direct(slot) {
+                if go_on && !self.start_direct(slot) && !self.start_bulk(slot) {
                     self.rearm.push(slot as u32);
                 }
             }
@@ -191,6 +274,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         };
         core.slots[slot].set_recv_armed(false);
         if let Some(input) = core.inputs[slot].as_mut() {
+            if matches!(input.direct, Direct::Bulk(_)) {
+                core.bulk_posted -= 1;
+            }
             input.direct = Direct::Receiving;
             if result > 0 {
                 let n = (result as usize).min(target.len);

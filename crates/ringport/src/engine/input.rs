@@ -44,13 +44,19 @@ pub(super) struct InputState<C: Codec> {
     pub frame_deadline: Option<Instant>,
     /// Direct receive of the frame's rest (`super::direct`).
     pub direct: Direct,
+    /// Bulk mode (`super::direct`): bytes each receive between frames
+    /// asks for, 0 when off.
+    pub bulk: usize,
 }
 
 impl<C: Codec> InputState<C> {
     /// Between frames and nothing held back: the state can leave the
     /// connection.
     fn is_idle(&self) -> bool {
-        self.framer.buffered() == 0 && self.backlog.is_empty()
+        self.framer.buffered() == 0
+            && self.backlog.is_empty()
+            && self.bulk == 0
+            && !matches!(self.direct, Direct::InFlight(_) | Direct::Bulk(_))
     }
 
     /// Bytes held: the reassembly buffer and the backlog.
@@ -94,6 +100,7 @@ impl<C: Codec> Core<C> {
                 frame_started: None,
                 frame_deadline: None,
                 direct: Direct::Off,
+                bulk: 0,
             })
         })
     }
@@ -127,6 +134,7 @@ impl<C: Codec> Core<C> {
             input.frame_started = None;
             input.frame_deadline = None;
             input.direct = Direct::Off;
+            input.bulk = 0;
             self.input_pool.push(input);
         }
     }
@@ -203,6 +211,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     pub(super) fn deliver_plain(&mut self, slot: usize, generation: u32, data: &[u8]) {
         let before = self.core.held(slot);
         let messages_before = self.core.stats.messages_in;
+        self.core.largest_message = 0;
         self.core.stats.bytes_in += data.len() as u64;
         let now_ms = self.core.now_ms;
         let s = &mut self.core.slots[slot];
@@ -234,6 +243,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             })
         };
         let delivered = self.core.stats.messages_in != messages_before;
+        if delivered {
+            self.core.note_bulk(slot, &mut input);
+        }
         self.track_frame_start(&mut input, delivered);
         self.core.put_input(slot, input, result.is_ok());
         self.account_held(slot, before);
@@ -415,6 +427,7 @@ impl<C: Codec> Core<C> {
                 && !s.recv_paused()
                 && !s.read_closed()
                 && !self.start_direct(slot)
+                && !self.start_bulk(slot)
             {
                 self.arm_recv(slot);
             }
@@ -441,6 +454,7 @@ fn feed_frames<C: Codec, H: Handler>(
     let high_water = core.high_water;
     framer.feed_shared(data, |message, shared| {
         core.stats.messages_in += 1;
+        core.largest_message = core.largest_message.max(message.len());
         // A reassembled large message is owned `Bytes`: a send of (part
         // of) it queues it by reference instead of copying (see `send`).
         core.current_message = shared.cloned();

@@ -154,6 +154,10 @@ pub(crate) struct Core<C: Codec> {
     /// The message being handled, when the framer handed it over as owned
     /// `Bytes` (a large reassembled frame).
     current_message: Option<Bytes>,
+    /// Longest message delivered by the current feed (`direct`'s bulk mode).
+    largest_message: usize,
+    /// Bulk receives posted (`direct`), bounded per shard.
+    bulk_posted: usize,
     /// Kernel work asked for and not yet handed to the driver.
     ops: Vec<Op>,
     /// Topic -> this shard's subscribers.
@@ -234,6 +238,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             pending_count: 0,
             failed_connects: Vec::new(),
             current_message: None,
+            largest_message: 0,
+            bulk_posted: 0,
             ops: Vec::with_capacity(1024),
             topics: topics::TopicIndex::default(),
             #[cfg(feature = "tls")]
