@@ -219,16 +219,30 @@ fn run<C: Codec>(codec: C, reads: &[&[u8]], bound: usize) -> Outcome {
 /// receive does: whenever a located frame misses at least `direct_min`
 /// bytes, the next bytes (at most one read's worth, at most what
 /// `recv_target` offers) are written straight into the framer's target and
-/// committed, and the frame is delivered by an empty `feed_shared`.
-fn run_direct<C: Codec>(codec: C, reads: &[&[u8]], bound: usize, direct_min: usize) -> Outcome {
+/// committed, and the frame is delivered by an empty `feed_shared`. With
+/// `bulk` > 0, bytes between frames are received likewise into a fresh
+/// target of that size (the server's bulk mode: a frame's end and what
+/// follows it may share one).
+fn run_direct<C: Codec>(
+    codec: C,
+    reads: &[&[u8]],
+    bound: usize,
+    direct_min: usize,
+    bulk: usize,
+) -> Outcome {
     let mut framer = Framer::new(codec);
     let mut frames = Vec::new();
     for read in reads {
         let mut read: &[u8] = read;
         while !read.is_empty() {
             let direct = framer.missing().is_some_and(|m| m >= direct_min.max(1));
-            let r = if direct {
-                let target = framer.recv_target().expect("a located frame has a target");
+            let between = bulk > 0 && framer.buffered() == 0;
+            let r = if direct || between {
+                let target = if direct {
+                    framer.recv_target().expect("a located frame has a target")
+                } else {
+                    framer.recv_target_between(bulk).expect("nothing buffered")
+                };
                 assert!(!target.is_empty());
                 let n = target.len().min(read.len());
                 for (slot, &b) in target.iter_mut().zip(&read[..n]) {
@@ -279,6 +293,7 @@ proptest! {
         bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..8),
         sizes in chunk_sizes(),
         direct_min in prop_oneof![Just(1usize), 1usize..100],
+        bulk in prop_oneof![Just(0usize), 1usize..300],
     ) {
         let mut wire = Vec::new();
         for body in &bodies {
@@ -287,7 +302,7 @@ proptest! {
         let reads = split(&wire, &sizes);
         let bound = settings.bound();
         let expected = run(settings.codec(), &reads, bound);
-        let out = run_direct(settings.codec(), &reads, bound, direct_min);
+        let out = run_direct(settings.codec(), &reads, bound, direct_min, bulk);
         prop_assert_eq!(out, expected);
     }
 
@@ -301,6 +316,7 @@ proptest! {
             prop::collection::vec(1usize..5000, 1..6),
         ],
         direct_min in 1usize..4000,
+        bulk in prop_oneof![Just(0usize), 1usize..25_000],
     ) {
         let codec = LengthDelimited::new();
         let mut wire = Vec::new();
@@ -312,7 +328,7 @@ proptest! {
         let bound = 4 + 20_000;
         let expected = run(codec.clone(), &reads, bound);
         prop_assert_eq!(expected.error, None);
-        let out = run_direct(codec, &reads, bound, direct_min);
+        let out = run_direct(codec, &reads, bound, direct_min, bulk);
         prop_assert_eq!(out, expected);
     }
 

@@ -154,3 +154,53 @@ fn stopping_the_server_ends_direct_receives() {
     server.stop();
     expect_eof(&mut s, IO_TIMEOUT);
 }
+
+#[test]
+fn bulk_mode_ping_pong_and_pipelined_64_kib_frames_echo_byte_exact() {
+    let server = start_echo(|c| c.shards = 2);
+    let addr = server.local_addr();
+    let clients: Vec<_> = (0..3u64)
+        .map(|c| {
+            thread::spawn(move || {
+                let mut s = connect(addr);
+                // Ping-pong: into bulk mode and staying there, with sizes
+                // changing (in and out of bulk mode).
+                for (i, len) in [65_536, 65_536, 40_000, 65_536, 100, 65_536, 200_000, 65_536]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let payload = pattern(c * 1000 + i as u64, len);
+                    let echo = round_trip(&mut s, &payload);
+                    assert_bytes_eq(&echo, &payload, &format!("client {c}, ping {i}"));
+                }
+                // Pipelined: frames back to back, so a receive holds the
+                // end of one and the start of the next.
+                let payloads: Vec<Vec<u8>> = (0..20)
+                    .map(|i| pattern(c * 1000 + 100 + i, [65_536, 33_000, 70_001][i as usize % 3]))
+                    .collect();
+                let wire: Vec<u8> = payloads.iter().flat_map(|p| frame(p)).collect();
+                let mut writer = s.try_clone().unwrap();
+                let pieces = [65_540, 3, 100_000, 12_345];
+                let w = thread::spawn(move || write_in_pieces(&mut writer, &wire, &pieces));
+                for (i, want) in payloads.iter().enumerate() {
+                    let got = read_frame(&mut s, usize::MAX).expect("read echo");
+                    assert_bytes_eq(&got, want, &format!("client {c}, pipelined {i}"));
+                }
+                w.join().unwrap();
+                assert_eq!(round_trip(&mut s, b"small"), b"small");
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let stats = server.stats();
+    assert_eq!(stats.messages_in, 3 * (8 + 20 + 1));
+    assert!(stats.direct_recvs > 0, "{stats:?}");
+    // The clients are gone: so are their buffers (bulk ones included).
+    assert!(wait_until(Duration::from_secs(10), || {
+        let st = server.stats();
+        st.connections == 0 && st.reassembly_bytes == 0
+    }));
+    server.stop();
+}

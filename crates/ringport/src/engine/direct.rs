@@ -18,6 +18,19 @@
 //! 3. the frame is delivered as a copied one would be (a large one handed
 //!    over as `Bytes`), and the multishot receive is re-armed.
 //!
+//! Bulk mode, for messages of 32–256 KiB: such a frame always straddles
+//! the 64 KiB buffers of the multishot receive (a 64 KiB payload plus its
+//! header), so it was copied whole. After a feed whose longest message was
+//! in that range the connection stays off the multishot receive: between
+//! frames it posts a receive into a fresh buffer of that size
+//! ([`Framer::recv_target_between`], header and body, the bytes of a next
+//! frame too, which the framer decodes after the frame), finishes a frame
+//! it did not get whole with direct receives as above, and goes back to the
+//! multishot receive once a feed delivers a smaller or larger message.
+//! Such a buffer is posted before its bytes arrive (and stays while the
+//! peer is quiet), so at most [`BULK_CONNECTIONS`] connections per shard
+//! have one (16 MiB in all); the others use the multishot receive.
+//!
 //! Everything else stays as it is: a direct receive counts as the slot's
 //! receive in flight (`recv_armed`), so a pause, a close or a frame
 //! timeout cancels it ([`Op::CancelRecvInto`]) and the close waits for its
@@ -27,6 +40,7 @@
 //! is accounted and bounded per shard as before.
 //!
 //! [`Framer::recv_target`]: crate::codec::Framer::recv_target
+//! [`Framer::recv_target_between`]: crate::codec::Framer::recv_target_between
 
 use super::conn::SlotState;
 use super::input::InputState;
@@ -97,9 +111,9 @@ impl<C: Codec> Core<C> {
     fn bulk_worth(&self, slot: usize) -> bool {
         self.bulk_posted < BULK_CONNECTIONS
             && self.may_receive_directly(slot)
-            && self.inputs[slot].as_ref().is_some_and(|i| {
-                i.bulk > 0 && i.framer.buffered() == 0 && i.backlog.is_empty()
-            })
+            && self.inputs[slot]
+                .as_ref()
+                .is_some_and(|i| i.bulk > 0 && i.framer.buffered() == 0 && i.backlog.is_empty())
     }
 
     /// After a feed that delivered messages: bulk mode on if the longest

@@ -19,7 +19,7 @@ use crate::handler::{CloseReason, Context, Handler};
 use crate::shared::{ServerShared, ShardShared};
 use crate::sys::{BufId, Completion, Op, RecvBuffers, RecvTarget};
 
-const TABLE: usize = 16;
+const TABLE: usize = 128;
 const MAX_FRAME: usize = 1 << 24;
 
 /// Echoes every message; records messages and closes.
@@ -264,7 +264,7 @@ fn large_frame_is_received_directly_in_pieces_and_echoed() {
 }
 
 #[test]
-fn room_stops_at_the_frame_end_and_next_frames_go_through_multishot() {
+fn room_stops_at_the_frame_end_then_bulk_mode_until_a_small_message() {
     let mut h = Harness::new(|_| {});
     let conn = h.accept(1);
     let body = payload(40_000);
@@ -274,11 +274,26 @@ fn room_stops_at_the_frame_end_and_next_frames_go_through_multishot() {
     let missing = 4 + 40_000 - 100;
     assert!(h.room() <= missing);
     let ops = h.receive_rest_directly(conn, &wire[100..4 + 40_000], usize::MAX);
-    assert!(!has(&ops, |op| matches!(op, Op::RecvInto { .. })));
-    let ops = h.turn(1);
-    assert!(has(&ops, |op| matches!(op, Op::Recv { .. })), "{ops:?}");
-    h.receive(conn, &wire[4 + 40_000..], true);
+    // A 40 KB message: bulk mode, the next frame is received into a fresh
+    // buffer of about that size.
+    assert!(has(&ops, |op| matches!(op, Op::RecvInto { .. })), "{ops:?}");
+    assert!(
+        h.room() >= 40_004 && h.room() <= 40_004 + 64,
+        "{}",
+        h.room()
+    );
+    let (_, ops) = h.receive_into(conn, &wire[4 + 40_000..]);
     assert_eq!(*h.messages.borrow(), vec![body, b"after".to_vec()]);
+    // A small message ends bulk mode: the multishot receive again, and
+    // the input state (and its buffer) is gone.
+    let ops = [ops, h.turn(1)].concat();
+    assert!(has(&ops, |op| matches!(op, Op::Recv { .. })), "{ops:?}");
+    assert!(
+        !has(&ops, |op| matches!(op, Op::RecvInto { .. })),
+        "{ops:?}"
+    );
+    assert!(h.engine.core.inputs[1].is_none());
+    assert_eq!(h.stats().reassembly_bytes, 0);
 }
 
 #[test]
@@ -416,7 +431,14 @@ fn pause_during_a_direct_receive_holds_the_frame_until_resumed() {
         ops.extend(h.turn(3));
     }
     assert_eq!(*h.messages.borrow(), vec![body]);
-    assert!(has(&ops, |op| matches!(op, Op::Recv { .. })), "{ops:?}");
+    // Receiving again (a 100 KB message: in bulk mode).
+    assert!(
+        has(&ops, |op| matches!(
+            op,
+            Op::Recv { .. } | Op::RecvInto { .. }
+        )),
+        "{ops:?}"
+    );
 }
 
 #[test]
@@ -463,4 +485,143 @@ fn a_stale_direct_completion_is_ignored() {
     });
     assert!(ops.is_empty(), "{ops:?}");
     assert_eq!(h.stats().bytes_in, 0);
+}
+
+/// A 64 KiB ping-pong: the frame straddles two multishot buffers (copied);
+/// after it, the connection is in bulk mode: the multishot receive is
+/// cancelled and the next frames land in a fresh buffer of their size.
+fn into_bulk_mode(h: &mut Harness, conn: ConnId, body: &[u8]) {
+    let wire = frame(body);
+    // As loopback cuts it: the last 57 bytes in a second segment.
+    let cut = wire.len() - 57;
+    h.receive(conn, &wire[..cut], true);
+    let ops = h.receive(conn, &wire[cut..], true);
+    assert!(
+        has(&ops, |op| matches!(op, Op::CancelRecv { .. })),
+        "a large message ends the multishot receive: {ops:?}"
+    );
+    let ops = h.recv_ended(conn, -libc::ECANCELED);
+    assert!(has(&ops, |op| matches!(op, Op::RecvInto { .. })), "{ops:?}");
+}
+
+#[test]
+fn bulk_mode_receives_whole_frames_in_place_and_bytes_after_them() {
+    let mut h = Harness::new(|c| c.send_high_water = 8 << 20);
+    let conn = h.accept(1);
+    let body = payload(65_536);
+    into_bulk_mode(&mut h, conn, &body);
+    let room = h.room();
+    assert!((65_540..65_540 + 64).contains(&room), "{room}");
+    // One frame in one receive, handed over without a copy.
+    let (n, ops) = h.receive_into(conn, &frame(&body));
+    assert_eq!(n, 65_540);
+    assert!(has(&ops, |op| matches!(op, Op::RecvInto { .. })), "{ops:?}");
+    // A frame in two receives: its rest is received directly.
+    let wire = frame(&body);
+    h.receive_into(conn, &wire[..65_000]);
+    assert!(h.room() <= 540);
+    let (_, ops) = h.receive_into(conn, &wire[65_000..]);
+    assert!(has(&ops, |op| matches!(op, Op::RecvInto { .. })), "{ops:?}");
+    // Two frames arriving together (pipelined): the end of one and the
+    // start of the next share a receive; nothing is lost.
+    let mut two = frame(&payload(40_000));
+    two.extend(frame(&body));
+    let mut pos = 0;
+    while pos < two.len() {
+        let (n, _) = h.receive_into(conn, &two[pos..]);
+        pos += n;
+    }
+    let messages = h.messages.borrow();
+    assert_eq!(messages.len(), 5);
+    assert_eq!(messages[3], payload(40_000));
+    assert!(
+        messages
+            .iter()
+            .enumerate()
+            .all(|(i, m)| i == 3 || *m == body)
+    );
+    drop(messages);
+    assert_eq!(h.stats().bytes_in, 3 * 65_540 + 40_004 + 65_540);
+}
+
+#[test]
+fn bulk_receives_are_bounded_per_shard() {
+    let mut h = Harness::new(|c| c.send_high_water = 8 << 20);
+    let body = payload(100_000);
+    let wire = frame(&body);
+    let cut = wire.len() - 57;
+    let mut bulk = 0;
+    for slot in 0..TABLE as u32 {
+        let conn = h.accept(slot);
+        h.receive(conn, &wire[..cut], true);
+        let ops = h.receive(conn, &wire[cut..], true);
+        if has(&ops, |op| matches!(op, Op::CancelRecv { .. })) {
+            let ops = h.recv_ended(conn, -libc::ECANCELED);
+            if has(&ops, |op| matches!(op, Op::RecvInto { .. })) {
+                bulk += 1;
+            }
+        }
+    }
+    assert!(TABLE > super::direct::BULK_CONNECTIONS);
+    assert_eq!(bulk, super::direct::BULK_CONNECTIONS);
+    assert_eq!(h.engine.core.bulk_posted, bulk);
+}
+
+#[test]
+fn close_during_a_bulk_receive_waits_for_it() {
+    let mut h = Harness::new(|c| c.send_high_water = 8 << 20);
+    let conn = h.accept(1);
+    into_bulk_mode(&mut h, conn, &payload(50_000));
+    assert_eq!(h.engine.core.bulk_posted, 1);
+    // The peer goes quiet with the buffer posted; the server stops.
+    h.engine.core.begin_close(1, CloseReason::Local, true);
+    let ops = h.ops();
+    assert!(
+        has(&ops, |op| matches!(op, Op::CancelRecvInto { .. })),
+        "{ops:?}"
+    );
+    assert!(!has(&ops, |op| matches!(op, Op::Close { .. })), "{ops:?}");
+    let ops = h.turn(1);
+    assert!(!has(&ops, |op| matches!(op, Op::Close { .. })), "{ops:?}");
+    // The echo's send completes, then the cancelled receive: closed.
+    h.complete(Completion::Sent {
+        slot: 1,
+        generation: conn.generation(),
+        result: 50_004,
+    });
+    let ops = h.recv_into_ended(conn, -libc::ECANCELED);
+    assert!(has(&ops, |op| matches!(op, Op::Close { .. })), "{ops:?}");
+    assert_eq!(h.engine.core.bulk_posted, 0);
+    h.complete(Completion::Closed {
+        slot: 1,
+        generation: conn.generation(),
+        result: 0,
+    });
+    assert_eq!(*h.closes.borrow(), vec![CloseReason::Local]);
+    assert_eq!(h.stats().reassembly_bytes, 0);
+}
+
+#[test]
+fn end_of_stream_in_bulk_mode_is_a_plain_close() {
+    let mut h = Harness::new(|c| c.send_high_water = 8 << 20);
+    let conn = h.accept(1);
+    into_bulk_mode(&mut h, conn, &payload(70_000));
+    let mut ops = h.recv_into_ended(conn, 0);
+    // The echo is flushed before the close.
+    ops.extend(h.turn(1));
+    assert!(has(&ops, |op| matches!(op, Op::Send { .. })), "{ops:?}");
+    ops.extend(h.complete(Completion::Sent {
+        slot: 1,
+        generation: conn.generation(),
+        result: 70_004,
+    }));
+    assert!(has(&ops, |op| matches!(op, Op::Close { .. })), "{ops:?}");
+    h.complete(Completion::Closed {
+        slot: 1,
+        generation: conn.generation(),
+        result: 0,
+    });
+    assert_eq!(*h.closes.borrow(), vec![CloseReason::PeerClosed]);
+    assert_eq!(h.engine.core.bulk_posted, 0);
+    assert_eq!(h.stats().reassembly_bytes, 0);
 }
