@@ -562,7 +562,7 @@ fn bulk_receives_are_bounded_per_shard() {
             }
         }
     }
-    assert!(TABLE > super::direct::BULK_CONNECTIONS);
+    const { assert!(TABLE > super::direct::BULK_CONNECTIONS) };
     assert_eq!(bulk, super::direct::BULK_CONNECTIONS);
     assert_eq!(h.engine.core.bulk_posted, bulk);
 }
