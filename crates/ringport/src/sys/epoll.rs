@@ -239,8 +239,11 @@ impl EpollDriver {
         }
     }
 
-    /// Remembers a direct receive; it reads when the socket is readable
-    /// (tried once at once, as a receive is armed).
+    /// Remembers a direct receive; it reads when the socket is readable.
+    /// Unlike a multishot receive's arming, the readiness flag is trusted
+    /// (edges keep it, armed or not): a direct receive is armed once per
+    /// message in bulk mode, and trying a read the last one showed empty
+    /// would cost a failing system call each time.
     fn arm_recv_into(&mut self, slot: u32, generation: u32, queues: &dyn SendQueues) {
         let target = queues.recv_target(slot);
         let (Some(s), Some(target)) = (self.open(slot).filter(|s| s.registered), target) else {
@@ -251,7 +254,6 @@ impl EpollDriver {
             });
         };
         s.recv_into = Some((generation, target));
-        s.readable = true;
         schedule(&mut self.slots, &mut self.ready, slot);
     }
 
