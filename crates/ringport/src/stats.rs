@@ -108,6 +108,9 @@ pub struct Stats {
     pub read_pauses: u64,
     /// Multishot receives ended by an empty buffer ring (re-armed).
     pub recv_no_buffers: u64,
+    /// Direct receives posted: the rest of a large frame received straight
+    /// into its reassembly buffer (no copy).
+    pub direct_recvs: u64,
     /// Accept failures (ENFILE, ENOMEM, ...), each followed by a back-off.
     pub accept_errors: u64,
     /// Clients accepted over the connection limit and closed at once
@@ -157,6 +160,7 @@ impl std::ops::AddAssign for Stats {
         self.slow_consumers += o.slow_consumers;
         self.read_pauses += o.read_pauses;
         self.recv_no_buffers += o.recv_no_buffers;
+        self.direct_recvs += o.direct_recvs;
         self.accept_errors += o.accept_errors;
         self.rejected += o.rejected;
         self.waiting += o.waiting;
@@ -208,6 +212,7 @@ shard_counters!(
     slow_consumers,
     read_pauses,
     recv_no_buffers,
+    direct_recvs,
     accept_errors,
     rejected,
     waiting,

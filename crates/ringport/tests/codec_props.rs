@@ -215,7 +215,123 @@ fn run<C: Codec>(codec: C, reads: &[&[u8]], bound: usize) -> Outcome {
     }
 }
 
+/// Like [`run`] over the stream `reads` make up, but as the server's direct
+/// receive does: whenever a located frame misses at least `direct_min`
+/// bytes, the next bytes (at most one read's worth, at most what
+/// `recv_target` offers) are written straight into the framer's target and
+/// committed, and the frame is delivered by an empty `feed_shared`. With
+/// `bulk` > 0, bytes between frames are received likewise into a fresh
+/// target of that size (the server's bulk mode: a frame's end and what
+/// follows it may share one).
+fn run_direct<C: Codec>(
+    codec: C,
+    reads: &[&[u8]],
+    bound: usize,
+    direct_min: usize,
+    bulk: usize,
+) -> Outcome {
+    let mut framer = Framer::new(codec);
+    let mut frames = Vec::new();
+    for read in reads {
+        let mut read: &[u8] = read;
+        while !read.is_empty() {
+            let direct = framer.missing().is_some_and(|m| m >= direct_min.max(1));
+            let between = bulk > 0 && framer.buffered() == 0;
+            let r = if direct || between {
+                let target = if direct {
+                    framer.recv_target().expect("a located frame has a target")
+                } else {
+                    framer.recv_target_between(bulk).expect("nothing buffered")
+                };
+                assert!(!target.is_empty());
+                let n = target.len().min(read.len());
+                for (slot, &b) in target.iter_mut().zip(&read[..n]) {
+                    slot.write(b);
+                }
+                // SAFETY: the first `n` bytes of the target were written
+                // just above.
+                unsafe { framer.commit_received(n) };
+                read = &read[n..];
+                framer.feed_shared(&[], |p, _| {
+                    frames.push(p.to_vec());
+                    true
+                })
+            } else {
+                let all = std::mem::take(&mut read);
+                framer.feed_shared(all, |p, _| {
+                    frames.push(p.to_vec());
+                    true
+                })
+            };
+            if let Err(e) = r {
+                return Outcome {
+                    frames,
+                    error: Some(std::mem::discriminant(&e)),
+                };
+            }
+            assert!(framer.buffered() <= bound);
+            assert!(
+                framer.heap_bytes() <= 2 * bound + 256,
+                "heap {} for bound {bound}",
+                framer.heap_bytes()
+            );
+        }
+    }
+    Outcome {
+        frames,
+        error: None,
+    }
+}
+
 proptest! {
+    /// Receiving the rest of located frames straight into the framer's
+    /// buffer (`recv_target` + `commit_received`) gives the same frames,
+    /// byte for byte, as `feed`, whatever the cuts and threshold.
+    #[test]
+    fn direct_receive_agrees_with_feed(
+        settings in ld_settings(),
+        bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..8),
+        sizes in chunk_sizes(),
+        direct_min in prop_oneof![Just(1usize), 1usize..100],
+        bulk in prop_oneof![Just(0usize), 1usize..300],
+    ) {
+        let mut wire = Vec::new();
+        for body in &bodies {
+            wire.extend(settings.frame(body).0);
+        }
+        let reads = split(&wire, &sizes);
+        let bound = settings.bound();
+        let expected = run(settings.codec(), &reads, bound);
+        let out = run_direct(settings.codec(), &reads, bound, direct_min, bulk);
+        prop_assert_eq!(out, expected);
+    }
+
+    /// The same with the default wire format and frames large enough for
+    /// the target to grow several times.
+    #[test]
+    fn direct_receive_of_large_frames_agrees_with_feed(
+        lens in prop::collection::vec(0usize..20_000, 1..5),
+        sizes in prop_oneof![
+            Just(vec![]),
+            prop::collection::vec(1usize..5000, 1..6),
+        ],
+        direct_min in 1usize..4000,
+        bulk in prop_oneof![Just(0usize), 1usize..25_000],
+    ) {
+        let codec = LengthDelimited::new();
+        let mut wire = Vec::new();
+        for (i, &len) in lens.iter().enumerate() {
+            wire.extend_from_slice(&(len as u32).to_be_bytes());
+            wire.extend((0..len).map(|k| (k * 31 + i) as u8));
+        }
+        let reads = split(&wire, &sizes);
+        let bound = 4 + 20_000;
+        let expected = run(codec.clone(), &reads, bound);
+        prop_assert_eq!(expected.error, None);
+        let out = run_direct(codec, &reads, bound, direct_min, bulk);
+        prop_assert_eq!(out, expected);
+    }
+
     /// Default wire format: any payloads, any cuts.
     #[test]
     fn default_round_trip(

@@ -71,6 +71,8 @@ fn echo_over_tls_from_0_bytes_to_16_mib() {
     assert_eq!(stats.tls_handshakes, 1);
     assert_eq!(stats.tls_failures, 0);
     assert_eq!(stats.messages_in, 11);
+    // Decrypted bytes go through the framer: no direct receive into it.
+    assert_eq!(stats.direct_recvs, 0);
 }
 
 #[test]

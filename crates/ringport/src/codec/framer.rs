@@ -9,6 +9,8 @@
 //! peer announces, which a hostile peer controls) and is released after a
 //! large frame so idle connections cost no memory.
 
+use std::mem::MaybeUninit;
+
 use bytes::Bytes;
 
 use super::{Codec, CodecError, Decode, MAX_HEADER_LEN};
@@ -21,6 +23,14 @@ const RELEASE_ABOVE: usize = 64 * 1024;
 /// Smallest allocation made for a partial frame: avoids a string of tiny
 /// reallocations while a header trickles in.
 const MIN_CAPACITY: usize = 256;
+
+/// A receive target ([`Framer::recv_target`]) grows the buffer to this many
+/// times the bytes that arrived: more than the copying path's doubling,
+/// because growing a large buffer moves it (glibc's realloc copies once its
+/// dynamic mmap threshold has risen past the frame size, which the first
+/// large frame does), and every copy saved is the point of receiving
+/// directly. Still bounded by what arrived, and accounted (`heap_bytes`).
+const DIRECT_GROWTH: usize = 4;
 
 /// When the codec cannot say how many bytes it needs (`NeedMore` without a
 /// hint) while a partial frame is buffered, at least this many new bytes are
@@ -226,6 +236,86 @@ impl<C: Codec> Framer<C> {
         Ok(pos)
     }
 
+    /// Room to receive the rest of the located frame in progress straight
+    /// into the reassembly buffer (no copy): the buffer's spare capacity,
+    /// at most the bytes the frame still misses (never past its end, so
+    /// nothing after the frame lands here). `None` when no frame is
+    /// located or it is complete.
+    ///
+    /// The buffer grows here with the bytes that arrived, as
+    /// [`feed`](Self::feed) grows it but faster: to at most four times what
+    /// it holds (or a small minimum), never to the length the header
+    /// announces, so a peer that announces 16 MiB and
+    /// sends 100 bytes still costs little; a target smaller than what is
+    /// missing is followed by another once its bytes came.
+    ///
+    /// Write into it, then [`commit_received`](Self::commit_received) the
+    /// bytes written; a frame completed so is delivered by the next
+    /// [`feed_shared`](Self::feed_shared) (an empty one is enough).
+    pub fn recv_target(&mut self) -> Option<&mut [MaybeUninit<u8>]> {
+        let layout = self.layout?;
+        let have = self.buf.len();
+        let missing = layout.total.checked_sub(have).filter(|&m| m > 0)?;
+        let spare = self.buf.capacity() - have;
+        if spare < missing.min(have.max(MIN_CAPACITY)) {
+            let target = have
+                .saturating_mul(DIRECT_GROWTH)
+                .max(MIN_CAPACITY)
+                .min(layout.total)
+                .max(have + 1);
+            self.buf.reserve_exact(target - have);
+        }
+        let room = (self.buf.capacity() - have).min(missing);
+        Some(&mut self.buf.spare_capacity_mut()[..room])
+    }
+
+    /// Room to receive the next bytes of the stream straight into the
+    /// reassembly buffer while nothing is buffered (between frames): `size`
+    /// bytes, allocated now (the caller bounds it; it may hold the end of
+    /// a frame and what follows it, which the next feed decodes). `None`
+    /// while bytes are buffered.
+    pub fn recv_target_between(&mut self, size: usize) -> Option<&mut [MaybeUninit<u8>]> {
+        if !self.buf.is_empty() || self.layout.is_some() || size == 0 {
+            return None;
+        }
+        self.buf.reserve_exact(size);
+        Some(&mut self.buf.spare_capacity_mut()[..size])
+    }
+
+    /// Bytes the located frame in progress still misses (`None`: no frame
+    /// located).
+    pub fn missing(&self) -> Option<usize> {
+        self.layout.map(|l| l.total.saturating_sub(self.buf.len()))
+    }
+
+    /// Takes `n` bytes written into the slice the last
+    /// [`recv_target`](Self::recv_target) or
+    /// [`recv_target_between`](Self::recv_target_between) returned as
+    /// received.
+    ///
+    /// # Safety
+    ///
+    /// The first `n` bytes of that slice have been initialised (written),
+    /// and the framer was not used in between. `n` must not exceed the
+    /// slice's length (it is clamped to it in any case).
+    pub unsafe fn commit_received(&mut self, n: usize) {
+        let have = self.buf.len();
+        let spare = self.buf.capacity() - have;
+        let room = match self.missing() {
+            Some(missing) => missing.min(spare),
+            // A target between frames: the codec has not seen these bytes.
+            None => spare,
+        };
+        debug_assert!(n <= room, "committed {n} bytes into a target of {room}");
+        // SAFETY: the caller guarantees the first `n` bytes of the spare
+        // capacity were written (they are initialised), and `n` is clamped
+        // to the spare capacity.
+        unsafe { self.buf.set_len(have + n.min(room)) };
+        if self.layout.is_none() && n > 0 {
+            self.fresh = true;
+        }
+    }
+
     /// Bytes currently held for a partial frame.
     pub fn buffered(&self) -> usize {
         self.buf.len()
@@ -233,8 +323,8 @@ impl<C: Codec> Framer<C> {
 
     /// Heap bytes held (capacity of the reassembly buffer), for memory
     /// accounting. The buffer grows with the bytes that actually arrived
-    /// (at most twice what it holds, or a small minimum), never to the
-    /// length a header announces.
+    /// (at most twice what it holds, four times for a receive target, or a
+    /// small minimum), never to the length a header announces.
     pub fn heap_bytes(&self) -> usize {
         self.buf.capacity()
     }

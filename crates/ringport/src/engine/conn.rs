@@ -204,11 +204,14 @@ impl<C: Codec> Core<C> {
         });
     }
 
+    /// Ends the receive in flight on `slot` (multishot or direct).
     pub(super) fn cancel_recv(&mut self, slot: usize) {
         let generation = self.slots[slot].generation;
-        self.ops.push(Op::CancelRecv {
-            slot: slot as u32,
-            generation,
+        let slot = slot as u32;
+        self.ops.push(if self.direct_in_flight(slot as usize) {
+            Op::CancelRecvInto { slot, generation }
+        } else {
+            Op::CancelRecv { slot, generation }
         });
     }
 

@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use super::conn::SlotState;
+use super::direct::Direct;
 use super::{Core, Engine};
 use crate::codec::{Codec, CodecError, Framer, Partial};
 use crate::conn_id::ConnId;
@@ -34,20 +35,28 @@ const KEEP_INPUT_CAPACITY: usize = 4 * 1024;
 /// A connection's input beyond its slot: present while a frame is partial
 /// or input is held back.
 pub(super) struct InputState<C: Codec> {
-    framer: Framer<C>,
+    pub framer: Framer<C>,
     /// Input received while the connection was paused, in arrival order.
-    backlog: Vec<u8>,
+    pub backlog: Vec<u8>,
     /// When the frame being received began, and when it must be complete
     /// (`frame_timeout`, `min_receive_rate`).
     frame_started: Option<Instant>,
     pub frame_deadline: Option<Instant>,
+    /// Direct receive of the frame's rest (`super::direct`).
+    pub direct: Direct,
+    /// Bulk mode (`super::direct`): bytes each receive between frames
+    /// asks for, 0 when off.
+    pub bulk: usize,
 }
 
 impl<C: Codec> InputState<C> {
     /// Between frames and nothing held back: the state can leave the
     /// connection.
     fn is_idle(&self) -> bool {
-        self.framer.buffered() == 0 && self.backlog.is_empty()
+        self.framer.buffered() == 0
+            && self.backlog.is_empty()
+            && self.bulk == 0
+            && !matches!(self.direct, Direct::InFlight(_) | Direct::Bulk(_))
     }
 
     /// Bytes held: the reassembly buffer and the backlog.
@@ -90,6 +99,8 @@ impl<C: Codec> Core<C> {
                 backlog: Vec::new(),
                 frame_started: None,
                 frame_deadline: None,
+                direct: Direct::Off,
+                bulk: 0,
             })
         })
     }
@@ -122,6 +133,8 @@ impl<C: Codec> Core<C> {
             }
             input.frame_started = None;
             input.frame_deadline = None;
+            input.direct = Direct::Off;
+            input.bulk = 0;
             self.input_pool.push(input);
         }
     }
@@ -155,6 +168,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 && self.core.slots[slot].state == SlotState::Open
             {
                 self.deliver(slot, generation, bufs.buffer(buf, result as usize));
+                if more {
+                    self.core.consider_direct(slot);
+                }
             }
         } else if result == 0 {
             self.core.slots[slot].set_read_closed(true);
@@ -171,18 +187,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                     .begin_close(slot, CloseReason::Reset(errno), false),
             }
         }
-        let backlog_empty = self.core.backlog_is_empty(slot);
-        let core = &mut self.core;
-        let s = &mut core.slots[slot];
-        if !s.recv_armed() {
-            match s.state {
-                SlotState::Open if !s.recv_paused() && !s.read_closed() && backlog_empty => {
-                    core.rearm.push(slot as u32)
-                }
-                SlotState::Closing => core.try_release(slot),
-                _ => {}
-            }
-        }
+        self.core.after_recv_ended(slot);
     }
 
     fn account_held(&mut self, slot: usize, before: u64) {
@@ -206,6 +211,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     pub(super) fn deliver_plain(&mut self, slot: usize, generation: u32, data: &[u8]) {
         let before = self.core.held(slot);
         let messages_before = self.core.stats.messages_in;
+        self.core.largest_message = 0;
         self.core.stats.bytes_in += data.len() as u64;
         let now_ms = self.core.now_ms;
         let s = &mut self.core.slots[slot];
@@ -237,6 +243,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             })
         };
         let delivered = self.core.stats.messages_in != messages_before;
+        if delivered {
+            self.core.note_bulk(slot, &mut input);
+        }
         self.track_frame_start(&mut input, delivered);
         self.core.put_input(slot, input, result.is_ok());
         self.account_held(slot, before);
@@ -264,7 +273,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         let mut input = self.core.take_input(slot);
         let mut backlog = std::mem::take(&mut input.backlog);
         let mut result = Ok(());
-        if !backlog.is_empty() {
+        // A frame a direct receive completed while paused is delivered now.
+        let complete = input.framer.missing() == Some(0);
+        if !backlog.is_empty() || complete {
             let conn = ConnId::new(self.core.index as u16, slot as u32, generation);
             let state = self
                 .states
@@ -411,7 +422,12 @@ impl<C: Codec> Core<C> {
         while let Some(slot) = self.rearm.pop() {
             let slot = slot as usize;
             let s = &self.slots[slot];
-            if s.state == SlotState::Open && !s.recv_armed() && !s.recv_paused() && !s.read_closed()
+            if s.state == SlotState::Open
+                && !s.recv_armed()
+                && !s.recv_paused()
+                && !s.read_closed()
+                && !self.start_direct(slot)
+                && !self.start_bulk(slot)
             {
                 self.arm_recv(slot);
             }
@@ -438,6 +454,7 @@ fn feed_frames<C: Codec, H: Handler>(
     let high_water = core.high_water;
     framer.feed_shared(data, |message, shared| {
         core.stats.messages_in += 1;
+        core.largest_message = core.largest_message.max(message.len());
         // A reassembled large message is owned `Bytes`: a send of (part
         // of) it queues it by reference instead of copying (see `send`).
         core.current_message = shared.cloned();

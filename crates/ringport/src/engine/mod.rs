@@ -11,6 +11,8 @@
 //! - [`conn`]: the slot life cycle (open, the close protocol, release) and
 //!   generations;
 //! - [`input`]: receiving, framing, the backlog of a paused connection;
+//! - [`direct`]: the rest of a large frame received straight into its
+//!   reassembly buffer;
 //! - [`output`]: send queues, flushes, slow consumers, broadcast, and the
 //!   operations a handler's [`Context`] offers;
 //! - [`admission`]: accepts, outbound connects, the connection limit;
@@ -21,6 +23,9 @@ mod admission;
 #[cfg(test)]
 mod bench_echo;
 mod conn;
+mod direct;
+#[cfg(test)]
+mod direct_tests;
 mod input;
 #[cfg(test)]
 mod memory_tests;
@@ -47,7 +52,7 @@ use crate::handler::{CloseReason, Context, Handler};
 use crate::send_queue::{ChunkPool, SendQueue};
 use crate::shared::{Command, ServerShared, ShardShared};
 use crate::stats::Stats;
-use crate::sys::{Completion, Op, RecvBuffers, SendQueues};
+use crate::sys::{Completion, Op, RecvBuffers, RecvTarget, SendQueues};
 use crate::timer::Timers;
 
 use conn::{Closing, Connecting, MAX_PERIOD, Slot};
@@ -149,6 +154,10 @@ pub(crate) struct Core<C: Codec> {
     /// The message being handled, when the framer handed it over as owned
     /// `Bytes` (a large reassembled frame).
     current_message: Option<Bytes>,
+    /// Longest message delivered by the current feed (`direct`'s bulk mode).
+    largest_message: usize,
+    /// Bulk receives posted (`direct`), bounded per shard.
+    bulk_posted: usize,
     /// Kernel work asked for and not yet handed to the driver.
     ops: Vec<Op>,
     /// Topic -> this shard's subscribers.
@@ -229,6 +238,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             pending_count: 0,
             failed_connects: Vec::new(),
             current_message: None,
+            largest_message: 0,
+            bulk_posted: 0,
             ops: Vec::with_capacity(1024),
             topics: topics::TopicIndex::default(),
             #[cfg(feature = "tls")]
@@ -336,6 +347,11 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 buf,
                 more,
             } => self.on_recv(slot, generation, result, buf, more, bufs),
+            Completion::RecvInto {
+                slot,
+                generation,
+                result,
+            } => self.on_recv_into(slot, generation, result),
             Completion::Sent {
                 slot,
                 generation,
@@ -511,5 +527,9 @@ impl<C: Codec> Core<C> {
 impl<C: Codec> SendQueues for Core<C> {
     fn send_queue(&self, slot: u32) -> &SendQueue {
         &self.slots[slot as usize].queue
+    }
+
+    fn recv_target(&self, slot: u32) -> Option<RecvTarget> {
+        self.direct_target(slot as usize)
     }
 }

@@ -35,10 +35,10 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, SockRef, Type};
 
 use self::calls::{
-    AcceptError, clamp_iovecs, classify_accept_error, errno, read_eventfd, send_iovecs,
+    AcceptError, clamp_iovecs, classify_accept_error, errno, read_eventfd, recv_into, send_iovecs,
     set_int_option,
 };
-use super::{BufId, Completion, Driver, Op, RecvBuffers, SendQueues};
+use super::{BufId, Completion, Driver, Op, RecvBuffers, RecvTarget, SendQueues};
 use crate::stats::RECV_BUFFER_BYTES;
 
 mod calls;
@@ -73,6 +73,9 @@ struct Slot {
     queued: bool,
     /// Generation of the armed receive.
     recv: Option<u32>,
+    /// Generation and target of the armed direct receive (engine memory,
+    /// see [`Op::RecvInto`]).
+    recv_into: Option<(u32, RecvTarget)>,
     /// Generation of the pending send; its iovecs are in `iov`.
     send: Option<u32>,
     iov: Vec<libc::iovec>,
@@ -82,7 +85,7 @@ struct Slot {
 
 impl Slot {
     fn has_work(&self) -> bool {
-        (self.recv.is_some() && self.readable)
+        ((self.recv.is_some() || self.recv_into.is_some()) && self.readable)
             || (self.writable && (self.send.is_some() || self.connect.is_some()))
     }
 
@@ -234,6 +237,68 @@ impl EpollDriver {
                 more: false,
             });
         }
+    }
+
+    /// Remembers a direct receive; it reads when the socket is readable.
+    /// Unlike a multishot receive's arming, the readiness flag is trusted
+    /// (edges keep it, armed or not): a direct receive is armed once per
+    /// message in bulk mode, and trying a read the last one showed empty
+    /// would cost a failing system call each time.
+    fn arm_recv_into(&mut self, slot: u32, generation: u32, queues: &dyn SendQueues) {
+        let target = queues.recv_target(slot);
+        let (Some(s), Some(target)) = (self.open(slot).filter(|s| s.registered), target) else {
+            return self.push(Completion::RecvInto {
+                slot,
+                generation,
+                result: -libc::EBADF,
+            });
+        };
+        s.recv_into = Some((generation, target));
+        schedule(&mut self.slots, &mut self.ready, slot);
+    }
+
+    /// Ends the armed direct receive of `slot` if it is the one of
+    /// `generation`.
+    fn cancel_recv_into(&mut self, slot: u32, generation: u32) {
+        let armed = self
+            .open(slot)
+            .filter(|s| s.recv_into.is_some_and(|(g, _)| g == generation));
+        if armed.and_then(|s| s.recv_into.take()).is_some() {
+            self.push(Completion::RecvInto {
+                slot,
+                generation,
+                result: -libc::ECANCELED,
+            });
+        }
+    }
+
+    /// Reads once into the target of the armed direct receive of `slot`;
+    /// keeps it armed if the socket would block.
+    fn read_into(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        let (Some((generation, target)), Some(stream)) = (s.recv_into, s.stream.as_ref()) else {
+            return;
+        };
+        let result = match recv_into(stream.as_raw_fd(), target) {
+            Ok(n) => {
+                if n < target.len && !s.read_closed {
+                    s.readable = false;
+                }
+                n as i32
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                s.readable = false;
+                s.read_closed = false;
+                return;
+            }
+            Err(e) => -errno(&e),
+        };
+        s.recv_into = None;
+        self.push(Completion::RecvInto {
+            slot,
+            generation,
+            result,
+        });
     }
 
     fn send(&mut self, slot: u32, generation: u32, queues: &dyn SendQueues) {
@@ -512,6 +577,8 @@ impl EpollDriver {
         let s = &self.slots[slot as usize];
         if s.recv.is_some() && s.readable {
             self.read(slot);
+        } else if s.recv_into.is_some() && s.readable {
+            self.read_into(slot);
         }
     }
 
@@ -642,6 +709,8 @@ impl Driver for EpollDriver {
             }
             Op::Recv { slot, generation } => self.arm_recv(slot, generation),
             Op::CancelRecv { slot, generation } => self.cancel_recv(slot, generation),
+            Op::RecvInto { slot, generation } => self.arm_recv_into(slot, generation, queues),
+            Op::CancelRecvInto { slot, generation } => self.cancel_recv_into(slot, generation),
             Op::Send { slot, generation } => self.send(slot, generation, queues),
             Op::CancelSend { slot, generation } => self.cancel_send(slot, generation),
             Op::CancelConnect { slot, generation } => self.cancel_connect(slot, generation),
@@ -743,5 +812,7 @@ impl Driver for EpollDriver {
     }
 }
 
+#[cfg(test)]
+mod recv_into_tests;
 #[cfg(test)]
 mod tests;

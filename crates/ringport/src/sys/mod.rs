@@ -26,7 +26,8 @@
 //! - **Tags.** Every per-connection op carries the slot's generation, and
 //!   its completion carries it back, so a completion that outlives its
 //!   connection is recognised.
-//! - **One completion per op**, except: a receive is multishot (completions
+//! - **One completion per op** (a direct receive, [`Op::RecvInto`], too),
+//!   except: a receive is multishot (completions
 //!   until one without `more`), a cancel or [`Op::WithdrawAccepts`] has no
 //!   completion of its own (the cancelled op completes, with `ECANCELED` if
 //!   it had not finished), and a cancel of an op that already completed does
@@ -41,6 +42,14 @@
 //!   engine neither frees nor rewrites the queued bytes the backend saw (it
 //!   may append); a send may write fewer bytes than queued, and the result
 //!   says how many.
+//! - **Direct receive memory** belongs to the engine too: for
+//!   [`Op::RecvInto`] the backend asks [`SendQueues::recv_target`] at submit
+//!   time for the pointer and length the engine derived from a `&mut` (the
+//!   spare capacity of the connection's reassembly buffer) and recorded when
+//!   it asked for the op. From the op until its [`Completion::RecvInto`],
+//!   the engine neither moves, frees, reads nor writes those bytes; the
+//!   backend writes at most `len` bytes there and the result says how many.
+//!   At most one receive (multishot or direct) is in flight per slot.
 //! - **Close** is asked only when no op of the slot is in flight; the slot's
 //!   socket is closed and the slot freed by the time [`Completion::Closed`]
 //!   arrives.
@@ -79,6 +88,15 @@ pub(crate) enum Op {
     Recv { slot: u32, generation: u32 },
     /// End a receive early (its last completion then has no `more`).
     CancelRecv { slot: u32, generation: u32 },
+    /// Receive once (at least one byte, or end of stream, or an error)
+    /// straight into the engine's memory for `slot`, which the backend
+    /// learns from [`SendQueues::recv_target`] when the op is submitted (no
+    /// buffer of the backend, no copy). Completes as
+    /// [`Completion::RecvInto`]. Used for the rest of a large frame.
+    RecvInto { slot: u32, generation: u32 },
+    /// Abandon a direct receive in flight (it completes with `-ECANCELED`
+    /// or with what it received).
+    CancelRecvInto { slot: u32, generation: u32 },
     /// Write from the connection's send queue (as much as the socket takes,
     /// at least one byte unless an error comes first).
     Send { slot: u32, generation: u32 },
@@ -119,6 +137,14 @@ pub(crate) enum Completion {
         buf: Option<BufId>,
         more: bool,
     },
+    /// A direct receive ([`Op::RecvInto`]) ended: bytes written into the
+    /// engine's target (`> 0`), end of stream (`0`) or an error (`< 0`,
+    /// `-ECANCELED` if cancelled before any byte came).
+    RecvInto {
+        slot: u32,
+        generation: u32,
+        result: i32,
+    },
     /// Bytes written from the front of the send queue, or an error.
     Sent {
         slot: u32,
@@ -145,9 +171,26 @@ pub(crate) enum Completion {
     Woken,
 }
 
-/// The engine's send queues, which [`Op::Send`] writes from.
+/// Memory of the engine's that ops read from or write into: the send
+/// queues, which [`Op::Send`] writes from, and the targets of direct
+/// receives ([`Op::RecvInto`]).
 pub(crate) trait SendQueues {
     fn send_queue(&self, slot: u32) -> &SendQueue;
+    /// Where the direct receive the engine asked for on `slot` writes: the
+    /// target it recorded with the op (`None` if it asked for none, a bug).
+    fn recv_target(&self, slot: u32) -> Option<RecvTarget> {
+        let _ = slot;
+        None
+    }
+}
+
+/// Engine memory a direct receive writes into: `len` bytes at `ptr`,
+/// derived by the engine from a `&mut` when it asked for the op and left
+/// alone (not moved, freed, read or written) until the op's completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RecvTarget {
+    pub ptr: *mut u8,
+    pub len: usize,
 }
 
 /// Received bytes lent by a backend (see the module doc).

@@ -478,3 +478,92 @@ fn codec_accessor() {
     let f = Framer::new(Lines::new().max_line_length(7));
     assert_eq!(f.codec().max_frame(), 7);
 }
+
+/// Writes up to `bytes.len()` bytes into the framer's receive target, as a
+/// direct receive would; returns how many it took.
+fn receive_directly<C: Codec>(framer: &mut Framer<C>, bytes: &[u8]) -> usize {
+    let target = framer.recv_target().expect("a located frame has a target");
+    let n = target.len().min(bytes.len());
+    for (slot, &b) in target.iter_mut().zip(&bytes[..n]) {
+        slot.write(b);
+    }
+    // SAFETY: the first `n` bytes of the target were written just above.
+    unsafe { framer.commit_received(n) };
+    n
+}
+
+#[test]
+fn recv_target_only_for_a_located_incomplete_frame() {
+    let mut framer = Framer::new(LengthDelimited::new());
+    assert!(framer.recv_target().is_none(), "nothing buffered");
+    assert_eq!(framer.missing(), None);
+    // Half a header: not located yet.
+    framer.feed(&[0, 0], |_| true).unwrap();
+    assert!(framer.recv_target().is_none());
+    assert_eq!(framer.missing(), None);
+    framer.feed(&[0, 10, 1, 2], |_| true).unwrap();
+    assert_eq!(framer.missing(), Some(8));
+    let room = framer.recv_target().unwrap().len();
+    assert_eq!(room, 8, "never past the frame's end");
+}
+
+#[test]
+fn direct_receive_delivers_like_feed_and_hands_large_frames_over() {
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 13 + i / 7) as u8).collect();
+    let mut wire = ld_frame(&big);
+    wire.extend_from_slice(&ld_frame(b"next"));
+    let mut framer = Framer::new(LengthDelimited::new());
+    let mut seen = Vec::new();
+    framer
+        .feed_shared(&wire[..65536], |p, _| {
+            seen.push(p.to_vec());
+            true
+        })
+        .unwrap();
+    let mut pos = 65536;
+    let end = 4 + big.len();
+    let mut targets = 0;
+    while pos < end {
+        // The room follows what arrived (at most doubling), never the
+        // announced length.
+        let held = framer.buffered();
+        pos += receive_directly(&mut framer, &wire[pos..end.min(pos + 77_777)]);
+        targets += 1;
+        assert!(framer.heap_bytes() <= 4 * held.max(256));
+    }
+    assert!(targets > 10);
+    assert_eq!(framer.missing(), Some(0));
+    let mut shared_seen = false;
+    framer
+        .feed_shared(&[], |p, shared| {
+            shared_seen = shared.is_some_and(|b| b.as_ptr() == p.as_ptr());
+            seen.push(p.to_vec());
+            true
+        })
+        .unwrap();
+    assert!(shared_seen, "a large frame is handed over as Bytes");
+    assert_eq!(framer.heap_bytes(), 0);
+    framer
+        .feed_shared(&wire[end..], |p, _| {
+            seen.push(p.to_vec());
+            true
+        })
+        .unwrap();
+    assert_eq!(seen, vec![big, b"next".to_vec()]);
+}
+
+#[test]
+fn direct_receive_of_an_announced_but_missing_frame_stays_small() {
+    let mut framer = Framer::new(LengthDelimited::new().max_frame_length(16 << 20));
+    let mut wire = ((16u32 << 20) - 1).to_be_bytes().to_vec();
+    wire.extend_from_slice(&[5; 100]);
+    framer.feed(&wire, |_| true).unwrap();
+    let room = framer.recv_target().unwrap().len();
+    assert!(room <= 1024, "room {room} for 104 bytes held");
+    assert!(framer.heap_bytes() <= 1024);
+    // Filling it grows it by what arrived only.
+    let n = receive_directly(&mut framer, &[6; 5000]);
+    assert!(n <= 1024);
+    framer.recv_target().unwrap();
+    assert!(framer.heap_bytes() <= 4 * framer.buffered());
+}

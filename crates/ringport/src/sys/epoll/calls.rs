@@ -43,6 +43,23 @@ pub(super) fn clamp_iovecs(iov: &mut Vec<libc::iovec>, max: usize) {
     }
 }
 
+/// recv into a direct receive's target; retries on EINTR.
+pub(super) fn recv_into(fd: RawFd, target: crate::sys::RecvTarget) -> io::Result<usize> {
+    loop {
+        // SAFETY: the target is engine memory of `target.len` bytes, valid
+        // and left alone by the engine until the receive's completion (the
+        // contract in `sys`); recv writes at most that many bytes there.
+        let n = unsafe { libc::recv(fd, target.ptr.cast(), target.len, 0) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// sendmsg with MSG_NOSIGNAL (a peer that went away gives EPIPE, not
 /// SIGPIPE); retries on EINTR.
 pub(super) fn send_iovecs(fd: RawFd, iov: &[libc::iovec]) -> io::Result<usize> {

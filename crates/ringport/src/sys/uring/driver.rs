@@ -198,6 +198,8 @@ impl UringDriver {
         // that stays put until its completion is reaped: send iovecs and
         // msghdr (boxed, held in `sends` until the send's completion) and
         // the queued bytes they cover (the engine keeps them until then),
+        // the target of a direct receive (engine memory, left alone until
+        // its completion: the contract in `sys`),
         // accept address slots (boxed slice, not touched while `posted`),
         // connect addresses (boxed until the connect completes), the
         // eventfd read buffers (boxed, freed only after teardown reaped
@@ -336,6 +338,24 @@ impl UringDriver {
         self.push(self.unit_of(slot), entry.user_data(user_data))
     }
 
+    /// A plain receive (no buffer select) into the engine's target for
+    /// `slot` (`IORING_OP_RECV`, Linux 5.6+).
+    fn recv_into(&mut self, slot: u32, generation: u32, queues: &dyn SendQueues) -> io::Result<()> {
+        let Some(target) = queues.recv_target(slot) else {
+            self.made_up.push(Completion::RecvInto {
+                slot,
+                generation,
+                result: -libc::EINVAL,
+            });
+            return Ok(());
+        };
+        let len = target.len.min(i32::MAX as usize) as u32;
+        let entry = opcode::Recv::new(self.fixed(slot), target.ptr, len)
+            .build()
+            .user_data(UserData::new(OpKind::RecvInto, slot, generation).encode());
+        self.push(self.unit_of(slot), entry)
+    }
+
     /// A multi-segment send of `slot` completed: its memory is free.
     fn send_done(&mut self, slot: u32) {
         // Most sends are single-segment and never enter the map: skip the
@@ -444,6 +464,11 @@ impl UringDriver {
                     more: cqueue::more(flags),
                 })
             }
+            OpKind::RecvInto => Some(Completion::RecvInto {
+                slot,
+                generation,
+                result,
+            }),
             OpKind::Send => {
                 self.send_done(slot);
                 Some(Completion::Sent {
@@ -602,6 +627,11 @@ impl Driver for UringDriver {
             Op::CancelRecv { slot, generation } => self.cancel(
                 self.unit_of(slot),
                 UserData::new(OpKind::Recv, slot, generation),
+            ),
+            Op::RecvInto { slot, generation } => self.recv_into(slot, generation, queues),
+            Op::CancelRecvInto { slot, generation } => self.cancel(
+                self.unit_of(slot),
+                UserData::new(OpKind::RecvInto, slot, generation),
             ),
             Op::Send { slot, generation } => self.send(slot, generation, queues),
             Op::CancelSend { slot, generation } => self.cancel(

@@ -44,6 +44,9 @@ pub enum OpKind {
     /// A read of the eventfd that the shard's other rings signal when they
     /// have completions (posted on the first ring).
     RingEvent = 11,
+    /// A direct receive (`IORING_OP_RECV`, Linux 5.6+) into the engine's
+    /// memory.
+    RecvInto = 12,
 }
 
 /// The user_data of a submission: the IOCP "extended OVERLAPPED" in 64 bits.
@@ -85,6 +88,7 @@ impl UserData {
             9 => OpKind::ConnectStep,
             10 => OpKind::Connect,
             11 => OpKind::RingEvent,
+            12 => OpKind::RecvInto,
             _ => return None,
         };
         Some(UserData {
@@ -238,6 +242,7 @@ mod tests {
             OpKind::ConnectStep,
             OpKind::Connect,
             OpKind::RingEvent,
+            OpKind::RecvInto,
         ] {
             let ud = UserData::new(kind, MAX_SLOTS - 1, u32::MAX);
             assert_eq!(UserData::decode(ud.encode()), Some(ud));
