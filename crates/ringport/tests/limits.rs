@@ -282,16 +282,21 @@ fn a_connect_from_a_chosen_source_port_uses_that_port() {
     rx.recv_timeout(Duration::from_secs(10))
         .expect("the connect is reported")
         .expect("the connect from a free port succeeds");
-    let snapshot = server.connections(Duration::from_secs(5));
-    assert!(
-        snapshot.connections.iter().any(|c| c.peer == source),
-        "the server sees the chosen source {source}: {:?}",
-        snapshot
-            .connections
-            .iter()
-            .map(|c| c.peer)
-            .collect::<Vec<_>>()
-    );
+    // The connect completes at the handshake, which can be before the
+    // server has accepted: look again until it shows (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let snapshot = server.connections(Duration::from_secs(5));
+        let peers: Vec<_> = snapshot.connections.iter().map(|c| c.peer).collect();
+        if peers.contains(&source) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server sees the chosen source {source}: {peers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     client
         .connect(server.local_addr(), Some(taken.local_addr().unwrap()))
         .unwrap();

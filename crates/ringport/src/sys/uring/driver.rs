@@ -28,10 +28,13 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types};
 
+use self::connect::PendingConnect;
 use super::unit::{BUFFER_GROUP, Unit};
 use super::{OpKind, UserData};
 use crate::config::ServerConfig;
 use crate::sys::{BufId, Completion, Driver, Op, RecvBuffers, SendQueues};
+
+mod connect;
 
 /// Iovecs per send: enough to batch many queued frames in one submission.
 const MAX_IOVECS: usize = 64;
@@ -53,15 +56,6 @@ struct AcceptSlot {
 struct SendMemory {
     iov: Vec<libc::iovec>,
     msg: libc::msghdr,
-}
-
-/// A connect in flight: the addresses the kernel reads, and the first error
-/// of the steps before it.
-struct PendingConnect {
-    generation: u32,
-    remote: socket2::SockAddr,
-    local: Option<socket2::SockAddr>,
-    step_error: Option<i32>,
 }
 
 /// A read kept posted on an eventfd: the shard's wake-up, or the signal of
@@ -371,63 +365,6 @@ impl UringDriver {
             }
             self.spare_sends.push(mem);
         }
-    }
-
-    fn connect(
-        &mut self,
-        slot: u32,
-        generation: u32,
-        remote: SocketAddr,
-        local: Option<SocketAddr>,
-    ) -> io::Result<()> {
-        let unit = self.unit_of(slot);
-        let fixed = self.fixed(slot);
-        let pending = Box::new(PendingConnect {
-            generation,
-            remote: remote.into(),
-            local: local.map(Into::into),
-            step_error: None,
-        });
-        let step = UserData::new(OpKind::ConnectStep, slot, generation).encode();
-        let nodelay = int_option(fixed, libc::IPPROTO_TCP, libc::TCP_NODELAY)
-            .flags(squeue::Flags::SKIP_SUCCESS)
-            .user_data(step);
-        // With a source address and no port: IP_BIND_ADDRESS_NO_PORT lets
-        // connect pick the port per destination (and reuse loopback TIME_WAIT ports), so
-        // one source is not limited to one set of ports for all
-        // destinations; hard-linked so that bind runs after it even if the
-        // option is refused.
-        let no_port = int_option(fixed, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT)
-            .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS)
-            .user_data(step);
-        // No SKIP_SUCCESS on the bind: when a request that carries it
-        // fails, the kernel skips the -ECANCELED completions of the rest of
-        // its link too, so the connect would never complete (measured on
-        // 6.18: a bind to a foreign source address posted its error and
-        // nothing more). A successful bind posts one completion, ignored.
-        let bind = pending.local.as_ref().map(|local| {
-            opcode::Bind::new(fixed, local.as_ptr().cast(), local.len())
-                .build()
-                .flags(squeue::Flags::IO_LINK)
-                .user_data(step)
-        });
-        let connect =
-            opcode::Connect::new(fixed, pending.remote.as_ptr().cast(), pending.remote.len())
-                .build()
-                .user_data(UserData::new(OpKind::Connect, slot, generation).encode());
-        // The box keeps the addresses in place until the connect completes.
-        self.connects.insert(slot, pending);
-        // TCP_NODELAY is best effort (URING_CMD sockets need 6.7+) and not
-        // linked: its failure must not cancel the connect.
-        self.push(unit, nodelay)?;
-        if let Some(bind) = bind {
-            // A source port chosen by the caller is bound as it is.
-            if local.is_some_and(|l| l.port() == 0) {
-                self.push(unit, no_port)?;
-            }
-            self.push(unit, bind)?;
-        }
-        self.push(unit, connect)
     }
 
     /// Turns one completion queue entry of ring `unit` into the engine's
@@ -802,18 +739,4 @@ impl Driver for UringDriver {
     fn describe(&self) -> &'static str {
         self.describe
     }
-}
-
-/// Sets a boolean socket option to 1 on a direct descriptor (a setsockopt
-/// cannot reach it; IORING_OP_URING_CMD can, Linux 6.7+).
-fn int_option(fd: types::Fixed, level: libc::c_int, name: libc::c_int) -> squeue::Entry {
-    static ONE: libc::c_int = 1;
-    opcode::SetSockOpt::new(
-        fd,
-        level as u32,
-        name as u32,
-        (&ONE as *const libc::c_int).cast(),
-        std::mem::size_of::<libc::c_int>() as u32,
-    )
-    .build()
 }
