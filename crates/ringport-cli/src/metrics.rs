@@ -127,6 +127,12 @@ pub const SERIES: &[Series] = &[
         value: |s| s.recv_no_buffers,
     },
     Series {
+        name: "direct_recvs",
+        help: "Receives straight into a large frame's buffer (the rest of a frame, or a bulk-mode frame): no copy",
+        kind: Kind::Counter,
+        value: |s| s.direct_recvs,
+    },
+    Series {
         name: "accept_errors",
         help: "Accept failures, each followed by a back-off",
         kind: Kind::Counter,
