@@ -401,6 +401,27 @@ mod tests {
         ring.submitter().unregister_buf_ring(5).unwrap();
     }
 
+    /// A burst on a ring of 64 buffers: the ring runs dry, then every
+    /// buffer goes through the kernel once and back into the ring.
+    fn burst_through_64(bufs: &mut BufRing) {
+        for bid in 0..INITIAL_FILL {
+            bufs.taken(bid);
+        }
+        bufs.ran_dry();
+        for bid in (0..INITIAL_FILL).rev() {
+            bufs.recycle(bid);
+        }
+        bufs.publish();
+        let order: Vec<u16> = (0..INITIAL_FILL).chain(INITIAL_FILL..64).collect();
+        for &bid in &order {
+            bufs.taken(bid);
+        }
+        for &bid in &order {
+            bufs.recycle(bid);
+        }
+        bufs.publish();
+    }
+
     #[test]
     fn buffers_left_in_the_ring_after_a_burst_are_given_back_where_allowed() {
         probe().expect("io_uring available on the test machine");
@@ -410,24 +431,7 @@ mod tests {
             if allowed {
                 bufs.allow_trim_in_ring();
             }
-            // A burst: the ring runs dry, then every buffer goes through
-            // the kernel once and back into the ring.
-            for bid in 0..INITIAL_FILL {
-                bufs.taken(bid);
-            }
-            bufs.ran_dry();
-            for bid in (0..INITIAL_FILL).rev() {
-                bufs.recycle(bid);
-            }
-            bufs.publish();
-            let order: Vec<u16> = (0..INITIAL_FILL).chain(INITIAL_FILL..64).collect();
-            for &bid in &order {
-                bufs.taken(bid);
-            }
-            for &bid in &order {
-                bufs.recycle(bid);
-            }
-            bufs.publish();
+            burst_through_64(&mut bufs);
             assert_eq!(bufs.in_ring, 64);
             assert_eq!(bufs.trim(true), 0, "right after running dry");
             // Quiet: the fill halves; the 32 entries the kernel reaches last
@@ -461,22 +465,7 @@ mod tests {
         bufs.allow_trim_in_ring();
         // After a burst: all 64 buffers used once and back in the ring, the
         // fill at 64 but about to halve at the next trim.
-        for bid in 0..INITIAL_FILL {
-            bufs.taken(bid);
-        }
-        bufs.ran_dry();
-        for bid in (0..INITIAL_FILL).rev() {
-            bufs.recycle(bid);
-        }
-        bufs.publish();
-        let order: Vec<u16> = (0..INITIAL_FILL).chain(INITIAL_FILL..64).collect();
-        for &bid in &order {
-            bufs.taken(bid);
-        }
-        for &bid in &order {
-            bufs.recycle(bid);
-        }
-        bufs.publish();
+        burst_through_64(&mut bufs);
         assert_eq!(bufs.trim(true), 0, "right after running dry");
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
