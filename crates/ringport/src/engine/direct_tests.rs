@@ -3,6 +3,7 @@
 //! receive written into the target the engine gives for it, as the kernel
 //! would.
 
+use super::tests::Buffers;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -17,7 +18,7 @@ use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
 use crate::handler::{CloseReason, Context, Handler};
 use crate::shared::{ServerShared, ShardShared};
-use crate::sys::{BufId, Completion, Op, RecvBuffers, RecvTarget};
+use crate::sys::{BufId, Completion, Op, RecvTarget};
 
 const TABLE: usize = 128;
 const MAX_FRAME: usize = 1 << 24;
@@ -44,20 +45,11 @@ impl Handler for Echo {
     }
 }
 
-#[derive(Default)]
-struct Bufs(Vec<Vec<u8>>);
-
-impl RecvBuffers for Bufs {
-    fn buffer(&self, buf: BufId, len: usize) -> &[u8] {
-        &self.0[buf as usize][..len]
-    }
-}
-
 struct Harness {
     engine: Engine<LengthDelimited, Echo>,
     messages: Rc<RefCell<Vec<Vec<u8>>>>,
     closes: Rc<RefCell<Vec<CloseReason>>>,
-    bufs: Bufs,
+    bufs: Buffers,
     /// The target of the direct receive last drained.
     target: Option<RecvTarget>,
     t0: Instant,
@@ -99,7 +91,7 @@ impl Harness {
             engine,
             messages,
             closes,
-            bufs: Bufs::default(),
+            bufs: Buffers::default(),
             target: None,
             t0,
         }

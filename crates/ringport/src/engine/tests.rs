@@ -68,7 +68,7 @@ impl Handler for Recorder {
 
 /// Received bytes, one buffer per scripted receive.
 #[derive(Default)]
-struct Buffers(Vec<Vec<u8>>);
+pub(super) struct Buffers(pub(super) Vec<Vec<u8>>);
 
 impl RecvBuffers for Buffers {
     fn buffer(&self, buf: BufId, len: usize) -> &[u8] {
