@@ -169,6 +169,13 @@ pub struct ServerConfig {
     /// 1 GiB: 2,000 peers each announcing a 16 MiB frame and sending half of
     /// it stay below; a flood of them does not exhaust memory.
     pub reassembly_limit: usize,
+    /// Bytes of large reassembly buffers (frames above 64 KiB) one shard
+    /// keeps for reuse once their messages are done with
+    /// ([`crate::codec::FramePool`]): the next large frame continues in
+    /// one instead of growing into fresh memory. Freed when no large frame
+    /// needed one for a trim period (2 s). Default 64 MiB (four 16 MiB
+    /// frames); 0 keeps none.
+    pub frame_pool_limit: usize,
     /// Accepts kept posted per shard (the AcceptEx pre-posting depth).
     pub accepts_in_flight: usize,
     pub listen_backlog: i32,
@@ -235,6 +242,7 @@ impl Default for ServerConfig {
             slow_consumer: SlowConsumerPolicy::Disconnect,
             input_backlog_limit: None,
             reassembly_limit: 1 << 30,
+            frame_pool_limit: 64 << 20,
             accepts_in_flight: 64,
             listen_backlog: 4096,
             bind_retry: Duration::from_secs(2),

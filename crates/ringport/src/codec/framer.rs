@@ -13,7 +13,7 @@ use std::mem::MaybeUninit;
 
 use bytes::Bytes;
 
-use super::{Codec, CodecError, Decode, MAX_HEADER_LEN};
+use super::{Codec, CodecError, Decode, FramePool, MAX_HEADER_LEN};
 
 /// A reassembly buffer whose capacity exceeds this is freed once its frame
 /// has been delivered, so that a single large message does not pin memory
@@ -64,6 +64,8 @@ pub struct Framer<C: Codec> {
     /// shorter than the header it reads (tokio-util's rules with `num_skip`
     /// below the end of the length field) leaves such bytes.
     fresh: bool,
+    /// Where large reassembly buffers come from and go back to, if set.
+    pool: Option<FramePool>,
 }
 
 /// A frame cut short: what [`Framer::partial`] reports, e.g. when the
@@ -87,6 +89,26 @@ impl<C: Codec> Framer<C> {
             layout: None,
             hint: None,
             fresh: false,
+            pool: None,
+        }
+    }
+
+    /// A framer whose large reassembly buffers are recycled through `pool`
+    /// (shared with other framers, e.g. of one thread's connections): a
+    /// located frame that grows past 64 KiB continues in a kept buffer that
+    /// holds all of it, when the pool has one, instead of growing by
+    /// reallocation into fresh memory; and a large frame handed over as
+    /// [`Bytes`] ([`feed_shared`](Self::feed_shared)) returns its buffer to
+    /// the pool when the last reference is dropped. Allocates nothing.
+    ///
+    /// A kept buffer is memory the process already holds, so lending it to
+    /// a frame that has brought 32 KiB (16 KiB when received directly) of
+    /// its announced length costs nothing new; [`heap_bytes`](Self::heap_bytes)
+    /// counts its whole capacity, as for any buffer.
+    pub fn with_pool(codec: C, pool: FramePool) -> Self {
+        Framer {
+            pool: Some(pool),
+            ..Framer::new(codec)
         }
     }
 
@@ -145,7 +167,7 @@ impl<C: Codec> Framer<C> {
             if let Some(layout) = self.layout {
                 if self.buf.len() < layout.total {
                     let take = (layout.total - self.buf.len()).min(data.len() - pos);
-                    self.append(&data[pos..pos + take], layout.total);
+                    self.append(&data[pos..pos + take], Some(layout.total));
                     pos += take;
                     if self.buf.len() < layout.total {
                         return Ok(pos);
@@ -180,7 +202,7 @@ impl<C: Codec> Framer<C> {
                 want.min(data.len() - pos)
             };
             self.fresh = false;
-            self.append(&data[pos..pos + take], self.search_limit());
+            self.append(&data[pos..pos + take], None);
             match self.codec.decode(&self.buf)? {
                 Decode::NeedMore { at_least } => {
                     pos += take;
@@ -216,7 +238,7 @@ impl<C: Codec> Framer<C> {
                     let layout = self.check(skip, payload, trailer)?;
                     if layout.total > rest.len() {
                         // Spans into later reads: start reassembling.
-                        self.append(rest, layout.total);
+                        self.append(rest, Some(layout.total));
                         self.layout = Some(layout);
                         return Ok(data.len());
                     }
@@ -228,7 +250,7 @@ impl<C: Codec> Framer<C> {
                 }
                 Decode::NeedMore { at_least } => {
                     self.need_more(at_least, rest.len())?;
-                    self.append(rest, self.search_limit());
+                    self.append(rest, None);
                     return Ok(data.len());
                 }
             }
@@ -247,7 +269,9 @@ impl<C: Codec> Framer<C> {
     /// it holds (or a small minimum), never to the length the header
     /// announces, so a peer that announces 16 MiB and
     /// sends 100 bytes still costs little; a target smaller than what is
-    /// missing is followed by another once its bytes came.
+    /// missing is followed by another once its bytes came. (With a
+    /// [pool](Self::with_pool), a growth past 64 KiB takes a kept buffer
+    /// that holds the whole frame instead, when there is one.)
     ///
     /// Write into it, then [`commit_received`](Self::commit_received) the
     /// bytes written; a frame completed so is delivered by the next
@@ -263,7 +287,7 @@ impl<C: Codec> Framer<C> {
                 .max(MIN_CAPACITY)
                 .min(layout.total)
                 .max(have + 1);
-            self.buf.reserve_exact(target - have);
+            self.grow(target, Some(layout.total));
         }
         let room = (self.buf.capacity() - have).min(missing);
         Some(&mut self.buf.spare_capacity_mut()[..room])
@@ -271,12 +295,18 @@ impl<C: Codec> Framer<C> {
 
     /// Room to receive the next bytes of the stream straight into the
     /// reassembly buffer while nothing is buffered (between frames): `size`
-    /// bytes, allocated now (the caller bounds it; it may hold the end of
-    /// a frame and what follows it, which the next feed decodes). `None`
-    /// while bytes are buffered.
+    /// bytes, allocated now or lent by the [pool](Self::with_pool) (the
+    /// caller bounds it; it may hold the end of a frame and what follows
+    /// it, which the next feed decodes). `None` while bytes are buffered.
     pub fn recv_target_between(&mut self, size: usize) -> Option<&mut [MaybeUninit<u8>]> {
         if !self.buf.is_empty() || self.layout.is_some() || size == 0 {
             return None;
+        }
+        if size > RELEASE_ABOVE
+            && self.buf.capacity() < size
+            && let Some(lent) = self.pool.as_ref().and_then(|p| p.take(size, 2 * size))
+        {
+            self.replace_buf(lent);
         }
         self.buf.reserve_exact(size);
         Some(&mut self.buf.spare_capacity_mut()[..size])
@@ -397,16 +427,45 @@ impl<C: Codec> Framer<C> {
 
     /// Append to the reassembly buffer, growing it geometrically with the
     /// bytes that arrived: to twice what it will hold (amortised O(1) per
-    /// byte), at least [`MIN_CAPACITY`], and never past `cap`, the most this
-    /// frame can need. Never by the length a header announces: a peer that
+    /// byte), at least [`MIN_CAPACITY`], and never past the most this frame
+    /// can need (`frame_total`, the located frame's length, else the search
+    /// limit). Never by the length a header announces: a peer that
     /// announces 16 MiB and sends 100 bytes costs [`MIN_CAPACITY`].
-    fn append(&mut self, bytes: &[u8], cap: usize) {
+    fn append(&mut self, bytes: &[u8], frame_total: Option<usize>) {
         let need = self.buf.len() + bytes.len();
         if need > self.buf.capacity() {
+            let cap = frame_total.unwrap_or_else(|| self.search_limit());
             let target = need.saturating_mul(2).max(MIN_CAPACITY).min(cap).max(need);
-            self.buf.reserve_exact(target - self.buf.len());
+            self.grow(target, frame_total);
         }
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Grows the buffer's capacity to `target`, or, for a located frame of
+    /// `frame_total` bytes growing past [`RELEASE_ABOVE`], moves what it
+    /// holds into a buffer from the pool that holds the whole frame (and
+    /// at most twice it), when there is one: no further growth, and memory
+    /// already faulted in.
+    fn grow(&mut self, target: usize, frame_total: Option<usize>) {
+        if target > RELEASE_ABOVE
+            && let (Some(total), Some(pool)) = (frame_total, &self.pool)
+            && let Some(mut lent) = pool.take(total, total.saturating_mul(2))
+        {
+            lent.extend_from_slice(&self.buf);
+            self.replace_buf(lent);
+            return;
+        }
+        self.buf.reserve_exact(target - self.buf.len());
+    }
+
+    /// Puts `buf` in place of the reassembly buffer; a large one replaced
+    /// goes back to the pool.
+    fn replace_buf(&mut self, buf: Vec<u8>) {
+        let old = std::mem::replace(&mut self.buf, buf);
+        match &self.pool {
+            Some(pool) if old.capacity() > RELEASE_ABOVE => pool.give(old),
+            _ => drop(old),
+        }
     }
 
     /// Deliver the complete frame at the start of the reassembly buffer and
@@ -420,8 +479,14 @@ impl<C: Codec> Framer<C> {
         let payload = layout.skip..layout.skip + layout.payload;
         let large = self.buf.capacity() > RELEASE_ABOVE;
         if large && self.buf.len() == layout.total {
-            // Freed after this frame anyway: hand the buffer itself over.
-            let shared = Bytes::from(std::mem::take(&mut self.buf)).slice(payload);
+            // Freed after this frame anyway: hand the buffer itself over
+            // (back to the pool once the last reference is dropped).
+            let buf = std::mem::take(&mut self.buf);
+            let shared = match &self.pool {
+                Some(pool) => pool.share(buf),
+                None => Bytes::from(buf),
+            };
+            let shared = shared.slice(payload);
             return on_frame(&shared, Some(&shared));
         }
         let go_on = on_frame(&self.buf[payload], None);
@@ -432,7 +497,8 @@ impl<C: Codec> Framer<C> {
             self.fresh = true;
         }
         if large {
-            self.buf = self.buf.as_slice().to_vec();
+            let rest = self.buf.as_slice().to_vec();
+            self.replace_buf(rest);
         }
         go_on
     }

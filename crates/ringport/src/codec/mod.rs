@@ -20,11 +20,13 @@
 //!
 //! User codecs implement [`Codec`].
 
+mod frame_pool;
 mod framer;
 mod length_delimited;
 mod lines;
 mod raw;
 
+pub use frame_pool::FramePool;
 pub use framer::{Framer, Partial};
 pub use length_delimited::{Endianness, LengthDelimited};
 pub use lines::Lines;

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use super::Engine;
-use super::direct::DIRECT_MIN;
-use crate::codec::LengthDelimited;
+use super::direct::{BULK_MAX, DIRECT_MIN};
+use crate::codec::{LengthDelimited, MAX_HEADER_LEN};
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
 use crate::handler::{CloseReason, Context, Handler};
@@ -147,6 +147,14 @@ impl Harness {
         })
     }
 
+    fn sent(&mut self, conn: ConnId, result: i32) -> Vec<Op> {
+        self.complete(Completion::Sent {
+            slot: conn.slot(),
+            generation: conn.generation(),
+            result,
+        })
+    }
+
     fn recv_ended(&mut self, conn: ConnId, result: i32) -> Vec<Op> {
         self.complete(Completion::Recv {
             slot: conn.slot(),
@@ -246,13 +254,54 @@ fn large_frame_is_received_directly_in_pieces_and_echoed() {
     assert_eq!(*h.messages.borrow(), vec![body.clone()]);
     let ops = [ops, h.turn(1)].concat();
     assert!(has(&ops, |op| matches!(op, Op::Send { .. })), "{ops:?}");
-    // Back to the multishot receive once the frame is complete.
-    assert!(has(&ops, |op| matches!(op, Op::Recv { .. })), "{ops:?}");
     assert!(h.stats().direct_recvs >= 2);
     assert_eq!(h.stats().bytes_in, wire.len() as u64);
     assert_eq!(h.stats().messages_in, 1);
+    // Bulk mode once the frame is complete (for a message above BULK_MAX
+    // too): the next frame's start is received into a buffer of BULK_MAX
+    // bytes and headers, not through the multishot receive.
+    assert!(has(&ops, |op| matches!(op, Op::RecvInto { .. })), "{ops:?}");
+    assert!(!has(&ops, |op| matches!(op, Op::Recv { .. })), "{ops:?}");
+    assert_eq!(h.room(), BULK_MAX + 2 * MAX_HEADER_LEN);
+    assert_eq!(h.stats().reassembly_bytes, h.room() as u64);
+    // A small message ends it: the multishot receive again, and the input
+    // state (and its buffer) is gone.
+    let (_, ops) = h.receive_into(conn, &frame(b"small"));
+    let ops = [ops, h.turn(1)].concat();
+    assert!(has(&ops, |op| matches!(op, Op::Recv { .. })), "{ops:?}");
+    assert_eq!(h.stats().messages_in, 2);
     assert_eq!(h.stats().reassembly_bytes, 0);
     assert!(h.engine.core.inputs[1].is_none());
+}
+
+#[test]
+fn the_next_large_frame_continues_in_the_buffer_the_last_one_came_back_in() {
+    let mut h = Harness::new(|c| c.send_high_water = 4 << 20);
+    let conn = h.accept(1);
+    let body = payload(1 << 20);
+    let wire = frame(&body);
+    switch_to_direct(&mut h, conn, &wire, 65536, 0);
+    let ops = [h.receive_rest_directly(conn, &wire[65536..], usize::MAX), h.turn(1)].concat();
+    assert!(has(&ops, |op| matches!(op, Op::Send { .. })), "{ops:?}");
+    // The echo holds the frame's buffer until its send completes.
+    let pool = h.engine.core.frame_pool.clone();
+    assert_eq!(pool.kept_bytes(), 0);
+    let _ = h.sent(conn, wire.len() as i32);
+    assert_eq!(pool.kept_bytes(), wire.len(), "the buffer came back");
+    // The next frame: its start arrives in the bulk buffer, and the rest
+    // continues in the kept buffer (lent, not grown step by step).
+    let start = h.room();
+    let (_, ops) = h.receive_into(conn, &wire[..start]);
+    assert!(has(&ops, |op| matches!(op, Op::RecvInto { .. })), "{ops:?}");
+    assert_eq!(
+        pool.kept_bytes(),
+        start,
+        "the kept buffer lent to the frame, the bulk buffer kept in its place"
+    );
+    assert_eq!(h.room(), wire.len() - start, "room for all the rest at once");
+    let _ = h.receive_rest_directly(conn, &wire[start..], usize::MAX);
+    assert_eq!(*h.messages.borrow(), vec![body.clone(), body]);
+    assert_eq!(h.stats().messages_in, 2);
 }
 
 #[test]

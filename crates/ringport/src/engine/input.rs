@@ -95,7 +95,7 @@ impl<C: Codec> Core<C> {
         self.input_pool_low = self.input_pool_low.min(self.input_pool.len());
         pooled.unwrap_or_else(|| {
             Box::new(InputState {
-                framer: Framer::new(self.codec.clone()),
+                framer: Framer::with_pool(self.codec.clone(), self.frame_pool.clone()),
                 backlog: Vec::new(),
                 frame_started: None,
                 frame_deadline: None,
@@ -126,7 +126,7 @@ impl<C: Codec> Core<C> {
         }
         if clean && self.input_pool.len() < MAX_KEEP_INPUTS {
             if input.framer.heap_bytes() > KEEP_INPUT_CAPACITY {
-                input.framer = Framer::new(self.codec.clone());
+                input.framer = Framer::with_pool(self.codec.clone(), self.frame_pool.clone());
             }
             if input.backlog.capacity() > KEEP_INPUT_CAPACITY {
                 input.backlog = Vec::new();

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::codec::Codec;
+use crate::codec::{Codec, FramePool};
 use crate::conn_id::ConnId;
 use crate::handler::{CloseReason, Context, Handler};
 use crate::send_queue::{ChunkPool, SendQueue};
@@ -87,6 +87,8 @@ pub(crate) struct Core<C: Codec> {
     queue_limit: usize,
     backlog_limit: usize,
     reassembly_limit: usize,
+    /// Large reassembly buffers kept for reuse (`ServerConfig::frame_pool_limit`).
+    frame_pool: FramePool,
     slots: PagedTable<Slot>,
     /// Framer, backlog and frame timing of the connections that have a
     /// partial frame or paused input (none for the others).
@@ -196,6 +198,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             queue_limit: config.effective_send_queue_limit(max_frame),
             backlog_limit: config.effective_input_backlog_limit(),
             reassembly_limit: config.reassembly_limit,
+            frame_pool: FramePool::new(config.frame_pool_limit),
             slots: PagedTable::new(table),
             inputs: PagedTable::new(table),
             input_pool: Vec::new(),
@@ -320,10 +323,11 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         result
     }
 
-    /// Frees memory that recent traffic did not need (spare send chunks);
-    /// the shard calls it every few seconds.
+    /// Frees memory that recent traffic did not need (spare send chunks,
+    /// kept frame buffers); the shard calls it every few seconds.
     pub fn trim(&mut self) {
         self.core.pool.trim_chunks();
+        self.core.frame_pool.trim();
     }
 
     /// Publishes the counters now (also done every turn).

@@ -167,6 +167,68 @@ fn large_reassembled_frames_are_handed_over_as_bytes() {
 }
 
 #[test]
+fn with_a_pool_the_next_large_frame_continues_in_the_last_ones_buffer() {
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 3) as u8).collect();
+    let wire = ld_frame(&big);
+    let pool = FramePool::new(8 << 20);
+    let mut framer = Framer::with_pool(LengthDelimited::new(), pool.clone());
+    let mut held = Vec::new();
+    let mut last = None;
+    for round in 0..3 {
+        // The header and 30 KB: too little to be lent the whole frame's
+        // buffer yet (32 KiB is the threshold); the next chunk takes it.
+        framer.feed(&wire[..30_000], |_| panic!("incomplete")).unwrap();
+        assert!(framer.heap_bytes() <= 2 * 30_000, "{}", framer.heap_bytes());
+        for chunk in wire[30_000..].chunks(65536) {
+            framer
+                .feed_shared(chunk, |payload, shared| {
+                    let shared = shared.expect("a large frame is handed over");
+                    assert_eq!(payload, &big[..]);
+                    held.push(shared.clone());
+                    true
+                })
+                .unwrap();
+            if round > 0 && framer.buffered() > 0 {
+                assert_eq!(framer.heap_bytes(), wire.len(), "the kept buffer, whole");
+            }
+        }
+        assert_eq!(held.len(), 1);
+        // Still referenced: not back yet.
+        assert_eq!(pool.kept_bytes(), 0);
+        let ptr = held[0].as_ptr();
+        held.clear();
+        assert_eq!(pool.kept_bytes(), wire.len(), "back once dropped");
+        if let Some(last) = last {
+            // The buffer went round: the same memory as the round before.
+            assert_eq!(ptr, last);
+        }
+        last = Some(ptr);
+    }
+}
+
+#[test]
+fn without_room_in_the_pool_buffers_are_freed_and_frames_grow_as_usual() {
+    let big: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+    let wire = ld_frame(&big);
+    let pool = FramePool::new(100_000);
+    let mut framer = Framer::with_pool(LengthDelimited::new(), pool.clone());
+    for _ in 0..2 {
+        let mut got = 0;
+        for chunk in wire.chunks(65536) {
+            framer
+                .feed(chunk, |p| {
+                    assert_eq!(p, &big[..]);
+                    got += 1;
+                    true
+                })
+                .unwrap();
+        }
+        assert_eq!(got, 1);
+        assert_eq!(pool.kept_bytes(), 0, "larger than the pool's limit");
+    }
+}
+
+#[test]
 fn large_frame_grows_with_arrivals_and_is_released() {
     let payload: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
     let wire = ld_frame(&payload);
