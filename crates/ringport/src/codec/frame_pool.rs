@@ -1,26 +1,26 @@
-//! Recycling of large reassembly buffers.
-//!
-//! A large frame (above 64 KiB) is reassembled in a buffer of its own, and
-//! the buffer is handed to the handler as [`Bytes`] so that echoing or
-//! forwarding the message does not copy it. Without recycling every such
-//! frame costs a fresh allocation: for a 16 MiB frame, a growth by
-//! reallocation that copies what arrived so far several times over, and a
-//! page fault (with the page zeroed by the kernel) for every page of the
-//! new buffer. A [`FramePool`] takes those buffers back when the last
-//! `Bytes` pointing into them is dropped (on whatever thread that happens:
-//! after the send that echoed it completed, say) and lends them to the
-//! next large frame of a [`Framer`](super::Framer) that uses the pool.
-//!
-//! Bounded: the pool keeps at most its byte limit, and a pool that lent
-//! nothing between two [`trim`](FramePool::trim)s frees what it keeps, so
-//! one burst of large messages does not pin memory for good.
+//! Recycling of large reassembly buffers (see [`FramePool`]).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
 /// Large reassembly buffers kept for reuse, shared by the framers of one
-/// shard (cheap to clone: a reference). See the [module](self) docs.
+/// shard (cheap to clone: a reference).
+///
+/// A large frame (above 64 KiB) is reassembled in a buffer of its own, and
+/// the buffer is handed to the handler as [`Bytes`] so that echoing or
+/// forwarding the message does not copy it. Without recycling every such
+/// frame costs a fresh allocation: for a 16 MiB frame, a growth by
+/// reallocation that copies what arrived so far several times over, and a
+/// page fault (with the page zeroed by the kernel) for every page of the
+/// new buffer. A [`FramePool`] takes those buffers back when the last
+/// `Bytes` pointing into them is dropped (on whatever thread that happens:
+/// after the send that echoed it completed, say) and lends them to the
+/// next large frame of a [`Framer`](crate::codec::Framer) that uses the pool.
+///
+/// Bounded: the pool keeps at most its byte limit, and a pool that lent
+/// nothing between two [`trim`](FramePool::trim)s frees what it keeps, so
+/// one burst of large messages does not pin memory for good.
 #[derive(Clone, Debug)]
 pub struct FramePool {
     inner: Arc<Inner>,

@@ -276,7 +276,7 @@ impl<C: Codec> Framer<C> {
     /// Write into it, then [`commit_received`](Self::commit_received) the
     /// bytes written; a frame completed so is delivered by the next
     /// [`feed_shared`](Self::feed_shared) (an empty one is enough).
-    pub fn recv_target(&mut self) -> Option<&mut [MaybeUninit<u8>]> {
+    pub(crate) fn recv_target(&mut self) -> Option<&mut [MaybeUninit<u8>]> {
         let layout = self.layout?;
         let have = self.buf.len();
         let missing = layout.total.checked_sub(have).filter(|&m| m > 0)?;
@@ -298,7 +298,7 @@ impl<C: Codec> Framer<C> {
     /// bytes, allocated now or lent by the [pool](Self::with_pool) (the
     /// caller bounds it; it may hold the end of a frame and what follows
     /// it, which the next feed decodes). `None` while bytes are buffered.
-    pub fn recv_target_between(&mut self, size: usize) -> Option<&mut [MaybeUninit<u8>]> {
+    pub(crate) fn recv_target_between(&mut self, size: usize) -> Option<&mut [MaybeUninit<u8>]> {
         if !self.buf.is_empty() || self.layout.is_some() || size == 0 {
             return None;
         }
@@ -328,7 +328,7 @@ impl<C: Codec> Framer<C> {
     /// The first `n` bytes of that slice have been initialised (written),
     /// and the framer was not used in between. `n` must not exceed the
     /// slice's length (it is clamped to it in any case).
-    pub unsafe fn commit_received(&mut self, n: usize) {
+    pub(crate) unsafe fn commit_received(&mut self, n: usize) {
         let have = self.buf.len();
         let spare = self.buf.capacity() - have;
         let room = match self.missing() {

@@ -24,6 +24,8 @@ mod frame_pool;
 mod framer;
 mod length_delimited;
 mod lines;
+#[cfg(test)]
+mod prop_tests;
 mod raw;
 
 pub use frame_pool::FramePool;

@@ -281,7 +281,11 @@ fn the_next_large_frame_continues_in_the_buffer_the_last_one_came_back_in() {
     let body = payload(1 << 20);
     let wire = frame(&body);
     switch_to_direct(&mut h, conn, &wire, 65536, 0);
-    let ops = [h.receive_rest_directly(conn, &wire[65536..], usize::MAX), h.turn(1)].concat();
+    let ops = [
+        h.receive_rest_directly(conn, &wire[65536..], usize::MAX),
+        h.turn(1),
+    ]
+    .concat();
     assert!(has(&ops, |op| matches!(op, Op::Send { .. })), "{ops:?}");
     // The echo holds the frame's buffer until its send completes.
     let pool = h.engine.core.frame_pool.clone();
@@ -298,7 +302,11 @@ fn the_next_large_frame_continues_in_the_buffer_the_last_one_came_back_in() {
         start,
         "the kept buffer lent to the frame, the bulk buffer kept in its place"
     );
-    assert_eq!(h.room(), wire.len() - start, "room for all the rest at once");
+    assert_eq!(
+        h.room(),
+        wire.len() - start,
+        "room for all the rest at once"
+    );
     let _ = h.receive_rest_directly(conn, &wire[start..], usize::MAX);
     assert_eq!(*h.messages.borrow(), vec![body.clone(), body]);
     assert_eq!(h.stats().messages_in, 2);

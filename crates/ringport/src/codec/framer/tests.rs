@@ -177,7 +177,9 @@ fn with_a_pool_the_next_large_frame_continues_in_the_last_ones_buffer() {
     for round in 0..3 {
         // The header and 30 KB: too little to be lent the whole frame's
         // buffer yet (32 KiB is the threshold); the next chunk takes it.
-        framer.feed(&wire[..30_000], |_| panic!("incomplete")).unwrap();
+        framer
+            .feed(&wire[..30_000], |_| panic!("incomplete"))
+            .unwrap();
         assert!(framer.heap_bytes() <= 2 * 30_000, "{}", framer.heap_bytes());
         for chunk in wire[30_000..].chunks(65536) {
             framer

@@ -3,11 +3,14 @@
 //! payloads come out as they went in; oversize headers are refused before
 //! anything is allocated for them; and no input makes the framer panic or
 //! hold more than one frame's worth of memory.
+//!
+//! In the crate (not under `tests/`) because the direct-receive properties
+//! drive the framer's crate-private receive-target API.
 
-use proptest::prelude::*;
-use ringport::codec::{
+use crate::codec::{
     Codec, CodecError, Endianness, Framer, LengthDelimited, Lines, MAX_HEADER_LEN, RawBytes,
 };
+use proptest::prelude::*;
 
 /// A `LengthDelimited` configuration, kept as plain numbers so the test can
 /// build frames independently of the codec (an oracle), under tokio-util's
