@@ -200,6 +200,9 @@ conns = b["connections_established"]
 print()
 print(f"connections:   {conns:,} of {b['connections']:,} ({b['connect_failed']:,} failed)")
 print(f"connect rate:  {b['connects_per_sec']:,.0f}/s")
+series = b.get("connects_per_second_series") or []
+if series:
+    print("  by second:   " + " ".join(f"{r / 1000:.0f}k" for r in series))
 off, dlv = b.get("offered_per_sec"), b.get("delivered_per_sec")
 if off:
     print(f"messages:      offered {off:,.0f} msg/s, delivered {dlv:,.0f} msg/s "

@@ -378,7 +378,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
     let server_idle = args.server_pid.map(report::ProcSample::take);
     let mut progress = report::Progress::new();
     let connect_started = Instant::now();
-    let slowest_second = connect_all(
+    let pace = connect_all(
         &args,
         addr,
         &engine,
@@ -389,6 +389,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         &interrupt,
     )?;
     let connect_secs = connect_started.elapsed().as_secs_f64();
+    let slowest_second = pace.slowest();
     let established = shared.established.load(Ordering::Relaxed);
     let connect_failed = shared.connect_failed.load(Ordering::Relaxed);
     let port_taken = shared.port_taken.load(Ordering::Relaxed);
@@ -478,6 +479,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         connect_errors: shared.connect_errors.lock().unwrap().clone(),
         connect_secs,
         slowest_second,
+        connect_seconds: pace.seconds.clone(),
         measured_secs,
         bench_cpu_secs: cpu_after - cpu_before,
         server,
@@ -507,7 +509,8 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
 /// Opens the connections with at most `connect_window` in flight, spread
 /// over the source addresses (from `ports`' explicit source ports, or port
 /// 0 without); waits until each has succeeded or failed. A connect whose
-/// explicit port was taken is replaced by one from the next port.
+/// explicit port was taken is replaced by one from the next port. Returns
+/// the pace of the connects, second by second.
 #[allow(clippy::too_many_arguments)]
 fn connect_all(
     args: &BenchArgs,
@@ -518,7 +521,7 @@ fn connect_all(
     mut ports: Option<&mut ports::PortPlan>,
     progress: &mut report::Progress,
     interrupt: &Interrupt,
-) -> Result<Option<f64>, String> {
+) -> Result<ConnectPace, String> {
     use std::sync::atomic::Ordering::Relaxed;
     let tls = tls_connector(args)?;
     let done = || shared.established.load(Relaxed) + shared.connect_failed.load(Relaxed);
@@ -589,7 +592,7 @@ fn connect_all(
         }
     }
     progress.finish_bar();
-    Ok(pace.slowest())
+    Ok(pace)
 }
 
 /// The connect rate over each whole second of the connect phase, so that a
@@ -598,7 +601,8 @@ fn connect_all(
 struct ConnectPace {
     window_start: Instant,
     done_at_start: u64,
-    slowest: Option<f64>,
+    /// Connects per second of every whole second so far, in order.
+    seconds: Vec<f64>,
 }
 
 impl ConnectPace {
@@ -606,7 +610,7 @@ impl ConnectPace {
         ConnectPace {
             window_start: now,
             done_at_start: 0,
-            slowest: None,
+            seconds: Vec::new(),
         }
     }
 
@@ -615,7 +619,7 @@ impl ConnectPace {
         let elapsed = now.duration_since(self.window_start);
         if elapsed >= Duration::from_secs(1) {
             let rate = (done - self.done_at_start) as f64 / elapsed.as_secs_f64();
-            self.slowest = Some(self.slowest.map_or(rate, |s| s.min(rate)));
+            self.seconds.push(rate);
             self.window_start = now;
             self.done_at_start = done;
         }
@@ -623,7 +627,7 @@ impl ConnectPace {
 
     /// The slowest whole second (`None` if the phase took less than one).
     fn slowest(&self) -> Option<f64> {
-        self.slowest
+        self.seconds.iter().copied().reduce(f64::min)
     }
 }
 
@@ -670,5 +674,6 @@ mod tests {
         // The last, partial second is not a whole window.
         pace.observe(t0 + Duration::from_millis(3100), 2310);
         assert_eq!(pace.slowest(), Some(300.0));
+        assert_eq!(pace.seconds, vec![1000.0, 300.0, 1000.0]);
     }
 }

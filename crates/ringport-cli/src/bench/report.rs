@@ -235,6 +235,8 @@ pub struct Inputs<'a> {
     pub connect_secs: f64,
     /// Connects finished in the slowest whole second of the connect phase.
     pub slowest_second: Option<f64>,
+    /// Connects finished in each whole second of the connect phase.
+    pub connect_seconds: Vec<f64>,
     pub measured_secs: f64,
     pub bench_cpu_secs: f64,
     pub server: Option<ServerUsage>,
@@ -269,6 +271,7 @@ pub struct Summary {
     connect_failed: u64,
     connect_secs: f64,
     slowest_second: Option<f64>,
+    connect_seconds: Vec<f64>,
     measured_secs: f64,
     messages: u64,
     bytes: u64,
@@ -331,6 +334,7 @@ impl Summary {
             connect_failed: inputs.connect_failed,
             connect_secs: inputs.connect_secs,
             slowest_second: inputs.slowest_second,
+            connect_seconds: inputs.connect_seconds,
             measured_secs: inputs.measured_secs,
             messages,
             bytes,
@@ -540,6 +544,7 @@ impl Summary {
             "connect_failed": self.connect_failed,
             "connects_per_sec": self.established as f64 / self.connect_secs.max(1e-9),
             "slowest_second_connects_per_sec": self.slowest_second,
+            "connects_per_second_series": self.connect_seconds.iter().map(|r| r.round()).collect::<Vec<_>>(),
             "size": self.size,
             "depth": self.depth,
             "rate": self.rate,
