@@ -103,6 +103,12 @@ pub const SERIES: &[Series] = &[
         value: |s| s.reassembly_bytes,
     },
     Series {
+        name: "frame_pool_bytes",
+        help: "Bytes of large frame buffers kept for reuse by the next large frames",
+        kind: Kind::Gauge,
+        value: |s| s.frame_pool_bytes,
+    },
+    Series {
         name: "frames_too_large",
         help: "Connections closed because they sent a frame over the maximum",
         kind: Kind::Counter,

@@ -99,6 +99,8 @@ pub struct Stats {
     pub send_queue_bytes: u64,
     /// Bytes held for partially received frames.
     pub reassembly_bytes: u64,
+    /// Bytes of large frame buffers kept for reuse (`ServerConfig::frame_pool_limit`).
+    pub frame_pool_bytes: u64,
     /// Connections closed because they sent a frame over the maximum.
     pub frames_too_large: u64,
     /// Connections closed (or messages dropped) by the slow-consumer policy.
@@ -156,6 +158,7 @@ impl std::ops::AddAssign for Stats {
         self.bytes_out += o.bytes_out;
         self.send_queue_bytes += o.send_queue_bytes;
         self.reassembly_bytes += o.reassembly_bytes;
+        self.frame_pool_bytes += o.frame_pool_bytes;
         self.frames_too_large += o.frames_too_large;
         self.slow_consumers += o.slow_consumers;
         self.read_pauses += o.read_pauses;
@@ -208,6 +211,7 @@ shard_counters!(
     bytes_out,
     send_queue_bytes,
     reassembly_bytes,
+    frame_pool_bytes,
     frames_too_large,
     slow_consumers,
     read_pauses,

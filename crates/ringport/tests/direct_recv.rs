@@ -2,7 +2,8 @@
 //! engine's direct receive) over real loopback sockets, on the backend
 //! `RINGPORT_BACKEND` picks: echoes verified byte for byte with frames sent
 //! in odd-sized pieces on several connections at once, a stream that ends
-//! inside such a frame, and a header announcing far more than arrives.
+//! inside such a frame, a header announcing far more than arrives, and the
+//! frame pool that large frames' buffers go back to.
 
 mod common;
 
@@ -202,5 +203,50 @@ fn bulk_mode_ping_pong_and_pipelined_64_kib_frames_echo_byte_exact() {
         let st = server.stats();
         st.connections == 0 && st.reassembly_bytes == 0
     }));
+    server.stop();
+}
+
+#[test]
+fn large_frame_buffers_come_back_to_the_frame_pool_and_leave_it_unused() {
+    let server = start_echo(|c| c.shards = 1);
+    let mut s = connect(server.local_addr());
+    for i in 0..4 {
+        let payload = pattern(i, 1 << 20);
+        let echo = round_trip(&mut s, &payload);
+        assert_bytes_eq(&echo, &payload, &format!("frame {i}"));
+    }
+    // Each echo's send completed: its frame's buffer is kept for the next.
+    assert!(
+        wait_until(Duration::from_secs(5), || server.stats().frame_pool_bytes
+            >= 1 << 20),
+        "{:?}",
+        server.stats()
+    );
+    assert!(server.stats().frame_pool_bytes <= 64 << 20);
+    // Nothing lent for a whole trim period (2 s): freed.
+    assert!(
+        wait_until(Duration::from_secs(10), || server.stats().frame_pool_bytes
+            == 0),
+        "{:?}",
+        server.stats()
+    );
+    server.stop();
+
+    // frame_pool_limit 0: nothing is kept.
+    let server = start_echo(|c| {
+        c.shards = 1;
+        c.frame_pool_limit = 0;
+    });
+    let mut s = connect(server.local_addr());
+    for i in 0..2 {
+        let payload = pattern(10 + i, 1 << 20);
+        assert_bytes_eq(&round_trip(&mut s, &payload), &payload, "no pool");
+    }
+    assert!(wait_until(Duration::from_secs(5), || server
+        .stats()
+        .messages_out
+        == 2));
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.stats().frame_pool_bytes, 0);
     server.stop();
 }

@@ -1,5 +1,6 @@
 //! Recycling of large reassembly buffers (see [`FramePool`]).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -30,6 +31,8 @@ pub struct FramePool {
 struct Inner {
     limit: usize,
     free: Mutex<Free>,
+    /// `Free::bytes`, readable without the lock (for statistics).
+    kept: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +52,7 @@ impl FramePool {
             inner: Arc::new(Inner {
                 limit,
                 free: Mutex::new(Free::default()),
+                kept: AtomicUsize::new(0),
             }),
         }
     }
@@ -59,8 +63,9 @@ impl FramePool {
     }
 
     /// Bytes kept now (capacity of the buffers waiting to be lent).
+    /// Does not take the pool's lock.
     pub fn kept_bytes(&self) -> usize {
-        self.free().bytes
+        self.inner.kept.load(Ordering::Relaxed)
     }
 
     /// Lends the smallest kept buffer whose capacity lies in `min..=max`,
@@ -77,6 +82,7 @@ impl FramePool {
         let buf = free.bufs.swap_remove(index);
         free.bytes -= buf.capacity();
         free.lent = true;
+        self.inner.kept.store(free.bytes, Ordering::Relaxed);
         Some(buf)
     }
 
@@ -92,6 +98,7 @@ impl FramePool {
         if free.bytes + cap <= self.inner.limit {
             free.bytes += cap;
             free.bufs.push(buf);
+            self.inner.kept.store(free.bytes, Ordering::Relaxed);
             return;
         }
         drop(free);
@@ -107,6 +114,7 @@ impl FramePool {
                 return 0;
             }
             free.bytes = 0;
+            self.inner.kept.store(0, Ordering::Relaxed);
             std::mem::take(&mut free.bufs)
         };
         freed.iter().map(Vec::capacity).sum()

@@ -514,6 +514,7 @@ impl<C: Codec> Core<C> {
         self.stats.connections = self.open.len() as u64;
         self.stats.timers = self.timers.len() as u64;
         self.stats.waiting = self.waiting.len() as u64;
+        self.stats.frame_pool_bytes = self.frame_pool.kept_bytes() as u64;
         let me = &self.shared.shards[self.index];
         me.counters.publish(&self.stats);
     }
