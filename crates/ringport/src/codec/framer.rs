@@ -302,9 +302,11 @@ impl<C: Codec> Framer<C> {
         if !self.buf.is_empty() || self.layout.is_some() || size == 0 {
             return None;
         }
+        // Only a kept buffer of exactly this size: the caller's bound on
+        // these buffers (bulk mode: 64 per shard, 256 KiB each) stays exact.
         if size > RELEASE_ABOVE
             && self.buf.capacity() < size
-            && let Some(lent) = self.pool.as_ref().and_then(|p| p.take(size, 2 * size))
+            && let Some(lent) = self.pool.as_ref().and_then(|p| p.take(size, size))
         {
             self.replace_buf(lent);
         }

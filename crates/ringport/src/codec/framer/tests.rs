@@ -631,3 +631,22 @@ fn direct_receive_of_an_announced_but_missing_frame_stays_small() {
     framer.recv_target().unwrap();
     assert!(framer.heap_bytes() <= 4 * framer.buffered());
 }
+
+#[test]
+fn a_target_between_frames_reuses_a_kept_buffer_of_exactly_its_size() {
+    let pool = FramePool::new(8 << 20);
+    let size = 65_536 + 32;
+    let kept = Vec::<u8>::with_capacity(size);
+    let kept_ptr = kept.as_ptr();
+    pool.give(kept);
+    pool.give(Vec::with_capacity(size + 1));
+    let mut framer = Framer::with_pool(LengthDelimited::new(), pool.clone());
+    let target = framer.recv_target_between(size).expect("nothing buffered");
+    assert_eq!(target.len(), size);
+    assert_eq!(target.as_ptr().cast::<u8>(), kept_ptr, "the kept buffer");
+    assert_eq!(pool.kept_bytes(), size + 1, "the other size stays kept");
+    // A size the pool has nothing of exactly: allocated, the kept one left.
+    let mut other = Framer::with_pool(LengthDelimited::new(), pool.clone());
+    assert_eq!(other.recv_target_between(size - 1).unwrap().len(), size - 1);
+    assert_eq!(pool.kept_bytes(), size + 1);
+}
