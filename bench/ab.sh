@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Side-by-side A/B of ringport builds: alternates the given `ringport`
+# binaries as the server (`serve --shards 1`, pinned to CPU 0) under the same
+# load (`ringport bench`, pinned to CPU 1), round after round, and prints per
+# run the bench's throughput and the server's CPU per message over a window
+# in the middle of the run (utime+stime from /proc/PID/stat).
+#
+# Alternating builds in one sitting is what makes small differences visible
+# on a noisy VM; compare.sh's tables are for the peers.
+#
+# usage: bench/ab.sh [options] BIN...
+#   --load "ARGS"   bench arguments (default "-c 1000 --size 512 --depth 8")
+#   --serve "ARGS"  extra serve arguments (default none)
+#   --rounds N      rounds (default 3); every round runs each BIN once
+#   --window S      measured seconds of server CPU (default 4)
+#   --bench BIN     the load generator's binary (default: the first BIN)
+#
+# example: bench/ab.sh --load "-c 4 --size 16777216" --window 10 old/ringport new/ringport
+set -euo pipefail
+
+LOAD="-c 1000 --size 512 --depth 8"
+SERVE=""
+ROUNDS=3
+WINDOW=4
+BENCH=""
+BINS=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --load) LOAD=$2; shift 2 ;;
+        --serve) SERVE=$2; shift 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --window) WINDOW=$2; shift 2 ;;
+        --bench) BENCH=$2; shift 2 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) BINS+=("$1"); shift ;;
+    esac
+done
+[[ ${#BINS[@]} -gt 0 ]] || { echo "ab.sh: give at least one ringport binary (--help)" >&2; exit 2; }
+[[ $ROUNDS =~ ^[1-9][0-9]*$ && $WINDOW =~ ^[1-9][0-9]*$ ]] || { echo "ab.sh: --rounds and --window take whole numbers" >&2; exit 2; }
+BENCH=${BENCH:-${BINS[0]}}
+for bin in "${BINS[@]}" "$BENCH"; do
+    [[ -x $bin ]] || { echo "ab.sh: $bin is not an executable" >&2; exit 2; }
+done
+
+ticks=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+server=""
+trap '[[ -n $server ]] && kill "$server" 2>/dev/null || true' EXIT
+
+for round in $(seq 1 "$ROUNDS"); do
+    for bin in "${BINS[@]}"; do
+        port=$((30000 + RANDOM % 10000))
+        # shellcheck disable=SC2086 # SERVE and LOAD are argument lists
+        taskset -c 0 "$bin" serve --addr "127.0.0.1:$port" --shards 1 $SERVE >/dev/null 2>&1 &
+        server=$!
+        sleep 0.7
+        out=$(mktemp)
+        # shellcheck disable=SC2086
+        taskset -c 1 timeout $((WINDOW + 60)) "$BENCH" bench --addr "127.0.0.1:$port" $LOAD \
+            --duration "$((WINDOW + 2))s" --warmup 1s >"$out" 2>&1 &
+        bench=$!
+        sleep 2
+        c0=$(cpu_ticks "$server"); t0=$(date +%s%N)
+        sleep "$WINDOW"
+        c1=$(cpu_ticks "$server"); t1=$(date +%s%N)
+        wait "$bench" || true
+        kill "$server" 2>/dev/null || true
+        wait "$server" 2>/dev/null || true
+        server=""
+        rate=$(grep -oP 'throughput:\s+\K[0-9]+' "$out" || echo 0)
+        rm -f "$out"
+        awk -v name="$bin" -v round="$round" -v rate="$rate" -v dt=$((c1 - c0)) \
+            -v ns=$((t1 - t0)) -v hz="$ticks" 'BEGIN {
+                cpu = dt / hz / (ns / 1e9);
+                printf "round %d  %s  msg/s %d  server cpu %.0f%%  us/msg %s\n", round, name, rate,
+                    cpu * 100, (rate > 0 ? sprintf("%.2f", cpu * 1e6 / rate) : "-") }'
+    done
+done
