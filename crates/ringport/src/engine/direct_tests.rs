@@ -7,8 +7,6 @@ use super::tests::Buffers;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use super::Engine;
@@ -17,7 +15,6 @@ use crate::codec::{LengthDelimited, MAX_HEADER_LEN};
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
 use crate::handler::{CloseReason, Context, Handler};
-use crate::shared::{ServerShared, ShardShared};
 use crate::sys::{BufId, Completion, Op, RecvTarget};
 
 const TABLE: usize = 128;
@@ -72,16 +69,7 @@ impl Harness {
             ..ServerConfig::default()
         };
         tweak(&mut config);
-        let shared = Arc::new(ServerShared {
-            shards: vec![ShardShared::new(TABLE, 16).unwrap()].into_boxed_slice(),
-            stopping: AtomicBool::new(false),
-            admitted: AtomicUsize::new(0),
-            max_frame: MAX_FRAME,
-            next_shard: AtomicUsize::new(0),
-            failure: std::sync::Mutex::new(None),
-            cluster: std::sync::OnceLock::new(),
-            config,
-        });
+        let shared = super::memory_tests::one_shard_with(TABLE, MAX_FRAME, config);
         let handler = Echo::default();
         let (messages, closes) = (handler.messages.clone(), handler.closes.clone());
         let t0 = Instant::now();

@@ -41,14 +41,24 @@ impl RecvBuffers for Bufs {
 /// One shard's shared state with a `table`-slot live table and default
 /// settings, for engines driven by hand (also used by `bench_echo`).
 pub(super) fn one_shard(table: usize) -> Arc<ServerShared> {
+    one_shard_with(table, 1 << 20, ServerConfig::default())
+}
+
+/// [`one_shard`] with a frame maximum and settings of the test's own (the
+/// engine tests' harnesses).
+pub(super) fn one_shard_with(
+    table: usize,
+    max_frame: usize,
+    config: ServerConfig,
+) -> Arc<ServerShared> {
     Arc::new(ServerShared {
         shards: vec![ShardShared::new(table, 16).unwrap()].into_boxed_slice(),
         stopping: AtomicBool::new(false),
         admitted: AtomicUsize::new(0),
-        max_frame: 1 << 20,
+        max_frame,
         next_shard: AtomicUsize::new(0),
         failure: std::sync::Mutex::new(None),
-        config: ServerConfig::default(),
+        config,
         cluster: std::sync::OnceLock::new(),
     })
 }

@@ -5,7 +5,6 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use super::Engine;
@@ -13,7 +12,7 @@ use crate::codec::LengthDelimited;
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
 use crate::handler::{CloseReason, Context, Handler, SendError};
-use crate::shared::{ServerShared, ShardShared};
+use crate::shared::ServerShared;
 use crate::sys::{BufId, Completion, Op, RecvBuffers};
 
 const TABLE: usize = 128;
@@ -102,16 +101,7 @@ impl Harness {
             ..ServerConfig::default()
         };
         tweak(&mut config);
-        let shared = Arc::new(ServerShared {
-            shards: vec![ShardShared::new(TABLE, 16).unwrap()].into_boxed_slice(),
-            stopping: AtomicBool::new(false),
-            admitted: AtomicUsize::new(0),
-            max_frame: 1 << 20,
-            next_shard: AtomicUsize::new(0),
-            failure: std::sync::Mutex::new(None),
-            cluster: std::sync::OnceLock::new(),
-            config,
-        });
+        let shared = super::memory_tests::one_shard_with(TABLE, 1 << 20, config);
         let seen = Rc::new(RefCell::new(Vec::new()));
         let handler = Recorder {
             seen: seen.clone(),
