@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Side-by-side A/B of ringport builds: alternates the given `ringport`
-# binaries as the server (`serve --shards 1`, pinned to CPU 0) under the same
-# load (`ringport bench`, pinned to CPU 1), round after round, and prints per
-# run the bench's throughput and the server's CPU per message over a window
-# in the middle of the run (utime+stime from /proc/PID/stat).
+# Side-by-side A/B of servers: alternates the given binaries as the server
+# (pinned to CPU 0) under the same load (`ringport bench`, pinned to CPU 1),
+# round after round, and prints per run the bench's throughput and the
+# server's CPU per message over a window in the middle of the run
+# (utime+stime from /proc/PID/stat), then each server's median.
+#
+# A binary is run as `BIN serve --shards 1 SERVE-ARGS` (a ringport build),
+# unless its file name starts with `peer-` (a comparison peer from
+# bench/peers): then as `BIN --threads 1`.
 #
 # Alternating builds in one sitting is what makes small differences visible
 # on a noisy VM; compare.sh's tables are for the peers.
@@ -15,7 +19,9 @@
 #   --window S      measured seconds of server CPU (default 4)
 #   --bench BIN     the load generator's binary (default: the first BIN)
 #
-# example: bench/ab.sh --load "-c 4 --size 16777216" --window 10 old/ringport new/ringport
+# examples:
+#   bench/ab.sh --load "-c 4 --size 16777216" --window 10 old/ringport new/ringport
+#   bench/ab.sh --rounds 5 target/release/ringport bench/peers/target/release/peer-uring
 set -euo pipefail
 
 LOAD="-c 1000 --size 512 --depth 8"
@@ -38,6 +44,7 @@ done
 [[ ${#BINS[@]} -gt 0 ]] || { echo "ab.sh: give at least one ringport binary (--help)" >&2; exit 2; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $WINDOW =~ ^[1-9][0-9]*$ ]] || { echo "ab.sh: --rounds and --window take whole numbers" >&2; exit 2; }
 BENCH=${BENCH:-${BINS[0]}}
+[[ $(basename "$BENCH") != peer-* ]] || { echo "ab.sh: the load generator must be a ringport binary: give --bench" >&2; exit 2; }
 for bin in "${BINS[@]}" "$BENCH"; do
     [[ -x $bin ]] || { echo "ab.sh: $bin is not an executable" >&2; exit 2; }
 done
@@ -45,13 +52,18 @@ done
 ticks=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 server=""
-trap '[[ -n $server ]] && kill "$server" 2>/dev/null || true' EXIT
+results=$(mktemp)
+trap '[[ -n $server ]] && kill "$server" 2>/dev/null; rm -f "$results"' EXIT
 
 for round in $(seq 1 "$ROUNDS"); do
     for bin in "${BINS[@]}"; do
         port=$((30000 + RANDOM % 10000))
-        # shellcheck disable=SC2086 # SERVE and LOAD are argument lists
-        taskset -c 0 "$bin" serve --addr "127.0.0.1:$port" --shards 1 $SERVE >/dev/null 2>&1 &
+        if [[ $(basename "$bin") == peer-* ]]; then
+            taskset -c 0 "$bin" --addr "127.0.0.1:$port" --threads 1 >/dev/null 2>&1 &
+        else
+            # shellcheck disable=SC2086 # SERVE and LOAD are argument lists
+            taskset -c 0 "$bin" serve --addr "127.0.0.1:$port" --shards 1 $SERVE >/dev/null 2>&1 &
+        fi
         server=$!
         sleep 0.7
         out=$(mktemp)
@@ -73,6 +85,18 @@ for round in $(seq 1 "$ROUNDS"); do
             -v ns=$((t1 - t0)) -v hz="$ticks" 'BEGIN {
                 cpu = dt / hz / (ns / 1e9);
                 printf "round %d  %s  msg/s %d  server cpu %.0f%%  us/msg %s\n", round, name, rate,
-                    cpu * 100, (rate > 0 ? sprintf("%.2f", cpu * 1e6 / rate) : "-") }'
+                    cpu * 100, (rate > 0 ? sprintf("%.2f", cpu * 1e6 / rate) : "-") }' | tee -a "$results"
     done
+done
+
+# Medians per server over the rounds (the middle run, or the mean of the
+# two middle ones).
+echo "medians over $ROUNDS round(s):"
+for bin in "${BINS[@]}"; do
+    awk -v name="$bin" 'BEGIN { n = 0 } $3 == name { rate[n] = $5; us[n] = ($10 == "-" ? 1e18 : $10); n++ }
+        function median(a, n,    i, j, t) {
+            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+            return n % 2 ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2
+        }
+        END { if (n) printf "  %s  msg/s %d  us/msg %.2f\n", name, median(rate, n), median(us, n) }' "$results"
 done
