@@ -1,5 +1,14 @@
 //! The machinery behind [`Pool`](super::Pool): shared state, the worker
 //! loop, the dispatcher thread (timer wheel + epoll) and shutdown.
+//!
+//! This file holds the types, `Shared` with its construction, submission,
+//! stats and shutdown entry points, and the worker thread. The rest of
+//! `Shared`'s methods live in child modules (so they keep access to its
+//! private fields):
+//!
+//! - [`dispatcher`] (`runtime/dispatcher.rs`): the dispatcher thread;
+//! - [`jobs`] (`runtime/jobs.rs`): running and discarding jobs on the
+//!   workers.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -12,12 +21,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::sys;
 use super::waits::{Freed, WaitKind, WaitObj, WaitState, WaitTable};
-use super::wheel::{TICK_NS, Wheel, tick_containing};
+use super::wheel::Wheel;
 use super::{PoolConfig, PoolError, PoolStats, ShutdownPolicy};
+
+mod dispatcher;
+mod jobs;
 
 /// A queued work item.
 pub(super) type Work<S> = Box<dyn FnOnce(&mut S) + Send>;
@@ -66,17 +78,9 @@ struct WorkerCounters {
     panicked: AtomicU64,
 }
 
-/// Single-writer increment (no read-modify-write on the bus).
-fn bump(counter: &AtomicU64) {
-    counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-}
-
 const STOP_NONE: u8 = 0;
 const STOP_DRAIN: u8 = 1;
 const STOP_CANCEL: u8 = 2;
-/// The dispatcher wakes at least this often (ticks: 1 s), so only timers
-/// due sooner than that can need a wake-up when armed.
-const MAX_SLEEP_TICKS: u64 = 1000;
 /// epoll user data of the dispatcher's wake-up eventfd (no wait has index
 /// `u32::MAX`).
 const WAKE_TOKEN: u64 = u64::MAX;
@@ -424,413 +428,6 @@ impl<S: 'static> Shared<S> {
         stats
     }
 
-    // ---- running ----------------------------------------------------------
-
-    /// Runs a callback, containing and counting a panic.
-    fn call(&self, worker: usize, what: &'static str, f: impl FnOnce()) {
-        let result = panic::catch_unwind(AssertUnwindSafe(f));
-        let counters = &self.counters[worker];
-        bump(&counters.executed);
-        if let Err(payload) = result {
-            bump(&counters.panicked);
-            tracing::error!(
-                worker,
-                kind = what,
-                "pool callback panicked (contained): {}",
-                panic_message(&*payload)
-            );
-            // A payload whose Drop panics must not take the worker down.
-            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
-        }
-    }
-
-    fn run_job(&self, job: Job<S>, state: &mut S, worker: usize) {
-        match job {
-            Job::Work(work) => self.call(worker, "work item", || work(state)),
-            Job::Timer {
-                index,
-                id,
-                callback,
-            } => self.run_timer(state, worker, index, id, callback),
-            Job::Wait { index, id, obj } => self.run_wait(state, worker, index, id, obj),
-        }
-    }
-
-    fn run_timer(
-        &self,
-        state: &mut S,
-        worker: usize,
-        index: u32,
-        id: u64,
-        callback: TimerCallback<S>,
-    ) {
-        let mut t = lock(&self.timers);
-        let Some(entry) = t.wheel.get_mut(index, id) else {
-            drop(t);
-            drop(callback);
-            return;
-        };
-        let (deadline, cancelled) = (entry.deadline, entry.cancelled);
-        if cancelled {
-            t.cancelled += 1;
-            let freed = t.wheel.free(index);
-            drop(t);
-            drop((freed, callback));
-            return;
-        }
-        t.fired += 1;
-        match callback {
-            TimerCallback::Once(work) => {
-                t.wheel.free(index);
-                drop(t);
-                let at = self.origin + Duration::from_nanos(deadline);
-                with_context(Some(at), false, || {
-                    self.call(worker, "timer", || work(state))
-                });
-            }
-            TimerCallback::Every(mut work) => {
-                if let Some(e) = t.wheel.get_mut(index, id) {
-                    e.state = super::wheel::TimerState::Running;
-                }
-                drop(t);
-                let at = self.origin + Duration::from_nanos(deadline);
-                let stop = with_context(Some(at), true, || {
-                    self.call(worker, "timer", || work(state))
-                });
-                self.rearm_periodic(index, id, work, stop);
-            }
-        }
-    }
-
-    /// Files a periodic timer's next beat: the previous deadline plus one
-    /// period, or, if that has passed, the first beat of the same phase
-    /// that has not (skipped beats are counted).
-    fn rearm_periodic(&self, index: u32, id: u64, work: Box<dyn FnMut(&mut S) + Send>, stop: bool) {
-        let now = self.now_ns();
-        let mut t = lock(&self.timers);
-        let closed = t.closed;
-        let Some(entry) = t.wheel.get_mut(index, id) else {
-            drop(t);
-            drop(work);
-            return;
-        };
-        if entry.cancelled || closed || stop {
-            t.cancelled += 1;
-            let freed = t.wheel.free(index);
-            drop(t);
-            drop((freed, work));
-            return;
-        }
-        let (deadline, period) = (entry.deadline, entry.period.max(1));
-        let beats = if now > deadline {
-            (now - deadline).div_ceil(period).max(1)
-        } else {
-            1
-        };
-        let next = deadline.saturating_add(beats.saturating_mul(period));
-        t.skipped += beats - 1;
-        let tick = t.wheel.rearm(index, next, TimerCallback::Every(work));
-        let wake = tick < t.sleep_tick;
-        if wake {
-            t.sleep_tick = tick;
-        }
-        drop(t);
-        if wake {
-            self.wake_dispatcher();
-        }
-    }
-
-    fn run_wait(
-        &self,
-        state: &mut S,
-        worker: usize,
-        index: u32,
-        id: u64,
-        mut obj: Box<dyn WaitObj<S>>,
-    ) {
-        let mut t = lock(&self.waits);
-        let Some(entry) = t.get_mut(index, id) else {
-            drop(t);
-            drop(obj);
-            return;
-        };
-        let (repeat, cancelled) = (entry.repeat, entry.cancelled);
-        if cancelled {
-            t.cancelled += 1;
-            let freed = self.remove_wait(&mut t, index, id);
-            drop(t);
-            drop((freed, obj));
-            return;
-        }
-        t.fired += 1;
-        if !repeat {
-            // A one-shot wait is over once its callback starts: remove it
-            // first (so cancel() reports false), drop the source after.
-            let freed = self.remove_wait(&mut t, index, id);
-            drop(t);
-            with_context(None, false, || {
-                self.call(worker, "wait", || obj.fire(state))
-            });
-            drop((freed, obj));
-            return;
-        }
-        entry_mut(&mut t, index, id).state = WaitState::Running;
-        drop(t);
-        loop {
-            let stop = with_context(None, true, || self.call(worker, "wait", || obj.fire(state)));
-            let mut t = lock(&self.waits);
-            let closed = t.closed;
-            let Some(entry) = t.get_mut(index, id) else {
-                drop(t);
-                drop(obj);
-                return;
-            };
-            if entry.cancelled || closed || stop {
-                t.cancelled += 1;
-                let freed = self.remove_wait(&mut t, index, id);
-                drop(t);
-                drop((freed, obj));
-                return;
-            }
-            if entry.kind == WaitKind::Edge && entry.pending {
-                // An edge arrived while this callback was queued or running.
-                entry.pending = false;
-                t.fired += 1;
-                continue;
-            }
-            entry.state = WaitState::Armed;
-            let kind = entry.kind;
-            let rearmed = match entry.reg.as_ref() {
-                // Re-arm the one-shot registration under the lock, so a
-                // concurrent cancel cannot close the descriptor in between.
-                Some(reg) if kind != WaitKind::Edge => sys::epoll_ctl(
-                    self.epoll.as_fd(),
-                    libc::EPOLL_CTL_MOD,
-                    reg.as_fd(),
-                    kind.events(),
-                    wait_token(index, id),
-                ),
-                _ => Ok(()),
-            };
-            match rearmed {
-                Ok(()) => entry.obj = Some(obj),
-                Err(e) => {
-                    tracing::error!("pool wait: re-arming failed, wait dropped: {e}");
-                    entry.state = WaitState::Running;
-                    let freed = self.remove_wait(&mut t, index, id);
-                    drop(t);
-                    drop((freed, obj));
-                }
-            }
-            return;
-        }
-    }
-
-    /// Drops a job without running it (shutdown with `Cancel`, or a queue
-    /// that is gone), releasing its timer or wait entry.
-    fn discard(&self, job: Job<S>) {
-        self.dropped.fetch_add(1, Ordering::Relaxed);
-        match job {
-            Job::Work(work) => drop(work),
-            Job::Timer {
-                index,
-                id,
-                callback,
-            } => {
-                let mut t = lock(&self.timers);
-                let freed = if t.wheel.get_mut(index, id).is_some() {
-                    t.cancelled += 1;
-                    t.wheel.free(index)
-                } else {
-                    None
-                };
-                drop(t);
-                drop((freed, callback));
-            }
-            Job::Wait { index, id, obj } => {
-                let mut t = lock(&self.waits);
-                let freed = if t.get_mut(index, id).is_some() {
-                    t.cancelled += 1;
-                    Some(self.remove_wait(&mut t, index, id))
-                } else {
-                    None
-                };
-                drop(t);
-                drop((freed, obj));
-            }
-        }
-    }
-
-    // ---- the dispatcher ---------------------------------------------------
-
-    /// The dispatcher thread: advances the wheel, sleeps in `epoll_wait`
-    /// until the next timer tick, a ready wait or a wake-up, and hands due
-    /// callbacks to the work queue.
-    fn dispatch(self: Arc<Self>, tx: Sender<Job<S>>) {
-        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
-        let mut fired = Vec::new();
-        let mut jobs = Vec::new();
-        loop {
-            let stop = self.stop.load(Ordering::Acquire);
-            if stop != STOP_NONE {
-                self.dispatcher_stop(stop, &tx);
-                return;
-            }
-            let next_tick = {
-                let mut t = lock(&self.timers);
-                t.sleep_tick = 0;
-                let now_tick = tick_containing(self.now_ns());
-                t.wheel.advance(now_tick, &mut fired);
-                // Never sleep longer than MAX_SLEEP_TICKS: then arming a
-                // timer due later than that never needs a wake-up syscall.
-                let next = t
-                    .wheel
-                    .next_tick()
-                    .unwrap_or(u64::MAX)
-                    .min(now_tick + MAX_SLEEP_TICKS);
-                t.sleep_tick = next;
-                next
-            };
-            for f in fired.drain(..) {
-                self.deliver(
-                    &tx,
-                    Job::Timer {
-                        index: f.index,
-                        id: f.id,
-                        callback: f.payload,
-                    },
-                );
-            }
-            // Sleep until the start of the next tick with work.
-            let timeout = Duration::from_nanos(
-                next_tick
-                    .saturating_mul(TICK_NS)
-                    .saturating_sub(self.now_ns()),
-            );
-            let n = match sys::epoll_wait_timeout(self.epoll.as_fd(), &mut events, Some(timeout)) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!("pool dispatcher: epoll_wait failed: {e}");
-                    thread::sleep(Duration::from_millis(10));
-                    0
-                }
-            };
-            for event in &events[..n] {
-                let data = event.u64;
-                if data == WAKE_TOKEN {
-                    let _ = sys::eventfd_take(self.wake.as_fd());
-                } else {
-                    self.on_wait_ready(data, &mut jobs);
-                }
-            }
-            for job in jobs.drain(..) {
-                self.deliver(&tx, job);
-            }
-        }
-    }
-
-    /// A wait's descriptor is ready: queue its callback (or note the edge).
-    fn on_wait_ready(&self, data: u64, jobs: &mut Vec<Job<S>>) {
-        let (index, tag) = (data as u32, (data >> 32) as u32);
-        let mut t = lock(&self.waits);
-        let Some(entry) = t.get_tagged(index, tag) else {
-            return; // cancelled since epoll_wait returned
-        };
-        match entry.state {
-            WaitState::Armed => {
-                if entry.kind == WaitKind::AutoEvent
-                    && let Some(reg) = entry.reg.as_ref()
-                    && let Err(e) = sys::eventfd_take(reg.as_fd())
-                    && e.kind() == io::ErrorKind::WouldBlock
-                {
-                    // Another wait consumed this signal: wait for the next.
-                    let _ = sys::epoll_ctl(
-                        self.epoll.as_fd(),
-                        libc::EPOLL_CTL_MOD,
-                        reg.as_fd(),
-                        entry.kind.events(),
-                        data,
-                    );
-                    return;
-                }
-                if let Some(obj) = entry.obj.take() {
-                    entry.state = WaitState::Queued;
-                    jobs.push(Job::Wait {
-                        index,
-                        id: entry.id,
-                        obj,
-                    });
-                }
-            }
-            // An edge while the callback runs: it may have looked already,
-            // so it runs once more. (While it is only queued, it has not
-            // looked yet: nothing to add.)
-            WaitState::Running if entry.kind == WaitKind::Edge => entry.pending = true,
-            WaitState::Queued | WaitState::Running => {}
-            WaitState::Vacant => {}
-        }
-    }
-
-    /// Puts a job in the queue, waiting while it is full (timers and waits
-    /// are late rather than lost), unless shutdown cancels it.
-    fn deliver(&self, tx: &Sender<Job<S>>, mut job: Job<S>) {
-        loop {
-            match tx.send_timeout(job, Duration::from_millis(10)) {
-                Ok(()) => return,
-                Err(SendTimeoutError::Timeout(j)) => {
-                    if self.stop.load(Ordering::Acquire) == STOP_CANCEL {
-                        self.discard(j);
-                        return;
-                    }
-                    job = j;
-                }
-                Err(SendTimeoutError::Disconnected(j)) => {
-                    self.discard(j);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The dispatcher's last act: under `Drain`, queue the timers already
-    /// due; then cancel every armed timer and wait. Returning drops its
-    /// sender, which lets the workers finish once the queue is empty.
-    fn dispatcher_stop(&self, stop: u8, tx: &Sender<Job<S>>) {
-        if stop == STOP_DRAIN {
-            let mut fired = Vec::new();
-            lock(&self.timers)
-                .wheel
-                .advance(tick_containing(self.now_ns()), &mut fired);
-            for f in fired {
-                self.deliver(
-                    tx,
-                    Job::Timer {
-                        index: f.index,
-                        id: f.id,
-                        callback: f.payload,
-                    },
-                );
-            }
-        }
-        let mut callbacks = Vec::new();
-        {
-            let mut t = lock(&self.timers);
-            let before = t.wheel.len();
-            t.wheel.drain_armed(&mut callbacks);
-            t.cancelled += (before - t.wheel.len()) as u64;
-            t.sleep_tick = u64::MAX;
-        }
-        let mut freed = Vec::new();
-        {
-            let mut w = lock(&self.waits);
-            for (index, id) in w.armed() {
-                w.cancelled += 1;
-                freed.push(self.remove_wait(&mut w, index, id));
-            }
-        }
-        drop((callbacks, freed));
-    }
-
     // ---- shutdown ---------------------------------------------------------
 
     pub fn shutdown(&self, policy: ShutdownPolicy) {
@@ -924,11 +521,6 @@ impl<S: 'static> WaitCancel for Shared<S> {
             }
         }
     }
-}
-
-fn entry_mut<S>(t: &mut WaitTable<S>, index: u32, id: u64) -> &mut super::waits::WaitEntry<S> {
-    t.get_mut(index, id)
-        .expect("wait entry checked under this lock")
 }
 
 /// epoll user data for a wait: index in the low half, the id's low 32 bits
