@@ -59,6 +59,19 @@ impl LdSettings {
         self.skip() + self.header_end() + self.codec().max_frame()
     }
 
+    /// The wire bytes of `bodies` framed one after the other, and the
+    /// payloads the decoder must deliver for them.
+    fn frames(&self, bodies: &[Vec<u8>]) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let mut wire = Vec::new();
+        let mut expected = Vec::new();
+        for body in bodies {
+            let (w, p) = self.frame(body);
+            wire.extend(w);
+            expected.push(p);
+        }
+        (wire, expected)
+    }
+
     /// Build one frame on the wire from `body` (the tail of the delivered
     /// payload) following the documented rules, and return (wire bytes,
     /// expected delivered payload).
@@ -363,13 +376,7 @@ proptest! {
         bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..8),
         sizes in chunk_sizes(),
     ) {
-        let mut wire = Vec::new();
-        let mut expected = Vec::new();
-        for body in &bodies {
-            let (w, p) = settings.frame(body);
-            wire.extend(w);
-            expected.push(p);
-        }
+        let (wire, expected) = settings.frames(&bodies);
         let bound = settings.bound();
         let out = run(settings.codec(), &split(&wire, &sizes), bound);
         prop_assert_eq!(&out.frames, &expected);
@@ -401,13 +408,7 @@ proptest! {
         bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..100), 0..8),
         sizes in chunk_sizes(),
     ) {
-        let mut wire = Vec::new();
-        let mut expected = Vec::new();
-        for body in &bodies {
-            let (w, p) = settings.frame(body);
-            wire.extend(w);
-            expected.push(p);
-        }
+        let (wire, expected) = settings.frames(&bodies);
         let mut framer = Framer::new(settings.codec());
         let mut got = Vec::new();
         for read in split(&wire, &sizes) {

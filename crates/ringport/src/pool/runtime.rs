@@ -307,6 +307,20 @@ impl<S: 'static> Shared<S> {
         let _ = sys::eventfd_add(self.wake.as_fd(), 1);
     }
 
+    /// After arming a timer due at `tick`: if the dispatcher sleeps past
+    /// it, lowers its wake-up tick and wakes it, once the lock is released
+    /// (so the dispatcher does not wake into a held lock).
+    fn release_timers_waking_for(&self, mut t: MutexGuard<'_, Timers<S>>, tick: u64) {
+        let wake = tick < t.sleep_tick;
+        if wake {
+            t.sleep_tick = tick;
+        }
+        drop(t);
+        if wake {
+            self.wake_dispatcher();
+        }
+    }
+
     // ---- submitting -------------------------------------------------------
 
     pub fn execute(&self, work: Work<S>) -> Result<(), PoolError> {
@@ -343,14 +357,7 @@ impl<S: 'static> Shared<S> {
             return Err(PoolError::Stopped);
         }
         let (index, id, tick) = t.wheel.insert(deadline, period, callback);
-        let wake = tick < t.sleep_tick;
-        if wake {
-            t.sleep_tick = tick;
-        }
-        drop(t);
-        if wake {
-            self.wake_dispatcher();
-        }
+        self.release_timers_waking_for(t, tick);
         Ok((index, id))
     }
 

@@ -128,14 +128,7 @@ impl<S: 'static> Shared<S> {
         let next = deadline.saturating_add(beats.saturating_mul(period));
         t.skipped += beats - 1;
         let tick = t.wheel.rearm(index, next, TimerCallback::Every(work));
-        let wake = tick < t.sleep_tick;
-        if wake {
-            t.sleep_tick = tick;
-        }
-        drop(t);
-        if wake {
-            self.wake_dispatcher();
-        }
+        self.release_timers_waking_for(t, tick);
     }
 
     fn run_wait(
