@@ -2,7 +2,7 @@
 # The long differential run of LengthDelimited (issue 15): random settings x
 # random streams x random read boundaries, against the real tokio-util 0.7
 # LengthDelimitedCodec and against a model of Netty's
-# LengthFieldBasedFrameDecoder (crates/ringport/tests/codec_diff.rs; the
+# LengthFieldBasedFrameDecoder (crates/ringport/tests/codec_diff/; the
 # default `cargo test` runs 5,000 configurations of each).
 #
 # usage: scripts/codec-diff.sh [CONFIGURATIONS] [SEED]
