@@ -176,6 +176,18 @@ impl SendQueue {
     /// Copies `parts` (header, payload, trailer) to the end of the queue.
     pub fn push_copy(&mut self, pool: &mut ChunkPool, parts: &[&[u8]]) {
         let body = self.body.get_or_insert_with(|| pool.take_body());
+        // Usually all parts fit the last chunk: one check, then the copies
+        // (an echo of small messages: a third of `append`'s instructions).
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if let Some(Segment::Chunk(buf)) = body.segments.back_mut()
+            && CHUNK_SIZE - buf.len() >= total
+        {
+            for part in parts {
+                buf.extend_from_slice(part);
+            }
+            body.len += total;
+            return;
+        }
         for part in parts {
             body.append(pool, part);
         }

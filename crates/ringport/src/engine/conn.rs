@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::Core;
 use crate::codec::Codec;
 use crate::conn_id::{ConnId, next_generation};
-use crate::handler::CloseReason;
+use crate::handler::{CloseReason, SendError};
 use crate::send_queue::SendQueue;
 use crate::stats::ConnectionInfo;
 use crate::sys::Op;
@@ -355,6 +355,25 @@ impl<C: Codec> Core<C> {
             .get(slot)
             .filter(|s| s.state == SlotState::Open && s.generation == conn.generation())
             .map(|_| slot)
+    }
+
+    /// [`Self::live_slot`], and its send queue below the queue limit (one
+    /// lookup of the slot for both; every send asks).
+    pub(super) fn live_slot_below_limit(&self, conn: ConnId) -> Result<usize, SendError> {
+        let slot = conn.slot() as usize;
+        let s = self
+            .slots
+            .get(slot)
+            .filter(|s| {
+                conn.shard() == self.index
+                    && s.state == SlotState::Open
+                    && s.generation == conn.generation()
+            })
+            .ok_or(SendError::Closed)?;
+        if s.queue.len() >= self.queue_limit {
+            return Err(SendError::QueueFull);
+        }
+        Ok(slot)
     }
 
     /// Milliseconds from a time stamp of a slot (`last_input`,

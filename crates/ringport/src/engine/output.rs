@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::Core;
-use super::conn::SlotState;
+use super::conn::{Slot, SlotState};
 use super::topics::TopicError;
 use crate::cluster::ClusterConnId;
 use crate::codec::{Codec, MAX_HEADER_LEN};
@@ -17,6 +17,7 @@ use crate::config::SlowConsumerPolicy;
 use crate::conn_id::ConnId;
 use crate::handler::{CloseReason, Outbound, SendError};
 use crate::shared::{Command, ServerShared};
+use crate::stats::Stats;
 use crate::sys::Op;
 use crate::timer::TimerId;
 
@@ -35,17 +36,26 @@ impl<C: Codec> Core<C> {
 
     pub(super) fn enqueue_copy(&mut self, slot: usize, payload: &[u8]) -> Result<(), SendError> {
         let (header, n) = self.header(payload.len())?;
+        let trailer = self.codec.trailer();
+        // One lookup of the slot for the whole enqueue: this runs once per
+        // message sent.
+        let s = &mut self.slots[slot];
         #[cfg(feature = "tls")]
-        if self.slots[slot].tls.is_some() {
+        if s.tls.is_some() {
             self.enqueue_tls(slot, &header[..n], payload);
             return Ok(());
         }
-        let trailer = self.codec.trailer();
-        let s = &mut self.slots[slot];
         let before = s.queue.len();
         s.queue
             .push_copy(&mut self.pool, &[&header[..n], payload, trailer]);
-        self.queued(slot, before);
+        note_queued(
+            s,
+            slot,
+            before,
+            &mut self.stats,
+            &mut self.dirty,
+            self.now_ms,
+        );
         Ok(())
     }
 
@@ -69,18 +79,18 @@ impl<C: Codec> Core<C> {
     /// `before` bytes) and makes sure it gets sent.
     pub(super) fn queued(&mut self, slot: usize, before: usize) {
         let s = &mut self.slots[slot];
-        self.stats.send_queue_bytes += (s.queue.len() - before) as u64;
-        self.stats.messages_out += 1;
-        s.last_output = self.now_ms as u32;
-        self.mark_dirty(slot);
+        note_queued(
+            s,
+            slot,
+            before,
+            &mut self.stats,
+            &mut self.dirty,
+            self.now_ms,
+        );
     }
 
     pub(super) fn mark_dirty(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
-        if !s.in_dirty() && !s.send_in_flight() {
-            s.set_in_dirty(true);
-            self.dirty.push(slot as u32);
-        }
+        mark_dirty(&mut self.slots[slot], slot, &mut self.dirty);
     }
 
     /// Starts a send for every connection with queued data and none in
@@ -204,10 +214,7 @@ impl<C: Codec> Outbound for Core<C> {
             }
             return self.send_bytes(conn, Bytes::copy_from_slice(payload));
         }
-        let slot = self.live_slot(conn).ok_or(SendError::Closed)?;
-        if self.slots[slot].queue.len() >= self.queue_limit {
-            return Err(SendError::QueueFull);
-        }
+        let slot = self.live_slot_below_limit(conn)?;
         // Sending (part of) the large message being handled, e.g. an echo:
         // queue the reassembly buffer by reference, no copy.
         if let Some(current) = &self.current_message {
@@ -230,10 +237,7 @@ impl<C: Codec> Outbound for Core<C> {
             }
             return shared.command(shard, Command::Send { conn, payload });
         }
-        let slot = self.live_slot(conn).ok_or(SendError::Closed)?;
-        if self.slots[slot].queue.len() >= self.queue_limit {
-            return Err(SendError::QueueFull);
-        }
+        let slot = self.live_slot_below_limit(conn)?;
         self.enqueue_shared(slot, payload)
     }
 
@@ -367,5 +371,32 @@ impl<C: Codec> Outbound for Core<C> {
 
     fn server(&self) -> &Arc<ServerShared> {
         &self.shared
+    }
+}
+
+/// What every enqueue does after adding bytes to slot `slot`'s queue (they
+/// were `before` bytes): counts them, stamps the slot's last output, and
+/// marks it for a send. Takes the fields it needs, so that a caller holding
+/// the slot does not look it up again.
+fn note_queued(
+    s: &mut Slot,
+    slot: usize,
+    before: usize,
+    stats: &mut Stats,
+    dirty: &mut Vec<u32>,
+    now_ms: u64,
+) {
+    stats.send_queue_bytes += (s.queue.len() - before) as u64;
+    stats.messages_out += 1;
+    s.last_output = now_ms as u32;
+    mark_dirty(s, slot, dirty);
+}
+
+/// Marks slot `slot` for a send at the end of the turn, unless it is
+/// marked already or a send is in flight (its completion marks it again).
+fn mark_dirty(s: &mut Slot, slot: usize, dirty: &mut Vec<u32>) {
+    if !s.in_dirty() && !s.send_in_flight() {
+        s.set_in_dirty(true);
+        dirty.push(slot as u32);
     }
 }

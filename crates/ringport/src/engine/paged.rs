@@ -19,7 +19,10 @@ pub(crate) const PAGE: usize = 1024;
 
 /// A table of `len` entries of `T`, allocated by pages of [`PAGE`].
 pub(crate) struct PagedTable<T> {
-    pages: Box<[Option<Box<[T]>>]>,
+    /// Pages of exactly `PAGE` entries (an array type, so that indexing
+    /// within a page needs no bounds check: this table is on the
+    /// per-message path, several lookups per message).
+    pages: Box<[Option<Box<[T; PAGE]>>]>,
     len: usize,
     /// What an entry of an unallocated page reads as.
     empty: T,
@@ -70,8 +73,13 @@ impl<T: Default> PagedTable<T> {
     /// Allocates a page (out of the hot path).
     #[cold]
     #[inline(never)]
-    fn allocate(page: &mut Option<Box<[T]>>) {
-        *page = Some((0..PAGE).map(|_| T::default()).collect());
+    fn allocate(page: &mut Option<Box<[T; PAGE]>>) {
+        let entries: Box<[T]> = (0..PAGE).map(|_| T::default()).collect();
+        *page = Some(
+            entries
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("PAGE entries")),
+        );
     }
 
     /// The entry at `index` for writing if its page is allocated: an

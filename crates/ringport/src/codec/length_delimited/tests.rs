@@ -521,3 +521,80 @@ fn netty_field_length_five_panics() {
 fn netty_zero_max_panics() {
     let _ = LengthDelimited::netty(0, 0, 0, 0, 0, true);
 }
+
+/// The default layout's short path gives what the general path gives:
+/// `num_skip(4)` is the same layout, but not recognised as the default one,
+/// so it takes the general path.
+#[test]
+fn the_default_layout_short_path_agrees_with_the_general_path() {
+    for max in [0, 1, 511, 512, 1 << 20, u32::MAX as usize - 1, usize::MAX] {
+        let mut plain = LengthDelimited::new().max_frame_length(max);
+        let mut general = LengthDelimited::new().max_frame_length(max).num_skip(4);
+        assert!(plain.is_plain());
+        assert!(!general.is_plain());
+        assert_eq!(plain.max_frame(), general.max_frame(), "max {max}");
+        for len in [
+            0u64,
+            1,
+            511,
+            512,
+            513,
+            1 << 20,
+            u32::MAX as u64 - 1,
+            u32::MAX as u64,
+        ] {
+            let header = (len as u32).to_be_bytes();
+            for cut in 0..=header.len() {
+                let mut buf = header[..cut].to_vec();
+                buf.extend_from_slice(b"payload");
+                let buf = if cut < header.len() {
+                    &header[..cut]
+                } else {
+                    &buf[..]
+                };
+                assert_eq!(
+                    plain.decode(buf),
+                    general.decode(buf),
+                    "max {max}, length {len}, {cut} header bytes"
+                );
+            }
+            let (mut a, mut b) = ([0u8; MAX_HEADER_LEN], [0u8; MAX_HEADER_LEN]);
+            let (ra, rb) = (
+                plain.encode_header(len as usize, &mut a),
+                general.encode_header(len as usize, &mut b),
+            );
+            assert_eq!(ra, rb, "max {max}, length {len}");
+            if let Ok(n) = ra {
+                assert_eq!(a[..n], b[..n]);
+            }
+        }
+    }
+}
+
+/// The builder keeps the short path's flag true to the settings: a layout
+/// changed away from the default and back is the default again, and any
+/// change of the layout leaves it.
+#[test]
+fn the_builder_keeps_the_default_layout_flag_up_to_date() {
+    let back = LengthDelimited::new()
+        .length_field_offset(2)
+        .length_field_offset(0);
+    assert!(back.is_plain());
+    assert_eq!(back, LengthDelimited::new());
+    for changed in [
+        LengthDelimited::new().length_field_offset(1),
+        LengthDelimited::new().length_field_length(2),
+        LengthDelimited::new().length_adjustment(-4),
+        LengthDelimited::new().num_skip(0),
+        LengthDelimited::new().little_endian(),
+        LengthDelimited::netty(1 << 20, 0, 4, 0, 4, true),
+    ] {
+        assert!(!changed.is_plain(), "{changed:?}");
+    }
+    assert!(
+        LengthDelimited::new()
+            .max_frame_length(10)
+            .big_endian()
+            .is_plain()
+    );
+}
