@@ -344,10 +344,10 @@ impl LengthDelimited {
 
     /// The default layout: tokio-util rules, a 4-byte big-endian length at
     /// offset 0, no adjustment, the header stripped. Most traffic uses it,
-    /// so decode and encode take a short path for it (about 80 fewer
-    /// instructions per echoed message, measured with callgrind); its
-    /// results are the general path's (the codec's unit, property and
-    /// differential tests run both).
+    /// so decode and encode take a short path for it (measured with
+    /// callgrind: a decode ~27 instructions instead of ~100, an encode ~25
+    /// instead of ~60); its results are the general path's (the codec's
+    /// unit, property and differential tests run both).
     #[inline]
     fn is_plain(&self) -> bool {
         debug_assert_eq!(self.plain, self.layout_is_plain());
