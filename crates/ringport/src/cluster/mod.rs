@@ -24,6 +24,11 @@
 //!   node, whose handler hears of it in
 //!   [`crate::Handler::on_undeliverable`] with [`crate::SendError::Closed`].
 
+// The module docs link to the NATS link's types, which exist only with the
+// `cluster` feature: without it (`cargo doc -p ringport`) those links
+// cannot resolve.
+#![cfg_attr(not(feature = "cluster"), allow(rustdoc::broken_intra_doc_links))]
+
 #[cfg(feature = "cluster")]
 mod nats;
 #[cfg(feature = "cluster")]
