@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Is `ringport bench` the bottleneck? Runs it (as `bench-full`: every byte of
+# every reply checked, the default; and as `bench-header`: `--verify header`,
+# length and stamp only) and gen-pingpong (the smallest depth-1 ping-pong
+# generator, bench/peers/gen-pingpong) alternately against one server, same connections and message size, each pinned to CPU 1 with
+# the server on CPU 0, and prints per run the messages per second and the
+# generator's own CPU per message over the measured window (as each reports
+# it), then each generator's medians. If ringport bench reaches what the
+# minimal generator reaches, the server or the machine bounds the row, not
+# the bench.
+#
+# usage: bench/loadgen.sh [options]
+#   --server BIN    the server (default bench/peers/target/release/peer-uring;
+#                   a ringport binary runs as `serve --shards 1`)
+#   -c N            connections (default 10)
+#   --size N        payload bytes (default 65536)
+#   --rounds N      rounds (default 3)
+#   --seconds N     measured seconds per run (default 5)
+#   --bench BIN     the ringport binary whose bench is measured
+#                   (default target/release/ringport)
+#
+# example: bench/loadgen.sh --rounds 5
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SERVER=$ROOT/bench/peers/target/release/peer-uring
+BENCH=$ROOT/target/release/ringport
+GEN=$ROOT/bench/peers/target/release/gen-pingpong
+CONNS=10
+SIZE=65536
+ROUNDS=3
+SECONDS_=5
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --server) SERVER=$2; shift 2 ;;
+        -c) CONNS=$2; shift 2 ;;
+        --size) SIZE=$2; shift 2 ;;
+        --rounds) ROUNDS=$2; shift 2 ;;
+        --seconds) SECONDS_=$2; shift 2 ;;
+        --bench) BENCH=$2; shift 2 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        *) echo "loadgen.sh: unknown argument $1 (--help)" >&2; exit 2 ;;
+    esac
+done
+for n in "$CONNS" "$SIZE" "$ROUNDS" "$SECONDS_"; do
+    [[ $n =~ ^[1-9][0-9]*$ ]] || { echo "loadgen.sh: -c, --size, --rounds and --seconds take whole numbers" >&2; exit 2; }
+done
+for bin in "$SERVER" "$BENCH" "$GEN"; do
+    [[ -x $bin ]] || { echo "loadgen.sh: $bin is missing (cargo build --release; cd bench/peers && cargo build --release)" >&2; exit 2; }
+done
+
+port=$((30000 + RANDOM % 10000))
+if [[ $(basename "$SERVER") == peer-* ]]; then
+    taskset -c 0 "$SERVER" --addr "127.0.0.1:$port" --threads 1 >/dev/null 2>&1 &
+else
+    taskset -c 0 "$SERVER" serve --addr "127.0.0.1:$port" --shards 1 >/dev/null 2>&1 &
+fi
+server=$!
+results=$(mktemp)
+out=$(mktemp)
+trap 'kill "$server" 2>/dev/null; rm -f "$results" "$out"' EXIT
+sleep 0.7
+kill -0 "$server" 2>/dev/null || { echo "loadgen.sh: the server did not start" >&2; exit 1; }
+
+for round in $(seq 1 "$ROUNDS"); do
+    for gen in bench-full bench-header gen-pingpong; do
+        if [[ $gen == bench-* ]]; then
+            taskset -c 1 timeout $((SECONDS_ + 60)) "$BENCH" bench --addr "127.0.0.1:$port" -c "$CONNS" \
+                --size "$SIZE" --depth 1 --threads 1 --warmup 1s --duration "${SECONDS_}s" \
+                --verify "${gen#bench-}" >"$out" 2>&1 || true
+            rate=$(grep -oP 'throughput:\s+\K[0-9]+' "$out" || echo 0)
+            us=$(grep -oP 'bench cpu:.*, \K[0-9.]+(?= us/msg)' "$out" || echo -)
+        else
+            taskset -c 1 timeout $((SECONDS_ + 60)) "$GEN" --addr "127.0.0.1:$port" --connections "$CONNS" \
+                --size "$SIZE" --warmup 1 --seconds "$SECONDS_" >"$out" 2>&1 || true
+            rate=$(grep -oP 'gen-pingpong:\s+\K[0-9]+' "$out" || echo 0)
+            us=$(grep -oP 'generator CPU \K[0-9.]+(?= us/msg)' "$out" || echo -)
+        fi
+        [[ $rate -gt 0 ]] || { echo "loadgen.sh: $gen failed:" >&2; cat "$out" >&2; exit 1; }
+        printf "round %d  %-15s msg/s %d  generator us/msg %s\n" "$round" "$gen" "$rate" "$us" | tee -a "$results"
+    done
+done
+
+echo "medians over $ROUNDS round(s), $CONNS connections x $SIZE B, depth 1, server $(basename "$SERVER"):"
+for gen in bench-full bench-header gen-pingpong; do
+    awk -v name="$gen" 'BEGIN { n = 0 } $3 == name { rate[n] = $5; us[n] = ($8 == "-" ? 1e18 : $8); n++ }
+        function median(a, n,    i, j, t) {
+            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+            return n % 2 ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2
+        }
+        END { if (n) printf "  %-15s msg/s %d  generator us/msg %.2f\n", name, median(rate, n), median(us, n) }' "$results"
+done
