@@ -134,6 +134,7 @@ impl Context<'_> {
     /// Queues `payload` as one message to `conn` (copied; no allocation once
     /// the shard's send pool is warm). Connections on other shards are
     /// reached through their command queue.
+    #[inline]
     pub fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), SendError> {
         self.core.send(conn, payload)
     }

@@ -15,6 +15,7 @@ impl Handler for Echo {
 
     fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: SocketAddr) {}
 
+    #[inline]
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &mut (), message: &[u8]) {
         match ctx.send(conn, message) {
             Ok(()) | Err(SendError::Closed) => {}

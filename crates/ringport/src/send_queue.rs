@@ -174,6 +174,7 @@ impl SendQueue {
     }
 
     /// Copies `parts` (header, payload, trailer) to the end of the queue.
+    #[inline]
     pub fn push_copy(&mut self, pool: &mut ChunkPool, parts: &[&[u8]]) {
         let body = self.body.get_or_insert_with(|| pool.take_body());
         // Usually all parts fit the last chunk: one check, then the copies

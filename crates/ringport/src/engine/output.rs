@@ -378,6 +378,7 @@ impl<C: Codec> Outbound for Core<C> {
 /// were `before` bytes): counts them, stamps the slot's last output, and
 /// marks it for a send. Takes the fields it needs, so that a caller holding
 /// the slot does not look it up again.
+#[inline]
 fn note_queued(
     s: &mut Slot,
     slot: usize,
@@ -394,6 +395,7 @@ fn note_queued(
 
 /// Marks slot `slot` for a send at the end of the turn, unless it is
 /// marked already or a send is in flight (its completion marks it again).
+#[inline]
 fn mark_dirty(s: &mut Slot, slot: usize, dirty: &mut Vec<u32>) {
     if !s.in_dirty() && !s.send_in_flight() {
         s.set_in_dirty(true);
