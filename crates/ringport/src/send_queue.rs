@@ -189,6 +189,17 @@ impl SendQueue {
             body.len += total;
             return;
         }
+        // An empty queue (every reply of a ping-pong): one fresh chunk for
+        // all parts, rather than `append` finding there is none, part by part.
+        if body.segments.is_empty() && total <= CHUNK_SIZE {
+            let mut buf = pool.take();
+            for part in parts {
+                buf.extend_from_slice(part);
+            }
+            body.segments.push_back(Segment::Chunk(buf));
+            body.len += total;
+            return;
+        }
         for part in parts {
             body.append(pool, part);
         }
