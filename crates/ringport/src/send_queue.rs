@@ -402,6 +402,49 @@ mod tests {
         assert_eq!(q.len(), 0);
     }
 
+    /// Each way `push_copy` can take: into an empty queue (one fresh
+    /// chunk for all parts when they fit one, `append` when not), into the
+    /// last chunk when it has room, across chunks when it has not.
+    #[test]
+    fn push_copy_keeps_order_on_every_path() {
+        let mut pool = ChunkPool::new(8);
+        let mut q = SendQueue::default();
+        let mut expect = Vec::new();
+        let mut push = |q: &mut SendQueue, pool: &mut ChunkPool, parts: &[&[u8]]| {
+            q.push_copy(pool, parts);
+            for part in parts {
+                expect.extend_from_slice(part);
+            }
+        };
+        let segments = |q: &SendQueue| q.body.as_ref().map_or(0, |b| b.segments.len());
+        // Empty queue, parts filling exactly one chunk: one segment.
+        let half = vec![7u8; CHUNK_SIZE / 2 - 2];
+        push(&mut q, &mut pool, &[b"ab", &half, &half, b"yz"]);
+        assert_eq!(segments(&q), 1);
+        assert_eq!(q.len(), CHUNK_SIZE);
+        // A full last chunk: the next message starts a new one.
+        push(&mut q, &mut pool, &[b"HDR", b"payload", b"\n"]);
+        assert_eq!(segments(&q), 2);
+        // Room in the last chunk: no new segment.
+        push(&mut q, &mut pool, &[b"h", b"more"]);
+        assert_eq!(segments(&q), 2);
+        // Not enough room: fills the last chunk, then continues in a new
+        // one (16 bytes were in it, so 28 spill over).
+        let big = vec![3u8; CHUNK_SIZE + 10];
+        push(&mut q, &mut pool, &[b"h2", &big]);
+        assert_eq!(segments(&q), 3);
+        assert_eq!(q.len(), expect.len());
+        assert_eq!(drain(&mut q, &mut pool, 777), expect);
+        // Empty again, a message larger than a chunk: split over chunks.
+        let mut expect = Vec::new();
+        let first = vec![1u8; CHUNK_SIZE - 1];
+        q.push_copy(&mut pool, &[b"ab", &first]);
+        expect.extend_from_slice(b"ab");
+        expect.extend_from_slice(&first);
+        assert_eq!(segments(&q), 2);
+        assert_eq!(drain(&mut q, &mut pool, 4096), expect);
+    }
+
     #[test]
     fn pool_keeps_at_most_its_bound() {
         let mut pool = ChunkPool::new(2);
