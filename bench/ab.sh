@@ -89,14 +89,8 @@ for round in $(seq 1 "$ROUNDS"); do
     done
 done
 
-# Medians per server over the rounds (the middle run, or the mean of the
-# two middle ones).
+# Medians per server over the rounds.
 echo "medians over $ROUNDS round(s):"
 for bin in "${BINS[@]}"; do
-    awk -v name="$bin" 'BEGIN { n = 0 } $3 == name { rate[n] = $5; us[n] = ($10 == "-" ? 1e18 : $10); n++ }
-        function median(a, n,    i, j, t) {
-            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-            return n % 2 ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2
-        }
-        END { if (n) printf "  %s  msg/s %d  us/msg %.2f\n", name, median(rate, n), median(us, n) }' "$results"
+    awk -v name="$bin" -v rate_col=5 -v us_col=10 -f "$(dirname "${BASH_SOURCE[0]}")/medians.awk" "$results"
 done

@@ -83,10 +83,6 @@ done
 
 echo "medians over $ROUNDS round(s), $CONNS connections x $SIZE B, depth 1, server $(basename "$SERVER"):"
 for gen in bench-full bench-header gen-pingpong; do
-    awk -v name="$gen" 'BEGIN { n = 0 } $3 == name { rate[n] = $5; us[n] = ($8 == "-" ? 1e18 : $8); n++ }
-        function median(a, n,    i, j, t) {
-            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-            return n % 2 ? a[(n - 1) / 2] : (a[n / 2 - 1] + a[n / 2]) / 2
-        }
-        END { if (n) printf "  %-15s msg/s %d  generator us/msg %.2f\n", name, median(rate, n), median(us, n) }' "$results"
+    awk -v name="$gen" -v rate_col=5 -v us_col=8 -v label="generator us/msg" -v width=15 \
+        -f "$ROOT/bench/medians.awk" "$results"
 done
