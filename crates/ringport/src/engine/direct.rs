@@ -174,6 +174,15 @@ impl<C: Codec> Core<C> {
     /// armed: cancels it if the frame in progress is worth receiving
     /// directly (the switch completes in [`Self::start_direct`]).
     pub(super) fn consider_direct(&mut self, slot: usize) {
+        // The receive of nearly every small message leaves neither a frame
+        // in progress missing `DIRECT_MIN` nor bulk mode: answered from the
+        // input state alone, before the checks that look the slot up.
+        let unlikely = self.inputs[slot].as_ref().is_none_or(|i| {
+            i.bulk == 0 && i.framer.missing().is_none_or(|m| m < DIRECT_MIN)
+        });
+        if unlikely {
+            return;
+        }
         if !self.slots[slot].recv_armed()
             || !(self.direct_worth(slot, DIRECT_MIN) || self.bulk_worth(slot))
         {
