@@ -83,7 +83,11 @@ impl ChunkPool {
     fn give_body(&mut self, mut body: Box<QueueBody>) {
         debug_assert!(body.segments.is_empty());
         if self.bodies.len() < MAX_KEEP_BODIES {
-            body.segments.shrink_to(KEEP_SEGMENTS);
+            // Checked first: nearly every body comes back small, and the
+            // call costs as much as the rest of this (once per reply).
+            if body.segments.capacity() > KEEP_SEGMENTS {
+                body.segments.shrink_to(KEEP_SEGMENTS);
+            }
             body.front_offset = 0;
             body.len = 0;
             self.bodies.push(body);
@@ -443,6 +447,25 @@ mod tests {
         expect.extend_from_slice(&first);
         assert_eq!(segments(&q), 2);
         assert_eq!(drain(&mut q, &mut pool, 4096), expect);
+    }
+
+    #[test]
+    fn a_body_that_grew_goes_back_shrunk_and_a_small_one_as_it_is() {
+        let mut pool = ChunkPool::new(64);
+        let mut q = SendQueue::default();
+        q.push_copy(&mut pool, &[&vec![1u8; CHUNK_SIZE * 40]]);
+        assert!(q.body.as_ref().unwrap().segments.capacity() > KEEP_SEGMENTS);
+        q.clear(&mut pool);
+        let body = pool.bodies.last().unwrap();
+        assert!(body.segments.capacity() <= KEEP_SEGMENTS.max(4));
+        assert_eq!((body.len, body.front_offset), (0, 0));
+        // A small one keeps its (small) deque: no reallocation next time.
+        let mut q = SendQueue::default();
+        q.push_copy(&mut pool, &[b"x"]);
+        let capacity = q.body.as_ref().unwrap().segments.capacity();
+        assert!(capacity <= KEEP_SEGMENTS.max(4));
+        q.clear(&mut pool);
+        assert_eq!(pool.bodies.last().unwrap().segments.capacity(), capacity);
     }
 
     #[test]
