@@ -177,9 +177,9 @@ impl<C: Codec> Core<C> {
         // The receive of nearly every small message leaves neither a frame
         // in progress missing `DIRECT_MIN` nor bulk mode: answered from the
         // input state alone, before the checks that look the slot up.
-        let unlikely = self.inputs[slot].as_ref().is_none_or(|i| {
-            i.bulk == 0 && i.framer.missing().is_none_or(|m| m < DIRECT_MIN)
-        });
+        let unlikely = self.inputs[slot]
+            .as_ref()
+            .is_none_or(|i| i.bulk == 0 && i.framer.missing().is_none_or(|m| m < DIRECT_MIN));
         if unlikely {
             return;
         }
