@@ -56,6 +56,10 @@ if [ "${NETNS:-auto}" != 0 ] && [ "${NETNS:-auto}" != inside ] \
     echo "== network namespace of its own, TCP established hash of $buckets buckets"
     echo "$buckets" > /proc/sys/net/ipv4/tcp_child_ehash_entries
     status=0
+    # Not visible inside a namespace other than the first (global setting).
+    export MAX_BACKLOG TCP_MEM
+    MAX_BACKLOG=$(cat /proc/sys/net/core/netdev_max_backlog)
+    TCP_MEM=$(cat /proc/sys/net/ipv4/tcp_mem)
     # A mount namespace too, so that /sys shows this namespace's loopback
     # device (for RPS below) without touching the host's.
     NETNS=inside unshare -n -m bash -c '
@@ -117,6 +121,29 @@ fail() {
 }
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+# Packets the kernel dropped because a CPU's input backlog was full
+# (net.core.netdev_max_backlog; loopback traffic always passes through it),
+# over all CPUs: the second column of softnet_stat, in hex.
+backlog_drops() {
+    local total=0 _ dropped _rest
+    while read -r _ dropped _rest; do total=$((total + 16#$dropped)); done </proc/net/softnet_stat
+    echo "$total"
+}
+# One TCP counter of this network namespace: tcp_counter Tcp: RetransSegs
+# (/proc/net/snmp) or tcp_counter TcpExt: TCPTimeouts (/proc/net/netstat).
+tcp_counter() {
+    awk -v prefix="$1" -v name="$2" '$1 == prefix {
+        if (!col) { for (i = 2; i <= NF; i++) if ($i == name) col = i; next }
+        print $col; exit }' /proc/net/snmp /proc/net/netstat
+}
+kernel_counters() {
+    echo "$(backlog_drops) $(tcp_counter Tcp: RetransSegs) $(tcp_counter TcpExt: TCPTimeouts)" \
+        "$(tcp_counter TcpExt: TCPMemoryPressures) $(tcp_counter TcpExt: TCPMemoryPressuresChrono)"
+}
+# Pages of socket buffers all TCP sockets hold (machine-wide, whichever
+# namespace reads it); past the middle value of net.ipv4.tcp_mem TCP is
+# under memory pressure and shrinks buffers; past the last, sends wait.
+tcp_mem_pages() { awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
 
 avail_mib=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
@@ -161,6 +188,9 @@ echo "== bench: $CONNECTIONS connections from $SOURCES, $RATE msg/s each, $SIZE 
     "${WARMUP}s warm-up + ${DURATION}s measured, CPU $BENCH_CPU"
 
 ticks_before=$(busy_ticks)
+read -r drops_before retrans_before timeouts_before pressures_before pressure_ms_before \
+    <<<"$(kernel_counters)"
+PEAK_TCP_MEM=0
 started=$SECONDS
 set +e
 timeout --signal=TERM --kill-after=30 "$TIME_LIMIT" \
@@ -176,6 +206,8 @@ PEAK_KIB=$IDLE_KIB
 while kill -0 "$BENCH_PID" 2>/dev/null; do
     now=$(rss_kib "$SERVER_PID" 2>/dev/null || echo 0)
     [ "${now:-0}" -gt "$PEAK_KIB" ] && PEAK_KIB=$now
+    pages=$(tcp_mem_pages)
+    [ "${pages:-0}" -gt "$PEAK_TCP_MEM" ] && PEAK_TCP_MEM=$pages
     sleep 1
 done
 wait "$BENCH_PID"
@@ -183,6 +215,8 @@ bench_status=$?
 BENCH_PID=
 set -e
 elapsed=$((SECONDS - started))
+read -r drops_after retrans_after timeouts_after pressures_after pressure_ms_after \
+    <<<"$(kernel_counters)"
 ticks_after=$(busy_ticks)
 
 grep -E '^(connected|note|warning|error)' "$OUT/bench.log" | sed 's/^/   bench: /' || true
@@ -191,10 +225,24 @@ sed 's/^/   /' "$OUT/bench.out"
 
 hz=$(getconf CLK_TCK)
 python3 - "$OUT/bench.json" "$IDLE_KIB" "$PEAK_KIB" "$elapsed" \
-    "$(((ticks_after - ticks_before) / hz))" "$(nproc)" <<'EOF'
-import json, sys
+    "$(((ticks_after - ticks_before) / hz))" "$(nproc)" "$OUT/bench.log" \
+    "$((drops_after - drops_before))" "$((retrans_after - retrans_before))" \
+    "$((timeouts_after - timeouts_before))" \
+    "${MAX_BACKLOG:-$(cat /proc/sys/net/core/netdev_max_backlog 2>/dev/null || echo 0)}" \
+    "$((pressures_after - pressures_before))" "$((pressure_ms_after - pressure_ms_before))" \
+    "$PEAK_TCP_MEM" "${TCP_MEM:-$(cat /proc/sys/net/ipv4/tcp_mem 2>/dev/null || echo 0 0 0)}" <<'EOF'
+import json, re, sys
 b = json.load(open(sys.argv[1]))
 idle_kib, peak_kib, elapsed, busy_secs, cpus = map(int, sys.argv[2:7])
+drops, retrans, timeouts, max_backlog, pressures, pressure_ms, tcp_mem_peak = map(int, sys.argv[8:15])
+tcp_mem = [int(v) for v in sys.argv[15].split()]
+# The bench's progress lines carry the slowest reply of each second: a
+# stall shows where it happened (warm-up or measured), not only in p99.
+slowest = {"warm-up": [], "measure": []}
+for line in open(sys.argv[7], errors="replace"):
+    m = re.match(r"(warm-up|measure): .*slowest reply ([0-9.]+) (us|ms|s),", line)
+    if m:
+        slowest[m[1]].append(m[2] + m[3])
 s = b.get("server") or {}
 conns = b["connections_established"]
 print()
@@ -211,6 +259,9 @@ else:
     print(f"messages:      {b['messages_per_sec']:,.0f} msg/s (closed loop)")
 lat = b["latency_us"]
 print(f"latency:       p50 {lat['p50']:,} us, p99 {lat['p99']:,} us, max {lat['max']:,} us")
+if slowest["measure"]:
+    print("  slowest reply by second: warm-up " + " ".join(slowest["warm-up"])
+          + " | measured " + " ".join(slowest["measure"]))
 before = s.get("rss_bytes_before_connect")
 during = s.get("rss_bytes")
 if before and during:
@@ -220,6 +271,16 @@ if before and during:
 print(f"server CPU:    {s.get('cpu_percent', 0):.0f} % of one core while measuring; "
       f"bench CPU {100 * b['bench_cpu_seconds'] / max(b['duration_secs'], 1e-9):.0f} %")
 print(f"machine:       {elapsed} s wall, all CPUs busy {busy_secs} s of {elapsed * cpus} s")
+# A dropped packet costs its connection a retransmission timeout (200 ms
+# or more): the usual cause of a p99 in the hundreds of milliseconds here.
+print(f"kernel:        {drops:,} packets dropped at a full input backlog "
+      f"(netdev_max_backlog {max_backlog:,}; all CPUs, all namespaces), "
+      f"{retrans:,} TCP segments retransmitted, {timeouts:,} retransmission timeouts")
+# Under TCP memory pressure the kernel shrinks socket buffers, and sends
+# wait for memory: replies stall without any packet lost.
+print(f"TCP memory:    peak {tcp_mem_peak * 4 / 1024:,.0f} MiB of socket buffers "
+      f"(tcp_mem pressure at {tcp_mem[1] * 4 / 1024:,.0f} MiB); "
+      f"entered memory pressure {pressures:,} times, {pressure_ms / 1000:,.1f} s in it")
 print(f"errors:        {b['errors'] or 'none'}; ok: {b['ok']}")
 EOF
 [ "$bench_status" -eq 0 ] || fail "the bench exited with status $bench_status (see above)"

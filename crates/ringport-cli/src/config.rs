@@ -166,6 +166,11 @@ pub fn to_toml(args: &ServeArgs) -> String {
         "the open-files limit",
     );
     optional(
+        "connections-per-ring",
+        args.connections_per_ring.map(|n| n.to_string()),
+        "the open-files limit",
+    );
+    optional(
         "idle-timeout",
         args.idle_timeout.map(|d| s(&duration_text(d))),
         "off",

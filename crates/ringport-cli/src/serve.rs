@@ -108,6 +108,16 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub connections_per_shard: Option<u64>,
 
+    /// io_uring only: connections (direct descriptors) per ring [default,
+    /// and maximum: the open-files limit, which caps one ring's table].
+    ///
+    /// A shard adds rings as its connections fill them. A smaller value
+    /// means more, smaller rings per shard: for testing a many-ring shard
+    /// with few connections, or to keep each ring's table small.
+    #[arg(long, value_name = "N", env = "RINGPORT_CONNECTIONS_PER_RING",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub connections_per_ring: Option<u64>,
+
     /// Outbound bytes queued on one connection at which the server stops
     /// reading from it; units allowed (1MiB, 256KiB).
     ///
@@ -372,6 +382,9 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     config.connections_per_shard = args
         .connections_per_shard
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    config.connections_per_ring = args
+        .connections_per_ring
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     config.send_high_water = args.send_high_water as usize;
     config.recv_buffer_size = usize::try_from(args.recv_buffer_size).unwrap_or(usize::MAX);

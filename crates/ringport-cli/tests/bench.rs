@@ -134,6 +134,21 @@ fn fixed_rate_reports_offered_delivered_and_server_memory() {
         out.contains("rate:        offered 1,000 msg/s, delivered"),
         "{out}"
     );
+    // Each progress line gives the slowest reply of its second, so a
+    // stall shows when it happened.
+    let slowest = out
+        .lines()
+        .filter(|l| l.starts_with("measure: ") && l.contains(" msg/s"))
+        .find_map(|l| {
+            l.split_once(", slowest reply ")?
+                .1
+                .split_once(", ")
+                .map(|(v, _)| v)
+        })
+        .unwrap_or_else(|| panic!("no measure line with the slowest reply\n{out}"));
+    let (value, unit) = slowest.split_once(' ').expect("value and unit");
+    assert!(value.parse::<f64>().is_ok_and(|v| v > 0.0), "{slowest}");
+    assert!(["us", "ms", "s"].contains(&unit), "{slowest}");
     // Marginal memory: (RSS during - RSS before connecting) / connections.
     let s = &json["server"];
     let before = s["rss_bytes_before_connect"].as_f64().unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::*;
 
-const OPTIONS: [&str; 21] = [
+const OPTIONS: [&str; 22] = [
     "--tls-cert",
     "--tls-key",
     "--tls-client-ca",
@@ -25,6 +25,7 @@ const OPTIONS: [&str; 21] = [
     "--stats-interval",
     "--codec",
     "--connections-per-shard",
+    "--connections-per-ring",
     "--send-high-water",
     "--stop-timeout",
     "--recv-buffers",
@@ -344,4 +345,40 @@ fn too_many_connections_per_shard_exits_1() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `--connections-per-ring` reaches the server: on io_uring a shard with
+/// rings of 100 holds 250 echoing clients on three of them (epoll has no
+/// rings and ignores it); 0 is a usage error.
+#[test]
+fn connections_per_ring_spreads_a_shard_over_more_rings() {
+    let (status, stderr) = run_to_exit(&["serve", "--connections-per-ring", "0"]);
+    assert_eq!(status.code(), Some(2), "{status}\n{stderr}");
+    assert!(stderr.contains("--connections-per-ring"), "{stderr}");
+
+    let served = serve(&[
+        "--shards",
+        "1",
+        "--max-connections",
+        "1000",
+        "--connections-per-ring",
+        "100",
+    ]);
+    let epoll = std::env::var("RINGPORT_BACKEND").is_ok_and(|b| b == "epoll");
+    if !epoll {
+        let log = served.proc.stderr();
+        assert!(
+            log.contains("ring(s) of 100 direct descriptors"),
+            "the start-up line should give the ring size\n{log}"
+        );
+    }
+    let mut clients: Vec<TcpStream> = (0..250).map(|_| served.connect()).collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        write_frame(client, format!("client {i}").as_bytes());
+    }
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(read_frame(client), format!("client {i}").as_bytes());
+    }
+    drop(clients);
+    served.stop_with(libc::SIGTERM);
 }

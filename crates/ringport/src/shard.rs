@@ -150,7 +150,7 @@ fn run_on<C, H, F, D>(
     drop(ready);
     let turns = &shared.shards[index].turns;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_loop(&mut engine, &mut driver, turns)
+        run_loop(&mut engine, &mut driver, turns, index)
     }));
     match outcome {
         Ok(Ok(())) => {
@@ -179,12 +179,18 @@ fn run_loop<C: Codec, H: Handler, D: Driver>(
     engine: &mut Engine<C, H>,
     driver: &mut D,
     turns: &TurnHistogram,
+    shard: usize,
 ) -> io::Result<()> {
     let mut busy_since = Instant::now();
     let mut next_trim = busy_since + TRIM_EVERY;
+    let mut slow = SlowTurns::new(busy_since);
+    let mut handled = 0u64;
     loop {
         let now = Instant::now();
-        if now >= next_trim {
+        // The completions of the last wait were handled since `busy_since`.
+        let completions_took = now.saturating_duration_since(busy_since);
+        let trimming = now >= next_trim;
+        if trimming {
             next_trim = now + TRIM_EVERY;
             driver.trim();
             engine.trim();
@@ -194,11 +200,17 @@ fn run_loop<C: Codec, H: Handler, D: Driver>(
         if engine.finished() {
             return Ok(());
         }
-        turns.record(busy_since.elapsed());
+        let busy = busy_since.elapsed();
+        turns.record(busy);
+        if busy >= SLOW_TURN {
+            slow.note(shard, busy, completions_took, handled, trimming);
+        }
+        handled = 0;
         driver.wait(engine.next_wake().saturating_duration_since(now))?;
         busy_since = Instant::now();
         engine.set_now(busy_since);
         while let Some(completion) = driver.next_completion() {
+            handled += 1;
             engine.complete(completion, &*driver);
             if let Completion::Recv { buf: Some(buf), .. } = completion {
                 driver.release(buf);
@@ -206,5 +218,115 @@ fn run_loop<C: Codec, H: Handler, D: Driver>(
             engine.drain_ops(|op, queues| driver.submit(op, queues))?;
         }
         driver.end_batch();
+    }
+}
+
+/// A loop turn at least this long is logged: every connection of the
+/// shard waited that long for it (also counted in the turn histogram,
+/// `ringport_loop_turn_seconds`).
+const SLOW_TURN: Duration = Duration::from_millis(100);
+
+/// At most one slow-turn warning per shard this often; the turns in
+/// between are summed into the next one.
+const SLOW_TURN_LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Decides which slow loop turns are logged: at most one per
+/// [`SLOW_TURN_LOG_EVERY`], the ones in between counted into it.
+struct SlowTurns {
+    next_log: Instant,
+    unlogged: u64,
+    unlogged_worst: Duration,
+}
+
+/// What a logged slow turn reports about the unlogged ones before it.
+#[derive(Debug, PartialEq, Eq)]
+struct Unlogged {
+    count: u64,
+    worst: Duration,
+}
+
+impl SlowTurns {
+    fn new(now: Instant) -> Self {
+        SlowTurns {
+            next_log: now,
+            unlogged: 0,
+            unlogged_worst: Duration::ZERO,
+        }
+    }
+
+    /// A turn that took `busy` ended at `now`: `Some` (the slow turns
+    /// since the last log) if this one is to be logged.
+    fn should_log(&mut self, now: Instant, busy: Duration) -> Option<Unlogged> {
+        if now < self.next_log {
+            self.unlogged += 1;
+            self.unlogged_worst = self.unlogged_worst.max(busy);
+            return None;
+        }
+        self.next_log = now + SLOW_TURN_LOG_EVERY;
+        Some(Unlogged {
+            count: std::mem::take(&mut self.unlogged),
+            worst: std::mem::take(&mut self.unlogged_worst),
+        })
+    }
+
+    /// A turn took `busy`, of which `completions_took` handling the
+    /// `handled` completions of one wait; `trimming`: it also gave back
+    /// idle memory.
+    #[cold]
+    fn note(
+        &mut self,
+        shard: usize,
+        busy: Duration,
+        completions_took: Duration,
+        handled: u64,
+        trimming: bool,
+    ) {
+        let Some(before) = self.should_log(Instant::now(), busy) else {
+            return;
+        };
+        tracing::warn!(
+            shard,
+            took_ms = busy.as_millis() as u64,
+            completions = handled,
+            completions_ms = completions_took.as_millis() as u64,
+            trimming,
+            unlogged_slow_turns = before.count,
+            unlogged_worst_ms = before.worst.as_millis() as u64,
+            "a loop turn took {busy:.1?}: this shard's connections waited that long"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_turns_are_logged_once_per_interval_with_the_rest_counted() {
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut slow = SlowTurns::new(start);
+        let none = Unlogged {
+            count: 0,
+            worst: Duration::ZERO,
+        };
+        assert_eq!(slow.should_log(start, ms(150)), Some(none));
+        assert_eq!(slow.should_log(start + ms(300), ms(400)), None);
+        assert_eq!(slow.should_log(start + ms(900), ms(120)), None);
+        // The next interval: logged, with the two held back.
+        assert_eq!(
+            slow.should_log(start + SLOW_TURN_LOG_EVERY, ms(110)),
+            Some(Unlogged {
+                count: 2,
+                worst: ms(400)
+            })
+        );
+        assert_eq!(
+            slow.should_log(start + 3 * SLOW_TURN_LOG_EVERY, ms(200)),
+            Some(Unlogged {
+                count: 0,
+                worst: Duration::ZERO
+            })
+        );
     }
 }

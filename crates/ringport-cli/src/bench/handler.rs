@@ -74,6 +74,9 @@ pub struct Shared {
     pub progress_received: Vec<AtomicU64>,
     pub progress_in_flight: Vec<AtomicU64>,
     pub progress_errors: Vec<AtomicU64>,
+    /// The slowest round trip each shard saw (any phase) since the main
+    /// thread last took it, in µs: shows a stall second by second.
+    pub progress_slowest_us: Vec<AtomicU64>,
     pub connect_errors: Mutex<BTreeMap<String, u64>>,
     pub results: Mutex<Vec<ShardResult>>,
 }
@@ -91,6 +94,7 @@ impl Shared {
             progress_received: counters(),
             progress_in_flight: counters(),
             progress_errors: counters(),
+            progress_slowest_us: counters(),
             connect_errors: Mutex::new(BTreeMap::new()),
             results: Mutex::new(Vec::new()),
         }
@@ -106,6 +110,16 @@ impl Shared {
 
     pub fn sum(counters: &[AtomicU64]) -> u64 {
         counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The slowest round trip published since the last call (µs, 0 if
+    /// none), resetting it.
+    pub fn take_slowest_us(&self) -> u64 {
+        self.progress_slowest_us
+            .iter()
+            .map(|c| c.swap(0, Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -181,6 +195,8 @@ pub struct BenchHandler {
     started_traffic: bool,
     /// Messages sent and not yet answered, over this shard's connections.
     in_flight: u64,
+    /// Slowest round trip since the last tick, µs (published then reset).
+    slowest_us: u64,
     scratch: Vec<u8>,
     /// Large payloads handed to the engine, oldest first: reused (written
     /// over in place) once the engine has let go of them, so a bulk run
@@ -208,6 +224,7 @@ impl BenchHandler {
             last_tick: Instant::now(),
             started_traffic: false,
             in_flight: 0,
+            slowest_us: 0,
             scratch: Vec::new(),
             sent_buffers: std::collections::VecDeque::new(),
             result: ShardResult::new(),
@@ -359,9 +376,10 @@ impl BenchHandler {
     }
 
     fn record(&mut self, stamp: Stamp, len: usize, own: bool) {
+        let rtt_us = (self.now_ns().saturating_sub(stamp.sent_ns) / 1000).max(1);
+        self.slowest_us = self.slowest_us.max(rtt_us);
         if self.shared.phase() == Phase::Measure {
             self.result.measured_own += u64::from(own);
-            let rtt_us = (self.now_ns().saturating_sub(stamp.sent_ns) / 1000).max(1);
             self.result.latency_us.saturating_record(rtt_us);
             self.result.measured_messages += 1;
             self.result.measured_bytes += len as u64;
@@ -479,6 +497,8 @@ impl Handler for BenchHandler {
         self.shared.progress_received[self.shard].store(self.result.received, Ordering::Relaxed);
         self.shared.progress_in_flight[self.shard].store(in_flight, Ordering::Relaxed);
         self.shared.progress_errors[self.shard].store(errors, Ordering::Relaxed);
+        self.shared.progress_slowest_us[self.shard]
+            .fetch_max(std::mem::take(&mut self.slowest_us), Ordering::Relaxed);
     }
 
     fn on_close(&mut self, _: &mut Context<'_>, id: ConnId, _: (), reason: CloseReason) {

@@ -30,6 +30,16 @@ pub fn rate_text(per_sec: f64) -> String {
     out
 }
 
+/// A round trip in µs, in the unit that reads best: `384 us`, `3.1 ms`,
+/// `0.73 s`.
+pub fn latency_text(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us} us"),
+        1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
+        _ => format!("{:.2} s", us as f64 / 1e6),
+    }
+}
+
 /// A progress bar on a terminal, plain periodic lines otherwise.
 pub struct Progress {
     tty: bool,
@@ -111,7 +121,14 @@ impl Progress {
                 let now = Shared::sum(&shared.progress_received);
                 let rate = (now - last) as f64 / elapsed.as_secs_f64();
                 let errors = Shared::sum(&shared.progress_errors);
-                let msg = format!("{what}: {} msg/s, {errors} errors", rate_text(rate));
+                let slowest = match shared.take_slowest_us() {
+                    0 => String::new(),
+                    us => format!(", slowest reply {}", latency_text(us)),
+                };
+                let msg = format!(
+                    "{what}: {} msg/s{slowest}, {errors} errors",
+                    rate_text(rate)
+                );
                 match &self.bar {
                     Some(bar) => bar.set_message(msg),
                     None => eprintln!("{msg}"),
@@ -641,7 +658,16 @@ impl Summary {
 
 #[cfg(test)]
 mod tests {
-    use super::rate_text;
+    use super::{latency_text, rate_text};
+
+    #[test]
+    fn latencies_read_in_their_unit() {
+        assert_eq!(latency_text(384), "384 us");
+        assert_eq!(latency_text(999), "999 us");
+        assert_eq!(latency_text(3_149), "3.1 ms");
+        assert_eq!(latency_text(728_063), "728.1 ms");
+        assert_eq!(latency_text(1_250_000), "1.25 s");
+    }
 
     #[test]
     fn rates_are_whole_numbers() {
