@@ -8,7 +8,10 @@
 # second per connection of SIZE bytes for DURATION, verifies every reply,
 # and the script prints
 #   connections, connect rate, offered vs delivered msg/s, late sends,
-#   latency p50/p99, server RSS before/after and marginal bytes per connection
+#   latency p50/p99 and the slowest reply of each second, server RSS
+#   before/after and marginal bytes per connection, and what the kernel did
+#   meanwhile (packets dropped at a full input backlog, TCP retransmissions,
+#   TCP socket-buffer memory and memory pressure)
 # Every process it starts is stopped on exit (bounded: the bench runs under
 # `timeout`); logs and the bench JSON are kept in target/million/.
 #
@@ -231,7 +234,7 @@ python3 - "$OUT/bench.json" "$IDLE_KIB" "$PEAK_KIB" "$elapsed" \
     "${MAX_BACKLOG:-$(cat /proc/sys/net/core/netdev_max_backlog 2>/dev/null || echo 0)}" \
     "$((pressures_after - pressures_before))" "$((pressure_ms_after - pressure_ms_before))" \
     "$PEAK_TCP_MEM" "${TCP_MEM:-$(cat /proc/sys/net/ipv4/tcp_mem 2>/dev/null || echo 0 0 0)}" <<'EOF'
-import json, re, sys
+import json, os, re, sys
 b = json.load(open(sys.argv[1]))
 idle_kib, peak_kib, elapsed, busy_secs, cpus = map(int, sys.argv[2:7])
 drops, retrans, timeouts, max_backlog, pressures, pressure_ms, tcp_mem_peak = map(int, sys.argv[8:15])
@@ -272,14 +275,15 @@ print(f"server CPU:    {s.get('cpu_percent', 0):.0f} % of one core while measuri
       f"bench CPU {100 * b['bench_cpu_seconds'] / max(b['duration_secs'], 1e-9):.0f} %")
 print(f"machine:       {elapsed} s wall, all CPUs busy {busy_secs} s of {elapsed * cpus} s")
 # A dropped packet costs its connection a retransmission timeout (200 ms
-# or more): the usual cause of a p99 in the hundreds of milliseconds here.
+# or more).
 print(f"kernel:        {drops:,} packets dropped at a full input backlog "
       f"(netdev_max_backlog {max_backlog:,}; all CPUs, all namespaces), "
       f"{retrans:,} TCP segments retransmitted, {timeouts:,} retransmission timeouts")
 # Under TCP memory pressure the kernel shrinks socket buffers, and sends
 # wait for memory: replies stall without any packet lost.
-print(f"TCP memory:    peak {tcp_mem_peak * 4 / 1024:,.0f} MiB of socket buffers "
-      f"(tcp_mem pressure at {tcp_mem[1] * 4 / 1024:,.0f} MiB); "
+page_mib = os.sysconf("SC_PAGE_SIZE") / 2**20
+print(f"TCP memory:    peak {tcp_mem_peak * page_mib:,.0f} MiB of socket buffers "
+      f"(tcp_mem pressure at {tcp_mem[1] * page_mib:,.0f} MiB); "
       f"entered memory pressure {pressures:,} times, {pressure_ms / 1000:,.1f} s in it")
 print(f"errors:        {b['errors'] or 'none'}; ok: {b['ok']}")
 EOF

@@ -31,7 +31,7 @@ pub fn rate_text(per_sec: f64) -> String {
 }
 
 /// A round trip in µs, in the unit that reads best: `384 us`, `3.1 ms`,
-/// `0.73 s`.
+/// `1.25 s`.
 pub fn latency_text(us: u64) -> String {
     match us {
         0..1_000 => format!("{us} us"),
