@@ -162,3 +162,34 @@ fn by_default_any_shard_may_hold_the_whole_limit() {
     assert_eq!(per_shard.iter().sum::<u64>(), LIMIT as u64, "{per_shard:?}");
     server.stop();
 }
+
+/// The shard thread sleeps on its first ring; a message for a connection
+/// on another ring must wake it (the other rings signal an eventfd only
+/// while it sleeps). The tick is made far longer than the test, so a
+/// wake-up that was lost would leave the echo unanswered until the read
+/// timeout fails the test, not until a tick rescued it.
+#[test]
+fn a_sleeping_shard_wakes_for_a_message_on_any_of_its_rings() {
+    let server = start_echo(|c| {
+        c.shards = 1;
+        c.connections_per_shard = Some(4 * PER_RING);
+        c.connections_per_ring = Some(PER_RING);
+        c.tick = Duration::from_secs(600);
+    });
+    let addr = server.local_addr();
+    let mut clients: Vec<TcpStream> = (0..4 * PER_RING).map(|_| connect(addr)).collect();
+    for c in &clients {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    }
+    // One at a time, so the shard is idle (asleep) before each message;
+    // from the last ring back to the first.
+    for round in 0..3u64 {
+        for (i, c) in clients.iter_mut().enumerate().rev() {
+            std::thread::sleep(Duration::from_millis(1));
+            let payload = pattern(round * 1_000 + i as u64, 16 + i);
+            assert_bytes_eq(&round_trip(c, &payload), &payload, "echo after sleep");
+        }
+    }
+    drop(clients);
+    server.stop();
+}

@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use ringport::{Bytes, CloseReason, ConnId, Context, Handler};
 
 use super::payload::{self, Corrupt, Stamp};
+use super::rotation::Rotation;
 
 /// What every shard is doing now; set by the bench's main thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -187,8 +188,7 @@ pub struct BenchHandler {
     shared: Arc<Shared>,
     conns: Vec<Option<Conn>>,
     /// Open slots, for the fixed-rate round robin.
-    rotation: Vec<u32>,
-    cursor: usize,
+    rotation: Rotation,
     /// Fractional sends owed by the fixed rate.
     owed: f64,
     last_tick: Instant,
@@ -218,8 +218,7 @@ impl BenchHandler {
             shard,
             shared,
             conns: Vec::new(),
-            rotation: Vec::new(),
-            cursor: 0,
+            rotation: Rotation::new(0x9e37_79b9_7f4a_7c15 ^ shard as u64),
             owed: 0.0,
             last_tick: Instant::now(),
             started_traffic: false,
@@ -361,8 +360,10 @@ impl BenchHandler {
         }
         while budget > 0 {
             budget -= 1;
-            self.cursor = (self.cursor + 1) % self.rotation.len();
-            let slot = self.rotation[self.cursor] as usize;
+            let Some(slot) = self.rotation.next_slot() else {
+                break;
+            };
+            let slot = slot as usize;
             let Some(conn) = self.conns[slot].as_ref() else {
                 continue;
             };
@@ -404,7 +405,7 @@ impl Handler for BenchHandler {
             expect_seq: 0,
             in_flight: 0,
         });
-        self.rotation.push(slot as u32);
+        self.rotation.insert(slot as u32);
         if self.started_traffic && self.shared.params.rate == 0.0 && self.sending() {
             self.fill(ctx, slot);
         }
@@ -506,9 +507,7 @@ impl Handler for BenchHandler {
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) {
             self.result.unanswered += conn.in_flight as u64;
             self.in_flight -= conn.in_flight as u64;
-            if let Some(pos) = self.rotation.iter().position(|&s| s as usize == slot) {
-                self.rotation.swap_remove(pos);
-            }
+            self.rotation.remove(slot as u32);
             if reason != CloseReason::ServerStopping {
                 self.error("closed by peer", || format!("{id}: {reason:?}"));
             }

@@ -12,6 +12,7 @@ mod handler;
 mod payload;
 mod ports;
 mod report;
+mod rotation;
 mod sources;
 
 use std::net::SocketAddr;

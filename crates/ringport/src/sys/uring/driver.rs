@@ -83,8 +83,9 @@ pub(crate) struct UringDriver {
     wake: EventRead,
     /// Signalled by the rings after the first; `None` with one ring only.
     ring_event: Option<(OwnedFd, EventRead)>,
-    /// The ring event fired: look at every ring at the next wait.
-    ring_event_fired: bool,
+    /// The rings after the first signal `ring_event` (only while the
+    /// thread sleeps: see [`UringDriver::wait`]).
+    wakes_armed: bool,
     /// Send memory of the multi-segment sends in flight, by slot, and
     /// spare memory for the next ones.
     sends: HashMap<u32, Box<SendMemory>>,
@@ -162,7 +163,7 @@ impl UringDriver {
                 posted: false,
             },
             ring_event,
-            ring_event_fired: false,
+            wakes_armed: false,
             sends: HashMap::new(),
             spare_sends: Vec::new(),
             connects: HashMap::new(),
@@ -429,7 +430,6 @@ impl UringDriver {
                 match ud.kind {
                     OpKind::Wake => self.wake.posted = false,
                     _ => {
-                        self.ring_event_fired = true;
                         if let Some((_, read)) = self.ring_event.as_mut() {
                             read.posted = false;
                         }
@@ -508,6 +508,19 @@ impl UringDriver {
             .as_socket()
             .unwrap_or(UNSPECIFIED);
         Ok((unit as u32 * self.per_ring + result as u32, peer))
+    }
+
+    /// Enters each ring after the first that has submissions queued or
+    /// deferred completions flagged (without waiting), and collects the
+    /// ready completions of all of them.
+    fn enter_other_rings(&mut self) -> io::Result<()> {
+        for unit in 1..self.units.len() {
+            if self.units[unit].needs_enter() {
+                self.units[unit].submit_now()?;
+            }
+            self.reap(unit);
+        }
+        Ok(())
     }
 
     /// Collects the ready completions of ring `unit`.
@@ -617,6 +630,14 @@ impl Driver for UringDriver {
         }
     }
 
+    /// The rings after the first are entered only when they have work: the
+    /// kernel flags deferred completions (`IORING_SQ_TASKRUN`) in a flag
+    /// the thread reads without a system call, and queued submissions are
+    /// known here. Their eventfd, which wakes the thread through the read
+    /// posted on the first ring, is armed only while the thread sleeps:
+    /// awake, it reads the flags every turn anyway, and an armed eventfd
+    /// would be signalled by every completion the thread itself makes the
+    /// kernel post, each signal an extra completion and loop turn.
     fn wait(&mut self, timeout: Duration) -> io::Result<()> {
         self.completions.clear();
         self.next = 0;
@@ -625,20 +646,24 @@ impl Driver for UringDriver {
             unit.flush_overflow()?;
             overflow |= unit.has_overflow();
         }
-        // The other rings first, without waiting: hand over their
-        // submissions and run their deferred completions.
-        let look_at_all = std::mem::take(&mut self.ring_event_fired);
-        for unit in 1..self.units.len() {
-            if look_at_all || self.units[unit].needs_enter() {
-                self.units[unit].submit_now()?;
+        self.enter_other_rings()?;
+        let mut busy = !self.completions.is_empty()
+            || !self.made_up.is_empty()
+            || !self.units[0].ring.completion().is_empty()
+            || overflow;
+        if !busy && !timeout.is_zero() && self.units.len() > 1 {
+            for unit in &mut self.units[1..] {
+                unit.signal_work(true);
             }
-            self.reap(unit);
+            self.wakes_armed = true;
+            // Work that came before the eventfd was armed signalled
+            // nothing: look once more. (The kernel sets the flag before it
+            // reads whether to signal; this fence orders the arming before
+            // the look, so one side sees the other.)
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            busy = self.units[1..].iter_mut().any(Unit::has_work);
         }
         let first = &mut self.units[0];
-        let busy = !self.completions.is_empty()
-            || !self.made_up.is_empty()
-            || !first.ring.completion().is_empty()
-            || overflow;
         let outcome = if busy || timeout.is_zero() {
             first.ring.submit()
         } else {
@@ -654,6 +679,13 @@ impl Driver for UringDriver {
                     Some(libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ETIME)
                 ) => {}
             Err(e) => return Err(e),
+        }
+        if std::mem::take(&mut self.wakes_armed) {
+            for unit in &mut self.units[1..] {
+                unit.signal_work(false);
+            }
+            // What woke the thread, if another ring: handled in this turn.
+            self.enter_other_rings()?;
         }
         self.reap(0);
         Ok(())

@@ -6,10 +6,12 @@
 //! refuses more than `RLIMIT_NOFILE` entries), but direct descriptors do
 //! not use the process's fd table, so a shard holds many times that many
 //! connections on several rings. The first ring is the one the thread
-//! waits on; the others are created when the ones before them are full and
-//! signal a shared eventfd, which the first ring keeps a read posted on,
-//! when they have completions (a registered eventfd is signalled as soon as
-//! work for the ring is queued, DEFER_TASKRUN included: checked on 6.18).
+//! waits on; the others are created when the ones before them are full and,
+//! while the thread sleeps, signal a shared eventfd, which the first ring
+//! keeps a read posted on, when they have completions (a registered eventfd
+//! is signalled as soon as work for the ring is queued, DEFER_TASKRUN
+//! included: checked on 6.18). Awake, the thread enters only the rings the
+//! kernel flagged.
 
 use std::collections::VecDeque;
 use std::io;
@@ -59,7 +61,7 @@ impl Unit {
         } else {
             config.ring_entries.min(SECONDARY_ENTRIES)
         };
-        let (ring, mode) = super::new_ring(entries)?;
+        let (mut ring, mode) = super::new_ring(entries)?;
         ring.submitter().register_files_sparse(table).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -68,6 +70,8 @@ impl Unit {
         })?;
         if let Some(fd) = ring_event {
             ring.submitter().register_eventfd(fd)?;
+            // Armed only while the thread sleeps (`signal_work`).
+            ring.completion().disable_eventfd();
         }
         let mut bufs = BufRing::new(
             &ring,
@@ -156,6 +160,23 @@ impl Unit {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Arms (`true`) or disarms the eventfd this ring signals when work
+    /// for it arrives (`IORING_CQ_EVENTFD_DISABLED`, Linux 5.8+).
+    pub fn signal_work(&mut self, on: bool) {
+        let cq = self.ring.completion();
+        if on {
+            cq.enable_eventfd();
+        } else {
+            cq.disable_eventfd();
+        }
+    }
+
+    /// Whether the thread has anything to do for this ring: completions
+    /// to reap, or a reason to enter it ([`Unit::needs_enter`]).
+    pub fn has_work(&mut self) -> bool {
+        !self.ring.completion().is_empty() || self.needs_enter()
     }
 
     /// Whether the kernel holds deferred completions for this ring, or
