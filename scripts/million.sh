@@ -28,6 +28,9 @@
 #                127.N.0.0/16 block picked at random, so TIME_WAITs left by
 #                an earlier run do not collide)
 #   SERVER_CPU / BENCH_CPU  CPUs to pin to (default 0 / 1)
+#   SERVER_BIN   the ringport binary that serves (default: this tree's
+#                release build, as for the bench): to compare two builds'
+#                servers under the same load generator
 #   BACKEND      io-uring or epoll (default auto)
 #   TIME_LIMIT   seconds the bench may take in all (default DURATION + 600)
 #   NETNS        1 (default when root): run server and bench in a network
@@ -148,6 +151,9 @@ kernel_counters() {
 # under memory pressure and shrinks buffers; past the last, sends wait.
 tcp_mem_pages() { awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+# Time the hypervisor ran something else on this machine's CPUs (steal):
+# a virtual machine's neighbours show up here, not in any process.
+steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }
 
 avail_mib=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
 [ "$avail_mib" -ge 6144 ] || fail "only $avail_mib MiB available; this run needs about 6 GiB"
@@ -171,7 +177,7 @@ fi
 echo "== machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)," \
     "$avail_mib MiB available, open-files limit $(ulimit -Sn)/$(ulimit -Hn)"
 
-taskset -c "$SERVER_CPU" "$BIN/ringport" serve --addr 127.0.0.1:0 --shards "$SHARDS" --backend "$BACKEND" \
+taskset -c "$SERVER_CPU" "${SERVER_BIN:-$BIN/ringport}" serve --addr 127.0.0.1:0 --shards "$SHARDS" --backend "$BACKEND" \
     --max-connections $((CONNECTIONS + 1000)) --stats-interval 10s \
     >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
@@ -191,6 +197,7 @@ echo "== bench: $CONNECTIONS connections from $SOURCES, $RATE msg/s each, $SIZE 
     "${WARMUP}s warm-up + ${DURATION}s measured, CPU $BENCH_CPU"
 
 ticks_before=$(busy_ticks)
+steal_before=$(steal_ticks)
 read -r drops_before retrans_before timeouts_before pressures_before pressure_ms_before \
     <<<"$(kernel_counters)"
 PEAK_TCP_MEM=0
@@ -221,6 +228,7 @@ elapsed=$((SECONDS - started))
 read -r drops_after retrans_after timeouts_after pressures_after pressure_ms_after \
     <<<"$(kernel_counters)"
 ticks_after=$(busy_ticks)
+steal_after=$(steal_ticks)
 
 grep -E '^(connected|note|warning|error)' "$OUT/bench.log" | sed 's/^/   bench: /' || true
 sed 's/^/   /' "$OUT/bench.out"
@@ -233,7 +241,8 @@ python3 - "$OUT/bench.json" "$IDLE_KIB" "$PEAK_KIB" "$elapsed" \
     "$((timeouts_after - timeouts_before))" \
     "${MAX_BACKLOG:-$(cat /proc/sys/net/core/netdev_max_backlog 2>/dev/null || echo 0)}" \
     "$((pressures_after - pressures_before))" "$((pressure_ms_after - pressure_ms_before))" \
-    "$PEAK_TCP_MEM" "${TCP_MEM:-$(cat /proc/sys/net/ipv4/tcp_mem 2>/dev/null || echo 0 0 0)}" <<'EOF'
+    "$PEAK_TCP_MEM" "${TCP_MEM:-$(cat /proc/sys/net/ipv4/tcp_mem 2>/dev/null || echo 0 0 0)}" \
+    "$(((steal_after - steal_before) * 10 / hz))" <<'EOF'
 import json, os, re, sys
 b = json.load(open(sys.argv[1]))
 idle_kib, peak_kib, elapsed, busy_secs, cpus = map(int, sys.argv[2:7])
@@ -273,7 +282,9 @@ if before and during:
           f"marginal {s['rss_marginal_bytes_per_connection']:,.0f} B per connection")
 print(f"server CPU:    {s.get('cpu_percent', 0):.0f} % of one core while measuring; "
       f"bench CPU {100 * b['bench_cpu_seconds'] / max(b['duration_secs'], 1e-9):.0f} %")
-print(f"machine:       {elapsed} s wall, all CPUs busy {busy_secs} s of {elapsed * cpus} s")
+steal_tenths = int(sys.argv[16])
+print(f"machine:       {elapsed} s wall, all CPUs busy {busy_secs} s of {elapsed * cpus} s;"
+      f" {steal_tenths / 10:.1f} s stolen by the hypervisor")
 # A dropped packet costs its connection a retransmission timeout (200 ms
 # or more).
 print(f"kernel:        {drops:,} packets dropped at a full input backlog "

@@ -89,7 +89,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::parse_duration)]
     pub warmup: Duration,
     /// Messages per second per connection; 0 = closed loop, as fast as
-    /// replies come.
+    /// replies come. Each thread takes its connections in a random order
+    /// (not connect order), as independent clients would send.
     #[arg(long, default_value_t = 0.0, value_parser = rate_arg)]
     pub rate: f64,
     /// What the server does with messages.
