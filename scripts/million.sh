@@ -144,7 +144,8 @@ tcp_counter() {
 }
 kernel_counters() {
     echo "$(backlog_drops) $(tcp_counter Tcp: RetransSegs) $(tcp_counter TcpExt: TCPTimeouts)" \
-        "$(tcp_counter TcpExt: TCPMemoryPressures) $(tcp_counter TcpExt: TCPMemoryPressuresChrono)"
+        "$(tcp_counter TcpExt: TCPMemoryPressures) $(tcp_counter TcpExt: TCPMemoryPressuresChrono)" \
+        "$(tcp_counter TcpExt: DelayedACKs)"
 }
 # Pages of socket buffers all TCP sockets hold (machine-wide, whichever
 # namespace reads it); past the middle value of net.ipv4.tcp_mem TCP is
@@ -199,7 +200,7 @@ echo "== bench: $CONNECTIONS connections from $SOURCES, $RATE msg/s each, $SIZE 
 ticks_before=$(busy_ticks)
 steal_before=$(steal_ticks)
 read -r drops_before retrans_before timeouts_before pressures_before pressure_ms_before \
-    <<<"$(kernel_counters)"
+    delacks_before <<<"$(kernel_counters)"
 PEAK_TCP_MEM=0
 started=$SECONDS
 set +e
@@ -226,7 +227,7 @@ BENCH_PID=
 set -e
 elapsed=$((SECONDS - started))
 read -r drops_after retrans_after timeouts_after pressures_after pressure_ms_after \
-    <<<"$(kernel_counters)"
+    delacks_after <<<"$(kernel_counters)"
 ticks_after=$(busy_ticks)
 steal_after=$(steal_ticks)
 
@@ -242,7 +243,8 @@ python3 - "$OUT/bench.json" "$IDLE_KIB" "$PEAK_KIB" "$elapsed" \
     "${MAX_BACKLOG:-$(cat /proc/sys/net/core/netdev_max_backlog 2>/dev/null || echo 0)}" \
     "$((pressures_after - pressures_before))" "$((pressure_ms_after - pressure_ms_before))" \
     "$PEAK_TCP_MEM" "${TCP_MEM:-$(cat /proc/sys/net/ipv4/tcp_mem 2>/dev/null || echo 0 0 0)}" \
-    "$(((steal_after - steal_before) * 10 / hz))" <<'EOF'
+    "$(((steal_after - steal_before) * 10 / hz))" "$((delacks_after - delacks_before))" \
+    "$(python3 -c "print(round($RATE * $CONNECTIONS * ($WARMUP + $DURATION)))")" <<'EOF'
 import json, os, re, sys
 b = json.load(open(sys.argv[1]))
 idle_kib, peak_kib, elapsed, busy_secs, cpus = map(int, sys.argv[2:7])
@@ -290,6 +292,12 @@ print(f"machine:       {elapsed} s wall, all CPUs busy {busy_secs} s of {elapsed
 print(f"kernel:        {drops:,} packets dropped at a full input backlog "
       f"(netdev_max_backlog {max_backlog:,}; all CPUs, all namespaces), "
       f"{retrans:,} TCP segments retransmitted, {timeouts:,} retransmission timeouts")
+# A connection quiet between messages acknowledges each one it received
+# with a packet of its own once the delayed-ACK timer fires (40 ms+):
+# one more packet through both stacks per message.
+delayed_acks, offered = int(sys.argv[17]), int(sys.argv[18])
+print(f"               {delayed_acks:,} delayed ACKs sent (both ends), "
+      f"{delayed_acks / max(offered, 1):.2f} per message offered")
 # Under TCP memory pressure the kernel shrinks socket buffers, and sends
 # wait for memory: replies stall without any packet lost.
 page_mib = os.sysconf("SC_PAGE_SIZE") / 2**20
