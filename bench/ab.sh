@@ -7,7 +7,9 @@
 #
 # A binary is run as `BIN serve --shards 1 SERVE-ARGS` (a ringport build),
 # unless its file name starts with `peer-` (a comparison peer from
-# bench/peers): then as `BIN --threads 1`.
+# bench/peers): then as `BIN --threads 1`. A BIN given with words after it
+# ("BIN ARGS", one shell word) gets ARGS too, so one binary can run with two
+# settings side by side; it is named with its spaces as underscores.
 #
 # Alternating builds in one sitting is what makes small differences visible
 # on a noisy VM; compare.sh's tables are for the peers.
@@ -22,6 +24,8 @@
 # examples:
 #   bench/ab.sh --load "-c 4 --size 16777216" --window 10 old/ringport new/ringport
 #   bench/ab.sh --rounds 5 target/release/ringport bench/peers/target/release/peer-uring
+#   bench/ab.sh --bench target/release/ringport --load "-c 10 --size 65536 --depth 1" \
+#       bench/peers/target/release/peer-uring "bench/peers/target/release/peer-uring --send-zc-min 16384"
 set -euo pipefail
 
 LOAD="-c 1000 --size 512 --depth 8"
@@ -43,9 +47,10 @@ while [[ $# -gt 0 ]]; do
 done
 [[ ${#BINS[@]} -gt 0 ]] || { echo "ab.sh: give at least one ringport binary (--help)" >&2; exit 2; }
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $WINDOW =~ ^[1-9][0-9]*$ ]] || { echo "ab.sh: --rounds and --window take whole numbers" >&2; exit 2; }
-BENCH=${BENCH:-${BINS[0]}}
-[[ $(basename "$BENCH") != peer-* ]] || { echo "ab.sh: the load generator must be a ringport binary: give --bench" >&2; exit 2; }
-for bin in "${BINS[@]}" "$BENCH"; do
+BENCH=${BENCH:-${BINS[0]%% *}}
+[[ $(basename "${BENCH%% *}") != peer-* ]] || { echo "ab.sh: the load generator must be a ringport binary: give --bench" >&2; exit 2; }
+for spec in "${BINS[@]}" "$BENCH"; do
+    bin=${spec%% *}
     [[ -x $bin ]] || { echo "ab.sh: $bin is not an executable" >&2; exit 2; }
 done
 
@@ -56,13 +61,16 @@ results=$(mktemp)
 trap '[[ -n $server ]] && kill "$server" 2>/dev/null; rm -f "$results"' EXIT
 
 for round in $(seq 1 "$ROUNDS"); do
-    for bin in "${BINS[@]}"; do
+    for spec in "${BINS[@]}"; do
+        read -r -a words <<<"$spec"
+        bin=${words[0]}
+        args=("${words[@]:1}")
         port=$((30000 + RANDOM % 10000))
         if [[ $(basename "$bin") == peer-* ]]; then
-            taskset -c 0 "$bin" --addr "127.0.0.1:$port" --threads 1 >/dev/null 2>&1 &
+            taskset -c 0 "$bin" --addr "127.0.0.1:$port" --threads 1 "${args[@]}" >/dev/null 2>&1 &
         else
             # shellcheck disable=SC2086 # SERVE and LOAD are argument lists
-            taskset -c 0 "$bin" serve --addr "127.0.0.1:$port" --shards 1 $SERVE >/dev/null 2>&1 &
+            taskset -c 0 "$bin" serve --addr "127.0.0.1:$port" --shards 1 $SERVE "${args[@]}" >/dev/null 2>&1 &
         fi
         server=$!
         sleep 0.7
@@ -81,7 +89,7 @@ for round in $(seq 1 "$ROUNDS"); do
         server=""
         rate=$(grep -oP 'throughput:\s+\K[0-9]+' "$out" || echo 0)
         rm -f "$out"
-        awk -v name="$bin" -v round="$round" -v rate="$rate" -v dt=$((c1 - c0)) \
+        awk -v name="${spec// /_}" -v round="$round" -v rate="$rate" -v dt=$((c1 - c0)) \
             -v ns=$((t1 - t0)) -v hz="$ticks" 'BEGIN {
                 cpu = dt / hz / (ns / 1e9);
                 printf "round %d  %s  msg/s %d  server cpu %.0f%%  us/msg %s\n", round, name, rate,
@@ -91,6 +99,6 @@ done
 
 # Medians per server over the rounds.
 echo "medians over $ROUNDS round(s):"
-for bin in "${BINS[@]}"; do
-    awk -v name="$bin" -v rate_col=5 -v us_col=10 -f "$(dirname "${BASH_SOURCE[0]}")/medians.awk" "$results"
+for spec in "${BINS[@]}"; do
+    awk -v name="${spec// /_}" -v rate_col=5 -v us_col=10 -f "$(dirname "${BASH_SOURCE[0]}")/medians.awk" "$results"
 done

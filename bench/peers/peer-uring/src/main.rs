@@ -21,6 +21,14 @@
 //!   send resubmits the rest.
 //! * ENOBUFS (ring empty) ends the multishot recv: the connection is parked
 //!   and its recv re-armed once buffers come back.
+//! * With `--send-zc-min BYTES`, sends of at least that many bytes go out as
+//!   IORING_OP_SEND_ZC (6.0+): the kernel pins the buffer's pages instead of
+//!   copying them, and posts a notification (IORING_CQE_F_NOTIF) once it no
+//!   longer needs them; the buffer goes back to the ring only then. Off by
+//!   default. On loopback the kernel copies zero-copy data anyway when it
+//!   reaches the local receiver (Documentation/networking/msg_zerocopy.rst,
+//!   "Loopback"), so this measures what the notifications and page pinning
+//!   cost there, not what a NIC would save.
 
 use std::collections::VecDeque;
 use std::io;
@@ -46,6 +54,8 @@ static CLOSED: AtomicU64 = AtomicU64::new(0);
 static ENOBUFS: AtomicU64 = AtomicU64::new(0);
 static PARTIAL_SENDS: AtomicU64 = AtomicU64::new(0);
 static TABLE_FULL: AtomicU64 = AtomicU64::new(0);
+static ZC_SENDS: AtomicU64 = AtomicU64::new(0);
+static ZC_COPIED: AtomicU64 = AtomicU64::new(0);
 
 // user_data layout: op (8 bits) | generation (24 bits) | slot (32 bits).
 const OP_ACCEPT: u64 = 1;
@@ -53,6 +63,19 @@ const OP_RECV: u64 = 2;
 const OP_SEND: u64 = 3;
 const OP_CLOSE: u64 = 4;
 const OP_CANCEL: u64 = 5;
+/// A SEND_ZC: op (8 bits) | buffer id (16) | generation's low 8 bits (8) |
+/// slot (32), so that its notification names the buffer to give back.
+const OP_SEND_ZC: u64 = 6;
+
+fn ud_zc(bid: u16, generation: u32, slot: u32) -> u64 {
+    (OP_SEND_ZC << 56)
+        | (u64::from(bid) << 40)
+        | ((u64::from(generation) & 0xff) << 32)
+        | u64::from(slot)
+}
+fn ud_zc_bid(u: u64) -> u16 {
+    (u >> 40) as u16
+}
 
 fn ud(op: u64, generation: u32, slot: u32) -> u64 {
     (op << 56) | ((u64::from(generation) & 0xff_ffff) << 32) | u64::from(slot)
@@ -72,6 +95,8 @@ struct Config {
     bufs: u16,
     buf_size: u32,
     table: u32,
+    /// Sends of at least this many bytes use SEND_ZC; 0: none.
+    zc_min: u32,
 }
 
 fn main() {
@@ -90,6 +115,10 @@ fn main() {
                 "direct descriptor table per thread (default min(RLIMIT_NOFILE, 20000))",
             ),
             ("entries", "SQ entries per ring (default 4096; CQ is 4x)"),
+            (
+                "send-zc-min",
+                "send with IORING_OP_SEND_ZC when at least this many bytes (default 0: never)",
+            ),
         ],
     );
     let nofile = peer_common::raise_nofile_limit();
@@ -106,6 +135,7 @@ fn main() {
         },
         buf_size: args.get_usize("buf-size", 64 * 1024) as u32,
         table: args.get_usize("table", default_table) as u32,
+        zc_min: args.get_usize("send-zc-min", 0) as u32,
     };
     peer_common::block_term_signals();
     let listeners = match peer_common::reuseport_listeners(args.addr, args.threads) {
@@ -149,13 +179,15 @@ fn main() {
     peer_common::announce(bound);
     let sig = peer_common::wait_for_term_signal();
     eprintln!(
-        "peer-uring: {}, shutting down (accepted {}, closed {}, ENOBUFS {}, partial sends {}, accept paused on full table {})",
+        "peer-uring: {}, shutting down (accepted {}, closed {}, ENOBUFS {}, partial sends {}, accept paused on full table {}, zero-copy sends {}, of which the kernel copied {})",
         peer_common::signal_name(sig),
         ACCEPTED.load(Ordering::Relaxed),
         CLOSED.load(Ordering::Relaxed),
         ENOBUFS.load(Ordering::Relaxed),
         PARTIAL_SENDS.load(Ordering::Relaxed),
         TABLE_FULL.load(Ordering::Relaxed),
+        ZC_SENDS.load(Ordering::Relaxed),
+        ZC_COPIED.load(Ordering::Relaxed),
     );
     // Rings, tables and sockets are reclaimed by the kernel at exit.
     std::process::exit(0);
@@ -175,6 +207,11 @@ struct BufRing {
     /// Buffers currently held by the application (received, not yet sent).
     held: usize,
     count: usize,
+    /// Per buffer: zero-copy sends whose notification has not come yet.
+    zc_pending: Vec<u16>,
+    /// Per buffer: the application is done with it, but it waits for its
+    /// zero-copy notifications before going back to the ring.
+    zc_done: Vec<bool>,
 }
 
 fn mmap_anon(len: usize) -> io::Result<*mut u8> {
@@ -222,6 +259,8 @@ impl BufRing {
             dirty: false,
             held: usize::from(count),
             count: usize::from(count),
+            zc_pending: vec![0; usize::from(count)],
+            zc_done: vec![false; usize::from(count)],
         };
         for bid in 0..count {
             br.recycle(bid);
@@ -253,6 +292,26 @@ impl BufRing {
         self.tail = self.tail.wrapping_add(1);
         self.held -= 1;
         self.dirty = true;
+    }
+
+    /// The application is done with buffer `bid`: back to the ring now, or
+    /// once the kernel has sent the notifications of its zero-copy sends.
+    fn release(&mut self, bid: u16) {
+        if self.zc_pending[usize::from(bid)] > 0 {
+            self.zc_done[usize::from(bid)] = true;
+        } else {
+            self.recycle(bid);
+        }
+    }
+
+    /// A zero-copy send's notification for buffer `bid`.
+    fn zc_notified(&mut self, bid: u16) {
+        let i = usize::from(bid);
+        self.zc_pending[i] -= 1;
+        if self.zc_pending[i] == 0 && self.zc_done[i] {
+            self.zc_done[i] = false;
+            self.recycle(bid);
+        }
     }
 
     fn publish(&mut self) {
@@ -327,6 +386,7 @@ struct Worker {
     active: usize,
     table: usize,
     cqes: Vec<(u64, i32, u32)>,
+    zc_min: u32,
 }
 
 impl Worker {
@@ -355,6 +415,7 @@ impl Worker {
             active: 0,
             table: cfg.table as usize,
             cqes: Vec::with_capacity(4096),
+            zc_min: cfg.zc_min,
         };
         w.want_accept();
         Ok(w)
@@ -438,10 +499,21 @@ impl Worker {
         let generation = c.generation;
         // SAFETY: off < buf_size, so the pointer stays inside buffer `bid`.
         let ptr = unsafe { self.bufs.buf(p.bid).add(p.off as usize) };
-        let e = opcode::Send::new(Fixed(slot), ptr, p.len)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(ud(OP_SEND, generation, slot));
+        let e = if self.zc_min > 0 && p.len >= self.zc_min {
+            ZC_SENDS.fetch_add(1, Ordering::Relaxed);
+            opcode::SendZc::new(Fixed(slot), ptr, p.len)
+                .flags(libc::MSG_NOSIGNAL)
+                // IORING_SEND_ZC_REPORT_USAGE (6.2+): the notification says
+                // whether the kernel copied after all.
+                .zc_flags(1 << 3)
+                .build()
+                .user_data(ud_zc(p.bid, generation, slot))
+        } else {
+            opcode::Send::new(Fixed(slot), ptr, p.len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(ud(OP_SEND, generation, slot))
+        };
         self.push(e);
     }
 
@@ -456,7 +528,7 @@ impl Worker {
             let keep = usize::from(c.sending);
             while c.queue.len() > keep {
                 let p = c.queue.pop_back().expect("queue non-empty");
-                self.bufs.recycle(p.bid);
+                self.bufs.release(p.bid);
             }
             if c.recv_armed && !c.cancel_sent {
                 c.cancel_sent = true;
@@ -555,6 +627,26 @@ impl Worker {
             OP_SEND => {
                 let c = &self.conns[slot as usize];
                 if !c.active || c.generation != ud_gen(u) {
+                    return;
+                }
+                self.on_send(slot, res);
+            }
+            OP_SEND_ZC => {
+                let bid = ud_zc_bid(u);
+                if cqueue::notif(flags) {
+                    // IORING_NOTIF_USAGE_ZC_COPIED: the kernel fell back
+                    // to copying (reported with IORING_SEND_ZC_REPORT_USAGE).
+                    if res as u32 & 0x8000_0000 != 0 {
+                        ZC_COPIED.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.bufs.zc_notified(bid);
+                    return;
+                }
+                if cqueue::more(flags) {
+                    self.bufs.zc_pending[usize::from(bid)] += 1;
+                }
+                let c = &self.conns[slot as usize];
+                if !c.active || (c.generation & 0xff) != ((u >> 32) & 0xff) as u32 {
                     return;
                 }
                 self.on_send(slot, res);
@@ -663,7 +755,7 @@ impl Worker {
             c.failed = true;
         }
         let p = c.queue.pop_front().expect("front exists");
-        self.bufs.recycle(p.bid);
+        self.bufs.release(p.bid);
         let c = &self.conns[slot as usize];
         if !c.failed && !c.queue.is_empty() {
             self.send_front(slot);
