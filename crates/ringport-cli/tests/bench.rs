@@ -493,3 +493,57 @@ fn bad_arguments_are_usage_errors() {
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
     }
 }
+
+/// A streaming echo: writes back whatever it reads, as it reads it, with one
+/// 64 KiB buffer (a valid echo of any framing), blocking, one thread per
+/// connection. It stops reading while its write waits, as any server with
+/// bounded memory must.
+fn streaming_echo() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A request larger than both sockets' buffers together (32 MiB against at
+/// most ~10 MiB with default sysctls) to a server that echoes as it reads:
+/// the bench must read the reply while its request is still going out, or
+/// both sides wait for good (it used to stop reading a connection whose own
+/// queued requests were over the engine's 1 MiB high-water mark).
+#[test]
+fn bench_reads_replies_while_a_large_request_is_still_going_out() {
+    let addr = streaming_echo();
+    for backend in ["io-uring", "epoll"] {
+        let (code, out, json) = bench(
+            addr,
+            &[
+                "--backend",
+                backend,
+                "-c",
+                "1",
+                "--size",
+                "32MiB",
+                "--max-frame",
+                "64MiB",
+                "--verify",
+                "header",
+            ],
+        );
+        assert_eq!(code, 0, "{backend}: {out}");
+        assert!(json["messages"].as_u64().unwrap() > 0, "{backend}: {json}");
+        assert!(out.contains("errors:      none"), "{backend}: {out}");
+    }
+}

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
+use ringport::codec::MAX_HEADER_LEN;
 use ringport::{LengthDelimited, Lines, Server, ServerConfig};
 
 use handler::{BenchHandler, Mode, Params, Phase, Shared};
@@ -357,6 +358,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         },
         // Replies are read as they come; the bench never leaves data unread.
         stop_timeout: Duration::from_secs(2),
+        send_high_water: own_requests_high_water(args.depth, args.size),
         ..ServerConfig::default()
     };
     let factory_shared = shared.clone();
@@ -660,6 +662,20 @@ fn run_fanout(args: &BenchArgs) -> Result<i32, String> {
     })
 }
 
+/// The send high-water mark of the bench's connections. The engine stops
+/// reading a connection whose send queue reaches it, and refuses sends past
+/// it plus one frame; the bench's queue holds only its own requests, at most
+/// `depth` per connection, and it must keep reading replies while they go
+/// out (a streaming echo server that answers a large request as it reads
+/// it would otherwise fill the bench's socket and stop, both sides waiting),
+/// so the mark sits above `depth` whole requests.
+fn own_requests_high_water(depth: u32, size: usize) -> usize {
+    let requests = (depth as usize).saturating_mul(size.saturating_add(MAX_HEADER_LEN));
+    ServerConfig::default()
+        .send_high_water
+        .max(requests.saturating_add(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -677,5 +693,19 @@ mod tests {
         pace.observe(t0 + Duration::from_millis(3100), 2310);
         assert_eq!(pace.slowest(), Some(300.0));
         assert_eq!(pace.seconds, vec![1000.0, 300.0, 1000.0]);
+    }
+
+    #[test]
+    fn the_high_water_mark_sits_above_the_bench_s_own_requests() {
+        let default = ServerConfig::default().send_high_water;
+        // Small requests: the engine's default stands.
+        assert_eq!(own_requests_high_water(8, 512), default);
+        assert_eq!(own_requests_high_water(1, 0), default);
+        // Large ones: above `depth` whole frames, headers included.
+        let mark = own_requests_high_water(8, 16 << 20);
+        assert!(mark > 8 * ((16 << 20) + MAX_HEADER_LEN), "{mark}");
+        assert!(own_requests_high_water(1, 32 << 20) > (32 << 20) + MAX_HEADER_LEN);
+        // No overflow at the extremes.
+        assert_eq!(own_requests_high_water(u32::MAX, usize::MAX), usize::MAX);
     }
 }
