@@ -3,7 +3,8 @@
 # (pinned to CPU 0) under the same load (`ringport bench`, pinned to CPU 1),
 # round after round, and prints per run the bench's throughput and the
 # server's CPU per message over a window in the middle of the run
-# (utime+stime from /proc/PID/stat), then each server's median.
+# (utime+stime from /proc/PID/stat), split into user space (utime) and
+# kernel (stime), then each server's medians.
 #
 # A binary is run as `BIN serve --shards 1 SERVE-ARGS` (a ringport build),
 # unless its file name starts with `peer-` (a comparison peer from
@@ -55,7 +56,8 @@ for spec in "${BINS[@]}" "$BENCH"; do
 done
 
 ticks=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime and stime of a process, in clock ticks.
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 server=""
 results=$(mktemp)
 trap '[[ -n $server ]] && kill "$server" 2>/dev/null; rm -f "$results"' EXIT
@@ -80,25 +82,29 @@ for round in $(seq 1 "$ROUNDS"); do
             --duration "$((WINDOW + 2))s" --warmup 1s >"$out" 2>&1 &
         bench=$!
         sleep 2
-        c0=$(cpu_ticks "$server"); t0=$(date +%s%N)
+        read -r u0 k0 < <(cpu_ticks "$server"); t0=$(date +%s%N)
         sleep "$WINDOW"
-        c1=$(cpu_ticks "$server"); t1=$(date +%s%N)
+        read -r u1 k1 < <(cpu_ticks "$server"); t1=$(date +%s%N)
         wait "$bench" || true
         kill "$server" 2>/dev/null || true
         wait "$server" 2>/dev/null || true
         server=""
         rate=$(grep -oP 'throughput:\s+\K[0-9]+' "$out" || echo 0)
         rm -f "$out"
-        awk -v name="${spec// /_}" -v round="$round" -v rate="$rate" -v dt=$((c1 - c0)) \
-            -v ns=$((t1 - t0)) -v hz="$ticks" 'BEGIN {
-                cpu = dt / hz / (ns / 1e9);
-                printf "round %d  %s  msg/s %d  server cpu %.0f%%  us/msg %s\n", round, name, rate,
-                    cpu * 100, (rate > 0 ? sprintf("%.2f", cpu * 1e6 / rate) : "-") }' | tee -a "$results"
+        awk -v name="${spec// /_}" -v round="$round" -v rate="$rate" -v user=$((u1 - u0)) \
+            -v kernel=$((k1 - k0)) -v ns=$((t1 - t0)) -v hz="$ticks" '
+            function per_msg(ticks) { return rate > 0 ? sprintf("%.3f", ticks / hz / (ns / 1e9) * 1e6 / rate) : "-" }
+            BEGIN {
+                cpu = (user + kernel) / hz / (ns / 1e9);
+                printf "round %d  %s  msg/s %d  server cpu %.0f%%  us/msg %s  user %s  kernel %s\n",
+                    round, name, rate, cpu * 100,
+                    (rate > 0 ? sprintf("%.2f", cpu * 1e6 / rate) : "-"), per_msg(user), per_msg(kernel) }' | tee -a "$results"
     done
 done
 
 # Medians per server over the rounds.
 echo "medians over $ROUNDS round(s):"
 for spec in "${BINS[@]}"; do
-    awk -v name="${spec// /_}" -v rate_col=5 -v us_col=10 -f "$(dirname "${BASH_SOURCE[0]}")/medians.awk" "$results"
+    awk -v name="${spec// /_}" -v rate_col=5 -v us_col=10 -v user_col=12 -v kernel_col=14 \
+        -f "$(dirname "${BASH_SOURCE[0]}")/medians.awk" "$results"
 done
