@@ -292,9 +292,10 @@ print(f"machine:       {elapsed} s wall, all CPUs busy {busy_secs} s of {elapsed
 print(f"kernel:        {drops:,} packets dropped at a full input backlog "
       f"(netdev_max_backlog {max_backlog:,}; all CPUs, all namespaces), "
       f"{retrans:,} TCP segments retransmitted, {timeouts:,} retransmission timeouts")
-# A connection quiet between messages acknowledges each one it received
-# with a packet of its own once the delayed-ACK timer fires (40 ms+):
-# one more packet through both stacks per message.
+# A connection quiet between messages acknowledges what it received with
+# a packet of its own: at once while the socket is in quick-ACK mode (a
+# young connection), else when the delayed-ACK timer fires (40 ms+), which
+# is what this counts.
 delayed_acks, offered = int(sys.argv[17]), int(sys.argv[18])
 print(f"               {delayed_acks:,} delayed ACKs sent (both ends), "
       f"{delayed_acks / max(offered, 1):.2f} per message offered")
