@@ -9,9 +9,56 @@ use bytes::Bytes;
 
 use crate::cluster::ClusterConnId;
 use crate::conn_id::ConnId;
-use crate::engine::topics::TopicError;
-use crate::shared::{ServerShared, ShardRemote};
+use crate::error::{CloseReason, SendError, TopicError};
 use crate::timer::TimerId;
+
+/// Code queued to run on a shard with its [`Context`].
+pub(crate) type RunFn = Box<dyn FnOnce(&mut Context<'_>) + Send>;
+
+/// What a [`ShardRemote`] needs of the server (implemented by its shared
+/// state; a trait so this module does not depend on it).
+pub(crate) trait Remote: Send + Sync {
+    /// Queues `f` on `shard` (`Busy`: its command queue is full).
+    fn run(&self, shard: usize, f: RunFn) -> Result<(), SendError>;
+    /// Queues `f` on `shard`, or gives it back with why not.
+    fn try_run(&self, shard: usize, f: RunFn) -> Result<(), (RunFn, SendError)>;
+    /// Wakes `waker` once `shard` has drained its command queue.
+    fn wait_for_room(&self, shard: usize, waker: &std::task::Waker);
+    /// This node's name in a cluster.
+    fn node(&self) -> Option<Arc<str>>;
+}
+
+/// Runs code on one shard from any thread. Cheap to clone.
+#[derive(Clone)]
+pub struct ShardRemote {
+    remote: Arc<dyn Remote>,
+    shard: usize,
+}
+
+impl ShardRemote {
+    pub(crate) fn new(remote: Arc<dyn Remote>, shard: usize) -> Self {
+        ShardRemote { remote, shard }
+    }
+
+    /// Queues `f` to run on the shard's thread with a [`Context`] (in
+    /// order with other commands to that shard). A connection id captured
+    /// by `f` is still checked there: if the connection closed meanwhile,
+    /// `ctx.send` to it returns `SendError::Closed`, so a late result never
+    /// reaches the slot's next connection.
+    pub fn run(&self, f: impl FnOnce(&mut Context<'_>) + Send + 'static) -> Result<(), SendError> {
+        self.remote.run(self.shard, Box::new(f))
+    }
+
+    /// The shard this handle runs code on.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
+    #[cfg(feature = "tokio")]
+    pub(crate) fn remote(&self) -> &Arc<dyn Remote> {
+        &self.remote
+    }
+}
 
 /// The shard operations handler callbacks reach through [`Context`]
 /// (implemented by the engine).
@@ -33,7 +80,8 @@ pub(crate) trait Outbound {
     );
     fn set_timer(&mut self, delay: Duration, token: u64) -> TimerId;
     fn cancel_timer(&mut self, id: TimerId) -> bool;
-    fn server(&self) -> &Arc<ServerShared>;
+    /// The server, for [`ShardRemote`]s.
+    fn remote(&self) -> Arc<dyn Remote>;
     fn connection_infos(&self, out: &mut Vec<crate::stats::ConnectionInfo>);
     fn subscribe(&mut self, conn: ConnId, topic: &[u8]) -> Result<bool, TopicError>;
     fn unsubscribe(&mut self, conn: ConnId, topic: &[u8]) -> bool;
@@ -45,85 +93,6 @@ pub(crate) trait Outbound {
         payload: &[u8],
     ) -> Result<(), SendError>;
 }
-
-/// Why a connection was closed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The peer closed its side (after its last frame; our queued replies
-    /// were flushed first).
-    PeerClosed,
-    /// The peer reset the connection, or it broke (errno).
-    Reset(i32),
-    /// The peer announced a frame over the maximum; nothing was allocated
-    /// for it.
-    FrameTooLarge { len: u64, max: usize },
-    /// The byte stream could not be decoded.
-    InvalidFrame(String),
-    /// The application closed it.
-    Local,
-    /// Its send queue hit the bound under [`crate::SlowConsumerPolicy::Disconnect`],
-    /// it did not drain its queue within `close_timeout` while closing, or
-    /// input it sent while its reading was paused (it did not read its
-    /// replies) went past `input_backlog_limit`.
-    SlowConsumer,
-    /// The server is stopping.
-    ServerStopping,
-    /// Nothing was received for `idle_timeout`.
-    IdleTimeout,
-    /// The peer closed its side in the middle of a frame: `have` bytes of
-    /// it had arrived, `missing` more were announced (`None`: its header
-    /// was not complete, or the codec cannot tell, e.g. a line without its
-    /// end). Queued replies were flushed first.
-    TruncatedFrame { have: u64, missing: Option<u64> },
-    /// A frame did not complete within `frame_timeout` (plus the time
-    /// `min_receive_rate` allows for its size) of its first byte: a slow
-    /// or stalled sender.
-    FrameTimeout { have: u64, missing: Option<u64> },
-    /// The shard held more bytes of partial frames (over all its
-    /// connections) than `reassembly_limit`, and this connection's input
-    /// grew past it: many peers announcing large frames cannot exhaust
-    /// memory.
-    Overloaded,
-    /// TLS failed: the handshake (a certificate not trusted, no common
-    /// protocol version, plaintext or garbage sent to a TLS port), a corrupt
-    /// record, or a handshake not complete within its timeout.
-    Tls(String),
-}
-
-/// Why a send, broadcast or close was not accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendError {
-    /// The connection is closed (or closing): the id is stale. The message
-    /// never reaches another connection that reuses the slot.
-    Closed,
-    /// The connection's send queue is at its bound.
-    QueueFull,
-    /// The owning shard's command queue is full; retry later.
-    Busy,
-    /// The payload is larger than the maximum frame size.
-    TooLarge,
-    /// The server is stopping or stopped.
-    Stopped,
-    /// The connection's node cannot be reached: no cluster is configured,
-    /// the link to the bus is down, or the node is not (or no longer)
-    /// heard from.
-    Unreachable,
-}
-
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SendError::Closed => "connection is closed",
-            SendError::QueueFull => "connection's send queue is full",
-            SendError::Busy => "shard command queue is full",
-            SendError::TooLarge => "message is larger than the maximum frame",
-            SendError::Stopped => "server is stopped",
-            SendError::Unreachable => "the connection's node is unreachable",
-        })
-    }
-}
-
-impl std::error::Error for SendError {}
 
 /// What handler callbacks can do, without leaving the shard thread.
 pub struct Context<'a> {
@@ -196,7 +165,7 @@ impl Context<'_> {
     /// it, e.g. to deliver the result of work offloaded to a
     /// [`crate::pool::Pool`] back to the connection that asked for it.
     pub fn remote(&self) -> ShardRemote {
-        ShardRemote::new(self.core.server().clone(), self.core.shard_index())
+        ShardRemote::new(self.core.remote(), self.core.shard_index())
     }
 
     /// Runs `work` on a worker of `pool` (with that worker's state), then
@@ -269,8 +238,7 @@ impl Context<'_> {
     /// The cluster-wide id of `conn` (None when the server is not part of
     /// a cluster).
     pub fn cluster_id(&self, conn: ConnId) -> Option<ClusterConnId> {
-        let link = self.core.server().cluster.get()?;
-        Some(ClusterConnId::new(link.node().clone(), conn))
+        Some(ClusterConnId::new(self.core.remote().node()?, conn))
     }
 
     /// Like [`Context::connect`], over TLS: `on_connect` comes once the

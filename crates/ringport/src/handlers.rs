@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 
 use crate::conn_id::ConnId;
-use crate::handler::{CloseReason, Context, Handler, SendError};
+use crate::error::{CloseReason, SendError};
+use crate::handler::{Context, Handler};
 
 /// Sends every message back to its sender. Copies the message into the
 /// shard's send pool: no heap allocation per message once warm.

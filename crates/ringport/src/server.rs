@@ -14,9 +14,12 @@ use crossbeam_channel::Sender;
 use crate::codec::{Codec, LengthDelimited};
 use crate::config::{Backend, ServerConfig, table_size};
 use crate::conn_id::ConnId;
-use crate::handler::{Handler, SendError};
+use crate::error::SendError;
+use crate::handler::Handler;
+use crate::handler::ShardRemote;
+use crate::router;
 use crate::shard;
-use crate::shared::{Command, ServerShared, ShardRemote, ShardShared};
+use crate::shared::{Command, ServerShared, ShardShared};
 use crate::stats::Stats;
 
 /// What [`Server::connections`] returns.
@@ -74,7 +77,9 @@ impl Server {
         });
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &shared.config.cluster {
-            let link = crate::cluster::start(cluster.clone(), Arc::downgrade(&shared))?;
+            let weak = Arc::downgrade(&shared);
+            let inbound: std::sync::Weak<dyn crate::cluster::Inbound> = weak;
+            let link = crate::cluster::start(cluster.clone(), inbound)?;
             let _ = shared.cluster.set(Box::new(link));
         }
         let factory = Arc::new(factory);
@@ -208,66 +213,32 @@ impl Server {
     }
 
     /// Queues one message to `conn`. Fails at once with `Closed` if the id
-    /// is stale; a connection that closes before the shard runs the command
-    /// simply does not get it.
+    /// is stale, with `Busy` if its shard's command queue is full; a
+    /// connection that closes before the shard runs the command simply does
+    /// not get it. (The policies of every send path: [`crate::router`]'s
+    /// documentation, in the design guide.)
     pub fn send(&self, conn: ConnId, payload: impl Into<Bytes>) -> Result<(), SendError> {
-        let payload = payload.into();
-        if payload.len() > self.shared.max_frame {
-            return Err(SendError::TooLarge);
-        }
-        let shard = self.shared.check_live(conn)?;
-        self.shared.command(shard, Command::Send { conn, payload })
+        router::thread::send(&self.shared, conn, payload.into())
     }
 
-    /// Queues one message to every open connection. Fails with `Busy` if a
-    /// shard's command queue is full (the other shards still get it).
+    /// Queues one message to every open connection of every shard and, in
+    /// a cluster, of every other node. All or nothing on this node: fails
+    /// with `Busy`, having reached no shard, if a shard's command queue is
+    /// full (a retry cannot duplicate it).
     pub fn broadcast(&self, payload: impl Into<Bytes>) -> Result<(), SendError> {
-        let payload = payload.into();
-        if payload.len() > self.shared.max_frame {
-            return Err(SendError::TooLarge);
-        }
-        let mut result = Ok(());
-        for shard in self.shared.shards.iter() {
-            let cmd = Command::Broadcast {
-                payload: payload.clone(),
-            };
-            if let Err(e) = self.shared.command(shard, cmd) {
-                result = Err(e);
-            }
-        }
-        if let Some(link) = self.shared.cluster.get() {
-            link.broadcast(&payload);
-        }
-        result
+        router::thread::broadcast(&self.shared, &payload.into())
     }
 
     /// Queues `payload` to every subscriber of `topic` on every shard (one
     /// command per shard; the payload is shared, not copied per
-    /// subscriber) and, in a cluster, on every node. Fails with `Busy` if
-    /// a shard's command queue is full (the other shards still get it).
+    /// subscriber) and, in a cluster, on every node. All or nothing on this
+    /// node, as [`Server::broadcast`].
     pub fn publish(
         &self,
         topic: impl Into<Bytes>,
         payload: impl Into<Bytes>,
     ) -> Result<(), SendError> {
-        let (topic, payload) = (topic.into(), payload.into());
-        if payload.len() > self.shared.max_frame {
-            return Err(SendError::TooLarge);
-        }
-        let mut result = Ok(());
-        for shard in self.shared.shards.iter() {
-            let cmd = Command::Publish {
-                topic: topic.clone(),
-                payload: payload.clone(),
-            };
-            if let Err(e) = self.shared.command(shard, cmd) {
-                result = Err(e);
-            }
-        }
-        if let Some(link) = self.shared.cluster.get() {
-            link.publish(&topic, &payload);
-        }
-        result
+        router::thread::publish(&self.shared, &topic.into(), &payload.into())
     }
 
     /// Queues one message to a connection of any node of the cluster
@@ -277,15 +248,7 @@ impl Server {
         to: &crate::ClusterConnId,
         payload: impl Into<Bytes>,
     ) -> Result<(), SendError> {
-        let payload = payload.into();
-        if payload.len() > self.shared.max_frame {
-            return Err(SendError::TooLarge);
-        }
-        match self.shared.cluster.get() {
-            Some(link) if **link.node() != *to.node() => link.send(None, to, payload),
-            Some(_) => self.send(to.conn(), payload),
-            None => Err(SendError::Unreachable),
-        }
+        router::thread::send_to(&self.shared, to, payload.into())
     }
 
     /// The cluster link's counters (None when not part of a cluster).
@@ -304,8 +267,7 @@ impl Server {
     /// `Connected` event, or nothing but a debug log on failure).
     pub fn connect(&self, remote: SocketAddr, local: Option<SocketAddr>) -> Result<(), SendError> {
         let n = self.shared.next_shard.fetch_add(1, Ordering::Relaxed) % self.shared.shards.len();
-        self.shared
-            .command(&self.shared.shards[n], Command::Connect { remote, local })
+        router::thread::command(&self.shared, n, Command::Connect { remote, local })
     }
 
     /// Opens an outbound TLS connection (see [`Server::connect`] and
@@ -319,8 +281,7 @@ impl Server {
     ) -> Result<(), SendError> {
         let n = self.shared.next_shard.fetch_add(1, Ordering::Relaxed) % self.shared.shards.len();
         let run = move |ctx: &mut crate::Context<'_>| ctx.connect_tls(remote, local, connector);
-        self.shared
-            .command(&self.shared.shards[n], Command::Run(Box::new(run)))
+        router::thread::command(&self.shared, n, Command::Run(Box::new(run)))
     }
 
     /// A handle to run code on shard `index` (see [`ShardRemote::run`]).
@@ -330,8 +291,7 @@ impl Server {
 
     /// Closes `conn` after flushing its queue (within `close_timeout`).
     pub fn close(&self, conn: ConnId) -> Result<(), SendError> {
-        let shard = self.shared.check_live(conn)?;
-        self.shared.command(shard, Command::Close { conn })
+        router::thread::close(&self.shared, conn)
     }
 
     /// A snapshot of every open connection (peer, shard, age, bytes each
@@ -348,7 +308,7 @@ impl Server {
                 ctx.connection_infos(&mut infos);
                 let _ = tx.send(infos);
             }));
-            if self.shared.command(&self.shared.shards[index], run).is_ok() {
+            if router::thread::command(&self.shared, index, run).is_ok() {
                 asked += 1;
             }
         }

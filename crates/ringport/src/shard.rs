@@ -12,13 +12,14 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TrySendError};
 
 use crate::codec::Codec;
 use crate::config::Backend;
-use crate::engine::Engine;
+use crate::engine::{Engine, Inbox};
 use crate::handler::Handler;
-use crate::shared::ServerShared;
+use crate::router::{self, ClusterOut};
+use crate::shared::{Command, ServerShared, ShardShared};
 use crate::stats::TurnHistogram;
 use crate::sys::epoll::EpollDriver;
 use crate::sys::uring::driver::UringDriver;
@@ -56,11 +57,15 @@ pub(crate) fn run<C, H, F>(
             return;
         }
     };
-    let wake_fd = setup.shared.shards[index].eventfd.as_raw_fd();
+    let Some(eventfd) = &setup.shared.shards[index].eventfd else {
+        let _ = ready.send(Err(io::Error::other("shard has no eventfd")));
+        return;
+    };
+    let wake_fd = eventfd.as_raw_fd();
     let config = &setup.shared.config;
     match setup.backend {
         Backend::Epoll => {
-            let wake = setup.shared.shards[index].eventfd.as_fd();
+            let wake = eventfd.as_fd();
             let driver = EpollDriver::new(
                 listener.map(Into::into),
                 wake,
@@ -148,9 +153,8 @@ fn run_on<C, H, F, D>(
     );
     let _ = ready.send(Ok(driver.describe()));
     drop(ready);
-    let turns = &shared.shards[index].turns;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run_loop(&mut engine, &mut driver, turns, index)
+        run_loop(&mut engine, &mut driver, &shared, index)
     }));
     match outcome {
         Ok(Ok(())) => {
@@ -178,9 +182,11 @@ const TRIM_EVERY: Duration = Duration::from_secs(2);
 fn run_loop<C: Codec, H: Handler, D: Driver>(
     engine: &mut Engine<C, H>,
     driver: &mut D,
-    turns: &TurnHistogram,
+    shared: &ServerShared,
     shard: usize,
 ) -> io::Result<()> {
+    let me = &shared.shards[shard];
+    let turns: &TurnHistogram = &me.turns;
     let mut busy_since = Instant::now();
     let mut next_trim = busy_since + TRIM_EVERY;
     let mut slow = SlowTurns::new(busy_since);
@@ -195,8 +201,11 @@ fn run_loop<C: Codec, H: Handler, D: Driver>(
             driver.trim();
             engine.trim();
         }
-        engine.turn(now);
+        engine.turn_with(now, &mut Commands(me));
+        // Room was made: async senders waiting for it try again.
+        me.space.notify();
         engine.drain_ops(|op, queues| driver.submit(op, queues))?;
+        deliver_outbox(shared, engine);
         if engine.finished() {
             return Ok(());
         }
@@ -211,13 +220,91 @@ fn run_loop<C: Codec, H: Handler, D: Driver>(
         engine.set_now(busy_since);
         while let Some(completion) = driver.next_completion() {
             handled += 1;
+            if let Completion::Woken = completion {
+                // Commands first, then what the same wait brought (a new
+                // connection must not get a broadcast sent before it
+                // connected).
+                me.notified
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                engine.handle_commands(&mut Commands(me));
+                me.space.notify();
+            }
             engine.complete(completion, &*driver);
             if let Completion::Recv { buf: Some(buf), .. } = completion {
                 driver.release(buf);
             }
             engine.drain_ops(|op, queues| driver.submit(op, queues))?;
+            deliver_outbox(shared, engine);
         }
         driver.end_batch();
+    }
+}
+
+/// A shard's command queue as its engine's inbox.
+struct Commands<'a>(&'a ShardShared);
+
+impl Inbox for Commands<'_> {
+    fn next_command(&mut self) -> Option<Command> {
+        self.0.commands.try_recv().ok()
+    }
+}
+
+/// Hands on what the engine's outbox holds: commands into the other
+/// shards' queues (in order; what does not fit stays for the next step),
+/// wake-ups, and cluster traffic to the link. A send to another node that
+/// the link refuses comes back to the engine as undeliverable.
+fn deliver_outbox<C: Codec, H: Handler>(shared: &ServerShared, engine: &mut Engine<C, H>) {
+    let outbox = engine.outbox_mut();
+    if outbox.is_empty() {
+        return;
+    }
+    for target in 0..shared.shards.len() {
+        let queue = outbox.queue_mut(target);
+        if queue.is_empty() {
+            continue;
+        }
+        let into = &shared.shards[target];
+        let mut moved = 0;
+        while let Some(cmd) = queue.pop_front() {
+            match into.commands.try_send(cmd) {
+                Ok(()) => moved += 1,
+                Err(TrySendError::Full(cmd) | TrySendError::Disconnected(cmd)) => {
+                    queue.push_front(cmd);
+                    break;
+                }
+            }
+        }
+        outbox.delivered(moved);
+        if moved > 0 {
+            into.wake();
+        }
+    }
+    if outbox.take_wake_all() {
+        for shard in shared.shards.iter() {
+            shard.wake();
+        }
+    }
+    let mut refused = Vec::new();
+    for out in outbox.take_cluster() {
+        match out {
+            ClusterOut::Send { from, to, payload } => {
+                let Some(link) = shared.cluster.get() else {
+                    continue;
+                };
+                if let Err(error) = link.send(from, &to, payload)
+                    && let Some(from) = from
+                {
+                    refused.push(Command::Undeliverable { from, to, error });
+                }
+            }
+            other => {
+                // Counted by the link when it cannot take it.
+                let _ = router::to_link(shared, other);
+            }
+        }
+    }
+    for cmd in refused {
+        engine.handle_command(cmd);
     }
 }
 

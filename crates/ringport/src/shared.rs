@@ -8,16 +8,18 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use std::sync::Arc;
+
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::cluster::{ClusterConnId, ClusterLink};
 use crate::config::ServerConfig;
 use crate::conn_id::{ConnId, LiveTable};
-use crate::handler::{Context, SendError};
+use crate::error::SendError;
+use crate::handler::{Remote, RunFn};
 use crate::stats::{ShardCounters, TurnHistogram};
 use crate::sys::eventfd;
 use crate::wake::SpaceWaiters;
-use std::sync::Arc;
 
 /// A request from another thread to a shard.
 pub(crate) enum Command {
@@ -48,7 +50,7 @@ pub(crate) enum Command {
         local: Option<SocketAddr>,
     },
     /// Code to run on the shard (e.g. the result of work done elsewhere).
-    Run(Box<dyn FnOnce(&mut Context<'_>) + Send>),
+    Run(RunFn),
 }
 
 /// A shard's command queue, bounded like `crossbeam_channel::bounded`, but
@@ -85,6 +87,29 @@ impl CommandQueue {
         })
     }
 
+    /// Takes a place for one command (false: the queue is full). The place
+    /// is filled by [`Self::push_reserved`] or given back by
+    /// [`Self::unreserve`].
+    pub fn reserve(&self) -> bool {
+        if self.len.fetch_add(1, Ordering::AcqRel) >= self.cap {
+            self.len.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a place [`Self::reserve`] took.
+    pub fn unreserve(&self) {
+        self.len.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Queues `cmd` in a place [`Self::reserve`] took.
+    pub fn push_reserved(&self, cmd: Command) {
+        // The receiver lives as long as the queue: an unbounded send
+        // cannot fail.
+        let _ = self.tx.send(cmd);
+    }
+
     /// The oldest command, if any.
     pub fn try_recv(&self) -> Result<Command, crossbeam_channel::TryRecvError> {
         let cmd = self.rx.try_recv()?;
@@ -96,7 +121,9 @@ impl CommandQueue {
 /// The part of a shard that other threads see.
 pub(crate) struct ShardShared {
     pub commands: CommandQueue,
-    pub eventfd: OwnedFd,
+    /// The shard's wake-up (none for engines tested in memory, whose
+    /// harness looks at `notified`).
+    pub eventfd: Option<OwnedFd>,
     /// Set by the first waker, cleared by the shard before it drains the
     /// queue: one eventfd write per wake-up, not one per command.
     pub notified: AtomicBool,
@@ -111,20 +138,30 @@ pub(crate) struct ShardShared {
 impl ShardShared {
     pub fn new(table: usize, commands: usize) -> io::Result<Self> {
         Ok(ShardShared {
+            eventfd: Some(eventfd::eventfd()?),
+            ..Self::in_memory(table, commands)
+        })
+    }
+
+    /// A shard without an eventfd, for engines tested in memory.
+    pub fn in_memory(table: usize, commands: usize) -> Self {
+        ShardShared {
             commands: CommandQueue::new(commands),
-            eventfd: eventfd::eventfd()?,
+            eventfd: None,
             notified: AtomicBool::new(false),
             live: LiveTable::new(table),
             counters: ShardCounters::default(),
             turns: TurnHistogram::default(),
             space: SpaceWaiters::default(),
-        })
+        }
     }
 
     pub fn wake(&self) {
-        if !self.notified.swap(true, Ordering::AcqRel) {
+        if !self.notified.swap(true, Ordering::AcqRel)
+            && let Some(fd) = &self.eventfd
+        {
             // A failure (counter overflow) still leaves the eventfd readable.
-            let _ = eventfd::eventfd_add(self.eventfd.as_fd(), 1);
+            let _ = eventfd::eventfd_add(fd.as_fd(), 1);
         }
     }
 }
@@ -165,23 +202,12 @@ impl ServerShared {
         }
     }
 
-    pub fn shard_of(&self, conn: ConnId) -> Result<&ShardShared, SendError> {
-        self.shards.get(conn.shard()).ok_or(SendError::Closed)
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
-    /// Sends a command to a shard and wakes it.
-    pub fn command(&self, shard: &ShardShared, cmd: Command) -> Result<(), SendError> {
-        if self.stopping.load(Ordering::Acquire) {
-            return Err(SendError::Stopped);
-        }
-        match shard.commands.try_send(cmd) {
-            Ok(()) => {
-                shard.wake();
-                Ok(())
-            }
-            Err(TrySendError::Full(_)) => Err(SendError::Busy),
-            Err(TrySendError::Disconnected(_)) => Err(SendError::Stopped),
-        }
+    pub fn shard_of(&self, conn: ConnId) -> Result<&ShardShared, SendError> {
+        self.shards.get(conn.shard()).ok_or(SendError::Closed)
     }
 
     pub fn check_live(&self, conn: ConnId) -> Result<&ShardShared, SendError> {
@@ -194,36 +220,38 @@ impl ServerShared {
     }
 }
 
-/// Runs code on one shard from any thread. Cheap to clone.
-#[derive(Clone)]
-pub struct ShardRemote {
-    shared: Arc<ServerShared>,
-    shard: usize,
-}
-
-impl ShardRemote {
-    pub(crate) fn new(shared: Arc<ServerShared>, shard: usize) -> Self {
-        ShardRemote { shared, shard }
+impl Remote for ServerShared {
+    fn run(&self, shard: usize, f: RunFn) -> Result<(), SendError> {
+        self.try_run(shard, f).map_err(|(_, e)| e)
     }
 
-    /// Queues `f` to run on the shard's thread with a [`Context`] (in
-    /// order with other commands to that shard). A connection id captured
-    /// by `f` is still checked there: if the connection closed meanwhile,
-    /// `ctx.send` to it returns `SendError::Closed`, so a late result never
-    /// reaches the slot's next connection.
-    pub fn run(&self, f: impl FnOnce(&mut Context<'_>) + Send + 'static) -> Result<(), SendError> {
-        self.shared
-            .command(&self.shared.shards[self.shard], Command::Run(Box::new(f)))
+    fn try_run(&self, shard: usize, f: RunFn) -> Result<(), (RunFn, SendError)> {
+        if self.is_stopping() {
+            return Err((f, SendError::Stopped));
+        }
+        let Some(target) = self.shards.get(shard) else {
+            return Err((f, SendError::Closed));
+        };
+        match target.commands.try_send(Command::Run(f)) {
+            Ok(()) => {
+                target.wake();
+                Ok(())
+            }
+            Err(
+                TrySendError::Full(Command::Run(f)) | TrySendError::Disconnected(Command::Run(f)),
+            ) => Err((f, SendError::Busy)),
+            Err(_) => unreachable!("the queue gives back the command it was given"),
+        }
     }
 
-    /// The shard this handle runs code on.
-    pub fn shard(&self) -> usize {
-        self.shard
+    fn wait_for_room(&self, shard: usize, waker: &std::task::Waker) {
+        if let Some(target) = self.shards.get(shard) {
+            target.space.register(waker);
+        }
     }
 
-    #[cfg(feature = "tokio")]
-    pub(crate) fn server_shared(&self) -> &Arc<ServerShared> {
-        &self.shared
+    fn node(&self) -> Option<Arc<str>> {
+        self.cluster.get().map(|link| link.node().clone())
     }
 }
 

@@ -28,30 +28,9 @@ pub use codec::FrameCodec;
 pub use send::{AsyncSender, BroadcastFuture, SendFuture};
 pub use stream::EventStream;
 
-use crate::handler::SendError;
-use crate::shared::{Command, ServerShared, ShardShared};
-
-/// Queues `cmd` on `shard` and wakes it, or gives the command back with why
-/// not (`Busy`: the queue is full, retry once room is made).
-pub(crate) fn try_command(
-    shared: &ServerShared,
-    shard: &ShardShared,
-    cmd: Command,
-) -> Result<(), (Command, SendError)> {
-    use crossbeam_channel::TrySendError;
-    use std::sync::atomic::Ordering;
-    if shared.stopping.load(Ordering::Acquire) {
-        return Err((cmd, SendError::Stopped));
-    }
-    match shard.commands.try_send(cmd) {
-        Ok(()) => {
-            shard.wake();
-            Ok(())
-        }
-        Err(TrySendError::Full(cmd)) => Err((cmd, SendError::Busy)),
-        Err(TrySendError::Disconnected(cmd)) => Err((cmd, SendError::Stopped)),
-    }
-}
+use crate::error::SendError;
+use crate::router;
+use crate::shared::{Command, ServerShared};
 
 /// Queues `cmd` on `shard`, waiting for room in its command queue: the
 /// state of a future that must not lose its command while it waits.
@@ -75,14 +54,15 @@ impl CommandSlot {
         &mut self,
         cx: &mut std::task::Context<'_>,
         shared: &ServerShared,
-        shard: &ShardShared,
+        index: usize,
     ) -> std::task::Poll<Result<(), SendError>> {
+        let shard = &shared.shards[index];
         use std::task::Poll;
         loop {
             let Some(cmd) = self.cmd.take() else {
                 return Poll::Ready(Ok(()));
             };
-            match try_command(shared, shard, cmd) {
+            match router::thread::try_command(shared, index, cmd) {
                 Ok(()) => {
                     self.registered = false;
                     return Poll::Ready(Ok(()));

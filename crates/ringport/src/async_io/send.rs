@@ -11,7 +11,9 @@ use bytes::Bytes;
 
 use super::CommandSlot;
 use crate::conn_id::ConnId;
-use crate::handler::{Context, SendError};
+use crate::error::SendError;
+use crate::handler::Context;
+use crate::router::{self, FromThread};
 use crate::server::Server;
 use crate::shared::{Command, ServerShared};
 
@@ -29,12 +31,12 @@ impl Server {
         SendFuture::new(self.shared().clone(), conn, payload.into())
     }
 
-    /// Queues one message to every open connection, waiting while a
-    /// shard's command queue is full. Connections whose send queue is full
-    /// are handled by the slow-consumer policy, as with
-    /// [`Server::broadcast`]. A future dropped part-way (some shards
-    /// reached) finishes the broadcast on the current tokio runtime, so
-    /// every shard gets the whole message or none does.
+    /// Queues one message to every open connection of every shard and, in
+    /// a cluster, of every other node, as [`Server::broadcast`] does, but
+    /// waits while a shard's command queue is full instead of failing with
+    /// `Busy`. Connections whose send queue is full are handled by the
+    /// slow-consumer policy. All or nothing: a future dropped before it
+    /// resolved reached no shard.
     pub fn broadcast_async(&self, payload: impl Into<Bytes>) -> BroadcastFuture {
         BroadcastFuture::new(self.shared().clone(), payload.into())
     }
@@ -133,6 +135,7 @@ impl SendFuture {
     /// to complete.
     fn command(&self) -> Command {
         let handoff = Arc::clone(&self.handoff);
+        let server = Arc::clone(&self.shared);
         let conn = self.conn;
         let guard = Unanswered(Some(handoff));
         Command::Run(Box::new(move |ctx: &mut Context<'_>| {
@@ -149,7 +152,6 @@ impl SendFuture {
                 Err(SendError::QueueFull) => {
                     h.outcome = Some(Outcome::Full);
                     if let Some(waker) = &h.waker {
-                        let server = ctx.core.server();
                         server.shards[ctx.shard()].space.register(waker);
                     }
                 }
@@ -214,13 +216,11 @@ impl Future for SendFuture {
         if this.submitted {
             return Poll::Pending;
         }
-        let shard = match this.shared.shard_of(this.conn) {
-            Ok(shard) => shard,
-            Err(e) => {
-                this.done = true;
-                return Poll::Ready(Err(e));
-            }
-        };
+        if let Err(e) = this.shared.shard_of(this.conn) {
+            this.done = true;
+            return Poll::Ready(Err(e));
+        }
+        let shard = this.conn.shard();
         if this.slot.is_none() {
             this.slot = Some(CommandSlot::new(this.command()));
         }
@@ -256,9 +256,9 @@ impl Drop for SendFuture {
 pub struct BroadcastFuture {
     shared: Arc<ServerShared>,
     payload: Bytes,
-    /// Shards before this one have the message.
-    next: usize,
-    slot: Option<CommandSlot>,
+    /// Registered for room in the shard that was full, then found it still
+    /// full: wait for the wake-up.
+    registered: bool,
     result: Option<Result<(), SendError>>,
 }
 
@@ -268,8 +268,7 @@ impl BroadcastFuture {
         BroadcastFuture {
             shared,
             payload,
-            next: 0,
-            slot: None,
+            registered: false,
             result,
         }
     }
@@ -278,73 +277,33 @@ impl BroadcastFuture {
 impl Future for BroadcastFuture {
     type Output = Result<(), SendError>;
 
+    /// The broadcast goes through the router from this thread: all shards
+    /// or none, then the other nodes. While a shard's queue is full it
+    /// waits for that shard to make room, and tries again; so a dropped
+    /// future has sent the whole broadcast or nothing.
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if let Some(result) = this.result {
-            this.next = this.shared.shards.len();
             return Poll::Ready(result);
         }
-        while this.next < this.shared.shards.len() {
-            let shard = &this.shared.shards[this.next];
-            let payload = &this.payload;
-            let slot = this.slot.get_or_insert_with(|| {
-                CommandSlot::new(Command::Broadcast {
-                    payload: payload.clone(),
-                })
-            });
-            match slot.poll(cx, &this.shared, shard) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) => {
-                    this.slot = None;
-                    this.next += 1;
-                }
-                Poll::Ready(Err(e)) => {
-                    this.result = Some(Err(e));
-                    this.next = this.shared.shards.len();
-                    return Poll::Ready(Err(e));
-                }
-            }
-        }
-        this.result = Some(Ok(()));
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Drop for BroadcastFuture {
-    fn drop(&mut self) {
-        let total = self.shared.shards.len();
-        if self.next == 0 || self.next >= total {
-            return;
-        }
-        // Dropped part-way: the shards not reached yet still get it.
-        let rest = BroadcastFuture {
-            shared: self.shared.clone(),
-            payload: self.payload.clone(),
-            next: self.next,
-            slot: self.slot.take(),
-            result: None,
-        };
-        self.next = total;
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(async move {
-                    let _ = rest.await;
-                });
-            }
-            Err(_) => {
-                // No runtime to finish on: queue what fits now.
-                let mut rest = rest;
-                for shard in &rest.shared.shards[rest.next..] {
-                    let cmd = Command::Broadcast {
-                        payload: rest.payload.clone(),
-                    };
-                    if super::try_command(&rest.shared, shard, cmd).is_err() {
-                        tracing::warn!(
-                            "broadcast_async dropped part-way: a shard's queue was full"
-                        );
+        loop {
+            let mut d = FromThread::default();
+            match router::broadcast(&this.shared, &mut d, &this.payload) {
+                Err(SendError::Busy) => {
+                    let full = d.full.expect("a full shard made it busy");
+                    if this.registered {
+                        this.registered = false;
+                        return Poll::Pending;
                     }
+                    // Announce, then try once more: room made between the
+                    // try and the registration is not missed.
+                    this.shared.shards[full].space.register(cx.waker());
+                    this.registered = true;
                 }
-                rest.next = total;
+                result => {
+                    this.result = Some(result);
+                    return Poll::Ready(result);
+                }
             }
         }
     }

@@ -8,9 +8,8 @@ use std::task::{Context as TaskContext, Poll};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-use super::CommandSlot;
-use crate::handler::{Context, SendError};
-use crate::shared::{Command, ShardRemote};
+use crate::error::SendError;
+use crate::handler::{Context, RunFn, ShardRemote};
 
 impl Context<'_> {
     /// Runs `future` on the tokio runtime `handle`, then `then` back on
@@ -53,14 +52,16 @@ impl ShardRemote {
     ) -> impl Future<Output = Result<(), SendError>> + Send + 'static {
         RunFuture {
             remote: self.clone(),
-            slot: CommandSlot::new(Command::Run(Box::new(f))),
+            f: Some(Box::new(f)),
+            registered: false,
         }
     }
 }
 
 struct RunFuture {
     remote: ShardRemote,
-    slot: CommandSlot,
+    f: Option<RunFn>,
+    registered: bool,
 }
 
 impl Future for RunFuture {
@@ -68,8 +69,25 @@ impl Future for RunFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let shared = this.remote.server_shared();
-        let shard = &shared.shards[this.remote.shard()];
-        this.slot.poll(cx, shared, shard)
+        loop {
+            let Some(f) = this.f.take() else {
+                return Poll::Ready(Ok(()));
+            };
+            let shard = this.remote.shard();
+            match this.remote.remote().try_run(shard, f) {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err((f, SendError::Busy)) => {
+                    this.f = Some(f);
+                    if this.registered {
+                        this.registered = false;
+                        return Poll::Pending;
+                    }
+                    // Announce, then look once more.
+                    this.remote.remote().wait_for_room(shard, cx.waker());
+                    this.registered = true;
+                }
+                Err((_, e)) => return Poll::Ready(Err(e)),
+            }
+        }
     }
 }

@@ -43,7 +43,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::conn_id::ConnId;
-use crate::handler::SendError;
+use crate::error::SendError;
 
 /// Longest node name; names use `A-Z a-z 0-9 _ -` (they are part of NATS
 /// subjects).
@@ -150,6 +150,25 @@ pub(crate) trait ClusterLink: Send + Sync {
     fn stats(&self) -> ClusterStats;
     /// Ends the link (on server stop).
     fn stop(&self);
+}
+
+/// Where the link delivers what other nodes sent: this node's shards
+/// (implemented by the router; a trait so this module does not depend on
+/// the server's internals).
+pub(crate) trait Inbound: Send + Sync {
+    /// To every connection of this node (every shard or none: `Busy`).
+    fn broadcast(&self, payload: Bytes) -> Result<(), SendError>;
+    /// To this node's subscribers of `topic` (every shard or none).
+    fn publish(&self, topic: Bytes, payload: Bytes) -> Result<(), SendError>;
+    /// To one connection of this node.
+    fn send(&self, conn: ConnId, payload: Bytes) -> Result<(), SendError>;
+    /// Tells `from`'s handler that its send to `to` failed.
+    fn undeliverable(
+        &self,
+        from: ConnId,
+        to: ClusterConnId,
+        error: SendError,
+    ) -> Result<(), SendError>;
 }
 
 /// The cluster link's counters ([`crate::Server::cluster_stats`]).

@@ -26,10 +26,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
 
+use super::Inbound;
 use super::{ClusterConnId, ClusterLink, ClusterStats, valid_node_name};
 use crate::conn_id::ConnId;
-use crate::handler::SendError;
-use crate::shared::{Command, ServerShared};
+use crate::error::SendError;
 
 /// How a node joins a cluster.
 #[derive(Debug, Clone)]
@@ -187,7 +187,7 @@ impl ClusterLink for Link {
 }
 
 /// Starts the link's thread; waits up to `connect_wait` for NATS.
-pub(crate) fn start(config: ClusterConfig, shared: Weak<ServerShared>) -> io::Result<Link> {
+pub(crate) fn start(config: ClusterConfig, shared: Weak<dyn Inbound>) -> io::Result<Link> {
     if !valid_node_name(&config.node) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -249,7 +249,7 @@ pub(crate) fn start(config: ClusterConfig, shared: Weak<ServerShared>) -> io::Re
 /// The NATS thread's state.
 struct Runner {
     config: ClusterConfig,
-    shared: Weak<ServerShared>,
+    shared: Weak<dyn Inbound>,
     counters: Arc<Counters>,
     peers: Arc<Peers>,
     node: Arc<str>,
@@ -419,24 +419,20 @@ impl Runner {
         }
     }
 
-    /// Sends a command to every shard of this node; a full queue drops it
-    /// (counted).
-    fn to_every_shard(&self, make: impl Fn() -> Command) {
+    /// Hands a broadcast or publish to every shard of this node (all or
+    /// none: a full command queue drops it, counted once).
+    fn to_every_shard(&self, deliver: impl FnOnce(&dyn Inbound) -> Result<(), SendError>) {
         let Some(shared) = self.shared.upgrade() else {
             return;
         };
         add(&self.counters.received);
-        for shard in shared.shards.iter() {
-            if shared.command(shard, make()).is_err() {
-                add(&self.counters.dropped_in);
-            }
+        if deliver(&*shared).is_err() {
+            add(&self.counters.dropped_in);
         }
     }
 
     fn inbound_broadcast(&self, payload: Bytes) {
-        self.to_every_shard(|| Command::Broadcast {
-            payload: payload.clone(),
-        });
+        self.to_every_shard(|shards| shards.broadcast(payload));
     }
 
     fn inbound_publish(&self, body: Bytes) {
@@ -449,10 +445,7 @@ impl Runner {
         }
         let topic = body.slice(2..2 + len);
         let payload = body.slice(2 + len..);
-        self.to_every_shard(|| Command::Publish {
-            topic: topic.clone(),
-            payload: payload.clone(),
-        });
+        self.to_every_shard(|shards| shards.publish(topic, payload));
     }
 
     async fn inbound_direct(&self, client: &async_nats::Client, body: Bytes) {
@@ -468,12 +461,8 @@ impl Runner {
                     return;
                 };
                 let payload = r.0;
-                let error = match shared.check_live(to) {
-                    Ok(shard) => match shared.command(shard, Command::Send { conn: to, payload }) {
-                        Ok(()) => return,
-                        Err(e) => e,
-                    },
-                    Err(e) => e,
+                let Err(error) = shared.send(to, payload) else {
+                    return;
                 };
                 add(&self.counters.dropped_in);
                 let Some(from) = from else {
@@ -496,15 +485,11 @@ impl Runner {
                     return;
                 };
                 add(&self.counters.undeliverable);
-                let Some(shard) = shared.shards.get(from.shard()) else {
-                    return;
-                };
-                let cmd = Command::Undeliverable {
-                    from,
-                    to: ClusterConnId::new(to_node, to),
-                    error: error_from_code(code),
-                };
-                if shared.command(shard, cmd).is_err() {
+                let to = ClusterConnId::new(to_node, to);
+                if shared
+                    .undeliverable(from, to, error_from_code(code))
+                    .is_err()
+                {
                     add(&self.counters.dropped_in);
                 }
             }

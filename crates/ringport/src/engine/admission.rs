@@ -147,9 +147,7 @@ impl<C: Codec> Core<C> {
             return false;
         }
         if before + 1 == max {
-            for shard in self.shared.shards.iter() {
-                shard.wake();
-            }
+            self.outbox.wake_all();
         }
         true
     }

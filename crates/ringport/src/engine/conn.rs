@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use super::Core;
 use crate::codec::Codec;
 use crate::conn_id::{ConnId, next_generation};
-use crate::handler::{CloseReason, SendError};
+use crate::error::{CloseReason, SendError};
 use crate::send_queue::SendQueue;
 use crate::stats::ConnectionInfo;
 use crate::sys::Op;
@@ -312,9 +312,7 @@ impl<C: Codec> Core<C> {
         if self.shared.admitted.fetch_sub(1, Ordering::AcqRel) == max {
             // Below the limit again: every shard may accept (the waiting
             // client can be in any shard's backlog).
-            for shard in self.shared.shards.iter() {
-                shard.wake();
-            }
+            self.outbox.wake_all();
         }
         if let Some(Connecting { remote, error }) = connecting {
             // A connect that failed: the socket is closed, the handler is

@@ -50,7 +50,8 @@ use super::conn::SlotState;
 use super::input::InputState;
 use super::{Core, Engine};
 use crate::codec::{Codec, MAX_HEADER_LEN};
-use crate::handler::{CloseReason, Handler};
+use crate::error::CloseReason;
+use crate::handler::Handler;
 use crate::sys::{Op, RecvTarget};
 
 /// A located frame that misses fewer bytes than this is finished through

@@ -14,7 +14,8 @@ use super::direct::{BULK_MAX, DIRECT_MIN};
 use crate::codec::{LengthDelimited, MAX_HEADER_LEN};
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
-use crate::handler::{CloseReason, Context, Handler};
+use crate::error::CloseReason;
+use crate::handler::{Context, Handler};
 use crate::sys::{BufId, Completion, Op, RecvTarget};
 
 const TABLE: usize = 128;

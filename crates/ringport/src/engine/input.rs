@@ -16,7 +16,8 @@ use super::direct::Direct;
 use super::{Core, Engine};
 use crate::codec::{Codec, CodecError, Framer, Partial};
 use crate::conn_id::ConnId;
-use crate::handler::{CloseReason, Context, Handler};
+use crate::error::CloseReason;
+use crate::handler::{Context, Handler};
 use crate::sys::{BufId, RecvBuffers};
 
 /// A drained backlog keeps at most this much capacity.
@@ -417,6 +418,21 @@ impl<C: Codec> Core<C> {
         }
     }
 
+    /// Stops reading a connection whose message left the outbox over half
+    /// full (other shards' queues are full): its further messages would
+    /// add to it. Resumed once the outbox drains (`resume_after_outbox`).
+    pub(super) fn pause_for_outbox(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if s.state == SlotState::Open && !s.recv_paused() {
+            s.set_recv_paused(true);
+            self.stats.read_pauses += 1;
+            self.outbox_paused.push(slot as u32);
+            if s.recv_armed() {
+                self.cancel_recv(slot);
+            }
+        }
+    }
+
     /// Re-arms the receives that ended and may go on.
     pub(super) fn rearm_recvs(&mut self) {
         while let Some(slot) = self.rearm.pop() {
@@ -461,7 +477,10 @@ fn feed_frames<C: Codec, H: Handler>(
         let mut ctx = Context { core: &mut *core };
         handler.on_message(&mut ctx, conn, state, message);
         core.current_message = None;
+        if core.outbox.over_soft_limit() {
+            core.pause_for_outbox(slot);
+        }
         let s = &core.slots[slot];
-        s.state == SlotState::Open && s.queue.len() < high_water
+        s.state == SlotState::Open && !s.recv_paused() && s.queue.len() < high_water
     })
 }

@@ -17,7 +17,14 @@
 //!   operations a handler's [`Context`] offers;
 //! - [`admission`]: accepts, outbound connects, the connection limit;
 //! - [`timers`]: handler timers, idle timeouts, heartbeats, flush deadlines,
-//!   stop.
+//!   stop;
+//! - [`outbox`]: what leaves the engine besides kernel work: commands for
+//!   other shards, wake-ups, cluster traffic (the shard loop hands them on).
+//!
+//! The engine is sans-I/O: commands from other threads enter through
+//! [`Engine::handle_commands`] from an [`Inbox`] the shard loop provides;
+//! nothing here writes an eventfd, takes a lock, receives from a channel or
+//! reads the clock.
 
 mod admission;
 #[cfg(test)]
@@ -29,6 +36,7 @@ mod direct_tests;
 mod input;
 #[cfg(test)]
 mod memory_tests;
+pub(crate) mod outbox;
 mod output;
 mod paged;
 #[cfg(test)]
@@ -41,14 +49,14 @@ pub mod topics;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::codec::{Codec, FramePool};
 use crate::conn_id::ConnId;
-use crate::handler::{CloseReason, Context, Handler};
+use crate::error::CloseReason;
+use crate::handler::{Context, Handler};
 use crate::send_queue::{ChunkPool, SendQueue};
 use crate::shared::{Command, ServerShared, ShardShared};
 use crate::stats::Stats;
@@ -57,7 +65,21 @@ use crate::timer::Timers;
 
 use conn::{Closing, Connecting, MAX_PERIOD, Slot};
 use input::InputState;
+use outbox::Outbox;
 use paged::PagedTable;
+
+/// Where the engine takes commands from other threads: the shard's
+/// command queue in the shard loop, a list in tests.
+pub(crate) trait Inbox {
+    /// The next command, if any.
+    fn next_command(&mut self) -> Option<Command>;
+}
+
+impl Inbox for std::collections::VecDeque<Command> {
+    fn next_command(&mut self) -> Option<Command> {
+        self.pop_front()
+    }
+}
 
 /// Commands handled per loop turn, so a flood of commands cannot starve
 /// completions.
@@ -164,6 +186,12 @@ pub(crate) struct Core<C: Codec> {
     ops: Vec<Op>,
     /// Topic -> this shard's subscribers.
     topics: topics::TopicIndex,
+    /// Commands for other shards, wake-ups and cluster traffic, for the
+    /// shard loop to hand on.
+    outbox: Outbox,
+    /// Connections whose reading paused because the outbox was over half
+    /// full when their message produced traffic for other shards.
+    outbox_paused: Vec<u32>,
     #[cfg(feature = "tls")]
     tls: tls::ShardTls,
 }
@@ -245,6 +273,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             bulk_posted: 0,
             ops: Vec::with_capacity(1024),
             topics: topics::TopicIndex::default(),
+            outbox: Outbox::new(index, shared.shards.len(), config.command_queue),
+            outbox_paused: Vec::new(),
             #[cfg(feature = "tls")]
             tls: tls::ShardTls::default(),
             shared,
@@ -262,10 +292,21 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         self.core.set_now(now);
     }
 
-    /// The work of one loop turn before waiting: the tick and due timers,
-    /// a stop request, commands from other threads, then sends, receives
-    /// and accepts to (re)start.
+    /// [`Self::turn_with`] with the commands waiting in the shard's queue
+    /// (tests: the shard loop does this with its own inbox).
+    #[cfg(test)]
     pub fn turn(&mut self, now: Instant) {
+        let shared = self.core.shared.clone();
+        let mut inbox =
+            std::iter::from_fn(|| shared.shards[self.core.index].commands.try_recv().ok())
+                .collect::<std::collections::VecDeque<_>>();
+        self.turn_with(now, &mut inbox);
+    }
+
+    /// The work of one loop turn before waiting: the tick and due timers,
+    /// a stop request, commands from other threads (from `inbox`), then
+    /// sends, receives and accepts to (re)start.
+    pub fn turn_with(&mut self, now: Instant, inbox: &mut impl Inbox) {
         self.core.set_now(now);
         if now >= self.core.next_tick {
             self.core.next_tick = now + self.core.tick;
@@ -283,7 +324,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             self.handler.on_timer(&mut ctx, token);
         }
         self.core.observe_stop();
-        self.drain_commands();
+        self.handle_commands(inbox);
+        self.resume_after_outbox();
         self.admit_waiting();
         self.replay_resumed();
         self.core.flush_dirty();
@@ -321,6 +363,12 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         }
         self.core.ops = ops;
         result
+    }
+
+    /// What the engine has for other shards, other nodes and wake-ups: the
+    /// shard loop hands it on after each step.
+    pub fn outbox_mut(&mut self) -> &mut Outbox {
+        &mut self.core.outbox
     }
 
     /// Frees memory that recent traffic did not need (spare send chunks,
@@ -379,24 +427,31 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                     self.opened(conn, peer);
                 }
             }
-            Completion::Woken => {
-                self.core.me().notified.store(false, Ordering::SeqCst);
-                // Commands first, then what the same wait brought (a new
-                // connection must not get a broadcast sent before it
-                // connected).
-                self.drain_commands();
-            }
+            // The shard loop takes the commands of a wake-up itself
+            // (`handle_commands`) before the rest of the wait's completions.
+            Completion::Woken => {}
         }
         self.report_failed_connects();
     }
 
-    fn drain_commands(&mut self) {
-        let shared = self.core.shared.clone();
-        let me = &shared.shards[self.core.index];
-        for _ in 0..COMMANDS_PER_TURN {
-            let Ok(cmd) = me.commands.try_recv() else {
+    /// Handles up to a turn's worth of commands from `inbox`; returns how
+    /// many.
+    pub fn handle_commands(&mut self, inbox: &mut impl Inbox) -> usize {
+        let mut handled = 0;
+        while handled < COMMANDS_PER_TURN {
+            let Some(cmd) = inbox.next_command() else {
                 break;
             };
+            handled += 1;
+            self.handle_command(cmd);
+        }
+        self.report_failed_connects();
+        handled
+    }
+
+    /// Handles one command from another thread or shard.
+    pub fn handle_command(&mut self, cmd: Command) {
+        {
             match cmd {
                 Command::Send { conn, payload } => self.core.send_from_elsewhere(conn, payload),
                 Command::Broadcast { payload } => self.core.broadcast_local(&payload),
@@ -425,9 +480,25 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 }
             }
         }
-        // Room was made: async senders waiting for it try again.
-        me.space.notify();
-        self.report_failed_connects();
+    }
+
+    /// Resumes reading from the connections paused for a full outbox once
+    /// it has drained below a quarter of its bound.
+    fn resume_after_outbox(&mut self) {
+        let core = &mut self.core;
+        if core.outbox_paused.is_empty() || core.outbox.held() > core.outbox.limit() / 4 {
+            return;
+        }
+        for slot in std::mem::take(&mut core.outbox_paused) {
+            let s = &mut core.slots[slot as usize];
+            if s.state == conn::SlotState::Open
+                && s.recv_paused()
+                && s.queue.len() <= core.high_water / 2
+            {
+                s.set_recv_paused(false);
+                core.resumed.push(slot);
+            }
+        }
     }
 
     fn report_failed_connects(&mut self) {

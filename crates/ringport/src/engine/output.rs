@@ -10,13 +10,13 @@ use bytes::Bytes;
 
 use super::Core;
 use super::conn::{Slot, SlotState};
-use super::topics::TopicError;
 use crate::cluster::ClusterConnId;
 use crate::codec::{Codec, MAX_HEADER_LEN};
 use crate::config::SlowConsumerPolicy;
 use crate::conn_id::ConnId;
-use crate::handler::{CloseReason, Outbound, SendError};
-use crate::shared::{Command, ServerShared};
+use crate::error::{CloseReason, SendError, TopicError};
+use crate::handler::{Outbound, Remote};
+use crate::router::{self, SendTo};
 use crate::stats::Stats;
 use crate::sys::Op;
 use crate::timer::TimerId;
@@ -145,7 +145,10 @@ impl<C: Codec> Core<C> {
                     self.mark_dirty(slot);
                 }
                 let s = &mut self.slots[slot];
-                if s.recv_paused() && s.queue.len() <= self.high_water / 2 {
+                if s.recv_paused()
+                    && s.queue.len() <= self.high_water / 2
+                    && !self.outbox_paused.contains(&(slot as u32))
+                {
                     s.set_recv_paused(false);
                     self.resumed.push(slot as u32);
                 }
@@ -209,9 +212,7 @@ impl<C: Codec> Core<C> {
 impl<C: Codec> Outbound for Core<C> {
     fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), SendError> {
         if conn.shard() != self.index {
-            if payload.len() > self.max_frame {
-                return Err(SendError::TooLarge);
-            }
+            router::check_size(&self.shared, payload.len())?;
             return self.send_bytes(conn, Bytes::copy_from_slice(payload));
         }
         let slot = self.live_slot_below_limit(conn)?;
@@ -230,39 +231,20 @@ impl<C: Codec> Outbound for Core<C> {
 
     fn send_bytes(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {
         if conn.shard() != self.index {
-            let shared = self.shared.clone();
-            let shard = shared.check_live(conn)?;
-            if payload.len() > self.max_frame {
-                return Err(SendError::TooLarge);
-            }
-            return shared.command(shard, Command::Send { conn, payload });
+            return router::send(&self.shared, &mut self.outbox, conn, payload);
         }
         let slot = self.live_slot_below_limit(conn)?;
         self.enqueue_shared(slot, payload)
     }
 
     fn broadcast(&mut self, payload: &[u8]) -> Result<usize, SendError> {
-        if payload.len() > self.max_frame {
-            return Err(SendError::TooLarge);
-        }
+        router::check_size(&self.shared, payload.len())?;
         let bytes = Bytes::copy_from_slice(payload);
+        // Other shards (and nodes) first: a full outbox refuses before
+        // anyone got the message.
+        router::broadcast(&self.shared, &mut self.outbox, &bytes)?;
         let here = self.open.len();
         self.broadcast_local(&bytes);
-        let shared = self.shared.clone();
-        for (i, shard) in shared.shards.iter().enumerate() {
-            if i == self.index {
-                continue;
-            }
-            let cmd = Command::Broadcast {
-                payload: bytes.clone(),
-            };
-            if shared.command(shard, cmd).is_err() {
-                self.stats.commands_dropped += 1;
-            }
-        }
-        if let Some(link) = shared.cluster.get() {
-            link.broadcast(&bytes);
-        }
         Ok(here)
     }
 
@@ -275,29 +257,11 @@ impl<C: Codec> Outbound for Core<C> {
     }
 
     fn publish(&mut self, topic: &[u8], payload: &[u8]) -> Result<usize, SendError> {
-        if payload.len() > self.max_frame {
-            return Err(SendError::TooLarge);
-        }
+        router::check_size(&self.shared, payload.len())?;
         let topic = Bytes::copy_from_slice(topic);
         let payload = Bytes::copy_from_slice(payload);
-        let here = self.publish_local(&topic, &payload);
-        let shared = self.shared.clone();
-        for (i, shard) in shared.shards.iter().enumerate() {
-            if i == self.index {
-                continue;
-            }
-            let cmd = Command::Publish {
-                topic: topic.clone(),
-                payload: payload.clone(),
-            };
-            if shared.command(shard, cmd).is_err() {
-                self.stats.commands_dropped += 1;
-            }
-        }
-        if let Some(link) = shared.cluster.get() {
-            link.publish(&topic, &payload);
-        }
-        Ok(here)
+        router::publish(&self.shared, &mut self.outbox, &topic, &payload)?;
+        Ok(self.publish_local(&topic, &payload))
     }
 
     fn send_to(
@@ -306,24 +270,15 @@ impl<C: Codec> Outbound for Core<C> {
         to: &ClusterConnId,
         payload: &[u8],
     ) -> Result<(), SendError> {
-        let shared = self.shared.clone();
-        match shared.cluster.get() {
-            Some(link) if **link.node() != *to.node() => {
-                if payload.len() > self.max_frame {
-                    return Err(SendError::TooLarge);
-                }
-                link.send(from, to, Bytes::copy_from_slice(payload))
-            }
-            Some(_) => self.send(to.conn(), payload),
-            None => Err(SendError::Unreachable),
+        match router::send_to(&self.shared, &mut self.outbox, from, to, payload)? {
+            SendTo::Local(conn) => self.send(conn, payload),
+            SendTo::Sent => Ok(()),
         }
     }
 
     fn close(&mut self, conn: ConnId) -> Result<(), SendError> {
         if conn.shard() != self.index {
-            let shared = self.shared.clone();
-            let shard = shared.check_live(conn)?;
-            return shared.command(shard, Command::Close { conn });
+            return router::close(&self.shared, &mut self.outbox, conn);
         }
         let slot = self.live_slot(conn).ok_or(SendError::Closed)?;
         self.begin_close(slot, CloseReason::Local, true);
@@ -369,8 +324,8 @@ impl<C: Codec> Outbound for Core<C> {
         self.timers.cancel(id)
     }
 
-    fn server(&self) -> &Arc<ServerShared> {
-        &self.shared
+    fn remote(&self) -> Arc<dyn Remote> {
+        self.shared.clone()
     }
 }
 

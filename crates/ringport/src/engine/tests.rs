@@ -11,7 +11,8 @@ use super::Engine;
 use crate::codec::LengthDelimited;
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
-use crate::handler::{CloseReason, Context, Handler, SendError};
+use crate::error::{CloseReason, SendError};
+use crate::handler::{Context, Handler};
 use crate::shared::ServerShared;
 use crate::sys::{BufId, Completion, Op, RecvBuffers};
 

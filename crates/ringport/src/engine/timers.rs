@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use super::Core;
 use super::conn::SlotState;
 use crate::codec::Codec;
-use crate::handler::CloseReason;
+use crate::error::CloseReason;
 use crate::sys::Op;
 
 impl<C: Codec> Core<C> {

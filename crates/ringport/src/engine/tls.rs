@@ -13,7 +13,8 @@ use super::conn::SlotState;
 use super::{Core, Engine};
 use crate::codec::Codec;
 use crate::conn_id::ConnId;
-use crate::handler::{CloseReason, Handler};
+use crate::error::CloseReason;
+use crate::handler::Handler;
 use crate::tls::TlsConnector;
 use crate::tls::session::TlsSession;
 

@@ -21,35 +21,7 @@ use super::Core;
 use crate::codec::Codec;
 use crate::conn_id::ConnId;
 
-/// Longest topic name, in bytes.
-pub const MAX_TOPIC_LEN: usize = 255;
-
-/// Most topics one connection can be subscribed to at once.
-pub const MAX_TOPICS_PER_CONN: usize = 256;
-
-/// Why a subscribe was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopicError {
-    /// The connection is not open on the shard running the callback (a
-    /// stale id, or a connection of another shard).
-    Closed,
-    /// The name is empty or longer than [`MAX_TOPIC_LEN`].
-    BadName,
-    /// The connection already holds [`MAX_TOPICS_PER_CONN`] subscriptions.
-    TooManyTopics,
-}
-
-impl std::fmt::Display for TopicError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            TopicError::Closed => "connection is not open on this shard",
-            TopicError::BadName => "topic name is empty or longer than 255 bytes",
-            TopicError::TooManyTopics => "connection holds the most topics allowed (256)",
-        })
-    }
-}
-
-impl std::error::Error for TopicError {}
+pub(crate) use crate::error::{MAX_TOPIC_LEN, MAX_TOPICS_PER_CONN, TopicError};
 
 /// Topic name -> subscribed slots, and slot -> its topics (for the
 /// unsubscribe on close). Slots, not ids: a slot leaves every list when its
