@@ -177,6 +177,22 @@ impl SendQueue {
         self.len() == 0
     }
 
+    /// Appends the unsent bytes to `out` (engine tests read what a send
+    /// would write).
+    #[cfg(test)]
+    pub fn copy_to(&self, out: &mut Vec<u8>) {
+        if let Some(body) = &self.body {
+            for (i, seg) in body.segments.iter().enumerate() {
+                let bytes = seg.bytes();
+                out.extend_from_slice(if i == 0 {
+                    &bytes[body.front_offset..]
+                } else {
+                    bytes
+                });
+            }
+        }
+    }
+
     /// Copies `parts` (header, payload, trailer) to the end of the queue.
     #[inline]
     pub fn push_copy(&mut self, pool: &mut ChunkPool, parts: &[&[u8]]) {

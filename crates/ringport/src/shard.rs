@@ -253,7 +253,10 @@ impl Inbox for Commands<'_> {
 /// shards' queues (in order; what does not fit stays for the next step),
 /// wake-ups, and cluster traffic to the link. A send to another node that
 /// the link refuses comes back to the engine as undeliverable.
-fn deliver_outbox<C: Codec, H: Handler>(shared: &ServerShared, engine: &mut Engine<C, H>) {
+pub(crate) fn deliver_outbox<C: Codec, H: Handler>(
+    shared: &ServerShared,
+    engine: &mut Engine<C, H>,
+) {
     let outbox = engine.outbox_mut();
     if outbox.is_empty() {
         return;

@@ -36,6 +36,8 @@ mod direct_tests;
 mod input;
 #[cfg(test)]
 mod memory_tests;
+#[cfg(test)]
+mod multi_tests;
 pub(crate) mod outbox;
 mod output;
 mod paged;

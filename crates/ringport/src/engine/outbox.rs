@@ -64,7 +64,7 @@ impl Outbox {
     /// Held commands at or over half the bound: the engine stops reading
     /// from the connections that produce them.
     pub fn over_soft_limit(&self) -> bool {
-        self.held >= self.limit / 2
+        self.held > 0 && self.held >= self.limit / 2
     }
 
     /// Asks for every shard to be woken.
