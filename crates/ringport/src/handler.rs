@@ -23,6 +23,7 @@ pub(crate) trait Remote: Send + Sync {
     /// Queues `f` on `shard`, or gives it back with why not.
     fn try_run(&self, shard: usize, f: RunFn) -> Result<(), (RunFn, SendError)>;
     /// Wakes `waker` once `shard` has drained its command queue.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     fn wait_for_room(&self, shard: usize, waker: &std::task::Waker);
     /// This node's name in a cluster.
     fn node(&self) -> Option<Arc<str>>;
@@ -70,13 +71,11 @@ pub(crate) trait Outbound {
     fn shard_index(&self) -> usize;
     fn connection_count(&self) -> usize;
     fn queued_bytes(&self, conn: ConnId) -> usize;
-    fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>);
-    #[cfg(feature = "tls")]
-    fn connect_tls(
+    fn connect(
         &mut self,
         remote: SocketAddr,
         local: Option<SocketAddr>,
-        connector: crate::tls::TlsConnector,
+        transport: crate::transport::ClientSetup,
     );
     fn set_timer(&mut self, delay: Duration, token: u64) -> TimerId;
     fn cancel_timer(&mut self, id: TimerId) -> bool;
@@ -197,7 +196,8 @@ impl Context<'_> {
     /// outcome arrives as [`Handler::on_connect`] (the connection then
     /// behaves like an accepted one) or [`Handler::on_connect_failed`].
     pub fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) {
-        self.core.connect(remote, local);
+        self.core
+            .connect(remote, local, crate::transport::ClientSetup::default());
     }
 
     /// Subscribes `conn` (a connection of this shard, e.g. the one whose
@@ -251,7 +251,8 @@ impl Context<'_> {
         local: Option<SocketAddr>,
         connector: crate::tls::TlsConnector,
     ) {
-        self.core.connect_tls(remote, local, connector);
+        self.core
+            .connect(remote, local, crate::transport::ClientSetup::tls(connector));
     }
 }
 

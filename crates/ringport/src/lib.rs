@@ -43,6 +43,7 @@ mod shared;
 pub mod stats;
 mod sys;
 mod timer;
+mod transport;
 mod wake;
 
 #[cfg(feature = "tokio")]

@@ -343,6 +343,7 @@ pub(crate) mod thread {
 
     /// Any command to `shard`, or the command back with why not (`Busy`:
     /// its queue is full; retry once room is made).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub fn try_command(
         shared: &ServerShared,
         shard: usize,

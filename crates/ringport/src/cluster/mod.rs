@@ -155,6 +155,7 @@ pub(crate) trait ClusterLink: Send + Sync {
 /// Where the link delivers what other nodes sent: this node's shards
 /// (implemented by the router; a trait so this module does not depend on
 /// the server's internals).
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 pub(crate) trait Inbound: Send + Sync {
     /// To every connection of this node (every shard or none: `Busy`).
     fn broadcast(&self, payload: Bytes) -> Result<(), SendError>;

@@ -28,8 +28,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 return;
             }
             self.core.waiting.pop_front();
-            #[cfg(feature = "tls")]
-            if !self.core.attach_server_tls(slot as usize) {
+            if !self.core.attach_server_transport(slot as usize) {
                 continue;
             }
             self.core.stats.accepted += 1;
@@ -128,8 +127,7 @@ impl<C: Codec> Core<C> {
             }
             return None;
         }
-        #[cfg(feature = "tls")]
-        if !self.attach_server_tls(slot) {
+        if !self.attach_server_transport(slot) {
             return None;
         }
         self.stats.accepted += 1;
@@ -160,33 +158,19 @@ impl<C: Codec> Core<C> {
         }
     }
 
-    /// Starts an outbound connection: first a socket (its completion
-    /// continues in `on_socket`). A connect that cannot start is reported
-    /// to the handler as failed.
-    pub(super) fn start_connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) {
-        let pending = PendingConnect {
-            remote,
-            local,
-            #[cfg(feature = "tls")]
-            tls: None,
-        };
-        if let Err(e) = self.try_start_connect(pending) {
-            self.failed_connects.push((remote, e));
-        }
-    }
-
-    /// [`Self::start_connect`] of a TLS connection.
-    #[cfg(feature = "tls")]
-    pub(super) fn start_connect_tls(
+    /// Starts an outbound connection with the transport `setup` asks for:
+    /// first a socket (its completion continues in `on_socket`). A connect
+    /// that cannot start is reported to the handler as failed.
+    pub(super) fn start_connect(
         &mut self,
         remote: SocketAddr,
         local: Option<SocketAddr>,
-        connector: crate::tls::TlsConnector,
+        transport: crate::transport::ClientSetup,
     ) {
         let pending = PendingConnect {
             remote,
             local,
-            tls: Some(connector),
+            transport,
         };
         if let Err(e) = self.try_start_connect(pending) {
             self.failed_connects.push((remote, e));
@@ -243,12 +227,9 @@ impl<C: Codec> Core<C> {
             self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
             return;
         }
-        #[cfg(feature = "tls")]
-        if let Some(connector) = &pending.tls
-            && let Err(e) = self.attach_client_tls(slot, connector)
-        {
+        if let Err(e) = self.attach_client_transport(slot, &pending.transport) {
             // Closing the socket reports the failure (`on_closed`).
-            tracing::warn!(error = %e, "TLS client session could not be created");
+            tracing::warn!(error = %e, "client transport could not be created");
             self.connecting.insert(
                 slot as u32,
                 Connecting {

@@ -61,10 +61,9 @@ pub(super) struct Slot {
     pub opened_at: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// The TLS session of a TLS connection (a pointer's worth for
-    /// plaintext ones).
-    #[cfg(feature = "tls")]
-    pub tls: Option<Box<crate::tls::session::TlsSession>>,
+    /// The connection's transport (a null pointer's worth for plaintext
+    /// ones; nothing without the `tls` feature).
+    pub transport: crate::transport::Transport,
 }
 
 /// Defines a getter and a setter per flag bit of [`Slot`].
@@ -224,9 +223,8 @@ impl<C: Codec> Core<C> {
         if s.state != SlotState::Open {
             return;
         }
-        #[cfg(feature = "tls")]
         if flush {
-            self.tls_close_notify(slot);
+            self.transport_close_notify(slot);
         }
         let s = &mut self.slots[slot];
         s.state = SlotState::Closing;
@@ -298,10 +296,7 @@ impl<C: Codec> Core<C> {
         let unseen = s.unseen();
         s.set_unseen(false);
         let generation = s.generation;
-        #[cfg(feature = "tls")]
-        {
-            s.tls = None;
-        }
+        s.transport = crate::transport::Transport::default();
         self.in_use -= 1;
         let closing = self.closing.remove(&(slot as u32));
         let connecting = self.connecting.remove(&(slot as u32));

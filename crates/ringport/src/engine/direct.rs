@@ -105,8 +105,7 @@ impl<C: Codec> Core<C> {
     /// Plaintext, open, not paused, not at its end.
     fn may_receive_directly(&self, slot: usize) -> bool {
         let s = &self.slots[slot];
-        #[cfg(feature = "tls")]
-        if s.tls.is_some() {
+        if !s.transport.is_plain() {
             return false;
         }
         s.state == SlotState::Open && !s.recv_paused() && !s.read_closed()
@@ -132,11 +131,9 @@ impl<C: Codec> Core<C> {
         } else {
             0
         };
-        #[cfg(feature = "tls")]
-        if self.slots[slot].tls.is_some() {
+        if !self.slots[slot].transport.is_plain() {
             input.bulk = 0;
         }
-        let _ = slot;
     }
 
     /// Posts a bulk receive (between frames, into a fresh buffer of the

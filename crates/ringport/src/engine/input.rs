@@ -201,9 +201,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// connection is paused, or has older input waiting, the bytes go to
     /// its backlog instead: they are replayed when the queue drains.
     fn deliver(&mut self, slot: usize, generation: u32, data: &[u8]) {
-        #[cfg(feature = "tls")]
-        if self.core.slots[slot].tls.is_some() {
-            return self.deliver_tls(slot, generation, data);
+        if !self.core.slots[slot].transport.is_plain() {
+            return self.deliver_through_transport(slot, generation, data);
         }
         self.deliver_plain(slot, generation, data);
     }

@@ -33,6 +33,7 @@ mod conn;
 mod direct;
 #[cfg(test)]
 mod direct_tests;
+mod handshake;
 mod input;
 #[cfg(test)]
 mod memory_tests;
@@ -44,8 +45,6 @@ mod paged;
 #[cfg(test)]
 mod tests;
 mod timers;
-#[cfg(feature = "tls")]
-mod tls;
 pub mod topics;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -91,8 +90,7 @@ const COMMANDS_PER_TURN: usize = 4096;
 struct PendingConnect {
     remote: SocketAddr,
     local: Option<SocketAddr>,
-    #[cfg(feature = "tls")]
-    tls: Option<crate::tls::TlsConnector>,
+    transport: crate::transport::ClientSetup,
 }
 
 /// Everything of a shard's engine except the handler and its
@@ -194,8 +192,8 @@ pub(crate) struct Core<C: Codec> {
     /// Connections whose reading paused because the outbox was over half
     /// full when their message produced traffic for other shards.
     outbox_paused: Vec<u32>,
-    #[cfg(feature = "tls")]
-    tls: tls::ShardTls,
+    /// Connections in their transport's handshake.
+    handshakes: handshake::Handshakes,
 }
 
 /// A shard's engine: the core plus the handler and per-connection input
@@ -277,8 +275,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             topics: topics::TopicIndex::default(),
             outbox: Outbox::new(index, shared.shards.len(), config.command_queue),
             outbox_paused: Vec::new(),
-            #[cfg(feature = "tls")]
-            tls: tls::ShardTls::default(),
+            handshakes: handshake::Handshakes::default(),
             shared,
         };
         Engine {
@@ -299,9 +296,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     #[cfg(test)]
     pub fn turn(&mut self, now: Instant) {
         let shared = self.core.shared.clone();
-        let mut inbox =
-            std::iter::from_fn(|| shared.shards[self.core.index].commands.try_recv().ok())
-                .collect::<std::collections::VecDeque<_>>();
+        let mut inbox = tests::QueueInbox(&shared.shards[self.core.index]);
         self.turn_with(now, &mut inbox);
     }
 
@@ -473,7 +468,10 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                         self.core.begin_close(slot, CloseReason::Local, true);
                     }
                 }
-                Command::Connect { remote, local } => self.core.start_connect(remote, local),
+                Command::Connect { remote, local } => {
+                    self.core
+                        .start_connect(remote, local, crate::transport::ClientSetup::default())
+                }
                 Command::Run(f) => {
                     let mut ctx = Context {
                         core: &mut self.core,
@@ -516,9 +514,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// its state.
     pub(super) fn opened(&mut self, conn: ConnId, peer: SocketAddr) {
         tracing::debug!(%conn, %peer, "connection open");
-        // A TLS connection is shown to the handler after its handshake.
-        #[cfg(feature = "tls")]
-        if self.start_tls(conn.slot() as usize) {
+        // A connection whose transport has a handshake is shown to the
+        // handler after it.
+        if self.start_handshake(conn.slot() as usize) {
             return;
         }
         self.connected(conn, peer);

@@ -40,9 +40,8 @@ impl<C: Codec> Core<C> {
         // One lookup of the slot for the whole enqueue: this runs once per
         // message sent.
         let s = &mut self.slots[slot];
-        #[cfg(feature = "tls")]
-        if s.tls.is_some() {
-            self.enqueue_tls(slot, &header[..n], payload);
+        if !s.transport.is_plain() {
+            self.enqueue_through_transport(slot, &header[..n], payload);
             return Ok(());
         }
         let before = s.queue.len();
@@ -61,9 +60,8 @@ impl<C: Codec> Core<C> {
 
     pub(super) fn enqueue_shared(&mut self, slot: usize, payload: Bytes) -> Result<(), SendError> {
         let (header, n) = self.header(payload.len())?;
-        #[cfg(feature = "tls")]
-        if self.slots[slot].tls.is_some() {
-            self.enqueue_tls(slot, &header[..n], &payload);
+        if !self.slots[slot].transport.is_plain() {
+            self.enqueue_through_transport(slot, &header[..n], &payload);
             return Ok(());
         }
         let trailer = self.codec.trailer();
@@ -73,6 +71,17 @@ impl<C: Codec> Core<C> {
             .push_shared(&mut self.pool, &header[..n], payload, trailer);
         self.queued(slot, before);
         Ok(())
+    }
+
+    /// Writes one frame through the transport of `slot` (which is not
+    /// plain: e.g. encrypted into records).
+    fn enqueue_through_transport(&mut self, slot: usize, header: &[u8], payload: &[u8]) {
+        let trailer = self.codec.trailer();
+        let s = &mut self.slots[slot];
+        let before = s.queue.len();
+        s.transport
+            .write(&[header, payload, trailer], &mut s.queue, &mut self.pool);
+        self.queued(slot, before);
     }
 
     /// Accounts for one message queued to `slot` (whose queue held
@@ -197,8 +206,7 @@ impl<C: Codec> Core<C> {
         for i in 0..self.open.len() {
             let slot = self.open[i] as usize;
             // Not yet shown to the handler: not part of "everyone".
-            #[cfg(feature = "tls")]
-            if self.tls_handshaking(slot) {
+            if self.handshaking(slot) {
                 continue;
             }
             if self.admit_remote(slot) {
@@ -298,18 +306,13 @@ impl<C: Codec> Outbound for Core<C> {
             .map_or(0, |slot| self.slots[slot].queue.len())
     }
 
-    fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) {
-        self.start_connect(remote, local);
-    }
-
-    #[cfg(feature = "tls")]
-    fn connect_tls(
+    fn connect(
         &mut self,
         remote: SocketAddr,
         local: Option<SocketAddr>,
-        connector: crate::tls::TlsConnector,
+        transport: crate::transport::ClientSetup,
     ) {
-        self.start_connect_tls(remote, local, connector);
+        self.start_connect(remote, local, transport);
     }
 
     fn connection_infos(&self, out: &mut Vec<crate::stats::ConnectionInfo>) {

@@ -18,6 +18,16 @@ use crate::sys::{BufId, Completion, Op, RecvBuffers};
 
 const TABLE: usize = 128;
 
+/// A shard's command queue as the engine's inbox (the shard loop's own
+/// is in `crate::shard`).
+pub(super) struct QueueInbox<'a>(pub &'a crate::shared::ShardShared);
+
+impl super::Inbox for QueueInbox<'_> {
+    fn next_command(&mut self) -> Option<crate::shared::Command> {
+        self.0.commands.try_recv().ok()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Seen {
     Connect(ConnId),
@@ -380,7 +390,9 @@ fn connect_failures_are_reported_at_every_step() {
     let remote: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let local: SocketAddr = "10.255.255.1:0".parse().unwrap();
     // Step 1: the socket cannot be created.
-    h.engine.core.start_connect(remote, None);
+    h.engine
+        .core
+        .start_connect(remote, None, Default::default());
     assert_eq!(h.ops(), vec![Op::Socket { token: 0, remote }]);
     h.complete(Completion::SocketCreated {
         token: 0,
@@ -391,7 +403,9 @@ fn connect_failures_are_reported_at_every_step() {
         vec![Seen::ConnectFailed(remote, Some(libc::EMFILE))]
     );
     // Step 2: bind (folded into the connect's result by the driver).
-    h.engine.core.start_connect(remote, Some(local));
+    h.engine
+        .core
+        .start_connect(remote, Some(local), Default::default());
     assert_eq!(h.ops(), vec![Op::Socket { token: 0, remote }]);
     let ops = h.complete(Completion::SocketCreated {
         token: 0,
@@ -423,7 +437,9 @@ fn connect_failures_are_reported_at_every_step() {
         vec![Seen::ConnectFailed(remote, Some(libc::EADDRNOTAVAIL))]
     );
     // Step 3: the connect itself, then a success.
-    h.engine.core.start_connect(remote, None);
+    h.engine
+        .core
+        .start_connect(remote, None, Default::default());
     h.ops();
     h.complete(Completion::SocketCreated {
         token: 0,
@@ -440,7 +456,9 @@ fn connect_failures_are_reported_at_every_step() {
         h.take_seen(),
         vec![Seen::ConnectFailed(remote, Some(libc::ECONNREFUSED))]
     );
-    h.engine.core.start_connect(remote, None);
+    h.engine
+        .core
+        .start_connect(remote, None, Default::default());
     h.ops();
     h.complete(Completion::SocketCreated {
         token: 0,

@@ -15,7 +15,6 @@ impl<C: Codec> Core<C> {
         self.pool.trim();
         self.trim_input_pool();
         self.sweep_idle();
-        #[cfg(feature = "tls")]
         self.expire_handshakes();
         if self.accept_backoff_until.is_some_and(|t| t <= now) {
             self.accept_backoff_until = None;

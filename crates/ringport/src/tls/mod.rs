@@ -58,7 +58,6 @@
 //! ```
 
 pub mod pem;
-pub(crate) mod session;
 
 use std::fmt;
 use std::sync::{Arc, RwLock};

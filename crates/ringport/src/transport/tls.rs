@@ -38,7 +38,7 @@ impl TlsSession {
         Ok(Self::wrap(conn.into(), deadline))
     }
 
-    pub fn client(connector: &super::TlsConnector, deadline: Instant) -> io::Result<Self> {
+    pub fn client(connector: &crate::tls::TlsConnector, deadline: Instant) -> io::Result<Self> {
         let conn =
             rustls::ClientConnection::new(connector.config.clone(), connector.server_name.clone())
                 .map_err(io::Error::other)?;
