@@ -194,22 +194,22 @@ pub fn to_toml(args: &ServeArgs) -> String {
     optional("cluster", args.cluster.as_deref().map(s), "no cluster");
     optional("node-id", args.node_id.as_deref().map(s), "no cluster");
     let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| s(&p.display().to_string()));
-    optional("tls-cert", path(&args.tls_cert), "plaintext");
-    optional("tls-key", path(&args.tls_key), "plaintext");
+    optional("tls-cert", path(&args.tls.tls_cert), "plaintext");
+    optional("tls-key", path(&args.tls.tls_key), "plaintext");
     optional(
         "tls-client-ca",
-        path(&args.tls_client_ca),
+        path(&args.tls.tls_client_ca),
         "no client certificates",
     );
     optional(
         "tls-alpn",
-        (!args.tls_alpn.is_empty()).then(|| s(&args.tls_alpn.join(","))),
+        (!args.tls.tls_alpn.is_empty()).then(|| s(&args.tls.tls_alpn.join(","))),
         "no ALPN",
     );
     line_after(
         &mut out,
         "tls-handshake-timeout",
-        s(&duration_text(args.tls_handshake_timeout)),
+        s(&duration_text(args.tls.tls_handshake_timeout)),
     );
     out
 }

@@ -184,52 +184,9 @@ pub struct ServeArgs {
           value_parser = parse_limit_policy)]
     pub at_limit: ringport::LimitPolicy,
 
-    /// Speak TLS with this certificate chain (PEM; the server's certificate
-    /// first). Needs --tls-key. SIGHUP reloads the certificate, key and
-    /// client CA files for new connections; open ones are kept.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "RINGPORT_TLS_CERT",
-        requires = "tls_key"
-    )]
-    pub tls_cert: Option<std::path::PathBuf>,
-
-    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "RINGPORT_TLS_KEY",
-        requires = "tls_cert"
-    )]
-    pub tls_key: Option<std::path::PathBuf>,
-
-    /// Mutual TLS: clients must present a certificate signed by a CA in
-    /// this PEM file.
-    #[arg(
-        long,
-        value_name = "FILE",
-        env = "RINGPORT_TLS_CLIENT_CA",
-        requires = "tls_cert"
-    )]
-    pub tls_client_ca: Option<std::path::PathBuf>,
-
-    /// ALPN protocols offered, comma-separated, most preferred first (off
-    /// by default).
-    #[arg(
-        long,
-        value_name = "PROTOCOLS",
-        env = "RINGPORT_TLS_ALPN",
-        value_delimiter = ',',
-        requires = "tls_cert"
-    )]
-    pub tls_alpn: Vec<String>,
-
-    /// A TLS handshake not complete this long after the connection was
-    /// accepted closes it (counted in tls_handshake_timeouts).
-    #[arg(long, value_name = "DURATION", default_value = "10s",
-          env = "RINGPORT_TLS_HANDSHAKE_TIMEOUT", value_parser = parse_positive_duration)]
-    pub tls_handshake_timeout: Duration,
+    /// TLS (the options --tls-*; see `crate::tls`).
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
 
     /// Serve Prometheus metrics (GET /metrics) and a health check
     /// (GET /healthz) over HTTP on this address (off by default).
@@ -403,7 +360,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         }
         config.cluster = Some(ringport::ClusterConfig::new(url.clone(), node.clone()));
     }
-    config.tls = crate::tls::acceptor(&args)?;
+    config.tls = crate::tls::acceptor(&args.tls)?;
 
     let started = Instant::now();
     let server = match args.codec {

@@ -3,13 +3,66 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ringport::tls::{TlsAcceptor, pem};
 use signal_hook::consts::SIGHUP;
 use signal_hook::iterator::Signals;
 use tracing::{info, warn};
 
-use crate::serve::ServeArgs;
+use clap::Args;
+use ringport_cli::parse_positive_duration;
+
+/// The options of `serve` that ask for TLS.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Speak TLS with this certificate chain (PEM; the server's certificate
+    /// first). Needs --tls-key. SIGHUP reloads the certificate, key and
+    /// client CA files for new connections; open ones are kept.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RINGPORT_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RINGPORT_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: clients must present a certificate signed by a CA in
+    /// this PEM file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RINGPORT_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// ALPN protocols offered, comma-separated, most preferred first (off
+    /// by default).
+    #[arg(
+        long,
+        value_name = "PROTOCOLS",
+        env = "RINGPORT_TLS_ALPN",
+        value_delimiter = ',',
+        requires = "tls_cert"
+    )]
+    pub tls_alpn: Vec<String>,
+
+    /// A TLS handshake not complete this long after the connection was
+    /// accepted closes it (counted in tls_handshake_timeouts).
+    #[arg(long, value_name = "DURATION", default_value = "10s",
+          env = "RINGPORT_TLS_HANDSHAKE_TIMEOUT", value_parser = parse_positive_duration)]
+    pub tls_handshake_timeout: Duration,
+}
 
 /// The files a TLS configuration is read from (again at each SIGHUP).
 #[derive(Clone)]
@@ -32,7 +85,7 @@ impl Files {
 /// thread that reloads its files on SIGHUP: connections accepted after the
 /// signal get the new certificate, open ones keep theirs. A reload that
 /// fails (a missing or bad file) keeps the configuration in use.
-pub fn acceptor(args: &ServeArgs) -> Result<Option<TlsAcceptor>, String> {
+pub fn acceptor(args: &TlsArgs) -> Result<Option<TlsAcceptor>, String> {
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
         return Ok(None);
     };

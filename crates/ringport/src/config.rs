@@ -7,6 +7,10 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// Most slots one shard's connection table can have: io_uring names a
+/// slot with 24 bits of an operation's user data.
+pub(crate) const MAX_DIRECT_SLOTS: u32 = 1 << 24;
+
 /// Which kernel interface the shards use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
@@ -394,7 +398,7 @@ pub(crate) fn table_size(config: &ServerConfig, backend: Backend) -> io::Result<
             bound,
         });
     }
-    let ring_cap = limit.clamp(1, crate::sys::uring::MAX_SLOTS as usize);
+    let ring_cap = limit.clamp(1, MAX_DIRECT_SLOTS as usize);
     let per_ring = match config.connections_per_ring {
         Some(0) => return bad("connections_per_ring must be at least 1".into()),
         Some(n) if n > ring_cap => {
@@ -406,7 +410,7 @@ pub(crate) fn table_size(config: &ServerConfig, backend: Backend) -> io::Result<
         Some(n) => n,
         None => ring_cap,
     };
-    let shard_cap = crate::sys::uring::MAX_SLOTS as usize;
+    let shard_cap = MAX_DIRECT_SLOTS as usize;
     let per_shard = match config.connections_per_shard {
         Some(0) => return bad("connections_per_shard must be at least 1".into()),
         Some(n) if n > shard_cap => {

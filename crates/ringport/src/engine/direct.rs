@@ -47,7 +47,7 @@
 //! [`Framer::recv_target_between`]: crate::codec::Framer::recv_target_between
 
 use super::conn::SlotState;
-use super::input::InputState;
+use super::input::{Direct, InputState};
 use super::{Core, Engine};
 use crate::codec::{Codec, MAX_HEADER_LEN};
 use crate::error::CloseReason;
@@ -72,24 +72,6 @@ pub(super) const BULK_MAX: usize = 256 * 1024;
 /// even while its connection is idle), 16 MiB; connections beyond it use
 /// the multishot receive.
 pub(super) const BULK_CONNECTIONS: usize = 64;
-
-/// Where a connection's input stands with respect to direct receives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) enum Direct {
-    /// Receiving through the multishot receive (or not at all).
-    #[default]
-    Off,
-    /// The multishot receive was cancelled to switch; its last completion
-    /// is awaited.
-    Switching,
-    /// A direct receive into this target is posted.
-    InFlight(RecvTarget),
-    /// Between two direct receives of the same frame.
-    Receiving,
-    /// A bulk receive (between frames, into a fresh buffer) into this
-    /// target is posted.
-    Bulk(RecvTarget),
-}
 
 impl<C: Codec> Core<C> {
     /// The connection may receive the rest of its frame directly: plaintext,

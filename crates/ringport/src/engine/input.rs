@@ -12,12 +12,12 @@
 use std::time::{Duration, Instant};
 
 use super::conn::SlotState;
-use super::direct::Direct;
 use super::{Core, Engine};
 use crate::codec::{Codec, CodecError, Framer, Partial};
 use crate::conn_id::ConnId;
 use crate::error::CloseReason;
 use crate::handler::{Context, Handler};
+use crate::sys::RecvTarget;
 use crate::sys::{BufId, RecvBuffers};
 
 /// A drained backlog keeps at most this much capacity.
@@ -32,6 +32,24 @@ const MAX_KEEP_INPUTS: usize = 1024;
 /// Buffer capacity (reassembly buffer, backlog) a pooled input state keeps
 /// at most, so the pool holds at most `MAX_KEEP_INPUTS` x 2 x this.
 const KEEP_INPUT_CAPACITY: usize = 4 * 1024;
+
+/// Where a connection's input stands with respect to direct receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum Direct {
+    /// Receiving through the multishot receive (or not at all).
+    #[default]
+    Off,
+    /// The multishot receive was cancelled to switch; its last completion
+    /// is awaited.
+    Switching,
+    /// A direct receive into this target is posted.
+    InFlight(RecvTarget),
+    /// Between two direct receives of the same frame.
+    Receiving,
+    /// A bulk receive (between frames, into a fresh buffer) into this
+    /// target is posted.
+    Bulk(RecvTarget),
+}
 
 /// A connection's input beyond its slot: present while a frame is partial
 /// or input is held back.

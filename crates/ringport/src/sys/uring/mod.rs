@@ -59,8 +59,9 @@ pub struct UserData {
     pub generation: u32,
 }
 
-/// Slots are 24 bits in [`UserData`].
-pub const MAX_SLOTS: u32 = 1 << 24;
+/// Slots are 24 bits in [`UserData`] (the bound is the config's, which
+/// sizes the tables).
+pub(crate) use crate::config::MAX_DIRECT_SLOTS as MAX_SLOTS;
 
 impl UserData {
     pub fn new(kind: OpKind, slot: u32, generation: u32) -> Self {
