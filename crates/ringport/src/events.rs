@@ -2,13 +2,14 @@
 //! every shard forwards events into one bounded queue that the application
 //! reads with [`EventServer::next_event`].
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::codec::Codec;
 use crate::config::ServerConfig;
@@ -38,10 +39,8 @@ impl Server {
         let flag = stop_flag.clone();
         let wake = Arc::new(ConsumerWake::new()?);
         let consumer = wake.clone();
-        let server = Server::start(config, codec, move |_| EventForwarder {
-            events: tx.clone(),
-            stopping: flag.clone(),
-            wake: consumer.clone(),
+        let server = Server::start(config, codec, move |_| {
+            EventForwarder::new(tx.clone(), flag.clone(), consumer.clone())
         })?;
         Ok(EventServer {
             server: Some(server),
@@ -57,8 +56,10 @@ impl Server {
 /// [`Server`] it dereferences to.
 ///
 /// Message events own a copy of the message. If the application stops
-/// pulling, the event queue fills and the shards wait for it (their peers
-/// are then held back by TCP flow control); nothing is dropped.
+/// pulling, the event queue fills: the shards never wait for it (their
+/// other connections and timers go on), but stop reading from the
+/// connections whose events are waiting, so their peers are held back by
+/// TCP flow control; nothing is dropped.
 pub struct EventServer {
     /// Always `Some` until `stop` takes it.
     server: Option<Server>,
@@ -113,30 +114,98 @@ impl std::ops::Deref for EventServer {
     }
 }
 
+/// How often a forwarder whose events found the queue full tries again.
+const RETRY: Duration = Duration::from_millis(1);
+
+/// The handler behind [`EventServer`]: forwards each callback as an event.
+/// It never blocks its shard: an event that finds the queue full waits in
+/// this shard's overflow (in order: later events queue behind it), the
+/// connection it came from stops being read, and a 1 ms timer tries again
+/// until the overflow has drained, then reading resumes. The overflow holds
+/// at most about one event per connection of the shard beyond what was
+/// already received (reading of a paused connection stops after the
+/// message being handled).
 struct EventForwarder {
     events: Sender<Event>,
     stopping: Arc<AtomicBool>,
     wake: Arc<ConsumerWake>,
+    overflow: VecDeque<Event>,
+    /// Connections whose reading this forwarder paused.
+    paused: Vec<ConnId>,
+    retry_armed: bool,
 }
 
 impl EventForwarder {
-    /// Waits for room in the event queue (backpressure to this shard's
-    /// peers) unless the server is stopping.
-    fn push(&self, mut event: Event) {
-        loop {
-            match self.events.send_timeout(event, Duration::from_millis(20)) {
+    fn new(events: Sender<Event>, stopping: Arc<AtomicBool>, wake: Arc<ConsumerWake>) -> Self {
+        EventForwarder {
+            events,
+            stopping,
+            wake,
+            overflow: VecDeque::new(),
+            paused: Vec::new(),
+            retry_armed: false,
+        }
+    }
+
+    /// Forwards `event`, or keeps it (and pauses `from`) while the queue is
+    /// full. Events are dropped once the server is stopping.
+    fn push(&mut self, ctx: &mut Context<'_>, event: Event, from: Option<ConnId>) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let event = if self.overflow.is_empty() {
+            match self.events.try_send(event) {
                 Ok(()) => {
                     self.wake.notify();
                     return;
                 }
-                Err(crossbeam_channel::SendTimeoutError::Timeout(e)) => {
-                    if self.stopping.load(Ordering::Acquire) {
-                        return;
-                    }
-                    event = e;
-                }
-                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return,
+                Err(TrySendError::Full(event)) => event,
+                Err(TrySendError::Disconnected(_)) => return,
             }
+        } else {
+            event
+        };
+        self.overflow.push_back(event);
+        if let Some(conn) = from
+            && ctx.pause_reading(conn).is_ok()
+        {
+            self.paused.push(conn);
+        }
+        if !self.retry_armed {
+            ctx.set_timer(RETRY, 0);
+            self.retry_armed = true;
+        }
+    }
+
+    /// Moves the overflow into the queue while it has room; once all of it
+    /// went, the paused connections are read again.
+    fn drain(&mut self, ctx: &mut Context<'_>) {
+        self.retry_armed = false;
+        if self.stopping.load(Ordering::Acquire) {
+            self.overflow.clear();
+        }
+        let mut sent = false;
+        while let Some(event) = self.overflow.pop_front() {
+            match self.events.try_send(event) {
+                Ok(()) => sent = true,
+                Err(TrySendError::Full(event)) => {
+                    self.overflow.push_front(event);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => self.overflow.clear(),
+            }
+        }
+        if sent {
+            self.wake.notify();
+        }
+        if self.overflow.is_empty() {
+            for conn in self.paused.drain(..) {
+                // A connection closed meanwhile is simply gone.
+                let _ = ctx.resume_reading(conn);
+            }
+        } else {
+            ctx.set_timer(RETRY, 0);
+            self.retry_armed = true;
         }
     }
 }
@@ -144,18 +213,23 @@ impl EventForwarder {
 impl Handler for EventForwarder {
     type ConnState = ();
 
-    fn on_connect(&mut self, _: &mut Context<'_>, conn: ConnId, peer: SocketAddr) {
-        self.push(Event::Connected { conn, peer });
+    fn on_connect(&mut self, ctx: &mut Context<'_>, conn: ConnId, peer: SocketAddr) {
+        self.push(ctx, Event::Connected { conn, peer }, Some(conn));
     }
 
-    fn on_message(&mut self, _: &mut Context<'_>, conn: ConnId, _: &mut (), message: &[u8]) {
-        self.push(Event::Message {
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &mut (), message: &[u8]) {
+        let event = Event::Message {
             conn,
             bytes: Bytes::copy_from_slice(message),
-        });
+        };
+        self.push(ctx, event, Some(conn));
     }
 
-    fn on_close(&mut self, _: &mut Context<'_>, conn: ConnId, _: (), reason: CloseReason) {
-        self.push(Event::Closed { conn, reason });
+    fn on_timer(&mut self, ctx: &mut Context<'_>, _: u64) {
+        self.drain(ctx);
+    }
+
+    fn on_close(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: (), reason: CloseReason) {
+        self.push(ctx, Event::Closed { conn, reason }, None);
     }
 }

@@ -68,6 +68,8 @@ pub(crate) trait Outbound {
     fn send_bytes(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError>;
     fn broadcast(&mut self, payload: &[u8]) -> Result<usize, SendError>;
     fn close(&mut self, conn: ConnId) -> Result<(), SendError>;
+    fn pause_reading(&mut self, conn: ConnId) -> Result<(), SendError>;
+    fn resume_reading(&mut self, conn: ConnId) -> Result<(), SendError>;
     fn shard_index(&self) -> usize;
     fn connection_count(&self) -> usize;
     fn queued_bytes(&self, conn: ConnId) -> usize;
@@ -118,6 +120,22 @@ impl Context<'_> {
     /// queued to. Slow consumers are handled by the configured policy.
     pub fn broadcast(&mut self, payload: &[u8]) -> Result<usize, SendError> {
         self.core.broadcast(payload)
+    }
+
+    /// Stops reading from `conn` (a connection of this shard) until
+    /// [`Context::resume_reading`]: backpressure for a handler whose own
+    /// consumer is behind. Bytes already received wait in the connection's
+    /// backlog (bounded by `input_backlog_limit`); the rest waits in the
+    /// kernel and TCP flow control holds the peer. `Closed` for a stale id
+    /// or a connection of another shard.
+    pub fn pause_reading(&mut self, conn: ConnId) -> Result<(), SendError> {
+        self.core.pause_reading(conn)
+    }
+
+    /// Reads from `conn` again after [`Context::pause_reading`] (unless
+    /// its own send queue still holds it back).
+    pub fn resume_reading(&mut self, conn: ConnId) -> Result<(), SendError> {
+        self.core.resume_reading(conn)
     }
 
     /// Closes `conn` after flushing what is queued to it (within

@@ -56,7 +56,7 @@ pub(super) struct Slot {
     peer_ip: [u8; 16],
     peer_port: u16,
     pub state: SlotState,
-    flags: u8,
+    flags: u16,
     pub queue: SendQueue,
     pub opened_at: u64,
     pub bytes_in: u64,
@@ -69,7 +69,7 @@ pub(super) struct Slot {
 /// Defines a getter and a setter per flag bit of [`Slot`].
 macro_rules! slot_flags {
     ($($(#[$doc:meta])* $bit:ident = $value:expr, $get:ident, $set:ident;)*) => {
-        $($(#[$doc])* const $bit: u8 = $value;)*
+        $($(#[$doc])* const $bit: u16 = $value;)*
         impl Slot {
             $(
                 $(#[$doc])*
@@ -105,6 +105,12 @@ slot_flags! {
     UNSEEN = 64, unseen, set_unseen;
     /// The peer address is IPv6 (else IPv4 in the first 4 bytes).
     PEER_V6 = 128, peer_v6, set_peer_v6;
+    /// Reading paused because the shard's outbox was over half full: only
+    /// its draining resumes it (`Engine::resume_after_outbox`).
+    HELD_BY_OUTBOX = 256, held_by_outbox, set_held_by_outbox;
+    /// Reading paused by the application (`Context::pause_reading`): only
+    /// `Context::resume_reading` resumes it.
+    HELD_BY_APP = 512, held_by_app, set_held_by_app;
 }
 
 impl Slot {

@@ -440,13 +440,38 @@ impl<C: Codec> Core<C> {
     /// add to it. Resumed once the outbox drains (`resume_after_outbox`).
     pub(super) fn pause_for_outbox(&mut self, slot: usize) {
         let s = &mut self.slots[slot];
+        if s.state == SlotState::Open && !s.held_by_outbox() {
+            s.set_held_by_outbox(true);
+            self.outbox_paused.push(slot as u32);
+            self.pause_reading(slot);
+        }
+    }
+
+    /// Stops reading `slot` (if it is reading): what arrives meanwhile waits
+    /// in the kernel, or in its backlog.
+    pub(super) fn pause_reading(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
         if s.state == SlotState::Open && !s.recv_paused() {
             s.set_recv_paused(true);
             self.stats.read_pauses += 1;
-            self.outbox_paused.push(slot as u32);
             if s.recv_armed() {
                 self.cancel_recv(slot);
             }
+        }
+    }
+
+    /// Resumes reading `slot` unless something still holds it (its queue
+    /// over half the high-water mark, the outbox, the application).
+    pub(super) fn resume_reading_if_free(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if s.state == SlotState::Open
+            && s.recv_paused()
+            && !s.held_by_outbox()
+            && !s.held_by_app()
+            && s.queue.len() <= self.high_water / 2
+        {
+            s.set_recv_paused(false);
+            self.resumed.push(slot as u32);
         }
     }
 

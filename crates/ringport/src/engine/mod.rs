@@ -490,14 +490,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             return;
         }
         for slot in std::mem::take(&mut core.outbox_paused) {
-            let s = &mut core.slots[slot as usize];
-            if s.state == conn::SlotState::Open
-                && s.recv_paused()
-                && s.queue.len() <= core.high_water / 2
-            {
-                s.set_recv_paused(false);
-                core.resumed.push(slot);
-            }
+            let slot = slot as usize;
+            core.slots[slot].set_held_by_outbox(false);
+            core.resume_reading_if_free(slot);
         }
     }
 

@@ -156,7 +156,8 @@ impl<C: Codec> Core<C> {
                 let s = &mut self.slots[slot];
                 if s.recv_paused()
                     && s.queue.len() <= self.high_water / 2
-                    && !self.outbox_paused.contains(&(slot as u32))
+                    && !s.held_by_outbox()
+                    && !s.held_by_app()
                 {
                     s.set_recv_paused(false);
                     self.resumed.push(slot as u32);
@@ -290,6 +291,20 @@ impl<C: Codec> Outbound for Core<C> {
         }
         let slot = self.live_slot(conn).ok_or(SendError::Closed)?;
         self.begin_close(slot, CloseReason::Local, true);
+        Ok(())
+    }
+
+    fn pause_reading(&mut self, conn: ConnId) -> Result<(), SendError> {
+        let slot = self.live_slot(conn).ok_or(SendError::Closed)?;
+        self.slots[slot].set_held_by_app(true);
+        self.pause_reading(slot);
+        Ok(())
+    }
+
+    fn resume_reading(&mut self, conn: ConnId) -> Result<(), SendError> {
+        let slot = self.live_slot(conn).ok_or(SendError::Closed)?;
+        self.slots[slot].set_held_by_app(false);
+        self.resume_reading_if_free(slot);
         Ok(())
     }
 
