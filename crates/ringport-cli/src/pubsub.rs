@@ -188,7 +188,7 @@ impl Handler for PubSub {
                 Err(e @ (TopicError::BadName | TopicError::TooManyTopics)) => {
                     Self::error(ctx, conn, code::BAD_TOPIC, e.to_string().as_bytes())
                 }
-                Err(TopicError::Closed) => {}
+                Err(_) => {}
             },
             Some(Frame::Unsubscribe(topic)) => {
                 ctx.unsubscribe(conn, topic);

@@ -8,10 +8,11 @@ use std::process::Command;
 use ringport::{ConnId, Context, Handler, LengthDelimited, Lines, Server, ServerConfig, handlers};
 
 fn config() -> ServerConfig {
-    ServerConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        shards: 2,
-        ..ServerConfig::default()
+    {
+        let mut config = ServerConfig::default();
+        config.addr = "127.0.0.1:0".parse().unwrap();
+        config.shards = 2;
+        config
     }
 }
 

@@ -49,6 +49,7 @@ async fn serve_stream(events: EventServer) -> std::io::Result<()> {
                 });
             }
             Event::Closed { conn, reason } => println!("{conn} closed: {reason:?}"),
+            _ => {}
         }
     }
     Ok(())
@@ -98,9 +99,10 @@ fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "stream".into());
     let serve_on: Option<SocketAddr> = args.next().map(|a| a.parse().expect("an address"));
-    let config = ServerConfig {
-        addr: serve_on.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()),
-        ..ServerConfig::default()
+    let config = {
+        let mut config = ServerConfig::default();
+        config.addr = serve_on.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
+        config
     };
     let runtime = tokio::runtime::Runtime::new()?;
     match mode.as_str() {

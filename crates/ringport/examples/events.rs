@@ -7,9 +7,10 @@ use std::time::Duration;
 use ringport::{Client, Event, LengthDelimited, Server, ServerConfig};
 
 fn main() -> std::io::Result<()> {
-    let config = ServerConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        ..ServerConfig::default()
+    let config = {
+        let mut config = ServerConfig::default();
+        config.addr = "127.0.0.1:0".parse().unwrap();
+        config
     };
     let server = Server::start_events(config, LengthDelimited::new())?;
     let addr = server.local_addr();
@@ -29,6 +30,8 @@ fn main() -> std::io::Result<()> {
                 println!("{conn} closed: {reason:?}");
                 break;
             }
+            // Events added in later versions.
+            _ => {}
         }
     }
     println!(

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::bounded;
 use ringport::pool::{
-    Event, EventMode, Pool, PoolConfig, ShutdownPolicy, TimerHandle, WaitMode, scheduled_deadline,
+    EventMode, EventObject, Pool, PoolConfig, ShutdownPolicy, TimerHandle, WaitMode,
+    scheduled_deadline,
 };
 
 const ITEMS: usize = 1_000_000;
@@ -165,7 +166,7 @@ fn main() {
     // Wait latency: set() -> callback start, auto-reset event, Repeat wait.
     if run("waits") {
         let pool = Pool::start(PoolConfig::default(), |_| ()).unwrap();
-        let event = Event::new(EventMode::AutoReset).unwrap();
+        let event = EventObject::new(EventMode::AutoReset).unwrap();
         let (tx, rx) = bounded(1);
         pool.wait(event.clone(), WaitMode::Repeat, move |_, _| {
             tx.send(Instant::now()).unwrap();
@@ -180,7 +181,7 @@ fn main() {
         }
         lat.sort();
         println!(
-            "wait latency (Event::set -> callback, {SAMPLES} samples): median {}, p99 {}, max {}",
+            "wait latency (EventObject::set -> callback, {SAMPLES} samples): median {}, p99 {}, max {}",
             fmt_us(percentile(&lat, 0.5)),
             fmt_us(percentile(&lat, 0.99)),
             fmt_us(lat[lat.len() - 1])

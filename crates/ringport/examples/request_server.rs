@@ -109,9 +109,10 @@ fn main() -> std::io::Result<()> {
         served: 0,
     })?;
     let ops = Arc::new(registry());
-    let config = ServerConfig {
-        addr: "127.0.0.1:7002".parse().unwrap(),
-        ..ServerConfig::default()
+    let config = {
+        let mut config = ServerConfig::default();
+        config.addr = "127.0.0.1:7002".parse().unwrap();
+        config
     };
     let handler_pool = pool.clone();
     let server = Server::start(config, LengthDelimited::new(), move |_| Requests {

@@ -25,10 +25,11 @@ fn main() -> std::io::Result<()> {
             other => panic!("unknown option {other} (use --addr, --shards, --send async|plain)"),
         }
     }
-    let config = ServerConfig {
-        addr: addr.parse().expect("an address"),
-        shards,
-        ..ServerConfig::default()
+    let config = {
+        let mut config = ServerConfig::default();
+        config.addr = addr.parse().expect("an address");
+        config.shards = shards;
+        config
     };
     let events = Server::start_events(config, LengthDelimited::new())?;
     println!("listening on {}", events.local_addr());

@@ -49,9 +49,10 @@ fn main() -> std::io::Result<()> {
         // Any free port: the self-test must not collide with anything.
         "127.0.0.1:0"
     };
-    let config = ServerConfig {
-        addr: addr.parse().unwrap(),
-        ..ServerConfig::default()
+    let config = {
+        let mut config = ServerConfig::default();
+        config.addr = addr.parse().unwrap();
+        config
     };
     let server = Server::start(config, LengthDelimited::new(), |_shard| Uppercase {
         scratch: Vec::new(),

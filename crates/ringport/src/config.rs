@@ -106,7 +106,19 @@ impl std::str::FromStr for LimitPolicy {
 }
 
 /// Server settings. Every resource has a bound here.
+///
+/// Built from [`ServerConfig::default`] and then its public fields, one per
+/// setting, each documented below (a builder would repeat every field as a
+/// method for no gain). `#[non_exhaustive]`: settings added later do not
+/// break code written like this:
+///
+/// ```
+/// let mut config = ringport::ServerConfig::default();
+/// config.addr = "127.0.0.1:0".parse().unwrap();
+/// config.shards = 2;
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// Kernel interface: io_uring, epoll, or the best available (default).
     pub backend: Backend,

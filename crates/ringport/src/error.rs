@@ -4,6 +4,7 @@
 
 /// Why a connection was closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The peer closed its side (after its last frame; our queued replies
     /// were flushed first).
@@ -48,6 +49,7 @@ pub enum CloseReason {
 
 /// Why a send, broadcast or close was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendError {
     /// The connection is closed (or closing): the id is stale. The message
     /// never reaches another connection that reuses the slot.
@@ -89,6 +91,7 @@ pub const MAX_TOPICS_PER_CONN: usize = 256;
 
 /// Why a subscribe was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TopicError {
     /// The connection is not open on the shard running the callback (a
     /// stale id, or a connection of another shard).

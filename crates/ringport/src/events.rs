@@ -22,6 +22,7 @@ use crate::wake::ConsumerWake;
 
 /// An event of the pull API.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Event {
     Connected { conn: ConnId, peer: SocketAddr },
     Message { conn: ConnId, bytes: Bytes },

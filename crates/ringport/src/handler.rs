@@ -1,5 +1,20 @@
 //! The handler API: callbacks that run on the shard threads, the
 //! [`Context`] they act through, and why connections close or sends fail.
+//!
+//! # Send paths and full queues
+//!
+//! Every send, broadcast, publish, send_to and close goes through one
+//! router inside the crate, whoever makes it; the policy at a full queue
+//! is:
+//!
+//! | from | to a connection of this shard | to another shard (its command queue full) | to another node |
+//! | --- | --- | --- | --- |
+//! | a handler ([`Context`]) | queued; [`SendError::QueueFull`] at the send queue's bound | waits in this shard's bounded outbox (order kept), reading from the connection being handled pauses while it is over half full; [`SendError::Busy`] only when the outbox is full, before anyone got it | after local delivery; a refusal of the link comes back through [`Handler::on_undeliverable`] |
+//! | [`crate::Server`], async senders, the cluster link | - | [`SendError::Busy`] at once; a broadcast or publish is **all or nothing** over the shards (room is reserved in every queue first), so a retry never duplicates; the async forms wait for room instead | after local delivery, refusals returned at once |
+//!
+//! A message arriving at a connection from elsewhere (another shard, a
+//! broadcast or publish, another node) whose send queue is at its bound
+//! meets the slow-consumer policy ([`crate::SlowConsumerPolicy`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -17,12 +17,19 @@
 //! - `tls` (feature `tls`): rustls on the same engine, server and client
 //!   side.
 //!
+//! The crate root re-exports the types most programs need (the server,
+//! handler, config, codecs, errors, events); each is documented in its own
+//! module, which is its home.
+//!
 //! Inside, in layers: the `server` handle starts one `shard` thread per
 //! shard; a shard runs the portable `engine` (connection state machine,
-//! framing, send queues, limits, timers; no system calls, time passed in)
-//! over a driver of the chosen backend in `sys` (`sys::uring` or
-//! `sys::epoll`), which turns the engine's operations into kernel work and
-//! hands back completions.
+//! framing, send queues, limits, timers; sans-I/O: no system calls, no
+//! clock, no lock, commands in through a method and cross-shard traffic out
+//! through an outbox) over a driver of the chosen backend in `sys`
+//! (`sys::uring` or `sys::epoll`), which turns the engine's operations
+//! into kernel work and hands back completions. Each connection's bytes go
+//! through its `transport` (plain or TLS) before the codec; every send,
+//! broadcast and publish, whoever makes it, goes through the `router`.
 
 pub mod client;
 pub mod cluster;
@@ -53,6 +60,16 @@ pub use async_io::{AsyncClient, AsyncSender, EventStream, FrameCodec};
 #[cfg(feature = "tls")]
 pub mod tls;
 
+/// Checks that io_uring can be used here with the features ringport needs,
+/// and says why not otherwise (disabled by sysctl, blocked by seccomp, a
+/// kernel too old): what [`Backend::Auto`] decides by.
+///
+/// The probe ring lives on a short-lived thread of its own, so the
+/// caller's next blocking call cannot see a spurious `EINTR`.
+pub fn probe_io_uring() -> std::io::Result<()> {
+    sys::uring::probe()
+}
+
 pub use bytes::Bytes;
 pub use client::Client;
 #[cfg(feature = "cluster")]
@@ -66,5 +83,4 @@ pub use events::{Event, EventServer};
 pub use handler::{Context, Handler, ShardRemote};
 pub use server::{ConnectionsSnapshot, Server};
 pub use stats::{ConnectionInfo, Stats, TurnDurations};
-pub use sys::uring::probe as probe_io_uring;
 pub use timer::TimerId;

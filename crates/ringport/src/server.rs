@@ -215,8 +215,8 @@ impl Server {
     /// Queues one message to `conn`. Fails at once with `Closed` if the id
     /// is stale, with `Busy` if its shard's command queue is full; a
     /// connection that closes before the shard runs the command simply does
-    /// not get it. (The policies of every send path: [`crate::router`]'s
-    /// documentation, in the design guide.)
+    /// not get it. (Every send path and its policy at a full queue:
+    /// [`crate::handler`], "Send paths and full queues".)
     pub fn send(&self, conn: ConnId, payload: impl Into<Bytes>) -> Result<(), SendError> {
         router::thread::send(&self.shared, conn, payload.into())
     }

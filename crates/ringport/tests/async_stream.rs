@@ -134,6 +134,7 @@ fn stream_delivers_every_event_in_order_to_a_slow_consumer() {
                     );
                     closed += 1;
                 }
+                other => panic!("unexpected event {other:?}"),
             }
         }
         (messages, closed)

@@ -147,6 +147,7 @@ fn echo_from_the_consumer_thread() {
                 assert_eq!(reason, CloseReason::PeerClosed);
                 closed += 1;
             }
+            other => panic!("unexpected event {other:?}"),
         }
     }
     for c in clients {

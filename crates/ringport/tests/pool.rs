@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use ringport::pool::{
-    Event, EventMode, Pool, PoolConfig, PoolError, ShutdownPolicy, WaitMode, cancel_current, pidfd,
-    scheduled_deadline,
+    EventMode, EventObject, Pool, PoolConfig, PoolError, ShutdownPolicy, WaitMode, cancel_current,
+    pidfd, scheduled_deadline,
 };
 
 /// Upper bound for anything that should happen "soon".
@@ -423,13 +423,17 @@ fn a_hundred_thousand_timers_armed_then_cancelled_leave_nothing() {
 #[test]
 fn auto_reset_event_wait_fires_once_per_set() {
     let pool = Pool::start(config(2), |_| ()).unwrap();
-    let event = Event::new(EventMode::AutoReset).unwrap();
+    let event = EventObject::new(EventMode::AutoReset).unwrap();
     assert!(!event.is_set());
     let (tx, rx) = unbounded();
     let wait = pool
-        .wait(event.clone(), WaitMode::Repeat, move |_, ev: &Event| {
-            tx.send(ev.is_set()).unwrap();
-        })
+        .wait(
+            event.clone(),
+            WaitMode::Repeat,
+            move |_, ev: &EventObject| {
+                tx.send(ev.is_set()).unwrap();
+            },
+        )
         .unwrap();
     for _ in 0..5 {
         event.set();
@@ -462,12 +466,12 @@ fn auto_reset_event_wait_fires_once_per_set() {
 #[test]
 fn manual_reset_event_stays_set_and_repeat_fires_per_set_edge() {
     let pool = Pool::start(config(2), |_| ()).unwrap();
-    let event = Event::new(EventMode::ManualReset).unwrap();
+    let event = EventObject::new(EventMode::ManualReset).unwrap();
     assert_eq!(event.mode(), EventMode::ManualReset);
 
     let (tx, rx) = unbounded();
     let t = tx.clone();
-    pool.wait(event.clone(), WaitMode::Once, move |_, ev: &Event| {
+    pool.wait(event.clone(), WaitMode::Once, move |_, ev: &EventObject| {
         t.send(("once", ev.is_set())).unwrap();
     })
     .unwrap();
@@ -559,7 +563,7 @@ fn pidfd_wait_fires_when_the_child_exits() {
 #[test]
 fn cancel_a_wait_drops_its_source_and_it_never_fires() {
     struct Source {
-        event: Event,
+        event: EventObject,
         dropped: Arc<AtomicBool>,
     }
     impl AsFd for Source {
@@ -573,7 +577,7 @@ fn cancel_a_wait_drops_its_source_and_it_never_fires() {
         }
     }
     let pool = Pool::start(config(1), |_| ()).unwrap();
-    let event = Event::new(EventMode::AutoReset).unwrap();
+    let event = EventObject::new(EventMode::AutoReset).unwrap();
     let dropped = Arc::new(AtomicBool::new(false));
     let source = Source {
         event: event.clone(),
@@ -615,7 +619,7 @@ fn cancel_a_wait_drops_its_source_and_it_never_fires() {
 #[test]
 fn a_repeat_wait_never_runs_concurrently_with_itself() {
     let pool = Pool::start(config(2), |_| ()).unwrap();
-    let event = Event::new(EventMode::AutoReset).unwrap();
+    let event = EventObject::new(EventMode::AutoReset).unwrap();
     let busy = Arc::new(AtomicBool::new(false));
     let overlaps = Arc::new(AtomicUsize::new(0));
     let calls = Arc::new(AtomicUsize::new(0));
@@ -711,7 +715,7 @@ fn shutdown_cancel_drops_queued_items_unrun() {
         })
         .unwrap();
     }
-    let event = Event::new(EventMode::AutoReset).unwrap();
+    let event = EventObject::new(EventMode::AutoReset).unwrap();
     pool.wait(event.clone(), WaitMode::Repeat, |_, _| {})
         .unwrap();
     let p = pool.clone();
@@ -742,7 +746,7 @@ fn everything_after_shutdown_is_stopped() {
         pool.every(Duration::from_millis(1), |_| {}),
         Err(PoolError::Stopped)
     ));
-    let event = Event::new(EventMode::AutoReset).unwrap();
+    let event = EventObject::new(EventMode::AutoReset).unwrap();
     assert!(matches!(
         pool.wait(event, WaitMode::Once, |_, _| {}),
         Err(PoolError::Stopped)

@@ -89,13 +89,14 @@ fn outbound_connections_spread_over_several_rings() {
     let replies = Arc::new(AtomicUsize::new(0));
     let counted = replies.clone();
     let client = Server::start(
-        ServerConfig {
-            listen: false,
-            shards: 1,
-            connections_per_shard: Some(200),
-            connections_per_ring: Some(PER_RING),
-            recv_buffers: 64,
-            ..ServerConfig::default()
+        {
+            let mut config = ServerConfig::default();
+            config.listen = false;
+            config.shards = 1;
+            config.connections_per_shard = Some(200);
+            config.connections_per_ring = Some(PER_RING);
+            config.recv_buffers = 64;
+            config
         },
         LengthDelimited::new(),
         move |_| Pinger {
@@ -124,9 +125,10 @@ fn outbound_connections_spread_over_several_rings() {
 fn a_ring_larger_than_the_kernel_allows_is_refused_with_the_reason() {
     let limit = ringport::server::max_connections_per_ring().expect("limit");
     let e = Server::start(
-        ServerConfig {
-            connections_per_ring: Some(limit + 1),
-            ..config()
+        {
+            let mut config = config();
+            config.connections_per_ring = Some(limit + 1);
+            config
         },
         LengthDelimited::new(),
         |_| ringport::handlers::Echo,

@@ -238,11 +238,12 @@ fn end_of_stream_inside_a_frame_closes_with_truncated_frame() {
 #[test]
 fn a_trickling_sender_is_cut_by_the_frame_timeout() {
     let server = ringport::Server::start_events(
-        ringport::ServerConfig {
-            tick: Duration::from_millis(20),
-            frame_timeout: Some(Duration::from_millis(400)),
-            idle_timeout: Some(Duration::from_secs(60)),
-            ..config()
+        {
+            let mut config = config();
+            config.tick = Duration::from_millis(20);
+            config.frame_timeout = Some(Duration::from_millis(400));
+            config.idle_timeout = Some(Duration::from_secs(60));
+            config
         },
         ringport::LengthDelimited::new(),
     )

@@ -287,14 +287,15 @@ pub fn run(args: FanoutArgs) -> Result<i32, String> {
         histogram: Mutex::new(histogram()),
     });
     let total = args.subscribers + args.publishers;
-    let config = ServerConfig {
-        backend: args.backend,
-        listen: false,
-        shards: args.threads.max(1),
-        max_connections: total + 16,
-        tick: Duration::from_millis(1),
-        stop_timeout: Duration::from_secs(1),
-        ..ServerConfig::default()
+    let config = {
+        let mut config = ServerConfig::default();
+        config.backend = args.backend;
+        config.listen = false;
+        config.shards = args.threads.max(1);
+        config.max_connections = total + 16;
+        config.tick = Duration::from_millis(1);
+        config.stop_timeout = Duration::from_secs(1);
+        config
     };
     let factory_shared = shared.clone();
     let engine = Server::start(

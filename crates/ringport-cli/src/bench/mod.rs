@@ -345,21 +345,23 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         started: Instant::now(),
     };
     let shared = Arc::new(Shared::new(params, threads));
-    let config = ServerConfig {
-        backend: args.backend,
-        listen: false,
-        shards: threads,
-        connections_per_shard: (!epoll).then(|| args.connections.div_ceil(threads) + slack + 16),
-        max_connections: args.connections + slack + 16,
-        tick: if args.rate > 0.0 {
+    let config = {
+        let mut config = ServerConfig::default();
+        config.backend = args.backend;
+        config.listen = false;
+        config.shards = threads;
+        config.connections_per_shard =
+            (!epoll).then(|| args.connections.div_ceil(threads) + slack + 16);
+        config.max_connections = args.connections + slack + 16;
+        config.tick = if args.rate > 0.0 {
             Duration::from_millis(1)
         } else {
             Duration::from_millis(5)
-        },
+        };
         // Replies are read as they come; the bench never leaves data unread.
-        stop_timeout: Duration::from_secs(2),
-        send_high_water: own_requests_high_water(args.depth, args.size),
-        ..ServerConfig::default()
+        config.stop_timeout = Duration::from_secs(2);
+        config.send_high_water = own_requests_high_water(args.depth, args.size);
+        config
     };
     let factory_shared = shared.clone();
     let factory = move |i| BenchHandler::new(i, factory_shared.clone());

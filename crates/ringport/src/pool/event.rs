@@ -1,4 +1,4 @@
-//! Waitable kernel objects: [`Event`] (an eventfd) and [`pidfd`].
+//! Waitable kernel objects: [`EventObject`] (an eventfd) and [`pidfd`].
 
 use std::fmt;
 use std::io;
@@ -8,10 +8,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::sys;
 
-/// How an [`Event`] behaves once set (the two kinds of Win32 event objects).
+/// How an [`EventObject`] behaves once set (the two kinds of Win32 event objects).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventMode {
-    /// Stays set until [`Event::reset`]; every wait registered on it sees it
+    /// Stays set until [`EventObject::reset`]; every wait registered on it sees it
     /// set. A [`WaitMode::Repeat`](super::WaitMode::Repeat) wait on a
     /// manual-reset event fires once per *set edge* (a `set()` that finds
     /// the event reset), not continuously while it stays set.
@@ -34,7 +34,7 @@ pub enum EventMode {
 /// `set`, `reset` and `is_set` are one or two syscalls each; they cannot
 /// fail on an eventfd this type created, so they return nothing.
 #[derive(Clone)]
-pub struct Event {
+pub struct EventObject {
     inner: Arc<EventInner>,
 }
 
@@ -46,10 +46,10 @@ struct EventInner {
     lock: Mutex<()>,
 }
 
-impl Event {
+impl EventObject {
     /// Creates a reset event.
-    pub fn new(mode: EventMode) -> io::Result<Event> {
-        Ok(Event {
+    pub fn new(mode: EventMode) -> io::Result<EventObject> {
+        Ok(EventObject {
             inner: Arc::new(EventInner {
                 fd: sys::eventfd()?,
                 mode,
@@ -101,15 +101,15 @@ impl Event {
     }
 }
 
-impl AsFd for Event {
+impl AsFd for EventObject {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.inner.fd.as_fd()
     }
 }
 
-impl fmt::Debug for Event {
+impl fmt::Debug for EventObject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Event")
+        f.debug_struct("EventObject")
             .field("mode", &self.inner.mode)
             .field("fd", &self.inner.fd)
             .field("set", &self.is_set())

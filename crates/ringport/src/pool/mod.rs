@@ -6,19 +6,19 @@
 //! | `QueueUserWorkItem` / `SubmitThreadpoolWork` | [`Pool::execute`] |
 //! | `CreateTimerQueueTimer` / `SetThreadpoolTimer` | [`Pool::after`], [`Pool::every`] |
 //! | `RegisterWaitForSingleObject` / `SetThreadpoolWait` | [`Pool::wait`] on any [`AsFd`] |
-//! | event objects (`CreateEvent`) | [`Event`] (an eventfd) |
+//! | event objects (`CreateEvent`) | [`EventObject`] (an eventfd) |
 //! | process handles | [`pidfd`] |
 //! | TLS slots initialised on first use | per-worker state `S` built by a factory |
 //!
 //! ```
 //! use std::time::Duration;
-//! use ringport::pool::{Event, EventMode, Pool, PoolConfig, ShutdownPolicy, WaitMode};
+//! use ringport::pool::{EventObject, EventMode, Pool, PoolConfig, ShutdownPolicy, WaitMode};
 //!
 //! // Each worker owns a scratch buffer: no locks, no thread-locals.
 //! let pool = Pool::start(PoolConfig::default(), |_worker| Vec::<u8>::with_capacity(4096))?;
 //! pool.execute(|buf| buf.extend_from_slice(b"work"))?;
 //! let beat = pool.every(Duration::from_millis(50), |_buf| { /* housekeeping */ })?;
-//! let event = Event::new(EventMode::AutoReset)?;
+//! let event = EventObject::new(EventMode::AutoReset)?;
 //! pool.wait(event.clone(), WaitMode::Repeat, |_buf, _ev| { /* one call per set() */ })?;
 //! event.set();
 //! beat.cancel();
@@ -77,11 +77,11 @@
 //!   busy.
 //! - **Waits** register a `dup` of the source's descriptor with epoll as
 //!   `EPOLLIN | EPOLLONESHOT`; a `Repeat` wait is re-armed with
-//!   `EPOLL_CTL_MOD` after its callback returns. A manual-reset [`Event`]
+//!   `EPOLL_CTL_MOD` after its callback returns. A manual-reset [`EventObject`]
 //!   with `Repeat` is registered edge-triggered instead (see
 //!   [`EventMode::ManualReset`]). A callback starts after two thread
 //!   wake-ups (dispatcher, then worker): about 70 µs median from
-//!   `Event::set` on an idle 2-core VM, the same as two hand-offs over
+//!   `EventObject::set` on an idle 2-core VM, the same as two hand-offs over
 //!   plain channels there. epoll and eventfd have been in Linux since 2.6;
 //!   `pidfd_open` needs Linux 5.3.
 //! - `unsafe` is confined to the libc calls in the private `sys` module,
@@ -148,7 +148,7 @@ use std::os::fd::AsFd;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-pub use event::{Event, EventMode, pidfd};
+pub use event::{EventMode, EventObject, pidfd};
 
 pub(crate) use runtime::TimerCallback;
 use runtime::{Shared, TimerCancel, WaitCancel};
@@ -397,7 +397,7 @@ impl<S: 'static> Pool<S> {
     /// - [`WaitMode::Repeat`]: re-armed after each callback returns, so one
     ///   readiness gives one callback and callbacks never overlap.
     ///
-    /// An [`Event`] source (`F` = `Event` itself, not a wrapper) is
+    /// An [`EventObject`] source (`F` = `EventObject` itself, not a wrapper) is
     /// recognised: an auto-reset event is consumed (reset) by the wait that
     /// fires, so each `set()` wakes one callback; a manual-reset event with
     /// `Repeat` fires once per set edge (plus once more if an edge arrives
@@ -416,8 +416,8 @@ impl<S: 'static> Pool<S> {
     ) -> Result<WaitHandle, PoolError> {
         let repeat = mode == WaitMode::Repeat;
         let kind = match (&source as &dyn Any)
-            .downcast_ref::<Event>()
-            .map(Event::mode)
+            .downcast_ref::<EventObject>()
+            .map(EventObject::mode)
         {
             Some(EventMode::AutoReset) => WaitKind::AutoEvent,
             Some(EventMode::ManualReset) if repeat => WaitKind::Edge,
@@ -571,6 +571,6 @@ mod tests {
         assert_send_sync::<WeakPool<std::rc::Rc<()>>>();
         assert_send_sync::<TimerHandle>();
         assert_send_sync::<WaitHandle>();
-        assert_send_sync::<Event>();
+        assert_send_sync::<EventObject>();
     }
 }

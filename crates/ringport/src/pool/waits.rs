@@ -2,11 +2,11 @@
 //!
 //! Each wait owns a duplicate of its source's descriptor (`reg`), and that
 //! duplicate is what is registered with epoll: epoll keys registrations by
-//! (file, descriptor number), so two waits on clones of one [`Event`]
+//! (file, descriptor number), so two waits on clones of one [`EventObject`]
 //! (one shared descriptor) or on `dup`s of one file never collide, and
 //! `EPOLL_CTL_DEL` always names a descriptor the wait still holds open.
 //!
-//! [`Event`]: super::Event
+//! [`EventObject`]: super::Event
 
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -41,7 +41,7 @@ pub(super) enum WaitKind {
     /// callback (any descriptor; a manual-reset event with `Once`).
     Level,
     /// As `Level`, and the dispatcher reads the eventfd before queuing the
-    /// callback (an auto-reset [`Event`](super::Event)): the wait consumes
+    /// callback (an auto-reset [`EventObject`](super::Event)): the wait consumes
     /// the signal, and a wait that finds it already consumed by another
     /// wait does not fire.
     AutoEvent,

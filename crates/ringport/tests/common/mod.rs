@@ -21,13 +21,14 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// A config listening on an ephemeral loopback port, with a small
 /// connection table (tests run in parallel in one process).
 pub fn config() -> ServerConfig {
-    ServerConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        shards: 2,
-        connections_per_shard: Some(2048),
-        recv_buffers: 64,
-        stop_timeout: Duration::from_secs(5),
-        ..ServerConfig::default()
+    {
+        let mut config = ServerConfig::default();
+        config.addr = "127.0.0.1:0".parse().unwrap();
+        config.shards = 2;
+        config.connections_per_shard = Some(2048);
+        config.recv_buffers = 64;
+        config.stop_timeout = Duration::from_secs(5);
+        config
     }
 }
 
