@@ -8,9 +8,10 @@
 # (3 times by default) against a freshly started server; the server's CPU time
 # (utime+stime from /proc/PID/stat) and RSS (/proc/PID/status) are sampled
 # around and during each run. A markdown table per scenario goes to
-# bench/results/compare-YYYY-MM-DD.md and to stdout; raw per-run data
-# (bench JSON, server and bench logs, /proc samples, runs.jsonl) to
-# bench/results/compare-YYYY-MM-DD/.
+# bench/results/compare-YYYY-MM-DD.md (the summary, meant to be committed)
+# and to stdout; raw per-run data (bench JSON, server and bench logs, /proc
+# samples, runs.jsonl) to target/bench/compare-YYYY-MM-DD/ (or --raw DIR),
+# which git ignores.
 #
 # See bench/README.md. `bench/compare.sh --help` lists the options.
 set -euo pipefail
@@ -40,8 +41,11 @@ Usage: bench/compare.sh [options]
                       (default: report them as "cannot hold (fd limit)"
                       without running)
   --out FILE          markdown output (default bench/results/compare-YYYY-MM-DD.md)
-  --report DIR        run nothing: rewrite the markdown (DIR.md, or --out) from
-                      the raw data of an earlier run (DIR/runs.jsonl)
+  --raw DIR           raw per-run data (default target/bench/ and the name of
+                      --out without .md, e.g. target/bench/compare-YYYY-MM-DD)
+  --report DIR        run nothing: rewrite the markdown (--out, default
+                      bench/results/ and DIR's name with .md) from the raw
+                      data of an earlier run (DIR/runs.jsonl)
   --server-cpu N      CPU for the server (default 0)
   --bench-cpu N       CPU for the load generator (default 1)
   -h, --help          this help
@@ -101,6 +105,7 @@ WARMUP=""
 NO_BUILD=0
 TRY_FD_LIMITED=0
 OUT=""
+RAW_DIR=""
 REPORT_ONLY=""
 SERVER_CPU=0
 BENCH_CPU=1
@@ -122,6 +127,8 @@ while [[ $# -gt 0 ]]; do
         --try-fd-limited) TRY_FD_LIMITED=1 ;;
         --out) OUT=${2:?}; shift ;;
         --out=*) OUT=${1#*=} ;;
+        --raw) RAW_DIR=${2:?}; shift ;;
+        --raw=*) RAW_DIR=${1#*=} ;;
         --report) REPORT_ONLY=${2:?}; shift ;;
         --server-cpu) SERVER_CPU=${2:?}; shift ;;
         --bench-cpu) BENCH_CPU=${2:?}; shift ;;
@@ -134,6 +141,7 @@ done
 # Relative paths (--out, a relative BENCH_CMD) are taken from the repo root.
 if [[ -n $OUT && $OUT != /* ]]; then OUT=$PWD/$OUT; fi
 if [[ -n $REPORT_ONLY && $REPORT_ONLY != /* ]]; then REPORT_ONLY=$PWD/$REPORT_ONLY; fi
+if [[ -n $RAW_DIR && $RAW_DIR != /* ]]; then RAW_DIR=$PWD/$RAW_DIR; fi
 cd "$ROOT"
 
 log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -262,12 +270,13 @@ for c in taskset python3 ss; do command -v $c >/dev/null || die "$c is required"
 DAY=$(date +%F)
 if [[ -n $REPORT_ONLY ]]; then
     RAW=${REPORT_ONLY%/}
-    OUT=${OUT:-$RAW.md}
+    OUT=${OUT:-$RESULTS/$(basename "$RAW").md}
     RUNS=$RAW/runs.jsonl
     [[ -s $RUNS ]] || die "$RUNS: no runs recorded there"
 else
     OUT=${OUT:-$RESULTS/compare-$DAY.md}
-    RAW=${OUT%.md}
+    # Raw runs stay out of git (.gitignore): only the summary is committed.
+    RAW=${RAW_DIR:-$ROOT/target/bench/$(basename "${OUT%.md}")}
     mkdir -p "$RAW"
     RUNS=$RAW/runs.jsonl
     : >"$RUNS"
