@@ -56,7 +56,12 @@ pub enum CloseReason {
     Reset(i32),
     /// The peer announced a frame over the maximum; nothing was allocated
     /// for it.
-    FrameTooLarge { len: u64, max: usize },
+    FrameTooLarge {
+        /// The length the header announced.
+        len: u64,
+        /// The codec's maximum.
+        max: usize,
+    },
     /// The byte stream could not be decoded.
     InvalidFrame(String),
     /// The application closed it.
@@ -74,11 +79,21 @@ pub enum CloseReason {
     /// it had arrived, `missing` more were announced (`None`: its header
     /// was not complete, or the codec cannot tell, e.g. a line without its
     /// end). Queued replies were flushed first.
-    TruncatedFrame { have: u64, missing: Option<u64> },
+    TruncatedFrame {
+        /// Bytes of the frame that had arrived.
+        have: u64,
+        /// Bytes still announced, when known.
+        missing: Option<u64>,
+    },
     /// A frame did not complete within `frame_timeout` (plus the time
     /// `min_receive_rate` allows for its size) of its first byte: a slow
     /// or stalled sender.
-    FrameTimeout { have: u64, missing: Option<u64> },
+    FrameTimeout {
+        /// Bytes of the frame that had arrived.
+        have: u64,
+        /// Bytes still announced, when known.
+        missing: Option<u64>,
+    },
     /// The shard held more bytes of partial frames (over all its
     /// connections) than `reassembly_limit`, and this connection's input
     /// grew past it: many peers announcing large frames cannot exhaust
@@ -276,6 +291,8 @@ impl Context<'_> {
     /// Like [`Context::connect`], over TLS: `on_connect` comes once the
     /// handshake is complete; a failed handshake (untrusted certificate,
     /// timeout...) arrives as `on_connect_failed` with the TLS error.
+    ///
+    /// Available with the crate feature `tls`.
     #[cfg(feature = "tls")]
     pub fn connect_tls(
         &mut self,
@@ -302,6 +319,9 @@ pub trait Handler: 'static {
     /// every callback for that connection and given back in `on_close`.
     type ConnState: 'static;
 
+    /// A connection opened (accepted, an outbound connect that succeeded,
+    /// or a TLS handshake that completed); returns its state. `peer` is the
+    /// remote address.
     fn on_connect(
         &mut self,
         ctx: &mut Context<'_>,

@@ -1,3 +1,5 @@
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //! ringport: a TCP message server for many long-lived connections, on
 //! io_uring where it can and epoll where it must.
 //!
@@ -16,6 +18,19 @@
 //!   `FrameCodec` (ringport's codecs as tokio-util codecs).
 //! - `tls` (feature `tls`): rustls on the same engine, server and client
 //!   side.
+//!
+//! # Cargo features
+//!
+//! None is on by default; the core depends on no async runtime.
+//!
+//! | feature | adds |
+//! | --- | --- |
+//! | `tokio` | `async_io`: the event `Stream`, `send_async`, `ctx.spawn`, `AsyncClient`, `FrameCodec` |
+//! | `tls` | `tls`: rustls per connection on both backends (`ServerConfig::tls`, `connect_tls`) |
+//! | `cluster` | `ClusterConfig`: broadcast, topics and addressed sends across nodes over NATS |
+//!
+//! Items that need a feature say so in their documentation ("Available with
+//! the crate feature ..."); on docs.rs they also carry the feature's badge.
 //!
 //! Inside, in layers: the `server` handle starts one `shard` thread per
 //! shard; a shard runs the portable `engine` (connection state machine,

@@ -35,6 +35,8 @@ impl Server {
     /// [`Server::broadcast`]. A future dropped part-way (some shards
     /// reached) finishes the broadcast on the current tokio runtime, so
     /// every shard gets the whole message or none does.
+    ///
+    /// Available with the crate feature `tokio`.
     pub fn broadcast_async(&self, payload: impl Into<Bytes>) -> BroadcastFuture {
         BroadcastFuture::new(self.shared().clone(), payload.into())
     }
@@ -58,6 +60,8 @@ pub struct AsyncSender {
 
 impl AsyncSender {
     /// As [`Server::send_async`].
+    ///
+    /// Available with the crate feature `tokio`.
     pub fn send(&self, conn: ConnId, payload: impl Into<Bytes>) -> SendFuture {
         SendFuture::new(self.shared.clone(), conn, payload.into())
     }
