@@ -81,3 +81,15 @@ pub use shared::ShardRemote;
 pub use stats::{ConnectionInfo, Stats, TurnDurations};
 pub use sys::uring::probe as probe_io_uring;
 pub use timer::TimerId;
+
+// The README's and the library guide's Rust code blocks, compiled (and run,
+// unless marked `no_run` or `ignore`) by `cargo test --doc`, so that an API
+// change that breaks them fails the tests. Only under `cfg(doctest)`: the
+// published crate does not contain these files.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/guide.md")]
+struct GuideDoctests;

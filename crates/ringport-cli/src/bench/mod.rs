@@ -177,6 +177,11 @@ pub struct BenchArgs {
     /// handshake is otherwise the same.
     #[arg(long, requires = "tls")]
     pub insecure: bool,
+    /// Check the options (sizes, address and sources, port plan, TLS files)
+    /// and print what the run would do, without connecting; exit status 0
+    /// if they are usable, 2 if not.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// The TLS side of `bench --tls`, if asked for.
@@ -272,6 +277,16 @@ pub fn run(args: BenchArgs) -> i32 {
 
 fn run_inner(args: BenchArgs) -> Result<i32, String> {
     if matches!(args.mode, BenchMode::Pubsub | BenchMode::ChatFanout) {
+        if args.check {
+            let addr = crate::resolve(&args.addr)?;
+            tls_connector(&args)?;
+            println!(
+                "check: {:?} run against {addr} is possible ({} connections)",
+                args.mode,
+                args.connections
+            );
+            return Ok(0);
+        }
         return run_fanout(&args);
     }
     let text = args.codec == BenchCodec::Lines;
@@ -311,6 +326,19 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         let space = ports::PortSpace::of_this_machine();
         Some(ports::PortPlan::new(&sources, space, args.connections)?)
     };
+    if args.check {
+        tls_connector(&args)?;
+        println!(
+            "check: {} connections to {addr} from {} source address(es) ({}), {} bytes, \
+             depth {}: options are usable",
+            args.connections,
+            sources.len(),
+            sources[0],
+            args.size,
+            args.depth
+        );
+        return Ok(0);
+    }
     // io_uring: a thread holds any number of connections (its table
     // spans several rings); epoll: each thread's share of the open-files
     // limit (a start error says so if the connections do not fit).
