@@ -19,6 +19,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 PEERS=$HERE/peers
+# The directory of the ringport binaries (smoke mode: target/debug).
+RP_TARGET=${RINGPORT_TARGET:-$ROOT/target/release}
 RESULTS=$HERE/results
 
 usage() {
@@ -89,6 +91,9 @@ Scenarios:
      (100,000 msg/s in all): compare server CPU %
 
 Environment:
+  RINGPORT_TARGET  directory of the ringport binaries (default
+              <repo>/target/release; --no-build with target/debug for a
+              smoke run)
   BENCH_CMD   load generator command (word-split), default
               "<repo>/target/release/ringport bench". For plumbing tests:
               BENCH_CMD="python3 bench/stub_bench.py" bench/compare.sh --quick
@@ -191,12 +196,12 @@ scenario() {
 # server_cmd NAME THREADS ADDR -> CMD array
 server_cmd() {
     case $1 in
-        ringport) CMD=("$ROOT/target/release/ringport" serve --addr "$3" --shards "$2") ;;
-        ringport-epoll) CMD=("$ROOT/target/release/ringport" serve --backend epoll --addr "$3" --shards "$2") ;;
-        ringport-stream) CMD=("$ROOT/target/release/examples/stream_echo" --addr "$3" --shards "$2") ;;
-        ringport-stream-plain) CMD=("$ROOT/target/release/examples/stream_echo" --send plain --addr "$3" --shards "$2") ;;
+        ringport) CMD=("$RP_TARGET/ringport" serve --addr "$3" --shards "$2") ;;
+        ringport-epoll) CMD=("$RP_TARGET/ringport" serve --backend epoll --addr "$3" --shards "$2") ;;
+        ringport-stream) CMD=("$RP_TARGET/examples/stream_echo" --addr "$3" --shards "$2") ;;
+        ringport-stream-plain) CMD=("$RP_TARGET/examples/stream_echo" --send plain --addr "$3" --shards "$2") ;;
         ringport-base) CMD=("${RINGPORT_BASE:?set RINGPORT_BASE to the ringport binary to compare against}" serve --addr "$3" --shards "$2") ;;
-        ringport-tls) CMD=("$ROOT/target/release/ringport" serve --addr "$3" --shards "$2"
+        ringport-tls) CMD=("$RP_TARGET/ringport" serve --addr "$3" --shards "$2"
             --tls-cert "${TLS_DIR:-x}/cert.pem" --tls-key "${TLS_DIR:-x}/key.pem") ;;
         peer-tokio-rustls) CMD=("$PEERS/target/release/$1" --addr "$3" --threads "$2"
             --cert "${TLS_DIR:-x}/cert.pem" --key "${TLS_DIR:-x}/key.pem") ;;
@@ -253,16 +258,16 @@ for s in "${SERVER_LIST[@]}"; do
     [[ -n $REPORT_ONLY || -x ${CMD[0]} ]] || die "${CMD[0]} is missing (build it, or drop --no-build)"
 done
 if [[ -z $REPORT_ONLY && " ${SERVER_LIST[*]} " == *" ringport-epoll "* ]]; then
-    _help=$("$ROOT/target/release/ringport" serve --help 2>&1 || true)
+    _help=$("$RP_TARGET/ringport" serve --help 2>&1 || true)
     [[ $_help == *--backend* ]] ||
         log "warning: this ringport has no 'serve --backend': the ringport-epoll runs will fail to start"
 fi
 if [[ -n ${BENCH_CMD:-} ]]; then
     read -r -a BENCH <<<"$BENCH_CMD"
 else
-    BENCH=("$ROOT/target/release/ringport" bench)
+    BENCH=("$RP_TARGET/ringport" bench)
     [[ -n $REPORT_ONLY ]] || "${BENCH[@]}" --help >/dev/null 2>&1 ||
-        die "'ringport bench' is not available in $ROOT/target/release/ringport; set BENCH_CMD (e.g. BENCH_CMD=\"python3 bench/stub_bench.py\")"
+        die "'ringport bench' is not available in $RP_TARGET/ringport; set BENCH_CMD (e.g. BENCH_CMD=\"python3 bench/stub_bench.py\")"
 fi
 for c in taskset python3 ss; do command -v $c >/dev/null || die "$c is required"; done
 
