@@ -20,7 +20,7 @@ OUT=target/smoke
 mkdir -p "$OUT"
 
 ALL=(codec-diff hold30k attack soak million cluster-demo cluster-bench
-     compare ab loadgen tls-handshakes tls-idle-memory)
+     compare ab loadgen tls-handshakes tls-idle-memory peers-check)
 if [ $# -gt 0 ]; then WANT=("$@"); else WANT=("${ALL[@]}"); fi
 wanted() { local w; for w in "${WANT[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
 for w in "${WANT[@]}"; do
@@ -36,6 +36,7 @@ fi
 peers=()
 wanted loadgen && peers+=(-p gen-pingpong)
 wanted tls-handshakes && peers+=(-p peer-tokio-rustls -p tls-handshakes)
+wanted peers-check && peers+=(-p peer-mio)
 if [ ${#peers[@]} -gt 0 ]; then
     echo "== smoke: building peers ${peers[*]} (debug)"
     (cd bench/peers && cargo build -q "${peers[@]}") || exit 1
@@ -46,8 +47,8 @@ P=$ROOT/bench/peers/target/debug
 passed=()
 failed=()
 run() { # name[/variant] command...
-    local name=${1//\//-}; shift
-    wanted "${name%%-*}" || wanted "$name" || return 0
+    local name=${1//\//-} selector=${1%%/*}; shift
+    wanted "$selector" || return 0
     echo
     echo "== smoke: $name: $*"
     local start=$SECONDS
@@ -86,6 +87,28 @@ run loadgen env GEN=$P/gen-pingpong bench/loadgen.sh --server "$D/ringport" --be
     -c 2 --size 1024 --rounds 1 --seconds 1
 run tls-handshakes env RINGPORT=$D/ringport PEERS=$P bench/tls_handshakes.sh 1 1 2
 run tls-idle-memory python3 bench/tls_idle_memory.py 50 "$D/ringport"
+# The peers' functional check, against one peer it starts itself and
+# against a running ringport serve (--addr mode).
+check_ringport() {
+    local log=$OUT/check-serve.log port="" status
+    "$D/ringport" serve --addr 127.0.0.1:0 --shards 1 --stats-interval 0 2>"$log" &
+    local pid=$!
+    for _ in $(seq 150); do
+        port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" | head -n1)
+        [ -n "$port" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -z "$port" ]; then
+        kill "$pid" 2>/dev/null; cat "$log"; return 1
+    fi
+    timeout 120 python3 bench/peers/check.py --addr "127.0.0.1:$port"
+    status=$?
+    kill -TERM "$pid"; wait "$pid" || status=1
+    return "$status"
+}
+run peers-check/mio timeout 120 python3 bench/peers/check.py -- "$P/peer-mio"
+run peers-check/ringport check_ringport
 
 echo
 echo "smoke: ${#passed[@]} passed, ${#failed[@]} failed"
