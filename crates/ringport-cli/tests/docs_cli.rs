@@ -131,7 +131,11 @@ fn fixture_dir() -> PathBuf {
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
     std::fs::write(dir.join("clients-ca.pem"), cert.cert.pem()).unwrap();
-    std::fs::copy(root().join("deploy/ringport.toml"), dir.join("ringport.toml")).unwrap();
+    std::fs::copy(
+        root().join("deploy/ringport.toml"),
+        dir.join("ringport.toml"),
+    )
+    .unwrap();
     dir
 }
 
@@ -328,7 +332,10 @@ fn the_checkers_catch_what_they_should() {
                 cargo run --release -p ringport-cli -- serve\nkill $(pidof ringport)\n```\n";
     let cmds = ringport_commands(text);
     assert_eq!(cmds.len(), 2, "{cmds:?}");
-    assert_eq!(cmds[0], ["bench", "--addr", "127.0.0.1:7000", "--size", "64"]);
+    assert_eq!(
+        cmds[0],
+        ["bench", "--addr", "127.0.0.1:7000", "--size", "64"]
+    );
     assert_eq!(cmds[1], ["serve"]);
     // A renamed flag fails.
     let out = Command::new(BIN)

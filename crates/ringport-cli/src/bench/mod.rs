@@ -66,7 +66,7 @@ pub enum BenchCodec {
 /// Options of `ringport bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Server address, as HOST:PORT (HOST an IP address, [IPv6] or a name; of
+    /// Server address, as HOST:PORT (HOST an IP address, an IPv6 one in brackets, or a name; of
     /// the addresses a name resolves to, the first IPv4 one, or the first of
     /// the --sources' family).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7000",
@@ -282,8 +282,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
             tls_connector(&args)?;
             println!(
                 "check: {:?} run against {addr} is possible ({} connections)",
-                args.mode,
-                args.connections
+                args.mode, args.connections
             );
             return Ok(0);
         }
