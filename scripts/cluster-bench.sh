@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fan-out figures for the README: (a) chat over 3 nodes vs 1 node, (b) one
+# Fan-out figures for docs/performance.md: (a) chat over 3 nodes vs 1 node, (b) one
 # publisher to many subscribers over 3 nodes vs 1 node, and (c) nats-server
 # alone doing the fan-out (examples/nats_fanout.rs). Everything runs on
 # loopback on this machine, one after the other; every process is stopped
