@@ -9,7 +9,7 @@
 #   SOAK_MINUTES=5 RINGPORT_BACKEND=epoll scripts/soak.sh
 #
 # Loopback only; stops by itself. Samples go to $SOAK_OUT (default
-# /tmp/ringport-soak.csv).
+# target/soak/soak.csv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${SOAK_MINUTES:-30}
@@ -20,7 +20,8 @@ WARMUP_SECONDS=${SOAK_WARMUP_SECONDS:-$((WARMUP_MINUTES * 60))}
 SAMPLE=${SOAK_SAMPLE_SECONDS:-10}
 CONNS=${SOAK_CONNECTIONS:-2000}
 RATE=${SOAK_RATE:-25}          # messages per second per connection
-OUT=${SOAK_OUT:-/tmp/ringport-soak.csv}
+OUT=${SOAK_OUT:-target/soak/soak.csv}
+mkdir -p "$(dirname "$OUT")"
 BACKEND=${RINGPORT_BACKEND:-auto}
 
 # BIN=path with BUILD=0: use that binary as it is (smoke mode).
