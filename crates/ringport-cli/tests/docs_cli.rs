@@ -351,3 +351,27 @@ fn the_checkers_catch_what_they_should() {
         ["x.md#y"]
     );
 }
+
+#[test]
+fn every_example_is_listed_in_the_guide() {
+    let guide = std::fs::read_to_string(root().join("docs/guide.md")).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(root().join("crates/ringport/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(!names.is_empty());
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            !guide.contains(&format!("--example {n}`"))
+                && !guide.contains(&format!("--example {n} "))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "examples not listed in docs/guide.md's Examples table: {missing:?}"
+    );
+}
