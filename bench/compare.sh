@@ -8,9 +8,10 @@
 # (3 times by default) against a freshly started server; the server's CPU time
 # (utime+stime from /proc/PID/stat) and RSS (/proc/PID/status) are sampled
 # around and during each run. A markdown table per scenario goes to
-# bench/results/compare-YYYY-MM-DD.md and to stdout; raw per-run data
-# (bench JSON, server and bench logs, /proc samples, runs.jsonl) to
-# bench/results/compare-YYYY-MM-DD/.
+# bench/results/compare-YYYY-MM-DD.md (the summary, meant to be committed)
+# and to stdout; raw per-run data (bench JSON, server and bench logs, /proc
+# samples, runs.jsonl) to target/bench/compare-YYYY-MM-DD/ (or --raw DIR),
+# which git ignores.
 #
 # See bench/README.md. `bench/compare.sh --help` lists the options.
 set -euo pipefail
@@ -18,6 +19,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 PEERS=$HERE/peers
+# The directory of the ringport binaries (smoke mode: target/debug).
+RP_TARGET=${RINGPORT_TARGET:-$ROOT/target/release}
 RESULTS=$HERE/results
 
 usage() {
@@ -40,8 +43,11 @@ Usage: bench/compare.sh [options]
                       (default: report them as "cannot hold (fd limit)"
                       without running)
   --out FILE          markdown output (default bench/results/compare-YYYY-MM-DD.md)
-  --report DIR        run nothing: rewrite the markdown (DIR.md, or --out) from
-                      the raw data of an earlier run (DIR/runs.jsonl)
+  --raw DIR           raw per-run data (default target/bench/ and the name of
+                      --out without .md, e.g. target/bench/compare-YYYY-MM-DD)
+  --report DIR        run nothing: rewrite the markdown (--out, default
+                      bench/results/ and DIR's name with .md) from the raw
+                      data of an earlier run (DIR/runs.jsonl)
   --server-cpu N      CPU for the server (default 0)
   --bench-cpu N       CPU for the load generator (default 1)
   -h, --help          this help
@@ -85,6 +91,9 @@ Scenarios:
      (100,000 msg/s in all): compare server CPU %
 
 Environment:
+  RINGPORT_TARGET  directory of the ringport binaries (default
+              <repo>/target/release; --no-build with target/debug for a
+              smoke run)
   BENCH_CMD   load generator command (word-split), default
               "<repo>/target/release/ringport bench". For plumbing tests:
               BENCH_CMD="python3 bench/stub_bench.py" bench/compare.sh --quick
@@ -101,6 +110,7 @@ WARMUP=""
 NO_BUILD=0
 TRY_FD_LIMITED=0
 OUT=""
+RAW_DIR=""
 REPORT_ONLY=""
 SERVER_CPU=0
 BENCH_CPU=1
@@ -122,6 +132,8 @@ while [[ $# -gt 0 ]]; do
         --try-fd-limited) TRY_FD_LIMITED=1 ;;
         --out) OUT=${2:?}; shift ;;
         --out=*) OUT=${1#*=} ;;
+        --raw) RAW_DIR=${2:?}; shift ;;
+        --raw=*) RAW_DIR=${1#*=} ;;
         --report) REPORT_ONLY=${2:?}; shift ;;
         --server-cpu) SERVER_CPU=${2:?}; shift ;;
         --bench-cpu) BENCH_CPU=${2:?}; shift ;;
@@ -134,6 +146,7 @@ done
 # Relative paths (--out, a relative BENCH_CMD) are taken from the repo root.
 if [[ -n $OUT && $OUT != /* ]]; then OUT=$PWD/$OUT; fi
 if [[ -n $REPORT_ONLY && $REPORT_ONLY != /* ]]; then REPORT_ONLY=$PWD/$REPORT_ONLY; fi
+if [[ -n $RAW_DIR && $RAW_DIR != /* ]]; then RAW_DIR=$PWD/$RAW_DIR; fi
 cd "$ROOT"
 
 log() { printf '[compare %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -183,12 +196,12 @@ scenario() {
 # server_cmd NAME THREADS ADDR -> CMD array
 server_cmd() {
     case $1 in
-        ringport) CMD=("$ROOT/target/release/ringport" serve --addr "$3" --shards "$2") ;;
-        ringport-epoll) CMD=("$ROOT/target/release/ringport" serve --backend epoll --addr "$3" --shards "$2") ;;
-        ringport-stream) CMD=("$ROOT/target/release/examples/stream_echo" --addr "$3" --shards "$2") ;;
-        ringport-stream-plain) CMD=("$ROOT/target/release/examples/stream_echo" --send plain --addr "$3" --shards "$2") ;;
+        ringport) CMD=("$RP_TARGET/ringport" serve --addr "$3" --shards "$2") ;;
+        ringport-epoll) CMD=("$RP_TARGET/ringport" serve --backend epoll --addr "$3" --shards "$2") ;;
+        ringport-stream) CMD=("$RP_TARGET/examples/stream_echo" --addr "$3" --shards "$2") ;;
+        ringport-stream-plain) CMD=("$RP_TARGET/examples/stream_echo" --send plain --addr "$3" --shards "$2") ;;
         ringport-base) CMD=("${RINGPORT_BASE:?set RINGPORT_BASE to the ringport binary to compare against}" serve --addr "$3" --shards "$2") ;;
-        ringport-tls) CMD=("$ROOT/target/release/ringport" serve --addr "$3" --shards "$2"
+        ringport-tls) CMD=("$RP_TARGET/ringport" serve --addr "$3" --shards "$2"
             --tls-cert "${TLS_DIR:-x}/cert.pem" --tls-key "${TLS_DIR:-x}/key.pem") ;;
         peer-tokio-rustls) CMD=("$PEERS/target/release/$1" --addr "$3" --threads "$2"
             --cert "${TLS_DIR:-x}/cert.pem" --key "${TLS_DIR:-x}/key.pem") ;;
@@ -245,16 +258,16 @@ for s in "${SERVER_LIST[@]}"; do
     [[ -n $REPORT_ONLY || -x ${CMD[0]} ]] || die "${CMD[0]} is missing (build it, or drop --no-build)"
 done
 if [[ -z $REPORT_ONLY && " ${SERVER_LIST[*]} " == *" ringport-epoll "* ]]; then
-    _help=$("$ROOT/target/release/ringport" serve --help 2>&1 || true)
+    _help=$("$RP_TARGET/ringport" serve --help 2>&1 || true)
     [[ $_help == *--backend* ]] ||
         log "warning: this ringport has no 'serve --backend': the ringport-epoll runs will fail to start"
 fi
 if [[ -n ${BENCH_CMD:-} ]]; then
     read -r -a BENCH <<<"$BENCH_CMD"
 else
-    BENCH=("$ROOT/target/release/ringport" bench)
+    BENCH=("$RP_TARGET/ringport" bench)
     [[ -n $REPORT_ONLY ]] || "${BENCH[@]}" --help >/dev/null 2>&1 ||
-        die "'ringport bench' is not available in $ROOT/target/release/ringport; set BENCH_CMD (e.g. BENCH_CMD=\"python3 bench/stub_bench.py\")"
+        die "'ringport bench' is not available in $RP_TARGET/ringport; set BENCH_CMD (e.g. BENCH_CMD=\"python3 bench/stub_bench.py\")"
 fi
 for c in taskset python3 ss; do command -v $c >/dev/null || die "$c is required"; done
 
@@ -262,12 +275,13 @@ for c in taskset python3 ss; do command -v $c >/dev/null || die "$c is required"
 DAY=$(date +%F)
 if [[ -n $REPORT_ONLY ]]; then
     RAW=${REPORT_ONLY%/}
-    OUT=${OUT:-$RAW.md}
+    OUT=${OUT:-$RESULTS/$(basename "$RAW").md}
     RUNS=$RAW/runs.jsonl
     [[ -s $RUNS ]] || die "$RUNS: no runs recorded there"
 else
     OUT=${OUT:-$RESULTS/compare-$DAY.md}
-    RAW=${OUT%.md}
+    # Raw runs stay out of git (.gitignore): only the summary is committed.
+    RAW=${RAW_DIR:-$ROOT/target/bench/$(basename "${OUT%.md}")}
     mkdir -p "$RAW"
     RUNS=$RAW/runs.jsonl
     : >"$RUNS"

@@ -18,6 +18,8 @@
 #   --seconds N     measured seconds per run (default 5)
 #   --bench BIN     the ringport binary whose bench is measured
 #                   (default target/release/ringport)
+#   GEN=BIN         (environment) the gen-pingpong binary
+#                   (default bench/peers/target/release/gen-pingpong)
 #
 # example: bench/loadgen.sh --rounds 5
 set -euo pipefail
@@ -25,7 +27,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SERVER=$ROOT/bench/peers/target/release/peer-uring
 BENCH=$ROOT/target/release/ringport
-GEN=$ROOT/bench/peers/target/release/gen-pingpong
+GEN=${GEN:-$ROOT/bench/peers/target/release/gen-pingpong}
 CONNS=10
 SIZE=65536
 ROUNDS=3
@@ -38,7 +40,7 @@ while [[ $# -gt 0 ]]; do
         --rounds) ROUNDS=$2; shift 2 ;;
         --seconds) SECONDS_=$2; shift 2 ;;
         --bench) BENCH=$2; shift 2 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "loadgen.sh: unknown argument $1 (--help)" >&2; exit 2 ;;
     esac
 done

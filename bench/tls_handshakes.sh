@@ -15,9 +15,12 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 REPEATS=${1:-3} DURATION=${2:-5} CONNS=${3:-16}
-RINGPORT=$ROOT/target/release/ringport
-PEER=$ROOT/bench/peers/target/release/peer-tokio-rustls
-LOAD=$ROOT/bench/peers/target/release/tls-handshakes
+# Binaries: RINGPORT, PEERS (the peers' target dir) override (smoke mode:
+# debug builds).
+RINGPORT=${RINGPORT:-$ROOT/target/release/ringport}
+PEERS=${PEERS:-$ROOT/bench/peers/target/release}
+PEER=$PEERS/peer-tokio-rustls
+LOAD=$PEERS/tls-handshakes
 for b in "$RINGPORT" "$PEER" "$LOAD"; do [[ -x $b ]] || { echo "missing $b" >&2; exit 1; }; done
 TLS=$(mktemp -d)
 PIDS=()

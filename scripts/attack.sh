@@ -8,5 +8,6 @@
 #   RINGPORT_BACKEND=epoll scripts/attack.sh slowloris silent
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p ringport-cli
+# BUILD=0 with RINGPORT=path: use that binary as it is (smoke mode).
+[ "${BUILD:-1}" = 0 ] || cargo build --release -q -p ringport-cli
 exec python3 scripts/attack.py "$@"

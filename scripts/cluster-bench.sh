@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fan-out figures for the README: (a) chat over 3 nodes vs 1 node, (b) one
+# Fan-out figures for docs/performance.md: (a) chat over 3 nodes vs 1 node, (b) one
 # publisher to many subscribers over 3 nodes vs 1 node, and (c) nats-server
 # alone doing the fan-out (examples/nats_fanout.rs). Everything runs on
 # loopback on this machine, one after the other; every process is stopped
@@ -9,7 +9,8 @@
 # cargo build --release -p ringport --features cluster --example nats_fanout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-T=${CARGO_TARGET_DIR:-target}/release
+# TARGET: the directory of the built binaries (smoke mode: target/debug).
+T=${TARGET:-${CARGO_TARGET_DIR:-target}/release}
 R=$T/ringport
 CHAT_CLIENTS=${CHAT_CLIENTS:-3000}
 SUBS=${SUBS:-10000}
@@ -36,7 +37,11 @@ node() { # mode port name [cluster]
 for i in 1 2 3; do node chat 1740$i chat$i c; node pubsub 1750$i pub$i c; done
 node chat 17410 chat-single; node pubsub 17510 pub-single
 sleep 2
-b() { echo "\$ ringport bench $*"; "$R" bench --duration "$DURATION" --threads 1 "$@" || echo "(exit $?)"; }
+failures=0
+b() {
+    echo "\$ ringport bench $*"
+    "$R" bench --duration "$DURATION" --threads 1 "$@" || { echo "(exit $?)"; failures=$((failures + 1)); }
+}
 echo "== (a) chat, $CHAT_CLIENTS clients, 10 talkers x 5/s"
 b --mode chat-fanout -c "$CHAT_CLIENTS" --publishers 10 --rate 5 --size 64 \
     --nodes 127.0.0.1:17401,127.0.0.1:17402,127.0.0.1:17403
@@ -47,6 +52,9 @@ for rate in ${RATES:-10 40}; do
         --nodes 127.0.0.1:17501,127.0.0.1:17502,127.0.0.1:17503
     b --mode pubsub -c "$SUBS" --publishers 1 --rate "$rate" --size 64 --nodes 127.0.0.1:17510
     echo "== (c) nats-server alone: 1,000 connections x 10 subscriptions, 1 publisher x $rate/s"
-    "$T/examples/nats_fanout" "nats://127.0.0.1:$NATS_PORT" 1000 $((SUBS / 1000)) "$rate" 5 || true
+    "$T/examples/nats_fanout" "nats://127.0.0.1:$NATS_PORT" 1000 $((SUBS / 1000)) "$rate" 5 ||
+        { echo "(nats_fanout exit $?)"; failures=$((failures + 1)); }
 done
 grep -h "dropped\|SlowConsumer" "$logs"/*.log | head -5 || true
+# Every row is printed whatever happens; the status says whether all ran.
+[ "$failures" -eq 0 ] || { echo "cluster-bench: $failures run(s) failed" >&2; exit 1; }

@@ -74,7 +74,7 @@ for i, c in enumerate(chat, 1):
 # Pubsub: a subscriber of "news" on every node; a publisher on node 1.
 subs = [conn(17200 + i) for i in (1, 2, 3)]
 for s in subs:
-    send(s, b"Snews"); assert recv(s) == b"KSnews"
+    send(s, b"Snews"); r = recv(s); assert r == b"KSnews", r
 pub = conn(17201)
 send(pub, b"P\x04news" + b"published on node 1")
 for i, s in enumerate(subs, 1):

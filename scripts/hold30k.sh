@@ -18,7 +18,11 @@
 # Settings (environment): HOLD_SOURCES (one ringport-hold process per entry;
 # an entry may be a comma-separated list of source addresses; default
 # "127.0.0.2 127.0.0.3"), CONNECTIONS (total, default 30000), HOLD_SECS
-# (default 20), SHARDS (default 2). Logs are kept in target/hold30k/.
+# (default 20), SHARDS (default 2), BIN (directory of the binaries, default
+# target/release, built first unless BUILD=0). Logs are kept in
+# target/hold30k/ (LOGS). Smoke mode (CI, scripts/smoke.sh): a few hundred
+# connections from debug binaries, e.g.
+#   BIN=target/debug BUILD=0 CONNECTIONS=200 HOLD_SECS=4 scripts/hold30k.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,8 +34,8 @@ read -r -a SOURCES <<<"$HOLD_SOURCES"
 CLIENTS=${#SOURCES[@]}
 PER_CLIENT=$(((CONNECTIONS + CLIENTS - 1) / CLIENTS))
 
-LOGS=target/hold30k
-BIN=target/release
+LOGS=${LOGS:-target/hold30k}
+BIN=${BIN:-target/release}
 mkdir -p "$LOGS"
 rm -f "$LOGS"/*.log "$LOGS"/*.out
 
@@ -72,8 +76,10 @@ rss_kib() {
     awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
 }
 
-echo "== building (release)"
-cargo build --release -p ringport-cli --bins
+if [ "${BUILD:-1}" != 0 ]; then
+    echo "== building (release)"
+    cargo build --release -p ringport-cli --bins
+fi
 
 echo "== open-files limit: soft $(ulimit -Sn), hard $(ulimit -Hn)"
 
@@ -84,7 +90,7 @@ SERVER_PID=$!
 
 PORT=
 for _ in $(seq 150); do
-    PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$LOGS/server.log" | head -n1)
+    PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$LOGS/server.log" | head -n1)
     [ -n "$PORT" ] && break
     kill -0 "$SERVER_PID" 2>/dev/null || { cat "$LOGS/server.log" >&2; fail "the server exited at start"; }
     sleep 0.1

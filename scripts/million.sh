@@ -93,7 +93,7 @@ BACKEND=${BACKEND:-${RINGPORT_BACKEND:-auto}}
 TIME_LIMIT=${TIME_LIMIT:-$((DURATION + 600))}
 
 OUT=target/million
-BIN=${CARGO_TARGET_DIR:-target}/release
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release}
 mkdir -p "$OUT"
 rm -f "$OUT"/*.log "$OUT"/*.json "$OUT"/*.out
 

@@ -9,18 +9,24 @@
 #   SOAK_MINUTES=5 RINGPORT_BACKEND=epoll scripts/soak.sh
 #
 # Loopback only; stops by itself. Samples go to $SOAK_OUT (default
-# /tmp/ringport-soak.csv).
+# target/soak/soak.csv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${SOAK_MINUTES:-30}
 WARMUP_MINUTES=${SOAK_WARMUP_MINUTES:-3}
+# Seconds override minutes (smoke mode: SOAK_SECONDS=6 SOAK_WARMUP_SECONDS=2).
+SECONDS_=${SOAK_SECONDS:-$((MINUTES * 60))}
+WARMUP_SECONDS=${SOAK_WARMUP_SECONDS:-$((WARMUP_MINUTES * 60))}
+SAMPLE=${SOAK_SAMPLE_SECONDS:-10}
 CONNS=${SOAK_CONNECTIONS:-2000}
 RATE=${SOAK_RATE:-25}          # messages per second per connection
-OUT=${SOAK_OUT:-/tmp/ringport-soak.csv}
+OUT=${SOAK_OUT:-target/soak/soak.csv}
+mkdir -p "$(dirname "$OUT")"
 BACKEND=${RINGPORT_BACKEND:-auto}
 
-cargo build --release -q -p ringport-cli
-BIN=target/release/ringport
+# BIN=path with BUILD=0: use that binary as it is (smoke mode).
+[ "${BUILD:-1}" = 0 ] || cargo build --release -q -p ringport-cli
+BIN=${BIN:-target/release/ringport}
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 LOG=$(mktemp)
 BENCH_JSON=$(mktemp)
@@ -31,9 +37,9 @@ trap 'kill $SERVER 2>/dev/null || true; kill $BENCH 2>/dev/null || true; rm -f "
 for _ in $(seq 100); do grep -q "listening on" "$LOG" && break; sleep 0.1; done
 grep -q "listening on" "$LOG" || { cat "$LOG"; exit 1; }
 
-echo "soak: $MINUTES min, $CONNS connections x $RATE msg/s, backend $BACKEND, server pid $SERVER"
+echo "soak: ${SECONDS_} s, $CONNS connections x $RATE msg/s, backend $BACKEND, server pid $SERVER"
 "$BIN" bench --addr "127.0.0.1:$PORT" --backend "$BACKEND" --connections "$CONNS" \
-    --rate "$RATE" --size 256 --duration "${MINUTES}m" --warmup 5s \
+    --rate "$RATE" --size 256 --duration "${SECONDS_}s" --warmup 1s \
     --sources 127.0.0.1-127.0.0.4 --json "$BENCH_JSON" >/dev/null 2>&1 &
 BENCH=$!
 
@@ -44,17 +50,17 @@ while kill -0 $BENCH 2>/dev/null; do
     rss=$(awk '/^VmRSS:/ {print $2}' /proc/$SERVER/status)
     fds=$(ls /proc/$SERVER/fd | wc -l)
     echo "$now,$rss,$fds" >>"$OUT"
-    sleep 10
+    sleep "$SAMPLE"
 done
 set +e
 wait $BENCH
 BENCH_STATUS=$?
 set -e
 
-python3 - "$OUT" "$BENCH_JSON" "$BENCH_STATUS" "$WARMUP_MINUTES" <<'PY'
+python3 - "$OUT" "$BENCH_JSON" "$BENCH_STATUS" "$WARMUP_SECONDS" <<'PY'
 import csv, json, statistics, sys
 out, bench_json, bench_status, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-rows = [r for r in csv.DictReader(open(out)) if float(r["seconds"]) >= warm * 60]
+rows = [r for r in csv.DictReader(open(out)) if float(r["seconds"]) >= warm]
 if not rows:
     sys.exit("soak: no samples after the warm-up")
 rss = [int(r["rss_kib"]) / 1024 for r in rows]
@@ -70,7 +76,7 @@ except Exception as e:  # a bench that failed writes no JSON
     bench = f"bench: no report ({e})"
 flat = spread <= 5 and len(set(fds)) == 1
 ok = flat and bench_status == 0
-print(f"soak: {len(rows)} samples after {warm:g} min warm-up: RSS {min(rss):.1f}-{max(rss):.1f} MiB "
+print(f"soak: {len(rows)} samples after {warm:g} s warm-up: RSS {min(rss):.1f}-{max(rss):.1f} MiB "
       f"(median {median:.1f}, within {spread:.1f} %), fds {min(fds)}-{max(fds)}; {bench}; "
       f"bench exit {bench_status}: {'PASS' if ok else 'FAIL'}")
 sys.exit(0 if ok else 1)

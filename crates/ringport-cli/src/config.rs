@@ -32,13 +32,13 @@ pub fn parse() -> Cli {
         _ => matches,
     };
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit());
-    if let Command::Serve(args) = &cli.command {
-        if let Err(message) = check(args) {
-            let serve = cmd
-                .find_subcommand_mut("serve")
-                .expect("serve is a subcommand");
-            serve.error(ErrorKind::ValueValidation, message).exit();
-        }
+    if let Command::Serve(args) = &cli.command
+        && let Err(message) = check(args)
+    {
+        let serve = cmd
+            .find_subcommand_mut("serve")
+            .expect("serve is a subcommand");
+        serve.error(ErrorKind::ValueValidation, message).exit();
     }
     cli
 }

@@ -1,6 +1,7 @@
-//! `ringport`: the command-line front end of the ringport io_uring server.
+//! `ringport`: the command-line front end of the ringport server (io_uring,
+//! or epoll where io_uring cannot be used).
 //!
-//! `ringport serve` runs the ready-made echo or chat handler with any of the
+//! `ringport serve` runs the ready-made echo, chat or pubsub handler with any of the
 //! library's codecs, logs counters at a fixed interval, optionally serves
 //! Prometheus metrics over HTTP, and stops gracefully on SIGINT/SIGTERM.
 
@@ -19,7 +20,9 @@ use tracing_subscriber::EnvFilter;
 
 use serve::LogFormat;
 
-/// ringport: an io_uring TCP server for framed messages.
+/// ringport: a TCP server for framed messages over many long-lived
+/// connections (io_uring, or epoll where io_uring cannot be used), and its
+/// load generator.
 #[derive(Debug, Parser)]
 #[command(name = "ringport", version, propagate_version = true)]
 pub struct Cli {
@@ -29,7 +32,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run an echo or chat server until SIGINT or SIGTERM.
+    /// Run an echo, chat or pubsub server (--mode) until SIGINT or SIGTERM.
     ///
     /// Logs go to stderr; the level is `info` unless RUST_LOG says otherwise
     /// (e.g. RUST_LOG=debug, RUST_LOG=ringport=trace). Every option can also

@@ -644,7 +644,7 @@ const ALLOCATOR_TRIM_EVERY: Duration = Duration::from_secs(10);
 /// system. The shards free a burst's buffers and queues themselves (every
 /// 2 s), but glibc keeps freed memory inside its per-thread arenas, where
 /// only `malloc_trim` releases it; measured with `scripts/attack.sh
-/// non-readers` (see README). A no-op with other C libraries.
+/// non-readers` (see docs/performance.md). A no-op with other C libraries.
 fn give_free_memory_back() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim takes no pointers and may be called from any

@@ -75,6 +75,8 @@ impl Client<LengthDelimited> {
     }
 
     /// [`Client::connect`] over TLS (see [`Client::connect_tls_with`]).
+    ///
+    /// Available with the crate feature `tls`.
     #[cfg(feature = "tls")]
     pub fn connect_tls(
         addr: impl ToSocketAddrs,

@@ -159,6 +159,7 @@ pub struct ServerConfig {
     /// ring) and their size in bytes (epoll reads into one buffer of this
     /// size per shard).
     pub recv_buffers: u16,
+    /// Size in bytes of each receive buffer (see `recv_buffers`).
     pub recv_buffer_size: usize,
     /// A connection whose queued outbound bytes reach this stops being read
     /// until the queue drains below half of it (its peer is then held back
@@ -170,6 +171,10 @@ pub struct ServerConfig {
     /// Default: `send_high_water` plus the codec's maximum frame, so that
     /// echoing one whole message is never refused.
     pub send_queue_limit: Option<usize>,
+    /// What a send from outside the connection's handler call (another
+    /// connection's handler, a broadcast, a publish, the `Server`) does when
+    /// the queue is at `send_queue_limit`: disconnect the slow consumer
+    /// (default) or drop the message.
     pub slow_consumer: SlowConsumerPolicy,
     /// Bytes a paused connection (its send queue at `send_high_water`) may
     /// have waiting in its input backlog: what was already received when
@@ -194,6 +199,8 @@ pub struct ServerConfig {
     pub frame_pool_limit: usize,
     /// Accepts kept posted per shard (the AcceptEx pre-posting depth).
     pub accepts_in_flight: usize,
+    /// The `listen(2)` backlog of each shard's listener (the kernel caps it
+    /// at `net.core.somaxconn`).
     pub listen_backlog: i32,
     /// How long `start` retries a listen address that is in use (a server
     /// killed a moment before can hold it for a few milliseconds) before it
@@ -279,6 +286,7 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    /// The default configuration, listening on `addr`.
     pub fn new(addr: SocketAddr) -> Self {
         ServerConfig {
             addr,

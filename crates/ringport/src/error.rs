@@ -13,7 +13,12 @@ pub enum CloseReason {
     Reset(i32),
     /// The peer announced a frame over the maximum; nothing was allocated
     /// for it.
-    FrameTooLarge { len: u64, max: usize },
+    FrameTooLarge {
+        /// The length the header announced.
+        len: u64,
+        /// The codec's maximum.
+        max: usize,
+    },
     /// The byte stream could not be decoded.
     InvalidFrame(String),
     /// The application closed it.
@@ -31,11 +36,21 @@ pub enum CloseReason {
     /// it had arrived, `missing` more were announced (`None`: its header
     /// was not complete, or the codec cannot tell, e.g. a line without its
     /// end). Queued replies were flushed first.
-    TruncatedFrame { have: u64, missing: Option<u64> },
+    TruncatedFrame {
+        /// Bytes of the frame that had arrived.
+        have: u64,
+        /// Bytes still announced, when known.
+        missing: Option<u64>,
+    },
     /// A frame did not complete within `frame_timeout` (plus the time
     /// `min_receive_rate` allows for its size) of its first byte: a slow
     /// or stalled sender.
-    FrameTimeout { have: u64, missing: Option<u64> },
+    FrameTimeout {
+        /// Bytes of the frame that had arrived.
+        have: u64,
+        /// Bytes still announced, when known.
+        missing: Option<u64>,
+    },
     /// The shard held more bytes of partial frames (over all its
     /// connections) than `reassembly_limit`, and this connection's input
     /// grew past it: many peers announcing large frames cannot exhaust

@@ -24,9 +24,28 @@ use crate::wake::ConsumerWake;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {
-    Connected { conn: ConnId, peer: SocketAddr },
-    Message { conn: ConnId, bytes: Bytes },
-    Closed { conn: ConnId, reason: CloseReason },
+    /// A connection opened (accepted, or an outbound connect that
+    /// succeeded; with TLS, once its handshake completed).
+    Connected {
+        /// Its id.
+        conn: ConnId,
+        /// The peer's address.
+        peer: SocketAddr,
+    },
+    /// A whole message arrived.
+    Message {
+        /// The connection it came on.
+        conn: ConnId,
+        /// The message (owned; no longer tied to a receive buffer).
+        bytes: Bytes,
+    },
+    /// A connection closed; its id is stale from now on.
+    Closed {
+        /// The connection that closed.
+        conn: ConnId,
+        /// Why it closed.
+        reason: CloseReason,
+    },
 }
 
 impl Server {
@@ -82,6 +101,7 @@ impl EventServer {
         self.events.try_recv().ok()
     }
 
+    /// The underlying [`Server`] (send, broadcast, close, stats).
     pub fn server(&self) -> &Server {
         self.server.as_ref().expect("server present until stop")
     }

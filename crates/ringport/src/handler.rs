@@ -277,6 +277,8 @@ impl Context<'_> {
     /// Like [`Context::connect`], over TLS: `on_connect` comes once the
     /// handshake is complete; a failed handshake (untrusted certificate,
     /// timeout...) arrives as `on_connect_failed` with the TLS error.
+    ///
+    /// Available with the crate feature `tls`.
     #[cfg(feature = "tls")]
     pub fn connect_tls(
         &mut self,
@@ -304,6 +306,9 @@ pub trait Handler: 'static {
     /// every callback for that connection and given back in `on_close`.
     type ConnState: 'static;
 
+    /// A connection opened (accepted, an outbound connect that succeeded,
+    /// or a TLS handshake that completed); returns its state. `peer` is the
+    /// remote address.
     fn on_connect(
         &mut self,
         ctx: &mut Context<'_>,

@@ -1,3 +1,5 @@
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 //! ringport: a TCP message server for many long-lived connections, on
 //! io_uring where it can and epoll where it must.
 //!
@@ -16,6 +18,19 @@
 //!   `FrameCodec` (ringport's codecs as tokio-util codecs).
 //! - `tls` (feature `tls`): rustls on the same engine, server and client
 //!   side.
+//!
+//! # Cargo features
+//!
+//! None is on by default; the core depends on no async runtime.
+//!
+//! | feature | adds |
+//! | --- | --- |
+//! | `tokio` | `async_io`: the event `Stream`, `send_async`, `ctx.spawn`, `AsyncClient`, `FrameCodec` |
+//! | `tls` | `tls`: rustls per connection on both backends (`ServerConfig::tls`, `connect_tls`) |
+//! | `cluster` | `ClusterConfig`: broadcast, topics and addressed sends across nodes over NATS |
+//!
+//! Items that need a feature say so in their documentation ("Available with
+//! the crate feature ..."); on docs.rs they also carry the feature's badge.
 //!
 //! The crate root re-exports the types most programs need (the server,
 //! handler, config, codecs, errors, events); each is documented in its own
@@ -84,3 +99,15 @@ pub use handler::{Context, Handler, ShardRemote};
 pub use server::{ConnectionsSnapshot, Server};
 pub use stats::{ConnectionInfo, Stats, TurnDurations};
 pub use timer::TimerId;
+
+// The README's and the library guide's Rust code blocks, compiled (and run,
+// unless marked `no_run` or `ignore`) by `cargo test --doc`, so that an API
+// change that breaks them fails the tests. Only under `cfg(doctest)`: the
+// published crate does not contain these files.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/guide.md")]
+struct GuideDoctests;

@@ -163,6 +163,8 @@ impl Server {
         self.local_addr
     }
 
+    /// The configuration the server was started with (after defaults were
+    /// filled in).
     pub fn config(&self) -> &ServerConfig {
         &self.shared.config
     }
@@ -272,6 +274,8 @@ impl Server {
 
     /// Opens an outbound TLS connection (see [`Server::connect`] and
     /// [`Context::connect_tls`](crate::Context::connect_tls)).
+    ///
+    /// Available with the crate feature `tls`.
     #[cfg(feature = "tls")]
     pub fn connect_tls(
         &self,

@@ -25,7 +25,9 @@ pub struct TurnDurations {
     /// Turns that took at most `TURN_BUCKETS_US[i]` (not cumulative); the
     /// last entry counts the longer ones.
     pub buckets: [u64; TURN_BUCKETS_US.len() + 1],
+    /// Turns counted.
     pub count: u64,
+    /// Their total duration.
     pub sum: std::time::Duration,
 }
 
@@ -71,12 +73,15 @@ impl TurnHistogram {
 /// One open connection, as [`crate::Server::connections`] sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
+    /// Its id.
     pub conn: crate::ConnId,
+    /// The peer's address.
     pub peer: std::net::SocketAddr,
     /// Time since it opened.
     pub age: std::time::Duration,
-    /// Bytes received and sent on it (framing included).
+    /// Bytes received on it (framing included).
     pub bytes_in: u64,
+    /// Bytes sent on it (framing included).
     pub bytes_out: u64,
     /// Bytes queued for it, not yet written to the kernel.
     pub queued: usize,
@@ -87,13 +92,19 @@ pub struct ConnectionInfo {
 pub struct Stats {
     /// Connections open now.
     pub connections: u64,
+    /// Connections accepted.
     pub accepted: u64,
     /// Outbound connections established.
     pub connected: u64,
+    /// Connections closed (inbound and outbound).
     pub closed: u64,
+    /// Messages received (whole frames handed to the handler).
     pub messages_in: u64,
+    /// Messages sent.
     pub messages_out: u64,
+    /// Bytes received (framing included).
     pub bytes_in: u64,
+    /// Bytes sent (framing included).
     pub bytes_out: u64,
     /// Bytes queued for sending, not yet written to the kernel.
     pub send_queue_bytes: u64,

@@ -123,10 +123,10 @@ impl FanoutHandler {
         let seq = u32::from_be_bytes(data[12..16].try_into().unwrap());
         // Order per (publisher, topic): sequence numbers only grow (each
         // subscriber hears one topic, or, in chat, everything).
-        if let Some(prev) = c.last.insert(publisher, seq) {
-            if seq <= prev {
-                self.shared.errors.fetch_add(1, Ordering::Relaxed);
-            }
+        if let Some(prev) = c.last.insert(publisher, seq)
+            && seq <= prev
+        {
+            self.shared.errors.fetch_add(1, Ordering::Relaxed);
         }
         let now = self.shared.started.elapsed().as_nanos() as u64;
         let micros = now.saturating_sub(sent) / 1000;

@@ -66,8 +66,9 @@ pub enum BenchCodec {
 /// Options of `ringport bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Server address, as HOST:PORT (HOST an IP address or a name; of the
-    /// addresses a name resolves to, the first of the --sources' family).
+    /// Server address, as HOST:PORT (HOST an IP address, an IPv6 one in brackets, or a name; of
+    /// the addresses a name resolves to, the first IPv4 one, or the first of
+    /// the --sources' family).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7000",
           value_parser = addr_arg)]
     pub addr: String,
@@ -108,9 +109,11 @@ pub struct BenchArgs {
     /// connection to an explicit source port of its own choosing (65535
     /// down to 1024, without the kernel's ephemeral range: about 36,000 per source
     /// address with default sysctls) and says before connecting when the
-    /// sources cannot hold --connections.
-    #[arg(long, default_value = "127.0.0.1-127.0.0.16")]
-    pub sources: String,
+    /// sources cannot hold --connections. Default: the target's family,
+    /// 127.0.0.1-127.0.0.16 for an IPv4 loopback target, ::1 for an IPv6
+    /// one, the unspecified address (the route's) for any other.
+    #[arg(long, value_name = "ADDRS")]
+    pub sources: Option<String>,
     /// Let the kernel pick each connection's source port instead (bind to
     /// port 0 with IP_BIND_ADDRESS_NO_PORT: the ephemeral range, about
     /// 28,000 per source address and destination, searched on every
@@ -174,6 +177,11 @@ pub struct BenchArgs {
     /// handshake is otherwise the same.
     #[arg(long, requires = "tls")]
     pub insecure: bool,
+    /// Check the options (sizes, address and sources, port plan, TLS files)
+    /// and print what the run would do, without connecting; exit status 0
+    /// if they are usable, 2 if not.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// The TLS side of `bench --tls`, if asked for.
@@ -201,7 +209,7 @@ fn size_arg(text: &str) -> Result<usize, String> {
     crate::parse_size(text).and_then(|n| usize::try_from(n).map_err(|_| "size too large".into()))
 }
 
-/// HOST:PORT that resolves (the family is chosen later, by --sources).
+/// HOST:PORT that resolves (the family is chosen later, see `sources::choose`).
 fn addr_arg(text: &str) -> Result<String, String> {
     crate::resolve(text).map(|_| text.to_string())
 }
@@ -269,6 +277,15 @@ pub fn run(args: BenchArgs) -> i32 {
 
 fn run_inner(args: BenchArgs) -> Result<i32, String> {
     if matches!(args.mode, BenchMode::Pubsub | BenchMode::ChatFanout) {
+        if args.check {
+            let addr = crate::resolve(&args.addr)?;
+            tls_connector(&args)?;
+            println!(
+                "check: {:?} run against {addr} is possible ({} connections)",
+                args.mode, args.connections
+            );
+            return Ok(0);
+        }
         return run_fanout(&args);
     }
     let text = args.codec == BenchCodec::Lines;
@@ -292,21 +309,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
             args.size, args.max_frame
         ));
     }
-    let sources = sources::parse(&args.sources)?;
-    let v4 = sources[0].is_ipv4();
-    if sources.iter().any(|s| s.is_ipv4() != v4) {
-        return Err("--sources mixes IPv4 and IPv6 addresses".into());
-    }
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(args.addr.as_str())
-        .map_err(|e| format!("--addr {}: {e}", args.addr))?
-        .find(|a| a.is_ipv4() == v4)
-        .ok_or_else(|| {
-            format!(
-                "--addr {} has no {} address, the family of --sources",
-                args.addr,
-                if v4 { "IPv4" } else { "IPv6" }
-            )
-        })?;
+    let (sources, addr) = sources::choose(args.sources.as_deref(), &args.addr)?;
     let mut ports = if args.kernel_ports {
         let per_source = 28_000usize;
         if args.connections > sources.len() * per_source {
@@ -322,6 +325,19 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         let space = ports::PortSpace::of_this_machine();
         Some(ports::PortPlan::new(&sources, space, args.connections)?)
     };
+    if args.check {
+        tls_connector(&args)?;
+        println!(
+            "check: {} connections to {addr} from {} source address(es) ({}), {} bytes, \
+             depth {}: options are usable",
+            args.connections,
+            sources.len(),
+            sources[0],
+            args.size,
+            args.depth
+        );
+        return Ok(0);
+    }
     // io_uring: a thread holds any number of connections (its table
     // spans several rings); epoll: each thread's share of the open-files
     // limit (a start error says so if the connections do not fit).

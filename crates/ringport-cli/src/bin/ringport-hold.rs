@@ -124,10 +124,10 @@ fn run(args: &Args) -> Result<(), String> {
         })?;
         conns.push(stream);
         let done = i as u64 + 1;
-        if done % args.batch == 0 && done < args.connections {
+        if done.is_multiple_of(args.batch) && done < args.connections {
             std::thread::sleep(Duration::from_millis(args.pause_ms));
         }
-        if done % 5000 == 0 {
+        if done.is_multiple_of(5000) {
             eprintln!("ringport-hold: {done}/{n} connected ({sources})");
         }
     }

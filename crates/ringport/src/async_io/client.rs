@@ -101,10 +101,12 @@ impl<C: Codec> AsyncClient<C> {
         self.stream.shutdown().await
     }
 
+    /// The local address of the connection.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.stream.local_addr()
     }
 
+    /// The server's address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.stream.peer_addr()
     }

@@ -32,14 +32,17 @@ pub struct FrameCodec<C: Codec = LengthDelimited> {
 }
 
 impl<C: Codec> FrameCodec<C> {
+    /// Wraps a ringport codec as a tokio-util `Decoder`/`Encoder`.
     pub fn new(codec: C) -> Self {
         FrameCodec { codec }
     }
 
+    /// The wrapped codec.
     pub fn codec(&self) -> &C {
         &self.codec
     }
 
+    /// Unwraps the codec.
     pub fn into_inner(self) -> C {
         self.codec
     }

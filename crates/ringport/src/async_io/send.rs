@@ -37,6 +37,8 @@ impl Server {
     /// `Busy`. Connections whose send queue is full are handled by the
     /// slow-consumer policy. All or nothing: a future dropped before it
     /// resolved reached no shard.
+    ///
+    /// Available with the crate feature `tokio`.
     pub fn broadcast_async(&self, payload: impl Into<Bytes>) -> BroadcastFuture {
         BroadcastFuture::new(self.shared().clone(), payload.into())
     }
@@ -60,6 +62,8 @@ pub struct AsyncSender {
 
 impl AsyncSender {
     /// As [`Server::send_async`].
+    ///
+    /// Available with the crate feature `tokio`.
     pub fn send(&self, conn: ConnId, payload: impl Into<Bytes>) -> SendFuture {
         SendFuture::new(self.shared.clone(), conn, payload.into())
     }

@@ -84,6 +84,8 @@ impl EventServer {
 impl EventStream {
     /// The next event; `None` once the server has stopped. Cancel-safe: an
     /// event is taken only when this returns it.
+    ///
+    /// Available with the crate feature `tokio`.
     pub async fn next(&mut self) -> Option<Event> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
@@ -94,10 +96,14 @@ impl EventStream {
     }
 
     /// Events waiting in the queue.
+    /// Events queued now, ready to be taken without waiting.
     pub fn len(&self) -> usize {
         self.events.len()
     }
 
+    /// True when no event is queued now.
+    ///
+    /// Available with the crate feature `tokio`.
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }

@@ -32,6 +32,8 @@ use crate::conn_id::ConnId;
 use crate::error::SendError;
 
 /// How a node joins a cluster.
+///
+/// Available with the crate feature `cluster`.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// The NATS server, e.g. `nats://127.0.0.1:4222`.
@@ -178,10 +180,10 @@ impl ClusterLink for Link {
     fn stop(&self) {
         self.stop.notify_one();
         let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = thread {
-            if t.join().is_err() {
-                tracing::error!("the cluster thread panicked");
-            }
+        if let Some(t) = thread
+            && t.join().is_err()
+        {
+            tracing::error!("the cluster thread panicked");
         }
     }
 }

@@ -48,14 +48,21 @@ pub enum Decode {
     /// line). The frame may extend past the bytes seen so far: the framer then
     /// waits for `skip + payload + trailer` bytes in total.
     Frame {
+        /// Header bytes before the payload.
         skip: usize,
+        /// Payload bytes: the message handed to the handler.
         payload: usize,
+        /// Bytes after the payload that belong to the frame but not to the
+        /// message.
         trailer: usize,
     },
     /// Not enough bytes to locate the next frame. `at_least` is the total
     /// number of bytes (counted from offset 0) the codec needs before it can
     /// say more, when it knows it (e.g. a header that is still incomplete).
-    NeedMore { at_least: Option<usize> },
+    NeedMore {
+        /// Total bytes needed before the codec can say more, if known.
+        at_least: Option<usize>,
+    },
 }
 
 /// Why a byte stream cannot be decoded (or a message cannot be encoded).
@@ -64,7 +71,12 @@ pub enum Decode {
 pub enum CodecError {
     /// The announced (or accumulated) frame is longer than the maximum.
     /// Nothing is allocated for it.
-    FrameTooLarge { len: u64, max: usize },
+    FrameTooLarge {
+        /// The length announced (or accumulated so far).
+        len: u64,
+        /// The codec's maximum.
+        max: usize,
+    },
     /// The header is malformed (e.g. a length adjustment that makes it
     /// negative).
     InvalidHeader(&'static str),

@@ -353,25 +353,25 @@ impl EpollDriver {
 
     /// Drops the pending send of `slot` if it is the one of `generation`.
     fn cancel_send(&mut self, slot: u32, generation: u32) {
-        if let Some(s) = self.open(slot).filter(|s| s.send == Some(generation)) {
-            if s.send.take().is_some() {
-                s.iov.clear();
-                self.push(Completion::Sent {
-                    slot,
-                    generation,
-                    result: -libc::ECANCELED,
-                });
-            }
+        if let Some(s) = self.open(slot).filter(|s| s.send == Some(generation))
+            && s.send.take().is_some()
+        {
+            s.iov.clear();
+            self.push(Completion::Sent {
+                slot,
+                generation,
+                result: -libc::ECANCELED,
+            });
         }
     }
 
     fn close(&mut self, slot: u32, generation: u32) {
         let result = match self.slots.get_mut(slot as usize) {
             Some(s) if s.stream.is_some() => {
-                if let Some(mut stream) = s.stream.take() {
-                    if s.registered {
-                        let _ = self.poll.registry().deregister(&mut stream);
-                    }
+                if let Some(mut stream) = s.stream.take()
+                    && s.registered
+                {
+                    let _ = self.poll.registry().deregister(&mut stream);
                 }
                 s.reset();
                 self.free.push(slot);
@@ -550,11 +550,12 @@ impl EpollDriver {
 
 /// Puts `slot` on the ready list if it has work and is not listed yet.
 fn schedule(slots: &mut [Slot], ready: &mut VecDeque<u32>, slot: u32) {
-    if let Some(s) = slots.get_mut(slot as usize) {
-        if !s.queued && s.has_work() {
-            s.queued = true;
-            ready.push_back(slot);
-        }
+    if let Some(s) = slots.get_mut(slot as usize)
+        && !s.queued
+        && s.has_work()
+    {
+        s.queued = true;
+        ready.push_back(slot);
     }
 }
 

@@ -96,6 +96,7 @@ impl TlsAcceptor {
         self
     }
 
+    /// How long a handshake may take before the connection is closed.
     pub fn handshake_timeout(&self) -> Duration {
         self.handshake_timeout
     }
@@ -128,8 +129,11 @@ impl fmt::Debug for TlsAcceptor {
 /// configuration and the name the server's certificate must carry.
 #[derive(Clone, Debug)]
 pub struct TlsConnector {
+    /// The rustls client configuration.
     pub config: Arc<rustls::ClientConfig>,
+    /// The name the server's certificate must carry.
     pub server_name: ServerName<'static>,
+    /// How long the handshake may take before the connection fails.
     pub handshake_timeout: Duration,
 }
 
