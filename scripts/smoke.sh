@@ -66,7 +66,8 @@ run codec-diff env CODEC_DIFF_PROFILE=--profile=dev scripts/codec-diff.sh 100 20
 run hold30k env BIN=target/debug BUILD=0 CONNECTIONS=200 HOLD_SECS=4 LOGS=$OUT/hold30k \
     scripts/hold30k.sh
 run attack env RINGPORT=$D/ringport BUILD=0 scripts/attack.sh garbage sigkill
-run soak env BIN=$D/ringport BUILD=0 SOAK_SECONDS=6 SOAK_WARMUP_SECONDS=2 SOAK_SAMPLE_SECONDS=1 \
+run soak/judge python3 -m unittest discover -s scripts/lib -p 'test_*.py'
+run soak env BIN=$D/ringport BUILD=0 SOAK_SECONDS=10 SOAK_WARMUP_SECONDS=2 SOAK_SAMPLE_SECONDS=1 \
     SOAK_CONNECTIONS=50 SOAK_RATE=10 SOAK_OUT=$OUT/soak.csv scripts/soak.sh
 run million env BIN=target/debug NO_BUILD=1 CONNECTIONS=2000 RATE=2 DURATION=2 WARMUP=1 \
     scripts/million.sh

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Soak: one `ringport serve` under steady echo load from `ringport bench`
 # for a long time (30 minutes by default), its RSS and open descriptors
-# sampled every 10 s. Passes when, after the warm-up, RSS stays within 5 %
-# of its median and the descriptor count does not change, and the bench
-# verified every reply.
+# sampled every 10 s. Passes when, after the warm-up, neither RSS nor the
+# descriptor count has a rising trend (scripts/lib/soak_judge.py: the
+# fitted growth over the run and the last third's median against the
+# first third's must both stay under a floor of 1 MiB or 5 % of the
+# median; breathing without a direction passes), and the bench verified
+# every reply.
 #
 #   scripts/soak.sh                       # 30 minutes, default backend
 #   SOAK_MINUTES=5 RINGPORT_BACKEND=epoll scripts/soak.sh
@@ -57,16 +60,14 @@ wait $BENCH
 BENCH_STATUS=$?
 set -e
 
-python3 - "$OUT" "$BENCH_JSON" "$BENCH_STATUS" "$WARMUP_SECONDS" <<'PY'
-import csv, json, statistics, sys
+PYTHONPATH=scripts/lib python3 - "$OUT" "$BENCH_JSON" "$BENCH_STATUS" "$WARMUP_SECONDS" <<'PY'
+import csv, json, sys
+from soak_judge import judge
 out, bench_json, bench_status, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-rows = [r for r in csv.DictReader(open(out)) if float(r["seconds"]) >= warm]
-if not rows:
-    sys.exit("soak: no samples after the warm-up")
-rss = [int(r["rss_kib"]) / 1024 for r in rows]
-fds = [int(r["fds"]) for r in rows]
-median = statistics.median(rss)
-spread = max(abs(max(rss) - median), abs(median - min(rss))) / median * 100
+samples = [(float(r["seconds"]), int(r["rss_kib"]) / 1024, int(r["fds"])) for r in csv.DictReader(open(out))]
+flat, s = judge(samples, warm_s=warm)
+if "samples" not in s:
+    sys.exit(f"soak: {s['reason']}")
 try:
     b = json.load(open(bench_json))
     msgs = b.get("messages_per_sec") or b.get("msgs_per_sec")
@@ -74,10 +75,10 @@ try:
     bench = f"bench: {msgs:,.0f} msg/s, p99 {b['latency_us']['p99']:,.0f} us, errors {errors}"
 except Exception as e:  # a bench that failed writes no JSON
     bench = f"bench: no report ({e})"
-flat = spread <= 5 and len(set(fds)) == 1
 ok = flat and bench_status == 0
-print(f"soak: {len(rows)} samples after {warm:g} s warm-up: RSS {min(rss):.1f}-{max(rss):.1f} MiB "
-      f"(median {median:.1f}, within {spread:.1f} %), fds {min(fds)}-{max(fds)}; {bench}; "
-      f"bench exit {bench_status}: {'PASS' if ok else 'FAIL'}")
+print(f"soak: {s['samples']} samples after {warm:g} s warm-up: RSS {s['rss_min']:.1f}-{s['rss_max']:.1f} MiB "
+      f"(median {s['rss_median']:.1f}; growth fitted {s['fitted_growth_mib']:+.2f}, last third vs first "
+      f"{s['thirds_growth_mib']:+.2f}, floor {s['floor_mib']:.2f} MiB; {s['reason']}), fd growth {s['fd_growth']}; "
+      f"{bench}; bench exit {bench_status}: {'PASS' if ok else 'FAIL'}")
 sys.exit(0 if ok else 1)
 PY
