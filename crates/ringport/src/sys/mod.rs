@@ -60,6 +60,8 @@
 //! Results follow the kernel's convention: a non-negative value, or a
 //! negated errno.
 
+#[cfg(test)]
+mod contract_tests;
 pub(crate) mod epoll;
 pub(crate) mod eventfd;
 pub mod uring;
