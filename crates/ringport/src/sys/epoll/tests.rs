@@ -5,7 +5,6 @@
 //! the table.
 
 use std::io::Write;
-use std::time::Duration;
 
 use super::*;
 use crate::sys::contract_tests::{
