@@ -2,6 +2,8 @@
 //! every reply and reports; a server that corrupts, loses or misorders
 //! replies makes it fail with the reason.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::Command;
 
@@ -67,6 +69,7 @@ fn bench(addr: impl ToString, extra: &[&str]) -> (i32, String, serde_json::Value
 #[test]
 fn clean_run_verifies_every_reply_and_reports() {
     let server = Server::start(config(), LengthDelimited::new(), |_| handlers::Echo).unwrap();
+    common::assert_driver(server.driver());
     let (code, out, json) = bench(
         server.local_addr(),
         &["-c", "50", "--depth", "4", "--size", "300"],

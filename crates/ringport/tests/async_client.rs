@@ -64,6 +64,7 @@ fn async_client_round_trips_with_a_ringport_server() {
 fn async_client_speaks_other_codecs() {
     let server = Server::start(config(), Lines::new(), |_| ringport::handlers::Echo)
         .expect("start lines echo");
+    assert_backend(&server);
     let addr = server.local_addr();
     runtime().block_on(async {
         let mut c = within(AsyncClient::connect_with(addr, Lines::new()))

@@ -27,7 +27,9 @@ fn runtime() -> tokio::runtime::Runtime {
 fn start(tweak: impl FnOnce(&mut ringport::ServerConfig)) -> EventServer {
     let mut cfg = config();
     tweak(&mut cfg);
-    Server::start_events(cfg, LengthDelimited::new()).expect("start event server")
+    let server = Server::start_events(cfg, LengthDelimited::new()).expect("start event server");
+    assert_backend(&server);
+    server
 }
 
 /// The payload of message `seq` from client `client`: both numbers, then

@@ -145,7 +145,9 @@ fn start_events(policy: SlowConsumerPolicy) -> EventServer {
     cfg.send_queue_limit = Some(64 * KIB);
     cfg.slow_consumer = policy;
     cfg.close_timeout = Duration::from_secs(2);
-    Server::start_events(cfg, LengthDelimited::new()).expect("start event server")
+    let server = Server::start_events(cfg, LengthDelimited::new()).expect("start event server");
+    assert_backend(&server);
+    server
 }
 
 /// Accepts `n` Connected events, matched to the clients by peer address.

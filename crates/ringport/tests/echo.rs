@@ -250,12 +250,7 @@ fn tiny_buffer_ring_under_load_loses_nothing() {
 #[test]
 fn runs_on_the_backend_the_test_matrix_asks_for() {
     let server = start_echo(|_| {});
-    let want = match std::env::var("RINGPORT_BACKEND").as_deref() {
-        Ok("epoll") => Backend::Epoll,
-        Ok("io-uring") => Backend::IoUring,
-        _ if ringport::probe_io_uring().is_ok() => Backend::IoUring,
-        _ => Backend::Epoll,
-    };
+    let want = expected_backend();
     assert_eq!(server.backend(), want, "driver: {}", server.driver());
     assert_eq!(server.io_uring_mode().is_empty(), want == Backend::Epoll);
     let mut s = connect(server.local_addr());

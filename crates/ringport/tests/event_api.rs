@@ -14,7 +14,9 @@ use ringport::{CloseReason, Event, EventServer, LengthDelimited, SendError, Serv
 fn start(tweak: impl FnOnce(&mut ringport::ServerConfig)) -> EventServer {
     let mut cfg = config();
     tweak(&mut cfg);
-    Server::start_events(cfg, LengthDelimited::new()).expect("start event server")
+    let server = Server::start_events(cfg, LengthDelimited::new()).expect("start event server");
+    assert_backend(&server);
+    server
 }
 
 #[test]

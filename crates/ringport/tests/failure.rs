@@ -32,6 +32,7 @@ impl Handler for Fragile {
 #[test]
 fn a_panicking_handler_stops_the_whole_server_with_a_reason() {
     let server = Server::start(config(), LengthDelimited::new(), |_| Fragile).unwrap();
+    assert_backend(&server);
     let mut by_shard: [Vec<TcpStream>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..200 {
         if by_shard.iter().all(|v| v.len() >= 3) {

@@ -171,6 +171,7 @@ fn outbound_connects_past_the_limit_fail_with_a_reason() {
     c2.listen = false;
     c2.shards = 1;
     let client2 = Server::start(c2, LengthDelimited::new(), move |_| Outcome(tx2.clone())).unwrap();
+    assert_backend(&client2);
     client2.connect(closed_port, None).unwrap();
     let refused = rx2
         .recv_timeout(Duration::from_secs(10))

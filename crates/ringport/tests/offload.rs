@@ -62,6 +62,7 @@ fn pool_results_return_to_their_connection_and_stale_ones_are_refused() {
         outcomes: tx.clone(),
     })
     .unwrap();
+    assert_backend(&server);
 
     let mut clients: Vec<_> = (0..8).map(|_| connect(server.local_addr())).collect();
     for (i, c) in clients.iter_mut().enumerate() {

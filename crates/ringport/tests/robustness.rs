@@ -216,6 +216,7 @@ fn garbage_from_many_peers_leaves_the_server_serving() {
 fn end_of_stream_inside_a_frame_closes_with_truncated_frame() {
     let server =
         ringport::Server::start_events(config(), ringport::LengthDelimited::new()).unwrap();
+    assert_backend(&server);
     let mut bad = connect(server.local_addr());
     let conn = expect_connected(&server, &bad);
     bad.write_all(&header(100)).unwrap();

@@ -18,6 +18,7 @@ fn idle_connections_close_with_their_reason_while_active_ones_stay() {
     cfg.tick = Duration::from_millis(20);
     cfg.idle_timeout = Some(Duration::from_millis(400));
     let server = Server::start_events(cfg, LengthDelimited::new()).unwrap();
+    assert_backend(&server);
     // The server's clock for a connection starts when it accepts it, which
     // is after the client's connect began: measure from before that, so a
     // loaded machine cannot make the close look early.

@@ -119,6 +119,7 @@ fn chat_broadcast_reaches_every_tls_client() {
     let mut cfg = config();
     cfg.tls = Some(acceptor);
     let server = Server::start(cfg, LengthDelimited::new(), |_| Chat).unwrap();
+    assert_backend(&server);
     let mut clients: Vec<Client> = (0..3)
         .map(|_| tls_client(server.local_addr(), &pki))
         .collect();

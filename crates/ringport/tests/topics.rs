@@ -46,6 +46,7 @@ fn publishes_reach_the_subscribers_on_every_shard_and_no_one_else() {
     let mut cfg = config();
     cfg.shards = 2;
     let server = Server::start(cfg, LengthDelimited::new(), |_| Topics).expect("start");
+    assert_backend(&server);
     let addr = server.local_addr();
     // Enough clients that both shards hold subscribers (the kernel
     // spreads connections over the shards' listeners).
