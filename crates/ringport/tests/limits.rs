@@ -183,9 +183,12 @@ fn outbound_connects_past_the_limit_fail_with_a_reason() {
     server.stop();
 }
 
-/// Sleeps in `on_message`, holding its shard, so the shard's command queue
-/// cannot drain while the test fills it.
-struct Stall(mpsc::Sender<(ConnId, bool)>);
+/// Blocks in `on_message` until the test releases it, holding its shard,
+/// so the shard's command queue cannot drain while the test fills it.
+struct Stall(
+    mpsc::Sender<(ConnId, bool)>,
+    crossbeam_channel::Receiver<()>,
+);
 
 impl Handler for Stall {
     type ConnState = ();
@@ -194,17 +197,23 @@ impl Handler for Stall {
     }
     fn on_message(&mut self, _: &mut Context<'_>, conn: ConnId, _: &mut (), _: &[u8]) {
         let _ = self.0.send((conn, true));
-        std::thread::sleep(Duration::from_millis(500));
+        self.1
+            .recv_timeout(IO_TIMEOUT)
+            .expect("the test releases the shard");
     }
 }
 
 #[test]
 fn a_full_command_queue_refuses_with_busy_and_recovers() {
     let (tx, rx) = mpsc::channel();
+    let (release, released) = crossbeam_channel::unbounded();
     let mut cfg = config();
     cfg.shards = 1;
     cfg.command_queue = 2;
-    let server = Server::start(cfg, LengthDelimited::new(), move |_| Stall(tx.clone())).unwrap();
+    let server = Server::start(cfg, LengthDelimited::new(), move |_| {
+        Stall(tx.clone(), released.clone())
+    })
+    .unwrap();
     let mut client = connect(server.local_addr());
     let (conn, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     write_frame(&mut client, b"hold the shard").unwrap();
@@ -219,6 +228,12 @@ fn a_full_command_queue_refuses_with_busy_and_recovers() {
         server.send(conn, &b"three"[..]),
         Err(ringport::SendError::Busy)
     );
+    assert_eq!(
+        server.send(conn, &b"three"[..]),
+        Err(ringport::SendError::Busy),
+        "still full: the shard is held until released"
+    );
+    release.send(()).unwrap();
     // Once the shard runs again, the two queued messages arrive in order.
     assert_eq!(read_frame(&mut client, 64).unwrap(), b"one");
     assert_eq!(read_frame(&mut client, 64).unwrap(), b"two");

@@ -288,6 +288,20 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Bytes that `s` has queued but not yet sent (`SIOCOUTQNSD`): non-zero
+/// while the peer's receive window is closed, i.e. while TCP flow control
+/// holds the writer back.
+pub fn unsent_bytes(s: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    const SIOCOUTQNSD: libc::c_ulong = 0x894B;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one c_int through the pointer, which
+    // points at a live local; the fd is the stream's open socket.
+    let rc = unsafe { libc::ioctl(s.as_raw_fd(), SIOCOUTQNSD, &mut n) };
+    assert_eq!(rc, 0, "SIOCOUTQNSD: {}", io::Error::last_os_error());
+    usize::try_from(n).expect("a byte count")
+}
+
 /// Closes `s` with an RST instead of a FIN (SO_LINGER with a zero timeout).
 pub fn reset(s: TcpStream) {
     let sock = socket2::Socket::from(s);
