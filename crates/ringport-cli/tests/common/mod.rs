@@ -398,3 +398,17 @@ pub fn on_path(program: &str) -> bool {
         })
     })
 }
+
+/// Polls `probe` every 20 ms until it returns a value or `timeout` passes.
+pub fn wait_until_value<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
