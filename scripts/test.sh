@@ -22,10 +22,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Integration test binaries whose outcome does not depend on the backend:
-# codec_diff and pool start no server; config only prints settings;
+# codec_diff, pool and client_alloc start no server; config only prints settings;
 # seccomp blocks io_uring and removes RINGPORT_BACKEND, so it is on epoll
 # in both passes.
-ONCE="codec_diff pool config seccomp"
+ONCE="codec_diff pool client_alloc config seccomp"
 
 log=$(mktemp)
 skips=$(mktemp)
