@@ -74,6 +74,7 @@ fn waiting_clients_are_admitted_as_places_free_and_none_is_cut() {
         })
         .collect();
     let (answered_tx, answered) = mpsc::channel();
+    let (left_tx, left) = mpsc::channel();
     let mut leave = std::collections::HashMap::new();
     for i in 0..WAITING {
         let mut s = connect(addr);
@@ -82,11 +83,24 @@ fn waiting_clients_are_admitted_as_places_free_and_none_is_cut() {
         let (leave_tx, leave_rx) = mpsc::channel::<()>();
         leave.insert(i, leave_tx);
         let tx = answered_tx.clone();
+        let left_tx = left_tx.clone();
         std::thread::spawn(move || match read_frame(&mut s, 1 << 20) {
             Ok(echo) if echo == message.as_bytes() => {
                 let _ = tx.send(Ok(i));
-                // Stay connected until told to leave (the sender dropped).
+                // Stay connected until told to leave (the sender dropped),
+                // then check the connection is still served: a cut after
+                // the echo fails here.
                 let _ = leave_rx.recv();
+                let last = format!("leaving {i}");
+                let served = write_frame(&mut s, last.as_bytes())
+                    .and_then(|()| read_frame(&mut s, 1 << 20))
+                    .map_err(|e| format!("waiting client {i} was cut: {e}"))
+                    .and_then(|echo| {
+                        (echo == last.as_bytes())
+                            .then_some(i)
+                            .ok_or(format!("waiting client {i}: wrong echo"))
+                    });
+                let _ = left_tx.send(served);
             }
             other => {
                 let _ = tx.send(Err(format!("waiting client {i}: {other:?}")));
@@ -113,6 +127,15 @@ fn waiting_clients_are_admitted_as_places_free_and_none_is_cut() {
         );
         burst = 1;
     }
+    // Every admitted client, told to leave, was still served.
+    drop(open);
+    drop(left_tx);
+    let mut still_served: Vec<usize> = left
+        .iter()
+        .map(|r| r.unwrap_or_else(|why| panic!("{why}")))
+        .collect();
+    still_served.sort_unstable();
+    assert_eq!(still_served, (0..WAITING).collect::<Vec<_>>());
     let stats = server.stop();
     assert_eq!(stats.rejected, 0);
     assert_eq!(stats.accepted, (LIMIT + WAITING) as u64);
