@@ -63,15 +63,10 @@ fn metrics_addr(server: &mut Served) -> String {
         .to_string()
 }
 
-/// The backend the server under test runs on: the test matrix's
-/// `RINGPORT_BACKEND`, else io_uring where it works.
+/// The name of the backend the server under test runs on (asserted by
+/// `serve`, see `common::expected_backend`).
 fn backend() -> &'static str {
-    match std::env::var("RINGPORT_BACKEND").as_deref() {
-        Ok("epoll") => "epoll",
-        Ok("io-uring") => "io-uring",
-        _ if ringport::probe_io_uring().is_ok() => "io-uring",
-        _ => "epoll",
-    }
+    expected_backend().name()
 }
 
 /// The value of the sample line `series` (name and labels) in `text`.
