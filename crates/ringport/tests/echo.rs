@@ -66,10 +66,12 @@ fn frames_dribbled_one_byte_at_a_time() {
     // payload straddles many small writes.
     let payload = pattern(7, 3000);
     let wire = frame(&payload);
+    // Each piece is read by the server before the next is sent.
+    let before = server.stats().bytes_in;
     s.write_all(&wire[..2]).unwrap();
-    thread::sleep(Duration::from_millis(50));
+    assert!(wait_until(IO_TIMEOUT, || server.stats().bytes_in == before + 2));
     s.write_all(&wire[2..5]).unwrap();
-    thread::sleep(Duration::from_millis(50));
+    assert!(wait_until(IO_TIMEOUT, || server.stats().bytes_in == before + 5));
     for chunk in wire[5..].chunks(333) {
         s.write_all(chunk).unwrap();
         thread::sleep(Duration::from_millis(2));

@@ -280,7 +280,14 @@ fn cancel_before_the_deadline_means_it_never_runs() {
     assert!(timer.cancel());
     assert!(!timer.cancel(), "second cancel has nothing to cancel");
     assert_eq!(pool.stats().timers_armed, 0);
-    thread::sleep(Duration::from_millis(250));
+    // A later timer as a fence: timers fire in deadline order, so once it
+    // ran, the cancelled one would have.
+    let (fence_tx, fence) = bounded(1);
+    pool.after(Duration::from_millis(150), move |_| {
+        let _ = fence_tx.send(());
+    })
+    .unwrap();
+    fence.recv_timeout(LONG).expect("the fence timer runs");
     assert!(!ran.load(Ordering::SeqCst));
 
     // A timer that is due and already queued behind a busy worker, but not
