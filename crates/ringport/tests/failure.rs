@@ -68,13 +68,10 @@ fn a_panicking_handler_stops_the_whole_server_with_a_reason() {
 
 /// The clients of the failed shard get an end of stream too, while the
 /// process lives on (a library user's server): "never a half-alive server
-/// whose dead shard's clients hang". Today they hang: on failure
-/// `shard.rs` forgets the driver (`std::mem::forget`) to keep memory the
-/// kernel may still reference, and with it every socket of the shard
-/// (epoll: the fds; io_uring: the ring and its direct descriptors). Ignored
-/// until that is fixed (reported to the lead).
+/// whose dead shard's clients hang". The failed shard's driver and engine
+/// are leaked (memory the kernel may still reference), but its sockets are
+/// closed first (`Driver::abandon`).
 #[test]
-#[ignore = "bug: a failed shard's sockets are leaked open, its clients hang"]
 fn a_failed_shards_clients_see_the_end_of_the_stream() {
     let server = Server::start(config(), LengthDelimited::new(), |_| Fragile).unwrap();
     assert_backend(&server);

@@ -893,6 +893,55 @@ fn socket_without_a_free_slot_fails<D: TestDriver>() {
     );
 }
 
+/// A failed shard abandons its driver with connections open and ops in
+/// flight (a receive, a send stuck on a full socket, accepts): every peer
+/// sees the end of the stream and the listener is closed. The driver is
+/// then leaked, as the shard does.
+fn abandon_closes_every_socket<D: TestDriver>() {
+    let mut h = Harness::<D>::new(true, 4, 1024);
+    let addr = h.addr();
+    let (reading, mut reading_client) = h.accept();
+    h.submit(Op::Recv {
+        slot: reading,
+        generation: 1,
+    });
+    let (sending, mut sending_client) = h.accept();
+    h.queue(sending, &vec![0x5a; 32 << 20]);
+    // Sends complete until the socket buffers are full; then one stays
+    // pending.
+    loop {
+        h.submit(Op::Send {
+            slot: sending,
+            generation: 3,
+        });
+        match h.poll_for(Duration::from_millis(200)) {
+            Some((Completion::Sent { result, .. }, _)) if result > 0 => {
+                h.queues.0[sending as usize].consume(&mut h.pool, result as usize);
+            }
+            Some((c, _)) => panic!("expected a send, got {c:?}"),
+            None => break,
+        }
+    }
+    h.submit(Op::Accept);
+    h.quiet(Duration::from_millis(20));
+    h.driver.abandon();
+    for client in [&mut reading_client, &mut sending_client] {
+        client.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("expected the end of the stream, got {e}"),
+            }
+        }
+    }
+    let refused = StdStream::connect(addr).unwrap_err();
+    assert_eq!(refused.kind(), io::ErrorKind::ConnectionRefused);
+    std::mem::forget(h);
+}
+
 /// One `#[test]` per driver for each contract test: `epoll::NAME` and
 /// `io_uring::NAME`.
 macro_rules! for_each_driver {
@@ -944,4 +993,5 @@ for_each_driver!(
     echoes_many_connections,
     wait_sleeps_until_the_timeout_or_work,
     socket_without_a_free_slot_fails,
+    abandon_closes_every_socket,
 );
