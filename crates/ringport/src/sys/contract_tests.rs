@@ -11,306 +11,15 @@
 //! reported as skipped (see [`skipped`]).
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener as StdListener, TcpStream as StdStream};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::net::{Shutdown, TcpStream as StdStream};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use super::epoll::EpollDriver;
-use super::eventfd::{eventfd, eventfd_add};
-use super::uring::driver::UringDriver;
-use super::*;
-use crate::send_queue::{ChunkPool, SendQueue};
+use crate::sys::eventfd::eventfd_add;
+use crate::sys::{Completion, Op};
 
-const LIMIT: Duration = Duration::from_secs(5);
-
-/// A driver the contract tests can open.
-pub(crate) trait TestDriver: Driver + Sized {
-    /// `"epoll"` or `"io-uring"` (the `RINGPORT_SKIP` key).
-    const NAME: &'static str;
-    /// A driver for `capacity` slots reading into buffers of
-    /// `read_buffer_size` bytes, accepting from `listener` if given and
-    /// reporting wake-ups of `wake`.
-    fn open(
-        listener: Option<StdListener>,
-        wake: BorrowedFd<'_>,
-        capacity: usize,
-        read_buffer_size: usize,
-    ) -> io::Result<Self>;
-    /// What [`Driver::describe`] must say.
-    fn describes(describe: &str) -> bool;
-}
-
-impl TestDriver for EpollDriver {
-    const NAME: &'static str = "epoll";
-    fn open(
-        listener: Option<StdListener>,
-        wake: BorrowedFd<'_>,
-        capacity: usize,
-        read_buffer_size: usize,
-    ) -> io::Result<Self> {
-        EpollDriver::new(listener, wake, capacity, read_buffer_size)
-    }
-    fn describes(describe: &str) -> bool {
-        describe == "epoll"
-    }
-}
-
-impl TestDriver for UringDriver {
-    const NAME: &'static str = "io-uring";
-    fn open(
-        listener: Option<StdListener>,
-        wake: BorrowedFd<'_>,
-        capacity: usize,
-        read_buffer_size: usize,
-    ) -> io::Result<Self> {
-        let config = crate::ServerConfig {
-            recv_buffers: 64,
-            recv_buffer_size: read_buffer_size,
-            accepts_in_flight: 16,
-            ..crate::ServerConfig::default()
-        };
-        UringDriver::new(
-            &config,
-            capacity,
-            capacity,
-            listener.map(socket2::Socket::from),
-            wake.as_raw_fd(),
-        )
-    }
-    fn describes(describe: &str) -> bool {
-        describe.starts_with("io_uring (")
-    }
-}
-
-/// Whether `RINGPORT_SKIP` (a comma-separated list) names `what`. If so,
-/// the skip is announced on stderr (not captured by the test harness) and
-/// recorded in the file `RINGPORT_SKIP_LOG` names, which `scripts/test.sh`
-/// counts as skipped, not passed.
-pub(crate) fn skipped(what: &str, test: &str) -> bool {
-    let listed =
-        std::env::var("RINGPORT_SKIP").is_ok_and(|list| list.split(',').any(|w| w.trim() == what));
-    if listed {
-        let line = format!("ringport-skip: {test} (RINGPORT_SKIP={what})\n");
-        let _ = io::stderr().write_all(line.as_bytes());
-        if let Some(path) = std::env::var_os("RINGPORT_SKIP_LOG") {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path);
-            if let Ok(mut file) = file {
-                let _ = file.write_all(line.as_bytes());
-            }
-        }
-    }
-    listed
-}
-
-pub(crate) struct Queues(pub Vec<SendQueue>);
-
-impl SendQueues for Queues {
-    fn send_queue(&self, slot: u32) -> &SendQueue {
-        &self.0[slot as usize]
-    }
-}
-
-/// A driver with the engine's side around it: send queues, a chunk pool,
-/// the eventfd, and a pump that hands back completions with the received
-/// bytes copied out (the buffer is released at once, as the engine does).
-pub(crate) struct Harness<D: TestDriver> {
-    pub driver: D,
-    pub queues: Queues,
-    pub pool: ChunkPool,
-    pub wake: OwnedFd,
-    addr: Option<SocketAddr>,
-}
-
-impl<D: TestDriver> Drop for Harness<D> {
-    fn drop(&mut self) {
-        self.driver.teardown();
-    }
-}
-
-impl<D: TestDriver> Harness<D> {
-    pub fn new(listen: bool, capacity: usize, read_buffer_size: usize) -> Self {
-        let listener = listen.then(|| StdListener::bind("127.0.0.1:0").unwrap());
-        let addr = listener.as_ref().map(|l| l.local_addr().unwrap());
-        let wake = eventfd().unwrap();
-        let driver =
-            D::open(listener, wake.as_fd(), capacity, read_buffer_size).unwrap_or_else(|e| {
-                panic!(
-                    "opening the {} driver failed: {e} (set RINGPORT_SKIP={} to skip these tests)",
-                    D::NAME,
-                    D::NAME
-                )
-            });
-        Harness {
-            driver,
-            queues: Queues((0..capacity).map(|_| SendQueue::default()).collect()),
-            pool: ChunkPool::new(64),
-            wake,
-            addr,
-        }
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr.unwrap()
-    }
-
-    pub fn submit(&mut self, op: Op) {
-        self.driver.submit(op, &self.queues).unwrap();
-    }
-
-    /// The next completion within `within`, with its bytes if a receive.
-    pub fn poll_for(&mut self, within: Duration) -> Option<(Completion, Vec<u8>)> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(c) = self.driver.next_completion() {
-                let mut data = Vec::new();
-                if let Completion::Recv {
-                    result,
-                    buf: Some(buf),
-                    ..
-                } = c
-                {
-                    data = self.driver.buffer(buf, result as usize).to_vec();
-                    self.driver.release(buf);
-                }
-                return Some((c, data));
-            }
-            self.driver.end_batch();
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            let step = (deadline - now).min(Duration::from_millis(50));
-            self.driver.wait(step).unwrap();
-        }
-    }
-
-    pub fn next(&mut self) -> (Completion, Vec<u8>) {
-        self.poll_for(LIMIT)
-            .expect("no completion within the time limit")
-    }
-
-    /// Asserts that no completion comes within `within`.
-    pub fn quiet(&mut self, within: Duration) {
-        if let Some((c, _)) = self.poll_for(within) {
-            panic!("unexpected completion {c:?}");
-        }
-    }
-
-    /// Accepts one client; returns its slot and the client end.
-    pub fn accept(&mut self) -> (u32, StdStream) {
-        self.submit(Op::Accept);
-        let client = StdStream::connect(self.addr()).unwrap();
-        match self.next().0 {
-            Completion::Accepted(Ok((slot, peer))) => {
-                assert_eq!(peer, client.local_addr().unwrap());
-                (slot, client)
-            }
-            c => panic!("expected an accept, got {c:?}"),
-        }
-    }
-
-    /// Receives until `want` bytes came; returns them.
-    pub fn receive(&mut self, slot: u32, want: usize) -> Vec<u8> {
-        let mut got = Vec::new();
-        while got.len() < want {
-            match self.next() {
-                (
-                    Completion::Recv {
-                        slot: s,
-                        generation: 1,
-                        result,
-                        more: true,
-                        ..
-                    },
-                    data,
-                ) if s == slot && result > 0 => got.extend_from_slice(&data),
-                (c, _) => panic!("expected data, got {c:?}"),
-            }
-        }
-        got
-    }
-
-    pub fn queue(&mut self, slot: u32, data: &[u8]) {
-        self.queues.0[slot as usize].push_copy(&mut self.pool, &[data]);
-    }
-
-    /// Sends everything queued for `slot`, send after send; returns the
-    /// result of each.
-    pub fn send_all(&mut self, slot: u32) -> Vec<usize> {
-        let mut results = Vec::new();
-        while !self.queues.0[slot as usize].is_empty() {
-            self.submit(Op::Send {
-                slot,
-                generation: 3,
-            });
-            match self.next().0 {
-                Completion::Sent {
-                    slot: s,
-                    generation: 3,
-                    result,
-                } if s == slot && result > 0 => {
-                    let n = result as usize;
-                    self.queues.0[slot as usize].consume(&mut self.pool, n);
-                    results.push(n);
-                }
-                c => panic!("expected a send, got {c:?}"),
-            }
-        }
-        results
-    }
-
-    /// Makes an outbound connection to `remote` (bound to `local` first if
-    /// given); returns its slot and the connect's result.
-    pub fn connect(&mut self, remote: SocketAddr, local: Option<SocketAddr>) -> (u32, i32) {
-        self.submit(Op::Socket { token: 7, remote });
-        let slot = match self.next().0 {
-            Completion::SocketCreated { token: 7, result } if result >= 0 => result as u32,
-            c => panic!("expected a socket, got {c:?}"),
-        };
-        self.submit(Op::Connect {
-            slot,
-            generation: 9,
-            remote,
-            local,
-        });
-        match self.next().0 {
-            Completion::Connected {
-                slot: s,
-                generation: 9,
-                result,
-            } if s == slot => (slot, result),
-            c => panic!("expected a connect, got {c:?}"),
-        }
-    }
-}
-
-pub(crate) fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
-
-/// Waits until `client`'s bytes are readable on the server side of the
-/// connection, i.e. until they are in the socket's receive queue (the
-/// client sees its own send as flushed from its send queue: loopback moves
-/// it straight to the peer's receive queue). Used where a test needs the
-/// data (or the FIN) to be there before a receive is armed.
-pub(crate) fn flushed(client: &StdStream) {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let mut queued: libc::c_int = 0;
-        // SAFETY: SIOCOUTQ writes one c_int to the pointer, which points
-        // at a live local; the fd is the client's open socket.
-        let rc = unsafe { libc::ioctl(client.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
-        assert_eq!(rc, 0, "SIOCOUTQ: {}", io::Error::last_os_error());
-        if queued == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{queued} bytes not flushed");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
+mod harness;
+pub(crate) use harness::*;
 
 fn accepts_with_peer_address<D: TestDriver>() {
     let mut h = Harness::<D>::new(true, 4, 1024);
@@ -568,82 +277,6 @@ fn close_frees_the_slot_for_the_next_accept<D: TestDriver>() {
     assert_eq!(again, 0);
 }
 
-fn connects_and_carries_data<D: TestDriver>() {
-    let server = StdListener::bind("127.0.0.1:0").unwrap();
-    let mut h = Harness::<D>::new(false, 2, 1024);
-    let (slot, result) = h.connect(server.local_addr().unwrap(), None);
-    assert_eq!(result, 0);
-    let (mut peer, _) = server.accept().unwrap();
-    h.queue(slot, b"ping");
-    assert_eq!(h.send_all(slot), vec![4]);
-    let mut got = [0u8; 4];
-    peer.read_exact(&mut got).unwrap();
-    assert_eq!(&got, b"ping");
-    h.submit(Op::Recv {
-        slot,
-        generation: 1,
-    });
-    peer.write_all(b"pong").unwrap();
-    assert_eq!(h.receive(slot, 4), b"pong");
-}
-
-fn connect_refused<D: TestDriver>() {
-    let addr = StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let mut h = Harness::<D>::new(false, 2, 1024);
-    let (slot, result) = h.connect(addr, None);
-    assert_eq!(result, -libc::ECONNREFUSED);
-    h.submit(Op::Close {
-        slot,
-        generation: 9,
-    });
-    assert!(matches!(h.next().0, Completion::Closed { result: 0, .. }));
-}
-
-fn connect_from_an_unbindable_address_fails_at_bind<D: TestDriver>() {
-    let server = StdListener::bind("127.0.0.1:0").unwrap();
-    let mut h = Harness::<D>::new(false, 2, 1024);
-    let local = "10.255.255.1:0".parse().unwrap();
-    let (slot, result) = h.connect(server.local_addr().unwrap(), Some(local));
-    assert_eq!(result, -libc::EADDRNOTAVAIL);
-    h.submit(Op::Close {
-        slot,
-        generation: 9,
-    });
-    assert!(matches!(h.next().0, Completion::Closed { result: 0, .. }));
-}
-
-fn connect_from_a_local_address<D: TestDriver>() {
-    let server = StdListener::bind("127.0.0.1:0").unwrap();
-    let mut h = Harness::<D>::new(false, 2, 1024);
-    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let (_, result) = h.connect(server.local_addr().unwrap(), Some(local));
-    assert_eq!(result, 0);
-    let (_, peer) = server.accept().unwrap();
-    assert!(peer.ip().is_loopback());
-}
-
-/// Needs an IPv6 loopback: without one it fails, unless `RINGPORT_SKIP`
-/// names `ipv6`.
-fn connects_over_ipv6<D: TestDriver>() {
-    if skipped(
-        "ipv6",
-        &format!("sys::contract_tests::{}::connects_over_ipv6", D::NAME),
-    ) {
-        return;
-    }
-    let server = StdListener::bind("[::1]:0")
-        .expect("no IPv6 loopback (::1): set RINGPORT_SKIP=ipv6 to skip this test");
-    let mut h = Harness::<D>::new(false, 2, 1024);
-    let local = "[::1]:0".parse().unwrap();
-    let (_, result) = h.connect(server.local_addr().unwrap(), Some(local));
-    assert_eq!(result, 0);
-    let (_, peer) = server.accept().unwrap();
-    assert!(peer.is_ipv6());
-}
-
 fn withdrawn_accepts_are_cancelled<D: TestDriver>() {
     let mut h = Harness::<D>::new(true, 4, 1024);
     for _ in 0..3 {
@@ -878,21 +511,6 @@ fn wait_sleeps_until_the_timeout_or_work<D: TestDriver>() {
     drop(writer.join().unwrap());
 }
 
-fn socket_without_a_free_slot_fails<D: TestDriver>() {
-    let server = StdListener::bind("127.0.0.1:0").unwrap();
-    let remote = server.local_addr().unwrap();
-    let mut h = Harness::<D>::new(false, 1, 64);
-    h.connect(remote, None);
-    h.submit(Op::Socket { token: 8, remote });
-    assert_eq!(
-        h.next().0,
-        Completion::SocketCreated {
-            token: 8,
-            result: -libc::ENFILE
-        }
-    );
-}
-
 /// A failed shard abandons its driver with connections open and ops in
 /// flight (a receive, a send stuck on a full socket, accepts): every peer
 /// sees the end of the stream and the listener is closed. The driver is
@@ -950,7 +568,7 @@ macro_rules! for_each_driver {
             $(
                 #[test]
                 fn $test() {
-                    super::$test::<super::EpollDriver>();
+                    super::$test::<crate::sys::epoll::EpollDriver>();
                 }
             )*
         }
@@ -958,11 +576,11 @@ macro_rules! for_each_driver {
             $(
                 #[test]
                 fn $test() {
-                    let name = concat!("sys::contract_tests::io_uring::", stringify!($test));
-                    if super::skipped("io-uring", name) {
+                    let name = concat!(module_path!(), "::", stringify!($test));
+                    if crate::sys::contract_tests::skipped("io-uring", name) {
                         return;
                     }
-                    super::$test::<super::UringDriver>();
+                    super::$test::<crate::sys::uring::driver::UringDriver>();
                 }
             )*
         }
@@ -980,11 +598,6 @@ for_each_driver!(
     cancel_send_of_a_pending_send,
     send_to_a_reset_peer_fails_without_sigpipe,
     close_frees_the_slot_for_the_next_accept,
-    connects_and_carries_data,
-    connect_refused,
-    connect_from_an_unbindable_address_fails_at_bind,
-    connect_from_a_local_address,
-    connects_over_ipv6,
     withdrawn_accepts_are_cancelled,
     stop_listening_refuses_new_clients,
     wake_ups_are_reported_once,
@@ -992,6 +605,11 @@ for_each_driver!(
     cancels_aimed_at_another_generation_do_nothing,
     echoes_many_connections,
     wait_sleeps_until_the_timeout_or_work,
-    socket_without_a_free_slot_fails,
     abandon_closes_every_socket,
 );
+
+/// The direct receive, on both drivers (uses `for_each_driver!`).
+mod recv_into;
+
+/// Outbound connections, on both drivers.
+mod connect;

@@ -699,6 +699,4 @@ impl Driver for EpollDriver {
 }
 
 #[cfg(test)]
-mod recv_into_tests;
-#[cfg(test)]
 mod tests;
