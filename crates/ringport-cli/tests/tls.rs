@@ -221,7 +221,6 @@ fn serve_tls_alpn_negotiates_a_protocol_of_its_list() {
     let mut echo = [0u8; 9];
     std::io::Read::read_exact(&mut stream, &mut echo).unwrap();
     assert_eq!(&echo, b"\0\0\0\x05hello");
-    drop(stream);
     server.stop_with(libc::SIGTERM);
     let _ = std::fs::remove_dir_all(&dir);
 }
