@@ -372,7 +372,15 @@ fn source_ports_are_chosen_by_the_bench_and_taken_ones_skipped() {
             "20",
         ],
     );
-    assert_eq!(code, 0, "{out}");
+    // Whether the rate was met on a loaded machine only decides the exit
+    // code (checked against the share); every reply is intact.
+    assert_eq!(json["errors"], serde_json::json!({}), "{json}\n{out}");
+    let share = json["delivered_share"].as_f64().unwrap();
+    assert_eq!(
+        code == 0,
+        share >= 0.95,
+        "exit code {code}, share {share}\n{out}"
+    );
     assert_eq!(json["connections_established"], 12, "{json}");
     assert!(
         out.contains("source ports found taken and skipped"),
