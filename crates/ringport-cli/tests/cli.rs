@@ -364,7 +364,7 @@ fn connections_per_ring_spreads_a_shard_over_more_rings() {
         "--connections-per-ring",
         "100",
     ]);
-    let epoll = std::env::var("RINGPORT_BACKEND").is_ok_and(|b| b == "epoll");
+    let epoll = expected_backend() == ringport::Backend::Epoll;
     if !epoll {
         let log = served.proc.stderr();
         assert!(

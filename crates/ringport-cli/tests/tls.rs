@@ -184,3 +184,43 @@ fn bench_tls_measures_a_tls_server() {
     server.stop_with(libc::SIGTERM);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--tls-alpn`: the server's list is offered; a client offering `other`
+/// and `myproto/0` gets `myproto/0` (the first of the server's list that
+/// the client offers) and its echo.
+#[test]
+fn serve_tls_alpn_negotiates_a_protocol_of_its_list() {
+    use ringport::tls::rustls;
+    use std::io::Write as _;
+    let dir = temp_dir("alpn");
+    issue(&dir, "alpn");
+    let cert = dir.join("server.pem");
+    let key = dir.join("server.key");
+    let server = serve(&[
+        "--shards",
+        "1",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--tls-alpn",
+        "myproto/1,myproto/0",
+    ]);
+    let mut config = pem::client_config(Some(&dir.join("alpn-ca.pem")), false, None).unwrap();
+    config.alpn_protocols = vec![b"other".to_vec(), b"myproto/0".to_vec()];
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let mut sock = server.connect();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).expect("handshake");
+    }
+    assert_eq!(conn.alpn_protocol(), Some(&b"myproto/0"[..]));
+    let mut stream = rustls::Stream::new(&mut conn, &mut sock);
+    stream.write_all(b"\0\0\0\x05hello").unwrap();
+    stream.flush().unwrap();
+    let mut echo = [0u8; 9];
+    std::io::Read::read_exact(&mut stream, &mut echo).unwrap();
+    assert_eq!(&echo, b"\0\0\0\x05hello");
+    server.stop_with(libc::SIGTERM);
+    let _ = std::fs::remove_dir_all(&dir);
+}

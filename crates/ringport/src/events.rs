@@ -106,6 +106,12 @@ impl EventServer {
         self.server.as_ref().expect("server present until stop")
     }
 
+    /// How many events wait in the queue, not yet pulled (at most
+    /// [`ServerConfig::event_queue`]; at that bound the shards wait).
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
     /// Stops the server (see [`Server::stop`]) and returns its final
     /// counters. Events not yet pulled are dropped.
     pub fn stop(mut self) -> Stats {

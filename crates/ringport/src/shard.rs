@@ -168,7 +168,9 @@ fn run_on<C, H, F, D>(
             });
             // Operations may still be in flight on buffers the shard owns:
             // leak the driver and the engine (buffers, queues) rather than
-            // free memory the kernel could still read or write.
+            // free memory the kernel could still read or write. The
+            // sockets are closed first, so no peer is left hanging.
+            driver.abandon();
             std::mem::forget(driver);
             std::mem::forget(engine);
         }

@@ -119,6 +119,7 @@ fn echo_path_does_not_allocate_per_message() {
     cfg.shards = 2;
     let server =
         Server::start(cfg, LengthDelimited::new(), |_| Counted::new()).expect("start server");
+    assert_backend(&server);
     let addr = server.local_addr();
     let mut conns: Vec<_> = (0..CONNS).map(|_| connect(addr)).collect();
     assert!(wait_until(Duration::from_secs(10), || server

@@ -64,6 +64,7 @@ fn async_client_round_trips_with_a_ringport_server() {
 fn async_client_speaks_other_codecs() {
     let server = Server::start(config(), Lines::new(), |_| ringport::handlers::Echo)
         .expect("start lines echo");
+    assert_backend(&server);
     let addr = server.local_addr();
     runtime().block_on(async {
         let mut c = within(AsyncClient::connect_with(addr, Lines::new()))
@@ -172,15 +173,21 @@ struct Lookup {
     release: tokio::sync::watch::Receiver<bool>,
     late: mpsc::Sender<(ConnId, Result<(), SendError>)>,
     closed: mpsc::Sender<ConnId>,
+    connected: mpsc::Sender<ConnId>,
+    /// Told when a `hold` arrived.
+    holding: mpsc::Sender<ConnId>,
 }
 
 impl Handler for Lookup {
     type ConnState = ();
 
-    fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: SocketAddr) {}
+    fn on_connect(&mut self, _: &mut Context<'_>, conn: ConnId, _: SocketAddr) {
+        let _ = self.connected.send(conn);
+    }
 
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &mut (), message: &[u8]) {
         if message == b"hold" {
+            let _ = self.holding.send(conn);
             let mut release = self.release.clone();
             let late = self.late.clone();
             ctx.spawn(
@@ -219,17 +226,24 @@ fn spawned_futures_reply_on_the_connection_and_late_results_are_refused() {
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
     let (late_tx, late_rx) = mpsc::channel();
     let (closed_tx, closed_rx) = mpsc::channel();
+    let (connected_tx, connected_rx) = mpsc::channel();
+    let (holding_tx, holding_rx) = mpsc::channel();
     let handle = rt.handle().clone();
-    // One shard: the next connection reuses the closed one's slot.
+    // One shard of one slot: the next connection reuses the closed one's
+    // slot (asserted below).
     let mut cfg = config();
     cfg.shards = 1;
+    cfg.connections_per_shard = Some(1);
     let server = Server::start(cfg, LengthDelimited::new(), move |_| Lookup {
         rt: handle.clone(),
         release: release_rx.clone(),
         late: late_tx.clone(),
         closed: closed_tx.clone(),
+        connected: connected_tx.clone(),
+        holding: holding_tx.clone(),
     })
     .expect("start server");
+    assert_backend(&server);
 
     let mut c = connect(server.local_addr());
     for word in [&b"alpha"[..], b"beta", b""] {
@@ -240,17 +254,29 @@ fn spawned_futures_reply_on_the_connection_and_late_results_are_refused() {
     replies.sort();
     assert_eq!(replies, [&b""[..], b"ALPHA", b"BETA"]);
 
-    // A result that arrives after its connection closed.
+    // A result that arrives after its connection closed. The handler has
+    // the "hold" (reported) before the client resets.
+    let first = connected_rx.recv_timeout(IO_TIMEOUT).expect("on_connect");
     write_frame(&mut c, b"hold").unwrap();
+    assert_eq!(holding_rx.recv_timeout(IO_TIMEOUT), Ok(first));
     reset(c);
     let gone = closed_rx.recv_timeout(IO_TIMEOUT).expect("on_close");
+    assert_eq!(gone, first);
     let mut next = connect(server.local_addr());
+    let reused = connected_rx.recv_timeout(IO_TIMEOUT).expect("on_connect");
+    assert_eq!(
+        (reused.shard(), reused.slot()),
+        (gone.shard(), gone.slot()),
+        "the one-slot table reuses the slot"
+    );
+    assert_ne!(reused.generation(), gone.generation());
     assert_eq!(round_trip(&mut next, b"x"), b"X");
     release_tx.send(true).unwrap();
     let (conn, result) = late_rx.recv_timeout(IO_TIMEOUT).expect("late result");
     assert_eq!(conn, gone);
     assert_eq!(result, Err(SendError::Closed));
-    // Nothing reached the connection now in the same slot.
-    expect_silence(&mut next, Duration::from_millis(200));
+    // Nothing reached the connection now in the same slot: the next reply
+    // it gets is the first frame it reads after the refused send.
+    assert_eq!(round_trip(&mut next, b"y"), b"Y");
     server.stop();
 }

@@ -27,7 +27,9 @@ fn runtime() -> tokio::runtime::Runtime {
 fn start(tweak: impl FnOnce(&mut ringport::ServerConfig)) -> EventServer {
     let mut cfg = config();
     tweak(&mut cfg);
-    Server::start_events(cfg, LengthDelimited::new()).expect("start event server")
+    let server = Server::start_events(cfg, LengthDelimited::new()).expect("start event server");
+    assert_backend(&server);
+    server
 }
 
 /// The payload of message `seq` from client `client`: both numbers, then
@@ -273,10 +275,17 @@ fn dropped_send_futures_leave_only_whole_frames() {
 #[test]
 fn broadcast_async_reaches_every_connection_on_every_shard() {
     let events = start(|c| c.shards = 3);
+    // Clients until each of the 3 shards holds at least two (the kernel
+    // spreads connections over the shards' listeners; bounded).
     let mut clients = Vec::new();
-    for _ in 0..6 {
+    let mut per_shard = [0usize; 3];
+    while per_shard.iter().any(|&n| n < 2) {
+        assert!(
+            clients.len() < 300,
+            "clients never reached every shard: {per_shard:?}"
+        );
         let c = connect(events.local_addr());
-        expect_connected(&events, &c);
+        per_shard[expect_connected(&events, &c).shard()] += 1;
         clients.push(c);
     }
     let rt = runtime();

@@ -32,6 +32,7 @@ fn every_message_reaches_every_client_across_two_shards() {
     let mut cfg = config();
     cfg.shards = 2;
     let server = Server::start(cfg, LengthDelimited::new(), |_| Chat).expect("start chat");
+    assert_backend(&server);
     let addr = server.local_addr();
     let clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(addr)).collect();
     // Broadcasts reach the connections open when they are made: wait for

@@ -12,7 +12,9 @@ fn start_one_slot() -> EventServer {
     let mut cfg = config();
     cfg.shards = 1;
     cfg.connections_per_shard = Some(1);
-    Server::start_events(cfg, LengthDelimited::new()).expect("start event server")
+    let server = Server::start_events(cfg, LengthDelimited::new()).expect("start event server");
+    assert_backend(&server);
+    server
 }
 
 #[test]

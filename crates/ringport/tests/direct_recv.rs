@@ -82,7 +82,8 @@ fn stream_ending_inside_a_large_frame_is_a_truncated_frame() {
     let mut s = connect(server.local_addr());
     s.write_all(&header(4 << 20)).unwrap();
     s.write_all(&pattern(1, 300_000)).unwrap();
-    thread::sleep(Duration::from_millis(50));
+    // The server has read the first part before the second is sent.
+    assert!(wait_until(IO_TIMEOUT, || server.stats().bytes_in == 4 + 300_000));
     s.write_all(&pattern(2, 200_000)).unwrap();
     s.shutdown(std::net::Shutdown::Write).unwrap();
     expect_eof(&mut s, IO_TIMEOUT);
@@ -246,7 +247,7 @@ fn large_frame_buffers_come_back_to_the_frame_pool_and_leave_it_unused() {
         .stats()
         .messages_out
         == 2));
-    thread::sleep(Duration::from_millis(100));
+    // (A snapshot taken after the one that showed both replies.)
     assert_eq!(server.stats().frame_pool_bytes, 0);
     server.stop();
 }

@@ -66,10 +66,12 @@ fn frames_dribbled_one_byte_at_a_time() {
     // payload straddles many small writes.
     let payload = pattern(7, 3000);
     let wire = frame(&payload);
+    // Each piece is read by the server before the next is sent.
+    let before = server.stats().bytes_in;
     s.write_all(&wire[..2]).unwrap();
-    thread::sleep(Duration::from_millis(50));
+    assert!(wait_until(IO_TIMEOUT, || server.stats().bytes_in == before + 2));
     s.write_all(&wire[2..5]).unwrap();
-    thread::sleep(Duration::from_millis(50));
+    assert!(wait_until(IO_TIMEOUT, || server.stats().bytes_in == before + 5));
     for chunk in wire[5..].chunks(333) {
         s.write_all(chunk).unwrap();
         thread::sleep(Duration::from_millis(2));
@@ -250,12 +252,7 @@ fn tiny_buffer_ring_under_load_loses_nothing() {
 #[test]
 fn runs_on_the_backend_the_test_matrix_asks_for() {
     let server = start_echo(|_| {});
-    let want = match std::env::var("RINGPORT_BACKEND").as_deref() {
-        Ok("epoll") => Backend::Epoll,
-        Ok("io-uring") => Backend::IoUring,
-        _ if ringport::probe_io_uring().is_ok() => Backend::IoUring,
-        _ => Backend::Epoll,
-    };
+    let want = expected_backend();
     assert_eq!(server.backend(), want, "driver: {}", server.driver());
     assert_eq!(server.io_uring_mode().is_empty(), want == Backend::Epoll);
     let mut s = connect(server.local_addr());

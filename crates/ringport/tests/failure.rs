@@ -32,6 +32,7 @@ impl Handler for Fragile {
 #[test]
 fn a_panicking_handler_stops_the_whole_server_with_a_reason() {
     let server = Server::start(config(), LengthDelimited::new(), |_| Fragile).unwrap();
+    assert_backend(&server);
     let mut by_shard: [Vec<TcpStream>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..200 {
         if by_shard.iter().all(|v| v.len() >= 3) {
@@ -63,4 +64,32 @@ fn a_panicking_handler_stops_the_whole_server_with_a_reason() {
     }
     let stats = server.stop();
     assert!(stats.closed >= 3, "{stats:?}");
+}
+
+/// The clients of the failed shard get an end of stream too, while the
+/// process lives on (a library user's server): "never a half-alive server
+/// whose dead shard's clients hang". The failed shard's driver and engine
+/// are leaked (memory the kernel may still reference), but its sockets are
+/// closed first (`Driver::abandon`).
+#[test]
+fn a_failed_shards_clients_see_the_end_of_the_stream() {
+    let server = Server::start(config(), LengthDelimited::new(), |_| Fragile).unwrap();
+    assert_backend(&server);
+    let mut on_zero = Vec::new();
+    for _ in 0..200 {
+        if on_zero.len() >= 3 {
+            break;
+        }
+        let mut s = connect(server.local_addr());
+        if round_trip(&mut s, b"where")[0] == 0 {
+            on_zero.push(s);
+        }
+    }
+    assert!(on_zero.len() >= 3, "clients landed on shard 0");
+    write_frame(&mut on_zero[0], b"panic").unwrap();
+    assert!(wait_until(Duration::from_secs(10), || !server.is_running()));
+    server.stop();
+    for s in &mut on_zero {
+        expect_eof(s, Duration::from_secs(10));
+    }
 }

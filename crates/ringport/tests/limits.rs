@@ -74,6 +74,7 @@ fn waiting_clients_are_admitted_as_places_free_and_none_is_cut() {
         })
         .collect();
     let (answered_tx, answered) = mpsc::channel();
+    let (left_tx, left) = mpsc::channel();
     let mut leave = std::collections::HashMap::new();
     for i in 0..WAITING {
         let mut s = connect(addr);
@@ -82,11 +83,24 @@ fn waiting_clients_are_admitted_as_places_free_and_none_is_cut() {
         let (leave_tx, leave_rx) = mpsc::channel::<()>();
         leave.insert(i, leave_tx);
         let tx = answered_tx.clone();
+        let left_tx = left_tx.clone();
         std::thread::spawn(move || match read_frame(&mut s, 1 << 20) {
             Ok(echo) if echo == message.as_bytes() => {
                 let _ = tx.send(Ok(i));
-                // Stay connected until told to leave (the sender dropped).
+                // Stay connected until told to leave (the sender dropped),
+                // then check the connection is still served: a cut after
+                // the echo fails here.
                 let _ = leave_rx.recv();
+                let last = format!("leaving {i}");
+                let served = write_frame(&mut s, last.as_bytes())
+                    .and_then(|()| read_frame(&mut s, 1 << 20))
+                    .map_err(|e| format!("waiting client {i} was cut: {e}"))
+                    .and_then(|echo| {
+                        (echo == last.as_bytes())
+                            .then_some(i)
+                            .ok_or(format!("waiting client {i}: wrong echo"))
+                    });
+                let _ = left_tx.send(served);
             }
             other => {
                 let _ = tx.send(Err(format!("waiting client {i}: {other:?}")));
@@ -113,6 +127,15 @@ fn waiting_clients_are_admitted_as_places_free_and_none_is_cut() {
         );
         burst = 1;
     }
+    // Every admitted client, told to leave, was still served.
+    drop(open);
+    drop(left_tx);
+    let mut still_served: Vec<usize> = left
+        .iter()
+        .map(|r| r.unwrap_or_else(|why| panic!("{why}")))
+        .collect();
+    still_served.sort_unstable();
+    assert_eq!(still_served, (0..WAITING).collect::<Vec<_>>());
     let stats = server.stop();
     assert_eq!(stats.rejected, 0);
     assert_eq!(stats.accepted, (LIMIT + WAITING) as u64);
@@ -171,6 +194,7 @@ fn outbound_connects_past_the_limit_fail_with_a_reason() {
     c2.listen = false;
     c2.shards = 1;
     let client2 = Server::start(c2, LengthDelimited::new(), move |_| Outcome(tx2.clone())).unwrap();
+    assert_backend(&client2);
     client2.connect(closed_port, None).unwrap();
     let refused = rx2
         .recv_timeout(Duration::from_secs(10))
@@ -182,9 +206,12 @@ fn outbound_connects_past_the_limit_fail_with_a_reason() {
     server.stop();
 }
 
-/// Sleeps in `on_message`, holding its shard, so the shard's command queue
-/// cannot drain while the test fills it.
-struct Stall(mpsc::Sender<(ConnId, bool)>);
+/// Blocks in `on_message` until the test releases it, holding its shard,
+/// so the shard's command queue cannot drain while the test fills it.
+struct Stall(
+    mpsc::Sender<(ConnId, bool)>,
+    crossbeam_channel::Receiver<()>,
+);
 
 impl Handler for Stall {
     type ConnState = ();
@@ -193,17 +220,23 @@ impl Handler for Stall {
     }
     fn on_message(&mut self, _: &mut Context<'_>, conn: ConnId, _: &mut (), _: &[u8]) {
         let _ = self.0.send((conn, true));
-        std::thread::sleep(Duration::from_millis(500));
+        self.1
+            .recv_timeout(IO_TIMEOUT)
+            .expect("the test releases the shard");
     }
 }
 
 #[test]
 fn a_full_command_queue_refuses_with_busy_and_recovers() {
     let (tx, rx) = mpsc::channel();
+    let (release, released) = crossbeam_channel::unbounded();
     let mut cfg = config();
     cfg.shards = 1;
     cfg.command_queue = 2;
-    let server = Server::start(cfg, LengthDelimited::new(), move |_| Stall(tx.clone())).unwrap();
+    let server = Server::start(cfg, LengthDelimited::new(), move |_| {
+        Stall(tx.clone(), released.clone())
+    })
+    .unwrap();
     let mut client = connect(server.local_addr());
     let (conn, _) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
     write_frame(&mut client, b"hold the shard").unwrap();
@@ -218,6 +251,12 @@ fn a_full_command_queue_refuses_with_busy_and_recovers() {
         server.send(conn, &b"three"[..]),
         Err(ringport::SendError::Busy)
     );
+    assert_eq!(
+        server.send(conn, &b"three"[..]),
+        Err(ringport::SendError::Busy),
+        "still full: the shard is held until released"
+    );
+    release.send(()).unwrap();
     // Once the shard runs again, the two queued messages arrive in order.
     assert_eq!(read_frame(&mut client, 64).unwrap(), b"one");
     assert_eq!(read_frame(&mut client, 64).unwrap(), b"two");

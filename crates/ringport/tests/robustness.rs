@@ -65,7 +65,8 @@ fn oversized_header_split_across_writes_is_refused_too() {
     let mut bad = connect(server.local_addr());
     let h = ((MIB + 1) as u32).to_be_bytes();
     bad.write_all(&h[..3]).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
+    // The server has read the first 3 bytes before the 4th is sent.
+    assert!(wait_until(IO_TIMEOUT, || server.stats().bytes_in == 3));
     bad.write_all(&h[3..]).unwrap();
     expect_eof(&mut bad, IO_TIMEOUT);
     assert!(wait_until(Duration::from_secs(10), || server
@@ -216,6 +217,7 @@ fn garbage_from_many_peers_leaves_the_server_serving() {
 fn end_of_stream_inside_a_frame_closes_with_truncated_frame() {
     let server =
         ringport::Server::start_events(config(), ringport::LengthDelimited::new()).unwrap();
+    assert_backend(&server);
     let mut bad = connect(server.local_addr());
     let conn = expect_connected(&server, &bad);
     bad.write_all(&header(100)).unwrap();

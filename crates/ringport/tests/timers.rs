@@ -18,6 +18,7 @@ fn idle_connections_close_with_their_reason_while_active_ones_stay() {
     cfg.tick = Duration::from_millis(20);
     cfg.idle_timeout = Some(Duration::from_millis(400));
     let server = Server::start_events(cfg, LengthDelimited::new()).unwrap();
+    assert_backend(&server);
     // The server's clock for a connection starts when it accepts it, which
     // is after the client's connect began: measure from before that, so a
     // loaded machine cannot make the close look early.
@@ -140,23 +141,36 @@ fn handler_timers_fire_after_their_delay_and_cancel_works() {
     server.stop();
 }
 
-/// Hands every message to another thread, which "works" for 50 ms and
-/// sends the result back through the shard's remote handle.
+/// Hands every message to another thread, which sends the result (the
+/// message reversed) back through the shard's remote handle once the test
+/// releases it (a message `late` waits for `release`, any other goes at
+/// once). Reports connections and jobs to the test.
 struct Offload {
     outcomes: mpsc::Sender<Result<(), SendError>>,
+    connected: mpsc::Sender<ConnId>,
+    jobs: mpsc::Sender<ConnId>,
+    release: crossbeam_channel::Receiver<()>,
 }
 
 impl Handler for Offload {
     type ConnState = ();
 
-    fn on_connect(&mut self, _: &mut Context<'_>, _: ConnId, _: SocketAddr) {}
+    fn on_connect(&mut self, _: &mut Context<'_>, conn: ConnId, _: SocketAddr) {
+        let _ = self.connected.send(conn);
+    }
 
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &mut (), msg: &[u8]) {
         let remote = ctx.remote();
         let job = msg.to_vec();
         let outcomes = self.outcomes.clone();
+        let release = self.release.clone();
+        let _ = self.jobs.send(conn);
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
+            if job == b"late" {
+                release
+                    .recv_timeout(IO_TIMEOUT)
+                    .expect("the test releases the late job");
+            }
             let reply: Vec<u8> = job.iter().rev().copied().collect();
             remote
                 .run(move |ctx| {
@@ -170,25 +184,55 @@ impl Handler for Offload {
 #[test]
 fn offloaded_results_reach_their_connection_and_are_dropped_for_closed_ones() {
     let (tx, rx) = mpsc::channel();
-    let server = Server::start(config(), LengthDelimited::new(), move |_| Offload {
+    let (connected_tx, connected) = mpsc::channel();
+    let (jobs_tx, jobs) = mpsc::channel();
+    let (release_tx, release) = crossbeam_channel::unbounded();
+    // One shard of one slot: every connection reuses the slot of the one
+    // before (asserted below).
+    let mut cfg = config();
+    cfg.shards = 1;
+    cfg.connections_per_shard = Some(1);
+    let server = Server::start(cfg, LengthDelimited::new(), move |_| Offload {
         outcomes: tx.clone(),
+        connected: connected_tx.clone(),
+        jobs: jobs_tx.clone(),
+        release: release.clone(),
     })
     .unwrap();
+    assert_backend(&server);
     let mut c = connect(server.local_addr());
     write_frame(&mut c, b"abc").unwrap();
     assert_eq!(read_frame(&mut c, 1024).unwrap(), b"cba");
-    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), Ok(()));
+    assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), Ok(()));
+    let first = connected.recv_timeout(IO_TIMEOUT).unwrap();
+    assert_eq!(jobs.recv_timeout(IO_TIMEOUT), Ok(first));
+    drop(c);
+    assert!(wait_until(IO_TIMEOUT, || server.stats().connections == 0));
 
-    // The client leaves before its result is ready: the result is refused
-    // (stale id), and the next connection in that slot gets nothing.
+    // The client leaves before its result is ready (the handler has its
+    // message, reported, and the job waits for the test): the result is
+    // refused (stale id), and the next connection, in the same slot, gets
+    // nothing.
     let mut gone = connect(server.local_addr());
     write_frame(&mut gone, b"late").unwrap();
+    let gone_id = connected.recv_timeout(IO_TIMEOUT).unwrap();
+    assert_eq!(jobs.recv_timeout(IO_TIMEOUT), Ok(gone_id));
     reset(gone);
+    assert!(wait_until(IO_TIMEOUT, || server.stats().connections == 0));
     let mut next = connect(server.local_addr());
+    let next_id = connected.recv_timeout(IO_TIMEOUT).unwrap();
     assert_eq!(
-        rx.recv_timeout(Duration::from_secs(5)).unwrap(),
-        Err(SendError::Closed)
+        (next_id.shard(), next_id.slot()),
+        (gone_id.shard(), gone_id.slot()),
+        "the one-slot table reuses the slot"
     );
-    expect_silence(&mut next, Duration::from_millis(200));
+    assert_ne!(next_id.generation(), gone_id.generation());
+    release_tx.send(()).unwrap();
+    assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), Err(SendError::Closed));
+    // Had the refused result reached `next`, it would be the first frame
+    // there, before the reply to its own message.
+    write_frame(&mut next, b"xyz").unwrap();
+    assert_eq!(read_frame(&mut next, 1024).unwrap(), b"zyx");
+    assert_eq!(rx.recv_timeout(IO_TIMEOUT).unwrap(), Ok(()));
     server.stop();
 }

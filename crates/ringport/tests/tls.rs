@@ -119,6 +119,7 @@ fn chat_broadcast_reaches_every_tls_client() {
     let mut cfg = config();
     cfg.tls = Some(acceptor);
     let server = Server::start(cfg, LengthDelimited::new(), |_| Chat).unwrap();
+    assert_backend(&server);
     let mut clients: Vec<Client> = (0..3)
         .map(|_| tls_client(server.local_addr(), &pki))
         .collect();
@@ -462,4 +463,62 @@ fn outbound_tls_connect_and_its_failure_reach_the_handler() {
     let stats = client.stop();
     assert_eq!(stats.tls_handshakes, 1);
     assert_eq!(stats.tls_failures, 1);
+}
+
+/// ALPN: the server offers `myproto/1, myproto/0`; a client offering
+/// `other, myproto/0` gets `myproto/0` and its echo, a client offering
+/// only `nope` is refused in the handshake (`no_application_protocol`),
+/// counted as a TLS failure, and nothing else is affected.
+#[test]
+fn alpn_negotiates_a_common_protocol_and_refuses_a_client_without_one() {
+    let pki = Pki::new();
+    let tls = ringport::tls::pem::server_config(
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+        None,
+        &[b"myproto/1".to_vec(), b"myproto/0".to_vec()],
+    )
+    .unwrap();
+    let acceptor = ringport::tls::TlsAcceptor::new(Arc::new(tls));
+    let server = start_echo(|c| c.tls = Some(acceptor));
+    let client = |offer: &[&[u8]]| {
+        let mut config =
+            ringport::tls::pem::client_config(Some(&pki.path("ca.pem")), false, None).unwrap();
+        config.alpn_protocols = offer.iter().map(|p| p.to_vec()).collect();
+        let conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+        (conn, connect(server.local_addr()))
+    };
+
+    let (mut conn, mut sock) = client(&[b"other", b"myproto/0"]);
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock).expect("handshake");
+    }
+    assert_eq!(conn.alpn_protocol(), Some(&b"myproto/0"[..]));
+    let mut stream = rustls::Stream::new(&mut conn, &mut sock);
+    write_frame(&mut stream, b"over myproto/0").unwrap();
+    assert_eq!(read_frame(&mut stream, 64).unwrap(), b"over myproto/0");
+
+    let (mut refused, mut sock2) = client(&[b"nope"]);
+    let mut error = None;
+    while refused.is_handshaking() {
+        if let Err(e) = refused.complete_io(&mut sock2) {
+            error = Some(e);
+            break;
+        }
+    }
+    let error = error.expect("the handshake fails").to_string();
+    assert!(
+        error.to_lowercase().contains("noapplicationprotocol")
+            || error.to_lowercase().contains("no_application_protocol"),
+        "{error}"
+    );
+    assert!(wait_until(IO_TIMEOUT, || server.stats().tls_failures == 1));
+    // The first client is still served.
+    let mut stream = rustls::Stream::new(&mut conn, &mut sock);
+    write_frame(&mut stream, b"still here").unwrap();
+    assert_eq!(read_frame(&mut stream, 64).unwrap(), b"still here");
+    let stats = server.stop();
+    assert_eq!(stats.tls_handshakes, 1, "{stats:?}");
+    assert_eq!(stats.tls_failures, 1, "{stats:?}");
 }

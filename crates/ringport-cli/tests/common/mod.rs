@@ -3,7 +3,7 @@
 //! framing, bounded waits.
 #![allow(dead_code)]
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -183,6 +183,7 @@ pub fn serve(extra: &[&str]) -> Served {
             }
             // The shards' listeners are bound once this is logged.
             if proc.stderr().contains(&format!("listening on {addr}")) {
+                assert_backend_logged(&proc.stderr(), &addr);
                 return Served { proc, port };
             }
             assert!(
@@ -290,4 +291,124 @@ pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// The backend this run of the suite is for: `RINGPORT_BACKEND`
+/// (`scripts/test.sh` runs the integration tests once with `io-uring`, once
+/// with `epoll`), else io_uring where it works. An unknown value fails.
+pub fn expected_backend() -> ringport::Backend {
+    use ringport::Backend;
+    match std::env::var("RINGPORT_BACKEND").as_deref() {
+        Ok("epoll") => Backend::Epoll,
+        Ok("io-uring") => Backend::IoUring,
+        Ok("auto") | Err(std::env::VarError::NotPresent) => {
+            if ringport::probe_io_uring().is_ok() {
+                Backend::IoUring
+            } else {
+                Backend::Epoll
+            }
+        }
+        Ok(other) => panic!("RINGPORT_BACKEND={other:?}: expected io-uring, epoll or auto"),
+        Err(e) => panic!("RINGPORT_BACKEND: {e}"),
+    }
+}
+
+/// Asserts that the `ringport serve` whose stderr is `log` runs on the
+/// backend this run is for: its start-up line `listening on ADDR (DRIVER,
+/// ...)` names the driver. Called by [`serve`], so by every test binary that
+/// starts a server process.
+#[track_caller]
+pub fn assert_backend_logged(log: &str, addr: &str) {
+    let driver = log
+        .split(&format!("listening on {addr} ("))
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no start-up line for {addr}:\n{log}"));
+    assert_driver(driver);
+}
+
+/// Asserts that `driver` (`Server::driver`, or the driver a log line names)
+/// is one of the expected backend's.
+#[track_caller]
+pub fn assert_driver(driver: &str) {
+    match expected_backend() {
+        ringport::Backend::Epoll => assert_eq!(driver, "epoll"),
+        _ => assert!(driver.starts_with("io_uring"), "driver: {driver}"),
+    }
+}
+
+/// Whether `RINGPORT_SKIP` (a comma-separated list, e.g. `nats,promtool`)
+/// opts out of `what`. If so the skip is announced on stderr (which the
+/// test harness does not capture) and recorded in the file named by
+/// `RINGPORT_SKIP_LOG`, which `scripts/test.sh` counts as skipped, not
+/// passed. The test must then return without asserting anything.
+pub fn opted_out(what: &str) -> bool {
+    let listed =
+        std::env::var("RINGPORT_SKIP").is_ok_and(|list| list.split(',').any(|w| w.trim() == what));
+    if listed {
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("<unnamed test>")
+            .to_string();
+        let line = format!(
+            "ringport-skip: {} {test} (RINGPORT_SKIP={what})\n",
+            env!("CARGO_CRATE_NAME")
+        );
+        let _ = io::stderr().write_all(line.as_bytes());
+        if let Some(path) = std::env::var_os("RINGPORT_SKIP_LOG") {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path);
+            match file {
+                Ok(mut f) => f
+                    .write_all(line.as_bytes())
+                    .expect("write RINGPORT_SKIP_LOG"),
+                Err(e) => panic!("RINGPORT_SKIP_LOG {path:?}: {e}"),
+            }
+        }
+    }
+    listed
+}
+
+/// Whether the test needing `program` (from Debian package `package`) runs:
+/// true if `program` is on `PATH`; false if `RINGPORT_SKIP` names `skip`
+/// (the skip is recorded, see [`opted_out`]); otherwise the test fails,
+/// naming the package to install.
+#[track_caller]
+pub fn require_program(program: &str, package: &str, skip: &str) -> bool {
+    if opted_out(skip) {
+        return false;
+    }
+    assert!(
+        on_path(program),
+        "{program} is not installed: apt-get install {package} \
+         (or set RINGPORT_SKIP={skip} to skip the tests that need it)"
+    );
+    true
+}
+
+/// Whether an executable named `program` is on `PATH`.
+pub fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Polls `probe` every 20 ms until it returns a value or `timeout` passes.
+pub fn wait_until_value<T>(timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -60,6 +60,8 @@
 //! Results follow the kernel's convention: a non-negative value, or a
 //! negated errno.
 
+#[cfg(test)]
+mod contract_tests;
 pub(crate) mod epoll;
 pub(crate) mod eventfd;
 pub mod uring;
@@ -223,6 +225,12 @@ pub(crate) trait Driver: RecvBuffers {
     /// Releases what the kernel still references, before memory is freed.
     /// Called once, after the engine has finished (no connection open).
     fn teardown(&mut self);
+    /// The shard failed (a handler panic, a driver error) with connections
+    /// open: close the listener and every socket, so that peers see the
+    /// end of the stream instead of hanging, without freeing memory that
+    /// operations in flight may still use (the caller leaks the driver and
+    /// the engine afterwards). Called at most once, instead of `teardown`.
+    fn abandon(&mut self);
     /// What runs: `"io_uring (single_issuer+defer_taskrun)"`, `"epoll"`, ...
     fn describe(&self) -> &'static str;
 }

@@ -12,7 +12,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ringport::{
-    CloseReason, ConnId, Event, EventServer, LengthDelimited, Server, ServerConfig, handlers::Echo,
+    Backend, CloseReason, ConnId, Event, EventServer, LengthDelimited, Server, ServerConfig,
+    handlers::Echo,
 };
 
 /// Timeout of every blocking socket operation in the tests.
@@ -42,7 +43,104 @@ pub fn start_echo(tweak: impl FnOnce(&mut ServerConfig)) -> Server {
 pub fn start_echo_with(codec: LengthDelimited, tweak: impl FnOnce(&mut ServerConfig)) -> Server {
     let mut cfg = config();
     tweak(&mut cfg);
-    Server::start(cfg, codec, |_| Echo).expect("start echo server")
+    let server = Server::start(cfg, codec, |_| Echo).expect("start echo server");
+    assert_backend(&server);
+    server
+}
+
+/// The backend this run of the suite is for: `RINGPORT_BACKEND`
+/// (`scripts/test.sh` runs the integration tests once with `io-uring`, once
+/// with `epoll`), else io_uring where it works. An unknown value fails.
+pub fn expected_backend() -> Backend {
+    match std::env::var("RINGPORT_BACKEND").as_deref() {
+        Ok("epoll") => Backend::Epoll,
+        Ok("io-uring") => Backend::IoUring,
+        Ok("auto") | Err(std::env::VarError::NotPresent) => {
+            if ringport::probe_io_uring().is_ok() {
+                Backend::IoUring
+            } else {
+                Backend::Epoll
+            }
+        }
+        Ok(other) => panic!("RINGPORT_BACKEND={other:?}: expected io-uring, epoll or auto"),
+        Err(e) => panic!("RINGPORT_BACKEND: {e}"),
+    }
+}
+
+/// Asserts that `server` runs on the backend this run is for (and that its
+/// driver description agrees): every integration test binary calls this,
+/// so no pass of the suite can silently run on the other backend.
+#[track_caller]
+pub fn assert_backend(server: &Server) {
+    let want = expected_backend();
+    assert_eq!(server.backend(), want, "driver: {}", server.driver());
+    let driver = server.driver();
+    match want {
+        Backend::Epoll => assert_eq!(driver, "epoll"),
+        _ => assert!(driver.starts_with("io_uring"), "driver: {driver}"),
+    }
+}
+
+/// Whether `RINGPORT_SKIP` (a comma-separated list, e.g. `nats,promtool`)
+/// opts out of `what`. If so the skip is announced on stderr (which the
+/// test harness does not capture) and recorded in the file named by
+/// `RINGPORT_SKIP_LOG`, which `scripts/test.sh` counts as skipped, not
+/// passed. The test must then return without asserting anything.
+pub fn opted_out(what: &str) -> bool {
+    let listed =
+        std::env::var("RINGPORT_SKIP").is_ok_and(|list| list.split(',').any(|w| w.trim() == what));
+    if listed {
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("<unnamed test>")
+            .to_string();
+        let line = format!(
+            "ringport-skip: {} {test} (RINGPORT_SKIP={what})\n",
+            env!("CARGO_CRATE_NAME")
+        );
+        let _ = io::stderr().write_all(line.as_bytes());
+        if let Some(path) = std::env::var_os("RINGPORT_SKIP_LOG") {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path);
+            match file {
+                Ok(mut f) => f
+                    .write_all(line.as_bytes())
+                    .expect("write RINGPORT_SKIP_LOG"),
+                Err(e) => panic!("RINGPORT_SKIP_LOG {path:?}: {e}"),
+            }
+        }
+    }
+    listed
+}
+
+/// Whether the test needing `program` (from Debian package `package`) runs:
+/// true if `program` is on `PATH`; false if `RINGPORT_SKIP` names `skip`
+/// (the skip is recorded, see [`opted_out`]); otherwise the test fails,
+/// naming the package to install.
+#[track_caller]
+pub fn require_program(program: &str, package: &str, skip: &str) -> bool {
+    if opted_out(skip) {
+        return false;
+    }
+    assert!(
+        on_path(program),
+        "{program} is not installed: apt-get install {package} \
+         (or set RINGPORT_SKIP={skip} to skip the tests that need it)"
+    );
+    true
+}
+
+/// Whether an executable named `program` is on `PATH`.
+pub fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
 
 /// `len` bytes that depend on `seed` and on their position (xorshift).
@@ -189,6 +287,20 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Bytes that `s` has queued but not yet sent (`SIOCOUTQNSD`): non-zero
+/// while the peer's receive window is closed, i.e. while TCP flow control
+/// holds the writer back.
+pub fn unsent_bytes(s: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    const SIOCOUTQNSD: libc::c_ulong = 0x894B;
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQNSD writes one c_int through the pointer, which
+    // points at a live local; the fd is the stream's open socket.
+    let rc = unsafe { libc::ioctl(s.as_raw_fd(), SIOCOUTQNSD, &mut n) };
+    assert_eq!(rc, 0, "SIOCOUTQNSD: {}", io::Error::last_os_error());
+    usize::try_from(n).expect("a byte count")
 }
 
 /// Closes `s` with an RST instead of a FIN (SO_LINGER with a zero timeout).

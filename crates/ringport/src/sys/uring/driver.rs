@@ -774,6 +774,46 @@ impl Driver for UringDriver {
         self.listener = None;
     }
 
+    /// Every operation in flight is cancelled (and its completion reaped,
+    /// which also runs the kernel's deferred work), then the direct
+    /// descriptors are unregistered: the kernel closes each socket as its
+    /// last reference goes. The memory the cancelled operations pointed at
+    /// stays valid: the caller leaks the driver and the engine afterwards.
+    /// Bounded: at most about a second per ring.
+    fn abandon(&mut self) {
+        /// The user_data of the cancel (no op uses it).
+        const CANCEL_ALL: u64 = u64::MAX;
+        for unit in &mut self.units {
+            let deadline = Instant::now() + Duration::from_secs(1);
+            // Room for the cancelled ops' completions.
+            unit.ring.completion().for_each(drop);
+            let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any().all())
+                .build()
+                .user_data(CANCEL_ALL);
+            // SAFETY: a cancel points at no memory.
+            if unsafe { super::push(&mut unit.ring, &cancel) }.is_err() {
+                tracing::error!("abandoning a failed shard: the cancel could not be queued");
+            }
+            let ts = types::Timespec::new().nsec(20_000_000);
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let mut cancelled = false;
+            while Instant::now() < deadline {
+                match unit.ring.submitter().submit_with_args(1, &args) {
+                    // Nothing more came within the wait: all reaped.
+                    Err(e) if e.raw_os_error() == Some(libc::ETIME) && cancelled => break,
+                    Ok(_) | Err(_) => {}
+                }
+                for cqe in unit.ring.completion() {
+                    cancelled |= cqe.user_data() == CANCEL_ALL;
+                }
+            }
+            if let Err(e) = unit.ring.submitter().unregister_files() {
+                tracing::error!(error = %e, "abandoning a failed shard: unregistering its sockets failed");
+            }
+        }
+        self.listener = None;
+    }
+
     fn describe(&self) -> &'static str {
         self.describe
     }
