@@ -34,6 +34,7 @@ pub mod events;
 pub mod handler;
 pub mod handlers;
 pub mod pool;
+pub mod protocol;
 mod send_queue;
 pub mod server;
 mod shard;
