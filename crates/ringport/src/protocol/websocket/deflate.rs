@@ -399,7 +399,7 @@ impl Inflater {
     /// to `out`, which must not grow past `limit` bytes: the output grows in
     /// steps (doubling from about 4× the input, at most 64 KiB) and stops as
     /// soon as it passes `limit`, so a compression bomb costs at most
-    /// `limit` + 64 KiB. On error `out` is left as it was.
+    /// `limit` + 1 bytes. On error `out` is left as it was.
     pub fn inflate(
         &mut self,
         input: &[u8],
@@ -431,6 +431,11 @@ impl Inflater {
                 }
                 let n = step.min(room);
                 let len = out.len();
+                if out.capacity() < len + n {
+                    // Doubling, but never past limit + 1.
+                    let target = (out.capacity() * 2).clamp(len + n, (limit + 1).max(len + n));
+                    out.reserve_exact(target - len);
+                }
                 out.resize(len + n, 0);
                 let (in0, out0) = (self.inner.total_in(), self.inner.total_out());
                 let status =
@@ -510,6 +515,13 @@ impl Deflater {
         }
         if out.len() >= start + 4 && out[out.len() - 4..] == TRAILER {
             out.truncate(out.len() - 4);
+        }
+        if out.len() == start {
+            // zlib writes nothing for a flush right after a flush (an empty
+            // message with context takeover); the receiver appends the
+            // trailer, so send the empty stored block's first byte
+            // (RFC 7692 §7.2.3.6).
+            out.push(0x00);
         }
     }
 
