@@ -99,7 +99,8 @@ async fn handshake(stream: &mut TcpStream) -> Option<()> {
                         .find(|h| h.name.eq_ignore_ascii_case(name))
                         .map(|h| h.value)
                 };
-                let upgrade_ok = get("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"));
+                let upgrade_ok =
+                    get("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"));
                 let version_ok = get("sec-websocket-version") == Some(b"13");
                 match (req.method, upgrade_ok, version_ok, get("sec-websocket-key")) {
                     (Some("GET"), true, true, Some(key)) => break key.to_vec(),

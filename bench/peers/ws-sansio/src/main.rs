@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use peer_common::{Args, BACKLOG};
 use ringport::protocol::websocket::{
-    AcceptOptions, DeflateConfig, Event, HandshakeLimits, Message, MessageKind, RequestStatus, Session, SessionConfig, parse_request,
+    AcceptOptions, DeflateConfig, Event, HandshakeLimits, Message, MessageKind, RequestStatus,
+    Session, SessionConfig, parse_request,
 };
 
 const NAME: &str = "ws-sansio-echo";
@@ -23,7 +24,10 @@ fn main() {
     let args = Args::parse(
         NAME,
         "WebSocket echo server over ringport's sans-I/O protocol (thread per connection)",
-        &[("deflate", "offer permessage-deflate: 1 (default) or 0"), ("deflate-nct", "force no context takeover: 0 (default) or 1")],
+        &[
+            ("deflate", "offer permessage-deflate: 1 (default) or 0"),
+            ("deflate-nct", "force no context takeover: 0 (default) or 1"),
+        ],
     );
     let deflate = (args.get_usize("deflate", 1) != 0).then(|| DeflateConfig {
         server_no_context_takeover: args.get_usize("deflate-nct", 0) != 0,
@@ -74,7 +78,9 @@ fn serve(mut stream: TcpStream, deflate: Option<DeflateConfig>) -> std::io::Resu
         deflate,
         ..AcceptOptions::default()
     };
-    let negotiated = request.accept(&opts, None, &mut out).map_err(std::io::Error::other)?;
+    let negotiated = request
+        .accept(&opts, None, &mut out)
+        .map_err(std::io::Error::other)?;
     stream.write_all(&out)?;
     out.clear();
     let cfg = SessionConfig::default();

@@ -16,8 +16,11 @@
 //! # Memory
 //!
 //! Contexts exist only when the extension was negotiated. With
-//! `*_no_context_takeover`, the context of that direction is created for a
-//! message and freed after it, so an idle connection holds none. Otherwise it
+//! `*_no_context_takeover`, the context of that direction is taken for a
+//! message and given back after it to a small per-thread spare list (at
+//! most [`SPARE_MAX`] compressors and decompressors per thread, i.e. per
+//! shard), so an idle connection holds none and a message does not pay for
+//! allocating one. Otherwise it
 //! lives as long as the connection: [`DeflateParams::context_cost`] gives the
 //! bytes (measured with a counting allocator, `fuzz/src/bin/ws_memory.rs`),
 //! and [`DeflateBudget`] lets a caller bound the total per shard.
@@ -273,19 +276,19 @@ impl DeflateParams {
         })
     }
 
-    /// Bytes a compression context with `bits` costs (zlib-rs: the window
-    /// twice, the hash tables, the pending buffer; measured, see the module
-    /// docs).
+    /// Bytes a compression context with `bits` costs: measured on flate2
+    /// 1.1 / zlib-rs 0.6 at level 1 (`ws-memory` in `bench/peers/ws-sansio`):
+    /// about 245 KiB fixed (a 64 Ki-entry hash head, the pending buffer)
+    /// plus 4 bytes per window slot: 252 KB at 9 bits, 267 KB at 12, 382 KB
+    /// at 15.
     pub fn compressor_cost(bits: u8) -> usize {
-        // 2 windows + prev (2 B per window slot) + head (64 KiB at memLevel 8)
-        // + pending buffer (4 B per 2^(memLevel+6)) + state.
-        let w = 1usize << bits.clamp(9, 15);
-        4 * w + (1 << 16) + (1 << 16) + 6 * 1024
+        246 * 1024 + (4usize << bits.clamp(9, 15))
     }
 
-    /// Bytes a decompression context with `bits` costs.
-    pub fn decompressor_cost(bits: u8) -> usize {
-        (1usize << bits.clamp(9, 15)) + 8 * 1024
+    /// Bytes a decompression context costs: measured 47,552 bytes whatever
+    /// the window (zlib-rs allocates the full 32 KiB window).
+    pub fn decompressor_cost(_bits: u8) -> usize {
+        47_552
     }
 
     /// Upper bound of the bytes this connection's contexts hold while they
@@ -529,6 +532,70 @@ impl Deflater {
     pub fn reset(&mut self) {
         self.inner.reset();
     }
+}
+
+/// Contexts kept per thread for the directions without context takeover: a
+/// context is reset and parked here after a message instead of freed, so
+/// the next message on any connection of this thread (one shard) skips the
+/// allocation. At most [`SPARE_MAX`] of each kind per thread.
+struct Spare {
+    deflaters: Vec<(u8, u8, Box<Deflater>)>,
+    inflaters: Vec<(u8, Box<Inflater>)>,
+}
+
+/// Most spare contexts of each kind kept per thread.
+pub const SPARE_MAX: usize = 4;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Spare> = const {
+        std::cell::RefCell::new(Spare {
+            deflaters: Vec::new(),
+            inflaters: Vec::new(),
+        })
+    };
+}
+
+/// A compressor (`bits`, `level`) from this thread's spares, or a new one.
+pub(crate) fn take_deflater(bits: u8, level: u8) -> Box<Deflater> {
+    SPARE
+        .with_borrow_mut(|s| {
+            let i = s
+                .deflaters
+                .iter()
+                .position(|(b, l, _)| (*b, *l) == (bits, level))?;
+            Some(s.deflaters.swap_remove(i).2)
+        })
+        .unwrap_or_else(|| Box::new(Deflater::new(bits, level)))
+}
+
+/// Resets a compressor and parks it for [`take_deflater`] (or frees it).
+pub(crate) fn give_deflater(bits: u8, level: u8, mut d: Box<Deflater>) {
+    d.reset();
+    SPARE.with_borrow_mut(|s| {
+        if s.deflaters.len() < SPARE_MAX {
+            s.deflaters.push((bits, level, d));
+        }
+    });
+}
+
+/// A decompressor (`bits`) from this thread's spares, or a new one.
+pub(crate) fn take_inflater(bits: u8) -> Box<Inflater> {
+    SPARE
+        .with_borrow_mut(|s| {
+            let i = s.inflaters.iter().position(|(b, _)| *b == bits)?;
+            Some(s.inflaters.swap_remove(i).1)
+        })
+        .unwrap_or_else(|| Box::new(Inflater::new(bits)))
+}
+
+/// Resets a decompressor and parks it for [`take_inflater`] (or frees it).
+pub(crate) fn give_inflater(bits: u8, mut i: Box<Inflater>) {
+    i.reset();
+    SPARE.with_borrow_mut(|s| {
+        if s.inflaters.len() < SPARE_MAX {
+            s.inflaters.push((bits, i));
+        }
+    });
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::deflate::Deflater;
+use super::deflate;
 use super::frame::{self, MAX_HEADER_LEN, OpCode};
 use super::session::{self, MessageKind, Role, Session, SessionClosed, State};
 
@@ -80,13 +80,9 @@ impl PreparedMessage {
             return b.clone();
         }
         let mut out = Vec::with_capacity(MAX_HEADER_LEN + self.payload.len() / 2 + 64);
-        session::write_compressed(
-            &mut Deflater::new(bits, level),
-            self.kind,
-            &self.payload,
-            None,
-            &mut out,
-        );
+        let mut d = deflate::take_deflater(bits, level);
+        session::write_compressed(&mut d, self.kind, &self.payload, None, &mut out);
+        deflate::give_deflater(bits, level, d);
         let b = Bytes::from(out);
         self.compressed.push(((bits, level), b.clone()));
         b

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::close::{self, CloseCode};
-use super::deflate::{DeflateParams, Deflater, InflateError, Inflater};
+use super::deflate::{self, DeflateParams, Deflater, InflateError, Inflater};
 use super::frame::{self, FrameHeader, MAX_HEADER_LEN, OpCode};
 
 /// Which end of the connection a [`Session`] is.
@@ -641,11 +641,17 @@ impl Session {
                 ));
             };
             let (_, rbits, _, rreset) = d.sides(role);
-            let inflater = d.rx.get_or_insert_with(|| Box::new(Inflater::new(rbits)));
+            let mut inflater = match d.rx.take() {
+                Some(i) => i,
+                None if rreset => deflate::take_inflater(rbits),
+                None => Box::new(Inflater::new(rbits)),
+            };
             asm.inflated.clear();
             let r = inflater.inflate(&asm.data, &mut asm.inflated, limit);
             if rreset {
-                d.rx = None;
+                deflate::give_inflater(rbits, inflater);
+            } else {
+                d.rx = Some(inflater);
             }
             asm.data = Vec::new();
             match r {
@@ -784,11 +790,16 @@ impl Session {
         {
             let (sbits, _, sreset, _) = d.sides(self.role);
             let level = d.params.level;
-            let deflater =
-                d.tx.get_or_insert_with(|| Box::new(Deflater::new(sbits, level)));
-            write_compressed(deflater, kind, payload, mask, out);
+            let mut deflater = match d.tx.take() {
+                Some(c) => c,
+                None if sreset => deflate::take_deflater(sbits, level),
+                None => Box::new(Deflater::new(sbits, level)),
+            };
+            write_compressed(&mut deflater, kind, payload, mask, out);
             if sreset {
-                d.tx = None;
+                deflate::give_deflater(sbits, level, deflater);
+            } else {
+                d.tx = Some(deflater);
             }
             return Ok(());
         }
