@@ -16,9 +16,8 @@
 //! - [`check_inflate`]: the bounded inflater on arbitrary data: no panic;
 //!   output and allocation within the limit; agreement with miniz_oxide
 //!   (flate2's pure-Rust backend, a different implementation) whenever both
-//!   inflate and the output fits, and nothing inflated that miniz refuses
-//!   (zlib is stricter than miniz on Huffman tables: the other way round is
-//!   not a bug); compress→inflate round trip of the input for every window.
+//!   inflate and the output fits (acceptance differs legitimately: zlib is
+//!   stricter on Huffman tables, miniz on streams cut inside a block); compress→inflate round trip of the input for every window.
 //!
 //! Input layout: that of [`crate::parse_input`]; `settings[0]` holds the
 //! flags (bit 0 deflate, bit 1 no context takeover, bit 2 client role,
@@ -274,17 +273,9 @@ fn round_trip(fl: &Flags, stream: &[u8], cuts: &[usize]) {
         }
         want.push(Ev::Msg(kind, body));
     }
-    let (got, out) = feed(
-        &mut server,
-        &cut(
-            &wire,
-            &cuts
-                .iter()
-                .map(|&c| c % (wire.len() + 1))
-                .collect::<Vec<_>>(),
-        ),
-        cfg.max_message,
-    );
+    let mut wire_cuts: Vec<usize> = cuts.iter().map(|&c| c % (wire.len() + 1)).collect();
+    wire_cuts.sort_unstable();
+    let (got, out) = feed(&mut server, &cut(&wire, &wire_cuts), cfg.max_message);
     assert_eq!(got, want, "round trip");
     assert!(
         output_frames(&out, false)
@@ -457,7 +448,10 @@ pub fn check_inflate(data: &[u8]) {
             // dynamic block whose code has no end-of-block symbol ("invalid
             // code -- missing end-of-block"), which miniz decodes. Not
             // compared.
-            (Ok(()), Some(Err(()))) => panic!("zlib-rs inflated what miniz refuses"),
+            // A stream cut inside a block (e.g. a dynamic block header
+            // without its tables) is refused by miniz and waits for more
+            // input in zlib: the message then holds what was decodable.
+            // Not compared either.
             _ => {}
         }
     }

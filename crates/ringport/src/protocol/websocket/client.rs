@@ -163,7 +163,7 @@ impl ClientHandshake {
         let mut exts = Vec::new();
         for v in find("sec-websocket-extensions") {
             let parsed = std::str::from_utf8(v)
-                .map_err(|_| ())
+                .map_err(|_| deflate::ExtensionSyntaxError)
                 .and_then(|v| deflate::parse_extensions(v, &mut exts));
             if parsed.is_err() {
                 return fail("malformed Sec-WebSocket-Extensions");

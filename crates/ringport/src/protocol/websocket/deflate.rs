@@ -53,9 +53,25 @@ fn token(s: &str) -> Option<&str> {
     (!s.is_empty() && s.bytes().all(is_tchar)).then_some(s)
 }
 
+/// A `Sec-WebSocket-Extensions` value that does not follow the grammar of
+/// RFC 6455 §9.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExtensionSyntaxError;
+
+impl std::fmt::Display for ExtensionSyntaxError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("malformed Sec-WebSocket-Extensions header")
+    }
+}
+
+impl std::error::Error for ExtensionSyntaxError {}
+
 /// Parses one `Sec-WebSocket-Extensions` header value (RFC 6455 §9.1) and
 /// appends its extensions to `out`. `Err` on a syntax error.
-pub fn parse_extensions(value: &str, out: &mut Vec<ExtensionOffer>) -> Result<(), ()> {
+pub fn parse_extensions(
+    value: &str,
+    out: &mut Vec<ExtensionOffer>,
+) -> Result<(), ExtensionSyntaxError> {
     for ext in value.split(',') {
         let ext = ext.trim();
         if ext.is_empty() {
@@ -63,7 +79,7 @@ pub fn parse_extensions(value: &str, out: &mut Vec<ExtensionOffer>) -> Result<()
             continue;
         }
         let mut parts = ext.split(';');
-        let name = token(parts.next().unwrap_or("").trim()).ok_or(())?;
+        let name = token(parts.next().unwrap_or("").trim()).ok_or(ExtensionSyntaxError)?;
         let mut params = Vec::new();
         for p in parts {
             let p = p.trim();
@@ -72,13 +88,19 @@ pub fn parse_extensions(value: &str, out: &mut Vec<ExtensionOffer>) -> Result<()
                 Some((k, v)) => {
                     let v = v.trim();
                     let v = match v.strip_prefix('"') {
-                        Some(q) => q.strip_suffix('"').ok_or(())?,
+                        Some(q) => q.strip_suffix('"').ok_or(ExtensionSyntaxError)?,
                         None => v,
                     };
-                    (k.trim(), Some(token(v).ok_or(())?.to_string()))
+                    (
+                        k.trim(),
+                        Some(token(v).ok_or(ExtensionSyntaxError)?.to_string()),
+                    )
                 }
             };
-            params.push((token(k).ok_or(())?.to_ascii_lowercase(), v));
+            params.push((
+                token(k).ok_or(ExtensionSyntaxError)?.to_ascii_lowercase(),
+                v,
+            ));
         }
         out.push(ExtensionOffer {
             name: name.to_ascii_lowercase(),
@@ -368,8 +390,10 @@ impl DeflateBudget {
         }
     }
 
-    /// Returns `n` bytes (what [`Session::deflate_reserved`](super::Session::deflate_reserved) says when the
-    /// connection ends).
+    /// Gives back `n` bytes: when a connection ends, its
+    /// [`Negotiated::deflate_reserved`](super::Negotiated::deflate_reserved)
+    /// (equal to [`Session::deflate_cost`](super::Session::deflate_cost)
+    /// when the handshake used this budget).
     pub fn release(&mut self, n: usize) {
         self.used = self.used.saturating_sub(n);
     }

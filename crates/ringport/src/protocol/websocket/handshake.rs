@@ -204,7 +204,7 @@ pub fn parse_request(buf: &[u8], limits: &HandshakeLimits) -> RequestStatus {
         // A header we cannot parse is ignored: the extensions are declined,
         // the connection still works.
         let parsed = std::str::from_utf8(v)
-            .map_err(|_| ())
+            .map_err(|_| deflate::ExtensionSyntaxError)
             .and_then(|v| deflate::parse_extensions(v, &mut extensions));
         if parsed.is_err() {
             extensions.clear();

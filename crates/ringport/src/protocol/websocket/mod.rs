@@ -54,6 +54,7 @@ pub mod frame;
 pub mod handshake;
 mod prepared;
 mod session;
+mod types;
 
 pub use client::{ClientAccepted, ClientHandshake, ClientOptions, ResponseStatus};
 pub use close::{CloseCode, ClosePayload};
@@ -63,6 +64,5 @@ pub use handshake::{
     UpgradeRequest, parse_request, write_refusal,
 };
 pub use prepared::{Outgoing, PreparedMessage, server_frame_header};
-pub use session::{
-    Event, Message, MessageKind, Read, Role, Session, SessionClosed, SessionConfig, State,
-};
+pub use session::Session;
+pub use types::{Event, Message, MessageKind, Read, Role, SessionClosed, SessionConfig, State};

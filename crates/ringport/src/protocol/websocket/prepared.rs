@@ -6,7 +6,8 @@ use bytes::Bytes;
 
 use super::deflate;
 use super::frame::{self, MAX_HEADER_LEN, OpCode};
-use super::session::{self, MessageKind, Role, Session, SessionClosed, State};
+use super::session::{self, Session};
+use super::types::{MessageKind, Role, SessionClosed, State};
 
 /// A message framed once, to be queued to many server sessions.
 ///
