@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use super::close::CloseCode;
 use super::frame::OpCode;
+#[cfg(doc)]
+use super::session::Session;
 
 /// Which end of the connection a [`Session`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
