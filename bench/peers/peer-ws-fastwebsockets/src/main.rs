@@ -139,14 +139,9 @@ async fn serve(mut stream: TcpStream) {
         let Ok(frame) = ws.read_frame().await else {
             return;
         };
-        match frame.opcode {
-            OpCode::Close => return,
-            OpCode::Text | OpCode::Binary => {
-                if ws.write_frame(frame).await.is_err() {
-                    return;
-                }
-            }
-            _ => {}
+        let echo = matches!(frame.opcode, OpCode::Text | OpCode::Binary);
+        if frame.opcode == OpCode::Close || (echo && ws.write_frame(frame).await.is_err()) {
+            return;
         }
     }
 }

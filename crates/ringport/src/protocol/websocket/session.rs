@@ -108,7 +108,11 @@ impl Session {
         Session::new(Role::Server, cfg, deflate)
     }
 
-    /// A client-side session (after the 101 was validated).
+    /// A client-side session (after the 101 was validated). Each frame it
+    /// sends gets a fresh masking key from `fastrand` (fast, not
+    /// cryptographic: RFC 6455 §10.3 wants keys a hostile script cannot
+    /// predict, which matters for browsers behind proxies, not for
+    /// ringport's own benchmark and test clients).
     pub fn client(cfg: &SessionConfig, deflate: Option<DeflateParams>) -> Session {
         Session::new(Role::Client, cfg, deflate)
     }
