@@ -35,6 +35,8 @@
 //!   depend on the cuts;
 //! - the outcome equals the reference's.
 
+pub mod ws;
+
 use bytes::BytesMut;
 use ringport::codec::{
     Codec, CodecError, Framer, LengthDelimited, Lines, MAX_HEADER_LEN, RawBytes,
@@ -595,7 +597,20 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("length_delimited_netty", check_length_delimited_netty),
     ("lines", check_lines),
     ("raw", check_raw),
+    ("ws_frames", ws::check_frames),
+    ("ws_handshake", ws::check_handshake),
+    ("ws_inflate", ws::check_inflate),
 ];
+
+/// A generated input for the target `name` (the WebSocket targets have
+/// their own generators).
+pub fn generate_for(name: &str, rng: &mut Rng) -> Vec<u8> {
+    if name.starts_with("ws_") {
+        ws::generate(name, rng)
+    } else {
+        generate(rng)
+    }
+}
 
 /// A small deterministic generator (xorshift64*) for the stable runner and
 /// the tests: no dependency, reproducible from a seed.
@@ -749,6 +764,19 @@ mod tests {
         let mut rng = Rng::new(42);
         for _ in 0..300 {
             check_framer(&generate(&mut rng));
+        }
+    }
+
+    #[test]
+    fn websocket_generated_inputs() {
+        let mut rng = Rng::new(7);
+        for (name, check) in TARGETS.iter().filter(|(n, _)| n.starts_with("ws_")) {
+            for _ in 0..200 {
+                check(&generate_for(name, &mut rng));
+            }
+            for data in [&[][..], &[1], &[0xff; 6], &[1, 0, 0, 0, 0, 0, 0x81, 0x80]] {
+                check(data);
+            }
         }
     }
 }

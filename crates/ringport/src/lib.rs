@@ -57,6 +57,7 @@ pub mod events;
 pub mod handler;
 pub mod handlers;
 pub mod pool;
+pub mod protocol;
 mod router;
 mod send_queue;
 pub mod server;

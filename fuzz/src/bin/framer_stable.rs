@@ -1,7 +1,7 @@
 //! Runs the fuzz checks on stable Rust, without libFuzzer (those of the
 //! `framer` target, i.e. every decoder, or of the target named by
 //! `--target`: `length_delimited_tokio`, `length_delimited_netty`, `lines`,
-//! `raw`): either
+//! `raw`, `ws_frames`, `ws_handshake`, `ws_inflate`): either
 //! replays given inputs (files, or directories of files such as a libFuzzer
 //! corpus or `artifacts/framer/`), or, with no paths, checks generated
 //! inputs for a while. Coverage-blind, so a complement to `cargo fuzz`, not
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ringport_fuzz::{Check, Rng, TARGETS, generate};
+use ringport_fuzz::{Check, Rng, TARGETS, generate_for};
 
 fn main() -> ExitCode {
     let mut seconds = 30u64;
@@ -80,7 +80,7 @@ fn random(name: &str, check: Check, seconds: u64, seed: Option<u64>) -> ExitCode
     let mut bytes = 0usize;
     while Instant::now() < deadline {
         for _ in 0..64 {
-            let input = generate(&mut rng);
+            let input = generate_for(name, &mut rng);
             bytes += input.len();
             if panic::catch_unwind(|| check(&input)).is_err() {
                 let dir = Path::new("artifacts/framer_stable");

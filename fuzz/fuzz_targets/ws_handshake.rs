@@ -1,0 +1,10 @@
+//! libFuzzer target: `ringport_fuzz::ws::check_handshake` (see `src/ws.rs` for the
+//! checks). The stable runner runs the same check with
+//! `framer_stable --target ws_handshake`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    ringport_fuzz::ws::check_handshake(data);
+});
