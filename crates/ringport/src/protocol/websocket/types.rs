@@ -5,9 +5,8 @@ use std::time::Duration;
 use super::close::CloseCode;
 use super::frame::OpCode;
 #[cfg(doc)]
-use super::session::Session;
 
-/// Which end of the connection a [`Session`] is.
+/// Which end of the connection a [`Session`](super::Session) is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Receives masked frames, sends unmasked ones.
@@ -86,7 +85,7 @@ impl<'a> Message<'a> {
     }
 }
 
-/// What one [`Session::read`] call found.
+/// What one [`Session::read`](super::Session::read) call found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event<'a> {
     /// No complete message in the input: everything up to `consumed` has
@@ -116,7 +115,7 @@ pub enum Event<'a> {
     },
 }
 
-/// The result of [`Session::read`]: bytes of the input used, and the event.
+/// The result of [`Session::read`](super::Session::read): bytes of the input used, and the event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Read<'a> {
     /// Input bytes used; the next call starts at `input[consumed..]`.
