@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use super::close::CloseCode;
 use super::frame::OpCode;
-#[cfg(doc)]
 
 /// Which end of the connection a [`Session`](super::Session) is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
