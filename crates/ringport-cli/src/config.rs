@@ -193,6 +193,11 @@ pub fn to_toml(args: &ServeArgs) -> String {
     optional("metrics-addr", args.metrics_addr.as_deref().map(s), "off");
     optional("cluster", args.cluster.as_deref().map(s), "no cluster");
     optional("node-id", args.node_id.as_deref().map(s), "no cluster");
+    optional(
+        "cluster-interest",
+        Some(s(&value_name(args.cluster_interest))),
+        "topic",
+    );
     let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| s(&p.display().to_string()));
     optional("tls-cert", path(&args.tls_cert), "plaintext");
     optional("tls-key", path(&args.tls_key), "plaintext");

@@ -5,7 +5,10 @@
 //! what it is; `len8` is one byte giving the length of the field after it.
 //!
 //! Client to server:
-//! - `S` topic: subscribe (answered by `K` `S` topic, or an `E` frame).
+//! - `S` topic: subscribe (answered by `K` `S` topic, or an `E` frame). In
+//!   a cluster, `K` comes once publishes from other nodes reach the
+//!   subscription too (this node's interest in the topic is registered
+//!   with NATS).
 //! - `U` topic: unsubscribe (answered by `K` `U` topic).
 //! - `P` len8 topic data: publish `data` to `topic` on every node (no
 //!   answer: at most once).
@@ -184,7 +187,13 @@ impl Handler for PubSub {
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &mut (), message: &[u8]) {
         match decode(message) {
             Some(Frame::Subscribe(topic)) => match ctx.subscribe(conn, topic) {
-                Ok(_) => Self::reply(ctx, conn, &Frame::Ok { op: b'S', topic }),
+                // Confirmed once publishes from other nodes reach it too.
+                Ok(_) => {
+                    let ok = encode(&Frame::Ok { op: b'S', topic });
+                    ctx.after_cluster_interest(move |ctx| {
+                        let _ = ctx.send(conn, &ok);
+                    });
+                }
                 Err(e @ (TopicError::BadName | TopicError::TooManyTopics)) => {
                     Self::error(ctx, conn, code::BAD_TOPIC, e.to_string().as_bytes())
                 }

@@ -253,10 +253,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = "RINGPORT_CONFIG")]
     pub config: Option<std::path::PathBuf>,
 
-    /// Join a cluster over the NATS server at this URL
-    /// (nats://HOST:PORT): broadcasts (chat mode), topic publishes and
-    /// direct sends (pubsub mode) reach clients on every node. Needs
-    /// --node-id.
+    /// Join a cluster over NATS: one URL (nats://HOST:PORT) or several,
+    /// separated by commas (servers of one NATS cluster: when the one in
+    /// use is lost, the node moves to another). Broadcasts (chat mode),
+    /// topic publishes and direct sends (pubsub mode) reach clients on
+    /// every node. Needs --node-id.
     #[arg(
         long,
         value_name = "URL",
@@ -276,6 +277,17 @@ pub struct ServeArgs {
     )]
     pub node_id: Option<String>,
 
+    /// Which topic publishes of other nodes this node receives from NATS:
+    /// `topic`, only those of topics it has subscribers for (one NATS
+    /// subscription per topic); `all`, every publish.
+    #[arg(
+        long,
+        value_name = "WHICH",
+        env = "RINGPORT_CLUSTER_INTEREST",
+        default_value = "topic"
+    )]
+    pub cluster_interest: ClusterInterest,
+
     /// Print the effective settings as TOML (usable as a --config file) and
     /// exit.
     #[arg(long)]
@@ -285,6 +297,15 @@ pub struct ServeArgs {
 /// HOST:PORT that resolves (checked before start; resolved again then).
 fn addr_arg(text: &str) -> Result<String, String> {
     resolve(text).map(|_| text.to_string())
+}
+
+/// `--cluster-interest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClusterInterest {
+    /// Only publishes of topics with subscribers on this node.
+    Topic,
+    /// Every publish.
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -401,7 +422,15 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
                 "invalid --node-id '{node}': 1 to 64 of A-Z a-z 0-9 _ -"
             ));
         }
-        config.cluster = Some(ringport::ClusterConfig::new(url.clone(), node.clone()));
+        let mut cluster = ringport::ClusterConfig::new(url, node.clone());
+        if cluster.urls.is_empty() {
+            return Err("--cluster: no NATS server URL given".into());
+        }
+        cluster.interest = match args.cluster_interest {
+            ClusterInterest::Topic => ringport::cluster::Interest::PerTopic,
+            ClusterInterest::All => ringport::cluster::Interest::All,
+        };
+        config.cluster = Some(cluster);
     }
     config.tls = crate::tls::acceptor(&args)?;
 

@@ -266,6 +266,25 @@ impl Context<'_> {
         self.core.send_to(from, to, payload)
     }
 
+    /// Runs `then` on this shard once the other nodes' publishes to every
+    /// topic subscribed on this node so far will reach it: the cluster
+    /// link has registered its interest with the bus (one round trip).
+    /// Runs at once outside a cluster, and as soon as possible while the
+    /// link is down (publishes are then lost anyway: at most once). Use it
+    /// to confirm a subscription to a client only when it is in effect
+    /// cluster-wide.
+    pub fn after_cluster_interest(&mut self, then: impl FnOnce(&mut Context<'_>) + Send + 'static) {
+        let Some(link) = self.core.server().cluster.get() else {
+            return then(self);
+        };
+        let home = self.remote();
+        link.when_interest_applied(Box::new(move || {
+            if home.run(then).is_err() {
+                tracing::debug!("subscription confirmation dropped: shard queue full or stopping");
+            }
+        }));
+    }
+
     /// The cluster-wide id of `conn` (None when the server is not part of
     /// a cluster).
     pub fn cluster_id(&self, conn: ConnId) -> Option<ClusterConnId> {

@@ -30,11 +30,15 @@
 #![cfg_attr(not(feature = "cluster"), allow(rustdoc::broken_intra_doc_links))]
 
 #[cfg(feature = "cluster")]
+mod interest;
+#[cfg(feature = "cluster")]
 mod nats;
 #[cfg(feature = "cluster")]
-pub use nats::ClusterConfig;
+mod wire;
 #[cfg(feature = "cluster")]
 pub(crate) use nats::start;
+#[cfg(feature = "cluster")]
+pub use nats::{ClusterConfig, Interest, split_urls};
 
 use std::fmt;
 use std::str::FromStr;
@@ -146,6 +150,13 @@ pub(crate) trait ClusterLink: Send + Sync {
         to: &ClusterConnId,
         payload: Bytes,
     ) -> Result<(), SendError>;
+    /// A shard gained (`on`) its first subscriber for `topic`, or lost its
+    /// last one: the node's interest in the topic's publishes from other
+    /// nodes.
+    fn interest(&self, topic: &Bytes, on: bool);
+    /// Runs `waiter` (on the link's thread) once every interest reported so
+    /// far is registered with the bus, or at once if the link is down.
+    fn when_interest_applied(&self, waiter: Box<dyn FnOnce() + Send>);
     /// The link's counters.
     fn stats(&self) -> ClusterStats;
     /// Ends the link (on server stop).
@@ -174,6 +185,12 @@ pub struct ClusterStats {
     /// Sends refused at once because the node was not heard from (or the
     /// link was down).
     pub unreachable: u64,
+    /// Times the link came back after being lost (to the same NATS server
+    /// or another).
+    pub reconnects: u64,
+    /// Topics this node has subscribers for, whose publishes it receives
+    /// from the bus (with per-topic interest).
+    pub topics: usize,
 }
 
 #[cfg(test)]

@@ -4,12 +4,20 @@
 //!
 //! Subjects, under [`ClusterConfig::subject_prefix`] (`P`):
 //! - `P.bcast`: a broadcast; the body is the payload.
-//! - `P.pub`: a topic publish; body: topic length (u16, big-endian), topic,
-//!   payload. Every node receives every publish and fans it out to its own
-//!   subscribers (no per-topic NATS interest is kept).
+//! - `P.t.HEX`: a publish to the topic whose bytes are `HEX` (lower-case
+//!   hex); body: topic length (u16, big-endian), topic, payload. A node
+//!   subscribes to the subjects of the topics it has local subscribers for
+//!   ([`Interest::PerTopic`], the default: NATS sends it nothing else), or
+//!   to `P.t.*` ([`Interest::All`]: every publish, as before per-topic
+//!   interest existed; kept for measuring and for nodes whose handlers
+//!   deliver publishes without local subscriptions).
 //! - `P.node.NAME`: addressed to node NAME: a send to one of its
 //!   connections, or the answer that such a send found a stale id.
 //! - `P.hello`: every node's heartbeat (its name), for liveness.
+//!
+//! The client is given every URL of [`ClusterConfig::urls`] (and learns the
+//! other servers of a NATS cluster from them); when its server goes away it
+//! moves to another, and its subscriptions move with it.
 //!
 //! The client connects with `no_echo`: a node never gets its own
 //! broadcasts and publishes back (it has delivered them locally already).
@@ -26,16 +34,36 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
 
+use super::interest::{Interest as Wanted, Waiter};
+use super::wire::{
+    Reader, SEND, STALE, error_code, error_from_code, publish_body, put_conn, put_node,
+    put_opt_conn, read_publish, topic_token,
+};
 use super::{ClusterConnId, ClusterLink, ClusterStats, valid_node_name};
 use crate::conn_id::ConnId;
 use crate::handler::SendError;
 use crate::shared::{Command, ServerShared};
 
+/// Which topic publishes a node receives from NATS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Interest {
+    /// Only those of topics it has local subscribers for (one NATS
+    /// subscription per such topic, made when the first subscriber on the
+    /// node appears, ended when the last one leaves).
+    #[default]
+    PerTopic,
+    /// Every publish (one wildcard subscription).
+    All,
+}
+
 /// How a node joins a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// The NATS server, e.g. `nats://127.0.0.1:4222`.
-    pub url: String,
+    /// The NATS servers, e.g. `nats://127.0.0.1:4222`: the client connects
+    /// to one of them (in random order) and moves to another when it is
+    /// lost. Servers of the same NATS cluster it connects to are learnt
+    /// too.
+    pub urls: Vec<String>,
     /// This node's name, unique in the cluster: 1 to 64 of
     /// `A-Z a-z 0-9 _ -`.
     pub node: String,
@@ -52,21 +80,35 @@ pub struct ClusterConfig {
     /// How long `Server::start` waits for the first connection to NATS
     /// (it then goes on, reconnecting in the background). Default 2 s.
     pub connect_wait: Duration,
+    /// Which topic publishes this node receives. Default
+    /// [`Interest::PerTopic`].
+    pub interest: Interest,
 }
 
 impl ClusterConfig {
-    /// Node `node` on the NATS server at `url`, with default settings.
-    pub fn new(url: impl Into<String>, node: impl Into<String>) -> Self {
+    /// Node `node` on the NATS servers `urls` (one URL, or several
+    /// separated by commas), with default settings.
+    pub fn new(urls: impl AsRef<str>, node: impl Into<String>) -> Self {
         ClusterConfig {
-            url: url.into(),
+            urls: split_urls(urls.as_ref()),
             node: node.into(),
             subject_prefix: "ringport".into(),
             buffer: 65_536,
             heartbeat: Duration::from_millis(500),
             node_timeout: Duration::from_secs(3),
             connect_wait: Duration::from_secs(2),
+            interest: Interest::PerTopic,
         }
     }
+}
+
+/// `a,b, c` -> `[a, b, c]` (empty items dropped).
+pub fn split_urls(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// A message for the other nodes, on its way to the NATS thread.
@@ -89,6 +131,9 @@ struct Counters {
     dropped_in: AtomicU64,
     undeliverable: AtomicU64,
     unreachable: AtomicU64,
+    reconnects: AtomicU64,
+    /// Ever connected (the first connect is not a reconnect).
+    ever: AtomicBool,
 }
 
 fn add(counter: &AtomicU64) {
@@ -104,6 +149,7 @@ pub(crate) struct Link {
     counters: Arc<Counters>,
     peers: Arc<Peers>,
     node_timeout: Duration,
+    interest: Arc<Wanted>,
     stop: Arc<Notify>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -156,6 +202,22 @@ impl ClusterLink for Link {
         })
     }
 
+    fn interest(&self, topic: &Bytes, on: bool) {
+        self.interest.change(topic, on);
+    }
+
+    fn when_interest_applied(&self, waiter: Waiter) {
+        if self
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+        {
+            return; // stopped: nothing will run it
+        }
+        self.interest.when_applied(waiter);
+    }
+
     fn stats(&self) -> ClusterStats {
         let c = &self.counters;
         let now = Instant::now();
@@ -172,6 +234,8 @@ impl ClusterLink for Link {
             dropped_in: c.dropped_in.load(Ordering::Relaxed),
             undeliverable: c.undeliverable.load(Ordering::Relaxed),
             unreachable: c.unreachable.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+            topics: self.interest.topics(),
         }
     }
 
@@ -183,6 +247,7 @@ impl ClusterLink for Link {
                 tracing::error!("the cluster thread panicked");
             }
         }
+        self.interest.clear_waiters();
     }
 }
 
@@ -196,6 +261,20 @@ pub(crate) fn start(config: ClusterConfig, shared: Weak<ServerShared>) -> io::Re
                 config.node
             ),
         ));
+    }
+    if config.urls.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cluster: no NATS server URL given",
+        ));
+    }
+    for url in &config.urls {
+        if let Err(e) = url.parse::<async_nats::ServerAddr>() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cluster: bad NATS server URL '{url}': {e}"),
+            ));
+        }
     }
     if config.buffer == 0 || config.heartbeat.is_zero() || config.node_timeout <= config.heartbeat {
         return Err(io::Error::new(
@@ -211,13 +290,18 @@ pub(crate) fn start(config: ClusterConfig, shared: Weak<ServerShared>) -> io::Re
     let node: Arc<str> = config.node.as_str().into();
     let wait = config.connect_wait;
     let node_timeout = config.node_timeout;
-    let url = config.url.clone();
+    let url = config.urls.join(",");
+    let interest = Arc::new(Wanted::default());
     let runner = Runner {
         config,
-        shared,
+        inbound: Inbound {
+            shared,
+            counters: counters.clone(),
+        },
         counters: counters.clone(),
         peers: peers.clone(),
         node: node.clone(),
+        interest: interest.clone(),
     };
     let stop_rx = stop.clone();
     let thread = std::thread::Builder::new()
@@ -241,6 +325,7 @@ pub(crate) fn start(config: ClusterConfig, shared: Weak<ServerShared>) -> io::Re
         counters,
         peers,
         node_timeout,
+        interest,
         stop,
         thread: Mutex::new(Some(thread)),
     })
@@ -249,18 +334,61 @@ pub(crate) fn start(config: ClusterConfig, shared: Weak<ServerShared>) -> io::Re
 /// The NATS thread's state.
 struct Runner {
     config: ClusterConfig,
-    shared: Weak<ServerShared>,
+    inbound: Inbound,
     counters: Arc<Counters>,
     peers: Arc<Peers>,
     node: Arc<str>,
+    interest: Arc<Wanted>,
+}
+
+/// Hands messages from NATS to this node's shards (shared with the tasks
+/// that read the per-topic subscriptions).
+#[derive(Clone)]
+struct Inbound {
+    shared: Weak<ServerShared>,
+    counters: Arc<Counters>,
+}
+
+impl Inbound {
+    /// Sends a command to every shard of this node; a full queue drops it
+    /// (counted).
+    fn to_every_shard(&self, make: impl Fn() -> Command) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        add(&self.counters.received);
+        for shard in shared.shards.iter() {
+            if shared.command(shard, make()).is_err() {
+                add(&self.counters.dropped_in);
+            }
+        }
+    }
+
+    fn publish(&self, body: Bytes) {
+        let Some((topic, payload)) = read_publish(&body) else {
+            return;
+        };
+        self.to_every_shard(|| Command::Publish {
+            topic: topic.clone(),
+            payload: payload.clone(),
+        });
+    }
+
+    /// Reads one subscription to its end (or until its task is aborted,
+    /// which drops it: the client then unsubscribes).
+    fn forward(&self, mut sub: async_nats::Subscriber) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                me.publish(m.payload);
+            }
+        })
+    }
 }
 
 /// Most messages taken from the queue per wake-up (published back to back;
 /// the client writes them in one go).
 const BATCH: usize = 512;
-
-const SEND: u8 = 1;
-const STALE: u8 = 2;
 
 impl Runner {
     fn run(
@@ -308,23 +436,27 @@ impl Runner {
                 let node = node.clone();
                 async move { on_event(&counters, &node, event) }
             });
-        let client = match options.connect(self.config.url.as_str()).await {
+        let client = match options.connect(self.config.urls.as_slice()).await {
             Ok(c) => c,
             Err(e) => {
-                let _ = ready.send(Err(format!("connecting to {}: {e}", self.config.url)));
+                let urls = self.config.urls.join(",");
+                let _ = ready.send(Err(format!("connecting to {urls}: {e}")));
                 return;
             }
         };
         let subscribed = async {
             let bcast = client.subscribe(self.subject("bcast")).await?;
-            let publishes = client.subscribe(self.subject("pub")).await?;
+            let all = match self.config.interest {
+                Interest::All => Some(client.subscribe(self.subject("t.*")).await?),
+                Interest::PerTopic => None,
+            };
             let direct = client
                 .subscribe(self.subject(&format!("node.{}", self.node)))
                 .await?;
             let hello = client.subscribe(self.subject("hello")).await?;
-            Ok::<_, async_nats::SubscribeError>((bcast, publishes, direct, hello))
+            Ok::<_, async_nats::SubscribeError>((bcast, all, direct, hello))
         };
-        let (mut bcast, mut publishes, mut direct, mut hello) = match subscribed.await {
+        let (mut bcast, all, mut direct, mut hello) = match subscribed.await {
             Ok(s) => s,
             Err(e) => {
                 let _ = ready.send(Err(format!("subscribing: {e}")));
@@ -342,6 +474,10 @@ impl Runner {
             self.counters.connected.store(true, Ordering::Release);
             let _ = ready.send(Ok(()));
         }
+        // Every publish (Interest::All), or one subscription per topic.
+        let _all = all.map(|sub| AbortOnDrop(self.inbound.forward(sub)));
+        let mut topics: HashMap<Bytes, AbortOnDrop> = HashMap::new();
+        let mut attached = None;
         let mut batch = Vec::with_capacity(BATCH);
         let mut tick = tokio::time::interval(self.config.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -359,7 +495,9 @@ impl Runner {
                     }
                 }
                 Some(m) = bcast.next() => self.inbound_broadcast(m.payload),
-                Some(m) = publishes.next() => self.inbound_publish(m.payload),
+                _ = self.interest.changed.notified() => {
+                    self.apply_interest(&client, &mut topics).await;
+                }
                 Some(m) = direct.next() => self.inbound_direct(&client, m.payload).await,
                 Some(m) = hello.next() => self.heard(m.payload, &mut down),
                 _ = tick.tick() => {
@@ -369,6 +507,7 @@ impl Runner {
                             .await;
                     }
                     self.sweep_peers(&mut down);
+                    self.log_server(&client, &mut attached);
                     let dropped = self.counters.dropped_out.load(Ordering::Relaxed);
                     if dropped > dropped_logged {
                         tracing::warn!(
@@ -393,13 +532,10 @@ impl Runner {
         }
         let (subject, body) = match out {
             Out::Broadcast(payload) => (self.subject("bcast"), payload),
-            Out::Publish(topic, payload) => {
-                let mut body = BytesMut::with_capacity(2 + topic.len() + payload.len());
-                body.put_u16(topic.len() as u16);
-                body.put_slice(&topic);
-                body.put_slice(&payload);
-                (self.subject("pub"), body.freeze())
-            }
+            Out::Publish(topic, payload) => (
+                self.subject(&format!("t.{}", topic_token(&topic))),
+                publish_body(&topic, &payload),
+            ),
             Out::Send { from, to, payload } => {
                 let mut body = BytesMut::with_capacity(32 + self.node.len() + payload.len());
                 body.put_u8(SEND);
@@ -419,44 +555,64 @@ impl Runner {
         }
     }
 
-    /// Sends a command to every shard of this node; a full queue drops it
-    /// (counted).
-    fn to_every_shard(&self, make: impl Fn() -> Command) {
-        let Some(shared) = self.shared.upgrade() else {
-            return;
-        };
-        add(&self.counters.received);
-        for shard in shared.shards.iter() {
-            if shared.command(shard, make()).is_err() {
-                add(&self.counters.dropped_in);
+    fn inbound_broadcast(&self, payload: Bytes) {
+        self.inbound.to_every_shard(|| Command::Broadcast {
+            payload: payload.clone(),
+        });
+    }
+
+    /// Subscribes to the topics newly wanted and ends the subscriptions of
+    /// those no longer wanted; then, once the server has seen that (a
+    /// flush, skipped while the link is down), runs the waiters.
+    async fn apply_interest(
+        &self,
+        client: &async_nats::Client,
+        topics: &mut HashMap<Bytes, AbortOnDrop>,
+    ) {
+        let changes = self.interest.take();
+        for (topic, wanted) in changes.topics {
+            if !wanted {
+                topics.remove(&topic);
+                continue;
+            }
+            if topics.contains_key(&topic) || self.config.interest == Interest::All {
+                continue;
+            }
+            let subject = self.subject(&format!("t.{}", topic_token(&topic)));
+            match client.subscribe(subject).await {
+                Ok(sub) => {
+                    topics.insert(topic, AbortOnDrop(self.inbound.forward(sub)));
+                }
+                // Only when the client is closed (the server is stopping).
+                Err(e) => tracing::warn!(error = %e, "cluster: subscribing to a topic failed"),
             }
         }
-    }
-
-    fn inbound_broadcast(&self, payload: Bytes) {
-        self.to_every_shard(|| Command::Broadcast {
-            payload: payload.clone(),
-        });
-    }
-
-    fn inbound_publish(&self, body: Bytes) {
-        if body.len() < 2 {
+        if changes.waiters.is_empty() {
             return;
         }
-        let len = u16::from_be_bytes([body[0], body[1]]) as usize;
-        if body.len() < 2 + len {
+        if self.counters.connected.load(Ordering::Acquire) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
+        }
+        for waiter in changes.waiters {
+            waiter();
+        }
+    }
+
+    /// Logs the NATS server the client is attached to when it changes.
+    fn log_server(&self, client: &async_nats::Client, attached: &mut Option<String>) {
+        if !self.counters.connected.load(Ordering::Acquire) {
             return;
         }
-        let topic = body.slice(2..2 + len);
-        let payload = body.slice(2 + len..);
-        self.to_every_shard(|| Command::Publish {
-            topic: topic.clone(),
-            payload: payload.clone(),
-        });
+        let info = client.server_info();
+        let now = format!("{} ({}:{})", info.server_name, info.host, info.port);
+        if attached.as_deref() != Some(now.as_str()) {
+            tracing::info!(node = %self.node, server = %now, "cluster: attached to NATS server");
+            *attached = Some(now);
+        }
     }
 
     async fn inbound_direct(&self, client: &async_nats::Client, body: Bytes) {
-        let Some(shared) = self.shared.upgrade() else {
+        let Some(shared) = self.inbound.shared.upgrade() else {
             return;
         };
         add(&self.counters.received);
@@ -542,9 +698,21 @@ impl Runner {
     }
 }
 
+/// A task aborted (and so its subscription dropped) with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn on_event(counters: &Counters, node: &str, event: Event) {
     match event {
         Event::Connected => {
+            if counters.ever.swap(true, Ordering::AcqRel) {
+                add(&counters.reconnects);
+            }
             let was = counters.connected.swap(true, Ordering::AcqRel);
             if !was {
                 tracing::info!(
@@ -563,78 +731,5 @@ fn on_event(counters: &Counters, node: &str, event: Event) {
             );
         }
         other => tracing::debug!(node, event = %other, "cluster: NATS event"),
-    }
-}
-
-fn error_code(e: SendError) -> u8 {
-    match e {
-        SendError::Closed => 1,
-        SendError::QueueFull => 2,
-        SendError::Busy => 3,
-        SendError::TooLarge => 4,
-        SendError::Stopped => 5,
-        SendError::Unreachable => 6,
-    }
-}
-
-fn error_from_code(code: u8) -> SendError {
-    match code {
-        2 => SendError::QueueFull,
-        3 => SendError::Busy,
-        4 => SendError::TooLarge,
-        5 => SendError::Stopped,
-        6 => SendError::Unreachable,
-        _ => SendError::Closed,
-    }
-}
-
-fn put_node(b: &mut BytesMut, node: &str) {
-    b.put_u8(node.len() as u8);
-    b.put_slice(node.as_bytes());
-}
-
-fn put_conn(b: &mut BytesMut, c: ConnId) {
-    b.put_u16(c.shard() as u16);
-    b.put_u32(c.slot());
-    b.put_u32(c.generation());
-}
-
-/// A missing connection is written with generation 0 (never a live one).
-fn put_opt_conn(b: &mut BytesMut, c: Option<ConnId>) {
-    match c {
-        Some(c) => put_conn(b, c),
-        None => b.put_slice(&[0; 10]),
-    }
-}
-
-/// Reads the fields of a node-addressed message; None on a short or bad
-/// body (which is then ignored: at most once).
-struct Reader(Bytes);
-
-impl Reader {
-    fn take(&mut self, n: usize) -> Option<Bytes> {
-        (self.0.len() >= n).then(|| self.0.split_to(n))
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-
-    fn node(&mut self) -> Option<String> {
-        let n = self.u8()? as usize;
-        let name = String::from_utf8(self.take(n)?.to_vec()).ok()?;
-        valid_node_name(&name).then_some(name)
-    }
-
-    fn opt_conn(&mut self) -> Option<Option<ConnId>> {
-        let b = self.take(10)?;
-        let shard = u16::from_be_bytes([b[0], b[1]]);
-        let slot = u32::from_be_bytes([b[2], b[3], b[4], b[5]]);
-        let generation = u32::from_be_bytes([b[6], b[7], b[8], b[9]]);
-        Some((generation != 0).then(|| ConnId::new(shard, slot, generation)))
-    }
-
-    fn conn(&mut self) -> Option<ConnId> {
-        self.opt_conn()?
     }
 }

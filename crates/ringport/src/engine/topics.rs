@@ -58,6 +58,9 @@ impl std::error::Error for TopicError {}
 pub(crate) struct TopicIndex {
     subscribers: HashMap<Bytes, Vec<u32>>,
     by_slot: HashMap<u32, Vec<Bytes>>,
+    /// Topics that gained their first (true) or lost their last (false)
+    /// subscriber on this shard, for the cluster link's per-topic interest.
+    changes: Vec<(Bytes, bool)>,
 }
 
 impl TopicIndex {
@@ -76,7 +79,11 @@ impl TopicIndex {
         // One copy of the name, shared by both maps.
         let name = match self.subscribers.get_key_value(topic) {
             Some((name, _)) => name.clone(),
-            None => Bytes::copy_from_slice(topic),
+            None => {
+                let name = Bytes::copy_from_slice(topic);
+                self.changes.push((name.clone(), true));
+                name
+            }
         };
         mine.push(name.clone());
         self.subscribers.entry(name).or_default().push(slot);
@@ -114,7 +121,9 @@ impl TopicIndex {
                 list.swap_remove(pos);
             }
             if list.is_empty() {
-                self.subscribers.remove(topic);
+                if let Some((name, _)) = self.subscribers.remove_entry(topic) {
+                    self.changes.push((name, false));
+                }
             }
         }
     }
@@ -141,12 +150,32 @@ impl TopicIndex {
 impl<C: Codec> Core<C> {
     pub(super) fn subscribe(&mut self, conn: ConnId, topic: &[u8]) -> Result<bool, TopicError> {
         let slot = self.live_slot(conn).ok_or(TopicError::Closed)?;
-        self.topics.subscribe(slot as u32, topic)
+        let done = self.topics.subscribe(slot as u32, topic);
+        self.report_interest();
+        done
     }
 
     pub(super) fn unsubscribe(&mut self, conn: ConnId, topic: &[u8]) -> bool {
-        self.live_slot(conn)
-            .is_some_and(|slot| self.topics.unsubscribe(slot as u32, topic))
+        let done = self
+            .live_slot(conn)
+            .is_some_and(|slot| self.topics.unsubscribe(slot as u32, topic));
+        self.report_interest();
+        done
+    }
+
+    /// Tells the cluster link which topics this shard gained or lost.
+    pub(super) fn report_interest(&mut self) {
+        if self.topics.changes.is_empty() {
+            return;
+        }
+        match self.shared.cluster.get() {
+            Some(link) => {
+                for (topic, on) in self.topics.changes.drain(..) {
+                    link.interest(&topic, on);
+                }
+            }
+            None => self.topics.changes.clear(),
+        }
     }
 
     /// Queues `payload` to this shard's subscribers of `topic`; returns how
