@@ -479,11 +479,23 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
                 let server = guard.as_ref()?;
                 let shards = server.shard_stats();
                 let turns = server.turn_durations();
-                Some(ringport_cli::metrics::render_with_turns(
+                let mut text = ringport_cli::metrics::render_with_turns(
                     &shards,
                     server.backend().name(),
                     Some(&turns),
-                ))
+                );
+                if let Some(cluster) = server.cluster_stats() {
+                    text.push_str(&ringport_cli::metrics::render_cluster(&cluster));
+                }
+                Some(text)
+            };
+            let health = || {
+                let guard = slot.read().unwrap_or_else(|e| e.into_inner());
+                let server = guard.as_ref()?;
+                Some(match server.cluster_stats() {
+                    Some(c) if !c.connected => Some("cluster link to NATS is down".to_string()),
+                    _ => None,
+                })
             };
             let connz = |offset: usize, limit: usize| {
                 let guard = slot.read().unwrap_or_else(|e| e.into_inner());
@@ -493,7 +505,9 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
             let done = &http_done;
             std::thread::Builder::new()
                 .name("metrics-http".into())
-                .spawn_scoped(scope, move || http::run(listener, done, scrape, connz))
+                .spawn_scoped(scope, move || {
+                    http::run(listener, done, scrape, health, connz)
+                })
                 .map_err(|e| format!("starting the metrics thread: {e}"))?;
         }
         let result = run_until_signal(&args, started, &slot, &stop_requested, &which_signal);
