@@ -97,8 +97,8 @@ fn a_node_whose_nats_server_dies_moves_to_another_and_delivery_resumes() {
         "failover: {lost} of {N} cross-node messages lost while n1 moved off {}",
         nats.servers[before].name
     );
-    // Bounded: under a second of traffic (1 message per ms).
-    assert!(lost < 1000, "{lost} lost");
+    // Bounded: under two seconds of traffic (1 message per ms).
+    assert!(lost < 2000, "{lost} lost");
     let after = nats.attached("ringport-n1").expect("n1 is attached again");
     assert_ne!(after, before);
     n1.served

@@ -422,15 +422,14 @@ impl Runner {
     ) {
         let events = self.counters.clone();
         let node = self.node.clone();
+        let servers = self.config.urls.len();
         let options = ConnectOptions::new()
             .no_echo()
             .name(format!("ringport-{}", self.node))
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(2))
-            .reconnect_delay_callback(|attempt| {
-                Duration::from_millis((100u64 << attempt.min(5)).min(2000))
-            })
+            .reconnect_delay_callback(move |attempt| reconnect_delay(attempt, servers))
             .event_callback(move |event| {
                 let counters = events.clone();
                 let node = node.clone();
@@ -698,6 +697,16 @@ impl Runner {
     }
 }
 
+/// The wait before connect attempt `attempt` (counted per server tried
+/// since the last success): every known server once at once (a lost server
+/// is left for another without delay), then 100 ms doubling to 2 s.
+fn reconnect_delay(attempt: usize, servers: usize) -> Duration {
+    match attempt.checked_sub(servers.max(1)) {
+        None | Some(0) => Duration::ZERO,
+        Some(n) => Duration::from_millis((100u64 << (n - 1).min(5)).min(2000)),
+    }
+}
+
 /// A task aborted (and so its subscription dropped) with its owner.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -731,5 +740,29 @@ fn on_event(counters: &Counters, node: &str, event: Event) {
             );
         }
         other => tracing::debug!(node, event = %other, "cluster: NATS event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_server_is_tried_at_once_then_with_back_off() {
+        let ms = |a| reconnect_delay(a, 3).as_millis();
+        assert_eq!([ms(1), ms(2), ms(3)], [0, 0, 0]);
+        assert_eq!([ms(4), ms(5), ms(6)], [100, 200, 400]);
+        assert_eq!(ms(40), 2000);
+        assert_eq!(reconnect_delay(1, 0), Duration::ZERO);
+    }
+
+    #[test]
+    fn urls_are_split_on_commas() {
+        assert_eq!(
+            split_urls("nats://a:1, nats://b:2,,"),
+            vec!["nats://a:1".to_string(), "nats://b:2".to_string()]
+        );
+        let c = ClusterConfig::new("nats://a:1,nats://b:2", "n1");
+        assert_eq!(c.urls.len(), 2);
     }
 }
