@@ -194,6 +194,26 @@ pub fn to_toml(args: &ServeArgs) -> String {
     optional("cluster", args.cluster.as_deref().map(s), "no cluster");
     optional("node-id", args.node_id.as_deref().map(s), "no cluster");
     optional(
+        "cluster-history",
+        args.cluster_history.as_deref().map(s),
+        "no history",
+    );
+    optional(
+        "cluster-history-size",
+        Some(args.cluster_history_size.to_string()),
+        "1000",
+    );
+    optional(
+        "cluster-history-age",
+        Some(s(&duration_text(args.cluster_history_age))),
+        "1h",
+    );
+    optional(
+        "cluster-history-replicas",
+        Some(args.cluster_history_replicas.to_string()),
+        "1",
+    );
+    optional(
         "cluster-interest",
         Some(s(&value_name(args.cluster_interest))),
         "topic",

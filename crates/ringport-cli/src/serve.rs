@@ -288,6 +288,49 @@ pub struct ServeArgs {
     )]
     pub cluster_interest: ClusterInterest,
 
+    /// Keep a history of the topics starting with these prefixes
+    /// (comma-separated; `*` for every topic) on NATS JetStream (the NATS
+    /// servers run with -js). Their messages reach subscribers with a
+    /// position (`N` frames in pubsub mode) and a client resumes from one
+    /// with `R` (see docs/cluster.md).
+    #[arg(
+        long,
+        value_name = "PREFIXES",
+        env = "RINGPORT_CLUSTER_HISTORY",
+        requires = "cluster"
+    )]
+    pub cluster_history: Option<String>,
+
+    /// Messages kept per topic in the history (the oldest leave first).
+    #[arg(
+        long,
+        value_name = "N",
+        env = "RINGPORT_CLUSTER_HISTORY_SIZE",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub cluster_history_size: u32,
+
+    /// Messages older than this leave the history (e.g. 10m, 1h).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "RINGPORT_CLUSTER_HISTORY_AGE",
+        default_value = "1h",
+        value_parser = parse_positive_duration
+    )]
+    pub cluster_history_age: Duration,
+
+    /// Copies of the history in a NATS cluster (JetStream replicas, 1-5).
+    #[arg(
+        long,
+        value_name = "N",
+        env = "RINGPORT_CLUSTER_HISTORY_REPLICAS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u8).range(1..=5)
+    )]
+    pub cluster_history_replicas: u8,
+
     /// Print the effective settings as TOML (usable as a --config file) and
     /// exit.
     #[arg(long)]
@@ -430,6 +473,21 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
             ClusterInterest::Topic => ringport::cluster::Interest::PerTopic,
             ClusterInterest::All => ringport::cluster::Interest::All,
         };
+        if let Some(prefixes) = &args.cluster_history {
+            let namespaces = prefixes
+                .split(',')
+                .map(|p| if p.trim() == "*" { "" } else { p.trim() })
+                .map(String::from)
+                .collect();
+            let mut history = ringport::cluster::HistoryConfig::new(
+                namespaces,
+                ringport_cli::pubsub::history_frame,
+            );
+            history.max_messages = args.cluster_history_size;
+            history.max_age = args.cluster_history_age;
+            history.replicas = usize::from(args.cluster_history_replicas);
+            cluster.history = Some(history);
+        }
         config.cluster = Some(cluster);
     }
     config.tls = crate::tls::acceptor(&args)?;

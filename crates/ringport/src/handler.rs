@@ -285,6 +285,62 @@ impl Context<'_> {
         }));
     }
 
+    /// Whether publishes to `topic` are kept in the cluster's topic history
+    /// ([`crate::cluster::HistoryConfig`]): they then reach subscribers, on
+    /// this node too, through the history, each message framed with its
+    /// position by [`crate::cluster::HistoryConfig::encode`] (so publish
+    /// the bare data, not a client frame).
+    pub fn has_history(&self, topic: &[u8]) -> bool {
+        self.core
+            .server()
+            .cluster
+            .get()
+            .is_some_and(|link| link.history_topic(topic))
+    }
+
+    /// Subscribes `conn` to `topic` after delivering what it missed since
+    /// `since` (a position a message of the topic came with): the messages
+    /// after it still in the history, in order, then live messages with no
+    /// gap and no duplicate; `then` runs on this shard once the
+    /// subscription is live, with how it began ([`crate::cluster::Recovery`])
+    /// and the position it stands at. `since: None` subscribes live and
+    /// tells the current position. A topic without a history is subscribed
+    /// at once ([`crate::cluster::Recovery::NoHistory`]).
+    pub fn subscribe_since(
+        &mut self,
+        conn: ConnId,
+        topic: &[u8],
+        since: Option<crate::cluster::Position>,
+        then: impl FnOnce(&mut Context<'_>, Result<crate::cluster::Resumed, TopicError>)
+        + Send
+        + 'static,
+    ) {
+        use crate::cluster::{Position, Recovery, Resumed};
+        let link = self.core.server().cluster.get();
+        match link {
+            Some(link)
+                if link.history_topic(topic)
+                    && !topic.is_empty()
+                    && topic.len() <= crate::MAX_TOPIC_LEN =>
+            {
+                link.recover(
+                    conn,
+                    bytes::Bytes::copy_from_slice(topic),
+                    since,
+                    Box::new(then),
+                );
+            }
+            _ => {
+                let subscribed = self.subscribe(conn, topic);
+                let resumed = Resumed {
+                    recovery: Recovery::NoHistory,
+                    position: Position::default(),
+                };
+                then(self, subscribed.map(|_| resumed));
+            }
+        }
+    }
+
     /// The cluster-wide id of `conn` (None when the server is not part of
     /// a cluster).
     pub fn cluster_id(&self, conn: ConnId) -> Option<ClusterConnId> {

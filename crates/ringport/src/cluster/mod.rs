@@ -30,11 +30,15 @@
 #![cfg_attr(not(feature = "cluster"), allow(rustdoc::broken_intra_doc_links))]
 
 #[cfg(feature = "cluster")]
+mod history;
+#[cfg(feature = "cluster")]
 mod interest;
 #[cfg(feature = "cluster")]
 mod nats;
 #[cfg(feature = "cluster")]
 mod wire;
+#[cfg(feature = "cluster")]
+pub use history::HistoryConfig;
 #[cfg(feature = "cluster")]
 pub(crate) use nats::start;
 #[cfg(feature = "cluster")]
@@ -47,7 +51,49 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::conn_id::ConnId;
-use crate::handler::SendError;
+use crate::engine::topics::TopicError;
+use crate::handler::{Context, SendError};
+
+/// A message's place in its topic's history: the JetStream stream
+/// sequence, and the history's epoch (it changes when the history is reset:
+/// the stream was recreated). Positions of one topic grow with each
+/// message, though not by one (the sequence is shared by all topics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Position {
+    /// The history's epoch (its stream's creation time, in nanoseconds).
+    pub epoch: u64,
+    /// The message's stream sequence; 0 for "before any message".
+    pub seq: u64,
+}
+
+/// How a subscription with [`Context::subscribe_since`] began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Every message after the given position was delivered, in order;
+    /// live messages follow with no gap and no duplicate.
+    Recovered,
+    /// The history no longer holds the position (trimmed by count or age)
+    /// or its epoch changed: messages were missed; live messages follow.
+    Reset,
+    /// No position was given: live messages follow.
+    Fresh,
+    /// The topic has no history (no cluster, or outside the history
+    /// namespaces): subscribed for live messages only.
+    NoHistory,
+}
+
+/// The outcome of [`Context::subscribe_since`]: how it began, and the
+/// position the subscription now stands at (that of the last message of
+/// the topic before the live ones that follow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    pub recovery: Recovery,
+    pub position: Position,
+}
+
+/// Runs on the subscriber's shard once a subscription since a position
+/// is live.
+pub(crate) type ResumeDone = Box<dyn FnOnce(&mut Context<'_>, Result<Resumed, TopicError>) + Send>;
 
 /// Longest node name; names use `A-Z a-z 0-9 _ -` (they are part of NATS
 /// subjects).
@@ -157,6 +203,12 @@ pub(crate) trait ClusterLink: Send + Sync {
     /// Runs `waiter` (on the link's thread) once every interest reported so
     /// far is registered with the bus, or at once if the link is down.
     fn when_interest_applied(&self, waiter: Box<dyn FnOnce() + Send>);
+    /// Whether publishes to `topic` are kept in the history (they then reach
+    /// subscribers, this node's included, through it, with positions).
+    fn history_topic(&self, topic: &[u8]) -> bool;
+    /// Delivers to `conn` the messages of `topic` after `since`, then
+    /// subscribes it (on its shard) and runs `done` there.
+    fn recover(&self, conn: ConnId, topic: Bytes, since: Option<Position>, done: ResumeDone);
     /// The link's counters.
     fn stats(&self) -> ClusterStats;
     /// Ends the link (on server stop).
@@ -191,6 +243,17 @@ pub struct ClusterStats {
     /// Topics this node has subscribers for, whose publishes it receives
     /// from the bus (with per-topic interest).
     pub topics: usize,
+    /// Publishes written to the history (acknowledged by JetStream).
+    pub history_written: u64,
+    /// Publishes the history refused or did not acknowledge (lost).
+    pub history_failed: u64,
+    /// Subscriptions since a position that got every missed message.
+    pub recovered: u64,
+    /// Subscriptions since a position that could not recover (history
+    /// trimmed, epoch changed, or JetStream unreachable).
+    pub reset: u64,
+    /// Messages delivered from the history to recovering subscribers.
+    pub replayed: u64,
 }
 
 #[cfg(test)]

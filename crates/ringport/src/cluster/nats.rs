@@ -32,14 +32,19 @@ use std::time::{Duration, Instant};
 use async_nats::{ConnectOptions, Event};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
+use futures_util::future::OptionFuture;
 use tokio::sync::{Notify, mpsc};
 
+use super::history::{History, HistoryConfig, HistoryCounters, Recover, handover};
 use super::interest::{Interest as Wanted, Waiter};
 use super::wire::{
     Reader, SEND, STALE, error_code, error_from_code, publish_body, put_conn, put_node,
     put_opt_conn, read_publish, topic_token,
 };
-use super::{ClusterConnId, ClusterLink, ClusterStats, valid_node_name};
+use super::{
+    ClusterConnId, ClusterLink, ClusterStats, Position, Recovery, ResumeDone, Resumed,
+    valid_node_name,
+};
 use crate::conn_id::ConnId;
 use crate::handler::SendError;
 use crate::shared::{Command, ServerShared};
@@ -83,6 +88,9 @@ pub struct ClusterConfig {
     /// Which topic publishes this node receives. Default
     /// [`Interest::PerTopic`].
     pub interest: Interest,
+    /// Topic history on JetStream (the NATS servers run with JetStream:
+    /// `nats-server -js`), for the topics it covers. Default none.
+    pub history: Option<HistoryConfig>,
 }
 
 impl ClusterConfig {
@@ -98,6 +106,7 @@ impl ClusterConfig {
             node_timeout: Duration::from_secs(3),
             connect_wait: Duration::from_secs(2),
             interest: Interest::PerTopic,
+            history: None,
         }
     }
 }
@@ -115,6 +124,9 @@ pub fn split_urls(text: &str) -> Vec<String> {
 enum Out {
     Broadcast(Bytes),
     Publish(Bytes, Bytes),
+    /// A publish to a topic with a history.
+    Record(Bytes, Bytes),
+    Recover(Recover),
     Send {
         from: Option<ConnId>,
         to: ClusterConnId,
@@ -132,6 +144,8 @@ struct Counters {
     undeliverable: AtomicU64,
     unreachable: AtomicU64,
     reconnects: AtomicU64,
+    /// Told on every (re)connection after the first.
+    reconnected: Notify,
     /// Ever connected (the first connect is not a reconnect).
     ever: AtomicBool,
 }
@@ -150,6 +164,9 @@ pub(crate) struct Link {
     peers: Arc<Peers>,
     node_timeout: Duration,
     interest: Arc<Wanted>,
+    history: Option<HistoryConfig>,
+    history_counters: Arc<HistoryCounters>,
+    shared: Weak<ServerShared>,
     stop: Arc<Notify>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -172,7 +189,53 @@ impl ClusterLink for Link {
     }
 
     fn publish(&self, topic: &Bytes, payload: &Bytes) {
+        if self.history_topic(topic) {
+            if !self.counters.connected.load(Ordering::Acquire)
+                || self
+                    .tx
+                    .try_send(Out::Record(topic.clone(), payload.clone()))
+                    .is_err()
+            {
+                add(&self.history_counters.failed);
+            }
+            return;
+        }
         self.enqueue(Out::Publish(topic.clone(), payload.clone()));
+    }
+
+    fn history_topic(&self, topic: &[u8]) -> bool {
+        self.history.as_ref().is_some_and(|h| h.covers(topic))
+    }
+
+    fn recover(&self, conn: ConnId, topic: Bytes, since: Option<Position>, done: ResumeDone) {
+        // Held until the handover: the topic's live reader must run.
+        self.interest.change(&topic, true);
+        let r = Recover {
+            conn,
+            topic,
+            since,
+            done,
+        };
+        if let Err(e) = self.tx.try_send(Out::Recover(r)) {
+            let (mpsc::error::TrySendError::Full(Out::Recover(r))
+            | mpsc::error::TrySendError::Closed(Out::Recover(r))) = e
+            else {
+                return;
+            };
+            add(&self.history_counters.reset);
+            let resumed = Resumed {
+                recovery: Recovery::Reset,
+                position: Position::default(),
+            };
+            handover(
+                &self.shared,
+                &self.interest,
+                r.conn,
+                r.topic,
+                resumed,
+                r.done,
+            );
+        }
     }
 
     fn send(
@@ -236,6 +299,11 @@ impl ClusterLink for Link {
             unreachable: c.unreachable.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
             topics: self.interest.topics(),
+            history_written: self.history_counters.written.load(Ordering::Relaxed),
+            history_failed: self.history_counters.failed.load(Ordering::Relaxed),
+            recovered: self.history_counters.recovered.load(Ordering::Relaxed),
+            reset: self.history_counters.reset.load(Ordering::Relaxed),
+            replayed: self.history_counters.replayed.load(Ordering::Relaxed),
         }
     }
 
@@ -292,12 +360,16 @@ pub(crate) fn start(config: ClusterConfig, shared: Weak<ServerShared>) -> io::Re
     let node_timeout = config.node_timeout;
     let url = config.urls.join(",");
     let interest = Arc::new(Wanted::default());
+    let history = config.history.clone();
+    let history_counters = Arc::new(HistoryCounters::default());
+    let link_shared = shared.clone();
     let runner = Runner {
         config,
         inbound: Inbound {
             shared,
             counters: counters.clone(),
         },
+        history_counters: history_counters.clone(),
         counters: counters.clone(),
         peers: peers.clone(),
         node: node.clone(),
@@ -326,6 +398,9 @@ pub(crate) fn start(config: ClusterConfig, shared: Weak<ServerShared>) -> io::Re
         peers,
         node_timeout,
         interest,
+        history,
+        history_counters,
+        shared: link_shared,
         stop,
         thread: Mutex::new(Some(thread)),
     })
@@ -335,6 +410,7 @@ pub(crate) fn start(config: ClusterConfig, shared: Weak<ServerShared>) -> io::Re
 struct Runner {
     config: ClusterConfig,
     inbound: Inbound,
+    history_counters: Arc<HistoryCounters>,
     counters: Arc<Counters>,
     peers: Arc<Peers>,
     node: Arc<str>,
@@ -473,6 +549,22 @@ impl Runner {
             self.counters.connected.store(true, Ordering::Release);
             let _ = ready.send(Ok(()));
         }
+        let history = self.config.history.clone().map(|h| {
+            History::new(
+                h,
+                client.clone(),
+                &self.config.subject_prefix,
+                self.inbound.shared.clone(),
+                self.interest.clone(),
+                self.history_counters.clone(),
+            )
+        });
+        if let Some(h) = &history {
+            if let Err(e) = h.ensure_stream().await {
+                tracing::warn!(error = %e, "cluster: topic history not available yet");
+            }
+        }
+        let history = history.as_ref();
         // Every publish (Interest::All), or one subscription per topic.
         let _all = all.map(|sub| AbortOnDrop(self.inbound.forward(sub)));
         let mut topics: HashMap<Bytes, AbortOnDrop> = HashMap::new();
@@ -490,12 +582,18 @@ impl Runner {
                         break;
                     }
                     for out in batch.drain(..) {
-                        self.publish_out(&client, out).await;
+                        self.publish_out(&client, history, out).await;
                     }
                 }
                 Some(m) = bcast.next() => self.inbound_broadcast(m.payload),
                 _ = self.interest.changed.notified() => {
-                    self.apply_interest(&client, &mut topics).await;
+                    self.apply_interest(&client, history, &mut topics).await;
+                }
+                _ = self.counters.reconnected.notified(), if history.is_some() => {
+                    // The stream may be new (a store lost with its server).
+                    if let Some(Err(e)) = OptionFuture::from(history.map(|h| h.ensure_stream())).await {
+                        tracing::warn!(error = %e, "cluster: topic history not available");
+                    }
                 }
                 Some(m) = direct.next() => self.inbound_direct(&client, m.payload).await,
                 Some(m) = hello.next() => self.heard(m.payload, &mut down),
@@ -520,16 +618,51 @@ impl Runner {
                 }
             }
         }
+        if let Some(h) = history {
+            h.stop();
+        }
         // Hand over what was queued before the stop, within a bound.
         let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
     }
 
-    async fn publish_out(&self, client: &async_nats::Client, out: Out) {
+    async fn publish_out(
+        &self,
+        client: &async_nats::Client,
+        history: Option<&Arc<History>>,
+        out: Out,
+    ) {
+        let out = match (out, history) {
+            (Out::Recover(r), Some(h)) => return h.recover(r),
+            (Out::Recover(r), None) => {
+                let resumed = Resumed {
+                    recovery: Recovery::NoHistory,
+                    position: Position::default(),
+                };
+                return handover(
+                    &self.inbound.shared,
+                    &self.interest,
+                    r.conn,
+                    r.topic,
+                    resumed,
+                    r.done,
+                );
+            }
+            (Out::Record(topic, payload), Some(h)) => {
+                if self.counters.connected.load(Ordering::Acquire) {
+                    h.publish(&topic, payload).await;
+                } else {
+                    add(&self.history_counters.failed);
+                }
+                return;
+            }
+            (out, _) => out,
+        };
         if !self.counters.connected.load(Ordering::Acquire) {
             add(&self.counters.dropped_out);
             return;
         }
         let (subject, body) = match out {
+            Out::Record(..) | Out::Recover(_) => return,
             Out::Broadcast(payload) => (self.subject("bcast"), payload),
             Out::Publish(topic, payload) => (
                 self.subject(&format!("t.{}", topic_token(&topic))),
@@ -566,10 +699,15 @@ impl Runner {
     async fn apply_interest(
         &self,
         client: &async_nats::Client,
+        history: Option<&Arc<History>>,
         topics: &mut HashMap<Bytes, AbortOnDrop>,
     ) {
         let changes = self.interest.take();
         for (topic, wanted) in changes.topics {
+            if let Some(h) = history.filter(|h| h.covers(&topic)) {
+                h.interest(topic, wanted);
+                continue;
+            }
             if !wanted {
                 topics.remove(&topic);
                 continue;
@@ -721,6 +859,7 @@ fn on_event(counters: &Counters, node: &str, event: Event) {
         Event::Connected => {
             if counters.ever.swap(true, Ordering::AcqRel) {
                 add(&counters.reconnects);
+                counters.reconnected.notify_one();
             }
             let was = counters.connected.swap(true, Ordering::AcqRel);
             if !was {

@@ -280,6 +280,14 @@ impl<C: Codec> Outbound for Core<C> {
         }
         let topic = Bytes::copy_from_slice(topic);
         let payload = Bytes::copy_from_slice(payload);
+        // A topic with a history reaches every subscriber, here too,
+        // through it (with positions, in the history's order).
+        if let Some(link) = self.shared.cluster.get() {
+            if link.history_topic(&topic) {
+                link.publish(&topic, &payload);
+                return Ok(0);
+            }
+        }
         let here = self.publish_local(&topic, &payload);
         let shared = self.shared.clone();
         for (i, shard) in shared.shards.iter().enumerate() {

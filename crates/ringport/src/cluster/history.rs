@@ -1,0 +1,700 @@
+//! Topic history on NATS JetStream, and recovery from a position.
+//!
+//! Topics under [`HistoryConfig::namespaces`] keep a bounded history in one
+//! stream, `{prefix}_history`, on subjects `P.h.HEX` (`P` the subject
+//! prefix, `HEX` the topic in hex), at most
+//! [`HistoryConfig::max_messages`] per topic and none older than
+//! [`HistoryConfig::max_age`]. A publish to such a topic is written once to
+//! the stream (by the node it was made on); every node with subscribers
+//! for the topic reads it back through one ordered consumer per topic (the
+//! *live* reader) and fans it out to them, each copy framed by
+//! [`HistoryConfig::encode`] with its [`Position`]. So every subscriber,
+//! on every node, sees the topic's messages in the stream's order.
+//!
+//! Recovery from position `P`: the subscriber is not subscribed at once;
+//! a second ordered consumer reads the topic from `P + 1` and sends each
+//! message to it alone, until it meets the live reader's last delivered
+//! message `L`; at that moment (on the link's thread, with no await in
+//! between) the subscription is handed to the subscriber's shard, behind
+//! the live deliveries up to `L` in that shard's FIFO command queue: the
+//! subscriber then gets exactly the messages after `L` live. No gap, no
+//! duplicate. The history holds `P` when the message at `P` is still in
+//! the stream (a topic's messages leave it oldest first, by count or by
+//! age, so all later ones are there too); `P = 0` is held only while the
+//! stream has never dropped a message. Otherwise, or when the epoch (the
+//! stream's creation time) differs, the subscriber is told
+//! [`Recovery::Reset`] and gets live messages from then on.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{Notify, mpsc};
+
+use super::interest::Interest as Wanted;
+use super::wire::topic_token;
+use super::{Position, Recovery, ResumeDone, Resumed};
+use crate::conn_id::ConnId;
+use crate::shared::{Command, ServerShared};
+
+/// Which topics keep a history, and how much.
+#[derive(Debug, Clone)]
+pub struct HistoryConfig {
+    /// Topic name prefixes with a history; `""` covers every topic.
+    pub namespaces: Vec<String>,
+    /// Messages kept per topic (the oldest leave first). Default 1,000.
+    pub max_messages: u32,
+    /// Messages older than this leave the history. Default 1 hour.
+    pub max_age: Duration,
+    /// Copies of the history in a NATS cluster (JetStream replicas, 1 to
+    /// 5; at most the number of JetStream servers). Default 1.
+    pub replicas: usize,
+    /// Builds the frame a subscriber gets for a message of the history:
+    /// from the topic, the message's position and the published payload.
+    /// Called once per message per node (the frame is shared by the node's
+    /// subscribers) and once per message replayed to a recovering one.
+    pub encode: fn(&[u8], Position, &[u8]) -> Vec<u8>,
+    /// How long a recovery may take before the subscriber is given up on
+    /// (told [`Recovery::Reset`], subscribed live). Default 30 s.
+    pub recovery_timeout: Duration,
+}
+
+impl HistoryConfig {
+    /// History for topics starting with any of `namespaces`, framed by
+    /// `encode`, with the default bounds.
+    pub fn new(namespaces: Vec<String>, encode: fn(&[u8], Position, &[u8]) -> Vec<u8>) -> Self {
+        HistoryConfig {
+            namespaces,
+            max_messages: 1000,
+            max_age: Duration::from_secs(3600),
+            replicas: 1,
+            encode,
+            recovery_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Whether `topic` keeps a history.
+    pub fn covers(&self, topic: &[u8]) -> bool {
+        self.namespaces
+            .iter()
+            .any(|ns| topic.starts_with(ns.as_bytes()))
+    }
+}
+
+/// History counters (part of [`super::ClusterStats`]).
+#[derive(Default)]
+pub(super) struct HistoryCounters {
+    pub written: AtomicU64,
+    pub failed: AtomicU64,
+    pub recovered: AtomicU64,
+    pub reset: AtomicU64,
+    pub replayed: AtomicU64,
+}
+
+fn add(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The live reader of one topic on this node.
+struct Live {
+    epoch: u64,
+    /// Stream sequence of the last message of the topic delivered live
+    /// here (or, before the first, of the last one already in the stream
+    /// when the reader started; 0 if none).
+    last: u64,
+    ready: bool,
+    /// Recoveries wait for `ready`, or for `last` to grow, on this.
+    ready_now: Arc<Notify>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// A recovery handed over from a shard.
+pub(super) struct Recover {
+    pub conn: ConnId,
+    pub topic: Bytes,
+    pub since: Option<Position>,
+    pub done: ResumeDone,
+}
+
+/// The history's state on the link's thread (shared with its tasks).
+pub(super) struct History {
+    config: HistoryConfig,
+    js: jetstream::Context,
+    name: String,
+    subjects: String,
+    subject_prefix: String,
+    epoch: AtomicU64,
+    live: Mutex<HashMap<Bytes, Live>>,
+    shared: Weak<ServerShared>,
+    wanted: Arc<Wanted>,
+    counters: Arc<HistoryCounters>,
+    acks: mpsc::UnboundedSender<jetstream::context::PublishAckFuture>,
+}
+
+impl History {
+    /// `prefix` is the cluster's subject prefix.
+    pub fn new(
+        config: HistoryConfig,
+        client: async_nats::Client,
+        prefix: &str,
+        shared: Weak<ServerShared>,
+        wanted: Arc<Wanted>,
+        counters: Arc<HistoryCounters>,
+    ) -> Arc<History> {
+        let (acks, mut pending) = mpsc::unbounded_channel::<jetstream::context::PublishAckFuture>();
+        let name = format!("{}_history", prefix.replace(['.', '*', '>', ' '], "_"));
+        let history = Arc::new(History {
+            config,
+            js: jetstream::new(client),
+            name,
+            subjects: format!("{prefix}.h.*"),
+            subject_prefix: format!("{prefix}.h."),
+            epoch: AtomicU64::new(0),
+            live: Mutex::new(HashMap::new()),
+            shared,
+            wanted,
+            counters: counters.clone(),
+            acks,
+        });
+        // Acknowledgements are awaited in order, off the link's loop.
+        tokio::spawn(async move {
+            while let Some(ack) = pending.recv().await {
+                match ack.await {
+                    Ok(_) => add(&counters.written),
+                    Err(e) => {
+                        add(&counters.failed);
+                        tracing::debug!(error = %e, "cluster: history write not acknowledged");
+                    }
+                }
+            }
+        });
+        history
+    }
+
+    pub fn covers(&self, topic: &[u8]) -> bool {
+        self.config.covers(topic)
+    }
+
+    fn subject(&self, topic: &[u8]) -> String {
+        format!("{}{}", self.subject_prefix, topic_token(topic))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Bytes, Live>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates the stream if missing (with the configured bounds) and reads
+    /// its epoch. A new epoch (the stream was recreated, e.g. its NATS
+    /// servers lost their store) restarts every live reader on the new
+    /// history.
+    pub async fn ensure_stream(self: &Arc<Self>) -> Result<(), String> {
+        let config = stream::Config {
+            name: self.name.clone(),
+            subjects: vec![self.subjects.clone()],
+            max_messages_per_subject: i64::from(self.config.max_messages),
+            max_age: self.config.max_age,
+            storage: stream::StorageType::File,
+            num_replicas: self.config.replicas.clamp(1, 5),
+            ..Default::default()
+        };
+        let mut stream = self
+            .js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| format!("history stream {}: {e}", self.name))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| format!("history stream {}: {e}", self.name))?;
+        let epoch = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(1);
+        let before = self.epoch.swap(epoch, Ordering::AcqRel);
+        if before != 0 && before != epoch {
+            tracing::warn!(
+                stream = %self.name, old = before, new = epoch,
+                "cluster: the history was reset (new epoch); recovering subscribers start over"
+            );
+            let topics: Vec<Bytes> = self.lock().keys().cloned().collect();
+            for topic in topics {
+                self.start_live(topic);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a publish to the history (its acknowledgement is awaited in
+    /// the background).
+    pub async fn publish(&self, topic: &[u8], payload: Bytes) {
+        match self.js.publish(self.subject(topic), payload).await {
+            Ok(ack) => {
+                let _ = self.acks.send(ack);
+            }
+            Err(e) => {
+                add(&self.counters.failed);
+                tracing::debug!(error = %e, "cluster: history write failed");
+            }
+        }
+    }
+
+    /// Interest in `topic` appeared (`on`) or left: starts or ends its live
+    /// reader.
+    pub fn interest(self: &Arc<Self>, topic: Bytes, on: bool) {
+        if on {
+            if !self.lock().contains_key(&topic) {
+                self.start_live(topic);
+            }
+        } else {
+            self.lock().remove(&topic);
+        }
+    }
+
+    /// (Re)starts the live reader of `topic`: from the end of the stream.
+    fn start_live(self: &Arc<Self>, topic: Bytes) {
+        let ready_now = Arc::new(Notify::new());
+        let me = self.clone();
+        let key = topic.clone();
+        let task = tokio::spawn(async move { me.run_live(key).await });
+        // Replacing an entry drops (aborts) the old reader.
+        self.lock().insert(
+            topic,
+            Live {
+                epoch: 0,
+                last: 0,
+                ready: false,
+                ready_now,
+                task: Some(task),
+            },
+        );
+    }
+
+    async fn run_live(self: Arc<Self>, topic: Bytes) {
+        let subject = self.subject(&topic);
+        let mut delay = Duration::from_millis(100);
+        let (messages, epoch) = loop {
+            match self.open_live(&topic, &subject).await {
+                Ok(opened) => break opened,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster: history reader not started; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        };
+        let mut messages = messages;
+        while let Some(next) = messages.next().await {
+            let m = match next {
+                Ok(m) => m,
+                Err(e) => {
+                    // The ordered consumer recreates itself after the last
+                    // sequence it delivered.
+                    tracing::debug!(error = %e, "cluster: history reader");
+                    continue;
+                }
+            };
+            let Ok(info) = m.info() else { continue };
+            let position = Position {
+                epoch,
+                seq: info.stream_sequence,
+            };
+            let frame = Bytes::from((self.config.encode)(&topic, position, &m.payload));
+            let mut live = self.lock();
+            let Some(entry) = live.get_mut(&topic) else {
+                return;
+            };
+            entry.last = position.seq;
+            self.to_every_shard(&topic, &frame);
+            entry.ready_now.notify_waiters();
+        }
+    }
+
+    /// Reads where the stream ends, then opens an ordered consumer on the
+    /// topic after that point; marks the reader ready.
+    async fn open_live(
+        &self,
+        topic: &Bytes,
+        subject: &str,
+    ) -> Result<(consumer::push::Ordered, u64), String> {
+        let mut stream = self
+            .js
+            .get_stream(&self.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = stream.info().await.map_err(|e| e.to_string())?;
+        let end = info.state.last_sequence;
+        let epoch = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(1);
+        let last = match stream.get_last_raw_message_by_subject(subject).await {
+            Ok(m) if m.sequence <= end => m.sequence,
+            // Written after `end`: it comes live. The last one before it is
+            // unknown: 0 (a recovery from it is then refused, not wrong).
+            Ok(_) => 0,
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => 0,
+            Err(e) => return Err(e.to_string()),
+        };
+        let consumer = stream
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: self.js.client().new_inbox(),
+                filter_subject: subject.to_string(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: end + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let messages = consumer.messages().await.map_err(|e| e.to_string())?;
+        let mut live = self.lock();
+        if let Some(entry) = live.get_mut(topic) {
+            entry.epoch = epoch;
+            entry.last = last;
+            entry.ready = true;
+            entry.ready_now.notify_waiters();
+        }
+        Ok((messages, epoch))
+    }
+
+    fn to_every_shard(&self, topic: &Bytes, frame: &Bytes) {
+        let Some(shared) = self.shared.upgrade() else {
+            return;
+        };
+        for shard in shared.shards.iter() {
+            let cmd = Command::Publish {
+                topic: topic.clone(),
+                payload: frame.clone(),
+            };
+            let _ = shared.command(shard, cmd);
+        }
+    }
+
+    /// Starts a recovery (in a task of its own). The link holds interest
+    /// in the topic for it already (released by the handover).
+    pub fn recover(self: &Arc<Self>, r: Recover) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let timeout = me.config.recovery_timeout;
+            let Recover {
+                conn,
+                topic,
+                since,
+                done,
+            } = r;
+            let done = Arc::new(Mutex::new(Some(done)));
+            let work = me.clone().replay(conn, topic.clone(), since, done.clone());
+            if tokio::time::timeout(timeout, work).await.is_err() {
+                tracing::warn!(%conn, "cluster: recovery timed out; subscribing live");
+                let live = me.lock();
+                let position = live.get(&topic).map_or(Position::default(), |l| Position {
+                    epoch: l.epoch,
+                    seq: l.last,
+                });
+                me.handover(conn, &topic, Recovery::Reset, position, &done);
+            }
+        });
+    }
+
+    /// Waits for the topic's live reader, decides whether the history
+    /// holds `since`, replays what follows it, and hands over.
+    async fn replay(
+        self: Arc<Self>,
+        conn: ConnId,
+        topic: Bytes,
+        since: Option<Position>,
+        done: Arc<Mutex<Option<ResumeDone>>>,
+    ) {
+        if !self.lock().contains_key(&topic) {
+            self.interest(topic.clone(), true);
+        }
+        loop {
+            let notify = {
+                let live = self.lock();
+                match live.get(&topic) {
+                    Some(l) if l.ready => break,
+                    Some(l) => l.ready_now.clone(),
+                    None => {
+                        return self.handover(
+                            conn,
+                            &topic,
+                            Recovery::Reset,
+                            Position::default(),
+                            &done,
+                        );
+                    }
+                }
+            };
+            let waiting = notify.notified();
+            tokio::pin!(waiting);
+            waiting.as_mut().enable();
+            if self.lock().get(&topic).is_none_or(|l| l.ready) {
+                continue;
+            }
+            waiting.await;
+        }
+        let (epoch, last) = {
+            let live = self.lock();
+            let l = &live[&topic];
+            (l.epoch, l.last)
+        };
+        let Some(since) = since else {
+            let live = self.lock();
+            let l = &live[&topic];
+            let at = Position {
+                epoch: l.epoch,
+                seq: l.last,
+            };
+            return self.handover(conn, &topic, Recovery::Fresh, at, &done);
+        };
+        if since.epoch != epoch || !self.holds(&topic, since.seq).await {
+            add(&self.counters.reset);
+            let live = self.lock();
+            let l = &live[&topic];
+            let at = Position {
+                epoch: l.epoch,
+                seq: l.last,
+            };
+            return self.handover(conn, &topic, Recovery::Reset, at, &done);
+        }
+        // Nothing missed: hand over once the live reader is where the
+        // client left off (it may lag behind the node the client came
+        // from).
+        if since.seq >= last {
+            loop {
+                let notify = {
+                    let live = self.lock();
+                    let Some(l) = live.get(&topic) else {
+                        drop(live);
+                        return self.handover(
+                            conn,
+                            &topic,
+                            Recovery::Reset,
+                            Position::default(),
+                            &done,
+                        );
+                    };
+                    if l.epoch != epoch {
+                        let at = Position {
+                            epoch: l.epoch,
+                            seq: l.last,
+                        };
+                        drop(live);
+                        add(&self.counters.reset);
+                        return self.handover(conn, &topic, Recovery::Reset, at, &done);
+                    }
+                    if l.last >= since.seq {
+                        // Equal: a message of the topic is never skipped.
+                        add(&self.counters.recovered);
+                        let at = Position { epoch, seq: l.last };
+                        drop(live);
+                        return self.handover(conn, &topic, Recovery::Recovered, at, &done);
+                    }
+                    l.ready_now.clone()
+                };
+                let waiting = notify.notified();
+                tokio::pin!(waiting);
+                waiting.as_mut().enable();
+                if self.lock().get(&topic).is_none_or(|l| l.last >= since.seq) {
+                    continue;
+                }
+                waiting.await;
+            }
+        }
+        let subject = self.subject(&topic);
+        let opened = async {
+            let stream = self
+                .js
+                .get_stream(&self.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let consumer = stream
+                .create_consumer(consumer::push::OrderedConfig {
+                    deliver_subject: self.js.client().new_inbox(),
+                    filter_subject: subject,
+                    deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: since.seq + 1,
+                    },
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            consumer.messages().await.map_err(|e| e.to_string())
+        };
+        let mut messages = match opened.await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: recovery reader not started");
+                add(&self.counters.reset);
+                let live = self.lock();
+                let at = live.get(&topic).map_or(Position::default(), |l| Position {
+                    epoch: l.epoch,
+                    seq: l.last,
+                });
+                return self.handover(conn, &topic, Recovery::Reset, at, &done);
+            }
+        };
+        let shared = self.shared.upgrade();
+        let mut sent = since.seq;
+        while let Some(next) = messages.next().await {
+            let Ok(m) = next else { continue };
+            let Ok(info) = m.info() else { continue };
+            let seq = info.stream_sequence;
+            // Decided against the live reader's state with no await
+            // between the check and the queued commands.
+            let live = self.lock();
+            let Some(l) = live.get(&topic) else {
+                drop(live);
+                return self.handover(conn, &topic, Recovery::Reset, Position::default(), &done);
+            };
+            if l.epoch != epoch {
+                let at = Position {
+                    epoch: l.epoch,
+                    seq: l.last,
+                };
+                drop(live);
+                add(&self.counters.reset);
+                return self.handover(conn, &topic, Recovery::Reset, at, &done);
+            }
+            if seq > l.last {
+                // Live delivers this one and the rest.
+                let at = Position { epoch, seq: l.last };
+                add(&self.counters.recovered);
+                return self.handover(conn, &topic, Recovery::Recovered, at, &done);
+            }
+            let frame = (self.config.encode)(&topic, Position { epoch, seq }, &m.payload);
+            if let Some(shared) = &shared {
+                if let Some(shard) = shared.shards.get(conn.shard()) {
+                    let cmd = Command::Send {
+                        conn,
+                        payload: Bytes::from(frame),
+                    };
+                    if shared.command(shard, cmd).is_err() {
+                        // The client misses it: say so.
+                        let at = Position { epoch, seq: l.last };
+                        add(&self.counters.reset);
+                        return self.handover(conn, &topic, Recovery::Reset, at, &done);
+                    }
+                }
+            }
+            add(&self.counters.replayed);
+            sent = seq;
+            if seq == l.last {
+                add(&self.counters.recovered);
+                return self.handover(
+                    conn,
+                    &topic,
+                    Recovery::Recovered,
+                    Position { epoch, seq },
+                    &done,
+                );
+            }
+        }
+        let _ = sent;
+    }
+
+    /// Whether the history still holds everything after `seq` of `topic`.
+    async fn holds(&self, topic: &[u8], seq: u64) -> bool {
+        let Ok(mut stream) = self.js.get_stream(&self.name).await else {
+            return false;
+        };
+        if seq == 0 {
+            // Held only if the stream never dropped a message.
+            return match stream.info().await {
+                Ok(info) => {
+                    info.state.first_sequence <= 1
+                        && info.state.messages == info.state.last_sequence
+                }
+                Err(_) => false,
+            };
+        }
+        match stream.get_raw_message(seq).await {
+            Ok(m) => m.subject.as_str() == self.subject(topic),
+            Err(_) => false,
+        }
+    }
+
+    fn handover(
+        &self,
+        conn: ConnId,
+        topic: &Bytes,
+        recovery: Recovery,
+        position: Position,
+        done: &Mutex<Option<ResumeDone>>,
+    ) {
+        let Some(done) = done.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        handover(
+            &self.shared,
+            &self.wanted,
+            conn,
+            topic.clone(),
+            Resumed { recovery, position },
+            done,
+        );
+    }
+
+    /// Drops every live reader (the link is stopping).
+    pub fn stop(&self) {
+        self.lock().clear();
+    }
+}
+
+/// Subscribes `conn` on its shard (behind every command queued to it so
+/// far) and runs `done` there with `resumed`; releases the recovery's hold
+/// on the topic's interest (taken by the link when the recovery began).
+pub(super) fn handover(
+    shared: &Weak<ServerShared>,
+    wanted: &Arc<Wanted>,
+    conn: ConnId,
+    topic: Bytes,
+    resumed: Resumed,
+    done: ResumeDone,
+) {
+    let Some(shared) = shared.upgrade() else {
+        return;
+    };
+    let Some(shard) = shared.shards.get(conn.shard()) else {
+        wanted.change(&topic, false);
+        return;
+    };
+    let release = topic.clone();
+    let hold = wanted.clone();
+    let run = move |ctx: &mut crate::handler::Context<'_>| {
+        let subscribed = ctx.subscribe(conn, &topic);
+        hold.change(&topic, false);
+        done(ctx, subscribed.map(|_| resumed));
+    };
+    if shared.command(shard, Command::Run(Box::new(run))).is_err() {
+        wanted.change(&release, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(_: &[u8], _: Position, data: &[u8]) -> Vec<u8> {
+        data.to_vec()
+    }
+
+    #[test]
+    fn namespaces_are_prefixes() {
+        let c = HistoryConfig::new(vec!["chat.".into(), "game".into()], frame);
+        assert!(c.covers(b"chat.room1"));
+        assert!(c.covers(b"games"));
+        assert!(!c.covers(b"news"));
+        assert!(!c.covers(b"chat"));
+        let all = HistoryConfig::new(vec![String::new()], frame);
+        assert!(all.covers(b"anything"));
+        let none = HistoryConfig::new(vec![], frame);
+        assert!(!none.covers(b"x"));
+    }
+}
