@@ -315,7 +315,7 @@ pub fn render_cluster(c: &ClusterStats) -> String {
         g.set(to_i64(value));
         register(&registry, g);
     }
-    let counters: [(&str, &str, u64); 7] = [
+    let counters: [(&str, &str, u64); 12] = [
         ("sent", "Messages handed to the bus", c.sent),
         ("received", "Messages received from other nodes", c.received),
         (
@@ -342,6 +342,31 @@ pub fn render_cluster(c: &ClusterStats) -> String {
             "reconnects",
             "Times the link to the bus came back after being lost (to any NATS server)",
             c.reconnects,
+        ),
+        (
+            "history_written",
+            "Publishes written to the topic history (acknowledged by JetStream)",
+            c.history_written,
+        ),
+        (
+            "history_failed",
+            "Publishes to topics with a history that were lost (link down, refused or not acknowledged)",
+            c.history_failed,
+        ),
+        (
+            "recovered",
+            "Subscriptions since a position that got every missed message",
+            c.recovered,
+        ),
+        (
+            "reset",
+            "Subscriptions since a position the history no longer held (or of another epoch)",
+            c.reset,
+        ),
+        (
+            "replayed",
+            "Messages replayed from the history to recovering subscribers",
+            c.replayed,
         ),
     ];
     for (name, help, value) in counters {

@@ -192,6 +192,16 @@ impl Nats {
         }
     }
 
+    /// Kills server `i`, deletes its JetStream store and starts it again:
+    /// its streams are gone (a history reset).
+    pub fn restart_empty(&mut self, i: usize) {
+        let server = &mut self.servers[i];
+        server.kill();
+        let dir = self.dir.as_ref().expect("JetStream servers");
+        std::fs::remove_dir_all(dir.join(&server.name)).expect("remove the store");
+        server.spawn();
+    }
+
     /// Every server's URL, comma-separated (the `--cluster` value).
     pub fn urls(&self) -> String {
         self.servers

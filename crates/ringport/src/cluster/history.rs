@@ -330,16 +330,26 @@ impl History {
             .get_stream(&self.name)
             .await
             .map_err(|e| e.to_string())?;
-        let info = stream.info().await.map_err(|e| e.to_string())?;
-        let end = info.state.last_sequence;
-        let epoch = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(1);
-        let last = match stream.get_last_raw_message_by_subject(subject).await {
-            Ok(m) if m.sequence <= end => m.sequence,
-            // Written after `end`: it comes live. The last one before it is
-            // unknown: 0 (a recovery from it is then refused, not wrong).
-            Ok(_) => 0,
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => 0,
-            Err(e) => return Err(e.to_string()),
+        // The end of the stream, and the topic's last message up to it
+        // (read again if one came in between: the live reader starts after
+        // `end`, and `last` must be the topic's last message before that).
+        let mut tries = 0;
+        let (end, epoch, last) = loop {
+            let info = stream.info().await.map_err(|e| e.to_string())?;
+            let end = info.state.last_sequence;
+            let epoch = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(1);
+            let last = match stream.get_last_raw_message_by_subject(subject).await {
+                Ok(m) => m.sequence,
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => 0,
+                Err(e) => return Err(e.to_string()),
+            };
+            if last <= end {
+                break (end, epoch, last);
+            }
+            tries += 1;
+            if tries == 20 {
+                return Err("the topic's last message keeps moving".into());
+            }
         };
         let consumer = stream
             .create_consumer(consumer::push::OrderedConfig {

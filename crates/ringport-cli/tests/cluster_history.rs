@@ -1,0 +1,237 @@
+//! Topic history on NATS JetStream and recovery from a position, with a
+//! real nats-server (`-js`) and real `ringport serve` nodes on loopback:
+//! 10,000 messages across a reconnect to another node with no gap and no
+//! duplicate; a position the history no longer holds; a history reset
+//! (new epoch); a topic without history.
+
+mod cluster_common;
+mod common;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use cluster_common::*;
+use common::*;
+use ringport::cluster::Position;
+use ringport_cli::pubsub::{Frame, decode, status};
+
+/// What a subscriber reads.
+#[derive(Debug)]
+enum Got {
+    /// An `N` frame: its position and counter (the payload).
+    Msg(Position, u32),
+    /// A `Y` frame: status and position.
+    Resumed(u8, Position),
+}
+
+fn next(stream: &mut TcpStream) -> Got {
+    let frame = read_frame(stream);
+    match decode(&frame) {
+        Some(Frame::Positioned { at, data, .. }) => Got::Msg(
+            at,
+            u32::from_be_bytes(data.try_into().expect("4-byte payload")),
+        ),
+        Some(Frame::Resumed { status, at, .. }) => Got::Resumed(status, at),
+        other => panic!("unexpected frame {other:?}"),
+    }
+}
+
+fn resume(stream: &mut TcpStream, topic: &[u8], since: Position) {
+    send(stream, &Frame::Resume { topic, since });
+}
+
+/// Resumes and reads up to the `Y`: (status, position, replayed messages).
+fn resume_until_live(
+    stream: &mut TcpStream,
+    topic: &[u8],
+    since: Position,
+) -> (u8, Position, Vec<(Position, u32)>) {
+    resume(stream, topic, since);
+    let mut replayed = Vec::new();
+    loop {
+        match next(stream) {
+            Got::Msg(p, n) => replayed.push((p, n)),
+            Got::Resumed(s, p) => return (s, p, replayed),
+        }
+    }
+}
+
+fn history_nodes(nats: &Nats, names: &[&str], extra: &[&str]) -> Vec<Node> {
+    let urls = nats.urls();
+    let mut args = vec!["--cluster-history", "chat."];
+    args.extend_from_slice(extra);
+    let mut nodes: Vec<Node> = names.iter().map(|n| Node::start(&urls, n, &args)).collect();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let peers: Vec<&str> = names
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, n)| *n)
+            .collect();
+        node.wait_for_peers(&peers);
+    }
+    nodes
+}
+
+#[test]
+fn ten_thousand_messages_across_a_reconnect_to_another_node_no_gap_no_duplicate() {
+    let nats = Nats::start(1, true);
+    let nodes = history_nodes(
+        &nats,
+        &["n1", "n2", "n3"],
+        &["--cluster-history-size", "20000"],
+    );
+    let topic = b"chat.room";
+    let mut sub = nodes[0].connect();
+    let (st, start, replayed) = resume_until_live(&mut sub, topic, Position::default());
+    assert_eq!(st, status::FRESH);
+    assert!(replayed.is_empty());
+    assert_ne!(start.epoch, 0);
+
+    const N: u32 = 10_000;
+    let mut pubc = nodes[2].connect();
+    let publisher = std::thread::spawn(move || {
+        for i in 0..N {
+            publish(&mut pubc, topic, &i.to_be_bytes());
+        }
+        pubc
+    });
+    // Read part of the stream on n1, then drop the connection.
+    let mut got: Vec<(Position, u32)> = Vec::new();
+    while got.len() < 3000 {
+        match next(&mut sub) {
+            Got::Msg(p, n) => got.push((p, n)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(sub);
+    let last = got.last().unwrap().0;
+    // Resume on n2 from the last position seen.
+    let mut sub = nodes[1].connect();
+    let (st, at, replayed) = resume_until_live(&mut sub, topic, last);
+    assert_eq!(st, status::RECOVERED, "resumed at {at:?}");
+    let replayed_count = replayed.len();
+    got.extend(replayed);
+    while got.last().unwrap().1 != N - 1 {
+        match next(&mut sub) {
+            Got::Msg(p, n) => got.push((p, n)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    publisher.join().unwrap();
+    let counters: Vec<u32> = got.iter().map(|g| g.1).collect();
+    if let Some(i) = (0..counters.len()).find(|&i| counters[i] != i as u32) {
+        let around = &counters[i.saturating_sub(3)..(i + 3).min(counters.len())];
+        panic!(
+            "gap or duplicate at {i} (replayed {replayed_count} after 3000): {around:?}, {} received",
+            counters.len()
+        );
+    }
+    assert_eq!(counters.len(), N as usize);
+    assert!(got.windows(2).all(|w| w[0].0.seq < w[1].0.seq));
+    assert!(got.iter().all(|g| g.0.epoch == start.epoch));
+    eprintln!(
+        "recovery: 3000 read on n1, {replayed_count} replayed on n2, {} live",
+        N as usize - 3000 - replayed_count
+    );
+    assert!(nodes[1].sample("ringport_cluster_recovered_total") >= 1);
+}
+
+#[test]
+fn a_position_the_history_no_longer_holds_is_reported_then_live() {
+    let nats = Nats::start(1, true);
+    let nodes = history_nodes(&nats, &["n1", "n2"], &["--cluster-history-size", "5"]);
+    let topic = b"chat.small";
+    let mut sub = nodes[0].connect();
+    let (st, _, _) = resume_until_live(&mut sub, topic, Position::default());
+    assert_eq!(st, status::FRESH);
+    let mut pubc = nodes[1].connect();
+    publish(&mut pubc, topic, &0u32.to_be_bytes());
+    let Got::Msg(first, 0) = next(&mut sub) else {
+        panic!("expected message 0")
+    };
+    drop(sub);
+    // 20 more: the history keeps the last 5, so `first` has left it.
+    for i in 1..=20u32 {
+        publish(&mut pubc, topic, &i.to_be_bytes());
+    }
+    let mut sub = nodes[1].connect();
+    // Wait for the writes: a fresh subscriber's position is the last one
+    // (each probe is a real subscription, answered once it is live).
+    let (st, at, _) = loop {
+        let mut probe = nodes[1].connect();
+        let r = resume_until_live(&mut probe, topic, Position::default());
+        if r.1.seq > first.seq + 19 {
+            break r;
+        }
+    };
+    assert_eq!(st, status::FRESH);
+    let (st, now, replayed) = resume_until_live(&mut sub, topic, first);
+    assert_eq!(st, status::RESET, "history exceeded must be told");
+    assert!(replayed.is_empty());
+    assert_eq!(now, at, "the position it stands at: the last message");
+    publish(&mut pubc, topic, &21u32.to_be_bytes());
+    match next(&mut sub) {
+        Got::Msg(p, 21) => assert!(p.seq > now.seq),
+        other => panic!("expected live message 21, got {other:?}"),
+    }
+    // A position in the history (the last but one kept) recovers.
+    let mut again = nodes[0].connect();
+    let mut keep = nodes[0].connect();
+    let (_, _, _) = resume_until_live(&mut keep, topic, Position::default());
+    let (st, _, replayed) = resume_until_live(
+        &mut again,
+        topic,
+        Position {
+            epoch: now.epoch,
+            seq: now.seq - 1,
+        },
+    );
+    assert_eq!(st, status::RECOVERED);
+    let counters: Vec<u32> = replayed.iter().map(|r| r.1).collect();
+    assert_eq!(counters, vec![20, 21]);
+    // A topic without history: status 4, then plain `M` messages.
+    resume(&mut again, b"news", Position::default());
+    assert!(matches!(
+        decode(&read_frame(&mut again)),
+        Some(Frame::Resumed {
+            status: status::NO_HISTORY,
+            ..
+        })
+    ));
+    assert!(nodes[1].sample("ringport_cluster_reset_total") >= 1);
+}
+
+#[test]
+fn a_history_reset_changes_the_epoch_and_is_reported() {
+    let mut nats = Nats::start(1, true);
+    let mut nodes = history_nodes(&nats, &["n1", "n2"], &[]);
+    let topic = b"chat.epoch";
+    let mut sub = nodes[0].connect();
+    let (_, start, _) = resume_until_live(&mut sub, topic, Position::default());
+    let mut pubc = nodes[1].connect();
+    publish(&mut pubc, topic, &1u32.to_be_bytes());
+    let Got::Msg(seen, 1) = next(&mut sub) else {
+        panic!("expected message 1")
+    };
+    assert_eq!(seen.epoch, start.epoch);
+    drop(sub);
+
+    nats.restart_empty(0);
+    for n in &mut nodes {
+        n.served
+            .proc
+            .wait_for_stderr("history was reset (new epoch)", PROCESS_TIMEOUT);
+    }
+    let mut sub = nodes[1].connect();
+    let (st, now, replayed) = resume_until_live(&mut sub, topic, seen);
+    assert_eq!(st, status::RESET);
+    assert!(replayed.is_empty());
+    assert_ne!(now.epoch, seen.epoch, "a new epoch");
+    publish(&mut pubc, topic, &2u32.to_be_bytes());
+    match next(&mut sub) {
+        Got::Msg(p, 2) => assert_eq!(p.epoch, now.epoch),
+        other => panic!("expected message 2, got {other:?}"),
+    }
+    let _ = Duration::ZERO;
+}
