@@ -286,10 +286,10 @@ impl Context<'_> {
     }
 
     /// Whether publishes to `topic` are kept in the cluster's topic history
-    /// ([`crate::cluster::HistoryConfig`]): they then reach subscribers, on
-    /// this node too, through the history, each message framed with its
-    /// position by [`crate::cluster::HistoryConfig::encode`] (so publish
-    /// the bare data, not a client frame).
+    /// (`cluster::HistoryConfig`, feature `cluster`): they then reach
+    /// subscribers, on this node too, through the history, each message
+    /// framed with its position by `HistoryConfig::encode` (so publish the
+    /// bare data, not a client frame).
     pub fn has_history(&self, topic: &[u8]) -> bool {
         self.core
             .server()
