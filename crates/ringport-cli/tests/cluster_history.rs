@@ -235,3 +235,111 @@ fn a_history_reset_changes_the_epoch_and_is_reported() {
     }
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn losing_a_nats_server_of_a_replicated_history_loses_nothing_uncounted() {
+    let mut nats = Nats::start(3, true);
+    let nodes = history_nodes(
+        &nats,
+        &["n1", "n2"],
+        &[
+            "--cluster-history-replicas",
+            "3",
+            "--cluster-history-size",
+            "10000",
+        ],
+    );
+    for n in &nodes {
+        let mut proc_ok = || n.served.proc.stderr().contains("topic history ready");
+        let deadline = std::time::Instant::now() + PROCESS_TIMEOUT;
+        while !proc_ok() {
+            assert!(std::time::Instant::now() < deadline, "history not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let topic = b"chat.failover";
+    let mut sub = nodes[0].connect();
+    let (st, _, _) = resume_until_live(&mut sub, topic, Position::default());
+    assert_eq!(st, status::FRESH);
+    let mut pubc = nodes[1].connect();
+    // The first write goes through once the stream's replicas are up.
+    publish(&mut pubc, topic, &0u32.to_be_bytes());
+    let Got::Msg(_, 0) = next(&mut sub) else {
+        panic!("expected message 0")
+    };
+    let n1_server = nats.attached("ringport-n1").expect("n1 attached");
+    const N: u32 = 2000;
+    let publisher = std::thread::spawn(move || {
+        for i in 1..N {
+            publish(&mut pubc, topic, &i.to_be_bytes());
+            // Pacing (1 message per ms), not a synchronisation.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The last one after the others: wait for it below.
+        pubc
+    });
+    let mut got = vec![0u32];
+    let mut last = Position::default();
+    while got.len() < 300 {
+        if let Got::Msg(p, n) = next(&mut sub) {
+            got.push(n);
+            last = p;
+        }
+    }
+    nats.servers[n1_server].kill();
+    let mut pubc = publisher.join().unwrap();
+    // A marker written after everything: once it arrives, all that was
+    // written has (the history's order is the publish order of one node).
+    let marker = u32::MAX;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    'outer: loop {
+        publish(&mut pubc, topic, &marker.to_be_bytes());
+        sub.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        loop {
+            let mut header = [0u8; 4];
+            if std::io::Read::read_exact(&mut sub, &mut header).is_err() {
+                break;
+            }
+            let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+            std::io::Read::read_exact(&mut sub, &mut payload).unwrap();
+            if let Some(Frame::Positioned { at, data, .. }) = decode(&payload) {
+                let n = u32::from_be_bytes(data.try_into().unwrap());
+                if n == marker {
+                    break 'outer;
+                }
+                got.push(n);
+                last = at;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the marker never came"
+        );
+    }
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "out of order or duplicated"
+    );
+    let missing = N as usize - got.len();
+    let failed = nodes[1].sample("ringport_cluster_history_failed_total");
+    eprintln!(
+        "replicated history, NATS server {} killed: {missing} of {N} not delivered, {failed} writes counted as failed",
+        nats.servers[n1_server].name
+    );
+    assert!(
+        missing as u64 <= failed,
+        "{missing} missing but only {failed} counted"
+    );
+    // A client resuming on the other node from the last position gets
+    // exactly the marker(s) after it.
+    drop(sub);
+    let mut again = nodes[1].connect();
+    // JetStream may still be electing leaders after the loss: bounded by
+    // the recovery timeout (30 s).
+    again
+        .set_read_timeout(Some(Duration::from_secs(35)))
+        .unwrap();
+    let (st, _, replayed) = resume_until_live(&mut again, topic, last);
+    assert_eq!(st, status::RECOVERED);
+    assert!(replayed.iter().all(|r| r.1 == marker), "{replayed:?}");
+}

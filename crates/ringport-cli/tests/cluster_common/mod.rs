@@ -44,7 +44,7 @@ impl NatsServer {
         };
         self.child = Some(child);
         let deadline = Instant::now() + PROCESS_TIMEOUT;
-        while http_get_opt(self.monitor, "/healthz").is_none_or(|(code, _)| code != 200) {
+        while http_get_opt(self.monitor, "/varz").is_none_or(|(code, _)| code != 200) {
             assert!(
                 Instant::now() < deadline,
                 "nats-server {} did not start",

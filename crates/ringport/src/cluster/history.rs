@@ -136,6 +136,7 @@ pub(super) struct History {
     subjects: String,
     subject_prefix: String,
     epoch: AtomicU64,
+    ensuring: std::sync::atomic::AtomicBool,
     live: Mutex<HashMap<Bytes, Live>>,
     shared: Weak<ServerShared>,
     wanted: Arc<Wanted>,
@@ -162,6 +163,7 @@ impl History {
             subjects: format!("{prefix}.h.*"),
             subject_prefix: format!("{prefix}.h."),
             epoch: AtomicU64::new(0),
+            ensuring: std::sync::atomic::AtomicBool::new(false),
             live: Mutex::new(HashMap::new()),
             shared,
             wanted,
@@ -220,6 +222,9 @@ impl History {
             .map_err(|e| format!("history stream {}: {e}", self.name))?;
         let epoch = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(1);
         let before = self.epoch.swap(epoch, Ordering::AcqRel);
+        if before == 0 {
+            tracing::info!(stream = %self.name, epoch, "cluster: topic history ready");
+        }
         if before != 0 && before != epoch {
             tracing::warn!(
                 stream = %self.name, old = before, new = epoch,
@@ -231,6 +236,27 @@ impl History {
             }
         }
         Ok(())
+    }
+
+    /// Runs [`History::ensure_stream`] in a task of its own (at most one at
+    /// a time), logging a failure: the link's loop does not wait for
+    /// JetStream.
+    pub fn ensure_stream_soon(self: &Arc<Self>) {
+        if self.ensuring.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.ensure_stream().await {
+                tracing::warn!(error = %e, "cluster: topic history not available; retrying");
+            }
+            me.ensuring.store(false, Ordering::Release);
+        });
+    }
+
+    /// Whether the stream was found or made at least once.
+    pub fn has_epoch(&self) -> bool {
+        self.epoch.load(Ordering::Acquire) != 0
     }
 
     /// Writes a publish to the history (its acknowledgement is awaited in

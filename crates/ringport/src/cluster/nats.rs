@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 use async_nats::{ConnectOptions, Event};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
-use futures_util::future::OptionFuture;
 use tokio::sync::{Notify, mpsc};
 
 use super::history::{History, HistoryConfig, HistoryCounters, Recover, handover};
@@ -560,9 +559,7 @@ impl Runner {
             )
         });
         if let Some(h) = &history {
-            if let Err(e) = h.ensure_stream().await {
-                tracing::warn!(error = %e, "cluster: topic history not available yet");
-            }
+            h.ensure_stream_soon();
         }
         let history = history.as_ref();
         // Every publish (Interest::All), or one subscription per topic.
@@ -591,8 +588,8 @@ impl Runner {
                 }
                 _ = self.counters.reconnected.notified(), if history.is_some() => {
                     // The stream may be new (a store lost with its server).
-                    if let Some(Err(e)) = OptionFuture::from(history.map(|h| h.ensure_stream())).await {
-                        tracing::warn!(error = %e, "cluster: topic history not available");
+                    if let Some(h) = history {
+                        h.ensure_stream_soon();
                     }
                 }
                 Some(m) = direct.next() => self.inbound_direct(&client, m.payload).await,
@@ -604,6 +601,11 @@ impl Runner {
                             .await;
                     }
                     self.sweep_peers(&mut down);
+                    if let Some(h) = history.filter(|h| !h.has_epoch()) {
+                        if self.counters.connected.load(Ordering::Acquire) {
+                            h.ensure_stream_soon();
+                        }
+                    }
                     self.log_server(&client, &mut attached);
                     let dropped = self.counters.dropped_out.load(Ordering::Relaxed);
                     if dropped > dropped_logged {
