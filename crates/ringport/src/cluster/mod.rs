@@ -63,19 +63,25 @@
 #![cfg_attr(not(feature = "cluster"), allow(rustdoc::broken_intra_doc_links))]
 
 #[cfg(feature = "cluster")]
+mod config;
+#[cfg(feature = "cluster")]
 mod history;
 #[cfg(feature = "cluster")]
+mod inbound;
+#[cfg(feature = "cluster")]
 mod interest;
+#[cfg(feature = "cluster")]
+mod link;
 #[cfg(feature = "cluster")]
 mod nats;
 #[cfg(feature = "cluster")]
 mod wire;
 #[cfg(feature = "cluster")]
+pub use config::{ClusterConfig, Interest, split_urls};
+#[cfg(feature = "cluster")]
 pub use history::HistoryConfig;
 #[cfg(feature = "cluster")]
-pub(crate) use nats::start;
-#[cfg(feature = "cluster")]
-pub use nats::{ClusterConfig, Interest, split_urls};
+pub(crate) use link::start;
 
 use std::fmt;
 use std::str::FromStr;

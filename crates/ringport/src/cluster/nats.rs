@@ -23,10 +23,8 @@
 //! broadcasts and publishes back (it has delivered them locally already).
 
 use std::collections::HashMap;
-use std::io;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_nats::{ConnectOptions, Event};
@@ -34,93 +32,21 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
 
-use super::history::{History, HistoryConfig, HistoryCounters, Recover, handover};
-use super::interest::{Interest as Wanted, Waiter};
+use super::config::{ClusterConfig, Interest, reconnect_delay};
+use super::history::{History, HistoryCounters, Recover, handover};
+use super::inbound::Inbound;
+use super::interest::Interest as Wanted;
+use super::link::Peers;
 use super::wire::{
     Reader, SEND, STALE, error_code, error_from_code, publish_body, put_conn, put_node,
-    put_opt_conn, read_publish, topic_token,
+    put_opt_conn, topic_token,
 };
-use super::{
-    ClusterConnId, ClusterLink, ClusterStats, Position, Recovery, ResumeDone, Resumed,
-    valid_node_name,
-};
+use super::{ClusterConnId, Position, Recovery, Resumed, valid_node_name};
 use crate::conn_id::ConnId;
-use crate::handler::SendError;
-use crate::shared::{Command, ServerShared};
-
-/// Which topic publishes a node receives from NATS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Interest {
-    /// Only those of topics it has local subscribers for (one NATS
-    /// subscription per such topic, made when the first subscriber on the
-    /// node appears, ended when the last one leaves).
-    #[default]
-    PerTopic,
-    /// Every publish (one wildcard subscription).
-    All,
-}
-
-/// How a node joins a cluster.
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    /// The NATS servers, e.g. `nats://127.0.0.1:4222`: the client connects
-    /// to one of them (in random order) and moves to another when it is
-    /// lost. Servers of the same NATS cluster it connects to are learnt
-    /// too.
-    pub urls: Vec<String>,
-    /// This node's name, unique in the cluster: 1 to 64 of
-    /// `A-Z a-z 0-9 _ -`.
-    pub node: String,
-    /// First token of every subject (clusters sharing one NATS server use
-    /// different prefixes). Default `ringport`.
-    pub subject_prefix: String,
-    /// Messages for other nodes queued at most; past it (or while the link
-    /// is down) they are dropped and counted. Default 65,536.
-    pub buffer: usize,
-    /// How often this node announces itself. Default 500 ms.
-    pub heartbeat: Duration,
-    /// A node not heard from for this long is down. Default 3 s.
-    pub node_timeout: Duration,
-    /// How long `Server::start` waits for the first connection to NATS
-    /// (it then goes on, reconnecting in the background). Default 2 s.
-    pub connect_wait: Duration,
-    /// Which topic publishes this node receives. Default
-    /// [`Interest::PerTopic`].
-    pub interest: Interest,
-    /// Topic history on JetStream (the NATS servers run with JetStream:
-    /// `nats-server -js`), for the topics it covers. Default none.
-    pub history: Option<HistoryConfig>,
-}
-
-impl ClusterConfig {
-    /// Node `node` on the NATS servers `urls` (one URL, or several
-    /// separated by commas), with default settings.
-    pub fn new(urls: impl AsRef<str>, node: impl Into<String>) -> Self {
-        ClusterConfig {
-            urls: split_urls(urls.as_ref()),
-            node: node.into(),
-            subject_prefix: "ringport".into(),
-            buffer: 65_536,
-            heartbeat: Duration::from_millis(500),
-            node_timeout: Duration::from_secs(3),
-            connect_wait: Duration::from_secs(2),
-            interest: Interest::PerTopic,
-            history: None,
-        }
-    }
-}
-
-/// `a,b, c` -> `[a, b, c]` (empty items dropped).
-pub fn split_urls(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(String::from)
-        .collect()
-}
+use crate::shared::Command;
 
 /// A message for the other nodes, on its way to the NATS thread.
-enum Out {
+pub(super) enum Out {
     Broadcast(Bytes),
     Publish(Bytes, Bytes),
     /// A publish to a topic with a history.
@@ -134,331 +60,35 @@ enum Out {
 }
 
 #[derive(Default)]
-struct Counters {
-    connected: AtomicBool,
-    sent: AtomicU64,
-    received: AtomicU64,
-    dropped_out: AtomicU64,
-    dropped_in: AtomicU64,
-    undeliverable: AtomicU64,
-    unreachable: AtomicU64,
-    reconnects: AtomicU64,
+pub(super) struct Counters {
+    pub(super) connected: AtomicBool,
+    pub(super) sent: AtomicU64,
+    pub(super) received: AtomicU64,
+    pub(super) dropped_out: AtomicU64,
+    pub(super) dropped_in: AtomicU64,
+    pub(super) undeliverable: AtomicU64,
+    pub(super) unreachable: AtomicU64,
+    pub(super) reconnects: AtomicU64,
     /// Told on every (re)connection after the first.
-    reconnected: Notify,
+    pub(super) reconnected: Notify,
     /// Ever connected (the first connect is not a reconnect).
-    ever: AtomicBool,
+    pub(super) ever: AtomicBool,
 }
 
-fn add(counter: &AtomicU64) {
+pub(super) fn add(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Other nodes and when each was last heard from.
-type Peers = RwLock<HashMap<Arc<str>, Instant>>;
-
-pub(crate) struct Link {
-    node: Arc<str>,
-    tx: mpsc::Sender<Out>,
-    counters: Arc<Counters>,
-    peers: Arc<Peers>,
-    node_timeout: Duration,
-    interest: Arc<Wanted>,
-    history: Option<HistoryConfig>,
-    history_counters: Arc<HistoryCounters>,
-    shared: Weak<ServerShared>,
-    stop: Arc<Notify>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Link {
-    fn enqueue(&self, out: Out) {
-        if !self.counters.connected.load(Ordering::Acquire) || self.tx.try_send(out).is_err() {
-            add(&self.counters.dropped_out);
-        }
-    }
-}
-
-impl ClusterLink for Link {
-    fn node(&self) -> &Arc<str> {
-        &self.node
-    }
-
-    fn broadcast(&self, payload: &Bytes) {
-        self.enqueue(Out::Broadcast(payload.clone()));
-    }
-
-    fn publish(&self, topic: &Bytes, payload: &Bytes) {
-        if self.history_topic(topic) {
-            if !self.counters.connected.load(Ordering::Acquire)
-                || self
-                    .tx
-                    .try_send(Out::Record(topic.clone(), payload.clone()))
-                    .is_err()
-            {
-                add(&self.history_counters.failed);
-            }
-            return;
-        }
-        self.enqueue(Out::Publish(topic.clone(), payload.clone()));
-    }
-
-    fn history_topic(&self, topic: &[u8]) -> bool {
-        self.history.as_ref().is_some_and(|h| h.covers(topic))
-    }
-
-    fn recover(&self, conn: ConnId, topic: Bytes, since: Option<Position>, done: ResumeDone) {
-        // Held until the handover: the topic's live reader must run.
-        self.interest.change(&topic, true);
-        let r = Recover {
-            conn,
-            topic,
-            since,
-            done,
-        };
-        if let Err(e) = self.tx.try_send(Out::Recover(r)) {
-            let (mpsc::error::TrySendError::Full(Out::Recover(r))
-            | mpsc::error::TrySendError::Closed(Out::Recover(r))) = e
-            else {
-                return;
-            };
-            add(&self.history_counters.reset);
-            let resumed = Resumed {
-                recovery: Recovery::Reset,
-                position: Position::default(),
-            };
-            handover(
-                &self.shared,
-                &self.interest,
-                r.conn,
-                r.topic,
-                resumed,
-                r.done,
-            );
-        }
-    }
-
-    fn send(
-        &self,
-        from: Option<ConnId>,
-        to: &ClusterConnId,
-        payload: Bytes,
-    ) -> Result<(), SendError> {
-        let alive = self
-            .peers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(to.node())
-            .is_some_and(|heard| heard.elapsed() < self.node_timeout);
-        if !alive || !self.counters.connected.load(Ordering::Acquire) {
-            add(&self.counters.unreachable);
-            return Err(SendError::Unreachable);
-        }
-        let out = Out::Send {
-            from,
-            to: to.clone(),
-            payload,
-        };
-        self.tx.try_send(out).map_err(|_| {
-            add(&self.counters.dropped_out);
-            SendError::Busy
-        })
-    }
-
-    fn interest(&self, topic: &Bytes, on: bool) {
-        self.interest.change(topic, on);
-    }
-
-    fn when_interest_applied(&self, waiter: Waiter) {
-        if self
-            .thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_none()
-        {
-            return; // stopped: nothing will run it
-        }
-        self.interest.when_applied(waiter);
-    }
-
-    fn stats(&self) -> ClusterStats {
-        let c = &self.counters;
-        let now = Instant::now();
-        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
-        ClusterStats {
-            connected: c.connected.load(Ordering::Acquire),
-            nodes_up: peers
-                .values()
-                .filter(|t| now.duration_since(**t) < self.node_timeout)
-                .count(),
-            sent: c.sent.load(Ordering::Relaxed),
-            received: c.received.load(Ordering::Relaxed),
-            dropped_out: c.dropped_out.load(Ordering::Relaxed),
-            dropped_in: c.dropped_in.load(Ordering::Relaxed),
-            undeliverable: c.undeliverable.load(Ordering::Relaxed),
-            unreachable: c.unreachable.load(Ordering::Relaxed),
-            reconnects: c.reconnects.load(Ordering::Relaxed),
-            topics: self.interest.topics(),
-            history_written: self.history_counters.written.load(Ordering::Relaxed),
-            history_failed: self.history_counters.failed.load(Ordering::Relaxed),
-            recovered: self.history_counters.recovered.load(Ordering::Relaxed),
-            reset: self.history_counters.reset.load(Ordering::Relaxed),
-            replayed: self.history_counters.replayed.load(Ordering::Relaxed),
-        }
-    }
-
-    fn stop(&self) {
-        self.stop.notify_one();
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = thread {
-            if t.join().is_err() {
-                tracing::error!("the cluster thread panicked");
-            }
-        }
-        self.interest.clear_waiters();
-    }
-}
-
-/// Starts the link's thread; waits up to `connect_wait` for NATS.
-pub(crate) fn start(config: ClusterConfig, shared: Weak<ServerShared>) -> io::Result<Link> {
-    if !valid_node_name(&config.node) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "cluster node name '{}' must be 1 to 64 of A-Z a-z 0-9 _ -",
-                config.node
-            ),
-        ));
-    }
-    if config.urls.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "cluster: no NATS server URL given",
-        ));
-    }
-    for url in &config.urls {
-        if let Err(e) = url.parse::<async_nats::ServerAddr>() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("cluster: bad NATS server URL '{url}': {e}"),
-            ));
-        }
-    }
-    if config.buffer == 0 || config.heartbeat.is_zero() || config.node_timeout <= config.heartbeat {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "cluster: buffer must be > 0 and node_timeout longer than heartbeat",
-        ));
-    }
-    let (tx, rx) = mpsc::channel(config.buffer);
-    let counters = Arc::new(Counters::default());
-    let peers = Arc::new(Peers::default());
-    let stop = Arc::new(Notify::new());
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let node: Arc<str> = config.node.as_str().into();
-    let wait = config.connect_wait;
-    let node_timeout = config.node_timeout;
-    let url = config.urls.join(",");
-    let interest = Arc::new(Wanted::default());
-    let history = config.history.clone();
-    let history_counters = Arc::new(HistoryCounters::default());
-    let link_shared = shared.clone();
-    let runner = Runner {
-        config,
-        inbound: Inbound {
-            shared,
-            counters: counters.clone(),
-        },
-        history_counters: history_counters.clone(),
-        counters: counters.clone(),
-        peers: peers.clone(),
-        node: node.clone(),
-        interest: interest.clone(),
-    };
-    let stop_rx = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("ringport-cluster".into())
-        .spawn(move || runner.run(rx, stop_rx, ready_tx))?;
-    match ready_rx.recv_timeout(wait) {
-        Ok(Ok(())) => tracing::info!(%node, %url, "cluster: joined over NATS"),
-        Ok(Err(e)) => {
-            let _ = thread.join();
-            return Err(io::Error::other(format!("cluster: {e}")));
-        }
-        Err(_) => tracing::warn!(
-            %node, %url,
-            "cluster: NATS not reachable yet; serving locally, cross-node messages are dropped \
-             (counted) until it is"
-        ),
-    }
-    Ok(Link {
-        node,
-        tx,
-        counters,
-        peers,
-        node_timeout,
-        interest,
-        history,
-        history_counters,
-        shared: link_shared,
-        stop,
-        thread: Mutex::new(Some(thread)),
-    })
-}
-
 /// The NATS thread's state.
-struct Runner {
-    config: ClusterConfig,
-    inbound: Inbound,
-    history_counters: Arc<HistoryCounters>,
-    counters: Arc<Counters>,
-    peers: Arc<Peers>,
-    node: Arc<str>,
-    interest: Arc<Wanted>,
-}
-
-/// Hands messages from NATS to this node's shards (shared with the tasks
-/// that read the per-topic subscriptions).
-#[derive(Clone)]
-struct Inbound {
-    shared: Weak<ServerShared>,
-    counters: Arc<Counters>,
-}
-
-impl Inbound {
-    /// Sends a command to every shard of this node; a full queue drops it
-    /// (counted).
-    fn to_every_shard(&self, make: impl Fn() -> Command) {
-        let Some(shared) = self.shared.upgrade() else {
-            return;
-        };
-        add(&self.counters.received);
-        for shard in shared.shards.iter() {
-            if shared.command(shard, make()).is_err() {
-                add(&self.counters.dropped_in);
-            }
-        }
-    }
-
-    fn publish(&self, body: Bytes) {
-        let Some((topic, payload)) = read_publish(&body) else {
-            return;
-        };
-        self.to_every_shard(|| Command::Publish {
-            topic: topic.clone(),
-            payload: payload.clone(),
-        });
-    }
-
-    /// Reads one subscription to its end (or until its task is aborted,
-    /// which drops it: the client then unsubscribes).
-    fn forward(&self, mut sub: async_nats::Subscriber) -> tokio::task::JoinHandle<()> {
-        let me = self.clone();
-        tokio::spawn(async move {
-            while let Some(m) = sub.next().await {
-                me.publish(m.payload);
-            }
-        })
-    }
+pub(super) struct Runner {
+    pub(super) config: ClusterConfig,
+    pub(super) inbound: Inbound,
+    pub(super) history_counters: Arc<HistoryCounters>,
+    pub(super) counters: Arc<Counters>,
+    pub(super) peers: Arc<Peers>,
+    pub(super) node: Arc<str>,
+    pub(super) interest: Arc<Wanted>,
 }
 
 /// Most messages taken from the queue per wake-up (published back to back;
@@ -466,7 +96,7 @@ impl Inbound {
 const BATCH: usize = 512;
 
 impl Runner {
-    fn run(
+    pub(super) fn run(
         self,
         rx: mpsc::Receiver<Out>,
         stop: Arc<Notify>,
@@ -837,16 +467,6 @@ impl Runner {
     }
 }
 
-/// The wait before connect attempt `attempt` (counted per server tried
-/// since the last success): every known server once at once (a lost server
-/// is left for another without delay), then 100 ms doubling to 2 s.
-fn reconnect_delay(attempt: usize, servers: usize) -> Duration {
-    match attempt.checked_sub(servers.max(1)) {
-        None | Some(0) => Duration::ZERO,
-        Some(n) => Duration::from_millis((100u64 << (n - 1).min(5)).min(2000)),
-    }
-}
-
 /// A task aborted (and so its subscription dropped) with its owner.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -881,29 +501,5 @@ fn on_event(counters: &Counters, node: &str, event: Event) {
             );
         }
         other => tracing::debug!(node, event = %other, "cluster: NATS event"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_server_is_tried_at_once_then_with_back_off() {
-        let ms = |a| reconnect_delay(a, 3).as_millis();
-        assert_eq!([ms(1), ms(2), ms(3)], [0, 0, 0]);
-        assert_eq!([ms(4), ms(5), ms(6)], [100, 200, 400]);
-        assert_eq!(ms(40), 2000);
-        assert_eq!(reconnect_delay(1, 0), Duration::ZERO);
-    }
-
-    #[test]
-    fn urls_are_split_on_commas() {
-        assert_eq!(
-            split_urls("nats://a:1, nats://b:2,,"),
-            vec!["nats://a:1".to_string(), "nats://b:2".to_string()]
-        );
-        let c = ClusterConfig::new("nats://a:1,nats://b:2", "n1");
-        assert_eq!(c.urls.len(), 2);
     }
 }
