@@ -239,7 +239,7 @@ fn a_history_reset_changes_the_epoch_and_is_reported() {
 #[test]
 fn losing_a_nats_server_of_a_replicated_history_loses_nothing_uncounted() {
     let mut nats = Nats::start(3, true);
-    let nodes = history_nodes(
+    let mut nodes = history_nodes(
         &nats,
         &["n1", "n2"],
         &[
@@ -249,13 +249,11 @@ fn losing_a_nats_server_of_a_replicated_history_loses_nothing_uncounted() {
             "10000",
         ],
     );
-    for n in &nodes {
-        let mut proc_ok = || n.served.proc.stderr().contains("topic history ready");
-        let deadline = std::time::Instant::now() + PROCESS_TIMEOUT;
-        while !proc_ok() {
-            assert!(std::time::Instant::now() < deadline, "history not ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    for n in &mut nodes {
+        // JetStream elects its leaders first.
+        n.served
+            .proc
+            .wait_for_stderr("topic history ready", PROCESS_TIMEOUT);
     }
     let topic = b"chat.failover";
     let mut sub = nodes[0].connect();
