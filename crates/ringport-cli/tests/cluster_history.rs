@@ -319,14 +319,32 @@ fn losing_a_nats_server_of_a_replicated_history_loses_nothing_uncounted() {
         "out of order or duplicated"
     );
     let missing = N as usize - got.len();
+    // Every write not in the history is counted once its acknowledgement
+    // fails or times out (bounded by JetStream's 5 s request timeout).
+    nodes[1].wait_until("the lost writes counted", Duration::from_secs(15), |n| {
+        n.sample("ringport_cluster_history_failed_total") >= missing as u64
+    });
     let failed = nodes[1].sample("ringport_cluster_history_failed_total");
     eprintln!(
         "replicated history, NATS server {} killed: {missing} of {N} not delivered, {failed} writes counted as failed",
         nats.servers[n1_server].name
     );
+    let history_log: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| {
+            n.served
+                .proc
+                .stderr()
+                .lines()
+                .filter(|l| l.contains("history") || l.contains("NATS"))
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
     assert!(
         missing as u64 <= failed,
-        "{missing} missing but only {failed} counted"
+        "{missing} missing but only {failed} counted\n{}",
+        history_log.join("\n")
     );
     // A client resuming on the other node from the last position gets
     // exactly the marker(s) after it.

@@ -173,15 +173,23 @@ impl History {
             counters: counters.clone(),
             acks,
         });
-        // Acknowledgements are awaited in order, off the link's loop.
+        // Acknowledgements are awaited off the link's loop, all at once (a
+        // lost one times out without holding back the count of the others).
         tokio::spawn(async move {
-            while let Some(ack) = pending.recv().await {
-                match ack.await {
-                    Ok(_) => add(&counters.written),
-                    Err(e) => {
-                        add(&counters.failed);
-                        tracing::debug!(error = %e, "cluster: history write not acknowledged");
-                    }
+            let mut waiting = futures_util::stream::FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    ack = pending.recv() => match ack {
+                        Some(ack) => waiting.push(ack.into_future()),
+                        None => break,
+                    },
+                    Some(done) = waiting.next(), if !waiting.is_empty() => match done {
+                        Ok(_) => add(&counters.written),
+                        Err(e) => {
+                            add(&counters.failed);
+                            tracing::debug!(error = %e, "cluster: history write not acknowledged");
+                        }
+                    },
                 }
             }
         });

@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
-use async_nats::jetstream::consumer;
+use std::time::Duration;
+
+use async_nats::jetstream::{consumer, stream};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
@@ -30,6 +32,7 @@ impl History {
             let work = me.clone().replay(conn, topic.clone(), since, done.clone());
             if tokio::time::timeout(timeout, work).await.is_err() {
                 tracing::warn!(%conn, "cluster: recovery timed out; subscribing live");
+                add(&me.counters.reset);
                 let live = me.lock();
                 let position = live.get(&topic).map_or(Position::default(), |l| Position {
                     epoch: l.epoch,
@@ -146,7 +149,7 @@ impl History {
             }
         }
         let subject = self.subject(&topic);
-        let opened = async {
+        let open = || async {
             let stream = self
                 .js
                 .get_stream(&self.name)
@@ -155,7 +158,7 @@ impl History {
             let consumer = stream
                 .create_consumer(consumer::push::OrderedConfig {
                     deliver_subject: self.js.client().new_inbox(),
-                    filter_subject: subject,
+                    filter_subject: subject.clone(),
                     deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                         start_sequence: since.seq + 1,
                     },
@@ -165,17 +168,16 @@ impl History {
                 .map_err(|e| e.to_string())?;
             consumer.messages().await.map_err(|e| e.to_string())
         };
-        let mut messages = match opened.await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster: recovery reader not started");
-                add(&self.counters.reset);
-                let live = self.lock();
-                let at = live.get(&topic).map_or(Position::default(), |l| Position {
-                    epoch: l.epoch,
-                    seq: l.last,
-                });
-                return self.handover(conn, &topic, Recovery::Reset, at, &done);
+        // Retried until it opens (the recovery's timeout bounds it).
+        let mut delay = Duration::from_millis(100);
+        let mut messages = loop {
+            match open().await {
+                Ok(m) => break m,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster: recovery reader not started; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
             }
         };
         let shared = self.shared.upgrade();
@@ -237,24 +239,42 @@ impl History {
         let _ = sent;
     }
 
-    /// Whether the history still holds everything after `seq` of `topic`.
-    async fn holds(&self, topic: &[u8], seq: u64) -> bool {
-        let Ok(mut stream) = self.js.get_stream(&self.name).await else {
-            return false;
-        };
+    /// Whether the history still holds everything after `seq` of `topic`:
+    /// Err on a failed request (JetStream electing a leader, the link
+    /// down), which the caller retries.
+    async fn holds_once(&self, topic: &[u8], seq: u64) -> Result<bool, String> {
+        let mut stream = self
+            .js
+            .get_stream(&self.name)
+            .await
+            .map_err(|e| e.to_string())?;
         if seq == 0 {
             // Held only if the stream never dropped a message.
-            return match stream.info().await {
-                Ok(info) => {
-                    info.state.first_sequence <= 1
-                        && info.state.messages == info.state.last_sequence
-                }
-                Err(_) => false,
-            };
+            let info = stream.info().await.map_err(|e| e.to_string())?;
+            return Ok(
+                info.state.first_sequence <= 1 && info.state.messages == info.state.last_sequence
+            );
         }
         match stream.get_raw_message(seq).await {
-            Ok(m) => m.subject.as_str() == self.subject(topic),
-            Err(_) => false,
+            Ok(m) => Ok(m.subject.as_str() == self.subject(topic)),
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// [`History::holds_once`], retried until it answers (the recovery's
+    /// timeout bounds it).
+    async fn holds(&self, topic: &[u8], seq: u64) -> bool {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.holds_once(topic, seq).await {
+                Ok(held) => return held,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster: recovery: history not answering; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
         }
     }
 
