@@ -93,6 +93,11 @@ fn ten_thousand_messages_across_a_reconnect_to_another_node_no_gap_no_duplicate(
     let publisher = std::thread::spawn(move || {
         for i in 0..N {
             publish(&mut pubc, topic, &i.to_be_bytes());
+            // Pacing (about 20 per ms), so that publishing goes on during
+            // the reconnect: not a synchronisation.
+            if i % 20 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
         pubc
     });
@@ -358,4 +363,37 @@ fn losing_a_nats_server_of_a_replicated_history_loses_nothing_uncounted() {
     let (st, _, replayed) = resume_until_live(&mut again, topic, last);
     assert_eq!(st, status::RECOVERED);
     assert!(replayed.iter().all(|r| r.1 == marker), "{replayed:?}");
+}
+
+#[test]
+fn a_plain_subscription_to_a_topic_with_history_gets_positions_from_its_answer_on() {
+    let nats = Nats::start(1, true);
+    let nodes = history_nodes(&nats, &["n1", "n2"], &[]);
+    let topic = b"chat.plain";
+    let mut sub = nodes[0].connect();
+    // `K` comes once the node's live reader of the topic runs: a publish
+    // made after it on another node arrives.
+    subscribe(&mut sub, topic);
+    let mut pubc = nodes[1].connect();
+    for i in 0..3u32 {
+        publish(&mut pubc, topic, &i.to_be_bytes());
+    }
+    let mut seqs = Vec::new();
+    for i in 0..3u32 {
+        match next(&mut sub) {
+            Got::Msg(p, n) => {
+                assert_eq!(n, i);
+                seqs.push(p.seq);
+            }
+            other => panic!("expected message {i}, got {other:?}"),
+        }
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    // The publisher's own node delivers through the history too.
+    let mut local = nodes[1].connect();
+    subscribe(&mut local, topic);
+    publish(&mut pubc, topic, &3u32.to_be_bytes());
+    assert!(matches!(next(&mut local), Got::Msg(_, 3)));
+    assert!(matches!(next(&mut sub), Got::Msg(_, 3)));
+    assert!(nodes[1].sample("ringport_cluster_history_written_total") >= 4);
 }

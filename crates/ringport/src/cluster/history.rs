@@ -21,8 +21,9 @@
 //! duplicate. The history holds `P` when the message at `P` is still in
 //! the stream (a topic's messages leave it oldest first, by count or by
 //! age, so all later ones are there too); `P = 0` is held only while the
-//! stream has never dropped a message. Otherwise, or when the epoch (the
-//! stream's creation time) differs, the subscriber is told
+//! stream has never dropped a message. Otherwise, or when the epoch (drawn
+//! when the stream is created, kept in its replicated description)
+//! differs, the subscriber is told
 //! [`Recovery::Reset`] and gets live messages from then on.
 
 use std::collections::HashMap;
@@ -86,6 +87,20 @@ impl HistoryConfig {
             .iter()
             .any(|ns| topic.starts_with(ns.as_bytes()))
     }
+}
+
+/// How the epoch is written in the stream's description.
+const EPOCH_TAG: &str = "ringport topic history, epoch ";
+
+/// The history's epoch: from the stream's description (set when it was
+/// created), else (a stream made otherwise) its creation time.
+fn epoch_of(info: &stream::Info) -> u64 {
+    info.config
+        .description
+        .as_deref()
+        .and_then(|d| d.strip_prefix(EPOCH_TAG))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(1))
 }
 
 /// History counters (part of [`super::ClusterStats`]).
@@ -213,8 +228,15 @@ impl History {
     /// servers lost their store) restarts every live reader on the new
     /// history.
     pub async fn ensure_stream(self: &Arc<Self>) -> Result<(), String> {
+        // A new stream gets a new epoch, kept in its (replicated)
+        // description: the same on every JetStream server.
+        let fresh = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
         let config = stream::Config {
             name: self.name.clone(),
+            description: Some(format!("{EPOCH_TAG}{fresh}")),
             subjects: vec![self.subjects.clone()],
             max_messages_per_subject: i64::from(self.config.max_messages),
             max_age: self.config.max_age,
@@ -222,16 +244,18 @@ impl History {
             num_replicas: self.config.replicas.clamp(1, 5),
             ..Default::default()
         };
-        let mut stream = self
-            .js
-            .get_or_create_stream(config)
-            .await
-            .map_err(|e| format!("history stream {}: {e}", self.name))?;
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| format!("history stream {}: {e}", self.name))?;
-        let epoch = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(1);
+        let failed = |e: &dyn std::fmt::Display| format!("history stream {}: {e}", self.name);
+        let mut stream = match self.js.get_or_create_stream(config).await {
+            Ok(s) => s,
+            // Another node created it at the same moment.
+            Err(e) => self
+                .js
+                .get_stream(&self.name)
+                .await
+                .map_err(|_| failed(&e))?,
+        };
+        let info = stream.info().await.map_err(|e| failed(&e))?;
+        let epoch = epoch_of(info);
         let before = self.epoch.swap(epoch, Ordering::AcqRel);
         if before == 0 {
             tracing::info!(stream = %self.name, epoch, "cluster: topic history ready");
@@ -293,6 +317,19 @@ impl History {
             }
         } else {
             self.lock().remove(&topic);
+        }
+    }
+
+    /// Whether every live reader runs.
+    pub fn all_ready(&self) -> bool {
+        self.lock().values().all(|l| l.ready)
+    }
+
+    /// Waits until every live reader runs (or `limit` passed).
+    pub async fn wait_ready(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.all_ready() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -374,7 +411,7 @@ impl History {
         let (end, epoch, last) = loop {
             let info = stream.info().await.map_err(|e| e.to_string())?;
             let end = info.state.last_sequence;
-            let epoch = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(1);
+            let epoch = epoch_of(info);
             let last = match stream.get_last_raw_message_by_subject(subject).await {
                 Ok(m) => m.sequence,
                 Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => 0,

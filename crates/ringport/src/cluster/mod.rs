@@ -99,7 +99,7 @@ use crate::handler::{Context, SendError};
 /// message, though not by one (the sequence is shared by all topics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Position {
-    /// The history's epoch (its stream's creation time, in nanoseconds).
+    /// The history's epoch (drawn when its stream was created).
     pub epoch: u64,
     /// The message's stream sequence; 0 for "before any message".
     pub seq: u64,

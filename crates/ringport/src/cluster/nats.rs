@@ -14,6 +14,8 @@
 //! - `P.node.NAME`: addressed to node NAME: a send to one of its
 //!   connections, or the answer that such a send found a stale id.
 //! - `P.hello`: every node's heartbeat (its name), for liveness.
+//! - `P.h.HEX`: a publish to a topic with a history, in the JetStream
+//!   stream `P_history` (see the `history` module); body: the payload.
 //!
 //! The client is given every URL of [`ClusterConfig::urls`] (and learns the
 //! other servers of a NATS cluster from them); when its server goes away it
@@ -362,8 +364,23 @@ impl Runner {
         if self.counters.connected.load(Ordering::Acquire) {
             let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
         }
-        for waiter in changes.waiters {
-            waiter();
+        match history.filter(|h| !h.all_ready()) {
+            // Topics with a history: once their live readers run (bounded
+            // wait, in a task: the loop goes on).
+            Some(h) => {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    h.wait_ready(Duration::from_secs(5)).await;
+                    for waiter in changes.waiters {
+                        waiter();
+                    }
+                });
+            }
+            None => {
+                for waiter in changes.waiters {
+                    waiter();
+                }
+            }
         }
     }
 
