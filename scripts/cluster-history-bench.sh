@@ -42,12 +42,17 @@ nodes() { # extra args...
         pids+=($!)
     done
     for i in 1 2 3; do
-        until grep -q "listening on" "$out/n$i.log"; do sleep 0.1; done
+        until grep -q "INFO.*listening on" "$out/n$i.log"; do
+            if grep -q "^error" "$out/n$i.log"; then cat "$out/n$i.log"; exit 1; fi
+            sleep 0.1
+        done
     done
 }
 NODES=127.0.0.1:18601,127.0.0.1:18602,127.0.0.1:18603
 b() { echo "\$ ringport bench $*"; "$R" bench --duration "$DURATION" --threads 1 "$@" || echo "(exit $?)"; }
-{
+# Output to the terminal and the report (not through a pipe into a
+# subshell: the EXIT trap must see every started process).
+exec > >(tee "$out/report.txt") 2>&1
 for history in no yes; do
     nats
     if [ $history = yes ]; then nodes --cluster-history '*'; else nodes; fi
@@ -70,4 +75,3 @@ nodes --cluster-history 'chat.' --cluster-history-size 1000
 echo "== (3) $CLIENTS clients reconnecting with positions ($TOPICS topics, $MISSED missed each)"
 python3 scripts/cluster-history-bench.py recovery "$NODES" "$CLIENTS" "$TOPICS" "$MISSED"
 grep -h " WARN \| ERROR " "$out"/n*.log | head -5 || true
-} 2>&1 | tee "$out/report.txt"
