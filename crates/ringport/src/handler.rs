@@ -247,7 +247,8 @@ impl Context<'_> {
     /// Sends `payload` to every subscriber of `topic` on every shard (one
     /// command per other shard, one shared copy of the payload) and, in a
     /// cluster, on every node. Returns the number of subscribers on this
-    /// shard it was queued to.
+    /// shard it was queued to (0 for a topic with a history: see
+    /// [`Context::has_history`]; it reaches every subscriber through it).
     pub fn publish(&mut self, topic: &[u8], payload: &[u8]) -> Result<usize, SendError> {
         self.core.publish(topic, payload)
     }

@@ -63,7 +63,7 @@ pub struct HistoryConfig {
     /// subscribers) and once per message replayed to a recovering one.
     pub encode: fn(&[u8], Position, &[u8]) -> Vec<u8>,
     /// How long a recovery may take before the subscriber is given up on
-    /// (told [`Recovery::Reset`], subscribed live). Default 30 s.
+    /// (told [`super::Recovery::Reset`], subscribed live). Default 30 s.
     pub recovery_timeout: Duration,
 }
 

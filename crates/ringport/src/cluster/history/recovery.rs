@@ -181,7 +181,6 @@ impl History {
             }
         };
         let shared = self.shared.upgrade();
-        let mut sent = since.seq;
         while let Some(next) = messages.next().await {
             let Ok(m) = next else { continue };
             let Ok(info) = m.info() else { continue };
@@ -224,7 +223,6 @@ impl History {
                 }
             }
             add(&self.counters.replayed);
-            sent = seq;
             if seq == l.last {
                 add(&self.counters.recovered);
                 return self.handover(
@@ -236,7 +234,7 @@ impl History {
                 );
             }
         }
-        let _ = sent;
+        // The reader ended (the link is stopping): the timeout reports it.
     }
 
     /// Whether the history still holds everything after `seq` of `topic`:
