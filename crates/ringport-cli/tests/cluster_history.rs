@@ -397,3 +397,50 @@ fn a_plain_subscription_to_a_topic_with_history_gets_positions_from_its_answer_o
     assert!(matches!(next(&mut sub), Got::Msg(_, 3)));
     assert!(nodes[1].sample("ringport_cluster_history_written_total") >= 4);
 }
+
+#[test]
+fn recovery_from_the_messages_a_node_keeps_and_from_further_back() {
+    let nats = Nats::start(1, true);
+    let nodes = history_nodes(&nats, &["n1", "n2"], &[]);
+    let topic = b"chat.recent";
+    // n2 reads the topic already (its live reader keeps the last 100).
+    let mut watcher = nodes[1].connect();
+    resume_until_live(&mut watcher, topic, Position::default());
+    let mut pubc = nodes[0].connect();
+    let mut counter = 0u32;
+    // `back` messages read by the client before it leaves, `away` published
+    // while it is away: 40 + 10 are within the kept 100, 40 + 150 are not.
+    for (back, away) in [(40u32, 10u32), (40, 150)] {
+        let mut sub = nodes[0].connect();
+        let (_, mut last, _) = resume_until_live(&mut sub, topic, Position::default());
+        let first = counter;
+        for _ in 0..back + away {
+            publish(&mut pubc, topic, &counter.to_be_bytes());
+            counter += 1;
+        }
+        for i in 0..back {
+            match next(&mut sub) {
+                Got::Msg(p, n) => {
+                    assert_eq!(n, first + i);
+                    last = p;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        drop(sub);
+        // The watcher has them all: so has n2's live reader.
+        for _ in 0..back + away {
+            assert!(matches!(next(&mut watcher), Got::Msg(..)));
+        }
+        let mut again = nodes[1].connect();
+        let (st, _, replayed) = resume_until_live(&mut again, topic, last);
+        assert_eq!(st, status::RECOVERED);
+        let got: Vec<u32> = replayed.iter().map(|r| r.1).collect();
+        assert_eq!(got, (first + back..counter).collect::<Vec<_>>());
+        // Live follows, no duplicate.
+        publish(&mut pubc, topic, &counter.to_be_bytes());
+        assert!(matches!(next(&mut again), Got::Msg(_, n) if n == counter));
+        assert!(matches!(next(&mut watcher), Got::Msg(..)));
+        counter += 1;
+    }
+}

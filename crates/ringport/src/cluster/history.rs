@@ -26,7 +26,7 @@
 //! differs, the subscriber is told
 //! [`Recovery::Reset`] and gets live messages from then on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -62,6 +62,11 @@ pub struct HistoryConfig {
     /// Called once per message per node (the frame is shared by the node's
     /// subscribers) and once per message replayed to a recovering one.
     pub encode: fn(&[u8], Position, &[u8]) -> Vec<u8>,
+    /// Messages of each topic kept in memory on every node with
+    /// subscribers for it (the last ones delivered live), from which a
+    /// recovery that needs no older one is served without asking
+    /// JetStream. Default 100; 0 keeps none.
+    pub recent: usize,
     /// How long a recovery may take before the subscriber is given up on
     /// (told [`super::Recovery::Reset`], subscribed live). Default 30 s.
     pub recovery_timeout: Duration,
@@ -77,6 +82,7 @@ impl HistoryConfig {
             max_age: Duration::from_secs(3600),
             replicas: 1,
             encode,
+            recent: 100,
             recovery_timeout: Duration::from_secs(30),
         }
     }
@@ -125,6 +131,11 @@ struct Live {
     /// when the reader started; 0 if none).
     last: u64,
     ready: bool,
+    /// The last [`HistoryConfig::recent`] messages delivered live: (stream
+    /// sequence, frame). Every message of the topic after `floor`, up to
+    /// `last`, is here.
+    recent: VecDeque<(u64, Bytes)>,
+    floor: u64,
     /// Recoveries wait for `ready`, or for `last` to grow, on this.
     ready_now: Arc<Notify>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -346,6 +357,8 @@ impl History {
                 epoch: 0,
                 last: 0,
                 ready: false,
+                recent: VecDeque::new(),
+                floor: 0,
                 ready_now,
                 task: Some(task),
             },
@@ -387,6 +400,14 @@ impl History {
                 return;
             };
             entry.last = position.seq;
+            if self.config.recent > 0 {
+                entry.recent.push_back((position.seq, frame.clone()));
+                if entry.recent.len() > self.config.recent {
+                    if let Some((seq, _)) = entry.recent.pop_front() {
+                        entry.floor = seq;
+                    }
+                }
+            }
             self.to_every_shard(&topic, &frame);
             entry.ready_now.notify_waiters();
         }
@@ -441,6 +462,8 @@ impl History {
         if let Some(entry) = live.get_mut(topic) {
             entry.epoch = epoch;
             entry.last = last;
+            entry.floor = last;
+            entry.recent.clear();
             entry.ready = true;
             entry.ready_now.notify_waiters();
         }

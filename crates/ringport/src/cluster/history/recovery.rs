@@ -94,6 +94,9 @@ impl History {
             };
             return self.handover(conn, &topic, Recovery::Fresh, at, &done);
         };
+        if since.epoch == epoch && self.replay_recent(conn, &topic, since, &done) {
+            return;
+        }
         if since.epoch != epoch || !self.holds(&topic, since.seq).await {
             add(&self.counters.reset);
             let live = self.lock();
@@ -235,6 +238,50 @@ impl History {
             }
         }
         // The reader ended (the link is stopping): the timeout reports it.
+    }
+
+    /// Serves a recovery from the messages the live reader keeps, when they
+    /// hold everything after `since`: sends them and hands over, all under
+    /// the live reader's lock (so exactly at its last message). False when
+    /// they do not reach back far enough.
+    fn replay_recent(
+        &self,
+        conn: ConnId,
+        topic: &Bytes,
+        since: Position,
+        done: &Mutex<Option<ResumeDone>>,
+    ) -> bool {
+        let live = self.lock();
+        let Some(l) = live.get(topic) else {
+            return false;
+        };
+        if !l.ready || l.epoch != since.epoch || since.seq < l.floor || since.seq > l.last {
+            return false;
+        }
+        let at = Position {
+            epoch: l.epoch,
+            seq: l.last,
+        };
+        if let Some(shared) = self.shared.upgrade() {
+            let Some(shard) = shared.shards.get(conn.shard()) else {
+                return false;
+            };
+            for (_, frame) in l.recent.iter().filter(|(seq, _)| *seq > since.seq) {
+                let cmd = Command::Send {
+                    conn,
+                    payload: frame.clone(),
+                };
+                if shared.command(shard, cmd).is_err() {
+                    add(&self.counters.reset);
+                    self.handover(conn, topic, Recovery::Reset, at, done);
+                    return true;
+                }
+                add(&self.counters.replayed);
+            }
+        }
+        add(&self.counters.recovered);
+        self.handover(conn, topic, Recovery::Recovered, at, done);
+        true
     }
 
     /// Whether the history still holds everything after `seq` of `topic`:
