@@ -191,8 +191,41 @@ pub fn to_toml(args: &ServeArgs) -> String {
         "none",
     );
     optional("metrics-addr", args.metrics_addr.as_deref().map(s), "off");
-    optional("cluster", args.cluster.as_deref().map(s), "no cluster");
-    optional("node-id", args.node_id.as_deref().map(s), "no cluster");
+    optional(
+        "cluster",
+        args.cluster_args.cluster.as_deref().map(s),
+        "no cluster",
+    );
+    optional(
+        "node-id",
+        args.cluster_args.node_id.as_deref().map(s),
+        "no cluster",
+    );
+    optional(
+        "cluster-history",
+        args.cluster_args.cluster_history.as_deref().map(s),
+        "no history",
+    );
+    optional(
+        "cluster-history-size",
+        Some(args.cluster_args.cluster_history_size.to_string()),
+        "1000",
+    );
+    optional(
+        "cluster-history-age",
+        Some(s(&duration_text(args.cluster_args.cluster_history_age))),
+        "1h",
+    );
+    optional(
+        "cluster-history-replicas",
+        Some(args.cluster_args.cluster_history_replicas.to_string()),
+        "1",
+    );
+    optional(
+        "cluster-interest",
+        Some(s(&value_name(args.cluster_args.cluster_interest))),
+        "topic",
+    );
     let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| s(&p.display().to_string()));
     optional("tls-cert", path(&args.tls.tls_cert), "plaintext");
     optional("tls-key", path(&args.tls.tls_key), "plaintext");

@@ -2,7 +2,10 @@
 //! server (the `tiny_http` crate) on its own thread.
 //!
 //! `GET /metrics` answers the Prometheus text of the server's counters,
-//! `GET /healthz` answers `ok` while the server runs, `GET /connz` a JSON
+//! `GET /healthz` answers `200 ok` while the server runs, or, while the
+//! cluster link to NATS is down, `200 degraded: cluster link to NATS is
+//! down` (`503` with the same body for `GET /healthz?strict`: local clients
+//! are still served, cross-node messages are lost), `GET /connz` a JSON
 //! page of the open connections (most queued first; `?limit=N&offset=M`,
 //! modelled on NATS's `/connz`); all answer 503 once a graceful stop has
 //! begun. Scrapes read atomic counters only, so a scrape never blocks a
@@ -37,16 +40,18 @@ pub fn bind(addr: &str) -> Result<Listener, String> {
 }
 
 /// Answers requests until `done` is set. `scrape` renders the metrics, or
-/// returns `None` when the server is stopping.
+/// returns `None` when the server is stopping; `health` is `None` when
+/// stopping, `Some(Some(why))` when degraded (the cluster link is down).
 pub fn run(
     listener: Listener,
     done: &AtomicBool,
     scrape: impl Fn() -> Option<String>,
+    health: impl Fn() -> Option<Option<String>>,
     connz: impl Fn(usize, usize) -> Option<String>,
 ) {
     while !done.load(Ordering::Acquire) {
         match listener.server.recv_timeout(Duration::from_millis(100)) {
-            Ok(Some(request)) => respond(request, &scrape, &connz),
+            Ok(Some(request)) => respond(request, &scrape, &health, &connz),
             Ok(None) => {}
             Err(e) => {
                 warn!("metrics endpoint: {e}");
@@ -68,6 +73,7 @@ fn query_number(query: &str, name: &str) -> Option<usize> {
 fn respond(
     request: Request,
     scrape: &impl Fn() -> Option<String>,
+    health: &impl Fn() -> Option<Option<String>>,
     connz: &impl Fn(usize, usize) -> Option<String>,
 ) {
     let (path, query) = request.url().split_once('?').unwrap_or((request.url(), ""));
@@ -85,8 +91,21 @@ fn respond(
             Some(body) => (200, ringport_cli::metrics::CONTENT_TYPE, body),
             None => (503, text, "stopping\n".to_string()),
         },
-        (Method::Get | Method::Head, "/healthz") => match scrape() {
-            Some(_) => (200, text, "ok\n".to_string()),
+        (Method::Get | Method::Head, "/healthz") => match health() {
+            Some(None) => (200, text, "ok\n".to_string()),
+            // Degraded: local clients are served, so not an error unless
+            // asked (`?strict`), e.g. by a balancer that should steer new
+            // clients to nodes with a working cluster link.
+            Some(Some(why)) => {
+                let strict = query
+                    .split('&')
+                    .any(|k| k == "strict" || k.starts_with("strict="));
+                (
+                    if strict { 503 } else { 200 },
+                    text,
+                    format!("degraded: {why}\n"),
+                )
+            }
             None => (503, text, "stopping\n".to_string()),
         },
         (Method::Get | Method::Head, _) => (

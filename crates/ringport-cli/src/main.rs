@@ -5,6 +5,7 @@
 //! library's codecs, logs counters at a fixed interval, optionally serves
 //! Prometheus metrics over HTTP, and stops gracefully on SIGINT/SIGTERM.
 
+mod cluster_args;
 mod config;
 mod http;
 mod serve;

@@ -12,9 +12,9 @@
 
 use prometheus::core::Collector;
 use prometheus::{Encoder, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
-use ringport::Stats;
 use ringport::TurnDurations;
 use ringport::stats::TURN_BUCKETS_US;
+use ringport::{ClusterStats, Stats};
 
 /// The media type of [`render`]'s output (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -288,6 +288,99 @@ pub fn render_with_turns(shards: &[Stats], backend: &str, turns: Option<&TurnDur
     text
 }
 
+/// The cluster link's series (`ringport_cluster_*`), for a node that is
+/// part of a cluster: link state, peers up, topics subscribed on the bus,
+/// and the link's counters. Appended to [`render`]'s text.
+pub fn render_cluster(c: &ClusterStats) -> String {
+    let registry = Registry::new_custom(Some("ringport_cluster".into()), None).expect("valid");
+    let gauges: [(&str, &str, u64); 3] = [
+        (
+            "link_up",
+            "1 while the link to the NATS bus is up, 0 while it is down (cross-node messages are then dropped)",
+            u64::from(c.connected),
+        ),
+        (
+            "nodes_up",
+            "Other nodes heard from within the node timeout",
+            c.nodes_up as u64,
+        ),
+        (
+            "topics",
+            "Topics with subscribers on this node, whose publishes it takes from the bus",
+            c.topics as u64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let g = IntGauge::new(name, help).expect("valid series");
+        g.set(to_i64(value));
+        register(&registry, g);
+    }
+    let counters: [(&str, &str, u64); 12] = [
+        ("sent", "Messages handed to the bus", c.sent),
+        ("received", "Messages received from other nodes", c.received),
+        (
+            "dropped_out",
+            "Messages for other nodes dropped: link down, queue full, or refused by the bus",
+            c.dropped_out,
+        ),
+        (
+            "dropped_in",
+            "Messages from other nodes not delivered here (shard queue full, connection closed)",
+            c.dropped_in,
+        ),
+        (
+            "undeliverable",
+            "Sends to another node's connection that found a stale id",
+            c.undeliverable,
+        ),
+        (
+            "unreachable",
+            "Sends refused at once: the node was not heard from or the link was down",
+            c.unreachable,
+        ),
+        (
+            "reconnects",
+            "Times the link to the bus came back after being lost (to any NATS server)",
+            c.reconnects,
+        ),
+        (
+            "history_written",
+            "Publishes written to the topic history (acknowledged by JetStream)",
+            c.history_written,
+        ),
+        (
+            "history_failed",
+            "Publishes to topics with a history that were lost (link down, refused or not acknowledged)",
+            c.history_failed,
+        ),
+        (
+            "recovered",
+            "Subscriptions since a position that got every missed message",
+            c.recovered,
+        ),
+        (
+            "reset",
+            "Subscriptions since a position the history no longer held (or of another epoch)",
+            c.reset,
+        ),
+        (
+            "replayed",
+            "Messages replayed from the history to recovering subscribers",
+            c.replayed,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let c = IntCounter::new(format!("{name}_total"), help).expect("valid series");
+        c.inc_by(value);
+        register(&registry, c);
+    }
+    let mut out = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut out)
+        .expect("encoding to memory cannot fail");
+    String::from_utf8(out).expect("the text format is UTF-8")
+}
+
 /// The loop-turn histogram in the text format (written by hand: the
 /// `prometheus` crate builds histograms from observations, and the shards
 /// keep bucket counts).
@@ -351,5 +444,32 @@ mod tests {
             let help = format!("# HELP ringport_{}{suffix} ", series.name);
             assert!(text.contains(&help), "{help} missing:\n{text}");
         }
+    }
+
+    #[test]
+    fn renders_the_cluster_series() {
+        let c = ClusterStats {
+            connected: true,
+            nodes_up: 2,
+            sent: 5,
+            dropped_out: 3,
+            reconnects: 1,
+            topics: 7,
+            ..ClusterStats::default()
+        };
+        let text = render_cluster(&c);
+        for line in [
+            "ringport_cluster_link_up 1",
+            "ringport_cluster_nodes_up 2",
+            "ringport_cluster_topics 7",
+            "ringport_cluster_sent_total 5",
+            "ringport_cluster_dropped_out_total 3",
+            "ringport_cluster_reconnects_total 1",
+            "# TYPE ringport_cluster_received_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        let down = render_cluster(&ClusterStats::default());
+        assert!(down.lines().any(|l| l == "ringport_cluster_link_up 0"));
     }
 }

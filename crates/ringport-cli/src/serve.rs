@@ -210,28 +210,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", env = "RINGPORT_CONFIG")]
     pub config: Option<std::path::PathBuf>,
 
-    /// Join a cluster over the NATS server at this URL
-    /// (nats://HOST:PORT): broadcasts (chat mode), topic publishes and
-    /// direct sends (pubsub mode) reach clients on every node. Needs
-    /// --node-id.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "RINGPORT_CLUSTER",
-        requires = "node_id"
-    )]
-    pub cluster: Option<String>,
-
-    /// This node's name in the cluster, unique among the nodes: 1 to 64 of
-    /// A-Z a-z 0-9 _ - (it names the node in cluster connection ids,
-    /// NODE/SHARD.SLOT.GEN).
-    #[arg(
-        long,
-        value_name = "NAME",
-        env = "RINGPORT_NODE_ID",
-        requires = "cluster"
-    )]
-    pub node_id: Option<String>,
+    #[command(flatten)]
+    pub cluster_args: crate::cluster_args::ClusterArgs,
 
     /// Print the effective settings as TOML (usable as a --config file) and
     /// exit.
@@ -352,14 +332,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     config.frame_timeout = args.frame_timeout;
     config.min_receive_rate = args.min_receive_rate;
     config.at_limit = args.at_limit;
-    if let (Some(url), Some(node)) = (&args.cluster, &args.node_id) {
-        if !ringport::cluster::valid_node_name(node) {
-            return Err(format!(
-                "invalid --node-id '{node}': 1 to 64 of A-Z a-z 0-9 _ -"
-            ));
-        }
-        config.cluster = Some(ringport::ClusterConfig::new(url.clone(), node.clone()));
-    }
+    config.cluster = args.cluster_args.config()?;
     config.tls = crate::tls::acceptor(&args.tls)?;
 
     let started = Instant::now();
@@ -407,11 +380,23 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
                 let server = guard.as_ref()?;
                 let shards = server.shard_stats();
                 let turns = server.turn_durations();
-                Some(ringport_cli::metrics::render_with_turns(
+                let mut text = ringport_cli::metrics::render_with_turns(
                     &shards,
                     server.backend().name(),
                     Some(&turns),
-                ))
+                );
+                if let Some(cluster) = server.cluster_stats() {
+                    text.push_str(&ringport_cli::metrics::render_cluster(&cluster));
+                }
+                Some(text)
+            };
+            let health = || {
+                let guard = slot.read().unwrap_or_else(|e| e.into_inner());
+                let server = guard.as_ref()?;
+                Some(match server.cluster_stats() {
+                    Some(c) if !c.connected => Some("cluster link to NATS is down".to_string()),
+                    _ => None,
+                })
             };
             let connz = |offset: usize, limit: usize| {
                 let guard = slot.read().unwrap_or_else(|e| e.into_inner());
@@ -421,7 +406,9 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
             let done = &http_done;
             std::thread::Builder::new()
                 .name("metrics-http".into())
-                .spawn_scoped(scope, move || http::run(listener, done, scrape, connz))
+                .spawn_scoped(scope, move || {
+                    http::run(listener, done, scrape, health, connz)
+                })
                 .map_err(|e| format!("starting the metrics thread: {e}"))?;
         }
         let result = run_until_signal(&args, started, &slot, &stop_requested, &which_signal);

@@ -98,6 +98,11 @@ pub(crate) trait Outbound {
     fn cancel_timer(&mut self, id: TimerId) -> bool;
     /// The server, for [`ShardRemote`]s.
     fn remote(&self) -> Arc<dyn Remote>;
+    /// The cluster link, when the server is part of a cluster.
+    fn cluster(&self) -> Option<&dyn crate::cluster::ClusterLink>;
+    /// Hands `waiter` to the cluster link, in order after the interest this
+    /// shard reported (false: no cluster).
+    fn after_interest(&mut self, waiter: Box<dyn FnOnce() + Send>) -> bool;
     fn connection_infos(&self, out: &mut Vec<crate::stats::ConnectionInfo>);
     fn subscribe(&mut self, conn: ConnId, topic: &[u8]) -> Result<bool, TopicError>;
     fn unsubscribe(&mut self, conn: ConnId, topic: &[u8]) -> bool;
@@ -249,7 +254,8 @@ impl Context<'_> {
     /// Sends `payload` to every subscriber of `topic` on every shard (one
     /// command per other shard, one shared copy of the payload) and, in a
     /// cluster, on every node. Returns the number of subscribers on this
-    /// shard it was queued to.
+    /// shard it was queued to (0 for a topic with a history: see
+    /// [`Context::has_history`]; it reaches every subscriber through it).
     pub fn publish(&mut self, topic: &[u8], payload: &[u8]) -> Result<usize, SendError> {
         self.core.publish(topic, payload)
     }
@@ -266,6 +272,79 @@ impl Context<'_> {
         payload: &[u8],
     ) -> Result<(), SendError> {
         self.core.send_to(from, to, payload)
+    }
+
+    /// Runs `then` on this shard once the other nodes' publishes to every
+    /// topic subscribed on this node so far will reach it: the cluster
+    /// link has registered its interest with the bus (one round trip).
+    /// Runs at once outside a cluster, and as soon as possible while the
+    /// link is down (publishes are then lost anyway: at most once). Use it
+    /// to confirm a subscription to a client only when it is in effect
+    /// cluster-wide.
+    pub fn after_cluster_interest(&mut self, then: impl FnOnce(&mut Context<'_>) + Send + 'static) {
+        if self.core.cluster().is_none() {
+            return then(self);
+        }
+        let home = self.remote();
+        self.core.after_interest(Box::new(move || {
+            if home.run(then).is_err() {
+                tracing::debug!("subscription confirmation dropped: shard queue full or stopping");
+            }
+        }));
+    }
+
+    /// Whether publishes to `topic` are kept in the cluster's topic history
+    /// (`cluster::HistoryConfig`, feature `cluster`): they then reach
+    /// subscribers, on this node too, through the history, each message
+    /// framed with its position by `HistoryConfig::encode` (so publish the
+    /// bare data, not a client frame).
+    pub fn has_history(&self, topic: &[u8]) -> bool {
+        self.core
+            .cluster()
+            .is_some_and(|link| link.history_topic(topic))
+    }
+
+    /// Subscribes `conn` to `topic` after delivering what it missed since
+    /// `since` (a position a message of the topic came with): the messages
+    /// after it still in the history, in order, then live messages with no
+    /// gap and no duplicate; `then` runs on this shard once the
+    /// subscription is live, with how it began ([`crate::cluster::Recovery`])
+    /// and the position it stands at. `since: None` subscribes live and
+    /// tells the current position. A topic without a history is subscribed
+    /// at once ([`crate::cluster::Recovery::NoHistory`]).
+    pub fn subscribe_since(
+        &mut self,
+        conn: ConnId,
+        topic: &[u8],
+        since: Option<crate::cluster::Position>,
+        then: impl FnOnce(&mut Context<'_>, Result<crate::cluster::Resumed, TopicError>)
+        + Send
+        + 'static,
+    ) {
+        use crate::cluster::{Position, Recovery, Resumed};
+        let link = self.core.cluster();
+        match link {
+            Some(link)
+                if link.history_topic(topic)
+                    && !topic.is_empty()
+                    && topic.len() <= crate::MAX_TOPIC_LEN =>
+            {
+                link.recover(
+                    conn,
+                    bytes::Bytes::copy_from_slice(topic),
+                    since,
+                    Box::new(then),
+                );
+            }
+            _ => {
+                let subscribed = self.subscribe(conn, topic);
+                let resumed = Resumed {
+                    recovery: Recovery::NoHistory,
+                    position: Position::default(),
+                };
+                then(self, subscribed.map(|_| resumed));
+            }
+        }
     }
 
     /// The cluster-wide id of `conn` (None when the server is not part of

@@ -48,6 +48,15 @@ pub(crate) enum ClusterOut {
         to: ClusterConnId,
         payload: Bytes,
     },
+    /// A shard gained (`on`) its first subscriber of `topic`, or lost its
+    /// last one.
+    Interest {
+        topic: Bytes,
+        on: bool,
+    },
+    /// Runs once the interest reported before it is registered with the
+    /// bus (in order with `Interest`).
+    InterestApplied(Box<dyn FnOnce() + Send>),
 }
 
 /// Which shards a command goes to.
@@ -141,6 +150,8 @@ pub(crate) fn to_link(shared: &ServerShared, out: ClusterOut) -> Result<(), Send
         ClusterOut::Broadcast(payload) => link.broadcast(&payload),
         ClusterOut::Publish { topic, payload } => link.publish(&topic, &payload),
         ClusterOut::Send { from, to, payload } => return link.send(from, &to, payload),
+        ClusterOut::Interest { topic, on } => link.interest(&topic, on),
+        ClusterOut::InterestApplied(waiter) => link.when_interest_applied(waiter),
     }
     Ok(())
 }
@@ -202,14 +213,27 @@ pub(crate) fn broadcast(
 }
 
 /// `payload` to the subscribers of `topic` on every shard but the
-/// caller's, then on every other node.
+/// caller's, then on every other node. Returns whether the caller delivers
+/// its own part: not for a topic with a history, which reaches every
+/// subscriber, here too, through the cluster link (with positions, in the
+/// history's order).
 pub(crate) fn publish(
     shared: &ServerShared,
     d: &mut impl Dispatch,
     topic: &Bytes,
     payload: &Bytes,
-) -> Result<(), SendError> {
+) -> Result<bool, SendError> {
     check_size(shared, payload.len())?;
+    if let Some(link) = shared.cluster.get()
+        && link.history_topic(topic)
+    {
+        let out = ClusterOut::Publish {
+            topic: topic.clone(),
+            payload: payload.clone(),
+        };
+        d.cluster(shared, out)?;
+        return Ok(false);
+    }
     fan_out(shared, d, || Command::Publish {
         topic: topic.clone(),
         payload: payload.clone(),
@@ -221,7 +245,7 @@ pub(crate) fn publish(
         };
         let _ = d.cluster(shared, out);
     }
-    Ok(())
+    Ok(true)
 }
 
 fn fan_out(
@@ -273,39 +297,21 @@ pub(crate) fn send_to(
     d.cluster(shared, out).map(|()| SendTo::Sent)
 }
 
-/// Delivery of what other nodes sent, to this node only (never forwarded
-/// again).
-impl crate::cluster::Inbound for ServerShared {
-    fn broadcast(&self, payload: Bytes) -> Result<(), SendError> {
-        let mut d = FromThread::default();
-        fan_out(self, &mut d, || Command::Broadcast {
-            payload: payload.clone(),
-        })
-    }
-
-    fn publish(&self, topic: Bytes, payload: Bytes) -> Result<(), SendError> {
-        let mut d = FromThread::default();
-        fan_out(self, &mut d, || Command::Publish {
-            topic: topic.clone(),
-            payload: payload.clone(),
-        })
-    }
-
-    fn send(&self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {
-        send(self, &mut FromThread::default(), conn, payload)
-    }
-
-    fn undeliverable(
+/// What the cluster link does to reach this node's shards (the link
+/// delivers what other nodes sent, and the results of recoveries).
+impl ServerShared {
+    /// Queues `cmd` on `shard` and wakes it (`Busy`: its queue is full).
+    pub(crate) fn command(
         &self,
-        from: ConnId,
-        to: ClusterConnId,
-        error: SendError,
+        shard: &crate::shared::ShardShared,
+        cmd: Command,
     ) -> Result<(), SendError> {
-        thread::command(
-            self,
-            from.shard(),
-            Command::Undeliverable { from, to, error },
-        )
+        let index = self
+            .shards
+            .iter()
+            .position(|s| std::ptr::eq(s, shard))
+            .expect("a shard of this server");
+        thread::command(self, index, cmd)
     }
 }
 
@@ -322,7 +328,7 @@ pub(crate) mod thread {
     }
 
     pub fn publish(shared: &ServerShared, topic: &Bytes, payload: &Bytes) -> Result<(), SendError> {
-        super::publish(shared, &mut FromThread::default(), topic, payload)
+        super::publish(shared, &mut FromThread::default(), topic, payload).map(|_| ())
     }
 
     pub fn close(shared: &ServerShared, conn: ConnId) -> Result<(), SendError> {

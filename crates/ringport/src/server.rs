@@ -77,9 +77,7 @@ impl Server {
         });
         #[cfg(feature = "cluster")]
         if let Some(cluster) = &shared.config.cluster {
-            let weak = Arc::downgrade(&shared);
-            let inbound: std::sync::Weak<dyn crate::cluster::Inbound> = weak;
-            let link = crate::cluster::start(cluster.clone(), inbound)?;
+            let link = crate::cluster::start(cluster.clone(), Arc::downgrade(&shared))?;
             let _ = shared.cluster.set(Box::new(link));
         }
         let factory = Arc::new(factory);

@@ -214,7 +214,9 @@ impl Handler for FanoutHandler {
         match self.shared.kind {
             Kind::Chat => self.receive(conn, message),
             Kind::Pubsub => match decode(message) {
-                Some(Frame::Message { data, .. }) => self.receive(conn, data),
+                Some(Frame::Message { data, .. } | Frame::Positioned { data, .. }) => {
+                    self.receive(conn, data)
+                }
                 Some(Frame::Ok { op: b'S', topic }) => {
                     let n: usize = std::str::from_utf8(topic.get(1..).unwrap_or_default())
                         .ok()

@@ -1,20 +1,46 @@
 //! A cluster of ringport nodes: broadcasts, topic publishes and sends to a
 //! connection held by another node travel over a message bus (NATS, with
-//! the `cluster` cargo feature; see [`ClusterConfig`]).
+//! the `cluster` cargo feature; see [`ClusterConfig`]). Topics can keep a
+//! history on NATS JetStream ([`HistoryConfig`]) from which a subscriber
+//! that reconnects, to the same node or another, recovers what it missed.
 //!
-//! Semantics (the same for every cross-node path):
+//! # Delivery semantics
+//!
+//! | Path | Guarantee | Order | When the bus is unreachable |
+//! |---|---|---|---|
+//! | Local (same node) | Every message, unless the subscriber is a slow consumer | Per publisher | Unaffected |
+//! | Live, cross-node (broadcasts, topics without history, direct sends) | **At most once** | Per (publisher node, topic) | Dropped and counted ([`ClusterStats::dropped_out`]) |
+//! | Topics with history, live | At most once per subscription (a subscriber's link may lose messages) | The history's order, the same on every node | Not written ([`ClusterStats::history_failed`]) |
+//! | Topics with history, subscribed with positions ([`crate::Context::subscribe_since`]) | **Every message once, in order, while the history holds it** (count and age bounds); otherwise the subscriber is told ([`Recovery::Reset`]) | The history's order | Recovery waits for the bus, then resets after [`HistoryConfig::recovery_timeout`] |
+//!
+//! Details:
 //! - **At most once** across nodes: nothing is retried or acknowledged; a
-//!   message is delivered once or lost (and then counted).
+//!   message is delivered once or lost (and then counted where this node
+//!   can see it).
 //! - **Order per (publisher, topic)** is kept: one node publishes through
 //!   one NATS connection, fed by one FIFO queue; NATS keeps the order of
 //!   one connection's messages to each subscriber.
+//! - **Several NATS servers** ([`ClusterConfig::urls`]): the node uses one
+//!   and moves to another when it is lost (every known server is tried at
+//!   once, then with back-off); its subscriptions move with it. Messages
+//!   in flight to or from the lost server are lost (a handful at 1,000
+//!   messages/s on loopback, measured); subscribers with positions recover
+//!   them from the history (replicated over JetStream servers with
+//!   [`HistoryConfig::replicas`]).
+//! - **Per-topic interest** ([`Interest::PerTopic`], the default): a node
+//!   receives from NATS only the publishes of topics it has subscribers
+//!   for: it subscribes to the topic's subject when the first local
+//!   subscriber appears (on any shard) and unsubscribes when the last one
+//!   leaves. A subscription counts cross-node publishes only once the
+//!   interest is registered with NATS ([`crate::Context::after_cluster_interest`]
+//!   tells when).
 //! - **NATS unreachable**: messages for other nodes wait in a bounded queue
 //!   ([`ClusterConfig::buffer`] messages); while the link is down, or when
 //!   the queue is full, they are dropped and counted
 //!   ([`ClusterStats::dropped_out`]); a log line says when the link is lost
-//!   and when it is back (with the count lost meanwhile). The client
-//!   reconnects with back-off (100 ms doubling to 2 s). Local delivery never
-//!   depends on the link.
+//!   and when it is back (with the count lost meanwhile). Local delivery
+//!   never depends on the link (except for topics with history, which are
+//!   delivered through it).
 //! - **A node that dies**: every node announces itself every
 //!   [`ClusterConfig::heartbeat`]; a node not heard from for
 //!   [`ClusterConfig::node_timeout`] is down, and a send to one of its
@@ -23,6 +49,13 @@
 //! - **A stale id** on another node: the owning node answers the sending
 //!   node, whose handler hears of it in
 //!   [`crate::Handler::on_undeliverable`] with [`crate::SendError::Closed`].
+//! - **History positions**: each message of a topic with history has a
+//!   [`Position`]: the stream sequence (growing per topic, not by one) and
+//!   the epoch (changes when the history is reset, e.g. its store lost).
+//!   Recovery from a position replays what follows it, then switches to
+//!   live with no gap and no duplicate (see the `history` module source
+//!   for how the switch is ordered). It reports [`Recovery::Reset`] when
+//!   the history no longer holds the position or the epoch differs.
 
 // The module docs link to the NATS link's types, which exist only with the
 // `cluster` feature: without it (`cargo doc -p ringport`) those links
@@ -30,11 +63,25 @@
 #![cfg_attr(not(feature = "cluster"), allow(rustdoc::broken_intra_doc_links))]
 
 #[cfg(feature = "cluster")]
+mod config;
+#[cfg(feature = "cluster")]
+mod history;
+#[cfg(feature = "cluster")]
+mod inbound;
+#[cfg(feature = "cluster")]
+mod interest;
+#[cfg(feature = "cluster")]
+mod link;
+#[cfg(feature = "cluster")]
 mod nats;
 #[cfg(feature = "cluster")]
-pub use nats::ClusterConfig;
+mod wire;
 #[cfg(feature = "cluster")]
-pub(crate) use nats::start;
+pub use config::{ClusterConfig, Interest, split_urls};
+#[cfg(feature = "cluster")]
+pub use history::HistoryConfig;
+#[cfg(feature = "cluster")]
+pub(crate) use link::start;
 
 use std::fmt;
 use std::str::FromStr;
@@ -44,6 +91,51 @@ use bytes::Bytes;
 
 use crate::conn_id::ConnId;
 use crate::error::SendError;
+use crate::error::TopicError;
+use crate::handler::Context;
+
+/// A message's place in its topic's history: the JetStream stream
+/// sequence, and the history's epoch (it changes when the history is reset:
+/// the stream was recreated). Positions of one topic grow with each
+/// message, though not by one (the sequence is shared by all topics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Position {
+    /// The history's epoch (drawn when its stream was created).
+    pub epoch: u64,
+    /// The message's stream sequence; 0 for "before any message".
+    pub seq: u64,
+}
+
+/// How a subscription with [`Context::subscribe_since`] began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// Every message after the given position was delivered, in order;
+    /// live messages follow with no gap and no duplicate.
+    Recovered,
+    /// The history no longer holds the position (trimmed by count or age)
+    /// or its epoch changed: messages were missed; live messages follow.
+    Reset,
+    /// No position was given: live messages follow.
+    Fresh,
+    /// The topic has no history (no cluster, or outside the history
+    /// namespaces): subscribed for live messages only.
+    NoHistory,
+}
+
+/// The outcome of [`Context::subscribe_since`]: how it began, and the
+/// position the subscription now stands at (that of the last message of
+/// the topic before the live ones that follow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// How the subscription began.
+    pub recovery: Recovery,
+    /// The position the subscription stands at.
+    pub position: Position,
+}
+
+/// Runs on the subscriber's shard once a subscription since a position
+/// is live.
+pub(crate) type ResumeDone = Box<dyn FnOnce(&mut Context<'_>, Result<Resumed, TopicError>) + Send>;
 
 /// Longest node name; names use `A-Z a-z 0-9 _ -` (they are part of NATS
 /// subjects).
@@ -146,30 +238,23 @@ pub(crate) trait ClusterLink: Send + Sync {
         to: &ClusterConnId,
         payload: Bytes,
     ) -> Result<(), SendError>;
+    /// A shard gained (`on`) its first subscriber for `topic`, or lost its
+    /// last one: the node's interest in the topic's publishes from other
+    /// nodes.
+    fn interest(&self, topic: &Bytes, on: bool);
+    /// Runs `waiter` (on the link's thread) once every interest reported so
+    /// far is registered with the bus, or at once if the link is down.
+    fn when_interest_applied(&self, waiter: Box<dyn FnOnce() + Send>);
+    /// Whether publishes to `topic` are kept in the history (they then reach
+    /// subscribers, this node's included, through it, with positions).
+    fn history_topic(&self, topic: &[u8]) -> bool;
+    /// Delivers to `conn` the messages of `topic` after `since`, then
+    /// subscribes it (on its shard) and runs `done` there.
+    fn recover(&self, conn: ConnId, topic: Bytes, since: Option<Position>, done: ResumeDone);
     /// The link's counters.
     fn stats(&self) -> ClusterStats;
     /// Ends the link (on server stop).
     fn stop(&self);
-}
-
-/// Where the link delivers what other nodes sent: this node's shards
-/// (implemented by the router; a trait so this module does not depend on
-/// the server's internals).
-#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-pub(crate) trait Inbound: Send + Sync {
-    /// To every connection of this node (every shard or none: `Busy`).
-    fn broadcast(&self, payload: Bytes) -> Result<(), SendError>;
-    /// To this node's subscribers of `topic` (every shard or none).
-    fn publish(&self, topic: Bytes, payload: Bytes) -> Result<(), SendError>;
-    /// To one connection of this node.
-    fn send(&self, conn: ConnId, payload: Bytes) -> Result<(), SendError>;
-    /// Tells `from`'s handler that its send to `to` failed.
-    fn undeliverable(
-        &self,
-        from: ConnId,
-        to: ClusterConnId,
-        error: SendError,
-    ) -> Result<(), SendError>;
 }
 
 /// The cluster link's counters ([`crate::Server::cluster_stats`]).
@@ -194,6 +279,23 @@ pub struct ClusterStats {
     /// Sends refused at once because the node was not heard from (or the
     /// link was down).
     pub unreachable: u64,
+    /// Times the link came back after being lost (to the same NATS server
+    /// or another).
+    pub reconnects: u64,
+    /// Topics this node has subscribers for, whose publishes it receives
+    /// from the bus (with per-topic interest).
+    pub topics: usize,
+    /// Publishes written to the history (acknowledged by JetStream).
+    pub history_written: u64,
+    /// Publishes the history refused or did not acknowledge (lost).
+    pub history_failed: u64,
+    /// Subscriptions since a position that got every missed message.
+    pub recovered: u64,
+    /// Subscriptions since a position that could not recover (history
+    /// trimmed, epoch changed, or JetStream unreachable).
+    pub reset: u64,
+    /// Messages delivered from the history to recovering subscribers.
+    pub replayed: u64,
 }
 
 #[cfg(test)]

@@ -242,6 +242,7 @@ impl<C: Codec> Core<C> {
             .insert(slot as u32, Closing { reason, deadline });
         self.me().live.set_dead(slot as u32);
         self.topics.remove_slot(slot as u32);
+        self.report_interest();
         self.open.swap_remove(pos);
         if let Some(&moved) = self.open.get(pos) {
             self.slots[moved as usize].open_pos = pos as u32;

@@ -170,6 +170,25 @@ impl ClusterLink for FakeLink {
         self.out.lock().unwrap().push(format!("send {to} {text}"));
         Ok(())
     }
+    fn interest(&self, topic: &Bytes, on: bool) {
+        let t = String::from_utf8_lossy(topic);
+        self.out.lock().unwrap().push(format!("interest {t} {on}"));
+    }
+    fn when_interest_applied(&self, waiter: Box<dyn FnOnce() + Send>) {
+        waiter();
+    }
+    fn history_topic(&self, _: &[u8]) -> bool {
+        false
+    }
+    fn recover(
+        &self,
+        _: ConnId,
+        _: Bytes,
+        _: Option<crate::cluster::Position>,
+        _: crate::cluster::ResumeDone,
+    ) {
+        unreachable!("no topic has a history here")
+    }
     fn stats(&self) -> ClusterStats {
         ClusterStats::default()
     }

@@ -269,7 +269,11 @@ impl<C: Codec> Outbound for Core<C> {
         router::check_size(&self.shared, payload.len())?;
         let topic = Bytes::copy_from_slice(topic);
         let payload = Bytes::copy_from_slice(payload);
-        router::publish(&self.shared, &mut self.outbox, &topic, &payload)?;
+        if !router::publish(&self.shared, &mut self.outbox, &topic, &payload)? {
+            // A topic with a history reaches every subscriber, here too,
+            // through it (with positions, in the history's order).
+            return Ok(0);
+        }
         Ok(self.publish_local(&topic, &payload))
     }
 
@@ -344,6 +348,17 @@ impl<C: Codec> Outbound for Core<C> {
 
     fn remote(&self) -> Arc<dyn Remote> {
         self.shared.clone()
+    }
+
+    fn cluster(&self) -> Option<&dyn crate::cluster::ClusterLink> {
+        self.shared.cluster.get().map(|link| &**link)
+    }
+
+    fn after_interest(&mut self, waiter: Box<dyn FnOnce() + Send>) -> bool {
+        use crate::router::{ClusterOut, Dispatch};
+        self.outbox
+            .cluster(&self.shared, ClusterOut::InterestApplied(waiter))
+            .is_ok()
     }
 }
 

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use super::Core;
 use crate::codec::Codec;
 use crate::conn_id::ConnId;
+use crate::router::{ClusterOut, Dispatch};
 
 pub(crate) use crate::error::{MAX_TOPIC_LEN, MAX_TOPICS_PER_CONN, TopicError};
 
@@ -30,6 +31,9 @@ pub(crate) use crate::error::{MAX_TOPIC_LEN, MAX_TOPICS_PER_CONN, TopicError};
 pub(crate) struct TopicIndex {
     subscribers: HashMap<Bytes, Vec<u32>>,
     by_slot: HashMap<u32, Vec<Bytes>>,
+    /// Topics that gained their first (true) or lost their last (false)
+    /// subscriber on this shard, for the cluster link's per-topic interest.
+    changes: Vec<(Bytes, bool)>,
 }
 
 impl TopicIndex {
@@ -48,7 +52,11 @@ impl TopicIndex {
         // One copy of the name, shared by both maps.
         let name = match self.subscribers.get_key_value(topic) {
             Some((name, _)) => name.clone(),
-            None => Bytes::copy_from_slice(topic),
+            None => {
+                let name = Bytes::copy_from_slice(topic);
+                self.changes.push((name.clone(), true));
+                name
+            }
         };
         mine.push(name.clone());
         self.subscribers.entry(name).or_default().push(slot);
@@ -86,7 +94,9 @@ impl TopicIndex {
                 list.swap_remove(pos);
             }
             if list.is_empty() {
-                self.subscribers.remove(topic);
+                if let Some((name, _)) = self.subscribers.remove_entry(topic) {
+                    self.changes.push((name, false));
+                }
             }
         }
     }
@@ -113,12 +123,27 @@ impl TopicIndex {
 impl<C: Codec> Core<C> {
     pub(super) fn subscribe(&mut self, conn: ConnId, topic: &[u8]) -> Result<bool, TopicError> {
         let slot = self.live_slot(conn).ok_or(TopicError::Closed)?;
-        self.topics.subscribe(slot as u32, topic)
+        let done = self.topics.subscribe(slot as u32, topic);
+        self.report_interest();
+        done
     }
 
     pub(super) fn unsubscribe(&mut self, conn: ConnId, topic: &[u8]) -> bool {
-        self.live_slot(conn)
-            .is_some_and(|slot| self.topics.unsubscribe(slot as u32, topic))
+        let done = self
+            .live_slot(conn)
+            .is_some_and(|slot| self.topics.unsubscribe(slot as u32, topic));
+        self.report_interest();
+        done
+    }
+
+    /// Tells the cluster link (through the outbox) which topics this shard
+    /// gained or lost.
+    pub(super) fn report_interest(&mut self) {
+        for (topic, on) in self.topics.changes.drain(..) {
+            // Without a cluster the outbox refuses it: nothing to tell.
+            let out = ClusterOut::Interest { topic, on };
+            let _ = self.outbox.cluster(&self.shared, out);
+        }
     }
 
     /// Queues `payload` to this shard's subscribers of `topic`; returns how
