@@ -20,7 +20,8 @@ OUT=target/smoke
 mkdir -p "$OUT"
 
 ALL=(codec-diff hold30k attack soak million cluster-demo cluster-bench
-     compare ab loadgen tls-handshakes tls-idle-memory peers-check)
+     cluster-history-bench compare ab loadgen tls-handshakes tls-idle-memory
+     peers-check autobahn)
 if [ $# -gt 0 ]; then WANT=("$@"); else WANT=("${ALL[@]}"); fi
 wanted() { local w; for w in "${WANT[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
 for w in "${WANT[@]}"; do
@@ -37,6 +38,7 @@ peers=()
 wanted loadgen && peers+=(-p gen-pingpong)
 wanted tls-handshakes && peers+=(-p peer-tokio-rustls -p tls-handshakes)
 wanted peers-check && peers+=(-p peer-mio)
+wanted autobahn && peers+=(-p ws-sansio)
 if [ ${#peers[@]} -gt 0 ]; then
     echo "== smoke: building peers ${peers[*]} (debug)"
     (cd bench/peers && cargo build -q "${peers[@]}") || exit 1
@@ -74,6 +76,8 @@ run million env BIN=target/debug NO_BUILD=1 CONNECTIONS=2000 RATE=2 DURATION=2 W
 run cluster-demo env RINGPORT=$D/ringport scripts/cluster-demo.sh
 run cluster-bench env TARGET=target/debug CHAT_CLIENTS=30 SUBS=1000 DURATION=1s RATES=2 \
     scripts/cluster-bench.sh
+run cluster-history-bench env RINGPORT_BIN=$D/ringport SUBS=60 RATES=5 CLIENTS=30 TOPICS=3 \
+    MISSED=2 DURATION=1s scripts/cluster-history-bench.sh
 # compare.sh: the real bench against two servers, then the stub bench
 # (bench/stub_bench.py) for the plumbing it exists to test.
 run compare env RINGPORT_TARGET=$D bench/compare.sh --no-build --quick --only a \
@@ -108,6 +112,10 @@ check_ringport() {
     kill -TERM "$pid"; wait "$pid" || status=1
     return "$status"
 }
+# Autobahn: a few groups against the sans-I/O WebSocket core's echo peer
+# (the full run: scripts/autobahn.sh, see bench/results/autobahn-*.md).
+run autobahn scripts/autobahn.sh --cases '1.*,2.*,5.*,7.1.*' --out "$OUT/autobahn" \
+    -- "$P/ws-sansio-echo" --addr '127.0.0.1:{PORT}'
 run peers-check/mio timeout 120 python3 bench/peers/check.py -- "$P/peer-mio"
 run peers-check/ringport check_ringport
 

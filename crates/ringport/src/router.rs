@@ -301,6 +301,7 @@ pub(crate) fn send_to(
 /// delivers what other nodes sent, and the results of recoveries).
 impl ServerShared {
     /// Queues `cmd` on `shard` and wakes it (`Busy`: its queue is full).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn command(
         &self,
         shard: &crate::shared::ShardShared,

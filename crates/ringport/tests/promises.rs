@@ -262,13 +262,9 @@ fn a_close_whose_close_timeout_expires_drops_the_unsent_data() {
 }
 
 /// `CloseReason::SlowConsumer` is documented as the reason of a connection
-/// that "did not drain its queue within `close_timeout` while closing";
-/// the engine keeps the reason the close began with (`Local` here) and
-/// only counts the expiry in `Stats::slow_consumers`
-/// (`engine/timers.rs`, the overdue loop of the tick). Ignored until the
-/// engine or the doc changes (reported to the lead).
+/// that "did not drain its queue within `close_timeout` while closing"
+/// (the close began as `Local` here).
 #[test]
-#[ignore = "engine bug: an expired close_timeout keeps the first close reason, not SlowConsumer"]
 fn a_close_whose_close_timeout_expires_is_reported_as_a_slow_consumer() {
     assert_eq!(
         close_with_an_expiring_close_timeout(),

@@ -30,9 +30,16 @@ impl<C: Codec> Core<C> {
             let slot = slot as usize;
             let s = &mut self.slots[slot];
             if s.state == SlotState::Closing && !s.discard() {
-                // The peer did not take its queued data in time.
+                // The peer did not take its queued data in time: a slow
+                // consumer (unless the server is stopping, which stays the
+                // reason).
                 s.set_discard(true);
                 self.stats.slow_consumers += 1;
+                if let Some(c) = self.closing.get_mut(&(slot as u32))
+                    && c.reason != CloseReason::ServerStopping
+                {
+                    c.reason = CloseReason::SlowConsumer;
+                }
                 if s.send_in_flight() {
                     let generation = s.generation;
                     self.ops.push(Op::CancelSend {
