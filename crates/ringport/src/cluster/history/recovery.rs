@@ -367,7 +367,17 @@ pub(in crate::cluster) fn handover(
     let hold = wanted.clone();
     let run = move |ctx: &mut crate::handler::Context<'_>| {
         let subscribed = ctx.subscribe(conn, &topic);
-        hold.change(&topic, false);
+        // The shard reports its own interest through its outbox: the hold
+        // is released behind that report (in order), never before it, so
+        // the topic's live reader does not stop in between.
+        let held = topic.clone();
+        let holder = hold.clone();
+        if !ctx
+            .core
+            .after_interest(Box::new(move || holder.change(&held, false)))
+        {
+            hold.change(&topic, false);
+        }
         done(ctx, subscribed.map(|_| resumed));
     };
     if shared.command(shard, Command::Run(Box::new(run))).is_err() {
