@@ -159,6 +159,7 @@ fn run_on<C, H, F, D>(
     match outcome {
         Ok(Ok(())) => {
             driver.teardown();
+            engine.discard_outbox();
             engine.publish_stats();
         }
         failure => {

@@ -145,8 +145,9 @@ pub struct Stats {
     pub heartbeats: u64,
     /// Handler timers armed now.
     pub timers: u64,
-    /// Cross-shard commands dropped because the target shard's queue was
-    /// full.
+    /// Cross-shard commands a shard still held for another shard's full
+    /// queue when it stopped (while running, such commands wait in the
+    /// sending shard's outbox instead of being dropped).
     pub commands_dropped: u64,
     /// TLS handshakes completed (feature `tls`).
     pub tls_handshakes: u64,

@@ -368,6 +368,14 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         &mut self.core.outbox
     }
 
+    /// The shard has stopped: commands still waiting in the outbox for a
+    /// full queue of another shard are dropped and counted
+    /// (`commands_dropped`).
+    pub fn discard_outbox(&mut self) {
+        let n = self.core.outbox.discard();
+        self.core.stats.commands_dropped += n as u64;
+    }
+
     /// Frees memory that recent traffic did not need (spare send chunks,
     /// kept frame buffers); the shard calls it every few seconds.
     pub fn trim(&mut self) {

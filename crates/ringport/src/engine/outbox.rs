@@ -88,6 +88,17 @@ impl Outbox {
         self.held -= n;
     }
 
+    /// Drops every command still held (the shard has stopped); returns how
+    /// many.
+    pub fn discard(&mut self) -> usize {
+        let n = self.held;
+        for q in self.queues.iter_mut() {
+            q.clear();
+        }
+        self.held = 0;
+        n
+    }
+
     /// Takes the cluster traffic.
     pub fn take_cluster(&mut self) -> std::vec::Drain<'_, ClusterOut> {
         self.cluster.drain(..)
