@@ -32,11 +32,14 @@ trap cleanup EXIT
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -keyout "$TLS/key.pem" -out "$TLS/cert.pem" -subj /CN=localhost \
     -addext subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null
-PORT=$((30000 + RANDOM % 10000))
+# A port free now, chosen by the kernel (a random one can be taken).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
 RESULTS=$TLS/runs.txt
 for rep in $(seq "$REPEATS"); do
     for srv in ringport-tls peer-tokio-rustls; do
-        PORT=$((PORT + 1))
+        PORT=$(free_port)
         addr=127.0.0.1:$PORT
         if [[ $srv == ringport-tls ]]; then
             cmd=("$RINGPORT" serve --addr "$addr" --shards 1 --stats-interval 0

@@ -23,15 +23,20 @@ cleanup() {
 }
 trap cleanup EXIT
 
-nats-server -a 127.0.0.1 -p "$NATS_PORT" >"$logs/nats.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$NATS_PORT) 2>/dev/null && break; sleep 0.1; done
+# One NATS server per mode: the chat cluster's broadcasts must not reach
+# the pubsub nodes (both use the default subject prefix).
+for port in "$NATS_PORT" $((NATS_PORT + 1)); do
+    nats-server -a 127.0.0.1 -p "$port" >"$logs/nats-$port.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
 
 for i in 1 2 3; do
     for mode in chat pubsub; do
         port=$([ $mode = chat ] && echo 1710$i || echo 1720$i)
+        nats=$([ $mode = chat ] && echo "$NATS_PORT" || echo $((NATS_PORT + 1)))
         RUST_LOG=info "$RINGPORT" serve --addr 127.0.0.1:$port --mode $mode --shards 1 \
-            --stats-interval 0 --cluster nats://127.0.0.1:$NATS_PORT --node-id "$mode-n$i" \
+            --stats-interval 0 --cluster nats://127.0.0.1:$nats --node-id "$mode-n$i" \
             >"$logs/$mode-n$i.log" 2>&1 &
         pids+=($!)
     done
