@@ -190,6 +190,44 @@ pub fn to_toml(args: &ServeArgs) -> String {
         args.min_receive_rate.map(|n| s(&size_text(n))),
         "none",
     );
+    let limits = &args.limits;
+    optional(
+        "max-connections-per-ip",
+        limits.max_connections_per_ip.map(|n| n.to_string()),
+        "off",
+    );
+    optional("ipv6-prefix", Some(limits.ipv6_prefix.to_string()), "64");
+    let nets = |list: &[ipnet::IpNet]| {
+        (!list.is_empty()).then(|| {
+            s(&list
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","))
+        })
+    };
+    optional("allow", nets(&limits.allow), "all admitted");
+    optional("deny", nets(&limits.deny), "none denied");
+    optional(
+        "max-message-rate",
+        limits.max_message_rate.map(|n| n.to_string()),
+        "off",
+    );
+    optional(
+        "message-burst",
+        limits.message_burst.map(|n| n.to_string()),
+        "the rate",
+    );
+    optional(
+        "rate-limit-policy",
+        Some(s(crate::limit_args::policy_name(limits.rate_limit_policy))),
+        "pause",
+    );
+    optional(
+        "max-handshakes",
+        Some(limits.max_handshakes.to_string()),
+        "256",
+    );
     optional("metrics-addr", args.metrics_addr.as_deref().map(s), "off");
     optional(
         "cluster",

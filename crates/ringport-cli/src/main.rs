@@ -8,6 +8,7 @@
 mod cluster_args;
 mod config;
 mod http;
+mod limit_args;
 mod serve;
 mod tls;
 

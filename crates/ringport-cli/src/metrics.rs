@@ -151,6 +151,42 @@ pub const SERIES: &[Series] = &[
         value: |s| s.rejected,
     },
     Series {
+        name: "rejected_per_ip",
+        help: "Clients closed at accept because their source held --max-connections-per-ip connections",
+        kind: Kind::Counter,
+        value: |s| s.rejected_per_ip,
+    },
+    Series {
+        name: "per_ip_untracked",
+        help: "Clients admitted without a per-source count (source table crowded near their key)",
+        kind: Kind::Counter,
+        value: |s| s.per_ip_untracked,
+    },
+    Series {
+        name: "refused_by_filter",
+        help: "Clients closed at accept by the accept filter (--allow/--deny)",
+        kind: Kind::Counter,
+        value: |s| s.refused_by_filter,
+    },
+    Series {
+        name: "rate_limit_pauses",
+        help: "Times reading a connection paused because it went over --max-message-rate",
+        kind: Kind::Counter,
+        value: |s| s.rate_limit_pauses,
+    },
+    Series {
+        name: "rate_limit_closes",
+        help: "Connections closed because they went over --max-message-rate (--rate-limit-policy close)",
+        kind: Kind::Counter,
+        value: |s| s.rate_limit_closes,
+    },
+    Series {
+        name: "handshakes_waiting",
+        help: "Accepted connections waiting, unread, for a handshake place (--max-handshakes)",
+        kind: Kind::Gauge,
+        value: |s| s.handshakes_waiting,
+    },
+    Series {
         name: "waiting",
         help: "Clients accepted over the connection limit, held until a place frees",
         kind: Kind::Gauge,

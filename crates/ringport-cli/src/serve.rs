@@ -184,6 +184,11 @@ pub struct ServeArgs {
           value_parser = parse_limit_policy)]
     pub at_limit: ringport::LimitPolicy,
 
+    /// Per-source, per-connection and handshake limits (see
+    /// `crate::limit_args`).
+    #[command(flatten)]
+    pub limits: crate::limit_args::LimitArgs,
+
     /// TLS (the options --tls-*; see `crate::tls`).
     #[command(flatten)]
     pub tls: crate::tls::TlsArgs,
@@ -332,6 +337,7 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     config.frame_timeout = args.frame_timeout;
     config.min_receive_rate = args.min_receive_rate;
     config.at_limit = args.at_limit;
+    args.limits.apply(&mut config);
     config.cluster = args.cluster_args.config()?;
     config.tls = crate::tls::acceptor(&args.tls)?;
 
@@ -589,6 +595,9 @@ impl Reporter {
             slow_consumers = s.slow_consumers,
             accept_errors = s.accept_errors,
             rejected = s.rejected,
+            rejected_per_ip = s.rejected_per_ip,
+            refused_by_filter = s.refused_by_filter,
+            rate_limited = s.rate_limit_pauses + s.rate_limit_closes,
             idle_timeouts = s.idle_timeouts,
             commands_dropped = s.commands_dropped,
             "stats"
@@ -602,6 +611,8 @@ impl Reporter {
             ("slow_consumers", s.slow_consumers, last.slow_consumers),
             ("accept_errors", s.accept_errors, last.accept_errors),
             ("rejected", s.rejected, last.rejected),
+            ("rejected_per_ip", s.rejected_per_ip, last.rejected_per_ip),
+            ("refused_by_filter", s.refused_by_filter, last.refused_by_filter),
             (
                 "commands_dropped",
                 s.commands_dropped,

@@ -136,6 +136,31 @@ pub struct ServerConfig {
     /// What happens to a client that arrives while `max_connections` are
     /// open.
     pub at_limit: LimitPolicy,
+    /// Most connections one source may hold at once, over all shards (a
+    /// source: an IPv4 address, or an IPv6 network of `ipv6_prefix` bits).
+    /// A connection over it is closed at accept, before any byte is read,
+    /// and counted in [`crate::Stats::rejected_per_ip`]; it never waits at
+    /// `max_connections` nor takes a waiting place. None (default): no
+    /// per-source limit. Memory: 48 bytes per `max_connections` place
+    /// while set (`crate::admission_table`).
+    pub max_connections_per_ip: Option<u32>,
+    /// Prefix length by which IPv6 peers are grouped into one source for
+    /// `max_connections_per_ip` (0..=128; default 64: one source per
+    /// subnet, as a host usually gets a whole /64).
+    pub ipv6_prefix: u8,
+    /// Called with the peer's and the listener's address before a
+    /// connection is admitted; it may refuse it (allow/deny lists, bans).
+    /// See [`crate::limits::AcceptFilter`]. None (default): all admitted.
+    pub accept_filter: Option<crate::limits::AcceptFilter>,
+    /// Bound on the messages one connection may send per second (a token
+    /// bucket), with what happens past it. None (default): unbounded.
+    pub max_message_rate: Option<crate::limits::MessageRateLimit>,
+    /// Connections of one shard that may be in a transport or protocol
+    /// handshake at once (TLS today): past it, newly accepted connections
+    /// wait unread, in arrival order, until one finishes (their handshake
+    /// timeout runs from accept). Established connections are served
+    /// meanwhile. Default 256.
+    pub max_handshakes_per_shard: usize,
     /// Join a cluster of nodes over NATS (feature `cluster`): broadcasts,
     /// publishes and `send_to` reach the other nodes. None: a lone node.
     #[cfg(feature = "cluster")]
@@ -254,6 +279,11 @@ impl Default for ServerConfig {
             shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_connections: 1_000_000,
             at_limit: LimitPolicy::Wait,
+            max_connections_per_ip: None,
+            ipv6_prefix: 64,
+            accept_filter: None,
+            max_message_rate: None,
+            max_handshakes_per_shard: 256,
             #[cfg(feature = "cluster")]
             cluster: None,
             connections_per_shard: None,
@@ -356,7 +386,7 @@ impl ServerConfig {
         if self.min_receive_rate == Some(0) {
             return bad("min_receive_rate must be at least 1 byte per second");
         }
-        Ok(())
+        crate::limits::validate(self).or_else(|why| bad(&why))
     }
 }
 

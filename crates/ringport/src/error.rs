@@ -60,6 +60,10 @@ pub enum CloseReason {
     /// protocol version, plaintext or garbage sent to a TLS port), a corrupt
     /// record, or a handshake not complete within its timeout.
     Tls(String),
+    /// The connection sent messages faster than `max_message_rate` allows
+    /// under [`crate::limits::RateLimitPolicy::Close`]; the message over
+    /// the budget was not delivered.
+    RateLimited,
 }
 
 /// Why a send, broadcast or close was not accepted.

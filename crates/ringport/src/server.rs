@@ -69,6 +69,7 @@ impl Server {
             shards,
             stopping: AtomicBool::new(false),
             admitted: AtomicUsize::new(0),
+            sources: crate::admission_table::SourceTable::for_config(&config),
             config: ServerConfig { addr, ..config },
             max_frame: codec.max_frame(),
             next_shard: AtomicUsize::new(0),

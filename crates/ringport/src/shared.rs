@@ -173,6 +173,8 @@ pub(crate) struct ServerShared {
     /// Connections open (or connecting) over all shards, checked against
     /// `max_connections`.
     pub admitted: AtomicUsize,
+    /// Connections per source (`max_connections_per_ip`), if limited.
+    pub sources: Option<crate::admission_table::SourceTable>,
     pub config: ServerConfig,
     /// The codec's maximum frame: the bound for received and sent messages.
     pub max_frame: usize,

@@ -156,6 +156,24 @@ pub struct Stats {
     pub tls_failures: u64,
     /// Of `tls_failures`: handshakes not complete within their timeout.
     pub tls_handshake_timeouts: u64,
+    /// Clients closed at accept because their source held
+    /// `max_connections_per_ip` connections already.
+    pub rejected_per_ip: u64,
+    /// Clients admitted without a per-source count because the source
+    /// table had no room near their key (see `admission_table`): each one
+    /// makes the per-source limit less strict, never stricter.
+    pub per_ip_untracked: u64,
+    /// Clients closed at accept by the `accept_filter`.
+    pub refused_by_filter: u64,
+    /// Times reading a connection paused because it went over
+    /// `max_message_rate` (policy pause).
+    pub rate_limit_pauses: u64,
+    /// Connections closed because they went over `max_message_rate`
+    /// (policy close).
+    pub rate_limit_closes: u64,
+    /// Accepted connections waiting, unread, for a handshake place
+    /// (`max_handshakes_per_shard`), now.
+    pub handshakes_waiting: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -189,6 +207,12 @@ impl std::ops::AddAssign for Stats {
         self.tls_handshakes += o.tls_handshakes;
         self.tls_failures += o.tls_failures;
         self.tls_handshake_timeouts += o.tls_handshake_timeouts;
+        self.rejected_per_ip += o.rejected_per_ip;
+        self.per_ip_untracked += o.per_ip_untracked;
+        self.refused_by_filter += o.refused_by_filter;
+        self.rate_limit_pauses += o.rate_limit_pauses;
+        self.rate_limit_closes += o.rate_limit_closes;
+        self.handshakes_waiting += o.handshakes_waiting;
     }
 }
 
@@ -242,6 +266,12 @@ shard_counters!(
     tls_handshakes,
     tls_failures,
     tls_handshake_timeouts,
+    rejected_per_ip,
+    per_ip_untracked,
+    refused_by_filter,
+    rate_limit_pauses,
+    rate_limit_closes,
+    handshakes_waiting,
 );
 
 #[cfg(test)]

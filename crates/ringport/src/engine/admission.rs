@@ -1,10 +1,20 @@
 //! Admission: accepts kept posted (the AcceptEx pre-posting), outbound
-//! connects, and the global connection limit.
+//! connects, the global connection limit, and what is decided about an
+//! accepted client before it is read: the accept filter, the per-source
+//! limit (`crate::admission_table`, shared by all shards) and the shard's
+//! handshake places (`super::handshake`).
+//!
+//! In order, for each accepted socket: the filter (refused: closed unread,
+//! `refused_by_filter`); the per-source count (at its limit: closed
+//! unread, `rejected_per_ip`, so such a client never waits at the global
+//! limit nor takes a waiting place); the global limit (wait or refuse);
+//! then, for a transport with a handshake, a handshake place (or a wait,
+//! unread, for one).
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::conn::Connecting;
 use super::conn::SlotState;
@@ -12,6 +22,7 @@ use super::{Core, Engine, PendingConnect};
 use crate::codec::Codec;
 use crate::config::LimitPolicy;
 use crate::conn_id::ConnId;
+use crate::admission_table::Ticket;
 use crate::handler::Handler;
 use crate::sys::Op;
 
@@ -19,20 +30,40 @@ use crate::sys::Op;
 /// ENOMEM...), so a full descriptor table does not make the shard spin.
 pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
 
+/// At most one log line per this period for refused clients (per shard).
+const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(1);
+
+/// A shard's bookkeeping of refused clients, for a log at a bounded rate.
+#[derive(Default)]
+pub(crate) struct Admission {
+    /// When the last refusal was logged.
+    last_logged: Option<Instant>,
+    /// Refusals since then, not logged: (per source, by the filter).
+    unlogged: (u64, u64),
+}
+
+/// Why a client was refused at accept.
+#[derive(Clone, Copy)]
+enum Refusal {
+    PerSource,
+    Filter,
+}
+
 impl<C: Codec, H: Handler> Engine<C, H> {
     /// Admits the clients held at the limit, oldest first, while there are
-    /// places.
+    /// places; then those waiting for a handshake place.
     pub(super) fn admit_waiting(&mut self) {
         while let Some(&(slot, peer)) = self.core.waiting.front() {
             if !self.core.try_admit() {
-                return;
+                break;
             }
             self.core.waiting.pop_front();
-            if !self.core.attach_server_transport(slot as usize) {
-                continue;
+            if let Some((conn, peer)) = self.core.start_accepted(slot as usize, peer) {
+                self.opened(conn, peer);
             }
-            self.core.stats.accepted += 1;
-            let conn = self.core.open_slot(slot as usize, peer);
+        }
+        while let Some((slot, peer)) = self.core.next_for_handshake() {
+            let conn = self.core.open_slot(slot, peer);
             self.opened(conn, peer);
         }
     }
@@ -110,6 +141,9 @@ impl<C: Codec> Core<C> {
         if !self.claim(slot, "accept") {
             return None;
         }
+        if !self.screen(slot, peer) {
+            return None;
+        }
         if !self.try_admit() {
             // Accepted in the moment the limit was reached, before the
             // accepts were withdrawn: held or refused, never seen by the
@@ -127,11 +161,107 @@ impl<C: Codec> Core<C> {
             }
             return None;
         }
+        self.start_accepted(slot, peer)
+    }
+
+    /// An admitted client: its transport, then open, or (a handshake and
+    /// no handshake place) held unread until a place frees.
+    fn start_accepted(&mut self, slot: usize, peer: SocketAddr) -> Option<(ConnId, SocketAddr)> {
         if !self.attach_server_transport(slot) {
             return None;
         }
         self.stats.accepted += 1;
+        if self.slots[slot].transport.handshaking() && !self.handshake_place_free() {
+            self.wait_for_handshake(slot, peer);
+            return None;
+        }
         Some((self.open_slot(slot, peer), peer))
+    }
+
+    /// The accept filter and the per-source limit, before the client is
+    /// read or counted anywhere else. False: refused (the socket is
+    /// closed unseen).
+    fn screen(&mut self, slot: usize, peer: SocketAddr) -> bool {
+        self.slots[slot].set_peer(peer);
+        self.slots[slot].set_per_source(false);
+        if let Some(filter) = &self.shared.config.accept_filter
+            && !filter.admits(peer, self.shared.config.addr)
+        {
+            self.stats.refused_by_filter += 1;
+            self.refuse(slot, peer, Refusal::Filter);
+            return false;
+        }
+        if let Some(table) = &self.shared.sources {
+            match table.acquire(peer.ip()) {
+                Ticket::Counted => self.slots[slot].set_per_source(true),
+                Ticket::Untracked => self.stats.per_ip_untracked += 1,
+                Ticket::Refused => {
+                    self.stats.rejected_per_ip += 1;
+                    self.refuse(slot, peer, Refusal::PerSource);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Closes a refused client unread, and logs refusals at most once per
+    /// [`REFUSAL_LOG_PERIOD`] with how many there were.
+    fn refuse(&mut self, slot: usize, peer: SocketAddr, why: Refusal) {
+        self.slots[slot].set_unseen(true);
+        self.release(slot);
+        let log = &mut self.admission;
+        match why {
+            Refusal::PerSource => log.unlogged.0 += 1,
+            Refusal::Filter => log.unlogged.1 += 1,
+        }
+        if log
+            .last_logged
+            .is_some_and(|t| self.now.saturating_duration_since(t) < REFUSAL_LOG_PERIOD)
+        {
+            return;
+        }
+        let (per_source, filter) = std::mem::take(&mut log.unlogged);
+        log.last_logged = Some(self.now);
+        let limit = self.shared.sources.as_ref().map(|t| t.limit());
+        tracing::warn!(
+            shard = self.index,
+            %peer,
+            refused_per_ip = per_source,
+            refused_by_filter = filter,
+            max_connections_per_ip = ?limit,
+            "clients refused at accept (per-source limit or accept filter); \
+             logged at most once a second"
+        );
+    }
+
+    /// Everything a slot held beyond the slot itself, given back as it is
+    /// freed (any state): its per-source count, its handshake place, its
+    /// rate bucket.
+    pub(super) fn slot_freed(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if s.per_source() {
+            s.set_per_source(false);
+            if let Some(table) = &self.shared.sources {
+                table.release(s.peer().ip());
+            }
+        }
+        if s.in_handshake() {
+            s.set_in_handshake(false);
+            self.handshakes.leave();
+        }
+        if self.rate.on() {
+            self.rate.forget(slot);
+        }
+    }
+
+    /// Gives back a place under `max_connections` taken by a client that
+    /// is closed unseen after all (it is not counted down at its close).
+    pub(super) fn unadmit(&mut self) {
+        let max = self.shared.config.max_connections;
+        if self.shared.admitted.fetch_sub(1, Ordering::AcqRel) == max {
+            self.outbox.wake_all();
+        }
     }
 
     /// Takes a place under `max_connections` if there is one. Reaching the
@@ -150,12 +280,14 @@ impl<C: Codec> Core<C> {
         true
     }
 
-    /// Closes the clients held at the limit (the server is stopping).
+    /// Closes the clients held at the limit or waiting for a handshake
+    /// place (the server is stopping).
     pub(super) fn drop_waiting(&mut self) {
         while let Some((slot, _)) = self.waiting.pop_front() {
             self.slots[slot as usize].set_unseen(true);
             self.release(slot as usize);
         }
+        self.drop_handshake_waiting();
     }
 
     /// Starts an outbound connection with the transport `setup` asks for:

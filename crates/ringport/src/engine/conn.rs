@@ -111,6 +111,13 @@ slot_flags! {
     /// Reading paused by the application (`Context::pause_reading`): only
     /// `Context::resume_reading` resumes it.
     HELD_BY_APP = 512, held_by_app, set_held_by_app;
+    /// Counted in the per-source table (`max_connections_per_ip`): released
+    /// when the slot is freed. Kept from accept through `open_slot`.
+    PER_SOURCE = 1024, per_source, set_per_source;
+    /// Reading paused by the message rate limit (`engine::rate`).
+    HELD_BY_RATE = 2048, held_by_rate, set_held_by_rate;
+    /// Holds one of the shard's handshake places (`engine::handshake`).
+    IN_HANDSHAKE = 4096, in_handshake, set_in_handshake;
 }
 
 impl Slot {
@@ -180,8 +187,9 @@ impl<C: Codec> Core<C> {
         let (now_ms, open_pos) = (self.now_ms, self.open.len() as u32);
         let s = &mut self.slots[slot];
         s.state = SlotState::Open;
-        // All flags clear (the peer's family is set again below).
-        s.flags = 0;
+        // All flags clear but the per-source count taken at accept (the
+        // peer's family is set again below).
+        s.flags &= PER_SOURCE;
         s.set_peer(peer);
         s.last_input = now_ms as u32;
         s.last_output = now_ms as u32;
@@ -300,6 +308,8 @@ impl<C: Codec> Core<C> {
             .get_mut_if_allocated(slot)
             .filter(|s| s.state == SlotState::Releasing && s.generation == generation)?;
         s.state = SlotState::Free;
+        self.slot_freed(slot);
+        let s = &mut self.slots[slot];
         let unseen = s.unseen();
         s.set_unseen(false);
         let generation = s.generation;

@@ -4,8 +4,21 @@
 //! the transport's end of stream, and a deadline for the handshake. The
 //! engine calls the transport the same way whatever it is; for a plain
 //! connection every call here returns at once.
+//!
+//! Handshake places: a shard lets at most `max_handshakes_per_shard`
+//! connections be in a handshake at once. The places are not TLS's: a slot
+//! takes one with [`Core::enter_handshake`] and gives it back with
+//! [`Core::leave_handshake`] (or when it is freed), so a protocol with a
+//! handshake of its own (a WebSocket upgrade) takes a place the same way.
+//! An accepted client whose transport has a handshake and finds no place
+//! free waits, unread and unseen, in arrival order
+//! (`Stats::handshakes_waiting`); its handshake timeout runs from accept,
+//! so a flood of clients that never speak is closed at the timeout whether
+//! it got a place or not. Established connections are not affected: the
+//! bound only spaces out new handshakes.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 
 use super::conn::SlotState;
 use super::{Core, Engine};
@@ -20,16 +33,110 @@ use crate::transport::{self, ClientSetup, Read};
 const RETAIN_SCRATCH: usize = 256 * 1024;
 
 /// A shard's bookkeeping of transports in their handshake.
-#[derive(Default)]
 pub(crate) struct Handshakes {
     /// Plaintext of the receive being handled.
     scratch: Vec<u8>,
     /// Connections in their handshake: (slot, generation), checked at the
     /// tick against their transport's deadline.
     pending: VecDeque<(u32, u32)>,
+    /// Handshake places taken, and how many there are.
+    in_progress: usize,
+    places: usize,
+    /// Accepted clients waiting (unread, state `Waiting`) for a place.
+    waiting: VecDeque<(u32, SocketAddr)>,
+}
+
+impl Handshakes {
+    pub fn new(places: usize) -> Self {
+        Handshakes {
+            scratch: Vec::new(),
+            pending: VecDeque::new(),
+            in_progress: 0,
+            places: places.max(1),
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// A handshake place is given back.
+    pub fn leave(&mut self) {
+        self.in_progress = self.in_progress.saturating_sub(1);
+    }
 }
 
 impl<C: Codec> Core<C> {
+    /// Whether a handshake place is free.
+    pub(super) fn handshake_place_free(&self) -> bool {
+        self.handshakes.in_progress < self.handshakes.places
+    }
+
+    /// `slot` starts a handshake (transport or protocol): it takes a place,
+    /// given back by [`Self::leave_handshake`] or when the slot is freed.
+    /// Outbound connections take one too (they count, but never wait).
+    pub(super) fn enter_handshake(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if !s.in_handshake() {
+            s.set_in_handshake(true);
+            self.handshakes.in_progress += 1;
+        }
+    }
+
+    /// `slot`'s handshake is over: its place is free for a waiting client.
+    pub(super) fn leave_handshake(&mut self, slot: usize) {
+        let s = &mut self.slots[slot];
+        if s.in_handshake() {
+            s.set_in_handshake(false);
+            self.handshakes.leave();
+        }
+    }
+
+    /// Holds an admitted client, unread, until a handshake place frees.
+    pub(super) fn wait_for_handshake(&mut self, slot: usize, peer: SocketAddr) {
+        self.slots[slot].state = SlotState::Waiting;
+        self.handshakes.waiting.push_back((slot as u32, peer));
+        self.stats.handshakes_waiting = self.handshakes.waiting.len() as u64;
+    }
+
+    /// The next waiting client to open, if a handshake place is free; the
+    /// ones whose handshake deadline passed while they waited are closed.
+    pub(super) fn next_for_handshake(&mut self) -> Option<(usize, SocketAddr)> {
+        while self.handshake_place_free() {
+            let (slot, peer) = self.handshakes.waiting.pop_front()?;
+            self.stats.handshakes_waiting = self.handshakes.waiting.len() as u64;
+            if self.waited_too_long(slot as usize) {
+                continue;
+            }
+            return Some((slot as usize, peer));
+        }
+        None
+    }
+
+    /// Closes a client that waited for a handshake place past its
+    /// handshake deadline (unseen; it never counts as open).
+    fn waited_too_long(&mut self, slot: usize) -> bool {
+        let expired = self.slots[slot]
+            .transport
+            .handshake_deadline()
+            .is_some_and(|d| d <= self.now);
+        if expired {
+            self.stats.tls_handshake_timeouts += 1;
+            self.stats.tls_failures += 1;
+            self.slots[slot].set_unseen(true);
+            self.unadmit();
+            self.release(slot);
+        }
+        expired
+    }
+
+    /// Closes the clients waiting for a handshake place (stop).
+    pub(super) fn drop_handshake_waiting(&mut self) {
+        while let Some((slot, _)) = self.handshakes.waiting.pop_front() {
+            self.slots[slot as usize].set_unseen(true);
+            self.unadmit();
+            self.release(slot as usize);
+        }
+        self.stats.handshakes_waiting = 0;
+    }
+
     /// Gives an accepted connection its transport. False: it could not be
     /// made (the slot is released unseen).
     pub(super) fn attach_server_transport(&mut self, slot: usize) -> bool {
@@ -89,8 +196,17 @@ impl<C: Codec> Core<C> {
         self.slots[slot].transport.handshaking()
     }
 
-    /// Closes the connections whose handshake is past its deadline.
+    /// Closes the connections whose handshake is past its deadline, those
+    /// waiting for a place included (oldest first: the deadlines of the
+    /// waiting ones are in arrival order).
     pub(super) fn expire_handshakes(&mut self) {
+        while let Some(&(slot, _)) = self.handshakes.waiting.front() {
+            if !self.waited_too_long(slot as usize) {
+                break;
+            }
+            self.handshakes.waiting.pop_front();
+        }
+        self.stats.handshakes_waiting = self.handshakes.waiting.len() as u64;
         let now = self.now;
         let mut i = 0;
         while i < self.handshakes.pending.len() {
@@ -145,6 +261,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             .handshakes
             .pending
             .push_back((slot as u32, generation));
+        self.core.enter_handshake(slot);
         self.core.transport_flush(slot);
         true
     }
@@ -167,6 +284,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 self.core.transport_flush(slot);
                 if established {
                     self.core.stats.tls_handshakes += 1;
+                    self.core.leave_handshake(slot);
                     let conn = ConnId::new(self.core.index as u16, slot as u32, generation);
                     let peer = self.core.slots[slot].peer();
                     self.connected(conn, peer);

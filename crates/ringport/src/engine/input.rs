@@ -468,6 +468,7 @@ impl<C: Codec> Core<C> {
             && s.recv_paused()
             && !s.held_by_outbox()
             && !s.held_by_app()
+            && !s.held_by_rate()
             && s.queue.len() <= self.high_water / 2
         {
             s.set_recv_paused(false);
@@ -511,6 +512,9 @@ fn feed_frames<C: Codec, H: Handler>(
     let slot = conn.slot() as usize;
     let high_water = core.high_water;
     framer.feed_shared(data, |message, shared| {
+        if core.rate.on() && matches!(core.rate_charge(slot), super::rate::Verdict::Closed) {
+            return false;
+        }
         core.stats.messages_in += 1;
         core.largest_message = core.largest_message.max(message.len());
         // A reassembled large message is owned `Bytes`: a send of (part

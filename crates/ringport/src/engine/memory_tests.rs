@@ -55,6 +55,7 @@ pub(super) fn one_shard_with(
         shards: vec![ShardShared::new(table, 16).unwrap()].into_boxed_slice(),
         stopping: AtomicBool::new(false),
         admitted: AtomicUsize::new(0),
+        sources: crate::admission_table::SourceTable::for_config(&config),
         max_frame,
         next_shard: AtomicUsize::new(0),
         failure: std::sync::Mutex::new(None),

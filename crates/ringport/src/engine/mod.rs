@@ -42,6 +42,7 @@ mod multi_tests;
 pub(crate) mod outbox;
 mod output;
 mod paged;
+mod rate;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -194,6 +195,10 @@ pub(crate) struct Core<C: Codec> {
     outbox_paused: Vec<u32>,
     /// Connections in their transport's handshake.
     handshakes: handshake::Handshakes,
+    /// Per-source limit and accept filter bookkeeping (`admission`).
+    admission: admission::Admission,
+    /// The message rate limit's buckets (`rate`).
+    rate: rate::Rates,
 }
 
 /// A shard's engine: the core plus the handler and per-connection input
@@ -275,7 +280,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             topics: topics::TopicIndex::default(),
             outbox: Outbox::new(index, shared.shards.len(), config.command_queue),
             outbox_paused: Vec::new(),
-            handshakes: handshake::Handshakes::default(),
+            handshakes: handshake::Handshakes::new(config.max_handshakes_per_shard),
+            admission: admission::Admission::default(),
+            rate: rate::Rates::new(config.max_message_rate, table),
             shared,
         };
         Engine {
@@ -323,6 +330,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         self.core.observe_stop();
         self.handle_commands(inbox);
         self.resume_after_outbox();
+        self.core.resume_rate_held();
         self.admit_waiting();
         self.replay_resumed();
         self.core.flush_dirty();
@@ -334,9 +342,13 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// When the engine next needs a turn without any completion: the next
     /// tick or handler timer.
     pub fn next_wake(&mut self) -> Instant {
-        match self.core.timers.next_deadline() {
+        let next = match self.core.timers.next_deadline() {
             Some(t) => t.min(self.core.next_tick),
             None => self.core.next_tick,
+        };
+        match self.core.rate.next_deadline(self.core.epoch) {
+            Some(t) => t.min(next),
+            None => next,
         }
     }
 

@@ -261,6 +261,7 @@ impl Net {
                 .collect(),
             stopping: AtomicBool::new(false),
             admitted: AtomicUsize::new(0),
+            sources: crate::admission_table::SourceTable::for_config(&config),
             max_frame: MAX_FRAME,
             next_shard: AtomicUsize::new(0),
             failure: Mutex::new(None),

@@ -158,6 +158,7 @@ impl<C: Codec> Core<C> {
                     && s.queue.len() <= self.high_water / 2
                     && !s.held_by_outbox()
                     && !s.held_by_app()
+                    && !s.held_by_rate()
                 {
                     s.set_recv_paused(false);
                     self.resumed.push(slot as u32);
