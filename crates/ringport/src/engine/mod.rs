@@ -36,6 +36,8 @@ mod direct_tests;
 mod handshake;
 mod input;
 #[cfg(test)]
+mod limit_tests;
+#[cfg(test)]
 mod memory_tests;
 #[cfg(test)]
 mod multi_tests;
