@@ -21,6 +21,9 @@ time.
                read nothing (server RSS stays bounded), then read and get
                every echo back (RSS returns, no creep over the rounds)
   sigkill      SIGKILL a loaded server, restart on the same port at once
+  per-ip, deny, chat-flood, handshake-flood: admission control, see
+               scripts/attack_admission.py (ATTACK_NO_LIMITS=1: without
+               the flags, for a binary that predates them)
 """
 
 import os
@@ -33,6 +36,9 @@ import subprocess
 import tempfile
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import attack_admission as admission  # noqa: E402
 
 BIN = os.environ.get("RINGPORT", os.path.join(os.path.dirname(__file__), "..", "target", "release", "ringport"))
 BACKEND = os.environ.get("RINGPORT_BACKEND", "auto")
@@ -388,6 +394,10 @@ def sigkill():
 ATTACKS = {
     "slowloris": slowloris, "silent": silent, "rst-burst": rst_burst, "limit": limit,
     "garbage": garbage, "non-readers": non_readers, "sigkill": sigkill,
+    "per-ip": lambda: admission.per_ip(Server),
+    "deny": lambda: admission.deny(Server),
+    "chat-flood": lambda: admission.chat_flood(Server),
+    "handshake-flood": lambda: admission.handshake_flood(Server),
 }
 
 if __name__ == "__main__":

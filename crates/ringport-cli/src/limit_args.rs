@@ -4,8 +4,8 @@
 
 use clap::Args;
 use ipnet::IpNet;
-use ringport::limits::{AcceptFilter, MessageRateLimit, RateLimitPolicy};
 use ringport::ServerConfig;
+use ringport::limits::{AcceptFilter, MessageRateLimit, RateLimitPolicy};
 
 /// The options of `serve` that bound what one client may take.
 #[derive(Debug, Clone, Args)]
@@ -100,7 +100,8 @@ pub fn policy_name(policy: RateLimitPolicy) -> &'static str {
 /// IPv4.
 pub fn admitted(allow: &[IpNet], deny: &[IpNet], ip: std::net::IpAddr) -> bool {
     let ip = ip.to_canonical();
-    !deny.iter().any(|n| n.contains(&ip)) && (allow.is_empty() || allow.iter().any(|n| n.contains(&ip)))
+    !deny.iter().any(|n| n.contains(&ip))
+        && (allow.is_empty() || allow.iter().any(|n| n.contains(&ip)))
 }
 
 impl LimitArgs {
@@ -119,7 +120,8 @@ impl LimitArgs {
             burst: self.message_burst.unwrap_or(rate),
             policy: self.rate_limit_policy,
         });
-        config.max_handshakes_per_shard = usize::try_from(self.max_handshakes).unwrap_or(usize::MAX);
+        config.max_handshakes_per_shard =
+            usize::try_from(self.max_handshakes).unwrap_or(usize::MAX);
     }
 }
 
@@ -149,7 +151,10 @@ mod tests {
     fn cidrs_and_bare_addresses_parse_and_garbage_does_not() {
         assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(parse_net("127.0.0.2").unwrap().to_string(), "127.0.0.2/32");
-        assert_eq!(parse_net("2001:db8::/32").unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(
+            parse_net("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
         assert!(parse_net("10.0.0.0/33").is_err());
         assert!(parse_net("nope").is_err());
     }

@@ -612,7 +612,11 @@ impl Reporter {
             ("accept_errors", s.accept_errors, last.accept_errors),
             ("rejected", s.rejected, last.rejected),
             ("rejected_per_ip", s.rejected_per_ip, last.rejected_per_ip),
-            ("refused_by_filter", s.refused_by_filter, last.refused_by_filter),
+            (
+                "refused_by_filter",
+                s.refused_by_filter,
+                last.refused_by_filter,
+            ),
             (
                 "commands_dropped",
                 s.commands_dropped,

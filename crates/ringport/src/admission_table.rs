@@ -226,7 +226,12 @@ impl SourceTable {
         };
         let version = (state & VERSION_MASK).wrapping_add(VERSION_ONE) & VERSION_MASK;
         if e.state
-            .compare_exchange(state, WRITING | version, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                state,
+                WRITING | version,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_err()
         {
             return Probe::Again;
@@ -340,7 +345,10 @@ mod tests {
 
     #[test]
     fn ipv4_is_per_address_and_mapped_addresses_count_as_ipv4() {
-        assert_ne!(source_key(v4(10, 0, 0, 1), 64), source_key(v4(10, 0, 0, 2), 64));
+        assert_ne!(
+            source_key(v4(10, 0, 0, 1), 64),
+            source_key(v4(10, 0, 0, 2), 64)
+        );
         assert_eq!(
             source_key(v6("::ffff:10.0.0.1"), 64),
             source_key(v4(10, 0, 0, 1), 64)

@@ -46,12 +46,12 @@
 //! through its `transport` (plain or TLS) before the codec; every send,
 //! broadcast and publish, whoever makes it, goes through the `router`.
 
+mod admission_table;
 pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod conn_id;
-mod admission_table;
 mod engine;
 pub mod error;
 pub mod events;

@@ -73,7 +73,10 @@ fn one_address_holds_its_limit_while_others_connect_and_are_served() {
     let mut held: Vec<TcpStream> = (0..PER_IP)
         .map(|i| {
             let mut s = connect_from("127.0.0.2", addr);
-            assert_eq!(round_trip(&mut s, &pattern(i as u64, 50)), pattern(i as u64, 50));
+            assert_eq!(
+                round_trip(&mut s, &pattern(i as u64, 50)),
+                pattern(i as u64, 50)
+            );
             s
         })
         .collect();
@@ -209,7 +212,8 @@ fn flood_chat(policy: RateLimitPolicy) {
     let flood = {
         let (stop, sent) = (stop.clone(), flood_sent.clone());
         let mut w = flooder.try_clone().unwrap();
-        w.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+        w.set_write_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         thread::spawn(move || {
             let burst: Vec<u8> = (0..64).flat_map(|_| frame(&[0xFF, 0xFF, 0, 0])).collect();
             while !stop.load(Ordering::Relaxed) {
@@ -273,7 +277,10 @@ fn flood_chat(policy: RateLimitPolicy) {
         most <= budget,
         "a client received {most} flood messages in {elapsed:?} (budget {budget})"
     );
-    assert!(flood_sent.load(Ordering::Relaxed) > budget, "the flooder did flood");
+    assert!(
+        flood_sent.load(Ordering::Relaxed) > budget,
+        "the flooder did flood"
+    );
     assert_eq!(stats.slow_consumers, 0, "{stats:?}");
     match policy {
         RateLimitPolicy::Pause => {

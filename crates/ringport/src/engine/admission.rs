@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use super::conn::Connecting;
 use super::conn::SlotState;
 use super::{Core, Engine, PendingConnect};
+use crate::admission_table::Ticket;
 use crate::codec::Codec;
 use crate::config::LimitPolicy;
 use crate::conn_id::ConnId;
-use crate::admission_table::Ticket;
 use crate::handler::Handler;
 use crate::sys::Op;
 

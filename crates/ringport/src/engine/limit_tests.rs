@@ -213,7 +213,13 @@ fn a_source_at_its_limit_is_refused_unread_and_admitted_after_a_close() {
     }));
     s.closed(a.slot(), a.generation());
     let shared = s.shared.clone();
-    let count = || shared.sources.as_ref().unwrap().count("10.0.0.1".parse().unwrap());
+    let count = || {
+        shared
+            .sources
+            .as_ref()
+            .unwrap()
+            .count("10.0.0.1".parse().unwrap())
+    };
     assert_eq!(count(), 1);
     s.turn(1);
     let _again = opened(&s.accept(0, "10.0.0.1:1003"));
@@ -243,7 +249,10 @@ fn held_at_the_global_limit_a_client_keeps_its_source_count_until_freed() {
     let held_close = ops
         .iter()
         .find_map(|op| match op {
-            Op::Close { slot: 1, generation } => Some(*generation),
+            Op::Close {
+                slot: 1,
+                generation,
+            } => Some(*generation),
             _ => None,
         })
         .expect("the held client is closed");
@@ -299,7 +308,13 @@ fn over_its_rate_a_connection_pauses_and_resumes_as_tokens_return() {
     s.turn(400);
     assert_eq!(s.delivered(), 6);
     let want: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i]).collect();
-    let got: Vec<Vec<u8>> = s.log.borrow().messages.iter().map(|m| m.1.clone()).collect();
+    let got: Vec<Vec<u8>> = s
+        .log
+        .borrow()
+        .messages
+        .iter()
+        .map(|m| m.1.clone())
+        .collect();
     assert_eq!(got, want, "in order, none lost");
     // Paused after each message from the second on (the bucket empty).
     assert_eq!(s.stats().rate_limit_pauses, 5);
