@@ -386,7 +386,22 @@ impl ServerConfig {
         if self.min_receive_rate == Some(0) {
             return bad("min_receive_rate must be at least 1 byte per second");
         }
-        crate::limits::validate(self).or_else(|why| bad(&why))
+        if self.max_connections_per_ip == Some(0) {
+            return bad("max_connections_per_ip must be at least 1");
+        }
+        if self.ipv6_prefix > 128 {
+            return bad("ipv6_prefix must be between 0 and 128");
+        }
+        if self
+            .max_message_rate
+            .is_some_and(|r| r.per_second == 0 || r.burst == 0)
+        {
+            return bad("max_message_rate: per_second and burst must be at least 1");
+        }
+        if self.max_handshakes_per_shard == 0 {
+            return bad("max_handshakes_per_shard must be at least 1");
+        }
+        Ok(())
     }
 }
 

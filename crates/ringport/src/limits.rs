@@ -117,22 +117,3 @@ impl MessageRateLimit {
         Duration::from_nanos(self.interval_ns())
     }
 }
-
-/// Checks of the settings of this module (`ServerConfig::validate`).
-pub(crate) fn validate(config: &crate::ServerConfig) -> Result<(), String> {
-    if config.max_connections_per_ip == Some(0) {
-        return Err("max_connections_per_ip must be at least 1".into());
-    }
-    if config.ipv6_prefix > 128 {
-        return Err("ipv6_prefix must be between 0 and 128".into());
-    }
-    if let Some(rate) = &config.max_message_rate
-        && (rate.per_second == 0 || rate.burst == 0)
-    {
-        return Err("max_message_rate: per_second and burst must be at least 1".into());
-    }
-    if config.max_handshakes_per_shard == 0 {
-        return Err("max_handshakes_per_shard must be at least 1".into());
-    }
-    Ok(())
-}
