@@ -96,7 +96,7 @@ def per_ip(Server):
     srv = Server("--max-connections", "200", *limits("--max-connections-per-ip", "50"))
     held = hold_from("127.0.0.2", srv.addr, 200)
     served, lat = round_trips("127.0.0.3", srv.addr)
-    rejected = sum("rejected_per_ip" in line and "refused" in line for line in srv.log)
+    rejected = sum("clients refused at accept" in line for line in srv.log)
     srv.stop()
     for s in held:
         s.close()

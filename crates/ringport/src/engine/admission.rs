@@ -227,7 +227,7 @@ impl<C: Codec> Core<C> {
         tracing::warn!(
             shard = self.index,
             %peer,
-            refused_per_ip = per_source,
+            rejected_per_ip = per_source,
             refused_by_filter = filter,
             max_connections_per_ip = ?limit,
             "clients refused at accept (per-source limit or accept filter); \
