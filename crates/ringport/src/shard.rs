@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::codec::Codec;
-use crate::config::Backend;
+use crate::config::{Backend, ServerConfig};
+use crate::protocol::ListenerProtocol;
 use crate::engine::{Engine, Inbox};
 use crate::handler::Handler;
 use crate::router::{self, ClusterOut};
@@ -89,7 +90,7 @@ fn setup_error(index: usize, e: io::Error) -> io::Error {
 /// framed address first, then the protocol listeners).
 fn open_listeners(setup: &Setup) -> io::Result<Vec<socket2::Socket>> {
     let config = &setup.shared.config;
-    crate::protocol::listeners(config)
+    listeners(config)
         .into_iter()
         .map(|(addr, _)| {
             listener(addr, config.listen_backlog).map_err(|e| {
@@ -148,7 +149,7 @@ fn run_on<C, H, F, D>(
         Instant::now(),
     )
     .with_protocols(
-        crate::protocol::listeners(&shared.config)
+        listeners(&shared.config)
             .into_iter()
             .map(|(_, protocol)| protocol)
             .collect(),
@@ -430,4 +431,23 @@ mod tests {
             })
         );
     }
+}
+
+/// The listeners of a server, in the order the drivers get them (the
+/// index is the listener of `Completion::Accepted`): the framed listener
+/// at `config.addr`, then each protocol listener with its protocol.
+fn listeners(
+    config: &ServerConfig,
+) -> Vec<(SocketAddr, Option<Arc<dyn ListenerProtocol>>)> {
+    let mut out: Vec<(SocketAddr, Option<Arc<dyn ListenerProtocol>>)> = Vec::new();
+    if !config.listen {
+        return out;
+    }
+    out.push((config.addr, None));
+    #[cfg(feature = "websocket")]
+    if let Some(ws) = &config.websocket {
+        let factory = crate::protocol::ws_conn::WsFactory::new(ws.clone(), config.close_timeout);
+        out.push((ws.addr, Some(Arc::new(factory))));
+    }
+    out
 }

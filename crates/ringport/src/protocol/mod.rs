@@ -20,7 +20,7 @@
 #[cfg(feature = "websocket")]
 pub mod websocket;
 #[cfg(feature = "websocket")]
-mod ws_conn;
+pub(crate) mod ws_conn;
 
 #[cfg(feature = "websocket")]
 pub use ws_conn::WebSocketListener;
@@ -182,21 +182,3 @@ pub(crate) trait ListenerProtocol: Send + Sync {
     fn open(&self, peer: SocketAddr, now: Instant) -> Box<dyn ConnProtocol>;
 }
 
-/// The listeners of a server, in the order the drivers get them (the
-/// index is the listener of `Completion::Accepted`): the framed listener
-/// at `config.addr`, then each protocol listener with its protocol.
-pub(crate) fn listeners(
-    config: &crate::ServerConfig,
-) -> Vec<(SocketAddr, Option<std::sync::Arc<dyn ListenerProtocol>>)> {
-    let mut out: Vec<(SocketAddr, Option<std::sync::Arc<dyn ListenerProtocol>>)> = Vec::new();
-    if !config.listen {
-        return out;
-    }
-    out.push((config.addr, None));
-    #[cfg(feature = "websocket")]
-    if let Some(ws) = &config.websocket {
-        let factory = ws_conn::WsFactory::new(ws.clone(), config.close_timeout);
-        out.push((ws.addr, Some(std::sync::Arc::new(factory))));
-    }
-    out
-}
