@@ -174,6 +174,13 @@ pub struct Stats {
     /// Accepted connections waiting, unread, for a handshake place
     /// (`max_handshakes_per_shard`), now.
     pub handshakes_waiting: u64,
+    /// Protocol upgrades (WebSocket opening handshakes) accepted.
+    pub upgrades: u64,
+    /// Protocol upgrades refused (by the protocol or the upgrade hook).
+    pub upgrades_refused: u64,
+    /// Connections closed because their opening handshake did not
+    /// complete in time.
+    pub upgrade_timeouts: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -213,6 +220,9 @@ impl std::ops::AddAssign for Stats {
         self.rate_limit_pauses += o.rate_limit_pauses;
         self.rate_limit_closes += o.rate_limit_closes;
         self.handshakes_waiting += o.handshakes_waiting;
+        self.upgrades += o.upgrades;
+        self.upgrades_refused += o.upgrades_refused;
+        self.upgrade_timeouts += o.upgrade_timeouts;
     }
 }
 
@@ -272,6 +282,9 @@ shard_counters!(
     rate_limit_pauses,
     rate_limit_closes,
     handshakes_waiting,
+    upgrades,
+    upgrades_refused,
+    upgrade_timeouts,
 );
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(1);
 /// A shard's bookkeeping of refused clients, for a log at a bounded rate.
 #[derive(Default)]
 pub(crate) struct Admission {
+    /// The local address of each listener (by index), for the accept
+    /// filter.
+    listeners: Vec<SocketAddr>,
     /// When the last refusal was logged.
     last_logged: Option<Instant>,
     /// Refusals since then, not logged: (per source, by the filter).
@@ -50,6 +53,13 @@ enum Refusal {
 }
 
 impl<C: Codec, H: Handler> Engine<C, H> {
+    /// Gives the accept filter the listeners' local addresses (by
+    /// listener index, as in `Completion::Accepted`).
+    pub fn with_listener_addrs(mut self, addrs: Vec<SocketAddr>) -> Self {
+        self.core.admission.listeners = addrs;
+        self
+    }
+
     /// Admits the clients held at the limit, oldest first, while there are
     /// places; then those waiting for a handshake place.
     pub(super) fn admit_waiting(&mut self) {
@@ -118,6 +128,7 @@ impl<C: Codec> Core<C> {
 
     pub(super) fn on_accept(
         &mut self,
+        listener: u8,
         result: Result<(u32, SocketAddr), i32>,
     ) -> Option<(ConnId, SocketAddr)> {
         self.accepts_posted = self.accepts_posted.saturating_sub(1);
@@ -141,9 +152,10 @@ impl<C: Codec> Core<C> {
         if !self.claim(slot, "accept") {
             return None;
         }
-        if !self.screen(slot, peer) {
+        if !self.screen(slot, listener, peer) {
             return None;
         }
+        self.attach_protocol(slot, listener, peer);
         if !self.try_admit() {
             // Accepted in the moment the limit was reached, before the
             // accepts were withdrawn: held or refused, never seen by the
@@ -181,16 +193,25 @@ impl<C: Codec> Core<C> {
     /// The accept filter and the per-source limit, before the client is
     /// read or counted anywhere else. False: refused (the socket is
     /// closed unseen).
-    fn screen(&mut self, slot: usize, peer: SocketAddr) -> bool {
+    fn screen(&mut self, slot: usize, listener: u8, peer: SocketAddr) -> bool {
         self.slots[slot].set_peer(peer);
         self.slots[slot].set_per_source(false);
-        if let Some(filter) = &self.shared.config.accept_filter
-            && !filter.admits(peer, self.shared.config.addr)
-        {
+        if let Some(filter) = &self.shared.config.accept_filter {
+            let local = (self.admission.listeners.get(usize::from(listener)))
+                .copied()
+                .unwrap_or(self.shared.config.addr);
+            if filter.admits(peer, local) {
+                return self.count_source(slot, peer);
+            }
             self.stats.refused_by_filter += 1;
             self.refuse(slot, peer, Refusal::Filter);
             return false;
         }
+        self.count_source(slot, peer)
+    }
+
+    /// The per-source count of an accepted client; false: refused.
+    fn count_source(&mut self, slot: usize, peer: SocketAddr) -> bool {
         if let Some(table) = &self.shared.sources {
             match table.acquire(peer.ip()) {
                 Ticket::Counted => self.slots[slot].set_per_source(true),

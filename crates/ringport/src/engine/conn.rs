@@ -111,13 +111,16 @@ slot_flags! {
     /// Reading paused by the application (`Context::pause_reading`): only
     /// `Context::resume_reading` resumes it.
     HELD_BY_APP = 512, held_by_app, set_held_by_app;
+    /// The connection has a protocol of its own (`Core::protocols`), not
+    /// the framed codec.
+    HAS_PROTOCOL = 2048, has_protocol, set_has_protocol;
     /// Counted in the per-source table (`max_connections_per_ip`): released
     /// when the slot is freed. Kept from accept through `open_slot`.
     PER_SOURCE = 1024, per_source, set_per_source;
     /// Reading paused by the message rate limit (`engine::rate`).
-    HELD_BY_RATE = 2048, held_by_rate, set_held_by_rate;
+    HELD_BY_RATE = 4096, held_by_rate, set_held_by_rate;
     /// Holds one of the shard's handshake places (`engine::handshake`).
-    IN_HANDSHAKE = 4096, in_handshake, set_in_handshake;
+    IN_HANDSHAKE = 8192, in_handshake, set_in_handshake;
 }
 
 impl Slot {
@@ -191,6 +194,9 @@ impl<C: Codec> Core<C> {
         // peer's family is set again below).
         s.flags &= PER_SOURCE;
         s.set_peer(peer);
+        let has_protocol = self.protocols.has(slot);
+        let s = &mut self.slots[slot];
+        s.set_has_protocol(has_protocol);
         s.last_input = now_ms as u32;
         s.last_output = now_ms as u32;
         s.opened_at = now_ms;
@@ -238,6 +244,9 @@ impl<C: Codec> Core<C> {
             return;
         }
         if flush {
+            if self.slots[slot].has_protocol() {
+                self.protocol_goodbye(slot, &reason);
+            }
             self.transport_close_notify(slot);
         }
         let s = &mut self.slots[slot];
@@ -308,6 +317,7 @@ impl<C: Codec> Core<C> {
             .get_mut_if_allocated(slot)
             .filter(|s| s.state == SlotState::Releasing && s.generation == generation)?;
         s.state = SlotState::Free;
+        s.set_has_protocol(false);
         self.slot_freed(slot);
         let s = &mut self.slots[slot];
         let unseen = s.unseen();
@@ -317,6 +327,7 @@ impl<C: Codec> Core<C> {
         self.in_use -= 1;
         let closing = self.closing.remove(&(slot as u32));
         let connecting = self.connecting.remove(&(slot as u32));
+        self.detach_protocol(slot);
         if unseen {
             return None;
         }

@@ -115,7 +115,7 @@ impl Shard {
 
     /// An accept of `peer` into `slot`: the ops it led to.
     fn accept(&mut self, slot: u32, peer: &str) -> Vec<Op> {
-        self.complete(Completion::Accepted(Ok((slot, peer.parse().unwrap()))))
+        self.complete(Completion::Accepted(0, Ok((slot, peer.parse().unwrap()))))
     }
 
     fn receive(&mut self, conn: ConnId, bytes: &[u8]) -> Vec<Op> {

@@ -40,7 +40,12 @@ impl TestDriver for EpollDriver {
         capacity: usize,
         read_buffer_size: usize,
     ) -> io::Result<Self> {
-        EpollDriver::new(listener, wake, capacity, read_buffer_size)
+        EpollDriver::new(
+            listener.into_iter().collect(),
+            wake,
+            capacity,
+            read_buffer_size,
+        )
     }
     fn describes(describe: &str) -> bool {
         describe == "epoll"
@@ -65,7 +70,7 @@ impl TestDriver for UringDriver {
             &config,
             capacity,
             capacity,
-            listener.map(socket2::Socket::from),
+            listener.into_iter().map(socket2::Socket::from).collect(),
             wake.as_raw_fd(),
         )
     }
@@ -196,7 +201,7 @@ impl<D: TestDriver> Harness<D> {
         self.submit(Op::Accept);
         let client = StdStream::connect(self.addr()).unwrap();
         match self.next().0 {
-            Completion::Accepted(Ok((slot, peer))) => {
+            Completion::Accepted(_, Ok((slot, peer))) => {
                 assert_eq!(peer, client.local_addr().unwrap());
                 (slot, client)
             }

@@ -62,7 +62,7 @@ impl<D: TestDriver> Harness<D> {
         };
         h.submit(Op::Accept);
         match h.next() {
-            Completion::Accepted(Ok((slot, _))) => h.slot = slot,
+            Completion::Accepted(_, Ok((slot, _))) => h.slot = slot,
             c => panic!("expected an accept, got {c:?}"),
         }
         h
