@@ -16,9 +16,9 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use crate::codec::Codec;
 use crate::config::{Backend, ServerConfig};
-use crate::protocol::ListenerProtocol;
 use crate::engine::{Engine, Inbox};
 use crate::handler::Handler;
+use crate::protocol::ListenerProtocol;
 use crate::router::{self, ClusterOut};
 use crate::shared::{Command, ServerShared, ShardShared};
 use crate::stats::TurnHistogram;
@@ -436,9 +436,7 @@ mod tests {
 /// The listeners of a server, in the order the drivers get them (the
 /// index is the listener of `Completion::Accepted`): the framed listener
 /// at `config.addr`, then each protocol listener with its protocol.
-fn listeners(
-    config: &ServerConfig,
-) -> Vec<(SocketAddr, Option<Arc<dyn ListenerProtocol>>)> {
+fn listeners(config: &ServerConfig) -> Vec<(SocketAddr, Option<Arc<dyn ListenerProtocol>>)> {
     let mut out: Vec<(SocketAddr, Option<Arc<dyn ListenerProtocol>>)> = Vec::new();
     if !config.listen {
         return out;

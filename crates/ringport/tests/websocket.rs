@@ -283,3 +283,47 @@ fn text_sent_with_send_as_reaches_other_shards_as_text() {
     }
     server.stop();
 }
+
+#[test]
+fn a_client_that_does_not_read_is_paused_and_loses_nothing() {
+    // A small high-water mark: the echoes fill the queue while the client
+    // sends without reading; reading from it pauses (its input waits), and
+    // every echo arrives, in order, once it reads.
+    let mut cfg = ws_config(|_| {});
+    cfg.send_high_water = 64 * 1024;
+    let (server, addr) = start(cfg, || Echo);
+    let mut c = ws::connect(addr, "/", &[]).unwrap();
+    let mut writer = c.stream.try_clone().unwrap();
+    // More than loopback socket buffers hold (several MiB each way).
+    const N: u32 = 20_000;
+    let sender = std::thread::spawn(move || {
+        let mut session = ringport::protocol::websocket::Session::client(
+            &ringport::protocol::websocket::SessionConfig::default(),
+            None,
+        );
+        let mut out = Vec::new();
+        for i in 0..N {
+            let mut m = i.to_be_bytes().to_vec();
+            m.resize(1000, (i % 251) as u8);
+            out.clear();
+            session.send(MessageKind::Binary, &m, &mut out).unwrap();
+            std::io::Write::write_all(&mut writer, &out).unwrap();
+        }
+    });
+    // Not reading until the server had to pause this connection.
+    assert!(
+        wait_until(IO_TIMEOUT, || server.stats().read_pauses > 0),
+        "reading paused"
+    );
+    for i in 0..N {
+        match c.recv() {
+            Got::Binary(m) => {
+                assert_eq!(m.len(), 1000);
+                assert_eq!(u32::from_be_bytes(m[..4].try_into().unwrap()), i);
+            }
+            other => panic!("message {i}: {other:?}"),
+        }
+    }
+    sender.join().unwrap();
+    server.stop();
+}

@@ -181,4 +181,3 @@ pub(crate) trait ListenerProtocol: Send + Sync {
     /// The protocol state of a connection accepted from `peer`.
     fn open(&self, peer: SocketAddr, now: Instant) -> Box<dyn ConnProtocol>;
 }
-
