@@ -327,3 +327,45 @@ fn a_client_that_does_not_read_is_paused_and_loses_nothing() {
     sender.join().unwrap();
     server.stop();
 }
+
+#[test]
+fn deflate_is_negotiated_and_a_broadcast_reaches_every_kind_of_client() {
+    let (server, addr) = start(
+        ws_config(|ws| {
+            ws.deflate = Some(ringport::protocol::websocket::DeflateConfig {
+                server_no_context_takeover: true,
+                client_no_context_takeover: true,
+                ..Default::default()
+            })
+        }),
+        || Chat,
+    );
+    let mut deflating: Vec<ws::Ws> = (0..3)
+        .map(|_| ws::connect_with(addr, "/", &[], Some(1)).unwrap())
+        .collect();
+    for c in &deflating {
+        let p = c.accepted.deflate.expect("deflate negotiated");
+        assert!(p.server_no_context_takeover && p.client_no_context_takeover);
+    }
+    let mut plain = ws::connect(addr, "/", &[]).unwrap();
+    assert!(plain.accepted.deflate.is_none());
+    assert!(
+        wait_until(IO_TIMEOUT, || server.stats().connections == 4),
+        "connected"
+    );
+    let text = "a compressible line of chat. ".repeat(400);
+    let before = server.stats().bytes_out;
+    deflating[0].text(&text);
+    for c in deflating.iter_mut().chain(std::iter::once(&mut plain)) {
+        assert_eq!(c.recv(), Got::Text(text.clone()));
+    }
+    // Three compressed copies and one plain one left the server: far
+    // less than four plain ones.
+    let sent = server.stats().bytes_out - before;
+    assert!(
+        sent < 2 * text.len() as u64,
+        "{sent} bytes sent for 4 x {} bytes",
+        text.len()
+    );
+    server.stop();
+}

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::websocket::{
-    AcceptOptions, CloseCode, DeflateConfig, Event, HandshakeLimits, RequestStatus, Session,
-    SessionConfig, State, UpgradeRequest, parse_request, server_frame_header, write_refusal,
+    AcceptOptions, CloseCode, DeflateConfig, Event, HandshakeLimits, Outgoing, PreparedMessage,
+    RequestStatus, Session, SessionConfig, State, UpgradeRequest, parse_request,
+    server_frame_header, write_refusal,
 };
 use super::{
-    ConnProtocol, Framed, ListenerProtocol, MAX_PROTOCOL_HEADER, MessageKind, Payload, Step,
-    UpgradeDecision, UpgradeInfo,
+    ConnProtocol, Framed, FramedShared, ListenerProtocol, MAX_PROTOCOL_HEADER, MessageKind,
+    Payload, SharedCache, Step, UpgradeDecision, UpgradeInfo,
 };
 use crate::error::{CloseReason, SendError};
 
@@ -242,6 +243,41 @@ impl ConnProtocol for WsConn {
             payload.len(),
             header,
         )))
+    }
+
+    fn frame_shared(
+        &mut self,
+        kind: MessageKind,
+        payload: &Bytes,
+        cache: &mut SharedCache,
+        header: &mut [u8; MAX_PROTOCOL_HEADER],
+        out: &mut Vec<u8>,
+    ) -> Result<FramedShared, SendError> {
+        let Phase::Open(session) = &mut self.phase else {
+            return Err(SendError::Closed);
+        };
+        if session.state() != State::Open {
+            return Err(SendError::Closed);
+        }
+        if !session.would_compress(payload.len()) {
+            return Ok(FramedShared::Header(server_frame_header(
+                kind,
+                payload.len(),
+                header,
+            )));
+        }
+        // Compressed once per (window, level) for every session that resets
+        // its compressor after each message; the others compress for
+        // themselves.
+        let prepared = cache
+            .get_or_insert_with(|| Box::new(PreparedMessage::new(kind, payload.clone())))
+            .downcast_mut::<PreparedMessage>()
+            .ok_or(SendError::Closed)?;
+        match session.send_prepared(prepared, out) {
+            Ok(Outgoing::Shared(frame)) => Ok(FramedShared::Frame(frame)),
+            Ok(Outgoing::Written) => Ok(FramedShared::Written),
+            Err(_) => Err(SendError::Closed),
+        }
     }
 
     fn close(&mut self, reason: &CloseReason, now: Instant, out: &mut Vec<u8>) {
