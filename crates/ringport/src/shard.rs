@@ -405,6 +405,23 @@ impl SlowTurns {
     }
 }
 
+/// The listeners of a server, in the order the drivers get them (the
+/// index is the listener of `Completion::Accepted`): the framed listener
+/// at `config.addr`, then each protocol listener with its protocol.
+fn listeners(config: &ServerConfig) -> Vec<(SocketAddr, Option<Arc<dyn ListenerProtocol>>)> {
+    let mut out: Vec<(SocketAddr, Option<Arc<dyn ListenerProtocol>>)> = Vec::new();
+    if !config.listen {
+        return out;
+    }
+    out.push((config.addr, None));
+    #[cfg(feature = "websocket")]
+    if let Some(ws) = &config.websocket {
+        let factory = crate::protocol::ws_conn::WsFactory::new(ws.clone(), config.close_timeout);
+        out.push((ws.addr, Some(Arc::new(factory))));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,21 +454,4 @@ mod tests {
             })
         );
     }
-}
-
-/// The listeners of a server, in the order the drivers get them (the
-/// index is the listener of `Completion::Accepted`): the framed listener
-/// at `config.addr`, then each protocol listener with its protocol.
-fn listeners(config: &ServerConfig) -> Vec<(SocketAddr, Option<Arc<dyn ListenerProtocol>>)> {
-    let mut out: Vec<(SocketAddr, Option<Arc<dyn ListenerProtocol>>)> = Vec::new();
-    if !config.listen {
-        return out;
-    }
-    out.push((config.addr, None));
-    #[cfg(feature = "websocket")]
-    if let Some(ws) = &config.websocket {
-        let factory = crate::protocol::ws_conn::WsFactory::new(ws.clone(), config.close_timeout);
-        out.push((ws.addr, Some(Arc::new(factory))));
-    }
-    out
 }

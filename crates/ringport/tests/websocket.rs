@@ -283,3 +283,89 @@ fn text_sent_with_send_as_reaches_other_shards_as_text() {
     }
     server.stop();
 }
+
+#[test]
+fn a_client_that_does_not_read_is_paused_and_loses_nothing() {
+    // A small high-water mark: the echoes fill the queue while the client
+    // sends without reading; reading from it pauses (its input waits), and
+    // every echo arrives, in order, once it reads.
+    let mut cfg = ws_config(|_| {});
+    cfg.send_high_water = 64 * 1024;
+    let (server, addr) = start(cfg, || Echo);
+    let mut c = ws::connect(addr, "/", &[]).unwrap();
+    let mut writer = c.stream.try_clone().unwrap();
+    // More than loopback socket buffers hold (several MiB each way).
+    const N: u32 = 20_000;
+    let sender = std::thread::spawn(move || {
+        let mut session = ringport::protocol::websocket::Session::client(
+            &ringport::protocol::websocket::SessionConfig::default(),
+            None,
+        );
+        let mut out = Vec::new();
+        for i in 0..N {
+            let mut m = i.to_be_bytes().to_vec();
+            m.resize(1000, (i % 251) as u8);
+            out.clear();
+            session.send(MessageKind::Binary, &m, &mut out).unwrap();
+            std::io::Write::write_all(&mut writer, &out).unwrap();
+        }
+    });
+    // Not reading until the server had to pause this connection.
+    assert!(
+        wait_until(IO_TIMEOUT, || server.stats().read_pauses > 0),
+        "reading paused"
+    );
+    for i in 0..N {
+        match c.recv() {
+            Got::Binary(m) => {
+                assert_eq!(m.len(), 1000);
+                assert_eq!(u32::from_be_bytes(m[..4].try_into().unwrap()), i);
+            }
+            other => panic!("message {i}: {other:?}"),
+        }
+    }
+    sender.join().unwrap();
+    server.stop();
+}
+
+#[test]
+fn deflate_is_negotiated_and_a_broadcast_reaches_every_kind_of_client() {
+    let (server, addr) = start(
+        ws_config(|ws| {
+            ws.deflate = Some(ringport::protocol::websocket::DeflateConfig {
+                server_no_context_takeover: true,
+                client_no_context_takeover: true,
+                ..Default::default()
+            })
+        }),
+        || Chat,
+    );
+    let mut deflating: Vec<ws::Ws> = (0..3)
+        .map(|_| ws::connect_with(addr, "/", &[], Some(1)).unwrap())
+        .collect();
+    for c in &deflating {
+        let p = c.accepted.deflate.expect("deflate negotiated");
+        assert!(p.server_no_context_takeover && p.client_no_context_takeover);
+    }
+    let mut plain = ws::connect(addr, "/", &[]).unwrap();
+    assert!(plain.accepted.deflate.is_none());
+    assert!(
+        wait_until(IO_TIMEOUT, || server.stats().connections == 4),
+        "connected"
+    );
+    let text = "a compressible line of chat. ".repeat(400);
+    let before = server.stats().bytes_out;
+    deflating[0].text(&text);
+    for c in deflating.iter_mut().chain(std::iter::once(&mut plain)) {
+        assert_eq!(c.recv(), Got::Text(text.clone()));
+    }
+    // Three compressed copies and one plain one left the server: far
+    // less than four plain ones.
+    let sent = server.stats().bytes_out - before;
+    assert!(
+        sent < 2 * text.len() as u64,
+        "{sent} bytes sent for 4 x {} bytes",
+        text.len()
+    );
+    server.stop();
+}

@@ -224,6 +224,7 @@ impl<C: Codec> Core<C> {
     }
 
     pub(super) fn broadcast_local(&mut self, kind: MessageKind, payload: &Bytes) {
+        self.begin_fanout();
         for i in 0..self.open.len() {
             let slot = self.open[i] as usize;
             // Not yet shown to the handler: not part of "everyone".
@@ -231,7 +232,7 @@ impl<C: Codec> Core<C> {
                 continue;
             }
             if self.admit_remote(slot) {
-                let _ = self.enqueue_shared_as(slot, kind, payload.clone());
+                let _ = self.enqueue_fanout(slot, kind, payload);
             }
         }
         self.close_victims();

@@ -25,8 +25,8 @@ use crate::conn_id::ConnId;
 use crate::error::{CloseReason, SendError};
 use crate::handler::{Context, Handler};
 use crate::protocol::{
-    ConnProtocol, Framed, ListenerProtocol, MAX_PROTOCOL_HEADER, MessageKind, Payload, Step,
-    UpgradeDecision,
+    ConnProtocol, Framed, FramedShared, ListenerProtocol, MAX_PROTOCOL_HEADER, MessageKind,
+    Payload, SharedCache, Step, UpgradeDecision,
 };
 
 /// The scratch buffers keep at most this much capacity between receives.
@@ -47,6 +47,9 @@ pub(crate) struct Protocols {
     upgrades: VecDeque<(u32, u32, Instant)>,
     /// The kind of the message being handled.
     pub current_kind: MessageKind,
+    /// What the protocols keep of the message being fanned out (a
+    /// broadcast or publish), emptied for each.
+    fanout: SharedCache,
 }
 
 impl Protocols {
@@ -172,6 +175,63 @@ impl<C: Codec> Core<C> {
                         s.transport
                             .write(&[&header[..n], payload], &mut s.queue, &mut self.pool);
                     }
+                }
+            }
+            self.queued(slot, before);
+        });
+        self.protocols.out = out;
+        result
+    }
+
+    /// A new message to fan out (a broadcast or a publish): what the
+    /// protocols kept of the previous one goes.
+    pub(super) fn begin_fanout(&mut self) {
+        self.protocols.fanout = None;
+    }
+
+    /// Queues a message being fanned out (see [`Self::begin_fanout`]) to
+    /// `slot`: framed by its protocol if it has one (work shared between
+    /// the connections done once), else by the codec.
+    pub(super) fn enqueue_fanout(
+        &mut self,
+        slot: usize,
+        kind: MessageKind,
+        payload: &Bytes,
+    ) -> Result<(), SendError> {
+        if !self.slots[slot].has_protocol() {
+            return self.enqueue_shared(slot, payload.clone());
+        }
+        let mut out = std::mem::take(&mut self.protocols.out);
+        out.clear();
+        let mut header = [0u8; MAX_PROTOCOL_HEADER];
+        let mut cache = self.protocols.fanout.take();
+        let framed = match self.protocols.conns.get_mut(&(slot as u32)) {
+            Some(p) => p.frame_shared(kind, payload, &mut cache, &mut header, &mut out),
+            None => Err(SendError::Closed),
+        };
+        self.protocols.fanout = cache;
+        let result = framed.map(|framed| {
+            let s = &mut self.slots[slot];
+            let before = s.queue.len();
+            let plain = s.transport.is_plain();
+            match framed {
+                FramedShared::Header(n) if plain => {
+                    s.queue
+                        .push_shared(&mut self.pool, &header[..n], payload.clone(), &[]);
+                }
+                FramedShared::Header(n) => {
+                    s.transport
+                        .write(&[&header[..n], payload], &mut s.queue, &mut self.pool);
+                }
+                FramedShared::Frame(frame) if plain => {
+                    s.queue.push_shared(&mut self.pool, &[], frame, &[]);
+                }
+                FramedShared::Frame(frame) => {
+                    s.transport.write(&[&frame], &mut s.queue, &mut self.pool);
+                }
+                FramedShared::Written if plain => s.queue.push_copy(&mut self.pool, &[&out]),
+                FramedShared::Written => {
+                    s.transport.write(&[&out], &mut s.queue, &mut self.pool);
                 }
             }
             self.queued(slot, before);

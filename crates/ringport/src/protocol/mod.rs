@@ -123,6 +123,23 @@ pub(crate) enum Framed {
     Written,
 }
 
+/// How a message sent to many connections was framed by
+/// [`ConnProtocol::frame_shared`].
+#[cfg_attr(not(feature = "websocket"), allow(dead_code))]
+pub(crate) enum FramedShared {
+    /// Send `header[..n]` then the payload as it is.
+    Header(usize),
+    /// Send this frame, shared by the connections that can use it (e.g.
+    /// compressed once for all of them).
+    Frame(Bytes),
+    /// The whole frame was written to the output buffer.
+    Written,
+}
+
+/// What [`ConnProtocol::frame_shared`] keeps between the connections of one
+/// message (emptied for each new message).
+pub(crate) type SharedCache = Option<Box<dyn std::any::Any + Send>>;
+
 /// Most bytes a protocol's frame header takes.
 pub(crate) const MAX_PROTOCOL_HEADER: usize = 14;
 
@@ -159,6 +176,25 @@ pub(crate) trait ConnProtocol: Send {
         header: &mut [u8; MAX_PROTOCOL_HEADER],
         out: &mut Vec<u8>,
     ) -> Result<Framed, SendError>;
+
+    /// Frames a message sent to many connections (a broadcast or a
+    /// publish): like [`ConnProtocol::frame`], but what does not depend on
+    /// the connection (e.g. compression without context takeover) is done
+    /// once per message, kept in `cache`.
+    fn frame_shared(
+        &mut self,
+        kind: MessageKind,
+        payload: &Bytes,
+        cache: &mut SharedCache,
+        header: &mut [u8; MAX_PROTOCOL_HEADER],
+        out: &mut Vec<u8>,
+    ) -> Result<FramedShared, SendError> {
+        let _ = cache;
+        Ok(match self.frame(kind, payload, header, out)? {
+            Framed::Header(n) => FramedShared::Header(n),
+            Framed::Written => FramedShared::Written,
+        })
+    }
 
     /// The engine closes the connection for `reason`: the protocol's
     /// goodbye (e.g. a close frame with a matching code) goes to `out`.

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::websocket::{
-    AcceptOptions, CloseCode, DeflateConfig, Event, HandshakeLimits, RequestStatus, Session,
-    SessionConfig, State, UpgradeRequest, parse_request, server_frame_header, write_refusal,
+    AcceptOptions, CloseCode, DeflateConfig, Event, HandshakeLimits, Outgoing, PreparedMessage,
+    RequestStatus, Session, SessionConfig, State, UpgradeRequest, parse_request,
+    server_frame_header, write_refusal,
 };
 use super::{
-    ConnProtocol, Framed, ListenerProtocol, MAX_PROTOCOL_HEADER, MessageKind, Payload, Step,
-    UpgradeDecision, UpgradeInfo,
+    ConnProtocol, Framed, FramedShared, ListenerProtocol, MAX_PROTOCOL_HEADER, MessageKind,
+    Payload, SharedCache, Step, UpgradeDecision, UpgradeInfo,
 };
 use crate::error::{CloseReason, SendError};
 
@@ -72,24 +73,24 @@ impl ListenerProtocol for WsFactory {
 
     fn open(&self, _peer: SocketAddr, _now: Instant) -> Box<dyn ConnProtocol> {
         Box::new(WsConn {
-            cfg: self.0.clone(),
-            phase: Phase::Request,
+            phase: Phase::Request(self.0.clone()),
         })
     }
 }
 
+/// The listener's settings are needed until the session exists; an open
+/// connection is its `Session` alone (48 bytes, 56 with the tag).
 enum Phase {
     /// Reading the opening request.
-    Request,
+    Request(Arc<WebSocketListener>),
     /// The request is complete; the handler decides.
-    Decide(Box<UpgradeRequest>),
+    Decide(Arc<WebSocketListener>, Box<UpgradeRequest>),
     Open(Session),
     /// Refused or finished: input is ignored.
     Done,
 }
 
 struct WsConn {
-    cfg: Arc<WebSocketListener>,
     phase: Phase,
 }
 
@@ -130,10 +131,10 @@ fn close_code(reason: &CloseReason) -> (CloseCode, &'static str) {
 impl ConnProtocol for WsConn {
     fn receive(&mut self, input: &mut [u8], _now: Instant, out: &mut Vec<u8>) -> (usize, Step) {
         match &mut self.phase {
-            Phase::Request => match parse_request(input, &self.cfg.handshake) {
+            Phase::Request(cfg) => match parse_request(input, &cfg.handshake) {
                 RequestStatus::Partial => (0, Step::NeedMore),
                 RequestStatus::Complete { request, consumed } => {
-                    self.phase = Phase::Decide(Box::new(request));
+                    self.phase = Phase::Decide(cfg.clone(), Box::new(request));
                     (consumed, Step::Upgrade)
                 }
                 RequestStatus::Refused(refusal) => {
@@ -146,7 +147,7 @@ impl ConnProtocol for WsConn {
                     (input.len(), Step::Close(CloseReason::InvalidFrame(why)))
                 }
             },
-            Phase::Decide(_) => (0, Step::NeedMore),
+            Phase::Decide(..) => (0, Step::NeedMore),
             Phase::Done => (input.len(), Step::NeedMore),
             Phase::Open(session) => {
                 let base = input.as_ptr() as usize;
@@ -178,26 +179,25 @@ impl ConnProtocol for WsConn {
 
     fn upgrade_info(&self) -> Option<&dyn UpgradeInfo> {
         match &self.phase {
-            Phase::Decide(request) => Some(&**request),
+            Phase::Decide(_, request) => Some(&**request),
             _ => None,
         }
     }
 
     fn decide(&mut self, decision: UpgradeDecision, out: &mut Vec<u8>) -> Result<bool, SendError> {
-        let Phase::Decide(request) = std::mem::replace(&mut self.phase, Phase::Done) else {
+        let Phase::Decide(cfg, request) = std::mem::replace(&mut self.phase, Phase::Done) else {
             return Ok(false);
         };
         match decision {
             UpgradeDecision::Accept { subprotocol } => {
                 let opts = AcceptOptions {
                     protocol: subprotocol.as_deref(),
-                    deflate: self.cfg.deflate,
+                    deflate: cfg.deflate,
                     extra_headers: &[],
                 };
                 match request.accept(&opts, None, out) {
                     Ok(negotiated) => {
-                        self.phase =
-                            Phase::Open(Session::server(&self.cfg.session, negotiated.deflate));
+                        self.phase = Phase::Open(Session::server(&cfg.session, negotiated.deflate));
                         Ok(true)
                     }
                     Err(e) => {
@@ -244,6 +244,41 @@ impl ConnProtocol for WsConn {
         )))
     }
 
+    fn frame_shared(
+        &mut self,
+        kind: MessageKind,
+        payload: &Bytes,
+        cache: &mut SharedCache,
+        header: &mut [u8; MAX_PROTOCOL_HEADER],
+        out: &mut Vec<u8>,
+    ) -> Result<FramedShared, SendError> {
+        let Phase::Open(session) = &mut self.phase else {
+            return Err(SendError::Closed);
+        };
+        if session.state() != State::Open {
+            return Err(SendError::Closed);
+        }
+        if !session.would_compress(payload.len()) {
+            return Ok(FramedShared::Header(server_frame_header(
+                kind,
+                payload.len(),
+                header,
+            )));
+        }
+        // Compressed once per (window, level) for every session that resets
+        // its compressor after each message; the others compress for
+        // themselves.
+        let prepared = cache
+            .get_or_insert_with(|| Box::new(PreparedMessage::new(kind, payload.clone())))
+            .downcast_mut::<PreparedMessage>()
+            .ok_or(SendError::Closed)?;
+        match session.send_prepared(prepared, out) {
+            Ok(Outgoing::Shared(frame)) => Ok(FramedShared::Frame(frame)),
+            Ok(Outgoing::Written) => Ok(FramedShared::Written),
+            Err(_) => Err(SendError::Closed),
+        }
+    }
+
     fn close(&mut self, reason: &CloseReason, now: Instant, out: &mut Vec<u8>) {
         if let Phase::Open(session) = &mut self.phase {
             let (code, why) = close_code(reason);
@@ -261,8 +296,22 @@ impl ConnProtocol for WsConn {
     fn heap_bytes(&self) -> usize {
         match &self.phase {
             Phase::Open(session) => session.heap_bytes(),
-            Phase::Decide(_) => std::mem::size_of::<UpgradeRequest>(),
+            Phase::Decide(..) => std::mem::size_of::<UpgradeRequest>(),
             _ => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_connection_is_its_session() {
+        assert!(
+            std::mem::size_of::<WsConn>() <= 56,
+            "{}",
+            std::mem::size_of::<WsConn>()
+        );
     }
 }

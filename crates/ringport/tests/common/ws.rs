@@ -37,6 +37,16 @@ pub struct Ws {
 /// Connects and upgrades; `Err` holds the server's refusal (its status
 /// line) or what went wrong.
 pub fn connect(addr: SocketAddr, target: &str, protocols: &[&str]) -> Result<Ws, String> {
+    connect_with(addr, target, protocols, None)
+}
+
+/// [`connect`], offering permessage-deflate at `deflate_level` if given.
+pub fn connect_with(
+    addr: SocketAddr,
+    target: &str,
+    protocols: &[&str],
+    deflate_level: Option<u8>,
+) -> Result<Ws, String> {
     let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -45,6 +55,7 @@ pub fn connect(addr: SocketAddr, target: &str, protocols: &[&str]) -> Result<Ws,
         host: &host,
         target,
         protocols,
+        deflate_level,
         ..ClientOptions::default()
     };
     let mut out = Vec::new();
