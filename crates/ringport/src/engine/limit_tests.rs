@@ -377,3 +377,34 @@ fn over_its_rate_a_connection_is_closed_under_the_close_policy() {
         &[(conn, CloseReason::RateLimited)]
     );
 }
+
+#[test]
+fn settings_out_of_range_are_refused_at_start() {
+    let bad: [fn(&mut ServerConfig); 5] = [
+        |c| c.max_connections_per_ip = Some(0),
+        |c| c.ipv6_prefix = 129,
+        |c| {
+            c.max_message_rate =
+                Some(MessageRateLimit::new(10)).map(|r| MessageRateLimit { burst: 0, ..r })
+        },
+        |c| {
+            c.max_message_rate = Some(MessageRateLimit {
+                per_second: 0,
+                burst: 1,
+                policy: RateLimitPolicy::Close,
+            })
+        },
+        |c| c.max_handshakes_per_shard = 0,
+    ];
+    for tweak in bad {
+        let mut config = ServerConfig::default();
+        tweak(&mut config);
+        let e = config.validate().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    }
+    let mut ok = ServerConfig::default();
+    ok.max_connections_per_ip = Some(1);
+    ok.ipv6_prefix = 128;
+    ok.max_message_rate = Some(MessageRateLimit::new(1));
+    ok.validate().unwrap();
+}
