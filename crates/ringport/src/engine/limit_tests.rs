@@ -402,9 +402,11 @@ fn settings_out_of_range_are_refused_at_start() {
         let e = config.validate().unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
     }
-    let mut ok = ServerConfig::default();
-    ok.max_connections_per_ip = Some(1);
-    ok.ipv6_prefix = 128;
-    ok.max_message_rate = Some(MessageRateLimit::new(1));
+    let ok = ServerConfig {
+        max_connections_per_ip: Some(1),
+        ipv6_prefix: 128,
+        max_message_rate: Some(MessageRateLimit::new(1)),
+        ..ServerConfig::default()
+    };
     ok.validate().unwrap();
 }
