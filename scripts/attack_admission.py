@@ -214,6 +214,12 @@ def chat_flood(Server):
         s.close()
 
 
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def make_cert(tmp):
     cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
@@ -262,6 +268,7 @@ def handshake_flood(Server):
             for raw in socks:
                 raw.close()
 
+        cpu_before = cpu_seconds(srv.proc.pid)
         ft = threading.Thread(target=flood_bio, daemon=True)
         ft.start()
         lat, failed = [], 0
@@ -276,6 +283,7 @@ def handshake_flood(Server):
                     lat.append(time.time() - t)
                 except OSError:
                     failed += 1
+        cpu = cpu_seconds(srv.proc.pid) - cpu_before
         stop.set()
         ft.join(5)
         srv.stop()
@@ -283,6 +291,6 @@ def handshake_flood(Server):
         print(f"handshake-flood: TLS{flags}, {flooded[0]} connections send a ClientHello and "
               f"stall while 20 established clients make round trips for 6 s: "
               f"served {len(established) - min(failed, len(established))}/20, "
-              f"{len(lat)} round trips, p99 {p99_ms(lat)}")
+              f"{len(lat)} round trips, p99 {p99_ms(lat)}; server CPU {cpu:.2f} s")
         for s in established:
             s.close()
