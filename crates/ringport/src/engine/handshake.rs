@@ -11,14 +11,16 @@
 //! [`Core::leave_handshake`] (or when it is freed), so a protocol with a
 //! handshake of its own (a WebSocket upgrade) takes a place the same way.
 //! An accepted client whose transport has a handshake and finds no place
-//! free waits, unread and unseen, in arrival order
-//! (`Stats::handshakes_waiting`); its handshake timeout runs from accept,
+//! free waits, unread and unseen, in arrival order, holding its slot but
+//! no transport state (`Stats::handshakes_waiting`); its handshake timeout
+//! runs from accept,
 //! so a flood of clients that never speak is closed at the timeout whether
 //! it got a place or not. Established connections are not affected: the
 //! bound only spaces out new handshakes.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use super::conn::SlotState;
 use super::{Core, Engine};
@@ -42,8 +44,18 @@ pub(crate) struct Handshakes {
     /// Handshake places taken, and how many there are.
     in_progress: usize,
     places: usize,
-    /// Accepted clients waiting (unread, state `Waiting`) for a place.
-    waiting: VecDeque<(u32, SocketAddr)>,
+    /// Accepted clients waiting (unread, state `Waiting`, no transport
+    /// state yet) for a place.
+    waiting: VecDeque<Waiting>,
+}
+
+/// A client waiting for a handshake place: its transport is made when it
+/// gets one (as of its accept, so its deadline still runs from then).
+struct Waiting {
+    slot: u32,
+    peer: SocketAddr,
+    accepted: Instant,
+    deadline: Option<Instant>,
 }
 
 impl Handshakes {
@@ -90,33 +102,45 @@ impl<C: Codec> Core<C> {
     }
 
     /// Holds an admitted client, unread, until a handshake place frees.
+    /// Its transport state is dropped meanwhile (a flood of waiting clients
+    /// holds slots, not TLS sessions); only its deadline is kept.
     pub(super) fn wait_for_handshake(&mut self, slot: usize, peer: SocketAddr) {
-        self.slots[slot].state = SlotState::Waiting;
-        self.handshakes.waiting.push_back((slot as u32, peer));
+        let s = &mut self.slots[slot];
+        s.state = SlotState::Waiting;
+        let deadline = s.transport.handshake_deadline();
+        s.transport = crate::transport::Transport::default();
+        self.handshakes.waiting.push_back(Waiting {
+            slot: slot as u32,
+            peer,
+            accepted: self.now,
+            deadline,
+        });
         self.stats.handshakes_waiting = self.handshakes.waiting.len() as u64;
     }
 
-    /// The next waiting client to open, if a handshake place is free; the
-    /// ones whose handshake deadline passed while they waited are closed.
+    /// The next waiting client to open, its transport made, if a handshake
+    /// place is free; the ones whose handshake deadline passed while they
+    /// waited are closed.
     pub(super) fn next_for_handshake(&mut self) -> Option<(usize, SocketAddr)> {
         while self.handshake_place_free() {
-            let (slot, peer) = self.handshakes.waiting.pop_front()?;
+            let w = self.handshakes.waiting.pop_front()?;
             self.stats.handshakes_waiting = self.handshakes.waiting.len() as u64;
-            if self.waited_too_long(slot as usize) {
+            let slot = w.slot as usize;
+            if self.waited_too_long(slot, w.deadline) {
                 continue;
             }
-            return Some((slot as usize, peer));
+            if !self.attach_server_transport_at(slot, w.accepted) {
+                continue;
+            }
+            return Some((slot, w.peer));
         }
         None
     }
 
     /// Closes a client that waited for a handshake place past its
     /// handshake deadline (unseen; it never counts as open).
-    fn waited_too_long(&mut self, slot: usize) -> bool {
-        let expired = self.slots[slot]
-            .transport
-            .handshake_deadline()
-            .is_some_and(|d| d <= self.now);
+    fn waited_too_long(&mut self, slot: usize, deadline: Option<Instant>) -> bool {
+        let expired = deadline.is_some_and(|d| d <= self.now);
         if expired {
             self.stats.tls_handshake_timeouts += 1;
             self.stats.tls_failures += 1;
@@ -129,10 +153,10 @@ impl<C: Codec> Core<C> {
 
     /// Closes the clients waiting for a handshake place (stop).
     pub(super) fn drop_handshake_waiting(&mut self) {
-        while let Some((slot, _)) = self.handshakes.waiting.pop_front() {
-            self.slots[slot as usize].set_unseen(true);
+        while let Some(w) = self.handshakes.waiting.pop_front() {
+            self.slots[w.slot as usize].set_unseen(true);
             self.unadmit();
-            self.release(slot as usize);
+            self.release(w.slot as usize);
         }
         self.stats.handshakes_waiting = 0;
     }
@@ -140,7 +164,13 @@ impl<C: Codec> Core<C> {
     /// Gives an accepted connection its transport. False: it could not be
     /// made (the slot is released unseen).
     pub(super) fn attach_server_transport(&mut self, slot: usize) -> bool {
-        match transport::accepted(&self.shared.config, self.now) {
+        self.attach_server_transport_at(slot, self.now)
+    }
+
+    /// [`Self::attach_server_transport`] for a client accepted at
+    /// `accepted` (its handshake deadline runs from then).
+    fn attach_server_transport_at(&mut self, slot: usize, accepted: Instant) -> bool {
+        match transport::accepted(&self.shared.config, accepted) {
             Ok(t) => {
                 self.slots[slot].transport = t;
                 true
@@ -148,9 +178,7 @@ impl<C: Codec> Core<C> {
             Err(e) => {
                 tracing::warn!(slot, error = %e, "transport could not be created; closing");
                 self.stats.tls_failures += 1;
-                self.shared
-                    .admitted
-                    .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                self.unadmit();
                 self.slots[slot].set_unseen(true);
                 self.release(slot);
                 false
@@ -200,8 +228,9 @@ impl<C: Codec> Core<C> {
     /// waiting for a place included (oldest first: the deadlines of the
     /// waiting ones are in arrival order).
     pub(super) fn expire_handshakes(&mut self) {
-        while let Some(&(slot, _)) = self.handshakes.waiting.front() {
-            if !self.waited_too_long(slot as usize) {
+        while let Some(w) = self.handshakes.waiting.front() {
+            let (slot, deadline) = (w.slot as usize, w.deadline);
+            if !self.waited_too_long(slot, deadline) {
                 break;
             }
             self.handshakes.waiting.pop_front();
