@@ -284,6 +284,7 @@ def handshake_flood(Server):
                 except OSError:
                     failed += 1
         cpu = cpu_seconds(srv.proc.pid) - cpu_before
+        rss = srv.rss_mib()
         stop.set()
         ft.join(5)
         srv.stop()
@@ -291,6 +292,6 @@ def handshake_flood(Server):
         print(f"handshake-flood: TLS{flags}, {flooded[0]} connections send a ClientHello and "
               f"stall while 20 established clients make round trips for 6 s: "
               f"served {len(established) - min(failed, len(established))}/20, "
-              f"{len(lat)} round trips, p99 {p99_ms(lat)}; server CPU {cpu:.2f} s")
+              f"{len(lat)} round trips, p99 {p99_ms(lat)}; server CPU {cpu:.2f} s, RSS {rss:.0f} MiB")
         for s in established:
             s.close()
