@@ -279,7 +279,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             outbox: Outbox::new(index, shared.shards.len(), config.command_queue),
             outbox_paused: Vec::new(),
             handshakes: handshake::Handshakes::default(),
-            protocols: protocols::Protocols::default(),
+            protocols: protocols::Protocols::new(Vec::new(), 0),
             shared,
         };
         Engine {
@@ -295,7 +295,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         mut self,
         listeners: Vec<Option<Arc<dyn crate::protocol::ListenerProtocol>>>,
     ) -> Self {
-        self.core.protocols = protocols::Protocols::new(listeners);
+        let table = self.core.slots.len();
+        self.core.protocols = protocols::Protocols::new(listeners, table);
         self
     }
 

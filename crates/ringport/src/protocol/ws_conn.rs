@@ -197,8 +197,7 @@ impl ConnProtocol for WsConn {
                 };
                 match request.accept(&opts, None, out) {
                     Ok(negotiated) => {
-                        self.phase =
-                            Phase::Open(Session::server(&cfg.session, negotiated.deflate));
+                        self.phase = Phase::Open(Session::server(&cfg.session, negotiated.deflate));
                         Ok(true)
                     }
                     Err(e) => {
@@ -309,6 +308,10 @@ mod tests {
 
     #[test]
     fn an_open_connection_is_its_session() {
-        assert!(std::mem::size_of::<WsConn>() <= 56, "{}", std::mem::size_of::<WsConn>());
+        assert!(
+            std::mem::size_of::<WsConn>() <= 56,
+            "{}",
+            std::mem::size_of::<WsConn>()
+        );
     }
 }
