@@ -42,6 +42,8 @@ mod multi_tests;
 pub(crate) mod outbox;
 mod output;
 mod paged;
+#[cfg(test)]
+mod protocol_tests;
 mod protocols;
 #[cfg(test)]
 mod tests;
