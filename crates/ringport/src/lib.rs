@@ -48,6 +48,9 @@
 
 pub mod client;
 pub mod cluster;
+#[cfg(feature = "cluster")]
+mod cluster_config;
+mod cluster_types;
 pub mod codec;
 pub mod config;
 pub mod conn_id;
