@@ -76,7 +76,15 @@ impl<C: Codec> AsyncClient<C> {
     /// the kernel takes it). Not cancel-safe, like tokio's `write_all`: a
     /// send dropped part-way may have written part of a frame, after which
     /// the connection should be dropped.
+    ///
+    /// On a WebSocket connection: one binary message.
     pub async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "websocket")]
+        if self.ws.is_some() {
+            return self
+                .ws_send(crate::protocol::websocket::MessageKind::Binary, payload)
+                .await;
+        }
         self.wbuf.clear();
         self.codec.encode(payload, &mut self.wbuf)?;
         self.stream.write_all(&self.wbuf).await

@@ -21,8 +21,12 @@ const CHUNK: usize = 64 * 1024;
 #[cfg(feature = "tls")]
 pub(crate) struct AsyncTls {
     conn: rustls::ClientConnection,
-    /// Ciphertext read from the socket.
+    /// Ciphertext read from the socket; `inbuf[in_start..in_end]` not
+    /// yet given to rustls (it takes no more while its plaintext buffer
+    /// is full).
     inbuf: Vec<u8>,
+    in_start: usize,
+    in_end: usize,
     /// Ciphertext to write.
     outbuf: Vec<u8>,
 }
@@ -39,20 +43,27 @@ impl AsyncTls {
         Ok(())
     }
 
-    /// Reads ciphertext from the socket and processes it; `false` at the
-    /// end of the stream.
+    /// Gives rustls more ciphertext (read from the socket when none is
+    /// left over) and processes it; `false` at the end of the stream. Call
+    /// only when rustls has no plaintext waiting to be read.
     async fn pull(&mut self, stream: &mut TcpStream) -> io::Result<bool> {
-        let n = stream.read(&mut self.inbuf).await?;
-        if n == 0 {
-            return Ok(false);
+        if self.in_start == self.in_end {
+            let n = stream.read(&mut self.inbuf).await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            (self.in_start, self.in_end) = (0, n);
         }
-        let mut slice = &self.inbuf[..n];
-        while !slice.is_empty() {
-            self.conn.read_tls(&mut slice)?;
+        loop {
+            let mut slice = &self.inbuf[self.in_start..self.in_end];
+            self.in_start += self.conn.read_tls(&mut slice)?;
             if let Err(e) = self.conn.process_new_packets() {
                 // Send the alert, then fail.
                 let _ = self.flush(stream).await;
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            if self.in_start == self.in_end || !self.conn.wants_read() {
+                break;
             }
         }
         self.flush(stream).await?;
@@ -106,6 +117,8 @@ impl WsBuilder {
                 let mut tls = Box::new(AsyncTls {
                     conn,
                     inbuf: vec![0; CHUNK],
+                    in_start: 0,
+                    in_end: 0,
                     outbuf: Vec::new(),
                 });
                 tokio::time::timeout(t, tls.handshake(&mut client.stream))
@@ -177,8 +190,18 @@ impl<C: Codec> AsyncClient<C> {
     async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_deref_mut() {
-            io::Write::write_all(&mut tls.conn.writer(), bytes)?;
-            return tls.flush(&mut self.stream).await;
+            // rustls buffers a bounded amount of plaintext: encrypt and
+            // write out as it goes.
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let n = io::Write::write(&mut tls.conn.writer(), rest)?;
+                rest = &rest[n..];
+                tls.flush(&mut self.stream).await?;
+                if n == 0 && !tls.conn.wants_write() {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+            }
+            return Ok(());
         }
         self.stream.write_all(bytes).await
     }
@@ -227,7 +250,7 @@ impl<C: Codec> AsyncClient<C> {
         r
     }
 
-    async fn ws_send(&mut self, kind: MessageKind, payload: &[u8]) -> io::Result<()> {
+    pub(super) async fn ws_send(&mut self, kind: MessageKind, payload: &[u8]) -> io::Result<()> {
         self.ws
             .as_deref_mut()
             .ok_or_else(not_ws)?

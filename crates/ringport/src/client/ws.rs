@@ -431,7 +431,7 @@ impl WsState {
         }
         let msg = if self.session.state() == State::CloseSent {
             "connection closed by peer before answering the WebSocket close"
-        } else if mid_frame {
+        } else if mid_frame || self.session.is_receiving() {
             "connection closed mid-frame"
         } else {
             "connection closed by peer without a WebSocket close"
