@@ -99,7 +99,20 @@ impl WsUrl {
             .trim_end_matches(']')
             .to_string();
         let default_port = if tls { 443 } else { 80 };
-        let port = uri.port_u16().unwrap_or(default_port);
+        // What follows the host (http's `port()` hides a bad one).
+        let after_host = authority
+            .as_str()
+            .get(bracketed.len()..)
+            .unwrap_or_default();
+        let port = match after_host.strip_prefix(':') {
+            None if after_host.is_empty() => default_port,
+            None => return Err(bad("unexpected text after the host")),
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| bad("the port must be 1 to 65535"))?,
+        };
         let host_header = if port == default_port {
             bracketed.to_string()
         } else {
@@ -676,9 +689,10 @@ mod tests {
             "ws://h/#frag",
             "ws://user@h/",
             "ws://h:99999/",
+            "ws://h:0/",
             "",
         ] {
-            let e = WsUrl::parse(bad).unwrap_err();
+            let e = WsUrl::parse(bad).expect_err(bad);
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad}");
             assert!(e.to_string().contains("bad WebSocket URL"), "{e}");
         }
