@@ -193,8 +193,10 @@ mod tests {
                 panic!("a complete request")
             };
             assert_eq!(request.path(), "/bench");
-            let mut accept = AcceptOptions::default();
-            accept.deflate = deflate.then(Default::default);
+            let accept = AcceptOptions {
+                deflate: deflate.then(Default::default),
+                ..Default::default()
+            };
             let mut response = Vec::new();
             let negotiated = request.accept(&accept, None, &mut response).unwrap();
             let mut server = Session::server(&SessionConfig::default(), negotiated.deflate);
