@@ -1,6 +1,6 @@
 //! WebSocket clients (feature `websocket`): [`WsBuilder`] opens a `ws://`
 //! or `wss://` connection as a blocking [`Client`] (or, with the feature
-//! `tokio`, an [`AsyncClient`](crate::AsyncClient)); the protocol is the
+//! `tokio`, an `AsyncClient`); the protocol is the
 //! sans-I/O [`Session`] of [`crate::protocol::websocket`], in the client
 //! role (every frame sent is masked).
 //!
@@ -139,7 +139,7 @@ impl WsUrl {
 }
 
 /// Options of a WebSocket client connection, from [`Client::ws`] (or
-/// [`AsyncClient::ws`](crate::AsyncClient::ws)); finished by
+/// `AsyncClient::ws`, feature `tokio`); finished by
 /// [`connect`](WsBuilder::connect) or `connect_async`.
 #[derive(Debug, Clone)]
 pub struct WsBuilder {
