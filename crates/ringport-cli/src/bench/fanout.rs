@@ -104,6 +104,8 @@ struct FanoutHandler {
     histogram: Histogram<u64>,
     delivered: u64,
     last_tick: Instant,
+    /// `--ws`: where received bytes are parsed (see `WsLink::receive`).
+    ws_work: Vec<u8>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -279,13 +281,15 @@ impl FanoutHandler {
             }
         }
         link.out.clear();
-        let outcome = link.receive(bytes, |kind, message| {
+        let mut work = std::mem::take(&mut self.ws_work);
+        let outcome = link.receive(bytes, &mut work, |kind, message| {
             if kind != MessageKind::Binary {
                 self.shared.errors.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             self.on_frame(ctx, conn, message);
         });
+        self.ws_work = work;
         if !link.out.is_empty() {
             let _ = ctx.send(conn, &link.out);
             link.out.clear();
@@ -433,6 +437,7 @@ pub fn run(args: FanoutArgs) -> Result<i32, String> {
         histogram: histogram(),
         delivered: 0,
         last_tick: Instant::now(),
+        ws_work: Vec::new(),
     };
     let engine = match args.ws {
         // The links parse the WebSocket frames: the engine hands over

@@ -206,6 +206,8 @@ pub struct BenchHandler {
     /// Slowest round trip since the last tick, µs (published then reset).
     slowest_us: u64,
     scratch: Vec<u8>,
+    /// `--ws`: where received bytes are parsed (see `WsLink::receive`).
+    ws_work: Vec<u8>,
     /// Large payloads handed to the engine, oldest first: reused (written
     /// over in place) once the engine has let go of them, so a bulk run
     /// neither allocates nor copies a payload per message.
@@ -233,6 +235,7 @@ impl BenchHandler {
             in_flight: 0,
             slowest_us: 0,
             scratch: Vec::new(),
+            ws_work: Vec::new(),
             sent_buffers: std::collections::VecDeque::new(),
             result: ShardResult::new(),
         }
@@ -527,7 +530,8 @@ impl BenchHandler {
         let want = self.shared.params.ws.as_ref().map(WsOpts::kind);
         let mut refill = false;
         link.out.clear();
-        let outcome = link.receive(bytes, |kind, message| {
+        let mut work = std::mem::take(&mut self.ws_work);
+        let outcome = link.receive(bytes, &mut work, |kind, message| {
             if Some(kind) != want {
                 self.result.received += 1;
                 self.error("wrong message kind", || format!("{id}: {kind:?}"));
@@ -535,6 +539,7 @@ impl BenchHandler {
             }
             refill |= self.on_reply(id, slot, message);
         });
+        self.ws_work = work;
         if !link.out.is_empty() {
             // Pongs, or the reply to a close.
             let _ = ctx.send(id, &link.out);

@@ -119,18 +119,28 @@ impl WsLink {
     /// message to `f`; pong and close replies go to `out`. `Err` when the
     /// session ended (the peer's close, or a protocol error: then a close
     /// frame is in `out`).
+    ///
+    /// `work` is a buffer shared by the thread's connections: the bytes
+    /// are parsed there (the session unmasks in place, so it needs them
+    /// mutable), and the link keeps only an unparsed tail (at most a frame
+    /// header or a control frame: partial frames are absorbed by the
+    /// session), so an idle connection holds no receive buffer.
     pub fn receive(
         &mut self,
         chunk: &[u8],
+        work: &mut Vec<u8>,
         mut f: impl FnMut(MessageKind, &[u8]),
     ) -> Result<(), String> {
         let Some(session) = self.session.as_mut() else {
             return Err("message before the upgrade".into());
         };
-        self.rbuf.extend_from_slice(chunk);
+        work.clear();
+        work.extend_from_slice(&self.rbuf);
+        work.extend_from_slice(chunk);
+        self.rbuf.clear();
         let mut pos = 0;
         let ended = loop {
-            let r = session.read(&mut self.rbuf[pos..], &mut self.out);
+            let r = session.read(&mut work[pos..], &mut self.out);
             pos += r.consumed;
             match r.event {
                 Event::NeedMore => break None,
@@ -144,10 +154,11 @@ impl WsLink {
                 }
             }
         };
-        if pos == self.rbuf.len() {
-            self.rbuf.clear();
-        } else {
-            self.rbuf.drain(..pos);
+        if ended.is_none() && pos < work.len() {
+            self.rbuf.extend_from_slice(&work[pos..]);
+        }
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            self.rbuf = Vec::new();
         }
         ended.map_or(Ok(()), Err)
     }
@@ -209,7 +220,8 @@ mod tests {
             assert_eq!(link.handshake(&chunk), Upgrade::Done);
             assert_eq!(link.deflate(), deflate);
             let mut got = Vec::new();
-            link.receive(&[], |k, m| got.push((k, m.to_vec()))).unwrap();
+            link.receive(&[], &mut Vec::new(), |k, m| got.push((k, m.to_vec())))
+                .unwrap();
             assert_eq!(got, vec![(MessageKind::Binary, vec![5u8; 300])]);
 
             // Client to server: masked, read back by the server.
@@ -235,9 +247,12 @@ mod tests {
             server.ping(b"p", &mut wire).unwrap();
             server.send(MessageKind::Text, b"hi", &mut wire).unwrap();
             let mut got = Vec::new();
+            let mut work = Vec::new();
             for b in &wire {
-                link.receive(std::slice::from_ref(b), |k, m| got.push((k, m.to_vec())))
-                    .unwrap();
+                link.receive(std::slice::from_ref(b), &mut work, |k, m| {
+                    got.push((k, m.to_vec()))
+                })
+                .unwrap();
             }
             assert_eq!(got, vec![(MessageKind::Text, b"hi".to_vec())]);
             assert_eq!(link.out[0], 0x8a, "a pong");
@@ -253,7 +268,7 @@ mod tests {
                 .then_some(())
                 .unwrap();
             let e = link
-                .receive(&wire, |_, _| panic!("no message"))
+                .receive(&wire, &mut work, |_, _| panic!("no message"))
                 .unwrap_err();
             assert!(e.contains("closed by the server (1000"), "{e}");
             assert_eq!(link.out[0], 0x88, "the close answered");
