@@ -219,6 +219,9 @@ const MAX_FIRST_ERRORS: usize = 5;
 /// Payloads at least this large are handed to the engine as `Bytes`
 /// (queued by reference) instead of copied.
 const SHARED_PAYLOAD: usize = 64 * 1024;
+/// `--ws` messages at least this large are framed into buffers queued by
+/// reference (`send_bytes`) instead of copied into the send queue.
+const SHARED_WS_FRAME: usize = 8 * 1024;
 /// Most large payload buffers a shard keeps for reuse.
 const MAX_SPARE_BUFFERS: usize = 1024;
 
@@ -344,9 +347,29 @@ impl BenchHandler {
         let Some(link) = conn.ws.as_mut() else {
             return Err("not a WebSocket connection".into());
         };
-        link.out.clear();
-        link.frame(kind, &self.scratch)?;
-        ctx.send(conn.id, &link.out).map_err(|e| e.to_string())
+        if size < SHARED_WS_FRAME {
+            link.out.clear();
+            link.frame(kind, &self.scratch)?;
+            return ctx.send(conn.id, &link.out).map_err(|e| e.to_string());
+        }
+        // Large: framed into a buffer the engine queues by reference (no
+        // copy into its send queue), reused once the engine lets go of it.
+        let mut buf = std::mem::take(&mut link.out);
+        if let Some(oldest) = self.sent_buffers.pop_front() {
+            match oldest.try_into_mut() {
+                Ok(reuse) => buf = Vec::from(reuse),
+                Err(held) => self.sent_buffers.push_front(held),
+            }
+        }
+        buf.clear();
+        let framed = link.frame_into(kind, &self.scratch, &mut buf);
+        let id = conn.id;
+        framed?;
+        let bytes = Bytes::from(buf);
+        if self.sent_buffers.len() < MAX_SPARE_BUFFERS {
+            self.sent_buffers.push_back(bytes.clone());
+        }
+        ctx.send_bytes(id, bytes).map_err(|e| e.to_string())
     }
 
     fn sending(&self) -> bool {

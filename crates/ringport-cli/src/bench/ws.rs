@@ -165,10 +165,21 @@ impl WsLink {
 
     /// Frames one message into `out` (appended).
     pub fn frame(&mut self, kind: MessageKind, payload: &[u8]) -> Result<(), String> {
+        let mut out = std::mem::take(&mut self.out);
+        let r = self.frame_into(kind, payload, &mut out);
+        self.out = out;
+        r
+    }
+
+    /// Frames one message into `dst` (appended).
+    pub fn frame_into(
+        &mut self,
+        kind: MessageKind,
+        payload: &[u8],
+        dst: &mut Vec<u8>,
+    ) -> Result<(), String> {
         match self.session.as_mut() {
-            Some(s) => s
-                .send(kind, payload, &mut self.out)
-                .map_err(|e| e.to_string()),
+            Some(s) => s.send(kind, payload, dst).map_err(|e| e.to_string()),
             None => Err("send before the upgrade".into()),
         }
     }
