@@ -561,3 +561,41 @@ fn the_framed_client_api_still_frames() {
     assert_eq!(buf, b"framed");
     h.join().unwrap();
 }
+
+/// A peer that never answers our close: `close_ws` gives up after the
+/// session's close timeout.
+#[test]
+fn close_ws_waits_at_most_the_close_timeout() {
+    let l = StdListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            req.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(&accept(&req)).unwrap();
+        // Read (our close frame among it) until the client goes away.
+        while s.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    let cfg = ringport::protocol::websocket::SessionConfig {
+        close_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let mut c = Client::ws(url(addr, "/"))
+        .session_config(cfg)
+        .connect()
+        .unwrap();
+    let began = std::time::Instant::now();
+    let e = c.close_ws(CloseCode::GOING_AWAY, "").unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+    assert!(
+        began.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        began.elapsed()
+    );
+    drop(c);
+    h.join().unwrap();
+}

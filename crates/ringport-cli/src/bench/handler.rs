@@ -208,6 +208,8 @@ pub struct BenchHandler {
     scratch: Vec<u8>,
     /// `--ws`: where received bytes are parsed (see `WsLink::receive`).
     ws_work: Vec<u8>,
+    /// `--ws`: where messages are framed before they are queued.
+    ws_out: Vec<u8>,
     /// Large payloads handed to the engine, oldest first: reused (written
     /// over in place) once the engine has let go of them, so a bulk run
     /// neither allocates nor copies a payload per message.
@@ -239,6 +241,7 @@ impl BenchHandler {
             slowest_us: 0,
             scratch: Vec::new(),
             ws_work: Vec::new(),
+            ws_out: Vec::new(),
             sent_buffers: std::collections::VecDeque::new(),
             result: ShardResult::new(),
         }
@@ -348,9 +351,11 @@ impl BenchHandler {
             return Err("not a WebSocket connection".into());
         };
         if size < SHARED_WS_FRAME {
-            link.out.clear();
-            link.frame(kind, &self.scratch)?;
-            return ctx.send(conn.id, &link.out).map_err(|e| e.to_string());
+            // Framed in the thread's buffer (copied into the send queue):
+            // no connection keeps a frame-sized buffer.
+            self.ws_out.clear();
+            link.frame_into(kind, &self.scratch, &mut self.ws_out)?;
+            return ctx.send(conn.id, &self.ws_out).map_err(|e| e.to_string());
         }
         // Large: framed into a buffer the engine queues by reference (no
         // copy into its send queue), reused once the engine lets go of it.

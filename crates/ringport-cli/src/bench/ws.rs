@@ -110,6 +110,8 @@ impl WsLink {
                 };
                 self.session = Some(Session::client(&cfg, accepted.deflate));
                 self.handshake = None;
+                // The request's buffer is not needed any more.
+                self.out = Vec::new();
                 Upgrade::Done
             }
         }

@@ -334,13 +334,14 @@ impl<C: Codec> AsyncClient<C> {
 
     /// Closes a WebSocket connection: our close frame, then the peer's
     /// awaited (messages meanwhile dropped) for at most the session's close
-    /// timeout (5 s); then the sending side is shut down. `Ok` once the
-    /// peer answered.
+    /// timeout (`SessionConfig::close_timeout`, 5 s by default); then the
+    /// sending side is shut down. `Ok` once the peer answered.
     pub async fn close_ws(&mut self, code: CloseCode, reason: &str) -> io::Result<()> {
         let ws = self.ws.as_deref_mut().ok_or_else(not_ws)?;
         if let Some(e) = ws.ended() {
             return Err(e);
         }
+        let limit = ws.close_timeout;
         if ws.frame_close(code, reason) {
             self.flush_ws().await?;
         }
@@ -352,11 +353,9 @@ impl<C: Codec> AsyncClient<C> {
                 }
             }
         };
-        let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), wait)
-            .await
-            .unwrap_or_else(|_| {
-                io::Error::new(io::ErrorKind::TimedOut, "no WebSocket close from the peer")
-            });
+        let outcome = tokio::time::timeout(limit, wait).await.unwrap_or_else(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, "no WebSocket close from the peer")
+        });
         #[cfg(feature = "tls")]
         if let Some(tls) = self.tls.as_deref_mut() {
             tls.conn.send_close_notify();

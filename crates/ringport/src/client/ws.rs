@@ -364,6 +364,8 @@ pub(crate) struct WsState {
     ended: Option<(io::ErrorKind, String)>,
     /// The close handshake completed (the peer's close arrived).
     pub(crate) clean_close: bool,
+    /// How long `close_ws` waits for the peer's close.
+    pub(crate) close_timeout: Duration,
     pongs: u64,
 }
 
@@ -379,6 +381,7 @@ impl WsState {
             protocol,
             ended: None,
             clean_close: false,
+            close_timeout: cfg.close_timeout,
             pongs: 0,
         }
     }
@@ -628,18 +631,18 @@ impl<C: Codec> Client<C> {
     /// Closes a WebSocket connection: sends a close frame with `code` and
     /// `reason` (at most 123 bytes) and waits for the peer's close
     /// (messages arriving meanwhile are dropped), at most the session's
-    /// close timeout (5 s by default) if no [`Client::set_timeout`] is
-    /// shorter; then shuts the connection down. `Ok` once the peer
-    /// answered; an error otherwise (`TimedOut`, `UnexpectedEof`, ...).
+    /// close timeout ([`SessionConfig::close_timeout`], 5 s by default) if
+    /// no [`Client::set_timeout`] is shorter; then shuts the connection
+    /// down. `Ok` once the peer answered; an error otherwise (`TimedOut`, `UnexpectedEof`, ...).
     pub fn close_ws(&mut self, code: CloseCode, reason: &str) -> io::Result<()> {
         let ws = self.ws.as_deref_mut().ok_or_else(not_ws)?;
         if let Some(e) = ws.ended() {
             return Err(e);
         }
+        let limit = ws.close_timeout;
         if ws.frame_close(code, reason) {
             self.flush_ws()?;
         }
-        let limit = Duration::from_secs(5);
         let before = self.stream.read_timeout()?;
         if before.is_none_or(|t| t > limit) {
             self.stream.set_read_timeout(Some(limit))?;
