@@ -471,3 +471,21 @@ fn against_ringport_serve_ws_addr() {
         served.stop_with(libc::SIGTERM);
     }
 }
+
+#[test]
+fn bad_ws_options_are_usage_errors() {
+    for (args, want) in [
+        (&["--ws", "--codec", "lines"][..], "leave out --codec"),
+        (&["--ws", "--ws-path", "no-slash"], "--ws-path"),
+        (&["--ws-deflate"], "--ws"),
+    ] {
+        let out = Command::new(common::BIN)
+            .args(["bench", "--addr", "127.0.0.1:9", "--check"])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}

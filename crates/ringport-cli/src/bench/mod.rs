@@ -297,31 +297,8 @@ pub fn run(args: BenchArgs) -> i32 {
     }
 }
 
-/// The WebSocket options of `--ws`.
-fn ws_opts(args: &BenchArgs) -> Result<Option<ws::WsOpts>, String> {
-    if !args.ws {
-        return Ok(None);
-    }
-    if args.codec != BenchCodec::Length {
-        return Err("--ws frames messages itself: leave out --codec".into());
-    }
-    if !args.ws_path.starts_with('/') || args.ws_path.bytes().any(|b| b <= b' ') {
-        return Err(format!(
-            "--ws-path {:?}: expected a path starting with / (and a query), no spaces",
-            args.ws_path
-        ));
-    }
-    Ok(Some(ws::WsOpts {
-        host: args.addr.clone(),
-        path: args.ws_path.clone(),
-        deflate: args.ws_deflate,
-        text: args.ws_text,
-        max_message: args.max_frame,
-    }))
-}
-
 fn run_inner(args: BenchArgs) -> Result<i32, String> {
-    let ws = ws_opts(&args)?;
+    let ws = ws::WsOpts::from_args(&args)?;
     if matches!(args.mode, BenchMode::Pubsub | BenchMode::ChatFanout) {
         if args.check {
             let addr = crate::resolve(&args.addr)?;

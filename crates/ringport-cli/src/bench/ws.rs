@@ -10,6 +10,7 @@
 //! (at most a frame header or a control frame between calls: partial
 //! frames are kept by the session), and the output frames.
 
+use super::{BenchArgs, BenchCodec};
 use ringport::protocol::websocket::{
     ClientHandshake, ClientOptions, Event, MessageKind, ResponseStatus, Session, SessionConfig,
 };
@@ -30,6 +31,29 @@ pub struct WsOpts {
 }
 
 impl WsOpts {
+    /// The options of `--ws` (`None` without it).
+    pub fn from_args(args: &BenchArgs) -> Result<Option<WsOpts>, String> {
+        if !args.ws {
+            return Ok(None);
+        }
+        if args.codec != BenchCodec::Length {
+            return Err("--ws frames messages itself: leave out --codec".into());
+        }
+        if !args.ws_path.starts_with('/') || args.ws_path.bytes().any(|b| b <= b' ') {
+            return Err(format!(
+                "--ws-path {:?}: expected a path starting with / (and a query), no spaces",
+                args.ws_path
+            ));
+        }
+        Ok(Some(WsOpts {
+            host: args.addr.clone(),
+            path: args.ws_path.clone(),
+            deflate: args.ws_deflate,
+            text: args.ws_text,
+            max_message: args.max_frame,
+        }))
+    }
+
     pub fn kind(&self) -> MessageKind {
         if self.text {
             MessageKind::Text
