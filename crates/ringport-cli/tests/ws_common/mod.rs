@@ -1,0 +1,339 @@
+//! Shared by the WebSocket harnesses (tests/browser.rs, tests/ws_interop.rs):
+//! a server with a framed-TCP listener (`--addr`) and a WebSocket listener
+//! (`--ws-addr`) in echo or chat mode, plain or TLS, a test certificate
+//! authority, and the framed-TCP client.
+//!
+//! # Which server
+//!
+//! [`WS_SERVER`] below is THE switch. Until `ringport serve --ws-addr` is
+//! merged it is [`WsServer::StandIn`]: `tests/ws_support/ws_standin.py`, a
+//! Python `websockets` server with the same command line and the same echo
+//! and chat semantics. Once it is merged, set it to [`WsServer::Ringport`]
+//! (one line) and delete the stand-in. `RINGPORT_WS_SERVER=ringport` (or
+//! `stand-in`) overrides it for one run without an edit.
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::common::{BIN, IO_TIMEOUT, PROCESS_TIMEOUT, collect, free_port};
+
+/// Which program serves the WebSocket harnesses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WsServer {
+    /// `ringport serve --addr .. --ws-addr ..` (the built binary).
+    Ringport,
+    /// `python3 tests/ws_support/ws_standin.py serve --addr .. --ws-addr ..`.
+    StandIn,
+}
+
+// ====================================================================
+// THE SWITCH: `WsServer::StandIn` until `ringport serve --ws-addr` is
+// merged, then `WsServer::Ringport`.
+pub const WS_SERVER: WsServer = WsServer::StandIn;
+// ====================================================================
+
+/// Extra `ringport serve` options the harnesses need from the real server
+/// (for instance a flag turning permessage-deflate on, if it is not on by
+/// default: tests/ws_interop.rs expects it negotiated). Not passed to the
+/// stand-in.
+pub const RINGPORT_WS_ARGS: &[&str] = &[];
+
+/// [`WS_SERVER`], unless `RINGPORT_WS_SERVER` says otherwise.
+pub fn ws_server() -> WsServer {
+    match std::env::var("RINGPORT_WS_SERVER").as_deref() {
+        Err(_) => WS_SERVER,
+        Ok("ringport") => WsServer::Ringport,
+        Ok("stand-in" | "standin") => WsServer::StandIn,
+        Ok(other) => panic!("RINGPORT_WS_SERVER={other:?}: expected ringport or stand-in"),
+    }
+}
+
+pub fn standin_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ws_support/ws_standin.py")
+}
+
+/// A directory of its own for one test (removed when the test passes).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("ringport-ws-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A certificate authority made for one test, and a server certificate it
+/// signed for `localhost` and `127.0.0.1`.
+pub struct TestCa {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCa {
+    pub fn issue(dir: &Path) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ringport WebSocket test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut leaf =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        leaf.distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+        let out = TestCa {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        };
+        std::fs::write(&out.ca, ca.pem()).unwrap();
+        std::fs::write(&out.cert, leaf.pem()).unwrap();
+        std::fs::write(&out.key, key.serialize_pem()).unwrap();
+        out
+    }
+
+    /// A rustls client configuration trusting only this CA.
+    pub fn client_config(&self) -> Arc<ringport::tls::rustls::ClientConfig> {
+        Arc::new(ringport::tls::pem::client_config(Some(&self.ca), false, None).unwrap())
+    }
+}
+
+/// `echo` or `chat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Echo,
+    Chat,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Chat => "chat",
+        }
+    }
+}
+
+/// A running server with both listeners, stopped (killed) on drop.
+pub struct WsServed {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+    status: Option<ExitStatus>,
+    pub which: WsServer,
+    pub mode: Mode,
+    pub tcp_port: u16,
+    pub ws_port: u16,
+    /// Set when both listeners speak TLS.
+    pub tls: Option<Arc<ringport::tls::rustls::ClientConfig>>,
+}
+
+/// Starts the [`ws_server`] in `mode`, with TLS on both listeners if `ca`
+/// is given; returns once both ports accept connections.
+pub fn ws_serve(mode: Mode, ca: Option<&TestCa>) -> WsServed {
+    let which = ws_server();
+    for _ in 0..5 {
+        let (tcp_port, ws_port) = (free_port(), free_port());
+        if tcp_port == ws_port {
+            continue;
+        }
+        let addr = format!("127.0.0.1:{tcp_port}");
+        let ws_addr = format!("127.0.0.1:{ws_port}");
+        let mut args: Vec<String> = ["serve", "--addr", &addr, "--ws-addr", &ws_addr]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(
+            [
+                "--mode",
+                mode.as_str(),
+                "--shards",
+                "1",
+                "--stats-interval",
+                "0",
+            ]
+            .map(String::from),
+        );
+        if let Some(ca) = ca {
+            args.push("--tls-cert".into());
+            args.push(ca.cert.display().to_string());
+            args.push("--tls-key".into());
+            args.push(ca.key.display().to_string());
+        }
+        let mut cmd = match which {
+            WsServer::Ringport => {
+                args.extend(RINGPORT_WS_ARGS.iter().map(|s| s.to_string()));
+                Command::new(BIN)
+            }
+            WsServer::StandIn => {
+                let mut c = Command::new("python3");
+                c.arg(standin_script());
+                c
+            }
+        };
+        let mut child = cmd
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {which:?} server: {e}"));
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            collect(child.stdout.take().unwrap(), stdout.clone()),
+            collect(child.stderr.take().unwrap(), stderr.clone()),
+        ];
+        let mut served = WsServed {
+            child,
+            stderr,
+            stdout,
+            readers,
+            status: None,
+            which,
+            mode,
+            tcp_port,
+            ws_port,
+            tls: ca.map(TestCa::client_config),
+        };
+        let deadline = Instant::now() + PROCESS_TIMEOUT;
+        loop {
+            if let Some(status) = served.try_wait() {
+                if served.stderr().contains("in use") {
+                    break;
+                }
+                panic!(
+                    "{which:?} server exited early ({status})\n{}",
+                    served.output()
+                );
+            }
+            let accepting = |port| TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if accepting(tcp_port) && accepting(ws_port) {
+                if which == WsServer::Ringport {
+                    crate::common::assert_backend_logged(&served.stderr(), &addr);
+                }
+                return served;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{which:?} server not accepting on {addr} and {ws_addr} within {PROCESS_TIMEOUT:?}\n{}",
+                served.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("could not find free ports for the WebSocket server");
+}
+
+impl WsServed {
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn output(&self) -> String {
+        format!(
+            "--- server stdout ---\n{}\n--- server stderr ---\n{}",
+            self.stdout.lock().unwrap(),
+            self.stderr.lock().unwrap()
+        )
+    }
+
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+            if self.status.is_some() {
+                // The pipes close with the process: take all its output.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
+            }
+        }
+        self.status
+    }
+
+    /// `ws://127.0.0.1:PORT/PATH` or `wss://localhost:PORT/PATH` (the
+    /// certificate names localhost).
+    pub fn ws_url(&self, path: &str) -> String {
+        match self.tls {
+            Some(_) => format!("wss://localhost:{}{path}", self.ws_port),
+            None => format!("ws://127.0.0.1:{}{path}", self.ws_port),
+        }
+    }
+
+    /// A framed-TCP client on `--addr` (TLS if the server has it).
+    pub fn framed_client(&self) -> ringport::Client {
+        let mut client = match &self.tls {
+            Some(config) => {
+                let connector =
+                    ringport::tls::TlsConnector::with_name(config.clone(), "localhost").unwrap();
+                ringport::Client::connect_tls(("127.0.0.1", self.tcp_port), &connector)
+            }
+            None => ringport::Client::connect(("127.0.0.1", self.tcp_port)),
+        }
+        .unwrap_or_else(|e| panic!("framed client: {e}\n{}", self.output()));
+        client.set_timeout(Some(IO_TIMEOUT)).unwrap();
+        client
+    }
+
+    /// SIGTERM; expects exit status 0 within 10 s.
+    pub fn stop(mut self) -> String {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill has no memory-safety preconditions; the pid is our
+        // own child, not yet reaped, so it names no other process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.try_wait() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "server exited with {status}\n{}",
+            self.output()
+        );
+        self.stderr()
+    }
+}
+
+impl Drop for WsServed {
+    fn drop(&mut self) {
+        if self.try_wait().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
