@@ -129,7 +129,8 @@ struct Chromium {
 }
 
 impl Chromium {
-    fn launch(dir: &Path, ca: &TestCa) -> Chromium {
+    /// `trust`: whether the NSS database holds `ca` (false: an empty one).
+    fn launch(dir: &Path, ca: &TestCa, trust: bool) -> Chromium {
         // Chromium on Linux reads user-trusted roots from $HOME/.pki/nssdb:
         // a HOME of the test's own holds the test CA, trusted to identify
         // web sites ("C,,"), and nothing else of the user's.
@@ -138,17 +139,19 @@ impl Chromium {
         std::fs::create_dir_all(&nssdb).unwrap();
         let db = format!("sql:{}", nssdb.display());
         certutil(&["-N", "-d", &db, "--empty-password"]);
-        certutil(&[
-            "-A",
-            "-d",
-            &db,
-            "-n",
-            "ringport WebSocket test CA",
-            "-t",
-            "C,,",
-            "-i",
-            ca.ca.to_str().unwrap(),
-        ]);
+        if trust {
+            certutil(&[
+                "-A",
+                "-d",
+                &db,
+                "-n",
+                "ringport WebSocket test CA",
+                "-t",
+                "C,,",
+                "-i",
+                ca.ca.to_str().unwrap(),
+            ]);
+        }
         let profile = dir.join("profile");
         let mut child = Command::new("chromium")
             .args([
@@ -417,7 +420,7 @@ fn chromium_chats_with_a_framed_tcp_client_over_ws_and_wss() {
         })
         .collect();
 
-    let mut chromium = Chromium::launch(dir.path(), &ca);
+    let mut chromium = Chromium::launch(dir.path(), &ca, true);
     let devtools = chromium.devtools_url(deadline);
     let mut cdp = Cdp::connect(&devtools);
     let url = page_url(
@@ -491,5 +494,43 @@ fn chromium_chats_with_a_framed_tcp_client_over_ws_and_wss() {
     drop(cdp);
     drop(chromium);
     plain.stop();
+    tls.stop();
+}
+
+/// The other side of the trust set-up: with the test CA not in Chromium's
+/// NSS database, the wss room must not open (so the test above passes
+/// because the CA is trusted, not because certificate errors are ignored),
+/// and nothing reaches the framed-TCP client.
+#[test]
+fn chromium_refuses_wss_when_the_test_ca_is_not_trusted() {
+    if !browser_available() {
+        return;
+    }
+    let deadline = Instant::now() + TEST_TIMEOUT;
+    let dir = TempDir::new("browser-untrusted");
+    let ca = TestCa::issue(dir.path());
+    let tls = ws_serve(Mode::Chat, Some(&ca));
+    let mut tcp = tls.framed_client();
+    let mut chromium = Chromium::launch(dir.path(), &ca, false);
+    let devtools = chromium.devtools_url(deadline);
+    let mut cdp = Cdp::connect(&devtools);
+    let outcome = cdp.run_page(
+        &page_url("untrusted", &[("wss", tls.ws_url("/chat"))]),
+        deadline,
+    );
+    let r = &outcome["results"][0];
+    assert_eq!(outcome["ok"], json!(false), "{outcome}");
+    assert_eq!(r["steps"], json!([]), "{outcome}");
+    assert_eq!(
+        r["error"],
+        json!("WebSocket error before open"),
+        "{outcome}"
+    );
+    // The room stayed empty: a frame sent now comes back to its sender only
+    // (a page that had joined would have sent two messages first).
+    tcp.send(b"alone").unwrap();
+    assert_eq!(tcp.recv().unwrap(), b"alone");
+    drop(cdp);
+    drop(chromium);
     tls.stop();
 }
