@@ -302,12 +302,29 @@ impl WsServed {
         client
     }
 
-    /// SIGTERM; expects exit status 0 within 10 s.
-    pub fn stop(mut self) -> String {
+    /// Sends SIGTERM (a graceful stop), without waiting.
+    pub fn terminate(&mut self) {
+        assert!(
+            self.try_wait().is_none(),
+            "server already exited\n{}",
+            self.output()
+        );
         let pid = libc::pid_t::try_from(self.child.id()).unwrap();
         // SAFETY: kill has no memory-safety preconditions; the pid is our
-        // own child, not yet reaped, so it names no other process.
+        // own child, not yet reaped (checked above), so it names no other
+        // process.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    }
+
+    /// SIGTERM; expects exit status 0 within 10 s.
+    pub fn stop(mut self) -> String {
+        self.terminate();
+        self.wait_exit()
+    }
+
+    /// Waits (10 s at most) for the exit that a [`terminate`](Self::terminate)
+    /// asked for; expects status 0.
+    pub fn wait_exit(&mut self) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
             if let Some(status) = self.try_wait() {
