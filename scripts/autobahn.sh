@@ -252,9 +252,8 @@ if [[ -n $summary_file ]]; then
         echo "Run on $(date -u +%Y-%m-%d) ($(nproc) cores, loopback), by:"
         echo
         echo '```sh'
-        printf 'scripts/autobahn.sh'
-        printf ' %q' "${invocation[@]}"
-        echo
+        [[ " ${targets[*]} " == *" serve "* ]] && printf 'RINGPORT=%s ' "$RINGPORT"
+        python3 -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' scripts/autobahn.sh "${invocation[@]}"
         echo '```'
         echo
         echo "Cases: \`$cases\`${exclude:+, excluded \`$exclude\`}; kosoku -p $parallel. \"case time\" sums"

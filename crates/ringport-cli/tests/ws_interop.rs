@@ -400,15 +400,7 @@ async fn tungstenite_chat_with_a_framed_tcp_client_over_wss() {
 /// Runs tests/ws_support/ws_interop_client.py against a server in `mode`;
 /// returns the names of the checks it passed.
 fn python_client(mode: Mode, tls: bool) -> Vec<String> {
-    let probe = Command::new("python3")
-        .args(["-c", "import websockets"])
-        .output()
-        .expect("python3 is not installed (apt-get install python3)");
-    assert!(
-        probe.status.success(),
-        "the Python package websockets is missing: run scripts/install-python-ws.sh\n{}",
-        String::from_utf8_lossy(&probe.stderr)
-    );
+    ws_common::require_python_websockets();
     let dir = TempDir::new(&format!("interop-py-{}-{tls}", mode.as_str()));
     let ca = tls.then(|| TestCa::issue(dir.path()));
     let served = ws_serve(mode, ca.as_ref());

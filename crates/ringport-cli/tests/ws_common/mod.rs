@@ -158,6 +158,9 @@ pub struct WsServed {
 /// is given; returns once both ports accept connections.
 pub fn ws_serve(mode: Mode, ca: Option<&TestCa>) -> WsServed {
     let which = ws_server();
+    if which == WsServer::StandIn {
+        require_python_websockets();
+    }
     for _ in 0..5 {
         let (tcp_port, ws_port) = (free_port(), free_port());
         if tcp_port == ws_port {
@@ -250,6 +253,20 @@ pub fn ws_serve(mode: Mode, ca: Option<&TestCa>) -> WsServed {
         }
     }
     panic!("could not find free ports for the WebSocket server");
+}
+
+/// Fails the test, naming the fix, when python3 or its `websockets`
+/// package is missing.
+pub fn require_python_websockets() {
+    let probe = Command::new("python3")
+        .args(["-c", "import websockets"])
+        .output()
+        .expect("python3 is not installed (apt-get install python3)");
+    assert!(
+        probe.status.success(),
+        "the Python package websockets is missing: run scripts/install-python-ws.sh\n{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
 }
 
 impl WsServed {
