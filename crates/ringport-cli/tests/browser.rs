@@ -256,10 +256,15 @@ impl Cdp {
             .unwrap()
             .to_string();
         let stream = TcpStream::connect(&addr).expect("connect to DevTools");
+        // The handshake as a whole, bounded; then short reads, so waits
+        // for events can check their deadline.
         stream
-            .set_read_timeout(Some(Duration::from_millis(500)))
+            .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
         let (ws, _) = tungstenite::client(url, stream).expect("DevTools WebSocket handshake");
+        ws.get_ref()
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         Cdp {
             ws,
             next_id: 1,
