@@ -113,7 +113,8 @@ mkdir -p "$RAW" "$(dirname "$OUT")"
 results=$RAW/results.tsv
 : >"$results"
 ticks=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# utime + stime of a process in clock ticks; fails if it is gone.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null; }
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -174,44 +175,67 @@ run_one() {
     taskset -c 0 "${GEN_CMD[@]}" --addr "127.0.0.1:$port" "${ws[@]}" "${load[@]}" \
         --duration "${DURATION}s" --warmup "${WARMUP}s" --json "$tag.json" >"$tag.gen.log" 2>&1 &
     gen=$!
-    # The window: from 1 s into the measured phase to 1 s before its end
-    # (the phase starts once every connection is up and the warm-up is
-    # over: the generator prints "warm-up" then "measure" progress).
+    # The window: the middle 60 % of the measured phase, which starts once
+    # every connection is up and the warm-up is over (the generator prints
+    # its first "measure" progress line then). At most 120 s of waiting.
+    # (fan-out runs print no progress: from "connected" on they publish.)
+    local started='^measure'
+    [[ $shape == broadcast ]] && started='^connected'
     local waited=0
-    until grep -q 'connected' "$tag.gen.log" 2>/dev/null; do
+    until grep -q "$started" "$tag.gen.log" 2>/dev/null; do
         kill -0 "$gen" 2>/dev/null || break
         sleep 0.1; waited=$((waited + 1))
         [[ $waited -lt 1200 ]] || break
     done
-    sleep $((WARMUP + 1))
-    local window=$((DURATION - 2)) s0 s1 g0 g1 t0 t1
-    [[ $window -ge 1 ]] || window=1
-    if kill -0 "$gen" 2>/dev/null && kill -0 "$server" 2>/dev/null; then
-        s0=$(cpu_ticks "$server"); g0=$(cpu_ticks "$gen"); t0=$(date +%s%N)
-        sleep "$window"
-        s1=$(cpu_ticks "$server"); g1=$(cpu_ticks "$gen"); t1=$(date +%s%N)
-    else
-        s0=0 s1=0 g0=0 g1=0 t0=0 t1=1
+    local s0=0 s1=0 g0=0 g1=0 t0=0 t1=1
+    if grep -q "$started" "$tag.gen.log" 2>/dev/null; then
+        sleep "$(awk -v d="$DURATION" 'BEGIN { print d * 0.2 }')"
+        if s0=$(cpu_ticks "$server") && g0=$(cpu_ticks "$gen"); then
+            t0=$(date +%s%N)
+            sleep "$(awk -v d="$DURATION" 'BEGIN { print d * 0.6 }')"
+            if s1=$(cpu_ticks "$server") && g1=$(cpu_ticks "$gen"); then
+                t1=$(date +%s%N)
+            else
+                s0=0 s1=0 g0=0 g1=0 t0=0 t1=1
+            fi
+        else
+            s0=0 g0=0
+        fi
     fi
     local status=0
     wait "$gen" || status=$?
     gen=''
     stop_all
-    python3 - "$tag.json" "$shape" "$name" "$round" "$status" $((s1 - s0)) $((g1 - g0)) $((t1 - t0)) "$ticks" >>"$results" <<'PY'
-import json, sys
-path, shape, name, rnd, status, s_ticks, g_ticks, ns, hz = sys.argv[1:]
+    python3 - "$tag" "$shape" "$name" "$round" "$status" $((s1 - s0)) $((g1 - g0)) $((t1 - t0)) "$ticks" >>"$results" <<'PY'
+import json, re, sys
+tag, shape, name, rnd, status, s_ticks, g_ticks, ns, hz = sys.argv[1:]
 secs = int(ns) / 1e9
 server_cpu = int(s_ticks) / int(hz) / secs if secs > 0 else 0
 gen_cpu = int(g_ticks) / int(hz) / secs if secs > 0 else 0
-try:
-    r = json.load(open(path))
-except (OSError, ValueError):
-    print(f"{shape}\t{name}\t{rnd}\tgenerator-failed(exit {status})")
-    sys.exit()
-rate = r.get("delivered_per_sec") if shape == "broadcast" else r.get("messages_per_sec")
-rate = rate or 0
-lat = r.get("latency_us") or {}
+if shape == "broadcast":
+    # Fan-out runs report in text: "deliveries expected N, made N (100.000%),
+    # order/format errors 0" and "delivered R msgs/s (...); latency ms p50 A p99 B".
+    log = open(tag + ".gen.log", errors="replace").read()
+    made = re.search(r"deliveries expected (\d+), made (\d+) .*order/format errors (\d+)", log)
+    rate_m = re.search(r"delivered (\d+) msgs/s.*latency ms p50 ([\d.]+) p99 ([\d.]+)", log)
+    if not made or not rate_m:
+        print(f"{shape}\t{name}\t{rnd}\tgenerator-failed(exit {status})")
+        sys.exit()
+    complete = made.group(1) == made.group(2) and made.group(3) == "0"
+    r = {"ok": complete}
+    rate = float(rate_m.group(1))
+    lat = {"p50": round(float(rate_m.group(2)) * 1000), "p99": round(float(rate_m.group(3)) * 1000)}
+else:
+    try:
+        r = json.load(open(tag + ".json"))
+    except (OSError, ValueError):
+        print(f"{shape}\t{name}\t{rnd}\tgenerator-failed(exit {status})")
+        sys.exit()
+    rate = r.get("messages_per_sec") or 0
+    lat = r.get("latency_us") or {}
 ok = "ok" if r.get("ok") and status == "0" else f"errors(exit {status})"
+if ok == "ok" and secs <= 1e-6:
+    ok = "no-cpu-window"
 us = server_cpu * 1e6 / rate if rate else float("nan")
 print(f"{shape}\t{name}\t{rnd}\t{ok}\t{rate:.0f}\t{server_cpu * 100:.0f}\t{us:.3f}\t{lat.get('p50', '')}\t{lat.get('p99', '')}\t{gen_cpu * 100:.0f}")
 PY
