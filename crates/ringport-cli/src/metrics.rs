@@ -210,6 +210,24 @@ pub const SERIES: &[Series] = &[
         kind: Kind::Counter,
         value: |s| s.tls_handshake_timeouts,
     },
+    Series {
+        name: "upgrades",
+        help: "WebSocket opening handshakes accepted",
+        kind: Kind::Counter,
+        value: |s| s.upgrades,
+    },
+    Series {
+        name: "upgrades_refused",
+        help: "WebSocket opening handshakes refused (malformed, or by the upgrade hook)",
+        kind: Kind::Counter,
+        value: |s| s.upgrades_refused,
+    },
+    Series {
+        name: "upgrade_timeouts",
+        help: "Connections closed because their opening handshake did not complete in time",
+        kind: Kind::Counter,
+        value: |s| s.upgrade_timeouts,
+    },
 ];
 
 fn to_i64(v: u64) -> i64 {

@@ -28,6 +28,20 @@ pub struct ServeArgs {
           env = "RINGPORT_ADDR", value_parser = addr_arg)]
     pub addr: String,
 
+    /// Also serve WebSocket clients (browsers, apps) on this address, as
+    /// HOST:PORT: in the same rooms and topics as the framed-TCP clients
+    /// of --addr (a WebSocket message is one message; the pubsub
+    /// protocol's frames travel as binary messages). With --tls-cert and
+    /// --tls-key it serves wss. Off by default.
+    #[arg(long, value_name = "HOST:PORT", env = "RINGPORT_WS_ADDR", value_parser = addr_arg)]
+    pub ws_addr: Option<String>,
+
+    /// Offer permessage-deflate to WebSocket clients (RFC 7692), with no
+    /// context kept between messages (no memory per idle connection).
+    /// Off by default: see docs/protocols.md for the measured cost.
+    #[arg(long, env = "RINGPORT_WS_DEFLATE")]
+    pub ws_deflate: bool,
+
     /// Kernel interface: io-uring, epoll, or auto (io_uring where it works,
     /// else epoll, with a log line saying why).
     ///
@@ -334,6 +348,20 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
     config.at_limit = args.at_limit;
     config.cluster = args.cluster_args.config()?;
     config.tls = crate::tls::acceptor(&args.tls)?;
+    if let Some(ws) = &args.ws_addr {
+        let ws = resolve(ws).map_err(|e| format!("invalid --ws-addr {e}"))?;
+        let mut listener = ringport::protocol::WebSocketListener::new(ws);
+        listener.session.max_frame = max_frame;
+        listener.session.max_message = max_frame;
+        if args.ws_deflate {
+            listener.deflate = Some(ringport::protocol::websocket::DeflateConfig {
+                server_no_context_takeover: true,
+                client_no_context_takeover: true,
+                ..Default::default()
+            });
+        }
+        config.websocket = Some(listener);
+    }
 
     let started = Instant::now();
     let server = match args.codec {
@@ -367,6 +395,15 @@ pub fn serve(args: ServeArgs) -> Result<(), String> {
         format_bytes(args.send_high_water),
         args.stop_timeout,
     );
+
+    if let Some(ws) = server.websocket_addr() {
+        let scheme = if args.tls.tls_cert.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        info!("websocket on {scheme}://{ws}/");
+    }
 
     // The metrics thread reads the server through this slot; the stop takes
     // the server out of it (scrapes then answer 503) before stopping it.

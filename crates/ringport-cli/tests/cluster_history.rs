@@ -360,8 +360,20 @@ fn losing_a_nats_server_of_a_replicated_history_loses_nothing_uncounted() {
     again
         .set_read_timeout(Some(Duration::from_secs(35)))
         .unwrap();
-    let (st, _, replayed) = resume_until_live(&mut again, topic, last);
-    assert_eq!(st, status::RECOVERED);
+    let (st, now, replayed) = resume_until_live(&mut again, topic, last);
+    let logs = || {
+        nodes
+            .iter()
+            .map(|n| n.served.proc.stderr())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        st,
+        status::RECOVERED,
+        "resumed from {last:?}, answered at {now:?}\n{}",
+        logs()
+    );
     assert!(replayed.iter().all(|r| r.1 == marker), "{replayed:?}");
 }
 

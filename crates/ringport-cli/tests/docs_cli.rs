@@ -193,6 +193,7 @@ fn serve_options_table_matches_the_help() {
         .expect("operations.md has a `ringport serve` section");
     let section = section.split("\n## ").next().unwrap();
     let mut flags = 0;
+    let mut documented = std::collections::HashSet::new();
     for row in section.lines().filter(|l| l.starts_with("| `--")) {
         let cell = row.split(" | ").next().unwrap();
         for flag in cell.split('`').filter(|p| p.starts_with("--")) {
@@ -203,8 +204,35 @@ fn serve_options_table_matches_the_help() {
             );
             flags += 1;
         }
+        // Options may also be named in a row's text (e.g. the TLS row).
+        for span in row.split('`').filter(|p| p.starts_with("--")) {
+            for word in span.split_whitespace().filter(|w| w.starts_with("--")) {
+                documented.insert(word.split('=').next().unwrap().to_string());
+            }
+        }
     }
     assert!(flags >= 20, "only {flags} options found in the serve table");
+    // And the other way round: every option of the help is in the table.
+    for line in help.lines() {
+        let line = line.trim_start();
+        let line = line.strip_prefix("-").map_or(line, |_| {
+            line.split_once(", ").map_or(line, |(_, long)| long)
+        });
+        let Some(name) = line
+            .strip_prefix("--")
+            .map(|rest| rest.split([' ', '=', '\n']).next().unwrap())
+        else {
+            continue;
+        };
+        let name = format!("--{name}");
+        if name == "--help" || name == "--version" {
+            continue;
+        }
+        assert!(
+            documented.contains(&name),
+            "`ringport serve --help` has {name}, which the serve table of docs/operations.md lacks"
+        );
+    }
 }
 
 /// GitHub's anchor of a heading: lower case, punctuation dropped, spaces

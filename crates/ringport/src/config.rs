@@ -243,6 +243,10 @@ pub struct ServerConfig {
     /// plaintext.
     #[cfg(feature = "tls")]
     pub tls: Option<crate::tls::TlsAcceptor>,
+    /// A WebSocket listener beside `addr` (feature `websocket`): browsers
+    /// and WebSocket clients join the same server (with `tls`: wss).
+    #[cfg(feature = "websocket")]
+    pub websocket: Option<crate::protocol::WebSocketListener>,
 }
 
 impl Default for ServerConfig {
@@ -281,6 +285,8 @@ impl Default for ServerConfig {
             min_receive_rate: None,
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "websocket")]
+            websocket: None,
         }
     }
 }

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use crate::cluster::ClusterConnId;
 use crate::conn_id::ConnId;
 use crate::error::{CloseReason, SendError, TopicError};
+use crate::protocol::{MessageKind, UpgradeDecision, UpgradeInfo};
 use crate::timer::TimerId;
 
 /// Code queued to run on a shard with its [`Context`].
@@ -82,6 +83,10 @@ pub(crate) trait Outbound {
     fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<(), SendError>;
     fn send_bytes(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError>;
     fn broadcast(&mut self, payload: &[u8]) -> Result<usize, SendError>;
+    fn send_as(&mut self, conn: ConnId, kind: MessageKind, payload: &[u8])
+    -> Result<(), SendError>;
+    fn broadcast_as(&mut self, kind: MessageKind, payload: &[u8]) -> Result<usize, SendError>;
+    fn message_kind(&self) -> MessageKind;
     fn close(&mut self, conn: ConnId) -> Result<(), SendError>;
     fn pause_reading(&mut self, conn: ConnId) -> Result<(), SendError>;
     fn resume_reading(&mut self, conn: ConnId) -> Result<(), SendError>;
@@ -140,6 +145,30 @@ impl Context<'_> {
     /// queued to. Slow consumers are handled by the configured policy.
     pub fn broadcast(&mut self, payload: &[u8]) -> Result<usize, SendError> {
         self.core.broadcast(payload)
+    }
+
+    /// The kind of the message being handled (in `on_message`): text or
+    /// binary for a WebSocket connection, always binary for framed ones.
+    pub fn message_kind(&self) -> MessageKind {
+        self.core.message_kind()
+    }
+
+    /// Like [`Context::send`], as a message of `kind`: WebSocket
+    /// connections receive a text or binary message; framed connections
+    /// receive the bytes either way.
+    pub fn send_as(
+        &mut self,
+        conn: ConnId,
+        kind: MessageKind,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        self.core.send_as(conn, kind, payload)
+    }
+
+    /// Like [`Context::broadcast`], as a message of `kind` (other cluster
+    /// nodes deliver it as binary).
+    pub fn broadcast_as(&mut self, kind: MessageKind, payload: &[u8]) -> Result<usize, SendError> {
+        self.core.broadcast_as(kind, payload)
     }
 
     /// Stops reading from `conn` (a connection of this shard) until
@@ -395,8 +424,28 @@ pub trait Handler: 'static {
         peer: SocketAddr,
     ) -> Self::ConnState;
 
+    /// A connection of a listener with a protocol that opens with a
+    /// request (WebSocket: the HTTP upgrade) asks to open: `request` shows
+    /// its method, path, query, headers and offered subprotocols. Accept
+    /// (choosing a subprotocol) or refuse with an HTTP status, e.g. for
+    /// authentication with a cookie or a query token. `on_connect` follows
+    /// an acceptance with the same `conn` (state worth keeping from the
+    /// request can be handed over through the handler). The default
+    /// accepts, with no subprotocol.
+    fn on_upgrade(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnId,
+        peer: SocketAddr,
+        request: &dyn UpgradeInfo,
+    ) -> UpgradeDecision {
+        let _ = (ctx, conn, peer, request);
+        UpgradeDecision::accept()
+    }
+
     /// A whole message. `message` borrows the receive buffer: copy what
-    /// must outlive the call.
+    /// must outlive the call. [`Context::message_kind`] tells text from
+    /// binary (WebSocket).
     fn on_message(
         &mut self,
         ctx: &mut Context<'_>,

@@ -34,6 +34,7 @@ use bytes::Bytes;
 use crate::cluster::ClusterConnId;
 use crate::conn_id::ConnId;
 use crate::error::SendError;
+use crate::protocol::MessageKind;
 use crate::shared::{Command, ServerShared};
 
 /// Traffic for the other nodes of a cluster.
@@ -173,11 +174,31 @@ pub(crate) fn send(
     conn: ConnId,
     payload: Bytes,
 ) -> Result<(), SendError> {
+    send_as(shared, d, conn, MessageKind::Binary, payload)
+}
+
+/// [`send`] of a message of `kind` (text or binary: kept by protocol
+/// connections such as WebSocket; framed ones carry the bytes).
+pub(crate) fn send_as(
+    shared: &ServerShared,
+    d: &mut impl Dispatch,
+    conn: ConnId,
+    kind: MessageKind,
+    payload: Bytes,
+) -> Result<(), SendError> {
     check_size(shared, payload.len())?;
     shared.check_live(conn)?;
     let shard = conn.shard();
     d.reserve(shared, Targets::One(shard))?;
-    d.push(shared, shard, Command::Send { conn, payload });
+    d.push(
+        shared,
+        shard,
+        Command::Send {
+            conn,
+            kind,
+            payload,
+        },
+    );
     Ok(())
 }
 
@@ -201,8 +222,20 @@ pub(crate) fn broadcast(
     d: &mut impl Dispatch,
     payload: &Bytes,
 ) -> Result<(), SendError> {
+    broadcast_as(shared, d, MessageKind::Binary, payload)
+}
+
+/// [`broadcast`] of a message of `kind` (other nodes receive it as binary:
+/// the cluster carries bytes).
+pub(crate) fn broadcast_as(
+    shared: &ServerShared,
+    d: &mut impl Dispatch,
+    kind: MessageKind,
+    payload: &Bytes,
+) -> Result<(), SendError> {
     check_size(shared, payload.len())?;
     fan_out(shared, d, || Command::Broadcast {
+        kind,
         payload: payload.clone(),
     })?;
     if shared.cluster.get().is_some() {

@@ -62,6 +62,12 @@ impl Server {
         } else {
             config.addr
         };
+        #[cfg(feature = "websocket")]
+        let mut config = config;
+        #[cfg(feature = "websocket")]
+        if let Some(ws) = &mut config.websocket {
+            ws.addr = resolve_addr(ws.addr, config.bind_retry)?;
+        }
         let shards: Box<[ShardShared]> = (0..config.shards)
             .map(|_| ShardShared::new(table, config.command_queue))
             .collect::<io::Result<_>>()?;
@@ -159,6 +165,13 @@ impl Server {
     /// kernel when the configured port was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address of the WebSocket listener, if there is one (with the
+    /// port chosen by the kernel when the configured port was 0).
+    #[cfg(feature = "websocket")]
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.shared.config.websocket.as_ref().map(|ws| ws.addr)
     }
 
     /// The configuration the server was started with (after defaults were

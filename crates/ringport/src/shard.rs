@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::codec::Codec;
-use crate::config::Backend;
+use crate::config::{Backend, ServerConfig};
 use crate::engine::{Engine, Inbox};
 use crate::handler::Handler;
+use crate::protocol::ListenerProtocol;
 use crate::router::{self, ClusterOut};
 use crate::shared::{Command, ServerShared, ShardShared};
 use crate::stats::TurnHistogram;
@@ -50,7 +51,7 @@ pub(crate) fn run<C, H, F>(
     F: Fn(usize) -> H,
 {
     let index = setup.index;
-    let listener = match open_listener(&setup) {
+    let listeners = match open_listeners(&setup) {
         Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -67,7 +68,7 @@ pub(crate) fn run<C, H, F>(
         Backend::Epoll => {
             let wake = eventfd.as_fd();
             let driver = EpollDriver::new(
-                listener.map(Into::into),
+                listeners.into_iter().map(Into::into).collect(),
                 wake,
                 setup.table,
                 config.recv_buffer_size,
@@ -75,7 +76,7 @@ pub(crate) fn run<C, H, F>(
             run_on(setup, codec, factory, ready, driver)
         }
         _ => {
-            let driver = UringDriver::new(config, setup.table, setup.per_ring, listener, wake_fd);
+            let driver = UringDriver::new(config, setup.table, setup.per_ring, listeners, wake_fd);
             run_on(setup, codec, factory, ready, driver)
         }
     }
@@ -85,19 +86,21 @@ fn setup_error(index: usize, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("shard {index} setup failed: {e}"))
 }
 
-fn open_listener(setup: &Setup) -> io::Result<Option<socket2::Socket>> {
+/// The shard's listeners, in the order of `protocol::listeners` (the
+/// framed address first, then the protocol listeners).
+fn open_listeners(setup: &Setup) -> io::Result<Vec<socket2::Socket>> {
     let config = &setup.shared.config;
-    if !config.listen {
-        return Ok(None);
-    }
-    listener(config.addr, config.listen_backlog)
-        .map(Some)
-        .map_err(|e| {
-            setup_error(
-                setup.index,
-                io::Error::new(e.kind(), format!("listening on {}: {e}", config.addr)),
-            )
+    listeners(config)
+        .into_iter()
+        .map(|(addr, _)| {
+            listener(addr, config.listen_backlog).map_err(|e| {
+                setup_error(
+                    setup.index,
+                    io::Error::new(e.kind(), format!("listening on {addr}: {e}")),
+                )
+            })
         })
+        .collect()
 }
 
 fn listener(addr: SocketAddr, backlog: i32) -> io::Result<socket2::Socket> {
@@ -144,6 +147,12 @@ fn run_on<C, H, F, D>(
         handler,
         listening,
         Instant::now(),
+    )
+    .with_protocols(
+        listeners(&shared.config)
+            .into_iter()
+            .map(|(_, protocol)| protocol)
+            .collect(),
     );
     tracing::debug!(
         shard = index,
@@ -388,6 +397,23 @@ impl SlowTurns {
             "a loop turn took {busy:.1?}: this shard's connections waited that long"
         );
     }
+}
+
+/// The listeners of a server, in the order the drivers get them (the
+/// index is the listener of `Completion::Accepted`): the framed listener
+/// at `config.addr`, then each protocol listener with its protocol.
+fn listeners(config: &ServerConfig) -> Vec<(SocketAddr, Option<Arc<dyn ListenerProtocol>>)> {
+    let mut out: Vec<(SocketAddr, Option<Arc<dyn ListenerProtocol>>)> = Vec::new();
+    if !config.listen {
+        return out;
+    }
+    out.push((config.addr, None));
+    #[cfg(feature = "websocket")]
+    if let Some(ws) = &config.websocket {
+        let factory = crate::protocol::ws_conn::WsFactory::new(ws.clone(), config.close_timeout);
+        out.push((ws.addr, Some(Arc::new(factory))));
+    }
+    out
 }
 
 #[cfg(test)]

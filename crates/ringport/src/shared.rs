@@ -25,9 +25,12 @@ use crate::wake::SpaceWaiters;
 pub(crate) enum Command {
     Send {
         conn: ConnId,
+        /// Text or binary (kept by protocol connections only).
+        kind: crate::protocol::MessageKind,
         payload: Bytes,
     },
     Broadcast {
+        kind: crate::protocol::MessageKind,
         payload: Bytes,
     },
     /// To this shard's subscribers of `topic` (never forwarded further).

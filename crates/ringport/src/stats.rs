@@ -156,6 +156,13 @@ pub struct Stats {
     pub tls_failures: u64,
     /// Of `tls_failures`: handshakes not complete within their timeout.
     pub tls_handshake_timeouts: u64,
+    /// Protocol upgrades (WebSocket opening handshakes) accepted.
+    pub upgrades: u64,
+    /// Protocol upgrades refused (by the protocol or the upgrade hook).
+    pub upgrades_refused: u64,
+    /// Connections closed because their opening handshake did not
+    /// complete in time.
+    pub upgrade_timeouts: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -189,6 +196,9 @@ impl std::ops::AddAssign for Stats {
         self.tls_handshakes += o.tls_handshakes;
         self.tls_failures += o.tls_failures;
         self.tls_handshake_timeouts += o.tls_handshake_timeouts;
+        self.upgrades += o.upgrades;
+        self.upgrades_refused += o.upgrades_refused;
+        self.upgrade_timeouts += o.upgrade_timeouts;
     }
 }
 
@@ -242,6 +252,9 @@ shard_counters!(
     tls_handshakes,
     tls_failures,
     tls_handshake_timeouts,
+    upgrades,
+    upgrades_refused,
+    upgrade_timeouts,
 );
 
 #[cfg(test)]

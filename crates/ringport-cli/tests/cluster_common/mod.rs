@@ -30,8 +30,17 @@ impl NatsServer {
     }
 
     fn spawn(&mut self) {
+        // Its log goes to a file, shown if it does not start.
+        let log = std::env::temp_dir().join(format!(
+            "ringport-nats-{}-{}-{}.log",
+            std::process::id(),
+            self.name,
+            self.port
+        ));
         let child = Command::new("nats-server")
             .args(&self.args)
+            .arg("-l")
+            .arg(&log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -47,8 +56,9 @@ impl NatsServer {
         while http_get_opt(self.monitor, "/varz").is_none_or(|(code, _)| code != 200) {
             assert!(
                 Instant::now() < deadline,
-                "nats-server {} did not start",
-                self.name
+                "nats-server {} did not start; its log:\n{}",
+                self.name,
+                std::fs::read_to_string(&log).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(20));
         }

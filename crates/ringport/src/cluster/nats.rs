@@ -323,6 +323,7 @@ impl Runner {
 
     fn inbound_broadcast(&self, payload: Bytes) {
         self.inbound.to_every_shard(|| Command::Broadcast {
+            kind: crate::protocol::MessageKind::Binary,
             payload: payload.clone(),
         });
     }
@@ -411,7 +412,14 @@ impl Runner {
                 };
                 let payload = r.0;
                 let error = match shared.check_live(to) {
-                    Ok(shard) => match shared.command(shard, Command::Send { conn: to, payload }) {
+                    Ok(shard) => match shared.command(
+                        shard,
+                        Command::Send {
+                            conn: to,
+                            kind: crate::protocol::MessageKind::Binary,
+                            payload,
+                        },
+                    ) {
                         Ok(()) => return,
                         Err(e) => e,
                     },

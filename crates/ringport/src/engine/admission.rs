@@ -87,6 +87,7 @@ impl<C: Codec> Core<C> {
 
     pub(super) fn on_accept(
         &mut self,
+        listener: u8,
         result: Result<(u32, SocketAddr), i32>,
     ) -> Option<(ConnId, SocketAddr)> {
         self.accepts_posted = self.accepts_posted.saturating_sub(1);
@@ -110,6 +111,7 @@ impl<C: Codec> Core<C> {
         if !self.claim(slot, "accept") {
             return None;
         }
+        self.attach_protocol(slot, listener, peer);
         if !self.try_admit() {
             // Accepted in the moment the limit was reached, before the
             // accepts were withdrawn: held or refused, never seen by the

@@ -41,7 +41,7 @@ fn echo_rounds(depth: usize, rounds: usize) -> f64 {
     let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
     let mut gens = vec![0u32; CONNS as usize];
     for slot in 0..CONNS {
-        e.complete(Completion::Accepted(Ok((slot, peer))), &bufs);
+        e.complete(Completion::Accepted(0, Ok((slot, peer))), &bufs);
     }
     e.drain_ops::<()>(|op, _| {
         if let Op::Recv { slot, generation } = op {

@@ -111,6 +111,9 @@ slot_flags! {
     /// Reading paused by the application (`Context::pause_reading`): only
     /// `Context::resume_reading` resumes it.
     HELD_BY_APP = 512, held_by_app, set_held_by_app;
+    /// The connection has a protocol of its own (`Core::protocols`), not
+    /// the framed codec.
+    HAS_PROTOCOL = 2048, has_protocol, set_has_protocol;
 }
 
 impl Slot {
@@ -183,6 +186,9 @@ impl<C: Codec> Core<C> {
         // All flags clear (the peer's family is set again below).
         s.flags = 0;
         s.set_peer(peer);
+        let has_protocol = self.protocols.has(slot);
+        let s = &mut self.slots[slot];
+        s.set_has_protocol(has_protocol);
         s.last_input = now_ms as u32;
         s.last_output = now_ms as u32;
         s.opened_at = now_ms;
@@ -230,6 +236,9 @@ impl<C: Codec> Core<C> {
             return;
         }
         if flush {
+            if self.slots[slot].has_protocol() {
+                self.protocol_goodbye(slot, &reason);
+            }
             self.transport_close_notify(slot);
         }
         let s = &mut self.slots[slot];
@@ -300,6 +309,7 @@ impl<C: Codec> Core<C> {
             .get_mut_if_allocated(slot)
             .filter(|s| s.state == SlotState::Releasing && s.generation == generation)?;
         s.state = SlotState::Free;
+        s.set_has_protocol(false);
         let unseen = s.unseen();
         s.set_unseen(false);
         let generation = s.generation;
@@ -307,6 +317,7 @@ impl<C: Codec> Core<C> {
         self.in_use -= 1;
         let closing = self.closing.remove(&(slot as u32));
         let connecting = self.connecting.remove(&(slot as u32));
+        self.detach_protocol(slot);
         if unseen {
             return None;
         }

@@ -116,7 +116,7 @@ impl Harness {
 
     fn accept(&mut self, slot: u32) -> ConnId {
         let peer = "127.0.0.9:4000".parse().unwrap();
-        let ops = self.complete(Completion::Accepted(Ok((slot, peer))));
+        let ops = self.complete(Completion::Accepted(0, Ok((slot, peer))));
         let Some(&Op::Recv { generation, .. }) = ops.first() else {
             panic!("an accepted connection starts receiving: {ops:?}");
         };
@@ -432,9 +432,11 @@ fn pause_during_a_direct_receive_holds_the_frame_until_resumed() {
     let wire = frame(&body);
     switch_to_direct(&mut h, conn, &wire, 1000, 0);
     // Output for the connection from elsewhere fills its queue: paused.
-    h.engine
-        .core
-        .send_from_elsewhere(conn, bytes::Bytes::from(vec![0u8; 160_000]));
+    h.engine.core.send_from_elsewhere(
+        conn,
+        crate::protocol::MessageKind::Binary,
+        bytes::Bytes::from(vec![0u8; 160_000]),
+    );
     let ops = h.ops();
     assert!(
         has(&ops, |op| matches!(op, Op::CancelRecvInto { .. })),

@@ -86,7 +86,7 @@ impl<C: Codec> Core<C> {
     /// broadcasts skip it.
     #[inline]
     pub(super) fn handshaking(&self, slot: usize) -> bool {
-        self.slots[slot].transport.handshaking()
+        self.slots[slot].transport.handshaking() || self.upgrading(slot)
     }
 
     /// Closes the connections whose handshake is past its deadline.

@@ -57,6 +57,9 @@ pub(super) struct InputState<C: Codec> {
     pub framer: Framer<C>,
     /// Input received while the connection was paused, in arrival order.
     pub backlog: Vec<u8>,
+    /// A protocol connection's bytes read but not yet a whole step (the
+    /// start of a frame header or of a handshake request).
+    pub carry: Vec<u8>,
     /// When the frame being received began, and when it must be complete
     /// (`frame_timeout`, `min_receive_rate`).
     frame_started: Option<Instant>,
@@ -74,20 +77,21 @@ impl<C: Codec> InputState<C> {
     fn is_idle(&self) -> bool {
         self.framer.buffered() == 0
             && self.backlog.is_empty()
+            && self.carry.is_empty()
             && self.bulk == 0
             && !matches!(self.direct, Direct::InFlight(_) | Direct::Bulk(_))
     }
 
     /// Bytes held: the reassembly buffer and the backlog.
     fn held(&self) -> u64 {
-        (self.framer.heap_bytes() + self.backlog.capacity()) as u64
+        (self.framer.heap_bytes() + self.backlog.capacity() + self.carry.capacity()) as u64
     }
 }
 
 impl<C: Codec> Core<C> {
     /// Bytes held for a connection's input (its input state's buffers).
     pub(super) fn held(&self, slot: usize) -> u64 {
-        self.inputs[slot].as_ref().map_or(0, |i| i.held())
+        self.inputs[slot].as_ref().map_or(0, |i| i.held()) + self.protocols.heap_bytes(slot)
     }
 
     pub(super) fn backlog_is_empty(&self, slot: usize) -> bool {
@@ -102,7 +106,7 @@ impl<C: Codec> Core<C> {
 
     /// The input state of `slot`: its own, else one from the pool (between
     /// frames, nothing held back).
-    fn take_input(&mut self, slot: usize) -> Box<InputState<C>> {
+    pub(super) fn take_input(&mut self, slot: usize) -> Box<InputState<C>> {
         if let Some(input) = self
             .inputs
             .get_mut_if_allocated(slot)
@@ -116,6 +120,7 @@ impl<C: Codec> Core<C> {
             Box::new(InputState {
                 framer: Framer::with_pool(self.codec.clone(), self.frame_pool.clone()),
                 backlog: Vec::new(),
+                carry: Vec::new(),
                 frame_started: None,
                 frame_deadline: None,
                 direct: Direct::Off,
@@ -138,7 +143,7 @@ impl<C: Codec> Core<C> {
     /// still has a partial frame or backlog, else to the pool. `clean`: the
     /// codec reported no error (after one, the framer's state is
     /// unspecified and is not reused).
-    fn put_input(&mut self, slot: usize, mut input: Box<InputState<C>>, clean: bool) {
+    pub(super) fn put_input(&mut self, slot: usize, mut input: Box<InputState<C>>, clean: bool) {
         if !input.is_idle() {
             self.inputs[slot] = Some(input);
             return;
@@ -149,6 +154,9 @@ impl<C: Codec> Core<C> {
             }
             if input.backlog.capacity() > KEEP_INPUT_CAPACITY {
                 input.backlog = Vec::new();
+            }
+            if input.carry.capacity() > KEEP_INPUT_CAPACITY {
+                input.carry = Vec::new();
             }
             input.frame_started = None;
             input.frame_deadline = None;
@@ -209,7 +217,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         self.core.after_recv_ended(slot);
     }
 
-    fn account_held(&mut self, slot: usize, before: u64) {
+    pub(super) fn account_held(&mut self, slot: usize, before: u64) {
         let after = self.core.held(slot);
         let stats = &mut self.core.stats;
         stats.reassembly_bytes = (stats.reassembly_bytes + after).saturating_sub(before);
@@ -227,6 +235,13 @@ impl<C: Codec, H: Handler> Engine<C, H> {
 
     /// [`Self::deliver`] of plaintext.
     pub(super) fn deliver_plain(&mut self, slot: usize, generation: u32, data: &[u8]) {
+        if self.core.slots[slot].has_protocol() {
+            let s = &mut self.core.slots[slot];
+            s.bytes_in += data.len() as u64;
+            s.last_input = self.core.now_ms as u32;
+            self.core.stats.bytes_in += data.len() as u64;
+            return self.deliver_protocol(slot, generation, data);
+        }
         let before = self.core.held(slot);
         let messages_before = self.core.stats.messages_in;
         self.core.largest_message = 0;
@@ -285,6 +300,10 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         if s.state != SlotState::Open || s.recv_paused() {
             return;
         }
+        if s.has_protocol() {
+            self.replay_protocol(slot);
+            return self.after_replay(slot);
+        }
         let generation = s.generation;
         let before = self.core.held(slot);
         let messages_before = self.core.stats.messages_in;
@@ -320,6 +339,12 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         self.core.put_input(slot, input, result.is_ok());
         self.account_held(slot, before);
         self.after_feed(slot, result);
+        self.after_replay(slot);
+    }
+
+    /// After a replay: once the backlog is empty (and the connection not
+    /// paused again), reading resumes, or the close a FIN asked for happens.
+    fn after_replay(&mut self, slot: usize) {
         let backlog_empty = self.core.backlog_is_empty(slot);
         let s = &self.core.slots[slot];
         if s.state == SlotState::Open && !s.recv_paused() && backlog_empty {
@@ -384,7 +409,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         }
     }
 
-    fn after_feed(&mut self, slot: usize, result: Result<(), CodecError>) {
+    pub(super) fn after_feed(&mut self, slot: usize, result: Result<(), CodecError>) {
         let backlog = self.core.inputs[slot]
             .as_ref()
             .map_or(0, |i| i.backlog.len());

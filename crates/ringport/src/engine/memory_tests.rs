@@ -121,7 +121,7 @@ fn an_idle_engine_allocates_no_slot_pages_and_echo_needs_no_input_state() {
 
     let mut bufs = Bufs(Vec::new());
     let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-    e.complete(Completion::Accepted(Ok((3, peer))), &bufs);
+    e.complete(Completion::Accepted(0, Ok((3, peer))), &bufs);
     let generation = e.core.slots[3].generation;
     // Whole frames: delivered with a pooled input state, none kept.
     for i in 0..100u8 {
@@ -189,7 +189,7 @@ fn an_input_state_that_saw_a_codec_error_is_not_reused() {
     e.turn(Instant::now());
     let mut bufs = Bufs(Vec::new());
     let peer: SocketAddr = "[::1]:5000".parse().unwrap();
-    e.complete(Completion::Accepted(Ok((1, peer))), &bufs);
+    e.complete(Completion::Accepted(0, Ok((1, peer))), &bufs);
     let generation = e.core.slots[1].generation;
     let mut infos = Vec::new();
     e.core.connection_infos(&mut infos);

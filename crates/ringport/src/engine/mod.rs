@@ -42,6 +42,7 @@ mod multi_tests;
 pub(crate) mod outbox;
 mod output;
 mod paged;
+mod protocols;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -194,6 +195,8 @@ pub(crate) struct Core<C: Codec> {
     outbox_paused: Vec<u32>,
     /// Connections in their transport's handshake.
     handshakes: handshake::Handshakes,
+    /// Connections with a protocol of their own (not the framed codec).
+    protocols: protocols::Protocols,
 }
 
 /// A shard's engine: the core plus the handler and per-connection input
@@ -276,6 +279,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             outbox: Outbox::new(index, shared.shards.len(), config.command_queue),
             outbox_paused: Vec::new(),
             handshakes: handshake::Handshakes::default(),
+            protocols: protocols::Protocols::new(Vec::new(), 0),
             shared,
         };
         Engine {
@@ -283,6 +287,17 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             states: PagedTable::new(table),
             handler,
         }
+    }
+
+    /// Gives the listeners their protocols (by listener index; `None`:
+    /// the framed codec).
+    pub fn with_protocols(
+        mut self,
+        listeners: Vec<Option<Arc<dyn crate::protocol::ListenerProtocol>>>,
+    ) -> Self {
+        let table = self.core.slots.len();
+        self.core.protocols = protocols::Protocols::new(listeners, table);
+        self
     }
 
     /// Sets the engine's clock (the shard reads the real one; tests pass
@@ -392,8 +407,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// caller gives the buffer back to its driver afterwards.
     pub fn complete(&mut self, completion: Completion, bufs: &(impl RecvBuffers + ?Sized)) {
         match completion {
-            Completion::Accepted(result) => {
-                if let Some((conn, peer)) = self.core.on_accept(result) {
+            Completion::Accepted(listener, result) => {
+                if let Some((conn, peer)) = self.core.on_accept(listener, result) {
                     self.opened(conn, peer);
                 }
             }
@@ -458,8 +473,12 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     pub fn handle_command(&mut self, cmd: Command) {
         {
             match cmd {
-                Command::Send { conn, payload } => self.core.send_from_elsewhere(conn, payload),
-                Command::Broadcast { payload } => self.core.broadcast_local(&payload),
+                Command::Send {
+                    conn,
+                    kind,
+                    payload,
+                } => self.core.send_from_elsewhere(conn, kind, payload),
+                Command::Broadcast { kind, payload } => self.core.broadcast_local(kind, &payload),
                 Command::Publish { topic, payload } => {
                     self.core.publish_local(&topic, &payload);
                 }
@@ -527,6 +546,11 @@ impl<C: Codec, H: Handler> Engine<C, H> {
 
     /// The handler hears of a connection and creates its state.
     fn connected(&mut self, conn: ConnId, peer: SocketAddr) {
+        // A protocol with an opening handshake shows the connection after
+        // it (`protocols::read_protocol`).
+        if self.core.upgrading(conn.slot() as usize) {
+            return;
+        }
         let mut ctx = Context {
             core: &mut self.core,
         };

@@ -402,9 +402,10 @@ impl Net {
         let slot = self.next_slot[i];
         self.next_slot[i] += 1;
         let peer: SocketAddr = format!("127.0.0.9:{}", 4000 + slot).parse().unwrap();
-        self.shards[i]
-            .engine
-            .complete(Completion::Accepted(Ok((slot, peer))), &Buffers::default());
+        self.shards[i].engine.complete(
+            Completion::Accepted(0, Ok((slot, peer))),
+            &Buffers::default(),
+        );
         self.run_shard(i);
         self.settle();
         let seen = self.take_seen();
@@ -646,9 +647,10 @@ fn the_global_connection_limit_holds_across_shards_and_wakes_them_all() {
     let slot = net.next_slot[0];
     net.next_slot[0] += 1;
     let peer: SocketAddr = "127.0.0.9:5000".parse().unwrap();
-    net.shards[0]
-        .engine
-        .complete(Completion::Accepted(Ok((slot, peer))), &Buffers::default());
+    net.shards[0].engine.complete(
+        Completion::Accepted(0, Ok((slot, peer))),
+        &Buffers::default(),
+    );
     net.settle();
     assert!(
         !net.take_seen()
@@ -677,7 +679,7 @@ fn reaching_the_limit_wakes_every_shard_through_the_shard_loop() {
     }
     let shard = &mut net.shards[1];
     shard.engine.complete(
-        Completion::Accepted(Ok((0, "127.0.0.9:1".parse().unwrap()))),
+        Completion::Accepted(0, Ok((0, "127.0.0.9:1".parse().unwrap()))),
         &Buffers::default(),
     );
     assert!(
@@ -716,7 +718,7 @@ fn stop_closes_every_shards_connections_and_finishes_each_engine() {
     // Accepts posted before the stop complete as cancelled.
     for shard in &mut net.shards {
         shard.engine.complete(
-            Completion::Accepted(Err(libc::ECANCELED)),
+            Completion::Accepted(0, Err(libc::ECANCELED)),
             &Buffers::default(),
         );
         assert!(shard.engine.finished());

@@ -16,6 +16,7 @@ use crate::config::SlowConsumerPolicy;
 use crate::conn_id::ConnId;
 use crate::error::{CloseReason, SendError, TopicError};
 use crate::handler::{Outbound, Remote};
+use crate::protocol::MessageKind;
 use crate::router::{self, SendTo};
 use crate::stats::Stats;
 use crate::sys::Op;
@@ -35,6 +36,9 @@ impl<C: Codec> Core<C> {
     }
 
     pub(super) fn enqueue_copy(&mut self, slot: usize, payload: &[u8]) -> Result<(), SendError> {
+        if self.slots[slot].has_protocol() {
+            return self.enqueue_protocol(slot, MessageKind::Binary, payload, None);
+        }
         let (header, n) = self.header(payload.len())?;
         let trailer = self.codec.trailer();
         // One lookup of the slot for the whole enqueue: this runs once per
@@ -59,6 +63,21 @@ impl<C: Codec> Core<C> {
     }
 
     pub(super) fn enqueue_shared(&mut self, slot: usize, payload: Bytes) -> Result<(), SendError> {
+        self.enqueue_shared_as(slot, MessageKind::Binary, payload)
+    }
+
+    /// [`Self::enqueue_shared`] of a message of `kind` (which only
+    /// protocol connections keep; framed ones carry bytes).
+    pub(super) fn enqueue_shared_as(
+        &mut self,
+        slot: usize,
+        kind: MessageKind,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        if self.slots[slot].has_protocol() {
+            let bytes = payload.clone();
+            return self.enqueue_protocol(slot, kind, &payload, Some(bytes));
+        }
         let (header, n) = self.header(payload.len())?;
         if !self.slots[slot].transport.is_plain() {
             self.enqueue_through_transport(slot, &header[..n], &payload);
@@ -192,18 +211,19 @@ impl<C: Codec> Core<C> {
         }
     }
 
-    pub(super) fn send_from_elsewhere(&mut self, conn: ConnId, payload: Bytes) {
+    pub(super) fn send_from_elsewhere(&mut self, conn: ConnId, kind: MessageKind, payload: Bytes) {
         let Some(slot) = self.live_slot(conn) else {
             return;
         };
         if self.admit_remote(slot) {
-            let _ = self.enqueue_shared(slot, payload);
+            let _ = self.enqueue_shared_as(slot, kind, payload);
             self.check_pause(slot);
         }
         self.close_victims();
     }
 
-    pub(super) fn broadcast_local(&mut self, payload: &Bytes) {
+    pub(super) fn broadcast_local(&mut self, kind: MessageKind, payload: &Bytes) {
+        self.begin_fanout();
         for i in 0..self.open.len() {
             let slot = self.open[i] as usize;
             // Not yet shown to the handler: not part of "everyone".
@@ -211,10 +231,35 @@ impl<C: Codec> Core<C> {
                 continue;
             }
             if self.admit_remote(slot) {
-                let _ = self.enqueue_shared(slot, payload.clone());
+                let _ = self.enqueue_fanout(slot, kind, payload);
             }
         }
         self.close_victims();
+    }
+
+    /// Queues `payload` as one message of `kind` to a connection of this
+    /// shard (by reference when it is the message being handled).
+    fn send_local_as(
+        &mut self,
+        conn: ConnId,
+        kind: MessageKind,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        let slot = self.live_slot_below_limit(conn)?;
+        // Sending (part of) the large message being handled, e.g. an echo:
+        // queue the reassembly buffer by reference, no copy.
+        if let Some(current) = &self.current_message {
+            let within = current.as_ptr_range();
+            let wanted = payload.as_ptr_range();
+            if !payload.is_empty() && within.start <= wanted.start && wanted.end <= within.end {
+                let shared = current.slice_ref(payload);
+                return self.enqueue_shared_as(slot, kind, shared);
+            }
+        }
+        if self.slots[slot].has_protocol() {
+            return self.enqueue_protocol(slot, kind, payload, None);
+        }
+        self.enqueue_copy(slot, payload)
     }
 }
 
@@ -224,18 +269,25 @@ impl<C: Codec> Outbound for Core<C> {
             router::check_size(&self.shared, payload.len())?;
             return self.send_bytes(conn, Bytes::copy_from_slice(payload));
         }
-        let slot = self.live_slot_below_limit(conn)?;
-        // Sending (part of) the large message being handled, e.g. an echo:
-        // queue the reassembly buffer by reference, no copy.
-        if let Some(current) = &self.current_message {
-            let within = current.as_ptr_range();
-            let wanted = payload.as_ptr_range();
-            if !payload.is_empty() && within.start <= wanted.start && wanted.end <= within.end {
-                let shared = current.slice_ref(payload);
-                return self.enqueue_shared(slot, shared);
-            }
+        self.send_local_as(conn, MessageKind::Binary, payload)
+    }
+
+    fn send_as(
+        &mut self,
+        conn: ConnId,
+        kind: MessageKind,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        if conn.shard() != self.index {
+            router::check_size(&self.shared, payload.len())?;
+            let payload = Bytes::copy_from_slice(payload);
+            return router::send_as(&self.shared, &mut self.outbox, conn, kind, payload);
         }
-        self.enqueue_copy(slot, payload)
+        self.send_local_as(conn, kind, payload)
+    }
+
+    fn message_kind(&self) -> MessageKind {
+        self.protocols.current_kind
     }
 
     fn send_bytes(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {
@@ -247,13 +299,17 @@ impl<C: Codec> Outbound for Core<C> {
     }
 
     fn broadcast(&mut self, payload: &[u8]) -> Result<usize, SendError> {
+        self.broadcast_as(MessageKind::Binary, payload)
+    }
+
+    fn broadcast_as(&mut self, kind: MessageKind, payload: &[u8]) -> Result<usize, SendError> {
         router::check_size(&self.shared, payload.len())?;
         let bytes = Bytes::copy_from_slice(payload);
         // Other shards (and nodes) first: a full outbox refuses before
         // anyone got the message.
-        router::broadcast(&self.shared, &mut self.outbox, &bytes)?;
+        router::broadcast_as(&self.shared, &mut self.outbox, kind, &bytes)?;
         let here = self.open.len();
-        self.broadcast_local(&bytes);
+        self.broadcast_local(kind, &bytes);
         Ok(here)
     }
 

@@ -182,7 +182,7 @@ impl Harness {
     /// Accepts a connection into `slot`; returns its id (generation 1 on
     /// a fresh slot).
     fn accept(&mut self, slot: u32) -> ConnId {
-        let ops = self.complete(Completion::Accepted(Ok((slot, peer()))));
+        let ops = self.complete(Completion::Accepted(0, Ok((slot, peer()))));
         let Some(Op::Recv { generation, .. }) = ops.first() else {
             panic!("an accepted connection starts receiving: {ops:?}");
         };
@@ -530,7 +530,7 @@ fn idle_sweep_skips_no_connection_when_one_closes() {
     let mut last_close = 0;
     let mut closed = 0;
     for slot in 0..CONNS {
-        h.complete(Completion::Accepted(Ok((slot, peer()))));
+        h.complete(Completion::Accepted(0, Ok((slot, peer()))));
     }
     let mut ms = 0;
     while closed < CONNS && ms < 10_000 {
@@ -603,7 +603,7 @@ fn stop_withdraws_accepts_and_finishes_once_everything_closed() {
     );
     assert!(!h.engine.finished());
     // One accept was still posted; it ends cancelled.
-    h.complete(Completion::Accepted(Err(libc::ECANCELED)));
+    h.complete(Completion::Accepted(0, Err(libc::ECANCELED)));
     assert_eq!(h.recv_ended(conn, -libc::ECANCELED), vec![close_op(conn)]);
     h.closed(conn);
     assert!(h.engine.finished());
@@ -621,7 +621,7 @@ fn at_the_limit_a_client_waits_and_is_admitted_when_a_place_frees() {
     // The limit is reached: the posted accepts are withdrawn.
     assert_eq!(h.turn(1), vec![Op::WithdrawAccepts]);
     // One accept had completed before the withdrawal: held, unread, unseen.
-    let ops = h.complete(Completion::Accepted(Ok((2, peer()))));
+    let ops = h.complete(Completion::Accepted(0, Ok((2, peer()))));
     assert_eq!(ops, vec![], "no receive for a held client");
     assert_eq!(h.take_seen(), vec![]);
     h.engine.publish_stats();
@@ -656,7 +656,7 @@ fn at_the_limit_the_refuse_policy_closes_the_client() {
     });
     h.turn(0);
     h.accept(0);
-    let ops = h.complete(Completion::Accepted(Ok((1, peer()))));
+    let ops = h.complete(Completion::Accepted(0, Ok((1, peer()))));
     assert_eq!(
         ops,
         vec![Op::Close {

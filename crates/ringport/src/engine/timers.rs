@@ -16,6 +16,7 @@ impl<C: Codec> Core<C> {
         self.trim_input_pool();
         self.sweep_idle();
         self.expire_handshakes();
+        self.expire_upgrades();
         if self.accept_backoff_until.is_some_and(|t| t <= now) {
             self.accept_backoff_until = None;
         }
@@ -109,7 +110,12 @@ impl<C: Codec> Core<C> {
             if heartbeat_ms.is_some_and(|t| self.elapsed_ms(s.last_output) >= t)
                 && s.queue.is_empty()
             {
-                let _ = self.enqueue_copy(slot, &[]);
+                let has_protocol = s.has_protocol();
+                // A protocol's own keep-alive (a WebSocket ping), else an
+                // empty message.
+                if !(has_protocol && self.protocol_heartbeat(slot)) {
+                    let _ = self.enqueue_copy(slot, &[]);
+                }
                 self.stats.heartbeats += 1;
             }
         }

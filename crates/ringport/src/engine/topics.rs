@@ -20,6 +20,7 @@ use bytes::Bytes;
 use super::Core;
 use crate::codec::Codec;
 use crate::conn_id::ConnId;
+use crate::protocol::MessageKind;
 use crate::router::{ClusterOut, Dispatch};
 
 pub(crate) use crate::error::{MAX_TOPIC_LEN, MAX_TOPICS_PER_CONN, TopicError};
@@ -156,10 +157,13 @@ impl<C: Codec> Core<C> {
         // Taken out while sends are queued (which need `self`), put back
         // before any close can edit the index.
         let list = std::mem::take(list);
+        self.begin_fanout();
         let mut queued = 0;
         for &slot in &list {
             if self.admit_remote(slot as usize)
-                && self.enqueue_shared(slot as usize, payload.clone()).is_ok()
+                && self
+                    .enqueue_fanout(slot as usize, MessageKind::Binary, payload)
+                    .is_ok()
             {
                 queued += 1;
             }

@@ -277,6 +277,40 @@ fn close_frees_the_slot_for_the_next_accept<D: TestDriver>() {
     assert_eq!(again, 0);
 }
 
+/// Accepts are spread over every listener: clients of each are accepted,
+/// and each accept says which listener it came from, even when only one
+/// accept is posted at a time.
+fn accepts_from_every_listener<D: TestDriver>() {
+    let mut h = Harness::<D>::with_listeners(2, 8, 1024);
+    let mut clients = Vec::new();
+    for round in 0..3 {
+        for i in [1, 0] {
+            let client = StdStream::connect(h.listener_addr(i)).unwrap();
+            clients.push((i, client.local_addr().unwrap()));
+        }
+        // One accept at a time: the driver must not starve either one.
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            h.submit(Op::Accept);
+            match h.next().0 {
+                Completion::Accepted(listener, Ok((_, peer))) => {
+                    seen.push((listener as usize, peer))
+                }
+                c => panic!("round {round}: expected an accept, got {c:?}"),
+            }
+        }
+        seen.sort();
+        let mut want = clients[clients.len() - 2..].to_vec();
+        want.sort();
+        assert_eq!(seen, want, "round {round}");
+    }
+    h.submit(Op::StopListening);
+    for i in 0..2 {
+        let refused = StdStream::connect(h.listener_addr(i));
+        assert!(refused.is_err(), "listener {i} still open");
+    }
+}
+
 fn withdrawn_accepts_are_cancelled<D: TestDriver>() {
     let mut h = Harness::<D>::new(true, 4, 1024);
     for _ in 0..3 {
@@ -284,14 +318,17 @@ fn withdrawn_accepts_are_cancelled<D: TestDriver>() {
     }
     h.submit(Op::WithdrawAccepts);
     for _ in 0..3 {
-        assert_eq!(h.next().0, Completion::Accepted(Err(libc::ECANCELED)));
+        assert!(matches!(
+            h.next().0,
+            Completion::Accepted(_, Err(libc::ECANCELED))
+        ));
     }
     let client = StdStream::connect(h.addr()).unwrap();
     h.quiet(Duration::from_millis(100));
     // Asked again: the waiting client is taken without a new edge.
     h.submit(Op::Accept);
     match h.next().0 {
-        Completion::Accepted(Ok((_, peer))) => assert_eq!(peer, client.local_addr().unwrap()),
+        Completion::Accepted(_, Ok((_, peer))) => assert_eq!(peer, client.local_addr().unwrap()),
         c => panic!("expected an accept, got {c:?}"),
     }
 }
@@ -301,7 +338,10 @@ fn stop_listening_refuses_new_clients<D: TestDriver>() {
     h.submit(Op::Accept);
     h.submit(Op::StopListening);
     h.submit(Op::WithdrawAccepts);
-    assert_eq!(h.next().0, Completion::Accepted(Err(libc::ECANCELED)));
+    assert!(matches!(
+        h.next().0,
+        Completion::Accepted(_, Err(libc::ECANCELED))
+    ));
     // The listener closes once no accept is posted (io_uring: when the
     // cancelled accept is reaped, which the poll above did).
     let refused = StdStream::connect(h.addr()).unwrap_err();
@@ -408,7 +448,7 @@ fn echoes_many_connections<D: TestDriver>() {
             continue;
         };
         let slot = match c {
-            Completion::Accepted(Ok((slot, _))) => {
+            Completion::Accepted(_, Ok((slot, _))) => {
                 h.submit(Op::Recv {
                     slot,
                     generation: 1,
@@ -599,6 +639,7 @@ for_each_driver!(
     send_to_a_reset_peer_fails_without_sigpipe,
     close_frees_the_slot_for_the_next_accept,
     withdrawn_accepts_are_cancelled,
+    accepts_from_every_listener,
     stop_listening_refuses_new_clients,
     wake_ups_are_reported_once,
     ops_on_a_free_slot_fail_cleanly,

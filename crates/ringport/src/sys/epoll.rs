@@ -41,8 +41,14 @@ use crate::stats::RECV_BUFFER_BYTES;
 mod calls;
 mod connect;
 
-const LISTENER: Token = Token(usize::MAX - 1);
 const WAKE: Token = Token(usize::MAX - 2);
+/// Listener `i` has token `LISTENER_BASE - i` (a few, below the others).
+const LISTENER_BASE: usize = usize::MAX - 3;
+const MAX_LISTENERS: usize = 16;
+
+fn listener_token(i: usize) -> Token {
+    Token(LISTENER_BASE - i)
+}
 /// Readiness events taken per poll.
 const EVENTS: usize = 1024;
 /// Segments of the send queue written per send (as the io_uring engine).
@@ -104,9 +110,11 @@ impl Slot {
 pub(crate) struct EpollDriver {
     poll: Poll,
     events: Events,
-    listener: Option<TcpListener>,
-    /// The listener may have a client waiting (unknown counts as ready).
-    listener_ready: bool,
+    /// The shard's listeners, each with whether it may have a client
+    /// waiting (unknown counts as ready).
+    listeners: Vec<(Option<TcpListener>, bool)>,
+    /// Where the next accept looks first (so no listener is starved).
+    next_listener: usize,
     /// Accepts asked for and not completed yet.
     accept_budget: usize,
     accepted_this_round: usize,
@@ -134,7 +142,7 @@ impl EpollDriver {
     /// non-blocking eventfd `wake` (which must stay open as long as the
     /// driver), and reading into one buffer of `read_buffer_size` bytes.
     pub(crate) fn new(
-        listener: Option<std::net::TcpListener>,
+        listeners: Vec<std::net::TcpListener>,
         wake: BorrowedFd<'_>,
         capacity: usize,
         read_buffer_size: usize,
@@ -155,23 +163,27 @@ impl EpollDriver {
         let wake = wake.as_raw_fd();
         poll.registry()
             .register(&mut SourceFd(&wake), WAKE, Interest::READABLE)?;
-        let listener = match listener {
-            Some(l) => {
-                l.set_nonblocking(true)?;
-                let mut l = TcpListener::from_std(l);
-                poll.registry()
-                    .register(&mut l, LISTENER, Interest::READABLE)?;
-                Some(l)
-            }
-            None => None,
-        };
+        if listeners.len() > MAX_LISTENERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "too many listeners for the epoll backend",
+            ));
+        }
+        let mut open = Vec::with_capacity(listeners.len());
+        for (i, l) in listeners.into_iter().enumerate() {
+            l.set_nonblocking(true)?;
+            let mut l = TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut l, listener_token(i), Interest::READABLE)?;
+            open.push((Some(l), true));
+        }
         let read_buf = vec![0u8; read_buffer_size].into_boxed_slice();
         RECV_BUFFER_BYTES.fetch_add(read_buf.len(), Ordering::Relaxed);
         Ok(EpollDriver {
             poll,
             events: Events::with_capacity(EVENTS),
-            listener,
-            listener_ready: true,
+            listeners: open,
+            next_listener: 0,
             accept_budget: 0,
             accepted_this_round: 0,
             wake,
@@ -199,7 +211,7 @@ impl EpollDriver {
 
     fn withdraw_accepts(&mut self) {
         for _ in 0..self.accept_budget {
-            self.push(Completion::Accepted(Err(libc::ECANCELED)));
+            self.push(Completion::Accepted(0, Err(libc::ECANCELED)));
         }
         self.accept_budget = 0;
     }
@@ -464,17 +476,22 @@ impl EpollDriver {
 
     /// Accepts one client for the budget, or learns the listener is drained.
     fn accept_one(&mut self) {
-        let Some(listener) = self.listener.as_ref() else {
-            self.listener_ready = false;
+        let n = self.listeners.len();
+        let Some(i) = (0..n)
+            .map(|k| (self.next_listener + k) % n)
+            .find(|&i| self.listeners[i].1 && self.listeners[i].0.is_some())
+        else {
             return;
         };
+        self.next_listener = (i + 1) % n;
+        let listener = self.listeners[i].0.as_ref().expect("an open listener");
         let outcome = loop {
             match listener.accept() {
                 Ok((stream, peer)) => break self.adopt(stream).map(|slot| (slot, peer)),
                 Err(e) => match classify_accept_error(&e) {
                     AcceptError::Retry => {}
                     AcceptError::Drained => {
-                        self.listener_ready = false;
+                        self.listeners[i].1 = false;
                         return;
                     }
                     AcceptError::Fail(errno) => break Err(errno),
@@ -483,7 +500,12 @@ impl EpollDriver {
         };
         self.accept_budget -= 1;
         self.accepted_this_round += 1;
-        self.push(Completion::Accepted(outcome));
+        self.push(Completion::Accepted(i as u8, outcome));
+    }
+
+    /// Some listener may have a client waiting.
+    fn listener_ready(&self) -> bool {
+        self.listeners.iter().any(|l| l.1 && l.0.is_some())
     }
 
     /// Puts an accepted socket in a free slot.
@@ -516,7 +538,9 @@ impl EpollDriver {
         for event in self.events.iter() {
             match event.token() {
                 WAKE => woken = true,
-                LISTENER => self.listener_ready = true,
+                Token(t) if t <= LISTENER_BASE && LISTENER_BASE - t < self.listeners.len() => {
+                    self.listeners[LISTENER_BASE - t].1 = true;
+                }
                 Token(i) => {
                     let Some(s) = self.slots.get_mut(i).filter(|s| s.registered) else {
                         continue;
@@ -544,7 +568,7 @@ impl EpollDriver {
         !self.completions.is_empty()
             || !self.ready.is_empty()
             || !self.again.is_empty()
-            || (self.accept_budget > 0 && self.listener_ready && self.listener.is_some())
+            || (self.accept_budget > 0 && self.listener_ready())
     }
 }
 
@@ -575,17 +599,20 @@ impl Driver for EpollDriver {
     fn submit(&mut self, op: Op, queues: &dyn SendQueues) -> io::Result<()> {
         match op {
             Op::Accept => {
-                if self.listener.is_some() {
+                if self.listeners.iter().any(|l| l.0.is_some()) {
                     self.accept_budget += 1;
                 } else {
-                    self.push(Completion::Accepted(Err(libc::EINVAL)));
+                    self.push(Completion::Accepted(0, Err(libc::EINVAL)));
                 }
             }
             Op::WithdrawAccepts => self.withdraw_accepts(),
             Op::StopListening => {
                 self.withdraw_accepts();
-                if let Some(mut listener) = self.listener.take() {
-                    let _ = self.poll.registry().deregister(&mut listener);
+                for (listener, ready) in &mut self.listeners {
+                    if let Some(mut l) = listener.take() {
+                        let _ = self.poll.registry().deregister(&mut l);
+                    }
+                    *ready = false;
                 }
             }
             Op::Recv { slot, generation } => self.arm_recv(slot, generation),
@@ -661,7 +688,7 @@ impl Driver for EpollDriver {
             if let Some(slot) = self.ready.pop_front() {
                 self.run_slot(slot);
             } else if self.accept_budget > 0
-                && self.listener_ready
+                && self.listener_ready()
                 && self.accepted_this_round < ACCEPTS_PER_ROUND
             {
                 self.accept_one();
@@ -677,7 +704,7 @@ impl Driver for EpollDriver {
     }
 
     fn teardown(&mut self) {
-        self.listener = None;
+        self.listeners.clear();
         for s in &mut self.slots {
             *s = Slot::default();
         }

@@ -127,8 +127,10 @@ pub(crate) enum Op {
 /// The outcome of an [`Op`], or an event of the backend itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Completion {
-    /// An accept finished: the new connection's slot and peer, or an errno.
-    Accepted(Result<(u32, SocketAddr), i32>),
+    /// An accept finished on listener `.0` (its index in the list the
+    /// driver was given): the new connection's slot and peer, or an errno
+    /// (the listener of a failed or withdrawn accept is not meaningful).
+    Accepted(u8, Result<(u32, SocketAddr), i32>),
     /// Bytes received (`result > 0`, in `buf`), end of stream (`0`) or an
     /// error (`< 0`; `-ENOBUFS`: out of buffers, re-arm; `-ECANCELED`).
     /// Without `more`, the receive has ended and must be re-armed to go on.

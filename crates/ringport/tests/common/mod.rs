@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};

@@ -215,6 +215,7 @@ impl History {
                 if let Some(shard) = shared.shards.get(conn.shard()) {
                     let cmd = Command::Send {
                         conn,
+                        kind: crate::protocol::MessageKind::Binary,
                         payload: Bytes::from(frame),
                     };
                     if shared.command(shard, cmd).is_err() {
@@ -269,6 +270,7 @@ impl History {
             for (_, frame) in l.recent.iter().filter(|(seq, _)| *seq > since.seq) {
                 let cmd = Command::Send {
                     conn,
+                    kind: crate::protocol::MessageKind::Binary,
                     payload: frame.clone(),
                 };
                 if shared.command(shard, cmd).is_err() {

@@ -38,14 +38,7 @@ impl Default for SessionConfig {
     }
 }
 
-/// Text or binary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MessageKind {
-    /// UTF-8 text (opcode 0x1).
-    Text,
-    /// Binary (opcode 0x2).
-    Binary,
-}
+pub use crate::protocol::MessageKind;
 
 impl MessageKind {
     pub(crate) fn opcode(self) -> OpCode {

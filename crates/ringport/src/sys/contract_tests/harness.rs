@@ -23,7 +23,7 @@ pub(crate) trait TestDriver: Driver + Sized {
     /// `read_buffer_size` bytes, accepting from `listener` if given and
     /// reporting wake-ups of `wake`.
     fn open(
-        listener: Option<StdListener>,
+        listeners: Vec<StdListener>,
         wake: BorrowedFd<'_>,
         capacity: usize,
         read_buffer_size: usize,
@@ -35,12 +35,12 @@ pub(crate) trait TestDriver: Driver + Sized {
 impl TestDriver for EpollDriver {
     const NAME: &'static str = "epoll";
     fn open(
-        listener: Option<StdListener>,
+        listeners: Vec<StdListener>,
         wake: BorrowedFd<'_>,
         capacity: usize,
         read_buffer_size: usize,
     ) -> io::Result<Self> {
-        EpollDriver::new(listener, wake, capacity, read_buffer_size)
+        EpollDriver::new(listeners, wake, capacity, read_buffer_size)
     }
     fn describes(describe: &str) -> bool {
         describe == "epoll"
@@ -50,7 +50,7 @@ impl TestDriver for EpollDriver {
 impl TestDriver for UringDriver {
     const NAME: &'static str = "io-uring";
     fn open(
-        listener: Option<StdListener>,
+        listeners: Vec<StdListener>,
         wake: BorrowedFd<'_>,
         capacity: usize,
         read_buffer_size: usize,
@@ -65,7 +65,7 @@ impl TestDriver for UringDriver {
             &config,
             capacity,
             capacity,
-            listener.map(socket2::Socket::from),
+            listeners.into_iter().map(socket2::Socket::from).collect(),
             wake.as_raw_fd(),
         )
     }
@@ -113,7 +113,7 @@ pub(crate) struct Harness<D: TestDriver> {
     pub queues: Queues,
     pub pool: ChunkPool,
     pub wake: OwnedFd,
-    addr: Option<SocketAddr>,
+    addrs: Vec<SocketAddr>,
 }
 
 impl<D: TestDriver> Drop for Harness<D> {
@@ -124,11 +124,18 @@ impl<D: TestDriver> Drop for Harness<D> {
 
 impl<D: TestDriver> Harness<D> {
     pub fn new(listen: bool, capacity: usize, read_buffer_size: usize) -> Self {
-        let listener = listen.then(|| StdListener::bind("127.0.0.1:0").unwrap());
-        let addr = listener.as_ref().map(|l| l.local_addr().unwrap());
+        Self::with_listeners(usize::from(listen), capacity, read_buffer_size)
+    }
+
+    /// A harness whose driver accepts from `listeners` listeners.
+    pub fn with_listeners(listeners: usize, capacity: usize, read_buffer_size: usize) -> Self {
+        let listeners: Vec<StdListener> = (0..listeners)
+            .map(|_| StdListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addrs = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         let wake = eventfd().unwrap();
         let driver =
-            D::open(listener, wake.as_fd(), capacity, read_buffer_size).unwrap_or_else(|e| {
+            D::open(listeners, wake.as_fd(), capacity, read_buffer_size).unwrap_or_else(|e| {
                 panic!(
                     "opening the {} driver failed: {e} (set RINGPORT_SKIP={} to skip these tests)",
                     D::NAME,
@@ -140,12 +147,17 @@ impl<D: TestDriver> Harness<D> {
             queues: Queues((0..capacity).map(|_| SendQueue::default()).collect()),
             pool: ChunkPool::new(64),
             wake,
-            addr,
+            addrs,
         }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr.unwrap()
+        self.addrs[0]
+    }
+
+    /// The address of listener `i`.
+    pub fn listener_addr(&self, i: usize) -> SocketAddr {
+        self.addrs[i]
     }
 
     pub fn submit(&mut self, op: Op) {
@@ -196,7 +208,7 @@ impl<D: TestDriver> Harness<D> {
         self.submit(Op::Accept);
         let client = StdStream::connect(self.addr()).unwrap();
         match self.next().0 {
-            Completion::Accepted(Ok((slot, peer))) => {
+            Completion::Accepted(_, Ok((slot, peer))) => {
                 assert_eq!(peer, client.local_addr().unwrap());
                 (slot, client)
             }

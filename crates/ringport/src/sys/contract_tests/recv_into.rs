@@ -49,7 +49,7 @@ impl<D: TestDriver> Harness<D> {
         let listener = StdListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let wake = eventfd().unwrap();
-        let driver = D::open(Some(listener), wake.as_fd(), 4, 1024).unwrap();
+        let driver = D::open(vec![listener], wake.as_fd(), 4, 1024).unwrap();
         let mut h = Harness {
             driver,
             memory: Memory {
@@ -62,7 +62,7 @@ impl<D: TestDriver> Harness<D> {
         };
         h.submit(Op::Accept);
         match h.next() {
-            Completion::Accepted(Ok((slot, _))) => h.slot = slot,
+            Completion::Accepted(_, Ok((slot, _))) => h.slot = slot,
             c => panic!("expected an accept, got {c:?}"),
         }
         h

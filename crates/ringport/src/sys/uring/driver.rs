@@ -50,6 +50,8 @@ struct AcceptSlot {
     posted: bool,
     /// The ring it is posted on.
     unit: u16,
+    /// The listener it is posted on.
+    listener: u8,
 }
 
 /// What the kernel reads while a multi-segment send is in flight.
@@ -75,7 +77,10 @@ pub(crate) struct UringDriver {
     table: u32,
     describe: &'static str,
     config: ServerConfig,
-    listener: Option<socket2::Socket>,
+    /// The shard's listeners (closed: `None`), with their accepts posted.
+    listeners: Vec<(Option<socket2::Socket>, usize)>,
+    /// Where the search for the listener of the next accept starts.
+    next_listener: usize,
     accepts: Box<[AcceptSlot]>,
     accepts_posted: usize,
     /// Close the listener once no accept is posted.
@@ -113,7 +118,7 @@ impl UringDriver {
         config: &ServerConfig,
         table: usize,
         per_ring: usize,
-        listener: Option<socket2::Socket>,
+        listeners: Vec<socket2::Socket>,
         wake_fd: RawFd,
     ) -> io::Result<Self> {
         let table = u32::try_from(table.max(1)).unwrap_or(u32::MAX);
@@ -146,13 +151,15 @@ impl UringDriver {
             table,
             describe,
             config: config.clone(),
-            listener,
+            listeners: listeners.into_iter().map(|l| (Some(l), 0)).collect(),
+            next_listener: 0,
             accepts: (0..config.accepts_in_flight)
                 .map(|_| AcceptSlot {
                     addr: socket2::SockAddrStorage::zeroed(),
                     len: 0,
                     posted: false,
                     unit: 0,
+                    listener: 0,
                 })
                 .collect(),
             accepts_posted: 0,
@@ -260,8 +267,30 @@ impl UringDriver {
         self.push(unit, entry)
     }
 
+    /// The open listener with the fewest accepts posted (ties: the next
+    /// one after the last chosen), so that every listener keeps accepts
+    /// posted and none is starved at the connection limit.
+    fn pick_listener(&mut self) -> Option<(usize, RawFd)> {
+        let n = self.listeners.len();
+        let best = (0..n)
+            .map(|i| (self.next_listener + i) % n)
+            .filter_map(|i| self.listeners[i].0.as_ref().map(|l| (i, l.as_raw_fd())))
+            .min_by_key(|&(i, _)| self.listeners[i].1)?;
+        self.next_listener = (best.0 + 1) % n;
+        Some(best)
+    }
+
+    /// Closes the listeners (stopping) once no accept is posted.
+    fn close_listeners_if_idle(&mut self) {
+        if self.stop_listening && self.accepts_posted == 0 {
+            for l in &mut self.listeners {
+                l.0 = None;
+            }
+        }
+    }
+
     fn post_accept(&mut self) -> io::Result<()> {
-        let Some(listener) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
+        let Some((li, listener)) = self.pick_listener() else {
             return Ok(());
         };
         let Some(k) = self.accepts.iter().position(|a| !a.posted) else {
@@ -272,14 +301,17 @@ impl UringDriver {
         self.accepts_posted += 1;
         let Some(unit) = self.unit_with_room() else {
             self.accepts_posted -= 1;
-            self.made_up.push(Completion::Accepted(Err(libc::ENFILE)));
+            self.made_up
+                .push(Completion::Accepted(li as u8, Err(libc::ENFILE)));
             return Ok(());
         };
         self.units[unit].reserved += 1;
         self.units[unit].accepts_posted += 1;
+        self.listeners[li].1 += 1;
         let a = &mut self.accepts[k];
         a.posted = true;
         a.unit = unit as u16;
+        a.listener = li as u8;
         a.len = a.addr.size_of();
         let entry = opcode::Accept::new(
             types::Fd(listener),
@@ -384,7 +416,10 @@ impl UringDriver {
         };
         let (slot, generation) = (ud.slot, ud.generation);
         match ud.kind {
-            OpKind::Accept => Some(Completion::Accepted(self.on_accept(slot as usize, result))),
+            OpKind::Accept => {
+                let (listener, result) = self.on_accept(slot as usize, result);
+                Some(Completion::Accepted(listener, result))
+            }
             OpKind::Recv => {
                 let bufs = &mut self.units[unit].bufs;
                 let buf = cqueue::buffer_select(flags).map(|bid| {
@@ -485,29 +520,33 @@ impl UringDriver {
         }
     }
 
-    fn on_accept(&mut self, k: usize, result: i32) -> Result<(u32, SocketAddr), i32> {
+    fn on_accept(&mut self, k: usize, result: i32) -> (u8, Result<(u32, SocketAddr), i32>) {
         let a = &mut self.accepts[k];
         a.posted = false;
         let unit = a.unit as usize;
+        let li = a.listener;
+        if let Some(l) = self.listeners.get_mut(li as usize) {
+            l.1 = l.1.saturating_sub(1);
+        }
         self.accepts_posted -= 1;
         let u = &mut self.units[unit];
         u.accepts_posted = u.accepts_posted.saturating_sub(1);
         if result < 0 {
             u.reserved = u.reserved.saturating_sub(1);
         }
-        if self.stop_listening && self.accepts_posted == 0 {
-            self.listener = None;
-        }
         if result < 0 {
-            return Err(-result);
+            self.close_listeners_if_idle();
+            return (li, Err(-result));
         }
+        let a = &mut self.accepts[k];
         let storage = std::mem::replace(&mut a.addr, socket2::SockAddrStorage::zeroed());
         // SAFETY: the accept completed, so the kernel is done with the
         // storage and filled `a.len` bytes of it (at most its size).
         let peer = unsafe { socket2::SockAddr::new(storage, a.len) }
             .as_socket()
             .unwrap_or(UNSPECIFIED);
-        Ok((unit as u32 * self.per_ring + result as u32, peer))
+        self.close_listeners_if_idle();
+        (li, Ok((unit as u32 * self.per_ring + result as u32, peer)))
     }
 
     /// Enters each ring after the first that has submissions queued or
@@ -546,26 +585,29 @@ impl Driver for UringDriver {
         match op {
             Op::Accept => self.post_accept(),
             Op::WithdrawAccepts => {
-                let Some(fd) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
-                    return Ok(());
-                };
-                for unit in 0..self.units.len() {
-                    if self.units[unit].accepts_posted > 0 {
-                        let entry = opcode::AsyncCancel2::new(
-                            types::CancelBuilder::fd(types::Fd(fd)).all(),
-                        )
-                        .build()
-                        .user_data(UserData::new(OpKind::Cancel, 0, 0).encode());
-                        self.push(unit, entry)?;
+                let fds: Vec<RawFd> = self
+                    .listeners
+                    .iter()
+                    .filter(|l| l.1 > 0)
+                    .filter_map(|l| l.0.as_ref().map(|l| l.as_raw_fd()))
+                    .collect();
+                for fd in fds {
+                    for unit in 0..self.units.len() {
+                        if self.units[unit].accepts_posted > 0 {
+                            let entry = opcode::AsyncCancel2::new(
+                                types::CancelBuilder::fd(types::Fd(fd)).all(),
+                            )
+                            .build()
+                            .user_data(UserData::new(OpKind::Cancel, 0, 0).encode());
+                            self.push(unit, entry)?;
+                        }
                     }
                 }
                 Ok(())
             }
             Op::StopListening => {
                 self.stop_listening = true;
-                if self.accepts_posted == 0 {
-                    self.listener = None;
-                }
+                self.close_listeners_if_idle();
                 Ok(())
             }
             Op::Recv { slot, generation } => {
@@ -771,7 +813,7 @@ impl Driver for UringDriver {
         for unit in &mut self.units {
             let _ = unit.ring.submitter().unregister_buf_ring(unit.bufs.group());
         }
-        self.listener = None;
+        self.listeners.clear();
     }
 
     /// Every operation in flight is cancelled (and its completion reaped,
@@ -811,7 +853,7 @@ impl Driver for UringDriver {
                 tracing::error!(error = %e, "abandoning a failed shard: unregistering its sockets failed");
             }
         }
-        self.listener = None;
+        self.listeners.clear();
     }
 
     fn describe(&self) -> &'static str {

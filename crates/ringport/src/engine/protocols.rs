@@ -1,0 +1,480 @@
+//! Connections whose protocol is not the framed codec (`crate::protocol`):
+//! the engine side of the protocol seam.
+//!
+//! A listener may carry a [`ListenerProtocol`]; each connection it accepts
+//! gets a [`ConnProtocol`] (kept here, by slot; framed connections have
+//! none and pay nothing). Received plaintext goes through it instead of
+//! the framer: it answers the opening handshake after asking the handler
+//! (`Handler::on_upgrade`), hands whole messages to `on_message`, answers
+//! control traffic itself and ends the connection with a reason. Messages
+//! sent to such a connection are framed by it (a header before the payload,
+//! which is still queued by reference when shared), and a close says
+//! goodbye through it (a close frame) before the transport's end.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::conn::SlotState;
+use super::paged::PagedTable;
+use super::{Core, Engine};
+use crate::codec::Codec;
+use crate::conn_id::ConnId;
+use crate::error::{CloseReason, SendError};
+use crate::handler::{Context, Handler};
+use crate::protocol::{
+    ConnProtocol, Framed, FramedShared, ListenerProtocol, MAX_PROTOCOL_HEADER, MessageKind,
+    Payload, SharedCache, Step, UpgradeDecision,
+};
+
+/// The scratch buffers keep at most this much capacity between receives.
+const RETAIN_SCRATCH: usize = 256 * 1024;
+
+/// A shard's protocol connections.
+pub(crate) struct Protocols {
+    /// The protocol of each listener (by index), `None` for framed ones.
+    listeners: Vec<Option<Arc<dyn ListenerProtocol>>>,
+    /// By slot (a page of the table is allocated when a protocol
+    /// connection first lands in it: no hashing, no per-entry overhead).
+    conns: PagedTable<Option<Box<dyn ConnProtocol>>>,
+    /// Protocol connections in `conns`.
+    count: usize,
+    /// Received bytes being read (the connection's leftover, then the new
+    /// ones).
+    input: Vec<u8>,
+    /// The protocol's own output of one step.
+    out: Vec<u8>,
+    /// Connections in their opening handshake, with its deadline.
+    upgrades: VecDeque<(u32, u32, Instant)>,
+    /// The kind of the message being handled.
+    pub current_kind: MessageKind,
+    /// What the protocols keep of the message being fanned out (a
+    /// broadcast or publish), emptied for each.
+    fanout: SharedCache,
+}
+
+impl Protocols {
+    /// Protocols for the listeners (by index) of a table of `table` slots.
+    pub fn new(listeners: Vec<Option<Arc<dyn ListenerProtocol>>>, table: usize) -> Protocols {
+        Protocols {
+            listeners,
+            conns: PagedTable::new(table),
+            count: 0,
+            input: Vec::new(),
+            out: Vec::new(),
+            upgrades: VecDeque::new(),
+            current_kind: MessageKind::Binary,
+            fanout: None,
+        }
+    }
+
+    /// Whether `slot` has a protocol connection.
+    #[inline]
+    pub fn has(&self, slot: usize) -> bool {
+        self.count > 0 && self.conns.get(slot).is_some_and(Option::is_some)
+    }
+
+    #[inline]
+    fn get_mut(&mut self, slot: usize) -> Option<&mut Box<dyn ConnProtocol>> {
+        self.conns
+            .get_mut_if_allocated(slot)
+            .and_then(Option::as_mut)
+    }
+
+    fn insert(&mut self, slot: usize, conn: Box<dyn ConnProtocol>) {
+        if self.conns[slot].replace(conn).is_none() {
+            self.count += 1;
+        }
+    }
+
+    fn take(&mut self, slot: usize) -> Option<Box<dyn ConnProtocol>> {
+        let taken = self.conns.get_mut_if_allocated(slot).and_then(Option::take);
+        if taken.is_some() {
+            self.count -= 1;
+        }
+        taken
+    }
+
+    /// Heap bytes held by the protocol state of `slot` (reassembly,
+    /// compression contexts).
+    pub fn heap_bytes(&self, slot: usize) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        self.conns
+            .get(slot)
+            .and_then(Option::as_ref)
+            .map_or(0, |c| c.heap_bytes() as u64)
+    }
+}
+
+impl<C: Codec> Core<C> {
+    /// An accepted connection from listener `listener`: its protocol state,
+    /// if the listener has one.
+    pub(super) fn attach_protocol(&mut self, slot: usize, listener: u8, peer: SocketAddr) {
+        let Some(Some(make)) = self.protocols.listeners.get(listener as usize) else {
+            return;
+        };
+        let conn = make.open(peer, self.now);
+        let deadline = self.now + make.handshake_timeout();
+        let generation = self.slots[slot].generation;
+        self.protocols.insert(slot, conn);
+        // Deadlines differ by listener: kept in order of deadline.
+        let upgrades = &mut self.protocols.upgrades;
+        let at = upgrades.partition_point(|&(_, _, d)| d <= deadline);
+        upgrades.insert(at, (slot as u32, generation, deadline));
+    }
+
+    /// The slot is free again: its protocol state goes (and the memory it
+    /// held leaves the shard's input account).
+    pub(super) fn detach_protocol(&mut self, slot: usize) {
+        if self.protocols.count > 0 {
+            let held = self.protocols.heap_bytes(slot);
+            self.stats.reassembly_bytes = self.stats.reassembly_bytes.saturating_sub(held);
+            self.protocols.take(slot);
+        }
+    }
+
+    /// Whether `slot` has a protocol and is still in its opening handshake
+    /// (not yet shown to the handler).
+    #[inline]
+    pub(super) fn upgrading(&self, slot: usize) -> bool {
+        self.slots[slot].has_protocol()
+            && self
+                .protocols
+                .conns
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|p| !p.is_open())
+    }
+
+    /// Queues protocol output (handshake response, pong, close frame) of
+    /// `slot` as it is, through its transport.
+    pub(super) fn queue_raw(&mut self, slot: usize, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let s = &mut self.slots[slot];
+        let before = s.queue.len();
+        if s.transport.is_plain() {
+            s.queue.push_copy(&mut self.pool, &[bytes]);
+        } else {
+            s.transport.write(&[bytes], &mut s.queue, &mut self.pool);
+        }
+        let added = self.slots[slot].queue.len() - before;
+        self.stats.send_queue_bytes += added as u64;
+        self.mark_dirty(slot);
+    }
+
+    /// Queues one message of `kind` to a protocol connection: framed by its
+    /// protocol; `shared` (the same bytes as `payload`) is queued by
+    /// reference after the header.
+    pub(super) fn enqueue_protocol(
+        &mut self,
+        slot: usize,
+        kind: MessageKind,
+        payload: &[u8],
+        shared: Option<Bytes>,
+    ) -> Result<(), SendError> {
+        let mut out = std::mem::take(&mut self.protocols.out);
+        out.clear();
+        let mut header = [0u8; MAX_PROTOCOL_HEADER];
+        let framed = match self.protocols.get_mut(slot) {
+            Some(p) => p.frame(kind, payload, &mut header, &mut out),
+            None => Err(SendError::Closed),
+        };
+        let result = framed.map(|framed| {
+            let s = &mut self.slots[slot];
+            let before = s.queue.len();
+            match (framed, shared) {
+                (Framed::Written, _) => {
+                    if s.transport.is_plain() {
+                        s.queue.push_copy(&mut self.pool, &[&out]);
+                    } else {
+                        s.transport.write(&[&out], &mut s.queue, &mut self.pool);
+                    }
+                }
+                (Framed::Header(n), Some(bytes)) if s.transport.is_plain() => {
+                    s.queue
+                        .push_shared(&mut self.pool, &header[..n], bytes, &[]);
+                }
+                (Framed::Header(n), _) => {
+                    if s.transport.is_plain() {
+                        s.queue.push_copy(&mut self.pool, &[&header[..n], payload]);
+                    } else {
+                        s.transport
+                            .write(&[&header[..n], payload], &mut s.queue, &mut self.pool);
+                    }
+                }
+            }
+            self.queued(slot, before);
+        });
+        self.protocols.out = out;
+        result
+    }
+
+    /// A new message to fan out (a broadcast or a publish): what the
+    /// protocols kept of the previous one goes.
+    pub(super) fn begin_fanout(&mut self) {
+        self.protocols.fanout = None;
+    }
+
+    /// Queues a message being fanned out (see [`Self::begin_fanout`]) to
+    /// `slot`: framed by its protocol if it has one (work shared between
+    /// the connections done once), else by the codec.
+    pub(super) fn enqueue_fanout(
+        &mut self,
+        slot: usize,
+        kind: MessageKind,
+        payload: &Bytes,
+    ) -> Result<(), SendError> {
+        if !self.slots[slot].has_protocol() {
+            return self.enqueue_shared(slot, payload.clone());
+        }
+        let mut out = std::mem::take(&mut self.protocols.out);
+        out.clear();
+        let mut header = [0u8; MAX_PROTOCOL_HEADER];
+        let mut cache = self.protocols.fanout.take();
+        let framed = match self.protocols.get_mut(slot) {
+            Some(p) => p.frame_shared(kind, payload, &mut cache, &mut header, &mut out),
+            None => Err(SendError::Closed),
+        };
+        self.protocols.fanout = cache;
+        let result = framed.map(|framed| {
+            let s = &mut self.slots[slot];
+            let before = s.queue.len();
+            let plain = s.transport.is_plain();
+            match framed {
+                FramedShared::Header(n) if plain => {
+                    s.queue
+                        .push_shared(&mut self.pool, &header[..n], payload.clone(), &[]);
+                }
+                FramedShared::Header(n) => {
+                    s.transport
+                        .write(&[&header[..n], payload], &mut s.queue, &mut self.pool);
+                }
+                FramedShared::Frame(frame) if plain => {
+                    s.queue.push_shared(&mut self.pool, &[], frame, &[]);
+                }
+                FramedShared::Frame(frame) => {
+                    s.transport.write(&[&frame], &mut s.queue, &mut self.pool);
+                }
+                FramedShared::Written if plain => s.queue.push_copy(&mut self.pool, &[&out]),
+                FramedShared::Written => {
+                    s.transport.write(&[&out], &mut s.queue, &mut self.pool);
+                }
+            }
+            self.queued(slot, before);
+        });
+        self.protocols.out = out;
+        result
+    }
+
+    /// A flushing close of a protocol connection: its goodbye (a close
+    /// frame) before the transport's end.
+    pub(super) fn protocol_goodbye(&mut self, slot: usize, reason: &CloseReason) {
+        let mut out = std::mem::take(&mut self.protocols.out);
+        let Some(p) = self.protocols.get_mut(slot) else {
+            self.protocols.out = out;
+            return;
+        };
+        out.clear();
+        p.close(reason, self.now, &mut out);
+        self.queue_raw(slot, &out);
+        self.protocols.out = out;
+    }
+
+    /// A heartbeat of a protocol connection (a ping); false if its
+    /// protocol has none.
+    pub(super) fn protocol_heartbeat(&mut self, slot: usize) -> bool {
+        let mut out = std::mem::take(&mut self.protocols.out);
+        let Some(p) = self.protocols.get_mut(slot) else {
+            self.protocols.out = out;
+            return false;
+        };
+        out.clear();
+        let sent = p.heartbeat(&mut out);
+        self.queue_raw(slot, &out);
+        self.protocols.out = out;
+        sent
+    }
+
+    /// Closes the connections whose opening handshake is past its
+    /// deadline (every tick).
+    pub(super) fn expire_upgrades(&mut self) {
+        while let Some(&(slot, generation, deadline)) = self.protocols.upgrades.front() {
+            if deadline > self.now {
+                break;
+            }
+            self.protocols.upgrades.pop_front();
+            let slot = slot as usize;
+            let s = &self.slots[slot];
+            if s.generation == generation && s.state == SlotState::Open && self.upgrading(slot) {
+                self.stats.upgrade_timeouts += 1;
+                tracing::debug!(slot, "opening handshake not complete in time; closing");
+                self.begin_close(
+                    slot,
+                    CloseReason::InvalidFrame("opening handshake not complete in time".into()),
+                    false,
+                );
+            }
+        }
+    }
+}
+
+impl<C: Codec, H: Handler> Engine<C, H> {
+    /// Received plaintext of a protocol connection: what was left from
+    /// before, then `data`, read step by step (or kept, while reading is
+    /// paused).
+    pub(super) fn deliver_protocol(&mut self, slot: usize, generation: u32, data: &[u8]) {
+        let before = self.core.held(slot);
+        let mut input = self.core.take_input(slot);
+        let paused = self.core.slots[slot].recv_paused();
+        if paused {
+            input.backlog.extend_from_slice(data);
+        } else {
+            let mut buf = std::mem::take(&mut self.core.protocols.input);
+            buf.clear();
+            buf.extend_from_slice(&input.carry);
+            buf.extend_from_slice(&input.backlog);
+            buf.extend_from_slice(data);
+            input.carry.clear();
+            input.backlog.clear();
+            let (used, need_more) = self.read_protocol(slot, generation, &mut buf);
+            if used < buf.len() && self.core.slots[slot].state == SlotState::Open {
+                // Waiting for more bytes: the start of the next step;
+                // stopped (paused): input to replay.
+                let rest = &buf[used..];
+                if need_more {
+                    input.carry.extend_from_slice(rest);
+                } else {
+                    input.backlog.extend_from_slice(rest);
+                }
+            }
+            if buf.capacity() > RETAIN_SCRATCH {
+                buf = Vec::new();
+            }
+            self.core.protocols.input = buf;
+        }
+        self.core.put_input(slot, input, true);
+        self.account_held(slot, before);
+        self.after_feed(slot, Ok(()));
+    }
+
+    /// Reads `buf` step by step while the connection is open and not
+    /// paused; returns the bytes used and whether the protocol waits for
+    /// more (else reading stopped before the end).
+    fn read_protocol(&mut self, slot: usize, generation: u32, buf: &mut [u8]) -> (usize, bool) {
+        let conn = ConnId::new(self.core.index as u16, slot as u32, generation);
+        let mut pos = 0;
+        let mut out = std::mem::take(&mut self.core.protocols.out);
+        let high_water = self.core.high_water;
+        let mut need_more = false;
+        loop {
+            let s = &self.core.slots[slot];
+            if s.state != SlotState::Open || s.recv_paused() || s.queue.len() >= high_water {
+                break;
+            }
+            let Some(p) = self.core.protocols.get_mut(slot) else {
+                break;
+            };
+            out.clear();
+            let start = pos;
+            let (used, step) = p.receive(&mut buf[start..], self.core.now, &mut out);
+            pos += used;
+            self.core.queue_raw(slot, &out);
+            match step {
+                Step::NeedMore => {
+                    need_more = true;
+                    break;
+                }
+                Step::Control => {}
+                Step::Close(reason) => {
+                    if self.core.upgrading(slot) {
+                        // Refused by the protocol (a malformed or oversized
+                        // request): the handler never hears of it.
+                        self.core.stats.upgrades_refused += 1;
+                    }
+                    self.core.begin_close(slot, reason, true);
+                    break;
+                }
+                Step::Upgrade => {
+                    let mut p = self.core.protocols.take(slot).expect("present");
+                    let peer = self.core.slots[slot].peer();
+                    let decision = match p.upgrade_info() {
+                        Some(info) => {
+                            let mut ctx = Context {
+                                core: &mut self.core,
+                            };
+                            self.handler.on_upgrade(&mut ctx, conn, peer, info)
+                        }
+                        None => UpgradeDecision::Refuse { status: 400 },
+                    };
+                    out.clear();
+                    let opened = p.decide(decision, &mut out);
+                    self.core.protocols.insert(slot, p);
+                    self.core.queue_raw(slot, &out);
+                    match opened {
+                        Ok(true) => {
+                            self.core.stats.upgrades += 1;
+                            self.connected(conn, peer);
+                        }
+                        Ok(false) | Err(_) => {
+                            // Never shown to the handler: no state, so no
+                            // `on_close` either.
+                            self.core.stats.upgrades_refused += 1;
+                            self.core.begin_close(
+                                slot,
+                                CloseReason::InvalidFrame("opening handshake refused".into()),
+                                true,
+                            );
+                            break;
+                        }
+                    }
+                }
+                Step::Message(kind, payload) => {
+                    let Some(state) = self
+                        .states
+                        .get_mut_if_allocated(slot)
+                        .and_then(Option::as_mut)
+                    else {
+                        continue;
+                    };
+                    let core = &mut self.core;
+                    core.stats.messages_in += 1;
+                    core.protocols.current_kind = kind;
+                    let owned;
+                    let message: &[u8] = match payload {
+                        Payload::Input(a, b) => &buf[start + a..start + b],
+                        Payload::Owned(bytes) => {
+                            owned = bytes;
+                            core.current_message = Some(owned.clone());
+                            &owned
+                        }
+                    };
+                    let mut ctx = Context { core: &mut *core };
+                    self.handler.on_message(&mut ctx, conn, state, message);
+                    core.current_message = None;
+                    core.protocols.current_kind = MessageKind::Binary;
+                    if core.outbox.over_soft_limit() {
+                        core.pause_for_outbox(slot);
+                    }
+                }
+            }
+        }
+        if out.capacity() > RETAIN_SCRATCH {
+            out = Vec::new();
+        }
+        self.core.protocols.out = out;
+        (pos, need_more)
+    }
+
+    /// A resumed protocol connection: its kept input is read now.
+    pub(super) fn replay_protocol(&mut self, slot: usize) {
+        let generation = self.core.slots[slot].generation;
+        self.deliver_protocol(slot, generation, &[]);
+    }
+}
