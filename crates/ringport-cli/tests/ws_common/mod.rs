@@ -34,14 +34,14 @@ pub enum WsServer {
 // ====================================================================
 // THE SWITCH: `WsServer::StandIn` until `ringport serve --ws-addr` is
 // merged, then `WsServer::Ringport`.
-pub const WS_SERVER: WsServer = WsServer::StandIn;
+pub const WS_SERVER: WsServer = WsServer::Ringport;
 // ====================================================================
 
 /// Extra `ringport serve` options the harnesses need from the real server
 /// (for instance a flag turning permessage-deflate on, if it is not on by
 /// default: tests/ws_interop.rs expects it negotiated). Not passed to the
 /// stand-in.
-pub const RINGPORT_WS_ARGS: &[&str] = &[];
+pub const RINGPORT_WS_ARGS: &[&str] = &["--ws-deflate"];
 
 /// [`WS_SERVER`], unless `RINGPORT_WS_SERVER` says otherwise.
 pub fn ws_server() -> WsServer {
@@ -237,8 +237,23 @@ pub fn ws_serve(mode: Mode, ca: Option<&TestCa>) -> WsServed {
                     served.output()
                 );
             }
+            // ringport logs "listening on ADDR (DRIVER, ...)" and then
+            // "websocket on ws://ADDR/" once both listeners are bound (the
+            // driver checked against RINGPORT_BACKEND); the stand-in is
+            // ready when both ports accept.
+            let logged = match which {
+                WsServer::Ringport => {
+                    let log = served.stderr();
+                    log.contains(&format!("listening on {addr} ("))
+                        && log.contains(&format!(
+                            "websocket on {}://{ws_addr}/",
+                            if ca.is_some() { "wss" } else { "ws" }
+                        ))
+                }
+                WsServer::StandIn => true,
+            };
             let accepting = |port| TcpStream::connect(("127.0.0.1", port)).is_ok();
-            if accepting(tcp_port) && accepting(ws_port) {
+            if logged && accepting(tcp_port) && accepting(ws_port) {
                 if which == WsServer::Ringport {
                     crate::common::assert_backend_logged(&served.stderr(), &addr);
                 }
