@@ -8,8 +8,10 @@
 #
 # TARGET (several run one after the other, each on a port of its own):
 #   serve        ringport's engine: $RINGPORT serve --addr 127.0.0.1:{PORT2}
-#                --ws-addr 127.0.0.1:{PORT} --mode echo --shards 1
-#                --stats-interval 0 (RINGPORT defaults to target/release/ringport)
+#                --ws-addr 127.0.0.1:{PORT} --mode echo --ws-deflate
+#                --max-frame 64MiB --shards 1 --stats-interval 0 (group 9
+#                sends 16 MiB messages; RINGPORT defaults to
+#                target/release/ringport)
 #   tungstenite  the second implementation: $PEERS/peer-ws-tungstenite
 #   sansio       ringport's protocol core alone: $PEERS/ws-sansio-echo
 #                (PEERS defaults to bench/peers/target/release)
@@ -66,7 +68,7 @@ while [[ $# -gt 0 ]]; do
         --name) name_opt=$2; shift 2 ;;
         --summary) summary_file=$2; shift 2 ;;
         --) shift; command=("$@"); break ;;
-        -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
         serve|tungstenite|sansio) targets+=("$1"); shift ;;
         *) echo "autobahn.sh: unknown option or target $1 (targets: serve, tungstenite, sansio; a server command goes after --)" >&2; exit 2 ;;
     esac
@@ -101,7 +103,7 @@ free_port() {
 # The server command of a target ({PORT} and {PORT2} replaced later).
 target_command() {
     case "$1" in
-        serve) echo "$RINGPORT serve --addr 127.0.0.1:{PORT2} --ws-addr 127.0.0.1:{PORT} --mode echo --shards 1 --stats-interval 0" ;;
+        serve) echo "$RINGPORT serve --addr 127.0.0.1:{PORT2} --ws-addr 127.0.0.1:{PORT} --mode echo --ws-deflate --max-frame 64MiB --shards 1 --stats-interval 0" ;;
         tungstenite) echo "$PEERS/peer-ws-tungstenite --addr 127.0.0.1:{PORT}" ;;
         sansio) echo "$PEERS/ws-sansio-echo --addr 127.0.0.1:{PORT}" ;;
     esac

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Python packages the WebSocket tests and scripts use, from
 # PyPI, when missing:
-#   websockets  the interop client (crates/ringport-cli/tests/ws_interop.rs)
-#               and the stand-in server (tests/ws_support/ws_standin.py)
+#   websockets  the interop client (crates/ringport-cli/tests/ws_interop.rs,
+#               tests/ws_support/ws_interop_client.py)
 #   kosoku      the Autobahn|Testsuite driver (scripts/autobahn.sh)
 # Idempotent and fast when both import. Called by .ci/run.
 set -euo pipefail

@@ -11,8 +11,8 @@
 //! calls it). Without them the test fails; outside CI (`CI` unset)
 //! `RINGPORT_SKIP=chromium` skips it explicitly.
 //!
-//! The server is `ws_common::WS_SERVER` (the stand-in until `ringport serve
-//! --ws-addr` is merged).
+//! The servers are `ringport serve --addr .. --ws-addr .. --mode chat
+//! --ws-deflate` (plain, and with --tls-cert/--tls-key).
 
 mod common;
 mod ws_common;
@@ -483,9 +483,8 @@ fn chromium_chats_with_a_framed_tcp_client_over_ws_and_wss() {
         );
     }
     eprintln!(
-        "browser test: {} ({:?} server), {} in {:.2} s (whole test {:.2} s)\n{}",
+        "browser test: {}, {} in {:.2} s (whole test {:.2} s)\n{}",
         outcome["userAgent"],
-        plain.which,
         ["ws", "wss"]
             .iter()
             .enumerate()

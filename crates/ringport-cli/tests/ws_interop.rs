@@ -13,8 +13,8 @@
 //!   permessage-deflate negotiated (the default offer, and no context
 //!   takeover with a 10-bit server window).
 //!
-//! The server is `ws_common::WS_SERVER` (the stand-in until `ringport serve
-//! --ws-addr` is merged).
+//! The server is `ringport serve --addr .. --ws-addr .. --ws-deflate` in
+//! echo or chat mode (plain, and with --tls-cert/--tls-key).
 
 mod common;
 mod ws_common;

@@ -3,14 +3,8 @@
 //! (`--ws-addr`) in echo or chat mode, plain or TLS, a test certificate
 //! authority, and the framed-TCP client.
 //!
-//! # Which server
-//!
-//! [`WS_SERVER`] below is THE switch. Until `ringport serve --ws-addr` is
-//! merged it is [`WsServer::StandIn`]: `tests/ws_support/ws_standin.py`, a
-//! Python `websockets` server with the same command line and the same echo
-//! and chat semantics. Once it is merged, set it to [`WsServer::Ringport`]
-//! (one line) and delete the stand-in. `RINGPORT_WS_SERVER=ringport` (or
-//! `stand-in`) overrides it for one run without an edit.
+//! The server is the built `ringport serve --addr .. --ws-addr ..` with
+//! [`RINGPORT_WS_ARGS`].
 #![allow(dead_code)]
 
 use std::net::TcpStream;
@@ -22,40 +16,10 @@ use std::time::{Duration, Instant};
 
 use crate::common::{BIN, IO_TIMEOUT, PROCESS_TIMEOUT, collect, free_port};
 
-/// Which program serves the WebSocket harnesses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WsServer {
-    /// `ringport serve --addr .. --ws-addr ..` (the built binary).
-    Ringport,
-    /// `python3 tests/ws_support/ws_standin.py serve --addr .. --ws-addr ..`.
-    StandIn,
-}
-
-// ====================================================================
-// THE SWITCH: `WsServer::StandIn` until `ringport serve --ws-addr` is
-// merged, then `WsServer::Ringport`.
-pub const WS_SERVER: WsServer = WsServer::Ringport;
-// ====================================================================
-
-/// Extra `ringport serve` options the harnesses need from the real server
-/// (for instance a flag turning permessage-deflate on, if it is not on by
-/// default: tests/ws_interop.rs expects it negotiated). Not passed to the
-/// stand-in.
+/// Options `ringport serve` gets besides the addresses, mode and TLS:
+/// permessage-deflate on (off by default; tests/ws_interop.rs and the
+/// browser expect it negotiated).
 pub const RINGPORT_WS_ARGS: &[&str] = &["--ws-deflate"];
-
-/// [`WS_SERVER`], unless `RINGPORT_WS_SERVER` says otherwise.
-pub fn ws_server() -> WsServer {
-    match std::env::var("RINGPORT_WS_SERVER").as_deref() {
-        Err(_) => WS_SERVER,
-        Ok("ringport") => WsServer::Ringport,
-        Ok("stand-in" | "standin") => WsServer::StandIn,
-        Ok(other) => panic!("RINGPORT_WS_SERVER={other:?}: expected ringport or stand-in"),
-    }
-}
-
-pub fn standin_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ws_support/ws_standin.py")
-}
 
 /// A directory of its own for one test (removed when the test passes).
 pub struct TempDir(pub PathBuf);
@@ -146,7 +110,6 @@ pub struct WsServed {
     stdout: Arc<Mutex<String>>,
     readers: Vec<JoinHandle<()>>,
     status: Option<ExitStatus>,
-    pub which: WsServer,
     pub mode: Mode,
     pub tcp_port: u16,
     pub ws_port: u16,
@@ -157,10 +120,6 @@ pub struct WsServed {
 /// Starts the [`ws_server`] in `mode`, with TLS on both listeners if `ca`
 /// is given; returns once both ports accept connections.
 pub fn ws_serve(mode: Mode, ca: Option<&TestCa>) -> WsServed {
-    let which = ws_server();
-    if which == WsServer::StandIn {
-        require_python_websockets();
-    }
     for _ in 0..5 {
         let (tcp_port, ws_port) = (free_port(), free_port());
         if tcp_port == ws_port {
@@ -189,17 +148,8 @@ pub fn ws_serve(mode: Mode, ca: Option<&TestCa>) -> WsServed {
             args.push("--tls-key".into());
             args.push(ca.key.display().to_string());
         }
-        let mut cmd = match which {
-            WsServer::Ringport => {
-                args.extend(RINGPORT_WS_ARGS.iter().map(|s| s.to_string()));
-                Command::new(BIN)
-            }
-            WsServer::StandIn => {
-                let mut c = Command::new("python3");
-                c.arg(standin_script());
-                c
-            }
-        };
+        args.extend(RINGPORT_WS_ARGS.iter().map(|s| s.to_string()));
+        let mut cmd = Command::new(BIN);
         let mut child = cmd
             .args(&args)
             .env("RUST_LOG", "info")
@@ -207,7 +157,7 @@ pub fn ws_serve(mode: Mode, ca: Option<&TestCa>) -> WsServed {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {which:?} server: {e}"));
+            .unwrap_or_else(|e| panic!("spawn ringport serve: {e}"));
         let stdout = Arc::new(Mutex::new(String::new()));
         let stderr = Arc::new(Mutex::new(String::new()));
         let readers = vec![
@@ -220,7 +170,6 @@ pub fn ws_serve(mode: Mode, ca: Option<&TestCa>) -> WsServed {
             stdout,
             readers,
             status: None,
-            which,
             mode,
             tcp_port,
             ws_port,
@@ -233,35 +182,25 @@ pub fn ws_serve(mode: Mode, ca: Option<&TestCa>) -> WsServed {
                     break;
                 }
                 panic!(
-                    "{which:?} server exited early ({status})\n{}",
+                    "ringport serve exited early ({status})\n{}",
                     served.output()
                 );
             }
             // ringport logs "listening on ADDR (DRIVER, ...)" and then
             // "websocket on ws://ADDR/" once both listeners are bound (the
-            // driver checked against RINGPORT_BACKEND); the stand-in is
-            // ready when both ports accept.
-            let logged = match which {
-                WsServer::Ringport => {
-                    let log = served.stderr();
-                    log.contains(&format!("listening on {addr} ("))
-                        && log.contains(&format!(
-                            "websocket on {}://{ws_addr}/",
-                            if ca.is_some() { "wss" } else { "ws" }
-                        ))
-                }
-                WsServer::StandIn => true,
-            };
+            // driver is checked against RINGPORT_BACKEND).
+            let log = served.stderr();
+            let scheme = if ca.is_some() { "wss" } else { "ws" };
+            let logged = log.contains(&format!("listening on {addr} ("))
+                && log.contains(&format!("websocket on {scheme}://{ws_addr}/"));
             let accepting = |port| TcpStream::connect(("127.0.0.1", port)).is_ok();
             if logged && accepting(tcp_port) && accepting(ws_port) {
-                if which == WsServer::Ringport {
-                    crate::common::assert_backend_logged(&served.stderr(), &addr);
-                }
+                crate::common::assert_backend_logged(&log, &addr);
                 return served;
             }
             assert!(
                 Instant::now() < deadline,
-                "{which:?} server not accepting on {addr} and {ws_addr} within {PROCESS_TIMEOUT:?}\n{}",
+                "ringport serve not accepting on {addr} and {ws_addr} within {PROCESS_TIMEOUT:?}\n{}",
                 served.output()
             );
             std::thread::sleep(Duration::from_millis(20));
