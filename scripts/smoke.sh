@@ -126,7 +126,8 @@ run autobahn scripts/autobahn.sh --cases '1.*,2.*,5.*,7.1.*' --out "$OUT/autobah
 run autobahn/serve env RINGPORT="$D/ringport" scripts/autobahn.sh \
     --cases '1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*' --out "$OUT/autobahn-serve" serve
 # WebSocket comparison: its plumbing (servers, pinning, /proc sampling, the
-# generator's JSON, the table), ringport against one peer, tiny shapes.
+# generator's JSON, the table), ringport against one peer, tiny shapes. The
+# generator is `ringport bench --ws` (branch wsclient).
 run ws-compare env RINGPORT="$D/ringport" PEERS="$P" bench/ws-compare.sh --quick --no-build \
     --servers ringport,tungstenite --out "$OUT/ws-compare.md" --raw "$OUT/ws-compare"
 run peers-check/mio timeout 120 python3 bench/peers/check.py -- "$P/peer-mio"
