@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 scripts/module-cycles.py crates/ringport/src crates/ringport-cli/src
+python3 scripts/module-cycles.py --edges crates/ringport/src crates/ringport-cli/src
 
 pattern='cfg\(feature = "tls"\)|Instant::now|SystemTime::now|eventfd_add|eventfd::|\.lock\(\)|\.read\(\)\.unwrap|\.write\(\)\.unwrap|try_recv|recv_timeout|\.recv\(\)|\.wake\(\)'
 found=$(grep -rnE "$pattern" crates/ringport/src/engine \

@@ -9,7 +9,10 @@ A child naming its own ancestors is not an edge (the parent owns it).
 Test-only files (`*tests.rs`, `tests/`) and `#[cfg(test)]` code are not
 read past their first `#[cfg(test)]` line.
 
-usage: scripts/module-cycles.py CRATE_SRC_DIR...   (exit 1 on a cycle)
+usage: scripts/module-cycles.py [--edges] CRATE_SRC_DIR...   (exit 1 on a cycle)
+
+--edges: under each cycle, the edges that make it, each with the module
+that names the other and the module it names (what to move or invert).
 
 A cycle listed in scripts/module-cycles.allow (one per line, its modules
 joined by " <-> " as printed, sorted; # starts a comment) is reported as
@@ -85,6 +88,7 @@ def check(root):
         for n in range(len(m)):
             known.add(m[:n])
     edges = set()
+    why = {}  # edge -> {(module naming, module named)}
     for mod, p in files.items():
         for target in refs(mod, strip(open(p).read()), known):
             # Lowest common ancestor: the edge is between its children.
@@ -93,7 +97,9 @@ def check(root):
                 n += 1
             if n == len(target) or n == len(mod):
                 continue  # to an ancestor, or to its own descendant
-            edges.add((mod[: n + 1], target[: n + 1]))
+            edge = (mod[: n + 1], target[: n + 1])
+            edges.add(edge)
+            why.setdefault(edge, set()).add((mod, target))
     graph = {}
     for a, b in edges:
         graph.setdefault(a, set()).add(b)
@@ -121,7 +127,13 @@ def check(root):
                 if w == v:
                     break
             if len(comp) > 1:
-                cycles.append(sorted("::".join(c) or "crate" for c in comp))
+                members = set(comp)
+                inside = sorted(
+                    (" -> ".join("::".join(m) for m in e), sorted(why[e]))
+                    for e in edges
+                    if e[0] in members and e[1] in members
+                )
+                cycles.append((sorted("::".join(c) or "crate" for c in comp), inside))
 
     sys.setrecursionlimit(10000)
     for v in list(graph):
@@ -145,16 +157,22 @@ def allowed():
 def main():
     bad = False
     known = allowed()
-    for root in sys.argv[1:]:
+    args = sys.argv[1:]
+    show_edges = "--edges" in args
+    for root in [a for a in args if a != "--edges"]:
         cycles, nfiles, nedges = check(root)
         print(f"{root}: {nfiles} modules, {nedges} edges between sibling modules, {len(cycles)} cycle(s)")
-        for c in cycles:
+        for c, inside in cycles:
             text = " <-> ".join(c)
             if text in known:
                 print("  known cycle (scripts/module-cycles.allow): " + text)
             else:
                 print("  cycle: " + text)
                 bad = True
+            if show_edges:
+                for edge, pairs in inside:
+                    named = ", ".join(f"{'::'.join(a)} names {'::'.join(b)}" for a, b in pairs)
+                    print(f"    {edge}   ({named})")
     sys.exit(1 if bad else 0)
 
 

@@ -21,7 +21,7 @@ mkdir -p "$OUT"
 
 ALL=(codec-diff hold30k attack soak million cluster-demo cluster-bench
      cluster-history-bench compare ab loadgen tls-handshakes tls-idle-memory
-     peers-check autobahn)
+     peers-check autobahn ws-compare)
 if [ $# -gt 0 ]; then WANT=("$@"); else WANT=("${ALL[@]}"); fi
 wanted() { local w; for w in "${WANT[@]}"; do [ "$w" = "$1" ] && return 0; done; return 1; }
 for w in "${WANT[@]}"; do
@@ -39,6 +39,7 @@ wanted loadgen && peers+=(-p gen-pingpong)
 wanted tls-handshakes && peers+=(-p peer-tokio-rustls -p tls-handshakes)
 wanted peers-check && peers+=(-p peer-mio)
 wanted autobahn && peers+=(-p ws-sansio)
+wanted ws-compare && peers+=(-p peer-ws-tungstenite)
 if [ ${#peers[@]} -gt 0 ]; then
     echo "== smoke: building peers ${peers[*]} (debug)"
     (cd bench/peers && cargo build -q "${peers[@]}") || exit 1
@@ -116,6 +117,19 @@ check_ringport() {
 # (the full run: scripts/autobahn.sh, see bench/results/autobahn-*.md).
 run autobahn scripts/autobahn.sh --cases '1.*,2.*,5.*,7.1.*' --out "$OUT/autobahn" \
     -- "$P/ws-sansio-echo" --addr '127.0.0.1:{PORT}'
+# Autobahn against the engine (`ringport serve --ws-addr --mode echo`, debug
+# build): groups 1-7, 9 and 10, about 10 s. The permessage-deflate groups 12
+# and 13 take 4-5 minutes even against release builds (kosoku compresses and
+# checks in Python; 12.1 and 13.1 alone take 3 minutes against debug builds),
+# so they run by hand: `scripts/autobahn.sh serve tungstenite --summary
+# bench/results/autobahn-serve.md` (see that file).
+run autobahn/serve env RINGPORT="$D/ringport" scripts/autobahn.sh \
+    --cases '1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*' --out "$OUT/autobahn-serve" serve
+# WebSocket comparison: its plumbing (servers, pinning, /proc sampling, the
+# generator's JSON, the table), ringport against one peer, tiny shapes. The
+# generator is `ringport bench --ws` (branch wsclient).
+run ws-compare env RINGPORT="$D/ringport" PEERS="$P" bench/ws-compare.sh --quick --no-build \
+    --servers ringport,tungstenite --out "$OUT/ws-compare.md" --raw "$OUT/ws-compare"
 run peers-check/mio timeout 120 python3 bench/peers/check.py -- "$P/peer-mio"
 run peers-check/ringport check_ringport
 

@@ -86,6 +86,18 @@ pub struct ClusterArgs {
         value_parser = clap::value_parser!(u8).range(1..=5)
     )]
     pub cluster_history_replicas: u8,
+
+    /// How long a recovery (a subscription since a position) may wait for
+    /// the history (JetStream electing a leader after losing a server);
+    /// past it the client is told "reset" and gets live messages.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "RINGPORT_CLUSTER_RECOVERY_TIMEOUT",
+        default_value = "30s",
+        value_parser = parse_positive_duration
+    )]
+    pub cluster_recovery_timeout: Duration,
 }
 
 /// `--cluster-interest`.
@@ -129,6 +141,7 @@ impl ClusterArgs {
             history.max_messages = self.cluster_history_size;
             history.max_age = self.cluster_history_age;
             history.replicas = usize::from(self.cluster_history_replicas);
+            history.recovery_timeout = self.cluster_recovery_timeout;
             cluster.history = Some(history);
         }
         Ok(Some(cluster))

@@ -86,13 +86,19 @@ fn with_file(cmd: &mut clap::Command, sub: &ArgMatches, path: &Path) -> ArgMatch
             continue;
         }
         let value = match value {
+            // A switch (e.g. `ws-deflate = true`): named, or left out.
+            toml::Value::Boolean(true) => {
+                extra.push(format!("--{long}").into());
+                continue;
+            }
+            toml::Value::Boolean(false) => continue,
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Float(f) => f.to_string(),
             other => fail(
                 cmd,
                 format!(
-                    "--config {shown}: '{key}' must be a string or a number, not {}",
+                    "--config {shown}: '{key}' must be a string, a number or a boolean, not {}",
                     other.type_str()
                 ),
             ),
@@ -229,6 +235,12 @@ pub fn to_toml(args: &ServeArgs) -> String {
         "256",
     );
     optional("metrics-addr", args.metrics_addr.as_deref().map(s), "off");
+    optional("ws-addr", args.ws_addr.as_deref().map(s), "off");
+    optional(
+        "ws-deflate",
+        args.ws_deflate.then(|| "true".to_string()),
+        "off",
+    );
     optional(
         "cluster",
         args.cluster_args.cluster.as_deref().map(s),
@@ -258,6 +270,13 @@ pub fn to_toml(args: &ServeArgs) -> String {
         "cluster-history-replicas",
         Some(args.cluster_args.cluster_history_replicas.to_string()),
         "1",
+    );
+    optional(
+        "cluster-recovery-timeout",
+        Some(s(&duration_text(
+            args.cluster_args.cluster_recovery_timeout,
+        ))),
+        "30s",
     );
     optional(
         "cluster-interest",

@@ -252,6 +252,11 @@ fn losing_a_nats_server_of_a_replicated_history_loses_nothing_uncounted() {
             "3",
             "--cluster-history-size",
             "10000",
+            // Losing the server that led JetStream's meta group stops
+            // consumer creation until a new leader is elected: seconds, or
+            // tens of seconds on a loaded machine (seen: over 30 s).
+            "--cluster-recovery-timeout",
+            "120s",
         ],
     );
     for n in &mut nodes {
@@ -356,9 +361,9 @@ fn losing_a_nats_server_of_a_replicated_history_loses_nothing_uncounted() {
     drop(sub);
     let mut again = nodes[1].connect();
     // JetStream may still be electing leaders after the loss: bounded by
-    // the recovery timeout (30 s).
+    // the recovery timeout (120 s here).
     again
-        .set_read_timeout(Some(Duration::from_secs(35)))
+        .set_read_timeout(Some(Duration::from_secs(125)))
         .unwrap();
     let (st, now, replayed) = resume_until_live(&mut again, topic, last);
     let logs = || {

@@ -70,7 +70,7 @@ fn bad_config_files_are_usage_errors() {
         (
             "type.toml",
             "shards = [1]\n",
-            "'shards' must be a string or a number",
+            "'shards' must be a string, a number or a boolean",
         ),
     ] {
         let file = temp_file(name, text);
@@ -78,6 +78,17 @@ fn bad_config_files_are_usage_errors() {
         assert_eq!(status.code(), Some(2), "{name}: {out}");
         assert!(out.contains(expect), "{name}: {out}");
     }
+    // A switch is a boolean in the file, printed back as one.
+    let file = temp_file(
+        "switch.toml",
+        "ws-addr = \"127.0.0.1:0\"\nws-deflate = true\n",
+    );
+    let (status, out) = print_config(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(out.contains("ws-deflate = true"), "{out}");
+    let file = temp_file("switch-off.toml", "ws-deflate = false\n");
+    let (_, out) = print_config(&["--config", file.to_str().unwrap()], &[]);
+    assert!(out.contains("# ws-deflate: unset"), "{out}");
     let (status, out) = print_config(&["--config", "/nonexistent/ringport.toml"], &[]);
     assert_eq!(status.code(), Some(2), "{out}");
     assert!(out.contains("/nonexistent/ringport.toml"), "{out}");

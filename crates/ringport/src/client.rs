@@ -32,6 +32,11 @@ use std::time::Duration;
 
 use crate::codec::{Codec, CodecError, Framer, LengthDelimited, MAX_HEADER_LEN};
 
+#[cfg(feature = "websocket")]
+pub mod ws;
+#[cfg(feature = "websocket")]
+pub use ws::WsBuilder;
+
 /// Size of the client's receive buffer. Frames larger than this are
 /// reassembled by the framer.
 const READ_BUF: usize = 64 * 1024;
@@ -54,6 +59,10 @@ pub struct Client<C: Codec = LengthDelimited> {
     /// The TLS session of a client made by `connect_tls` (feature `tls`).
     #[cfg(feature = "tls")]
     tls: Option<Box<rustls::ClientConnection>>,
+    /// The WebSocket session of a client made by `Client::ws` (feature
+    /// `websocket`): `send`/`recv` go through it instead of the framer.
+    #[cfg(feature = "websocket")]
+    ws: Option<Box<ws::WsState>>,
 }
 
 impl<C: Codec> std::fmt::Debug for Client<C> {
@@ -131,6 +140,8 @@ impl<C: Codec> Client<C> {
             broken: None,
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "websocket")]
+            ws: None,
         })
     }
 
@@ -175,7 +186,13 @@ impl<C: Codec> Client<C> {
 
     /// Send one message: header, payload and trailer go out in a single
     /// vectored write (repeated only if the kernel takes less).
+    ///
+    /// On a WebSocket connection: one binary message.
     pub fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "websocket")]
+        if self.ws.is_some() {
+            return self.ws_send(crate::protocol::websocket::MessageKind::Binary, payload);
+        }
         let codec = self.framer.codec();
         let mut header = [0u8; MAX_HEADER_LEN];
         let n = codec
@@ -188,29 +205,76 @@ impl<C: Codec> Client<C> {
             )
         })?;
         let parts = [header, payload, codec.trailer()];
+        self.write_parts(parts).map_err(timeout_kind)
+    }
+
+    /// Writes `parts` whole (through TLS if any).
+    fn write_parts(&mut self, parts: [&[u8]; 3]) -> io::Result<()> {
         #[cfg(feature = "tls")]
         if let Some(conn) = self.tls.as_deref_mut() {
             let mut stream = rustls::Stream::new(conn, &mut self.stream);
-            return write_all_vectored(&mut stream, parts)
-                .and_then(|()| stream.flush())
-                .map_err(timeout_kind);
+            return write_all_vectored(&mut stream, parts).and_then(|()| stream.flush());
         }
-        write_all_vectored(&mut self.stream, parts).map_err(timeout_kind)
+        write_all_vectored(&mut self.stream, parts)
+    }
+
+    /// Writes `bytes` whole (through TLS if any).
+    #[cfg(feature = "websocket")]
+    fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_parts([bytes, &[], &[]])
+    }
+
+    /// Reads into `rbuf[at..]` (through TLS if any), retrying on EINTR;
+    /// 0 at end of stream.
+    fn read_raw(&mut self, at: usize) -> io::Result<usize> {
+        loop {
+            #[cfg(feature = "tls")]
+            let read = match self.tls.as_deref_mut() {
+                Some(conn) => {
+                    rustls::Stream::new(conn, &mut self.stream).read(&mut self.rbuf[at..])
+                }
+                None => self.stream.read(&mut self.rbuf[at..]),
+            };
+            #[cfg(not(feature = "tls"))]
+            let read = self.stream.read(&mut self.rbuf[at..]);
+            match read {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(timeout_kind(e)),
+            }
+        }
     }
 
     /// Receive the next whole message. Frames that arrived together with it
     /// are kept for the following calls.
+    ///
+    /// On a WebSocket connection: the next text or binary message
+    /// (`recv_into` says which).
     pub fn recv(&mut self) -> io::Result<Vec<u8>> {
+        let mut message = Vec::new();
+        #[cfg(feature = "websocket")]
+        if self.ws.is_some() {
+            self.recv_into(&mut message)?;
+            return Ok(message);
+        }
+        self.recv_frame_into(&mut message)?;
+        Ok(message)
+    }
+
+    /// The next frame of the codec, into `dst`.
+    fn recv_frame_into(&mut self, dst: &mut Vec<u8>) -> io::Result<()> {
         if let Some(e) = &self.broken {
             return Err(io::Error::new(io::ErrorKind::InvalidData, e.clone()));
         }
         loop {
             if self.start < self.end {
-                let mut frame = None;
+                let mut got = false;
                 let fed = self
                     .framer
                     .feed_until(&self.rbuf[self.start..self.end], |p| {
-                        frame = Some(p.to_vec());
+                        dst.clear();
+                        dst.extend_from_slice(p);
+                        got = true;
                         false
                     });
                 match fed {
@@ -221,26 +285,13 @@ impl<C: Codec> Client<C> {
                         return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                     }
                 }
-                if let Some(frame) = frame {
-                    return Ok(frame);
+                if got {
+                    return Ok(());
                 }
             }
             self.start = 0;
             self.end = 0;
-            let n = loop {
-                #[cfg(feature = "tls")]
-                let read = match self.tls.as_deref_mut() {
-                    Some(conn) => rustls::Stream::new(conn, &mut self.stream).read(&mut self.rbuf),
-                    None => self.stream.read(&mut self.rbuf),
-                };
-                #[cfg(not(feature = "tls"))]
-                let read = self.stream.read(&mut self.rbuf);
-                match read {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(timeout_kind(e)),
-                }
-            };
+            let n = self.read_raw(0)?;
             if n == 0 {
                 return Err(if self.framer.buffered() == 0 {
                     closed_by_peer()

@@ -164,7 +164,7 @@ pub struct ServerConfig {
     /// Join a cluster of nodes over NATS (feature `cluster`): broadcasts,
     /// publishes and `send_to` reach the other nodes. None: a lone node.
     #[cfg(feature = "cluster")]
-    pub cluster: Option<crate::cluster::ClusterConfig>,
+    pub cluster: Option<crate::cluster_config::ClusterConfig>,
     /// Size of each shard's connection table. io_uring: default
     /// `max_connections` (plus the accepts in flight), since any shard may
     /// end up holding any share of the connections; the table spans as many

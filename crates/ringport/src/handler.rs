@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::cluster::ClusterConnId;
+use crate::cluster_types::{ClusterConnId, ClusterStats, Position, Recovery, Resumed};
 use crate::conn_id::ConnId;
 use crate::error::{CloseReason, SendError, TopicError};
 use crate::protocol::{MessageKind, UpgradeDecision, UpgradeInfo};
@@ -104,7 +104,7 @@ pub(crate) trait Outbound {
     /// The server, for [`ShardRemote`]s.
     fn remote(&self) -> Arc<dyn Remote>;
     /// The cluster link, when the server is part of a cluster.
-    fn cluster(&self) -> Option<&dyn crate::cluster::ClusterLink>;
+    fn cluster(&self) -> Option<&dyn ClusterLink>;
     /// Hands `waiter` to the cluster link, in order after the interest this
     /// shard reported (false: no cluster).
     fn after_interest(&mut self, waiter: Box<dyn FnOnce() + Send>) -> bool;
@@ -119,6 +119,47 @@ pub(crate) trait Outbound {
         payload: &[u8],
     ) -> Result<(), SendError>;
 }
+
+/// What the engine and the server handle need of the cluster link (kept as
+/// a trait so the core builds without the `cluster` feature). It lives
+/// here, beside [`Outbound`] which hands it to [`Context`], and not in
+/// `cluster`: the link depends on this module, not the reverse.
+pub(crate) trait ClusterLink: Send + Sync {
+    /// This node's name.
+    fn node(&self) -> &Arc<str>;
+    /// To every connection of every other node.
+    fn broadcast(&self, payload: &Bytes);
+    /// To the subscribers of `topic` on every other node.
+    fn publish(&self, topic: &Bytes, payload: &Bytes);
+    /// To a connection of another node; `from` hears of a stale id.
+    fn send(
+        &self,
+        from: Option<ConnId>,
+        to: &ClusterConnId,
+        payload: Bytes,
+    ) -> Result<(), SendError>;
+    /// A shard gained (`on`) its first subscriber for `topic`, or lost its
+    /// last one: the node's interest in the topic's publishes from other
+    /// nodes.
+    fn interest(&self, topic: &Bytes, on: bool);
+    /// Runs `waiter` (on the link's thread) once every interest reported so
+    /// far is registered with the bus, or at once if the link is down.
+    fn when_interest_applied(&self, waiter: Box<dyn FnOnce() + Send>);
+    /// Whether publishes to `topic` are kept in the history (they then reach
+    /// subscribers, this node's included, through it, with positions).
+    fn history_topic(&self, topic: &[u8]) -> bool;
+    /// Delivers to `conn` the messages of `topic` after `since`, then
+    /// subscribes it (on its shard) and runs `done` there.
+    fn recover(&self, conn: ConnId, topic: Bytes, since: Option<Position>, done: ResumeDone);
+    /// The link's counters.
+    fn stats(&self) -> ClusterStats;
+    /// Ends the link (on server stop).
+    fn stop(&self);
+}
+
+/// Runs on the subscriber's shard once a subscription since a position
+/// is live.
+pub(crate) type ResumeDone = Box<dyn FnOnce(&mut Context<'_>, Result<Resumed, TopicError>) + Send>;
 
 /// What handler callbacks can do, without leaving the shard thread.
 pub struct Context<'a> {
@@ -345,12 +386,9 @@ impl Context<'_> {
         &mut self,
         conn: ConnId,
         topic: &[u8],
-        since: Option<crate::cluster::Position>,
-        then: impl FnOnce(&mut Context<'_>, Result<crate::cluster::Resumed, TopicError>)
-        + Send
-        + 'static,
+        since: Option<Position>,
+        then: impl FnOnce(&mut Context<'_>, Result<Resumed, TopicError>) + Send + 'static,
     ) {
-        use crate::cluster::{Position, Recovery, Resumed};
         let link = self.core.cluster();
         match link {
             Some(link)

@@ -49,6 +49,9 @@
 mod admission_table;
 pub mod client;
 pub mod cluster;
+#[cfg(feature = "cluster")]
+mod cluster_config;
+mod cluster_types;
 pub mod codec;
 pub mod config;
 pub mod conn_id;

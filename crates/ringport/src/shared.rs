@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::cluster::{ClusterConnId, ClusterLink};
+use crate::cluster_types::ClusterConnId;
 use crate::config::ServerConfig;
 use crate::conn_id::{ConnId, LiveTable};
 use crate::error::SendError;
-use crate::handler::{Remote, RunFn};
+use crate::handler::{ClusterLink, Remote, RunFn};
 use crate::stats::{ShardCounters, TurnHistogram};
 use crate::sys::eventfd;
 use crate::wake::SpaceWaiters;

@@ -20,8 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ringport::{ConnId, Context, Handler, LengthDelimited, Server, ServerConfig};
+use ringport::protocol::websocket::MessageKind;
+use ringport::{ConnId, Context, Handler, LengthDelimited, RawBytes, Server, ServerConfig};
 
+use super::ws::{Upgrade, WsLink, WsOpts};
 use crate::pubsub::{Frame, decode, encode};
 
 /// What the bench's connections do.
@@ -46,6 +48,9 @@ pub struct FanoutArgs {
     pub threads: usize,
     pub backend: ringport::Backend,
     pub max_frame: usize,
+    /// `--ws`: every frame of the pubsub protocol (or every chat message)
+    /// is one binary WebSocket message.
+    pub ws: Option<WsOpts>,
 }
 
 /// Bytes of the stamp at the start of every payload.
@@ -73,6 +78,9 @@ struct Shared {
     delivered: AtomicU64,
     errors: AtomicU64,
     histogram: Mutex<Histogram<u64>>,
+    ws: Option<WsOpts>,
+    /// `--ws` upgrades refused, or connections closed during one.
+    upgrade_failed: AtomicU64,
 }
 
 struct Publisher {
@@ -86,6 +94,8 @@ struct Conn {
     /// Last sequence number heard from each publisher.
     last: HashMap<u32, u32>,
     publisher: Option<Publisher>,
+    /// `--ws`: the WebSocket side (ready once upgraded).
+    ws: Option<Box<WsLink>>,
 }
 
 struct FanoutHandler {
@@ -94,6 +104,8 @@ struct FanoutHandler {
     histogram: Histogram<u64>,
     delivered: u64,
     last_tick: Instant,
+    /// `--ws`: where received bytes are parsed (see `WsLink::receive`).
+    ws_work: Vec<u8>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -162,7 +174,7 @@ impl FanoutHandler {
                     }),
                     Kind::Chat => payload,
                 };
-                if ctx.send(conn, &frame).is_err() {
+                if send(ctx, conn, self.conns.get_mut(&conn), &frame).is_err() {
                     self.shared.errors.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
@@ -174,15 +186,12 @@ impl FanoutHandler {
             }
         }
     }
-}
-
-impl Handler for FanoutHandler {
-    type ConnState = ();
-
-    fn on_connect(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: SocketAddr) {
-        let s = &self.shared;
+    /// A connection is ready (connected; upgraded with --ws): a
+    /// subscriber subscribes, a publisher or chat client is counted.
+    fn ready(&mut self, ctx: &mut Context<'_>, conn: ConnId) {
+        let s = self.shared.clone();
         s.connected.fetch_add(1, Ordering::Relaxed);
-        let mut c = Conn::default();
+        let mut c = self.conns.remove(&conn).unwrap_or_default();
         if s.publisher_phase.load(Ordering::Acquire) {
             c.publisher = Some(Publisher {
                 index: s.next_pub.fetch_add(1, Ordering::Relaxed) as u32,
@@ -199,7 +208,8 @@ impl Handler for FanoutHandler {
             match s.kind {
                 Kind::Pubsub => {
                     let topic = format!("t{}", n % s.topics);
-                    let _ = ctx.send(conn, &encode(&Frame::Subscribe(topic.as_bytes())));
+                    let frame = encode(&Frame::Subscribe(topic.as_bytes()));
+                    let _ = send(ctx, conn, Some(&mut c), &frame);
                 }
                 Kind::Chat => {
                     s.subscribers[0].fetch_add(1, Ordering::Relaxed);
@@ -210,7 +220,8 @@ impl Handler for FanoutHandler {
         self.conns.insert(conn, c);
     }
 
-    fn on_message(&mut self, _: &mut Context<'_>, conn: ConnId, _: &mut (), message: &[u8]) {
+    /// One message of the protocol (a frame, or a WebSocket message).
+    fn on_frame(&mut self, _: &mut Context<'_>, conn: ConnId, message: &[u8]) {
         match self.shared.kind {
             Kind::Chat => self.receive(conn, message),
             Kind::Pubsub => match decode(message) {
@@ -229,6 +240,124 @@ impl Handler for FanoutHandler {
                     self.shared.errors.fetch_add(1, Ordering::Relaxed);
                 }
             },
+        }
+    }
+
+    /// `--ws`: received bytes of a connection, its link taken out of it.
+    fn on_ws_bytes(
+        &mut self,
+        ctx: &mut Context<'_>,
+        conn: ConnId,
+        mut link: Box<WsLink>,
+        bytes: &[u8],
+    ) {
+        let mut bytes = bytes;
+        if !link.upgraded() {
+            match link.handshake(bytes) {
+                Upgrade::Pending => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.ws = Some(link);
+                    }
+                    return;
+                }
+                Upgrade::Failed(why) => {
+                    self.shared.upgrade_failed.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("WebSocket upgrade failed: {why}");
+                    self.conns.remove(&conn);
+                    let _ = ctx.close(conn);
+                    return;
+                }
+                Upgrade::Done => {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.ws = Some(link);
+                    }
+                    self.ready(ctx, conn);
+                    let Some(l) = self.conns.get_mut(&conn).and_then(|c| c.ws.take()) else {
+                        return;
+                    };
+                    link = l;
+                    bytes = &[];
+                }
+            }
+        }
+        link.out.clear();
+        let mut work = std::mem::take(&mut self.ws_work);
+        let outcome = link.receive(bytes, &mut work, |kind, message| {
+            if kind != MessageKind::Binary {
+                self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            self.on_frame(ctx, conn, message);
+        });
+        self.ws_work = work;
+        if !link.out.is_empty() {
+            let _ = ctx.send(conn, &link.out);
+            link.out.clear();
+        }
+        if outcome.is_err() {
+            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            let _ = ctx.close(conn);
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.ws = Some(link);
+        }
+    }
+}
+
+/// Sends one protocol message: a frame of the codec, or with --ws one
+/// binary WebSocket message on the connection's link.
+fn send(
+    ctx: &mut Context<'_>,
+    id: ConnId,
+    conn: Option<&mut Conn>,
+    message: &[u8],
+) -> Result<(), String> {
+    match conn.and_then(|c| c.ws.as_mut()) {
+        Some(link) => {
+            link.out.clear();
+            link.frame(MessageKind::Binary, message)?;
+            ctx.send(id, &link.out).map_err(|e| e.to_string())
+        }
+        None => ctx.send(id, message).map_err(|e| e.to_string()),
+    }
+}
+
+impl Handler for FanoutHandler {
+    type ConnState = ();
+
+    fn on_connect(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: SocketAddr) {
+        if let Some(opts) = &self.shared.ws {
+            let link = Box::new(WsLink::start(opts));
+            if ctx.send(conn, &link.out).is_err() {
+                self.shared.upgrade_failed.fetch_add(1, Ordering::Relaxed);
+                let _ = ctx.close(conn);
+                return;
+            }
+            self.conns.insert(
+                conn,
+                Conn {
+                    ws: Some(link),
+                    ..Conn::default()
+                },
+            );
+            return;
+        }
+        self.ready(ctx, conn);
+    }
+
+    fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &mut (), message: &[u8]) {
+        let link = self.conns.get_mut(&conn).and_then(|c| c.ws.take());
+        match link {
+            Some(link) => self.on_ws_bytes(ctx, conn, link, message),
+            None => self.on_frame(ctx, conn, message),
+        }
+    }
+
+    fn on_close(&mut self, _: &mut Context<'_>, conn: ConnId, _: (), _: ringport::CloseReason) {
+        if let Some(c) = self.conns.remove(&conn)
+            && c.ws.is_some_and(|l| !l.upgraded())
+        {
+            self.shared.upgrade_failed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -287,6 +416,8 @@ pub fn run(args: FanoutArgs) -> Result<i32, String> {
         delivered: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         histogram: Mutex::new(histogram()),
+        ws: args.ws.clone(),
+        upgrade_failed: AtomicU64::new(0),
     });
     let total = args.subscribers + args.publishers;
     let config = {
@@ -300,17 +431,24 @@ pub fn run(args: FanoutArgs) -> Result<i32, String> {
         config
     };
     let factory_shared = shared.clone();
-    let engine = Server::start(
-        config,
-        LengthDelimited::new().max_frame_length(args.max_frame),
-        move |_| FanoutHandler {
-            shared: factory_shared.clone(),
-            conns: HashMap::new(),
-            histogram: histogram(),
-            delivered: 0,
-            last_tick: Instant::now(),
-        },
-    )
+    let factory = move |_| FanoutHandler {
+        shared: factory_shared.clone(),
+        conns: HashMap::new(),
+        histogram: histogram(),
+        delivered: 0,
+        last_tick: Instant::now(),
+        ws_work: Vec::new(),
+    };
+    let engine = match args.ws {
+        // The links parse the WebSocket frames: the engine hands over
+        // bytes as they come.
+        Some(_) => Server::start(config, RawBytes::new().max_frame_length(256 << 10), factory),
+        None => Server::start(
+            config,
+            LengthDelimited::new().max_frame_length(args.max_frame),
+            factory,
+        ),
+    }
     .map_err(|e| format!("starting the bench engine: {e}"))?;
     let connect = |count: usize, to: &dyn Fn(usize) -> SocketAddr| -> Result<(), String> {
         let base = shared.connected.load(Ordering::Relaxed) as usize;
@@ -381,6 +519,7 @@ pub fn run(args: FanoutArgs) -> Result<i32, String> {
     let want = expected(&shared);
     let got = shared.delivered.load(Ordering::Relaxed);
     let errors = shared.errors.load(Ordering::Relaxed);
+    let upgrade_failed = shared.upgrade_failed.load(Ordering::Relaxed);
     let h = shared.histogram.lock().unwrap();
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
@@ -407,5 +546,12 @@ pub fn run(args: FanoutArgs) -> Result<i32, String> {
         ms(0.999),
         h.max() as f64 / 1000.0
     );
-    Ok(if got == want && errors == 0 { 0 } else { 1 })
+    if args.ws.is_some() {
+        println!("WebSocket: every message one binary message; upgrades failed {upgrade_failed}");
+    }
+    Ok(if got == want && errors == 0 && upgrade_failed == 0 {
+        0
+    } else {
+        1
+    })
 }

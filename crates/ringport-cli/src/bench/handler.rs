@@ -14,6 +14,7 @@ use ringport::{Bytes, CloseReason, ConnId, Context, Handler};
 
 use super::payload::{self, Corrupt, Stamp};
 use super::rotation::Rotation;
+use super::ws::{Upgrade, WsLink, WsOpts};
 
 /// What every shard is doing now; set by the bench's main thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,6 +60,8 @@ pub struct Params {
     /// a reused buffer gets only a new stamp: `--verify header`).
     pub verify_body: bool,
     pub started: Instant,
+    /// `--ws`: speak WebSocket over the raw-bytes codec.
+    pub ws: Option<WsOpts>,
 }
 
 /// Shared between the shards and the bench's main thread.
@@ -70,6 +73,8 @@ pub struct Shared {
     /// Connects whose explicit source port was taken (EADDRINUSE): the
     /// main thread issues another connect from the next port.
     pub port_taken: AtomicU64,
+    /// `--ws`: connections that negotiated permessage-deflate.
+    pub ws_deflate: AtomicU64,
     pub next_index: AtomicU32,
     /// Published by each shard on every tick, for progress display.
     pub progress_received: Vec<AtomicU64>,
@@ -91,6 +96,7 @@ impl Shared {
             established: AtomicU64::new(0),
             connect_failed: AtomicU64::new(0),
             port_taken: AtomicU64::new(0),
+            ws_deflate: AtomicU64::new(0),
             next_index: AtomicU32::new(0),
             progress_received: counters(),
             progress_in_flight: counters(),
@@ -181,6 +187,8 @@ struct Conn {
     next_seq: u64,
     expect_seq: u64,
     in_flight: u32,
+    /// `--ws`: the connection's WebSocket side (established once upgraded).
+    ws: Option<Box<WsLink>>,
 }
 
 pub struct BenchHandler {
@@ -198,6 +206,10 @@ pub struct BenchHandler {
     /// Slowest round trip since the last tick, µs (published then reset).
     slowest_us: u64,
     scratch: Vec<u8>,
+    /// `--ws`: where received bytes are parsed (see `WsLink::receive`).
+    ws_work: Vec<u8>,
+    /// `--ws`: where messages are framed before they are queued.
+    ws_out: Vec<u8>,
     /// Large payloads handed to the engine, oldest first: reused (written
     /// over in place) once the engine has let go of them, so a bulk run
     /// neither allocates nor copies a payload per message.
@@ -209,6 +221,9 @@ const MAX_FIRST_ERRORS: usize = 5;
 /// Payloads at least this large are handed to the engine as `Bytes`
 /// (queued by reference) instead of copied.
 const SHARED_PAYLOAD: usize = 64 * 1024;
+/// `--ws` messages at least this large are framed into buffers queued by
+/// reference (`send_bytes`) instead of copied into the send queue.
+const SHARED_WS_FRAME: usize = 8 * 1024;
 /// Most large payload buffers a shard keeps for reuse.
 const MAX_SPARE_BUFFERS: usize = 1024;
 
@@ -225,6 +240,8 @@ impl BenchHandler {
             in_flight: 0,
             slowest_us: 0,
             scratch: Vec::new(),
+            ws_work: Vec::new(),
+            ws_out: Vec::new(),
             sent_buffers: std::collections::VecDeque::new(),
             result: ShardResult::new(),
         }
@@ -287,16 +304,18 @@ impl BenchHandler {
             sent_ns: now,
         };
         let id = conn.id;
-        let outcome = if size >= SHARED_PAYLOAD {
+        let outcome = if conn.ws.is_some() {
+            self.send_ws(ctx, slot, stamp)
+        } else if size >= SHARED_PAYLOAD {
             let bytes = self.large_payload(stamp);
-            ctx.send_bytes(id, bytes)
+            ctx.send_bytes(id, bytes).map_err(|e| e.to_string())
         } else {
             if !self.shared.params.verify_body && self.scratch.len() == size {
                 payload::write_stamp(&mut self.scratch, stamp, text);
             } else {
                 payload::encode(&mut self.scratch, size, stamp, text);
             }
-            ctx.send(id, &self.scratch)
+            ctx.send(id, &self.scratch).map_err(|e| e.to_string())
         };
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
@@ -313,6 +332,49 @@ impl BenchHandler {
                 self.error("send refused", || format!("{id}: {e}"));
             }
         }
+    }
+
+    /// `--ws`: the payload for `stamp`, one masked message on the link.
+    fn send_ws(&mut self, ctx: &mut Context<'_>, slot: usize, stamp: Stamp) -> Result<(), String> {
+        let params = &self.shared.params;
+        let (size, text) = (params.size, params.text);
+        if !params.verify_body && self.scratch.len() == size {
+            payload::write_stamp(&mut self.scratch, stamp, text);
+        } else {
+            payload::encode(&mut self.scratch, size, stamp, text);
+        }
+        let kind = params.ws.as_ref().map(WsOpts::kind);
+        let Some((conn, kind)) = self.conns[slot].as_mut().zip(kind) else {
+            return Err("no connection".into());
+        };
+        let Some(link) = conn.ws.as_mut() else {
+            return Err("not a WebSocket connection".into());
+        };
+        if size < SHARED_WS_FRAME {
+            // Framed in the thread's buffer (copied into the send queue):
+            // no connection keeps a frame-sized buffer.
+            self.ws_out.clear();
+            link.frame_into(kind, &self.scratch, &mut self.ws_out)?;
+            return ctx.send(conn.id, &self.ws_out).map_err(|e| e.to_string());
+        }
+        // Large: framed into a buffer the engine queues by reference (no
+        // copy into its send queue), reused once the engine lets go of it.
+        let mut buf = std::mem::take(&mut link.out);
+        if let Some(oldest) = self.sent_buffers.pop_front() {
+            match oldest.try_into_mut() {
+                Ok(reuse) => buf = Vec::from(reuse),
+                Err(held) => self.sent_buffers.push_front(held),
+            }
+        }
+        buf.clear();
+        let framed = link.frame_into(kind, &self.scratch, &mut buf);
+        let id = conn.id;
+        framed?;
+        let bytes = Bytes::from(buf);
+        if self.sent_buffers.len() < MAX_SPARE_BUFFERS {
+            self.sent_buffers.push_back(bytes.clone());
+        }
+        ctx.send_bytes(id, bytes).map_err(|e| e.to_string())
     }
 
     fn sending(&self) -> bool {
@@ -386,28 +448,183 @@ impl BenchHandler {
             self.result.measured_bytes += len as u64;
         }
     }
+    /// Checks one reply (or delivery); `true` if it answered one of this
+    /// connection's own messages (then another may be sent).
+    fn on_reply(&mut self, id: ConnId, slot: usize, message: &[u8]) -> bool {
+        let params = &self.shared.params;
+        let (size, text, mode) = (params.size, params.text, params.mode);
+        self.result.received += 1;
+        let checked = if params.verify_body {
+            payload::verify(message, size, text)
+        } else {
+            payload::verify_stamp(message, size, text)
+        };
+        let stamp = match checked {
+            Ok(stamp) => stamp,
+            Err(Corrupt::Length { got, want }) => {
+                self.error("wrong length", || format!("{id}: {got} bytes, sent {want}"));
+                return false;
+            }
+            Err(Corrupt::Filler { at }) => {
+                self.error("corrupt payload", || {
+                    format!("{id}: first bad byte at {at}")
+                });
+                return false;
+            }
+        };
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return false;
+        };
+        if stamp.conn != conn.index {
+            if mode == Mode::Chat {
+                // Someone else's broadcast: intact, counts as a delivery.
+                self.record(stamp, message.len(), false);
+                return false;
+            }
+            let index = conn.index;
+            self.error("misrouted reply", || {
+                format!("{id} (index {index}) got a reply for index {}", stamp.conn)
+            });
+            return false;
+        }
+        if stamp.seq != conn.expect_seq {
+            let expect = conn.expect_seq;
+            conn.expect_seq = stamp.seq + 1;
+            if conn.in_flight > 0 {
+                conn.in_flight -= 1;
+                self.in_flight -= 1;
+            }
+            self.error("lost or reordered", || {
+                format!("{id}: expected seq {expect}, got {}", stamp.seq)
+            });
+            return false;
+        }
+        conn.expect_seq += 1;
+        conn.in_flight -= 1;
+        self.in_flight -= 1;
+        self.record(stamp, message.len(), true);
+        true
+    }
+
+    /// A connection is ready for traffic (connected; upgraded with --ws).
+    fn established(&mut self, ctx: &mut Context<'_>, slot: usize) {
+        self.shared.established.fetch_add(1, Ordering::Relaxed);
+        self.rotation.insert(slot as u32);
+        if self.started_traffic && self.shared.params.rate == 0.0 && self.sending() {
+            self.fill(ctx, slot);
+        }
+    }
+
+    fn connect_failed(&mut self, why: String) {
+        self.shared.connect_failed.fetch_add(1, Ordering::Relaxed);
+        let mut errors = self.shared.connect_errors.lock().unwrap();
+        *errors.entry(why).or_default() += 1;
+    }
+
+    /// `--ws`: received bytes of a connection, its link taken out of it.
+    fn on_ws_bytes(
+        &mut self,
+        ctx: &mut Context<'_>,
+        id: ConnId,
+        slot: usize,
+        mut link: Box<WsLink>,
+        bytes: &[u8],
+    ) {
+        let mut bytes = bytes;
+        let mut upgraded_now = false;
+        if !link.upgraded() {
+            match link.handshake(bytes) {
+                Upgrade::Pending => {}
+                Upgrade::Failed(why) => {
+                    self.conns[slot] = None;
+                    self.connect_failed(format!("WebSocket upgrade failed: {why}"));
+                    let _ = ctx.close(id);
+                    return;
+                }
+                Upgrade::Done => {
+                    upgraded_now = true;
+                    if link.deflate() {
+                        self.shared.ws_deflate.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            if !upgraded_now {
+                self.put_back(slot, link);
+                return;
+            }
+            // What came with the 101 was kept by the link.
+            bytes = &[];
+        }
+        let want = self.shared.params.ws.as_ref().map(WsOpts::kind);
+        let mut refill = false;
+        link.out.clear();
+        let mut work = std::mem::take(&mut self.ws_work);
+        let outcome = link.receive(bytes, &mut work, |kind, message| {
+            if Some(kind) != want {
+                self.result.received += 1;
+                self.error("wrong message kind", || format!("{id}: {kind:?}"));
+                return;
+            }
+            refill |= self.on_reply(id, slot, message);
+        });
+        self.ws_work = work;
+        if !link.out.is_empty() {
+            // Pongs, or the reply to a close.
+            let _ = ctx.send(id, &link.out);
+            link.out.clear();
+        }
+        if let Err(why) = outcome {
+            self.error("WebSocket ended", || format!("{id}: {why}"));
+            let _ = ctx.close(id);
+        }
+        self.put_back(slot, link);
+        if upgraded_now {
+            self.established(ctx, slot);
+        } else if refill && self.shared.params.rate == 0.0 && self.sending() {
+            self.fill(ctx, slot);
+        }
+    }
+
+    fn put_back(&mut self, slot: usize, link: Box<WsLink>) {
+        if let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+            conn.ws = Some(link);
+        }
+    }
 }
 
 impl Handler for BenchHandler {
     type ConnState = ();
 
     fn on_connect(&mut self, ctx: &mut Context<'_>, id: ConnId, _peer: SocketAddr) {
-        self.shared.established.fetch_add(1, Ordering::Relaxed);
         let slot = id.slot() as usize;
         if self.conns.len() <= slot {
             self.conns.resize_with(slot + 1, || None);
         }
         let index = self.shared.next_index.fetch_add(1, Ordering::Relaxed);
+        let ws = self
+            .shared
+            .params
+            .ws
+            .as_ref()
+            .map(|o| Box::new(WsLink::start(o)));
+        if let Some(link) = &ws
+            && let Err(e) = ctx.send(id, &link.out)
+        {
+            self.connect_failed(format!("sending the WebSocket upgrade: {e}"));
+            let _ = ctx.close(id);
+            return;
+        }
+        let upgrading = ws.is_some();
         self.conns[slot] = Some(Conn {
             id,
             index,
             next_seq: 0,
             expect_seq: 0,
             in_flight: 0,
+            ws,
         });
-        self.rotation.insert(slot as u32);
-        if self.started_traffic && self.shared.params.rate == 0.0 && self.sending() {
-            self.fill(ctx, slot);
+        if !upgrading {
+            self.established(ctx, slot);
         }
     }
 
@@ -421,62 +638,20 @@ impl Handler for BenchHandler {
             self.shared.port_taken.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        self.shared.connect_failed.fetch_add(1, Ordering::Relaxed);
-        let mut errors = self.shared.connect_errors.lock().unwrap();
-        *errors.entry(error.to_string()).or_default() += 1;
+        self.connect_failed(error.to_string());
     }
 
     fn on_message(&mut self, ctx: &mut Context<'_>, id: ConnId, _: &mut (), message: &[u8]) {
-        let params = &self.shared.params;
-        let (size, text, mode) = (params.size, params.text, params.mode);
-        self.result.received += 1;
         let slot = id.slot() as usize;
-        let checked = if params.verify_body {
-            payload::verify(message, size, text)
-        } else {
-            payload::verify_stamp(message, size, text)
-        };
-        let stamp = match checked {
-            Ok(stamp) => stamp,
-            Err(Corrupt::Length { got, want }) => {
-                return self.error("wrong length", || format!("{id}: {got} bytes, sent {want}"));
-            }
-            Err(Corrupt::Filler { at }) => {
-                return self.error("corrupt payload", || {
-                    format!("{id}: first bad byte at {at}")
-                });
-            }
-        };
-        let Some(conn) = self.conns[slot].as_mut() else {
-            return;
-        };
-        if stamp.conn != conn.index {
-            if mode == Mode::Chat {
-                // Someone else's broadcast: intact, counts as a delivery.
-                self.record(stamp, message.len(), false);
-                return;
-            }
-            let index = conn.index;
-            return self.error("misrouted reply", || {
-                format!("{id} (index {index}) got a reply for index {}", stamp.conn)
-            });
+        let link = self
+            .conns
+            .get_mut(slot)
+            .and_then(Option::as_mut)
+            .and_then(|c| c.ws.take());
+        if let Some(link) = link {
+            return self.on_ws_bytes(ctx, id, slot, link, message);
         }
-        if stamp.seq != conn.expect_seq {
-            let expect = conn.expect_seq;
-            conn.expect_seq = stamp.seq + 1;
-            if conn.in_flight > 0 {
-                conn.in_flight -= 1;
-                self.in_flight -= 1;
-            }
-            return self.error("lost or reordered", || {
-                format!("{id}: expected seq {expect}, got {}", stamp.seq)
-            });
-        }
-        conn.expect_seq += 1;
-        conn.in_flight -= 1;
-        self.in_flight -= 1;
-        self.record(stamp, message.len(), true);
-        if self.shared.params.rate == 0.0 && self.sending() {
+        if self.on_reply(id, slot, message) && self.shared.params.rate == 0.0 && self.sending() {
             self.fill(ctx, slot);
         }
     }
@@ -505,6 +680,11 @@ impl Handler for BenchHandler {
     fn on_close(&mut self, _: &mut Context<'_>, id: ConnId, _: (), reason: CloseReason) {
         let slot = id.slot() as usize;
         if let Some(conn) = self.conns.get_mut(slot).and_then(Option::take) {
+            if conn.ws.as_ref().is_some_and(|l| !l.upgraded()) {
+                // Never established: a failed connect, not a lost one.
+                self.connect_failed(format!("closed during the WebSocket upgrade ({reason:?})"));
+                return;
+            }
             self.result.unanswered += conn.in_flight as u64;
             self.in_flight -= conn.in_flight as u64;
             self.rotation.remove(slot as u32);

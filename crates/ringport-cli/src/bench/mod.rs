@@ -14,6 +14,7 @@ mod ports;
 mod report;
 mod rotation;
 mod sources;
+mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use clap::builder::TypedValueParser;
 use clap::{Args, ValueEnum};
 use ringport::codec::MAX_HEADER_LEN;
-use ringport::{LengthDelimited, Lines, Server, ServerConfig};
+use ringport::{LengthDelimited, Lines, RawBytes, Server, ServerConfig};
 
 use handler::{BenchHandler, Mode, Params, Phase, Shared};
 
@@ -177,6 +178,27 @@ pub struct BenchArgs {
     /// handshake is otherwise the same.
     #[arg(long, requires = "tls")]
     pub insecure: bool,
+    /// Speak WebSocket (RFC 6455) to a WebSocket server (`serve --ws-addr`,
+    /// or any other): each connection sends the upgrade request for
+    /// --ws-path and counts as established once the server's 101 is
+    /// checked (the upgrade belongs to the connect phase, not to the
+    /// measurement); then every message is one masked binary WebSocket
+    /// message (text with --ws-text), every reply is verified as without
+    /// --ws, and the server's pings are answered. With --tls: wss.
+    #[arg(long)]
+    pub ws: bool,
+    /// --ws: the upgrade request's target (path and query).
+    #[arg(long, value_name = "PATH", default_value = "/", requires = "ws")]
+    pub ws_path: String,
+    /// --ws: offer permessage-deflate (RFC 7692, compression level 1);
+    /// the server may decline (the report says how many connections
+    /// negotiated it).
+    #[arg(long, requires = "ws")]
+    pub ws_deflate: bool,
+    /// --ws: send text messages (printable payloads) instead of binary ones;
+    /// replies must come back as text.
+    #[arg(long, requires = "ws")]
+    pub ws_text: bool,
     /// Check the options (sizes, address and sources, port plan, TLS files)
     /// and print what the run would do, without connecting; exit status 0
     /// if they are usable, 2 if not.
@@ -276,6 +298,7 @@ pub fn run(args: BenchArgs) -> i32 {
 }
 
 fn run_inner(args: BenchArgs) -> Result<i32, String> {
+    let ws = ws::WsOpts::from_args(&args)?;
     if matches!(args.mode, BenchMode::Pubsub | BenchMode::ChatFanout) {
         if args.check {
             let addr = crate::resolve(&args.addr)?;
@@ -286,9 +309,9 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
             );
             return Ok(0);
         }
-        return run_fanout(&args);
+        return run_fanout(&args, ws);
     }
-    let text = args.codec == BenchCodec::Lines;
+    let text = args.codec == BenchCodec::Lines || args.ws_text;
     if args.size < payload::min_size(text) {
         return Err(format!(
             "--size must be at least {} bytes to carry the connection id and sequence number",
@@ -359,6 +382,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         explicit_ports: ports.is_some(),
         verify_body: args.verify == Verify::Full,
         started: Instant::now(),
+        ws,
     };
     let shared = Arc::new(Shared::new(params, threads));
     let config = {
@@ -382,6 +406,9 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
     let factory_shared = shared.clone();
     let factory = move |i| BenchHandler::new(i, factory_shared.clone());
     let engine = match args.codec {
+        // WebSocket frames are parsed by each connection's session: the
+        // engine hands over the bytes as they come.
+        _ if args.ws => Server::start(config, RawBytes::new().max_frame_length(256 << 10), factory),
         BenchCodec::Length => Server::start(
             config,
             LengthDelimited::new().max_frame_length(args.max_frame),
@@ -506,6 +533,7 @@ fn run_inner(args: BenchArgs) -> Result<i32, String> {
         bench_cpu_secs: cpu_after - cpu_before,
         server,
         engine_stats,
+        ws_deflate: shared.ws_deflate.load(Ordering::Relaxed),
         partial: interrupt.which().map(|(name, _)| report::Partial {
             signal: name,
             phase: stopped_in.unwrap_or("drain"),
@@ -654,7 +682,7 @@ impl ConnectPace {
 }
 
 /// `--mode pubsub` and `--mode chat-fanout` (see [`fanout`]).
-fn run_fanout(args: &BenchArgs) -> Result<i32, String> {
+fn run_fanout(args: &BenchArgs, ws: Option<ws::WsOpts>) -> Result<i32, String> {
     let list = args.nodes.clone().unwrap_or_else(|| args.addr.clone());
     let nodes = list
         .split(',')
@@ -677,6 +705,7 @@ fn run_fanout(args: &BenchArgs) -> Result<i32, String> {
         threads: args.threads,
         backend: args.backend,
         max_frame: args.max_frame,
+        ws,
     })
 }
 

@@ -259,6 +259,8 @@ pub struct Inputs<'a> {
     pub server: Option<ServerUsage>,
     pub engine_stats: ringport::Stats,
     pub partial: Option<Partial>,
+    /// `--ws`: connections that negotiated permessage-deflate.
+    pub ws_deflate: u64,
 }
 
 /// A run cut short by SIGINT/SIGTERM.
@@ -281,6 +283,11 @@ pub struct Summary {
     depth: u32,
     rate: f64,
     mode: String,
+    /// "tcp", "tls", "ws" or "wss".
+    transport: &'static str,
+    /// `--ws`: connections that negotiated permessage-deflate (`None`
+    /// without --ws).
+    ws_deflate: Option<u64>,
     /// `--verify`: "full" or "header".
     verify: String,
     threads: usize,
@@ -345,6 +352,13 @@ impl Summary {
             depth: inputs.args.depth,
             rate: inputs.args.rate,
             mode: format!("{:?}", inputs.args.mode).to_lowercase(),
+            transport: match (inputs.args.ws, inputs.args.tls) {
+                (false, false) => "tcp",
+                (false, true) => "tls",
+                (true, false) => "ws",
+                (true, true) => "wss",
+            },
+            ws_deflate: inputs.args.ws.then_some(inputs.ws_deflate),
             verify: format!("{:?}", inputs.args.verify).to_lowercase(),
             threads: inputs.threads,
             established: inputs.established,
@@ -416,7 +430,7 @@ impl Summary {
 
     pub fn print(&self) {
         println!(
-            "ringport bench: {} connections ({} threads), {} B, depth {}, rate {}, mode {}",
+            "ringport bench: {} connections ({} threads), {} B, depth {}, rate {}, mode {}{}",
             self.connections,
             self.threads,
             self.size,
@@ -426,7 +440,12 @@ impl Summary {
             } else {
                 "closed loop".into()
             },
-            self.mode
+            self.mode,
+            match (self.transport, self.ws_deflate) {
+                ("tcp", _) => String::new(),
+                (t, Some(n)) if n > 0 => format!(", over {t} (permessage-deflate on {n})"),
+                (t, _) => format!(", over {t}"),
+            }
         );
         if let Some(p) = &self.partial {
             println!(
@@ -566,6 +585,8 @@ impl Summary {
             "depth": self.depth,
             "rate": self.rate,
             "mode": self.mode,
+            "transport": self.transport,
+            "ws_deflate_connections": self.ws_deflate,
             "verify": self.verify,
             "threads": self.threads,
             "duration_secs": self.measured_secs,

@@ -30,10 +30,16 @@ const READ_CHUNK: usize = 64 * 1024;
 /// # let _ = reply; Ok(()) }
 /// ```
 pub struct AsyncClient<C: Codec = LengthDelimited> {
-    stream: TcpStream,
+    pub(super) stream: TcpStream,
     codec: FrameCodec<C>,
-    rbuf: BytesMut,
+    pub(super) rbuf: BytesMut,
     wbuf: BytesMut,
+    /// The WebSocket session of a client made by `AsyncClient::ws`.
+    #[cfg(feature = "websocket")]
+    pub(super) ws: Option<Box<crate::client::ws::WsState>>,
+    /// TLS of a `wss://` client.
+    #[cfg(all(feature = "websocket", feature = "tls"))]
+    pub(super) tls: Option<Box<super::client_ws::AsyncTls>>,
 }
 
 impl AsyncClient<LengthDelimited> {
@@ -59,6 +65,10 @@ impl<C: Codec> AsyncClient<C> {
             codec: FrameCodec::new(codec),
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::new(),
+            #[cfg(feature = "websocket")]
+            ws: None,
+            #[cfg(all(feature = "websocket", feature = "tls"))]
+            tls: None,
         })
     }
 
@@ -66,7 +76,15 @@ impl<C: Codec> AsyncClient<C> {
     /// the kernel takes it). Not cancel-safe, like tokio's `write_all`: a
     /// send dropped part-way may have written part of a frame, after which
     /// the connection should be dropped.
+    ///
+    /// On a WebSocket connection: one binary message.
     pub async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+        #[cfg(feature = "websocket")]
+        if self.ws.is_some() {
+            return self
+                .ws_send(crate::protocol::websocket::MessageKind::Binary, payload)
+                .await;
+        }
         self.wbuf.clear();
         self.codec.encode(payload, &mut self.wbuf)?;
         self.stream.write_all(&self.wbuf).await
@@ -74,7 +92,23 @@ impl<C: Codec> AsyncClient<C> {
 
     /// Receives the next whole message. Cancel-safe: bytes read before a
     /// cancelled `recv` are kept for the next one.
+    ///
+    /// On a WebSocket connection: the next text or binary message
+    /// (`recv_into` says which). It answers pings as it reads; cancelled
+    /// while writing a pong it may leave a partial frame, after which the
+    /// connection should be dropped.
     pub async fn recv(&mut self) -> io::Result<BytesMut> {
+        #[cfg(feature = "websocket")]
+        if self.ws.is_some() {
+            let mut message = Vec::new();
+            self.recv_into(&mut message).await?;
+            return Ok(BytesMut::from(&message[..]));
+        }
+        self.recv_frame().await
+    }
+
+    /// The next frame of the codec.
+    pub(super) async fn recv_frame(&mut self) -> io::Result<BytesMut> {
         loop {
             if let Some(frame) = self.codec.decode(&mut self.rbuf)? {
                 return Ok(frame);
@@ -113,7 +147,17 @@ impl<C: Codec> AsyncClient<C> {
 
     /// The connection as a tokio-util `Framed` (for `Stream`/`Sink` use),
     /// with any bytes already received.
+    ///
+    /// # Panics
+    ///
+    /// On a WebSocket connection ([`AsyncClient::ws`]), whose frames the
+    /// codec does not speak.
     pub fn into_framed(self) -> Framed<TcpStream, FrameCodec<C>> {
+        #[cfg(feature = "websocket")]
+        assert!(
+            self.ws.is_none(),
+            "AsyncClient::into_framed on a WebSocket connection"
+        );
         let mut parts =
             tokio_util::codec::FramedParts::new::<bytes::Bytes>(self.stream, self.codec);
         parts.read_buf = self.rbuf;

@@ -15,9 +15,12 @@
 //! - [`crate::Context::spawn`]: a future on a tokio runtime, its output
 //!   handed back to the connection's shard (like [`crate::Context::offload`]).
 //! - [`AsyncClient`] and [`FrameCodec`]: ringport's codecs over tokio
-//!   sockets.
+//!   sockets; with the feature `websocket`, `ws://` and `wss://`
+//!   connections too ([`AsyncClient::ws`]).
 
 mod client;
+#[cfg(feature = "websocket")]
+mod client_ws;
 mod codec;
 mod send;
 mod spawn;

@@ -40,60 +40,11 @@ use super::interest::Interest as Wanted;
 
 mod recovery;
 use super::wire::topic_token;
-use super::{Position, ResumeDone};
+use super::{HistoryConfig, Position};
 use crate::conn_id::ConnId;
+use crate::handler::ResumeDone;
 use crate::shared::{Command, ServerShared};
 pub(super) use recovery::handover;
-
-/// Which topics keep a history, and how much.
-#[derive(Debug, Clone)]
-pub struct HistoryConfig {
-    /// Topic name prefixes with a history; `""` covers every topic.
-    pub namespaces: Vec<String>,
-    /// Messages kept per topic (the oldest leave first). Default 1,000.
-    pub max_messages: u32,
-    /// Messages older than this leave the history. Default 1 hour.
-    pub max_age: Duration,
-    /// Copies of the history in a NATS cluster (JetStream replicas, 1 to
-    /// 5; at most the number of JetStream servers). Default 1.
-    pub replicas: usize,
-    /// Builds the frame a subscriber gets for a message of the history:
-    /// from the topic, the message's position and the published payload.
-    /// Called once per message per node (the frame is shared by the node's
-    /// subscribers) and once per message replayed to a recovering one.
-    pub encode: fn(&[u8], Position, &[u8]) -> Vec<u8>,
-    /// Messages of each topic kept in memory on every node with
-    /// subscribers for it (the last ones delivered live), from which a
-    /// recovery that needs no older one is served without asking
-    /// JetStream. Default 100; 0 keeps none.
-    pub recent: usize,
-    /// How long a recovery may take before the subscriber is given up on
-    /// (told [`super::Recovery::Reset`], subscribed live). Default 30 s.
-    pub recovery_timeout: Duration,
-}
-
-impl HistoryConfig {
-    /// History for topics starting with any of `namespaces`, framed by
-    /// `encode`, with the default bounds.
-    pub fn new(namespaces: Vec<String>, encode: fn(&[u8], Position, &[u8]) -> Vec<u8>) -> Self {
-        HistoryConfig {
-            namespaces,
-            max_messages: 1000,
-            max_age: Duration::from_secs(3600),
-            replicas: 1,
-            encode,
-            recent: 100,
-            recovery_timeout: Duration::from_secs(30),
-        }
-    }
-
-    /// Whether `topic` keeps a history.
-    pub fn covers(&self, topic: &[u8]) -> bool {
-        self.namespaces
-            .iter()
-            .any(|ns| topic.starts_with(ns.as_bytes()))
-    }
-}
 
 /// How the epoch is written in the stream's description.
 const EPOCH_TAG: &str = "ringport topic history, epoch ";
@@ -486,27 +437,5 @@ impl History {
     /// Drops every live reader (the link is stopping).
     pub fn stop(&self) {
         self.lock().clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(_: &[u8], _: Position, data: &[u8]) -> Vec<u8> {
-        data.to_vec()
-    }
-
-    #[test]
-    fn namespaces_are_prefixes() {
-        let c = HistoryConfig::new(vec!["chat.".into(), "game".into()], frame);
-        assert!(c.covers(b"chat.room1"));
-        assert!(c.covers(b"games"));
-        assert!(!c.covers(b"news"));
-        assert!(!c.covers(b"chat"));
-        let all = HistoryConfig::new(vec![String::new()], frame);
-        assert!(all.covers(b"anything"));
-        let none = HistoryConfig::new(vec![], frame);
-        assert!(!none.covers(b"x"));
     }
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::nats::{Counters, add};
+use super::state::{Counters, add};
 use super::wire::read_publish;
 use crate::shared::{Command, ServerShared};
 

@@ -1,30 +1,28 @@
 //! The handle the engine holds: [`Link`], the [`ClusterLink`] of a node
 //! over NATS, and [`start`], which starts the link's thread.
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc};
 
-use super::config::ClusterConfig;
-use super::history::{HistoryConfig, HistoryCounters, Recover, handover};
+use super::history::{HistoryCounters, Recover, handover};
 use super::inbound::Inbound;
 use super::interest::{Interest as Wanted, Waiter};
-use super::nats::{Counters, Out, Runner, add};
+use super::nats::{Out, Runner};
+use super::state::{Counters, Peers, add};
 use super::{
-    ClusterConnId, ClusterLink, ClusterStats, Position, Recovery, ResumeDone, Resumed,
+    ClusterConfig, ClusterConnId, ClusterStats, HistoryConfig, Position, Recovery, Resumed,
     valid_node_name,
 };
 use crate::conn_id::ConnId;
 use crate::error::SendError;
+use crate::handler::{ClusterLink, ResumeDone};
 use crate::shared::ServerShared;
-
-pub(super) type Peers = RwLock<HashMap<Arc<str>, Instant>>;
 
 pub(crate) struct Link {
     node: Arc<str>,

@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::{ConnectOptions, Event};
@@ -34,16 +34,15 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
 
-use super::config::{ClusterConfig, Interest, reconnect_delay};
 use super::history::{History, HistoryCounters, Recover, handover};
 use super::inbound::Inbound;
 use super::interest::Interest as Wanted;
-use super::link::Peers;
+use super::state::{Counters, Peers, add};
 use super::wire::{
     Reader, SEND, STALE, error_code, error_from_code, publish_body, put_conn, put_node,
     put_opt_conn, topic_token,
 };
-use super::{ClusterConnId, Position, Recovery, Resumed, valid_node_name};
+use super::{ClusterConfig, ClusterConnId, Interest, Position, Recovery, Resumed, valid_node_name};
 use crate::conn_id::ConnId;
 use crate::shared::Command;
 
@@ -61,27 +60,6 @@ pub(super) enum Out {
     },
 }
 
-#[derive(Default)]
-pub(super) struct Counters {
-    pub(super) connected: AtomicBool,
-    pub(super) sent: AtomicU64,
-    pub(super) received: AtomicU64,
-    pub(super) dropped_out: AtomicU64,
-    pub(super) dropped_in: AtomicU64,
-    pub(super) undeliverable: AtomicU64,
-    pub(super) unreachable: AtomicU64,
-    pub(super) reconnects: AtomicU64,
-    /// Told on every (re)connection after the first.
-    pub(super) reconnected: Notify,
-    /// Ever connected (the first connect is not a reconnect).
-    pub(super) ever: AtomicBool,
-}
-
-pub(super) fn add(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Other nodes and when each was last heard from.
 /// The NATS thread's state.
 pub(super) struct Runner {
     pub(super) config: ClusterConfig,
@@ -526,5 +504,29 @@ fn on_event(counters: &Counters, node: &str, event: Event) {
             );
         }
         other => tracing::debug!(node, event = %other, "cluster: NATS event"),
+    }
+}
+
+/// The wait before connect attempt `attempt` (counted per server tried
+/// since the last success): every known server once at once (a lost server
+/// is left for another without delay), then 100 ms doubling to 2 s.
+fn reconnect_delay(attempt: usize, servers: usize) -> Duration {
+    match attempt.checked_sub(servers.max(1)) {
+        None | Some(0) => Duration::ZERO,
+        Some(n) => Duration::from_millis((100u64 << (n - 1).min(5)).min(2000)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_server_is_tried_at_once_then_with_back_off() {
+        let ms = |a| reconnect_delay(a, 3).as_millis();
+        assert_eq!([ms(1), ms(2), ms(3)], [0, 0, 0]);
+        assert_eq!([ms(4), ms(5), ms(6)], [100, 200, 400]);
+        assert_eq!(ms(40), 2000);
+        assert_eq!(reconnect_delay(1, 0), Duration::ZERO);
     }
 }

@@ -44,6 +44,8 @@ mod multi_tests;
 pub(crate) mod outbox;
 mod output;
 mod paged;
+#[cfg(test)]
+mod protocol_tests;
 mod protocols;
 mod rate;
 #[cfg(test)]
@@ -288,7 +290,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             handshakes: handshake::Handshakes::new(config.max_handshakes_per_shard),
             admission: admission::Admission::default(),
             rate: rate::Rates::new(config.max_message_rate, table),
-            protocols: protocols::Protocols::default(),
+            protocols: protocols::Protocols::new(Vec::new(), 0),
             shared,
         };
         Engine {
@@ -304,7 +306,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         mut self,
         listeners: Vec<Option<Arc<dyn crate::protocol::ListenerProtocol>>>,
     ) -> Self {
-        self.core.protocols = protocols::Protocols::new(listeners);
+        let table = self.core.slots.len();
+        self.core.protocols = protocols::Protocols::new(listeners, table);
         self
     }
 

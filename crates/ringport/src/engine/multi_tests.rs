@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::{Engine, Inbox};
-use crate::cluster::{ClusterConnId, ClusterLink, ClusterStats};
+use crate::cluster::{ClusterConnId, ClusterStats};
 use crate::codec::LengthDelimited;
 use crate::config::{LimitPolicy, ServerConfig};
 use crate::conn_id::ConnId;
 use crate::error::{CloseReason, SendError};
-use crate::handler::{Context, Handler};
+use crate::handler::{ClusterLink, Context, Handler};
 use crate::router;
 use crate::shared::{Command, ServerShared, ShardShared};
 use crate::sys::{BufId, Completion, Op, RecvBuffers};
@@ -185,7 +185,7 @@ impl ClusterLink for FakeLink {
         _: ConnId,
         _: Bytes,
         _: Option<crate::cluster::Position>,
-        _: crate::cluster::ResumeDone,
+        _: crate::handler::ResumeDone,
     ) {
         unreachable!("no topic has a history here")
     }

@@ -407,7 +407,7 @@ impl<C: Codec> Outbound for Core<C> {
         self.shared.clone()
     }
 
-    fn cluster(&self) -> Option<&dyn crate::cluster::ClusterLink> {
+    fn cluster(&self) -> Option<&dyn crate::handler::ClusterLink> {
         self.shared.cluster.get().map(|link| &**link)
     }
 

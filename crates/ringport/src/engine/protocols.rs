@@ -11,7 +11,7 @@
 //! which is still queued by reference when shared), and a close says
 //! goodbye through it (a close frame) before the transport's end.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,6 +19,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::conn::SlotState;
+use super::paged::PagedTable;
 use super::{Core, Engine};
 use crate::codec::Codec;
 use crate::conn_id::ConnId;
@@ -33,11 +34,14 @@ use crate::protocol::{
 const RETAIN_SCRATCH: usize = 256 * 1024;
 
 /// A shard's protocol connections.
-#[derive(Default)]
 pub(crate) struct Protocols {
     /// The protocol of each listener (by index), `None` for framed ones.
     listeners: Vec<Option<Arc<dyn ListenerProtocol>>>,
-    conns: HashMap<u32, Box<dyn ConnProtocol>>,
+    /// By slot (a page of the table is allocated when a protocol
+    /// connection first lands in it: no hashing, no per-entry overhead).
+    conns: PagedTable<Option<Box<dyn ConnProtocol>>>,
+    /// Protocol connections in `conns`.
+    count: usize,
     /// Received bytes being read (the connection's leftover, then the new
     /// ones).
     input: Vec<u8>,
@@ -53,28 +57,56 @@ pub(crate) struct Protocols {
 }
 
 impl Protocols {
-    /// Protocols for the listeners, by index.
-    pub fn new(listeners: Vec<Option<Arc<dyn ListenerProtocol>>>) -> Protocols {
+    /// Protocols for the listeners (by index) of a table of `table` slots.
+    pub fn new(listeners: Vec<Option<Arc<dyn ListenerProtocol>>>, table: usize) -> Protocols {
         Protocols {
             listeners,
-            ..Protocols::default()
+            conns: PagedTable::new(table),
+            count: 0,
+            input: Vec::new(),
+            out: Vec::new(),
+            upgrades: VecDeque::new(),
+            current_kind: MessageKind::Binary,
+            fanout: None,
         }
     }
 
     /// Whether `slot` has a protocol connection.
     #[inline]
     pub fn has(&self, slot: usize) -> bool {
-        !self.conns.is_empty() && self.conns.contains_key(&(slot as u32))
+        self.count > 0 && self.conns.get(slot).is_some_and(Option::is_some)
+    }
+
+    #[inline]
+    fn get_mut(&mut self, slot: usize) -> Option<&mut Box<dyn ConnProtocol>> {
+        self.conns
+            .get_mut_if_allocated(slot)
+            .and_then(Option::as_mut)
+    }
+
+    fn insert(&mut self, slot: usize, conn: Box<dyn ConnProtocol>) {
+        if self.conns[slot].replace(conn).is_none() {
+            self.count += 1;
+        }
+    }
+
+    fn take(&mut self, slot: usize) -> Option<Box<dyn ConnProtocol>> {
+        let taken = self.conns.get_mut_if_allocated(slot).and_then(Option::take);
+        if taken.is_some() {
+            self.count -= 1;
+        }
+        taken
     }
 
     /// Heap bytes held by the protocol state of `slot` (reassembly,
     /// compression contexts).
     pub fn heap_bytes(&self, slot: usize) -> u64 {
-        if self.conns.is_empty() {
+        if self.count == 0 {
             return 0;
         }
         self.conns
-            .get(&(slot as u32))
+            .get(slot)
+            .and_then(Option::as_ref)
             .map_or(0, |c| c.heap_bytes() as u64)
     }
 }
@@ -89,7 +121,7 @@ impl<C: Codec> Core<C> {
         let conn = make.open(peer, self.now);
         let deadline = self.now + make.handshake_timeout();
         let generation = self.slots[slot].generation;
-        self.protocols.conns.insert(slot as u32, conn);
+        self.protocols.insert(slot, conn);
         // Deadlines differ by listener: kept in order of deadline.
         let upgrades = &mut self.protocols.upgrades;
         let at = upgrades.partition_point(|&(_, _, d)| d <= deadline);
@@ -99,10 +131,10 @@ impl<C: Codec> Core<C> {
     /// The slot is free again: its protocol state goes (and the memory it
     /// held leaves the shard's input account).
     pub(super) fn detach_protocol(&mut self, slot: usize) {
-        if !self.protocols.conns.is_empty() {
+        if self.protocols.count > 0 {
             let held = self.protocols.heap_bytes(slot);
             self.stats.reassembly_bytes = self.stats.reassembly_bytes.saturating_sub(held);
-            self.protocols.conns.remove(&(slot as u32));
+            self.protocols.take(slot);
         }
     }
 
@@ -114,7 +146,8 @@ impl<C: Codec> Core<C> {
             && self
                 .protocols
                 .conns
-                .get(&(slot as u32))
+                .get(slot)
+                .and_then(Option::as_ref)
                 .is_some_and(|p| !p.is_open())
     }
 
@@ -149,7 +182,7 @@ impl<C: Codec> Core<C> {
         let mut out = std::mem::take(&mut self.protocols.out);
         out.clear();
         let mut header = [0u8; MAX_PROTOCOL_HEADER];
-        let framed = match self.protocols.conns.get_mut(&(slot as u32)) {
+        let framed = match self.protocols.get_mut(slot) {
             Some(p) => p.frame(kind, payload, &mut header, &mut out),
             None => Err(SendError::Closed),
         };
@@ -205,7 +238,7 @@ impl<C: Codec> Core<C> {
         out.clear();
         let mut header = [0u8; MAX_PROTOCOL_HEADER];
         let mut cache = self.protocols.fanout.take();
-        let framed = match self.protocols.conns.get_mut(&(slot as u32)) {
+        let framed = match self.protocols.get_mut(slot) {
             Some(p) => p.frame_shared(kind, payload, &mut cache, &mut header, &mut out),
             None => Err(SendError::Closed),
         };
@@ -243,10 +276,11 @@ impl<C: Codec> Core<C> {
     /// A flushing close of a protocol connection: its goodbye (a close
     /// frame) before the transport's end.
     pub(super) fn protocol_goodbye(&mut self, slot: usize, reason: &CloseReason) {
-        let Some(p) = self.protocols.conns.get_mut(&(slot as u32)) else {
+        let mut out = std::mem::take(&mut self.protocols.out);
+        let Some(p) = self.protocols.get_mut(slot) else {
+            self.protocols.out = out;
             return;
         };
-        let mut out = std::mem::take(&mut self.protocols.out);
         out.clear();
         p.close(reason, self.now, &mut out);
         self.queue_raw(slot, &out);
@@ -256,10 +290,11 @@ impl<C: Codec> Core<C> {
     /// A heartbeat of a protocol connection (a ping); false if its
     /// protocol has none.
     pub(super) fn protocol_heartbeat(&mut self, slot: usize) -> bool {
-        let Some(p) = self.protocols.conns.get_mut(&(slot as u32)) else {
+        let mut out = std::mem::take(&mut self.protocols.out);
+        let Some(p) = self.protocols.get_mut(slot) else {
+            self.protocols.out = out;
             return false;
         };
-        let mut out = std::mem::take(&mut self.protocols.out);
         out.clear();
         let sent = p.heartbeat(&mut out);
         self.queue_raw(slot, &out);
@@ -334,7 +369,6 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// more (else reading stopped before the end).
     fn read_protocol(&mut self, slot: usize, generation: u32, buf: &mut [u8]) -> (usize, bool) {
         let conn = ConnId::new(self.core.index as u16, slot as u32, generation);
-        let key = slot as u32;
         let mut pos = 0;
         let mut out = std::mem::take(&mut self.core.protocols.out);
         let high_water = self.core.high_water;
@@ -344,7 +378,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             if s.state != SlotState::Open || s.recv_paused() || s.queue.len() >= high_water {
                 break;
             }
-            let Some(p) = self.core.protocols.conns.get_mut(&key) else {
+            let Some(p) = self.core.protocols.get_mut(slot) else {
                 break;
             };
             out.clear();
@@ -368,7 +402,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                     break;
                 }
                 Step::Upgrade => {
-                    let mut p = self.core.protocols.conns.remove(&key).expect("present");
+                    let mut p = self.core.protocols.take(slot).expect("present");
                     let peer = self.core.slots[slot].peer();
                     let decision = match p.upgrade_info() {
                         Some(info) => {
@@ -381,7 +415,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                     };
                     out.clear();
                     let opened = p.decide(decision, &mut out);
-                    self.core.protocols.conns.insert(key, p);
+                    self.core.protocols.insert(slot, p);
                     self.core.queue_raw(slot, &out);
                     match opened {
                         Ok(true) => {

@@ -7,12 +7,12 @@
 //!   finds message boundaries, with the zero-copy paths (large frames
 //!   received straight into their buffer, replies queued by reference);
 //!   connections of a listener without a protocol use it;
-//! - any other protocol is a [`ConnProtocol`] per connection, made by the
-//!   [`ListenerProtocol`] of the listener that accepted it: a pure state
+//! - any other protocol is a `ConnProtocol` per connection, made by the
+//!   `ListenerProtocol` of the listener that accepted it: a pure state
 //!   machine (no socket, no clock) that turns received bytes into
-//!   [`Step`]s (a handshake to decide, a message, the end) and writes its
+//!   steps (a handshake to decide, a message, the end) and writes its
 //!   own output (handshake response, pongs, close frames) into a buffer the
-//!   engine sends. WebSocket ([`websocket`], feature `websocket`) is one.
+//!   engine sends. WebSocket (`websocket`, feature `websocket`) is one.
 //!
 //! The engine knows protocols only through these traits: nothing in
 //! `engine/` names WebSocket.

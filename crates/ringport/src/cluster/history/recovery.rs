@@ -11,8 +11,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{History, Recover, Wanted, add};
-use crate::cluster::{Position, Recovery, ResumeDone, Resumed};
+use crate::cluster::{Position, Recovery, Resumed};
 use crate::conn_id::ConnId;
+use crate::handler::ResumeDone;
 use crate::shared::{Command, ServerShared};
 
 impl History {

@@ -148,6 +148,12 @@ impl Session {
         self.state
     }
 
+    /// Whether a message is partly received (frames or frame bytes
+    /// absorbed, its end still to come): an end of stream now cuts it.
+    pub fn is_receiving(&self) -> bool {
+        self.asm.as_ref().is_some_and(|a| a.msg.is_some())
+    }
+
     /// The negotiated permessage-deflate parameters.
     pub fn deflate_params(&self) -> Option<&DeflateParams> {
         self.deflate.as_ref().map(|d| &d.params)

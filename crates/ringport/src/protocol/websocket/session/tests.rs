@@ -703,3 +703,27 @@ fn prepared_message_shares_frames() {
     let n = server_frame_header(MessageKind::Binary, 3, &mut hdr);
     assert_eq!(&short.plain_frame()[..n], &hdr[..n]);
 }
+
+#[test]
+fn is_receiving_while_a_message_is_partly_in() {
+    let mut c = Session::client(&SessionConfig::default(), None);
+    let mut out = Vec::new();
+    assert!(!c.is_receiving());
+    // Part of one frame's payload: absorbed, the message in progress.
+    let mut part = vec![0x82, 10, 1, 2, 3];
+    let r = c.read(&mut part, &mut out);
+    assert_eq!((r.consumed, r.event), (5, Event::NeedMore));
+    assert!(c.is_receiving());
+    let mut rest = [4, 5, 6, 7, 8, 9, 10];
+    let r = c.read(&mut rest, &mut out);
+    assert_eq!(
+        r.event,
+        Event::Message(Message::Binary(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]))
+    );
+    assert!(!c.is_receiving());
+    // A first fragment, then a ping: still in the middle of the message.
+    let mut frames = vec![0x01, 1, b'a', 0x89, 0];
+    let r = c.read(&mut frames, &mut out);
+    assert_eq!(r.event, Event::NeedMore);
+    assert!(c.is_receiving());
+}

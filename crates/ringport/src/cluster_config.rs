@@ -1,8 +1,12 @@
-//! How a node joins a cluster: [`ClusterConfig`].
+//! How a node joins a cluster: [`ClusterConfig`], and which topics keep a
+//! history: [`HistoryConfig`]. A leaf (it names only the cluster's plain
+//! types), so [`crate::config::ServerConfig`] holds a cluster
+//! configuration without depending on the cluster link; their documented
+//! home is [`crate::cluster`], which re-exports them.
 
 use std::time::Duration;
 
-use super::history::HistoryConfig;
+use crate::cluster_types::Position;
 
 /// Which topic publishes a node receives from NATS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,28 +79,59 @@ pub fn split_urls(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The wait before connect attempt `attempt` (counted per server tried
-/// since the last success): every known server once at once (a lost server
-/// is left for another without delay), then 100 ms doubling to 2 s.
-pub(super) fn reconnect_delay(attempt: usize, servers: usize) -> Duration {
-    match attempt.checked_sub(servers.max(1)) {
-        None | Some(0) => Duration::ZERO,
-        Some(n) => Duration::from_millis((100u64 << (n - 1).min(5)).min(2000)),
+/// Which topics keep a history, and how much.
+#[derive(Debug, Clone)]
+pub struct HistoryConfig {
+    /// Topic name prefixes with a history; `""` covers every topic.
+    pub namespaces: Vec<String>,
+    /// Messages kept per topic (the oldest leave first). Default 1,000.
+    pub max_messages: u32,
+    /// Messages older than this leave the history. Default 1 hour.
+    pub max_age: Duration,
+    /// Copies of the history in a NATS cluster (JetStream replicas, 1 to
+    /// 5; at most the number of JetStream servers). Default 1.
+    pub replicas: usize,
+    /// Builds the frame a subscriber gets for a message of the history:
+    /// from the topic, the message's position and the published payload.
+    /// Called once per message per node (the frame is shared by the node's
+    /// subscribers) and once per message replayed to a recovering one.
+    pub encode: fn(&[u8], Position, &[u8]) -> Vec<u8>,
+    /// Messages of each topic kept in memory on every node with
+    /// subscribers for it (the last ones delivered live), from which a
+    /// recovery that needs no older one is served without asking
+    /// JetStream. Default 100; 0 keeps none.
+    pub recent: usize,
+    /// How long a recovery may take before the subscriber is given up on
+    /// (told [`crate::cluster::Recovery::Reset`], subscribed live). Default 30 s.
+    pub recovery_timeout: Duration,
+}
+
+impl HistoryConfig {
+    /// History for topics starting with any of `namespaces`, framed by
+    /// `encode`, with the default bounds.
+    pub fn new(namespaces: Vec<String>, encode: fn(&[u8], Position, &[u8]) -> Vec<u8>) -> Self {
+        HistoryConfig {
+            namespaces,
+            max_messages: 1000,
+            max_age: Duration::from_secs(3600),
+            replicas: 1,
+            encode,
+            recent: 100,
+            recovery_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Whether `topic` keeps a history.
+    pub fn covers(&self, topic: &[u8]) -> bool {
+        self.namespaces
+            .iter()
+            .any(|ns| topic.starts_with(ns.as_bytes()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_server_is_tried_at_once_then_with_back_off() {
-        let ms = |a| reconnect_delay(a, 3).as_millis();
-        assert_eq!([ms(1), ms(2), ms(3)], [0, 0, 0]);
-        assert_eq!([ms(4), ms(5), ms(6)], [100, 200, 400]);
-        assert_eq!(ms(40), 2000);
-        assert_eq!(reconnect_delay(1, 0), Duration::ZERO);
-    }
 
     #[test]
     fn urls_are_split_on_commas() {
@@ -106,5 +141,22 @@ mod tests {
         );
         let c = ClusterConfig::new("nats://a:1,nats://b:2", "n1");
         assert_eq!(c.urls.len(), 2);
+    }
+
+    fn frame(_: &[u8], _: Position, data: &[u8]) -> Vec<u8> {
+        data.to_vec()
+    }
+
+    #[test]
+    fn namespaces_are_prefixes() {
+        let c = HistoryConfig::new(vec!["chat.".into(), "game".into()], frame);
+        assert!(c.covers(b"chat.room1"));
+        assert!(c.covers(b"games"));
+        assert!(!c.covers(b"news"));
+        assert!(!c.covers(b"chat"));
+        let all = HistoryConfig::new(vec![String::new()], frame);
+        assert!(all.covers(b"anything"));
+        let none = HistoryConfig::new(vec![], frame);
+        assert!(!none.covers(b"x"));
     }
 }
