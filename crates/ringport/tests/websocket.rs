@@ -369,3 +369,43 @@ fn deflate_is_negotiated_and_a_broadcast_reaches_every_kind_of_client() {
     );
     server.stop();
 }
+
+#[test]
+fn websocket_openings_take_handshake_places() {
+    // One place per shard, one shard: a client that connects and says
+    // nothing holds the place until its opening deadline; the next one
+    // waits unread meanwhile (its request is not answered), then is served.
+    let mut cfg = ws_config(|ws| ws.handshake_timeout = Duration::from_millis(600));
+    cfg.shards = 1;
+    cfg.max_handshakes_per_shard = 1;
+    cfg.tick = Duration::from_millis(20);
+    let (server, addr) = start(cfg, || Echo);
+    let mut established = ws::connect(addr, "/", &[]).unwrap();
+    let silent = connect(addr);
+    assert!(
+        wait_until(IO_TIMEOUT, || server.stats().connections == 2),
+        "the silent one holds the place"
+    );
+    let started = std::time::Instant::now();
+    let waiter = std::thread::spawn(move || {
+        let mut c = ws::connect(addr, "/", &[]).unwrap();
+        c.text("in");
+        assert_eq!(c.recv(), Got::Text("in".into()));
+        started.elapsed()
+    });
+    // Meanwhile the established client is served as usual.
+    established.text("still served");
+    assert_eq!(established.recv(), Got::Text("still served".into()));
+    assert!(
+        wait_until(IO_TIMEOUT, || server.stats().handshakes_waiting == 1),
+        "the second opening waits for the place"
+    );
+    let waited = waiter.join().unwrap();
+    assert!(
+        waited >= Duration::from_millis(300),
+        "served only after the silent one left: {waited:?}"
+    );
+    assert_eq!(server.stats().upgrade_timeouts, 1);
+    drop(silent);
+    server.stop();
+}

@@ -183,7 +183,10 @@ impl<C: Codec> Core<C> {
             return None;
         }
         self.stats.accepted += 1;
-        if self.slots[slot].transport.handshaking() && !self.handshake_place_free() {
+        // A TLS handshake or a protocol's opening (a WebSocket upgrade)
+        // takes a handshake place.
+        let opening = self.slots[slot].transport.handshaking() || self.protocols.has(slot);
+        if opening && !self.handshake_place_free() {
             self.wait_for_handshake(slot, peer);
             return None;
         }

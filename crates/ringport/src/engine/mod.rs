@@ -565,6 +565,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         // A protocol with an opening handshake shows the connection after
         // it (`protocols::read_protocol`).
         if self.core.upgrading(conn.slot() as usize) {
+            // Its opening takes a handshake place until it is decided.
+            self.core.enter_handshake(conn.slot() as usize);
             return;
         }
         let mut ctx = Context {

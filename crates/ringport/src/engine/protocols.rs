@@ -397,6 +397,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                         // Refused by the protocol (a malformed or oversized
                         // request): the handler never hears of it.
                         self.core.stats.upgrades_refused += 1;
+                        self.core.leave_handshake(slot);
                     }
                     self.core.begin_close(slot, reason, true);
                     break;
@@ -416,6 +417,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                     out.clear();
                     let opened = p.decide(decision, &mut out);
                     self.core.protocols.insert(slot, p);
+                    self.core.leave_handshake(slot);
                     self.core.queue_raw(slot, &out);
                     match opened {
                         Ok(true) => {
