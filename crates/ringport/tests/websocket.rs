@@ -409,3 +409,56 @@ fn websocket_openings_take_handshake_places() {
     drop(silent);
     server.stop();
 }
+
+#[test]
+fn the_message_rate_limit_applies_to_websocket_clients() {
+    // Pause (the default policy): every message is answered, no faster
+    // than the budget lets them in.
+    let mut cfg = ws_config(|_| {});
+    let mut limit = ringport::MessageRateLimit::new(100);
+    limit.burst = 10;
+    cfg.max_message_rate = Some(limit);
+    let (server, addr) = start(cfg, || Echo);
+    let mut c = ws::connect(addr, "/", &[]).unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..60u32 {
+        c.binary(&i.to_be_bytes());
+    }
+    for i in 0..60u32 {
+        assert_eq!(c.recv(), Got::Binary(i.to_be_bytes().to_vec()));
+    }
+    // 10 at once, then 50 at 100/s: at least about 0.5 s.
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(server.stats().rate_limit_pauses > 0);
+    server.stop();
+
+    // Close: a flood past the burst ends with close 1008.
+    let mut cfg = ws_config(|_| {});
+    let mut limit = ringport::MessageRateLimit::new(10);
+    limit.burst = 5;
+    limit.policy = ringport::RateLimitPolicy::Close;
+    cfg.max_message_rate = Some(limit);
+    let (server, addr) = start(cfg, || Echo);
+    let mut c = ws::connect(addr, "/", &[]).unwrap();
+    for i in 0..50u32 {
+        c.binary(&i.to_be_bytes());
+    }
+    let mut echoed = 0;
+    loop {
+        match c.recv() {
+            Got::Binary(_) => echoed += 1,
+            Got::Closed(code) => {
+                assert_eq!(code, 1008);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(echoed < 50, "{echoed}");
+    assert_eq!(server.stats().rate_limit_closes, 1);
+    server.stop();
+}

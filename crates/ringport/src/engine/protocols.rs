@@ -446,6 +446,13 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                         continue;
                     };
                     let core = &mut self.core;
+                    // The message rate limit, as for framed messages: over
+                    // it, the close policy drops this message and closes.
+                    if core.rate.on()
+                        && matches!(core.rate_charge(slot), super::rate::Verdict::Closed)
+                    {
+                        break;
+                    }
                     core.stats.messages_in += 1;
                     core.protocols.current_kind = kind;
                     let owned;

@@ -121,6 +121,7 @@ fn close_code(reason: &CloseReason) -> (CloseCode, &'static str) {
         CloseReason::ServerStopping => (CloseCode::GOING_AWAY, "server stopping"),
         CloseReason::IdleTimeout => (CloseCode::GOING_AWAY, "idle"),
         CloseReason::SlowConsumer => (CloseCode::POLICY, "slow consumer"),
+        CloseReason::RateLimited => (CloseCode::POLICY, "message rate over its limit"),
         CloseReason::Overloaded => (CloseCode(1013), "overloaded"),
         CloseReason::FrameTooLarge { .. } => (CloseCode::TOO_BIG, "message too big"),
         CloseReason::InvalidFrame(_) => (CloseCode::PROTOCOL, "protocol error"),
