@@ -56,40 +56,42 @@ for spec in "${BINS[@]}" "$BENCH"; do
 done
 
 ticks=$(getconf CLK_TCK)
-# utime and stime of a process, in clock ticks.
-cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
+# utime and stime of a process, in clock ticks; fails if it is gone.
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat" 2>/dev/null; }
 server=""
+server_log=$(mktemp)
 results=$(mktemp)
-trap '[[ -n $server ]] && kill "$server" 2>/dev/null; rm -f "$results"' EXIT
+trap '[[ -n $server ]] && kill "$server" 2>/dev/null; rm -f "$results" "$server_log"' EXIT
 
+# shellcheck source=bench/lib/server.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/server.sh"
+
+empty_runs=0
 for round in $(seq 1 "$ROUNDS"); do
     for spec in "${BINS[@]}"; do
-        read -r -a words <<<"$spec"
-        bin=${words[0]}
-        args=("${words[@]:1}")
-        port=$((30000 + RANDOM % 10000))
-        if [[ $(basename "$bin") == peer-* ]]; then
-            taskset -c 0 "$bin" --addr "127.0.0.1:$port" --threads 1 "${args[@]}" >/dev/null 2>&1 &
-        else
-            # shellcheck disable=SC2086 # SERVE and LOAD are argument lists
-            taskset -c 0 "$bin" serve --addr "127.0.0.1:$port" --shards 1 $SERVE "${args[@]}" >/dev/null 2>&1 &
-        fi
-        server=$!
-        sleep 0.7
+        # shellcheck disable=SC2086 # SERVE is an argument list
+        start_server "$server_log" "$spec" $SERVE
         out=$(mktemp)
         # shellcheck disable=SC2086
         taskset -c 1 timeout $((WINDOW + 60)) "$BENCH" bench --addr "127.0.0.1:$port" $LOAD \
             --duration "$((WINDOW + 2))s" --warmup 1s >"$out" 2>&1 &
         bench=$!
-        sleep 2
-        read -r u0 k0 < <(cpu_ticks "$server"); t0=$(date +%s%N)
+        sleep 2 # the bench's warm-up second and its ramp; the window follows
+        read -r u0 k0 < <(cpu_ticks "$server") || server_failed "$server_log" "$spec died under load (round $round)"
+        t0=$(date +%s%N)
         sleep "$WINDOW"
-        read -r u1 k1 < <(cpu_ticks "$server"); t1=$(date +%s%N)
+        read -r u1 k1 < <(cpu_ticks "$server") || server_failed "$server_log" "$spec died under load (round $round)"
+        t1=$(date +%s%N)
         wait "$bench" || true
         kill "$server" 2>/dev/null || true
         wait "$server" 2>/dev/null || true
         server=""
         rate=$(grep -oP 'throughput:\s+\K[0-9]+' "$out" || echo 0)
+        if [[ $rate == 0 ]]; then
+            echo "ab.sh: the bench measured nothing against $spec (round $round):" >&2
+            tail -n 5 "$out" | sed 's/^/  bench: /' >&2
+            empty_runs=$((empty_runs + 1))
+        fi
         rm -f "$out"
         awk -v name="${spec// /_}" -v round="$round" -v rate="$rate" -v user=$((u1 - u0)) \
             -v kernel=$((k1 - k0)) -v ns=$((t1 - t0)) -v hz="$ticks" '
@@ -108,3 +110,5 @@ for spec in "${BINS[@]}"; do
     awk -v name="${spec// /_}" -v rate_col=5 -v us_col=10 -v user_col=12 -v kernel_col=14 \
         -f "$(dirname "${BASH_SOURCE[0]}")/medians.awk" "$results"
 done
+# A run the bench measured nothing in fails the comparison (after the table).
+[[ $empty_runs -eq 0 ]] || { echo "ab.sh: $empty_runs run(s) measured nothing" >&2; exit 1; }

@@ -51,18 +51,14 @@ for bin in "$SERVER" "$BENCH" "$GEN"; do
     [[ -x $bin ]] || { echo "loadgen.sh: $bin is missing (cargo build --release; cd bench/peers && cargo build --release)" >&2; exit 2; }
 done
 
-port=$((30000 + RANDOM % 10000))
-if [[ $(basename "$SERVER") == peer-* ]]; then
-    taskset -c 0 "$SERVER" --addr "127.0.0.1:$port" --threads 1 >/dev/null 2>&1 &
-else
-    taskset -c 0 "$SERVER" serve --addr "127.0.0.1:$port" --shards 1 >/dev/null 2>&1 &
-fi
-server=$!
+# shellcheck source=bench/lib/server.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/server.sh"
+server=""
+server_log=$(mktemp)
 results=$(mktemp)
 out=$(mktemp)
-trap 'kill "$server" 2>/dev/null; rm -f "$results" "$out"' EXIT
-sleep 0.7
-kill -0 "$server" 2>/dev/null || { echo "loadgen.sh: the server did not start" >&2; exit 1; }
+trap '[[ -n $server ]] && kill "$server" 2>/dev/null; rm -f "$results" "$out" "$server_log"' EXIT
+start_server "$server_log" "$SERVER"
 
 for round in $(seq 1 "$ROUNDS"); do
     for gen in bench-full bench-header gen-pingpong; do

@@ -26,7 +26,17 @@ trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 nats-server -a 127.0.0.1 -p "$NATS_PORT" >"$logs/nats.log" 2>&1 &
 pids+=($!)
-sleep 0.5
+# wait_for WHAT TEST...: polls TEST for up to 20 s; fails naming WHAT.
+wait_for() {
+    local what=$1 _
+    shift
+    for _ in $(seq 200); do "$@" && return 0; sleep 0.1; done
+    echo "cluster-bench: $what not within 20 s; logs:" >&2
+    tail -n 5 "$logs"/*.log >&2
+    exit 1
+}
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_for "nats-server listening on $NATS_PORT" port_open "$NATS_PORT"
 node() { # mode port name [cluster]
     local extra=()
     [ -n "${4:-}" ] && extra=(--cluster "nats://127.0.0.1:$NATS_PORT" --node-id "$3")
@@ -36,7 +46,13 @@ node() { # mode port name [cluster]
 }
 for i in 1 2 3; do node chat 1740$i chat$i c; node pubsub 1750$i pub$i c; done
 node chat 17410 chat-single; node pubsub 17510 pub-single
-sleep 2
+for port in 17401 17402 17403 17410 17501 17502 17503 17510; do
+    wait_for "a node listening on $port" port_open "$port"
+done
+# Each clustered node logs "node is up" for every peer it hears: the two
+# other nodes of its mode and the three of the other mode (one NATS server).
+peers_up() { [ "$(grep -c 'node is up' "$logs/$1.log")" -ge 5 ]; }
+for n in chat1 chat2 chat3 pub1 pub2 pub3; do wait_for "$n hearing its peers" peers_up "$n"; done
 failures=0
 b() {
     echo "\$ ringport bench $*"
