@@ -148,13 +148,20 @@ impl Runner {
             }
         };
         // The subscriptions are registered once the server answers a
-        // flush; only then is this node ready (a test or a peer may send
-        // at once).
+        // round trip; only then is this node ready (a test or a peer may
+        // send at once).
         let hello_subject = self.subject("hello");
         let _ = client
             .publish(hello_subject.clone(), Bytes::from(self.node.to_string()))
             .await;
-        if client.flush().await.is_ok() {
+        let seen_subject = self.subject(&format!("seen.{}", self.node));
+        let seen = loop {
+            match round_trip(&client, &seen_subject).await {
+                Err(RoundTrip::TimedOut) => continue,
+                answer => break answer,
+            }
+        };
+        if seen.is_ok() {
             self.counters.connected.store(true, Ordering::Release);
             let _ = ready.send(Ok(()));
         }
@@ -308,7 +315,7 @@ impl Runner {
 
     /// Subscribes to the topics newly wanted and ends the subscriptions of
     /// those no longer wanted; then, once the server has seen that (a
-    /// flush, skipped while the link is down), runs the waiters.
+    /// round trip to the server, skipped while the link is down), runs the waiters.
     async fn apply_interest(
         &self,
         client: &async_nats::Client,
@@ -340,27 +347,22 @@ impl Runner {
         if changes.waiters.is_empty() {
             return;
         }
-        if self.counters.connected.load(Ordering::Acquire) {
-            let _ = tokio::time::timeout(Duration::from_secs(2), client.flush()).await;
-        }
-        match history.filter(|h| !h.all_ready()) {
-            // Topics with a history: once their live readers run (bounded
-            // wait, in a task: the loop goes on).
-            Some(h) => {
-                let h = h.clone();
-                tokio::spawn(async move {
-                    h.wait_ready(Duration::from_secs(5)).await;
-                    for waiter in changes.waiters {
-                        waiter();
-                    }
-                });
+        // The waiters (subscribe answers) run once the server has seen the
+        // subscriptions above, in a task: the link loop goes on meanwhile.
+        let client = client.clone();
+        let counters = self.counters.clone();
+        let subject = self.subject(&format!("seen.{}", self.node));
+        let history = history.filter(|h| !h.all_ready()).cloned();
+        tokio::spawn(async move {
+            subscriptions_seen(&client, subject, &counters).await;
+            // Topics with a history: once their live readers run (bounded).
+            if let Some(h) = history {
+                h.wait_ready(Duration::from_secs(5)).await;
             }
-            None => {
-                for waiter in changes.waiters {
-                    waiter();
-                }
+            for waiter in changes.waiters {
+                waiter();
             }
-        }
+        });
     }
 
     /// Logs the NATS server the client is attached to when it changes.
@@ -530,3 +532,58 @@ mod tests {
         assert_eq!(reconnect_delay(1, 0), Duration::ZERO);
     }
 }
+
+/// Why a [`round_trip`] did not complete.
+enum RoundTrip {
+    /// No answer within 2 s (a loaded host, or the link is being lost).
+    TimedOut,
+    /// The client is closed (the server is stopping).
+    Closed,
+}
+
+/// Returns once the NATS server has processed what the client sent before
+/// it.
+///
+/// `Client::flush` only writes the client's buffer to the socket; the
+/// server may not have read it yet. A server handles one connection's
+/// protocol messages in order, so its answer to a request sent now comes
+/// only after every subscription sent before it is registered. The request
+/// goes to `subject`, which nobody subscribes to: the server itself answers
+/// "no responders" (the node connects with `no_echo`, so a message to
+/// itself would never come back).
+async fn round_trip(client: &async_nats::Client, subject: &str) -> Result<(), RoundTrip> {
+    use async_nats::RequestErrorKind;
+    let request = client.request(subject.to_string(), Bytes::new());
+    match tokio::time::timeout(Duration::from_secs(2), request).await {
+        // Answered: by the server (no responders), or by a responder
+        // should anyone ever subscribe to the subject.
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+        Ok(Err(e)) if e.kind() == RequestErrorKind::Other => Err(RoundTrip::Closed),
+        Ok(Err(_)) | Err(_) => Err(RoundTrip::TimedOut),
+    }
+}
+
+/// Waits until the NATS server has processed the subscriptions sent so far
+/// ([`round_trip`]), for as long as the link is up, at most
+/// [`SUBSCRIPTIONS_SEEN_LIMIT`]. Answering a subscribe before that would
+/// let a publish made elsewhere right after the answer miss it.
+async fn subscriptions_seen(client: &async_nats::Client, subject: String, counters: &Counters) {
+    let deadline = tokio::time::Instant::now() + SUBSCRIPTIONS_SEEN_LIMIT;
+    while counters.connected.load(Ordering::Acquire) {
+        match round_trip(client, &subject).await {
+            Ok(()) | Err(RoundTrip::Closed) => return,
+            Err(RoundTrip::TimedOut) if tokio::time::Instant::now() >= deadline => {
+                tracing::warn!(
+                    "cluster: NATS did not answer a round trip within \
+                     {SUBSCRIPTIONS_SEEN_LIMIT:?}; answering the subscriptions anyway"
+                );
+                return;
+            }
+            Err(RoundTrip::TimedOut) => {}
+        }
+    }
+}
+
+/// How long a subscribe answer waits for NATS to confirm the subscription.
+const SUBSCRIPTIONS_SEEN_LIMIT: Duration = Duration::from_secs(15);
