@@ -144,7 +144,7 @@ impl<C: Codec> Core<C> {
                         "accept failed; backing off"
                     );
                 }
-                self.accept_backoff_until = Some(self.now + ACCEPT_BACKOFF);
+                self.accept_backoff_until = Some(self.clock.now() + ACCEPT_BACKOFF);
                 return None;
             }
         };
@@ -241,12 +241,12 @@ impl<C: Codec> Core<C> {
         }
         if log
             .last_logged
-            .is_some_and(|t| self.now.saturating_duration_since(t) < REFUSAL_LOG_PERIOD)
+            .is_some_and(|t| self.clock.now().saturating_duration_since(t) < REFUSAL_LOG_PERIOD)
         {
             return;
         }
         let (per_source, filter) = std::mem::take(&mut log.unlogged);
-        log.last_logged = Some(self.now);
+        log.last_logged = Some(self.clock.now());
         let limit = self.shared.sources.as_ref().map(|t| t.limit());
         tracing::warn!(
             shard = self.index,

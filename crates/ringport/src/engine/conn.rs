@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Core;
 use crate::codec::Codec;
@@ -47,7 +47,7 @@ pub(super) struct Slot {
     pub open_pos: u32,
     /// Times of the last input and the last queued output, for idle
     /// timeouts and heartbeats: milliseconds since the engine's epoch,
-    /// wrapping (see [`Core::elapsed_ms`]).
+    /// wrapping (see [`super::clock::Clock::elapsed_ms`]).
     pub last_input: u32,
     pub last_output: u32,
     /// For `Server::connections`: the peer's address and port (the
@@ -187,7 +187,7 @@ impl<C: Codec> Core<C> {
 
     /// Makes a slot that holds a connected socket `Open` and starts reading.
     pub(super) fn open_slot(&mut self, slot: usize, peer: SocketAddr) -> ConnId {
-        let (now_ms, open_pos) = (self.now_ms, self.open.len() as u32);
+        let (now_ms, open_pos) = (self.clock.now_ms(), self.open.len() as u32);
         let s = &mut self.slots[slot];
         s.state = SlotState::Open;
         // All flags clear but the per-source count taken at accept (the
@@ -238,7 +238,7 @@ impl<C: Codec> Core<C> {
     /// queued data is still sent (within `close_timeout`); without, it is
     /// dropped.
     pub(super) fn begin_close(&mut self, slot: usize, reason: CloseReason, flush: bool) {
-        let deadline = self.now + self.shared.config.close_timeout;
+        let deadline = self.clock.now() + self.shared.config.close_timeout;
         let s = &mut self.slots[slot];
         if s.state != SlotState::Open {
             return;
@@ -358,7 +358,7 @@ impl<C: Codec> Core<C> {
             out.push(ConnectionInfo {
                 conn: ConnId::new(self.index as u16, slot, s.generation),
                 peer: s.peer(),
-                age: Duration::from_millis(self.now_ms.saturating_sub(s.opened_at)),
+                age: self.clock.since_ms(s.opened_at),
                 bytes_in: s.bytes_in,
                 bytes_out: s.bytes_out,
                 queued: s.queue.len(),
@@ -396,19 +396,4 @@ impl<C: Codec> Core<C> {
         }
         Ok(slot)
     }
-
-    /// Milliseconds from a time stamp of a slot (`last_input`,
-    /// `last_output`) to now. The stamps are the low 32 bits of the
-    /// milliseconds since the epoch, so this is exact while less than
-    /// 2^32 ms (49.7 days) have passed: the sweep looks at every open
-    /// connection at least twice per period, and the periods it checks
-    /// are capped at [`MAX_PERIOD`] (24.8 days), so a connection is found
-    /// idle long before its stamp could wrap.
-    pub(super) fn elapsed_ms(&self, stamp: u32) -> u64 {
-        u64::from((self.now_ms as u32).wrapping_sub(stamp))
-    }
 }
-
-/// The longest idle timeout or heartbeat period the engine honours (see
-/// [`Core::elapsed_ms`]); longer settings act as this.
-pub(super) const MAX_PERIOD: Duration = Duration::from_millis(1 << 31);

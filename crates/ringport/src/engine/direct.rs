@@ -298,7 +298,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         }
         if result > 0 {
             let n = (result as usize).min(target.len) as u64;
-            let now_ms = self.core.now_ms;
+            let now_ms = self.core.clock.now_ms();
             self.core.stats.bytes_in += n;
             let s = &mut self.core.slots[slot];
             s.bytes_in += n;

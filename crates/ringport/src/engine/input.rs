@@ -238,7 +238,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         if self.core.slots[slot].has_protocol() {
             let s = &mut self.core.slots[slot];
             s.bytes_in += data.len() as u64;
-            s.last_input = self.core.now_ms as u32;
+            s.last_input = self.core.clock.stamp();
             self.core.stats.bytes_in += data.len() as u64;
             return self.deliver_protocol(slot, generation, data);
         }
@@ -246,7 +246,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         let messages_before = self.core.stats.messages_in;
         self.core.largest_message = 0;
         self.core.stats.bytes_in += data.len() as u64;
-        let now_ms = self.core.now_ms;
+        let now_ms = self.core.clock.now_ms();
         let s = &mut self.core.slots[slot];
         s.bytes_in += data.len() as u64;
         s.last_input = now_ms as u32;
@@ -377,7 +377,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             return;
         };
         let partial = s.framer.partial();
-        let now = self.core.now;
+        let now = self.core.clock.now();
         let rate = self.core.min_receive_rate;
         s.frame_started = match (&partial, delivered, s.frame_started) {
             (None, _, _) => None,

@@ -29,6 +29,7 @@
 mod admission;
 #[cfg(test)]
 mod bench_echo;
+mod clock;
 mod conn;
 mod direct;
 #[cfg(test)]
@@ -70,7 +71,8 @@ use crate::stats::Stats;
 use crate::sys::{Completion, Op, RecvBuffers, RecvTarget, SendQueues};
 use crate::timer::Timers;
 
-use conn::{Closing, Connecting, MAX_PERIOD, Slot};
+use clock::{Clock, MAX_PERIOD};
+use conn::{Closing, Connecting, Slot};
 use input::InputState;
 use outbox::Outbox;
 use paged::PagedTable;
@@ -155,14 +157,8 @@ pub(crate) struct Core<C: Codec> {
     /// The posted accepts were withdrawn because of the limit.
     accepts_withdrawn: bool,
     stopping: bool,
-    /// Time of the current step (set by the shard before each turn and each
-    /// batch of completions).
-    now: Instant,
-    /// `now` in milliseconds since `epoch` (the slots' time stamps).
-    now_ms: u64,
-    epoch: Instant,
-    tick: Duration,
-    next_tick: Instant,
+    /// The explicit time of the current step and the tick's pacing.
+    clock: Clock,
     timers: Timers,
     idle_timeout: Option<Duration>,
     heartbeat: Option<Duration>,
@@ -262,11 +258,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             waiting: VecDeque::new(),
             accepts_withdrawn: false,
             stopping: false,
-            now,
-            now_ms: 0,
-            epoch: now,
-            tick: config.tick,
-            next_tick: now + config.tick,
+            clock: Clock::new(now, config.tick),
             timers: Timers::default(),
             idle_timeout: config.idle_timeout.map(|t| t.min(MAX_PERIOD)),
             heartbeat: config.heartbeat.map(|t| t.min(MAX_PERIOD)),
@@ -314,7 +306,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// Sets the engine's clock (the shard reads the real one; tests pass
     /// virtual time).
     pub fn set_now(&mut self, now: Instant) {
-        self.core.set_now(now);
+        self.core.clock.set_now(now);
     }
 
     /// [`Self::turn_with`] with the commands waiting in the shard's queue
@@ -330,9 +322,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// a stop request, commands from other threads (from `inbox`), then
     /// sends, receives and accepts to (re)start.
     pub fn turn_with(&mut self, now: Instant, inbox: &mut impl Inbox) {
-        self.core.set_now(now);
-        if now >= self.core.next_tick {
-            self.core.next_tick = now + self.core.tick;
+        self.core.clock.set_now(now);
+        if self.core.clock.tick_due() {
             self.core.on_tick();
             self.close_stalled_frames();
             let mut ctx = Context {
@@ -361,11 +352,12 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// When the engine next needs a turn without any completion: the next
     /// tick or handler timer.
     pub fn next_wake(&mut self) -> Instant {
+        let next_tick = self.core.clock.next_tick();
         let next = match self.core.timers.next_deadline() {
-            Some(t) => t.min(self.core.next_tick),
-            None => self.core.next_tick,
+            Some(t) => t.min(next_tick),
+            None => next_tick,
         };
-        match self.core.rate.next_deadline(self.core.epoch) {
+        match self.core.rate.next_deadline(self.core.clock.epoch()) {
             Some(t) => t.min(next),
             None => next,
         }
@@ -633,11 +625,6 @@ impl<C: Codec> Core<C> {
         self.stats.frame_pool_bytes = self.frame_pool.kept_bytes() as u64;
         let me = &self.shared.shards[self.index];
         me.counters.publish(&self.stats);
-    }
-
-    fn set_now(&mut self, now: Instant) {
-        self.now = now;
-        self.now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
     }
 
     fn finished(&self) -> bool {

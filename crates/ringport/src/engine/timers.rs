@@ -11,7 +11,7 @@ use crate::sys::Op;
 
 impl<C: Codec> Core<C> {
     pub(super) fn on_tick(&mut self) {
-        let now = self.now;
+        let now = self.clock.now();
         self.pool.trim();
         self.trim_input_pool();
         self.sweep_idle();
@@ -79,7 +79,7 @@ impl<C: Codec> Core<C> {
             self.sweep_done = 0;
         }
         let round = self.sweep_round;
-        let per_tick = (round as f64 * 2.0 * self.tick.as_secs_f64()
+        let per_tick = (round as f64 * 2.0 * self.clock.tick().as_secs_f64()
             / period.as_secs_f64().max(1e-3))
         .ceil()
         .clamp(1.0, round as f64) as usize;
@@ -93,7 +93,7 @@ impl<C: Codec> Core<C> {
             self.sweep_cursor %= self.open.len();
             let slot = self.open[self.sweep_cursor] as usize;
             let s = &self.slots[slot];
-            if idle_ms.is_some_and(|t| self.elapsed_ms(s.last_input) >= t) {
+            if idle_ms.is_some_and(|t| self.clock.elapsed_ms(s.last_input) >= t) {
                 self.stats.idle_timeouts += 1;
                 // The close moves the last open connection into this
                 // position: the cursor stays, so that one is seen next.
@@ -102,12 +102,12 @@ impl<C: Codec> Core<C> {
             }
             self.sweep_cursor += 1;
             let frame_deadline = self.inputs[slot].as_ref().and_then(|i| i.frame_deadline);
-            if frame_deadline.is_some_and(|d| self.now >= d) {
+            if frame_deadline.is_some_and(|d| self.clock.now() >= d) {
                 // Closed by the engine, which knows the frame's size.
                 self.stalled.push(slot as u32);
                 continue;
             }
-            if heartbeat_ms.is_some_and(|t| self.elapsed_ms(s.last_output) >= t)
+            if heartbeat_ms.is_some_and(|t| self.clock.elapsed_ms(s.last_output) >= t)
                 && s.queue.is_empty()
             {
                 let has_protocol = s.has_protocol();
@@ -129,7 +129,7 @@ impl<C: Codec> Core<C> {
             return;
         }
         self.stopping = true;
-        let stop_deadline = self.now + self.shared.config.stop_timeout;
+        let stop_deadline = self.clock.now() + self.shared.config.stop_timeout;
         if self.listening {
             self.ops.push(Op::WithdrawAccepts);
             self.ops.push(Op::StopListening);
