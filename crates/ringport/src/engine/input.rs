@@ -9,7 +9,7 @@
 //! given back right after, so an idle connection costs no input memory and
 //! the receive path does not allocate.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::conn::SlotState;
 use super::{Core, Engine};
@@ -373,30 +373,26 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// Notes when the frame being received began: a frame still partial
     /// after a feed that delivered messages is a new one.
     fn track_frame_start(&mut self, s: &mut InputState<C>, delivered: bool) {
-        let Some(timeout) = self.core.frame_timeout else {
+        if !self.core.sweeps.frame_timeout_on() {
             return;
-        };
+        }
         let partial = s.framer.partial();
         let now = self.core.clock.now();
-        let rate = self.core.min_receive_rate;
         s.frame_started = match (&partial, delivered, s.frame_started) {
             (None, _, _) => None,
             (Some(_), false, Some(t)) => Some(t),
             (Some(_), _, _) => Some(now),
         };
-        s.frame_deadline = s.frame_started.zip(partial).map(|(started, p)| {
-            let size = p.have + p.missing.unwrap_or(0);
-            let extra = rate.map_or(Duration::ZERO, |r| {
-                Duration::from_secs_f64(size as f64 / r as f64)
-            });
-            started + timeout + extra
+        let sweeps = &self.core.sweeps;
+        s.frame_deadline = s.frame_started.zip(partial).and_then(|(started, p)| {
+            sweeps.frame_deadline(started, p.have + p.missing.unwrap_or(0))
         });
     }
 
     /// Closes the connections whose frame did not complete in time (found
     /// by the sweep).
     pub(super) fn close_stalled_frames(&mut self) {
-        while let Some(slot) = self.core.stalled.pop() {
+        while let Some(slot) = self.core.sweeps.pop_stalled() {
             let slot = slot as usize;
             let (have, missing) = self
                 .core

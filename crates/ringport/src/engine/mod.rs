@@ -49,6 +49,7 @@ mod paged;
 mod protocol_tests;
 mod protocols;
 mod rate;
+mod sweeps;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -57,7 +58,7 @@ pub mod topics;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -71,7 +72,7 @@ use crate::stats::Stats;
 use crate::sys::{Completion, Op, RecvBuffers, RecvTarget, SendQueues};
 use crate::timer::Timers;
 
-use clock::{Clock, MAX_PERIOD};
+use clock::Clock;
 use conn::{Closing, Connecting, Slot};
 use input::InputState;
 use outbox::Outbox;
@@ -160,17 +161,8 @@ pub(crate) struct Core<C: Codec> {
     /// The explicit time of the current step and the tick's pacing.
     clock: Clock,
     timers: Timers,
-    idle_timeout: Option<Duration>,
-    heartbeat: Option<Duration>,
-    frame_timeout: Option<Duration>,
-    min_receive_rate: Option<u64>,
-    /// Connections whose frame is late, found by the sweep.
-    stalled: Vec<u32>,
-    /// Where the idle/heartbeat sweep goes on in `open`.
-    sweep_cursor: usize,
-    /// Connections the current sweep round visits, and how many it has.
-    sweep_round: usize,
-    sweep_done: usize,
+    /// The idle/heartbeat/frame-timeout sweep's settings and pacing.
+    sweeps: sweeps::Sweeps,
     /// Outbound connects waiting for their socket, by token.
     pending: Vec<Option<PendingConnect>>,
     pending_free: Vec<u32>,
@@ -260,14 +252,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             stopping: false,
             clock: Clock::new(now, config.tick),
             timers: Timers::default(),
-            idle_timeout: config.idle_timeout.map(|t| t.min(MAX_PERIOD)),
-            heartbeat: config.heartbeat.map(|t| t.min(MAX_PERIOD)),
-            frame_timeout: config.frame_timeout,
-            min_receive_rate: config.min_receive_rate,
-            stalled: Vec::new(),
-            sweep_cursor: 0,
-            sweep_round: 0,
-            sweep_done: 0,
+            sweeps: sweeps::Sweeps::new(config),
             pending: Vec::new(),
             pending_free: Vec::new(),
             pending_count: 0,
