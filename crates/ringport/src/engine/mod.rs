@@ -26,6 +26,7 @@
 //! nothing here writes an eventfd, takes a lock, receives from a channel or
 //! reads the clock.
 
+mod accepts;
 mod admission;
 #[cfg(test)]
 mod bench_echo;
@@ -55,7 +56,7 @@ mod tests;
 mod timers;
 pub mod topics;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -147,16 +148,9 @@ pub(crate) struct Core<C: Codec> {
     resumed: Vec<u32>,
     pool: ChunkPool,
     stats: Stats,
-    listening: bool,
-    accepts_in_flight: usize,
-    accepts_posted: usize,
-    accept_backoff_until: Option<Instant>,
-    at_limit_logged: bool,
-    /// Clients accepted over the limit and held (`LimitPolicy::Wait`), in
-    /// arrival order, with their peer addresses.
-    waiting: VecDeque<(u32, SocketAddr)>,
-    /// The posted accepts were withdrawn because of the limit.
-    accepts_withdrawn: bool,
+    /// Accepts kept posted, their back-off, and the clients held at the
+    /// global limit.
+    accepts: accepts::Accepts,
     stopping: bool,
     /// The explicit time of the current step and the tick's pacing.
     clock: Clock,
@@ -242,13 +236,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             resumed: Vec::new(),
             pool: ChunkPool::new(1024),
             stats: Stats::default(),
-            listening,
-            accepts_in_flight: config.accepts_in_flight,
-            accepts_posted: 0,
-            accept_backoff_until: None,
-            at_limit_logged: false,
-            waiting: VecDeque::new(),
-            accepts_withdrawn: false,
+            accepts: accepts::Accepts::new(listening, config.accepts_in_flight),
             stopping: false,
             clock: Clock::new(now, config.tick),
             timers: Timers::default(),
@@ -606,14 +594,14 @@ impl<C: Codec> Core<C> {
     fn publish_stats(&mut self) {
         self.stats.connections = self.open.len() as u64;
         self.stats.timers = self.timers.len() as u64;
-        self.stats.waiting = self.waiting.len() as u64;
+        self.stats.waiting = self.accepts.waiting() as u64;
         self.stats.frame_pool_bytes = self.frame_pool.kept_bytes() as u64;
         let me = &self.shared.shards[self.index];
         me.counters.publish(&self.stats);
     }
 
     fn finished(&self) -> bool {
-        self.stopping && self.in_use == 0 && self.accepts_posted == 0 && self.pending_count == 0
+        self.stopping && self.in_use == 0 && self.accepts.posted() == 0 && self.pending_count == 0
     }
 }
 

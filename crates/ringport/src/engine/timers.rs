@@ -18,9 +18,7 @@ impl<C: Codec> Core<C> {
         self.sweep_idle();
         self.expire_handshakes();
         self.expire_upgrades();
-        if self.accept_backoff_until.is_some_and(|t| t <= now) {
-            self.accept_backoff_until = None;
-        }
+        self.accepts.on_tick(now);
         let mut overdue = std::mem::take(&mut self.overdue);
         overdue.extend(
             self.closing
@@ -106,7 +104,7 @@ impl<C: Codec> Core<C> {
         }
         self.stopping = true;
         let stop_deadline = self.clock.now() + self.shared.config.stop_timeout;
-        if self.listening {
+        if self.accepts.listening() {
             self.ops.push(Op::WithdrawAccepts);
             self.ops.push(Op::StopListening);
         }
