@@ -17,9 +17,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::accepts::AtLimit;
-use super::conn::Connecting;
 use super::conn::SlotState;
-use super::{Core, Engine, PendingConnect};
+use super::connects::PendingConnect;
+use super::{Core, Engine};
 use crate::admission_table::Ticket;
 use crate::codec::Codec;
 use crate::config::LimitPolicy;
@@ -80,7 +80,7 @@ impl<C: Codec> Core<C> {
     /// Slots in use plus those promised to posted accepts and pending
     /// sockets: never more than the table.
     fn committed(&self) -> usize {
-        self.in_use + self.accepts.posted() + self.pending_count
+        self.in_use + self.accepts.posted() + self.connects.pending()
     }
 
     /// Keeps `accepts_in_flight` accepts posted while below the limit and
@@ -318,7 +318,7 @@ impl<C: Codec> Core<C> {
             transport,
         };
         if let Err(e) = self.try_start_connect(pending) {
-            self.failed_connects.push((remote, e));
+            self.connects.fail(remote, e);
         }
     }
 
@@ -340,31 +340,19 @@ impl<C: Codec> Core<C> {
             )));
         }
         let remote = pending.remote;
-        let token = match self.pending_free.pop() {
-            Some(t) => {
-                self.pending[t as usize] = Some(pending);
-                t
-            }
-            None => {
-                self.pending.push(Some(pending));
-                (self.pending.len() - 1) as u32
-            }
-        };
-        self.pending_count += 1;
+        let token = self.connects.wait_for_socket(pending);
         self.ops.push(Op::Socket { token, remote });
         Ok(())
     }
 
     pub(super) fn on_socket(&mut self, token: u32, result: i32) {
-        let Some(pending) = self.pending.get_mut(token as usize).and_then(Option::take) else {
+        let Some(pending) = self.connects.socket_done(token) else {
             return;
         };
-        self.pending_free.push(token);
-        self.pending_count -= 1;
         if result < 0 {
             self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
-            self.failed_connects
-                .push((pending.remote, io::Error::from_raw_os_error(-result)));
+            self.connects
+                .fail(pending.remote, io::Error::from_raw_os_error(-result));
             return;
         }
         let slot = result as usize;
@@ -375,24 +363,15 @@ impl<C: Codec> Core<C> {
         if let Err(e) = self.attach_client_transport(slot, &pending.transport) {
             // Closing the socket reports the failure (`on_closed`).
             tracing::warn!(error = %e, "client transport could not be created");
-            self.connecting.insert(
-                slot as u32,
-                Connecting {
-                    remote: pending.remote,
-                    error: Some(libc::EINVAL),
-                },
-            );
+            self.connects
+                .connecting(slot as u32, pending.remote, Some(libc::EINVAL));
             self.release(slot);
             return;
         }
         let s = &mut self.slots[slot];
         s.state = SlotState::Connecting;
         let generation = s.generation;
-        let connecting = Connecting {
-            remote: pending.remote,
-            error: None,
-        };
-        self.connecting.insert(slot as u32, connecting);
+        self.connects.connecting(slot as u32, pending.remote, None);
         self.ops.push(Op::Connect {
             slot: slot as u32,
             generation,
@@ -412,14 +391,12 @@ impl<C: Codec> Core<C> {
             .get(slot)
             .filter(|s| s.generation == generation && s.state == SlotState::Connecting)?;
         if result < 0 {
-            if let Some(c) = self.connecting.get_mut(&(slot as u32)) {
-                c.error = Some(-result);
-            }
+            self.connects.connect_failed(slot as u32, -result);
             // Close the socket; `on_closed` reports the failure.
             self.release(slot);
             return None;
         }
-        let remote = self.connecting.remove(&(slot as u32))?.remote;
+        let remote = self.connects.connected(slot as u32)?;
         self.stats.connected += 1;
         Some((self.open_slot(slot, remote), remote))
     }

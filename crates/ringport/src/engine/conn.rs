@@ -37,7 +37,7 @@ pub(super) enum SlotState {
 /// shard has one per table entry (pages of them, allocated as used). What
 /// only some connections need lives elsewhere: the close reason and flush
 /// deadline of a closing one in `Core::closing`, the addresses of a
-/// connecting one in `Core::connecting`, the framer and backlog of one with
+/// connecting one in `Core::connects`, the framer and backlog of one with
 /// a partial frame or paused input in `Core::inputs`, the queue's segments
 /// only while it holds data.
 #[derive(Default)]
@@ -157,13 +157,6 @@ pub(super) struct Closing {
     pub reason: CloseReason,
     /// When queued data stops being waited for.
     pub deadline: Instant,
-}
-
-/// What only an outbound connection needs until it is open.
-pub(super) struct Connecting {
-    pub remote: SocketAddr,
-    /// Why the connect failed (reported once the socket is closed).
-    pub error: Option<i32>,
 }
 
 impl<C: Codec> Core<C> {
@@ -326,7 +319,7 @@ impl<C: Codec> Core<C> {
         s.transport = crate::transport::Transport::default();
         self.in_use -= 1;
         let closing = self.closing.remove(&(slot as u32));
-        let connecting = self.connecting.remove(&(slot as u32));
+        let failed_connect = self.connects.slot_freed(slot as u32);
         self.detach_protocol(slot);
         if unseen {
             return None;
@@ -337,12 +330,10 @@ impl<C: Codec> Core<C> {
             // client can be in any shard's backlog).
             self.outbox.wake_all();
         }
-        if let Some(Connecting { remote, error }) = connecting {
+        if let Some((remote, error)) = failed_connect {
             // A connect that failed: the socket is closed, the handler is
             // told with the error, no connection ever existed.
-            let errno = error.unwrap_or(libc::ECONNREFUSED);
-            self.failed_connects
-                .push((remote, std::io::Error::from_raw_os_error(errno)));
+            self.connects.fail(remote, error);
             return None;
         }
         let reason = closing.map_or(CloseReason::Local, |c| c.reason);

@@ -266,10 +266,10 @@ impl<C: Codec> Core<C> {
         self.stats.tls_failures += 1;
         let s = &self.slots[slot];
         if s.transport.is_client_in_handshake() {
-            self.failed_connects.push((
+            self.connects.fail(
                 s.peer(),
                 std::io::Error::new(std::io::ErrorKind::ConnectionAborted, format!("TLS: {why}")),
-            ));
+            );
         }
         tracing::debug!(slot, peer = %s.peer(), error = %why, "TLS failure; closing");
         self.transport_flush(slot);

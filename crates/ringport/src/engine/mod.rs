@@ -32,6 +32,7 @@ mod admission;
 mod bench_echo;
 mod clock;
 mod conn;
+mod connects;
 mod direct;
 #[cfg(test)]
 mod direct_tests;
@@ -74,7 +75,7 @@ use crate::sys::{Completion, Op, RecvBuffers, RecvTarget, SendQueues};
 use crate::timer::Timers;
 
 use clock::Clock;
-use conn::{Closing, Connecting, Slot};
+use conn::{Closing, Slot};
 use input::InputState;
 use outbox::Outbox;
 use paged::PagedTable;
@@ -95,13 +96,6 @@ impl Inbox for std::collections::VecDeque<Command> {
 /// Commands handled per loop turn, so a flood of commands cannot starve
 /// completions.
 const COMMANDS_PER_TURN: usize = 4096;
-
-/// An outbound connect waiting for its socket.
-struct PendingConnect {
-    remote: SocketAddr,
-    local: Option<SocketAddr>,
-    transport: crate::transport::ClientSetup,
-}
 
 /// Everything of a shard's engine except the handler and its
 /// per-connection states (kept apart so that the handler and its
@@ -134,8 +128,6 @@ pub(crate) struct Core<C: Codec> {
     /// Close reason and flush deadline of every closing slot, from
     /// `begin_close` until the slot is free.
     closing: BTreeMap<u32, Closing>,
-    /// Outbound connections until they are open (or their slot is free).
-    connecting: BTreeMap<u32, Connecting>,
     /// Slots not free (connecting, open, closing or releasing).
     in_use: usize,
     open: Vec<u32>,
@@ -157,12 +149,9 @@ pub(crate) struct Core<C: Codec> {
     timers: Timers,
     /// The idle/heartbeat/frame-timeout sweep's settings and pacing.
     sweeps: sweeps::Sweeps,
-    /// Outbound connects waiting for their socket, by token.
-    pending: Vec<Option<PendingConnect>>,
-    pending_free: Vec<u32>,
-    pending_count: usize,
-    /// Connects that failed, reported to the handler by the engine.
-    failed_connects: Vec<(SocketAddr, std::io::Error)>,
+    /// Outbound connects until they are open, and those that failed, to
+    /// report to the handler.
+    connects: connects::Connects,
     /// The message being handled, when the framer handed it over as owned
     /// `Bytes` (a large reassembled frame).
     current_message: Option<Bytes>,
@@ -226,7 +215,6 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             input_pool: Vec::new(),
             input_pool_low: 0,
             closing: BTreeMap::new(),
-            connecting: BTreeMap::new(),
             in_use: 0,
             open: Vec::new(),
             dirty: Vec::new(),
@@ -241,10 +229,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             clock: Clock::new(now, config.tick),
             timers: Timers::default(),
             sweeps: sweeps::Sweeps::new(config),
-            pending: Vec::new(),
-            pending_free: Vec::new(),
-            pending_count: 0,
-            failed_connects: Vec::new(),
+            connects: connects::Connects::default(),
             current_message: None,
             largest_message: 0,
             bulk_posted: 0,
@@ -505,7 +490,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     }
 
     fn report_failed_connects(&mut self) {
-        while let Some((remote, error)) = self.core.failed_connects.pop() {
+        while let Some((remote, error)) = self.core.connects.next_failed() {
             let mut ctx = Context {
                 core: &mut self.core,
             };
@@ -601,7 +586,10 @@ impl<C: Codec> Core<C> {
     }
 
     fn finished(&self) -> bool {
-        self.stopping && self.in_use == 0 && self.accepts.posted() == 0 && self.pending_count == 0
+        self.stopping
+            && self.in_use == 0
+            && self.accepts.posted() == 0
+            && self.connects.pending() == 0
     }
 }
 

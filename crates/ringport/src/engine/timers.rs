@@ -111,7 +111,7 @@ impl<C: Codec> Core<C> {
         self.drop_waiting();
         // Connects in flight are abandoned: their completion (ECANCELED)
         // closes the socket and reports the failure to the handler.
-        for &slot in self.connecting.keys() {
+        for slot in self.connects.slots() {
             let s = &self.slots[slot as usize];
             if s.state == SlotState::Connecting {
                 let generation = s.generation;
