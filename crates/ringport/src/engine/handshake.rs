@@ -328,7 +328,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                     if s.recv_armed() {
                         self.core.cancel_recv(slot);
                     }
-                    if self.core.backlog_is_empty(slot) {
+                    if self.core.inputs.backlog_is_empty(slot) {
                         self.close_at_eof(slot);
                     }
                 }

@@ -38,6 +38,7 @@ mod direct;
 mod direct_tests;
 mod handshake;
 mod input;
+mod inputs;
 #[cfg(test)]
 mod limit_tests;
 #[cfg(test)]
@@ -64,7 +65,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::codec::{Codec, FramePool};
+use crate::codec::Codec;
 use crate::conn_id::ConnId;
 use crate::error::CloseReason;
 use crate::handler::{Context, Handler};
@@ -76,7 +77,6 @@ use crate::timer::Timers;
 
 use clock::Clock;
 use conn::{Closing, Slot};
-use input::InputState;
 use outbox::Outbox;
 use paged::PagedTable;
 
@@ -111,20 +111,11 @@ pub(crate) struct Core<C: Codec> {
     max_frame: usize,
     high_water: usize,
     queue_limit: usize,
-    backlog_limit: usize,
-    reassembly_limit: usize,
-    /// Large reassembly buffers kept for reuse (`ServerConfig::frame_pool_limit`).
-    frame_pool: FramePool,
     slots: PagedTable<Slot>,
-    /// Framer, backlog and frame timing of the connections that have a
-    /// partial frame or paused input (none for the others).
-    inputs: PagedTable<Option<Box<InputState<C>>>>,
-    /// Input states kept for reuse, so the receive path does not allocate.
-    /// Boxed: a state moves between the pool and a slot as one pointer.
-    #[allow(clippy::vec_box)]
-    input_pool: Vec<Box<InputState<C>>>,
-    /// Fewest states in `input_pool` since the last trim.
-    input_pool_low: usize,
+    /// Input states (framer, backlog, frame timing) of the connections
+    /// that have a partial frame or paused input, their pool, the frame
+    /// buffer pool and the input bounds.
+    inputs: inputs::Inputs<C>,
     /// Close reason and flush deadline of every closing slot, from
     /// `begin_close` until the slot is free.
     closing: BTreeMap<u32, Closing>,
@@ -207,13 +198,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             max_frame,
             high_water: config.send_high_water,
             queue_limit: config.effective_send_queue_limit(max_frame),
-            backlog_limit: config.effective_input_backlog_limit(),
-            reassembly_limit: config.reassembly_limit,
-            frame_pool: FramePool::new(config.frame_pool_limit),
             slots: PagedTable::new(table),
-            inputs: PagedTable::new(table),
-            input_pool: Vec::new(),
-            input_pool_low: 0,
+            inputs: inputs::Inputs::new(codec.clone(), table, config),
             closing: BTreeMap::new(),
             in_use: 0,
             open: Vec::new(),
@@ -361,7 +347,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// kept frame buffers); the shard calls it every few seconds.
     pub fn trim(&mut self) {
         self.core.pool.trim_chunks();
-        self.core.frame_pool.trim();
+        self.core.inputs.frame_pool().trim();
     }
 
     /// Publishes the counters now (also done every turn).
@@ -541,9 +527,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         self.core.stats.reassembly_bytes = self.core.stats.reassembly_bytes.saturating_sub(held);
         // A partial frame's state is dropped (its codec may hold scan
         // state of that frame): pooled states are always between frames.
-        if let Some(input) = self.core.inputs.get_mut_if_allocated(slot) {
-            *input = None;
-        }
+        self.core.inputs.forget(slot);
         if let Some(state) = self
             .states
             .get_mut_if_allocated(slot)
@@ -580,7 +564,7 @@ impl<C: Codec> Core<C> {
         self.stats.connections = self.open.len() as u64;
         self.stats.timers = self.timers.len() as u64;
         self.stats.waiting = self.accepts.waiting() as u64;
-        self.stats.frame_pool_bytes = self.frame_pool.kept_bytes() as u64;
+        self.stats.frame_pool_bytes = self.inputs.frame_pool().kept_bytes() as u64;
         let me = &self.shared.shards[self.index];
         me.counters.publish(&self.stats);
     }

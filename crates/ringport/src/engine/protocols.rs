@@ -331,7 +331,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// paused).
     pub(super) fn deliver_protocol(&mut self, slot: usize, generation: u32, data: &[u8]) {
         let before = self.core.held(slot);
-        let mut input = self.core.take_input(slot);
+        let mut input = self.core.inputs.take(slot);
         let paused = self.core.slots[slot].recv_paused();
         if paused {
             input.backlog.extend_from_slice(data);
@@ -359,7 +359,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             }
             self.core.protocols.input = buf;
         }
-        self.core.put_input(slot, input, true);
+        self.core.inputs.put(slot, input, true);
         self.account_held(slot, before);
         self.after_feed(slot, Ok(()));
     }

@@ -14,7 +14,7 @@ impl<C: Codec> Core<C> {
     pub(super) fn on_tick(&mut self) {
         let now = self.clock.now();
         self.pool.trim();
-        self.trim_input_pool();
+        self.inputs.trim_pool();
         self.sweep_idle();
         self.expire_handshakes();
         self.expire_upgrades();
@@ -65,7 +65,7 @@ impl<C: Codec> Core<C> {
             };
             let slot = self.open[pos] as usize;
             let s = &self.slots[slot];
-            let frame_deadline = self.inputs[slot].as_ref().and_then(|i| i.frame_deadline);
+            let frame_deadline = self.inputs.get(slot).and_then(|i| i.frame_deadline);
             let stamps = Stamps {
                 since_input_ms: self.clock.elapsed_ms(s.last_input),
                 since_output_ms: self.clock.elapsed_ms(s.last_output),
