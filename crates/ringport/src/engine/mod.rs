@@ -21,6 +21,14 @@
 //! - [`outbox`]: what leaves the engine besides kernel work: commands for
 //!   other shards, wake-ups, cluster traffic (the shard loop hands them on).
 //!
+//! Core owns parts that keep their own fields and bookkeeping, with unit
+//! tests beside them, and applies what they decide: [`clock`] (explicit
+//! time, the tick), [`sweeps`] (pacing and verdicts of the
+//! idle/heartbeat/frame-timeout sweep), [`accepts`] (accepts kept posted,
+//! the wait queue at the limit), [`connects`] (outbound connects until
+//! open), [`inputs`] (input states, their pool, the input bounds),
+//! [`topics`], [`rate`], [`protocols`], [`handshake`] and [`outbox`].
+//!
 //! The engine is sans-I/O: commands from other threads enter through
 //! [`Engine::handle_commands`] from an [`Inbox`] the shard loop provides;
 //! nothing here writes an eventfd, takes a lock, receives from a channel or
