@@ -16,19 +16,16 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::conn::Connecting;
+use super::accepts::AtLimit;
 use super::conn::SlotState;
-use super::{Core, Engine, PendingConnect};
+use super::connects::PendingConnect;
+use super::{Core, Engine};
 use crate::admission_table::Ticket;
 use crate::codec::Codec;
 use crate::config::LimitPolicy;
 use crate::conn_id::ConnId;
 use crate::handler::Handler;
 use crate::sys::Op;
-
-/// How long accepting pauses after an accept error (EMFILE, ENFILE,
-/// ENOMEM...), so a full descriptor table does not make the shard spin.
-pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
 
 /// At most one log line per this period for refused clients (per shard).
 const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(1);
@@ -63,11 +60,11 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// Admits the clients held at the limit, oldest first, while there are
     /// places; then those waiting for a handshake place.
     pub(super) fn admit_waiting(&mut self) {
-        while let Some(&(slot, peer)) = self.core.waiting.front() {
+        while let Some((slot, peer)) = self.core.accepts.first_waiting() {
             if !self.core.try_admit() {
                 break;
             }
-            self.core.waiting.pop_front();
+            self.core.accepts.take_first();
             if let Some((conn, peer)) = self.core.start_accepted(slot as usize, peer) {
                 self.opened(conn, peer);
             }
@@ -83,7 +80,7 @@ impl<C: Codec> Core<C> {
     /// Slots in use plus those promised to posted accepts and pending
     /// sockets: never more than the table.
     fn committed(&self) -> usize {
-        self.in_use + self.accepts_posted + self.pending_count
+        self.in_use + self.accepts.posted() + self.connects.pending()
     }
 
     /// Keeps `accepts_in_flight` accepts posted while below the limit and
@@ -91,11 +88,7 @@ impl<C: Codec> Core<C> {
     pub(super) fn post_accepts(&mut self) {
         // Clients held at the limit are first in line: no new ones until
         // they are admitted (this bounds them to `accepts_in_flight`).
-        if !self.listening
-            || self.stopping
-            || self.accept_backoff_until.is_some()
-            || !self.waiting.is_empty()
-        {
+        if !self.accepts.may_post(self.stopping) {
             return;
         }
         // At the global limit, accepts are withdrawn: new clients wait in the
@@ -104,24 +97,21 @@ impl<C: Codec> Core<C> {
         // that holds no reservation while another shard's sit unused.)
         let max = self.shared.config.max_connections;
         if self.shared.admitted.load(Ordering::Acquire) >= max {
-            if self.accepts_posted > 0 && !self.accepts_withdrawn {
-                self.accepts_withdrawn = true;
+            let AtLimit { withdraw, log } = self.accepts.at_limit();
+            if withdraw {
                 self.ops.push(Op::WithdrawAccepts);
             }
-            if !self.at_limit_logged {
+            if log {
                 tracing::warn!(
                     shard = self.index,
                     max_connections = max,
                     "connection limit reached; accepting paused until connections close"
                 );
-                self.at_limit_logged = true;
             }
             return;
         }
-        self.at_limit_logged = false;
-        self.accepts_withdrawn = false;
-        while self.accepts_posted < self.accepts_in_flight && self.committed() < self.slots.len() {
-            self.accepts_posted += 1;
+        let room = self.slots.len().saturating_sub(self.committed());
+        for _ in 0..self.accepts.post(room) {
             self.ops.push(Op::Accept);
         }
     }
@@ -131,20 +121,19 @@ impl<C: Codec> Core<C> {
         listener: u8,
         result: Result<(u32, SocketAddr), i32>,
     ) -> Option<(ConnId, SocketAddr)> {
-        self.accepts_posted = self.accepts_posted.saturating_sub(1);
+        self.accepts.completed();
         let (slot, peer) = match result {
             Ok(accepted) => accepted,
             Err(libc::ECANCELED | libc::ECONNABORTED | libc::EINTR) => return None,
             Err(errno) => {
                 self.stats.accept_errors += 1;
-                if self.accept_backoff_until.is_none() {
+                if self.accepts.failed(self.clock.now()) {
                     tracing::warn!(
                         shard = self.index,
                         error = %io::Error::from_raw_os_error(errno),
                         "accept failed; backing off"
                     );
                 }
-                self.accept_backoff_until = Some(self.now + ACCEPT_BACKOFF);
                 return None;
             }
         };
@@ -163,7 +152,7 @@ impl<C: Codec> Core<C> {
             match self.shared.config.at_limit {
                 LimitPolicy::Wait => {
                     self.slots[slot].state = SlotState::Waiting;
-                    self.waiting.push_back((slot as u32, peer));
+                    self.accepts.hold(slot as u32, peer);
                 }
                 LimitPolicy::Refuse => {
                     self.stats.rejected += 1;
@@ -241,12 +230,12 @@ impl<C: Codec> Core<C> {
         }
         if log
             .last_logged
-            .is_some_and(|t| self.now.saturating_duration_since(t) < REFUSAL_LOG_PERIOD)
+            .is_some_and(|t| self.clock.now().saturating_duration_since(t) < REFUSAL_LOG_PERIOD)
         {
             return;
         }
         let (per_source, filter) = std::mem::take(&mut log.unlogged);
-        log.last_logged = Some(self.now);
+        log.last_logged = Some(self.clock.now());
         let limit = self.shared.sources.as_ref().map(|t| t.limit());
         tracing::warn!(
             shard = self.index,
@@ -307,7 +296,7 @@ impl<C: Codec> Core<C> {
     /// Closes the clients held at the limit or waiting for a handshake
     /// place (the server is stopping).
     pub(super) fn drop_waiting(&mut self) {
-        while let Some((slot, _)) = self.waiting.pop_front() {
+        while let Some((slot, _)) = self.accepts.take_first() {
             self.slots[slot as usize].set_unseen(true);
             self.release(slot as usize);
         }
@@ -329,7 +318,7 @@ impl<C: Codec> Core<C> {
             transport,
         };
         if let Err(e) = self.try_start_connect(pending) {
-            self.failed_connects.push((remote, e));
+            self.connects.fail(remote, e);
         }
     }
 
@@ -351,31 +340,19 @@ impl<C: Codec> Core<C> {
             )));
         }
         let remote = pending.remote;
-        let token = match self.pending_free.pop() {
-            Some(t) => {
-                self.pending[t as usize] = Some(pending);
-                t
-            }
-            None => {
-                self.pending.push(Some(pending));
-                (self.pending.len() - 1) as u32
-            }
-        };
-        self.pending_count += 1;
+        let token = self.connects.wait_for_socket(pending);
         self.ops.push(Op::Socket { token, remote });
         Ok(())
     }
 
     pub(super) fn on_socket(&mut self, token: u32, result: i32) {
-        let Some(pending) = self.pending.get_mut(token as usize).and_then(Option::take) else {
+        let Some(pending) = self.connects.socket_done(token) else {
             return;
         };
-        self.pending_free.push(token);
-        self.pending_count -= 1;
         if result < 0 {
             self.shared.admitted.fetch_sub(1, Ordering::AcqRel);
-            self.failed_connects
-                .push((pending.remote, io::Error::from_raw_os_error(-result)));
+            self.connects
+                .fail(pending.remote, io::Error::from_raw_os_error(-result));
             return;
         }
         let slot = result as usize;
@@ -386,24 +363,15 @@ impl<C: Codec> Core<C> {
         if let Err(e) = self.attach_client_transport(slot, &pending.transport) {
             // Closing the socket reports the failure (`on_closed`).
             tracing::warn!(error = %e, "client transport could not be created");
-            self.connecting.insert(
-                slot as u32,
-                Connecting {
-                    remote: pending.remote,
-                    error: Some(libc::EINVAL),
-                },
-            );
+            self.connects
+                .connecting(slot as u32, pending.remote, Some(libc::EINVAL));
             self.release(slot);
             return;
         }
         let s = &mut self.slots[slot];
         s.state = SlotState::Connecting;
         let generation = s.generation;
-        let connecting = Connecting {
-            remote: pending.remote,
-            error: None,
-        };
-        self.connecting.insert(slot as u32, connecting);
+        self.connects.connecting(slot as u32, pending.remote, None);
         self.ops.push(Op::Connect {
             slot: slot as u32,
             generation,
@@ -423,14 +391,12 @@ impl<C: Codec> Core<C> {
             .get(slot)
             .filter(|s| s.generation == generation && s.state == SlotState::Connecting)?;
         if result < 0 {
-            if let Some(c) = self.connecting.get_mut(&(slot as u32)) {
-                c.error = Some(-result);
-            }
+            self.connects.connect_failed(slot as u32, -result);
             // Close the socket; `on_closed` reports the failure.
             self.release(slot);
             return None;
         }
-        let remote = self.connecting.remove(&(slot as u32))?.remote;
+        let remote = self.connects.connected(slot as u32)?;
         self.stats.connected += 1;
         Some((self.open_slot(slot, remote), remote))
     }

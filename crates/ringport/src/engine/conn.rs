@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Core;
 use crate::codec::Codec;
@@ -37,7 +37,7 @@ pub(super) enum SlotState {
 /// shard has one per table entry (pages of them, allocated as used). What
 /// only some connections need lives elsewhere: the close reason and flush
 /// deadline of a closing one in `Core::closing`, the addresses of a
-/// connecting one in `Core::connecting`, the framer and backlog of one with
+/// connecting one in `Core::connects`, the framer and backlog of one with
 /// a partial frame or paused input in `Core::inputs`, the queue's segments
 /// only while it holds data.
 #[derive(Default)]
@@ -47,7 +47,7 @@ pub(super) struct Slot {
     pub open_pos: u32,
     /// Times of the last input and the last queued output, for idle
     /// timeouts and heartbeats: milliseconds since the engine's epoch,
-    /// wrapping (see [`Core::elapsed_ms`]).
+    /// wrapping (see [`super::clock::Clock::elapsed_ms`]).
     pub last_input: u32,
     pub last_output: u32,
     /// For `Server::connections`: the peer's address and port (the
@@ -159,13 +159,6 @@ pub(super) struct Closing {
     pub deadline: Instant,
 }
 
-/// What only an outbound connection needs until it is open.
-pub(super) struct Connecting {
-    pub remote: SocketAddr,
-    /// Why the connect failed (reported once the socket is closed).
-    pub error: Option<i32>,
-}
-
 impl<C: Codec> Core<C> {
     /// Takes a slot the driver just filled (accept or socket) for a new
     /// connection: moves its generation on. Drivers only fill free slots
@@ -187,7 +180,7 @@ impl<C: Codec> Core<C> {
 
     /// Makes a slot that holds a connected socket `Open` and starts reading.
     pub(super) fn open_slot(&mut self, slot: usize, peer: SocketAddr) -> ConnId {
-        let (now_ms, open_pos) = (self.now_ms, self.open.len() as u32);
+        let (now_ms, open_pos) = (self.clock.now_ms(), self.open.len() as u32);
         let s = &mut self.slots[slot];
         s.state = SlotState::Open;
         // All flags clear but the per-source count taken at accept (the
@@ -238,7 +231,7 @@ impl<C: Codec> Core<C> {
     /// queued data is still sent (within `close_timeout`); without, it is
     /// dropped.
     pub(super) fn begin_close(&mut self, slot: usize, reason: CloseReason, flush: bool) {
-        let deadline = self.now + self.shared.config.close_timeout;
+        let deadline = self.clock.now() + self.shared.config.close_timeout;
         let s = &mut self.slots[slot];
         if s.state != SlotState::Open {
             return;
@@ -326,7 +319,7 @@ impl<C: Codec> Core<C> {
         s.transport = crate::transport::Transport::default();
         self.in_use -= 1;
         let closing = self.closing.remove(&(slot as u32));
-        let connecting = self.connecting.remove(&(slot as u32));
+        let failed_connect = self.connects.slot_freed(slot as u32);
         self.detach_protocol(slot);
         if unseen {
             return None;
@@ -337,12 +330,10 @@ impl<C: Codec> Core<C> {
             // client can be in any shard's backlog).
             self.outbox.wake_all();
         }
-        if let Some(Connecting { remote, error }) = connecting {
+        if let Some((remote, error)) = failed_connect {
             // A connect that failed: the socket is closed, the handler is
             // told with the error, no connection ever existed.
-            let errno = error.unwrap_or(libc::ECONNREFUSED);
-            self.failed_connects
-                .push((remote, std::io::Error::from_raw_os_error(errno)));
+            self.connects.fail(remote, error);
             return None;
         }
         let reason = closing.map_or(CloseReason::Local, |c| c.reason);
@@ -358,7 +349,7 @@ impl<C: Codec> Core<C> {
             out.push(ConnectionInfo {
                 conn: ConnId::new(self.index as u16, slot, s.generation),
                 peer: s.peer(),
-                age: Duration::from_millis(self.now_ms.saturating_sub(s.opened_at)),
+                age: self.clock.since_ms(s.opened_at),
                 bytes_in: s.bytes_in,
                 bytes_out: s.bytes_out,
                 queued: s.queue.len(),
@@ -396,19 +387,4 @@ impl<C: Codec> Core<C> {
         }
         Ok(slot)
     }
-
-    /// Milliseconds from a time stamp of a slot (`last_input`,
-    /// `last_output`) to now. The stamps are the low 32 bits of the
-    /// milliseconds since the epoch, so this is exact while less than
-    /// 2^32 ms (49.7 days) have passed: the sweep looks at every open
-    /// connection at least twice per period, and the periods it checks
-    /// are capped at [`MAX_PERIOD`] (24.8 days), so a connection is found
-    /// idle long before its stamp could wrap.
-    pub(super) fn elapsed_ms(&self, stamp: u32) -> u64 {
-        u64::from((self.now_ms as u32).wrapping_sub(stamp))
-    }
 }
-
-/// The longest idle timeout or heartbeat period the engine honours (see
-/// [`Core::elapsed_ms`]); longer settings act as this.
-pub(super) const MAX_PERIOD: Duration = Duration::from_millis(1 << 31);

@@ -47,7 +47,7 @@
 //! [`Framer::recv_target_between`]: crate::codec::Framer::recv_target_between
 
 use super::conn::SlotState;
-use super::input::{Direct, InputState};
+use super::inputs::{Direct, InputState};
 use super::{Core, Engine};
 use crate::codec::{Codec, MAX_HEADER_LEN};
 use crate::error::CloseReason;
@@ -79,7 +79,7 @@ impl<C: Codec> Core<C> {
     /// missing at least `min` bytes.
     fn direct_worth(&self, slot: usize, min: usize) -> bool {
         self.may_receive_directly(slot)
-            && self.inputs[slot].as_ref().is_some_and(|i| {
+            && self.inputs.get(slot).is_some_and(|i| {
                 i.backlog.is_empty() && i.framer.missing().is_some_and(|m| m >= min.max(1))
             })
     }
@@ -98,8 +98,9 @@ impl<C: Codec> Core<C> {
     fn bulk_worth(&self, slot: usize) -> bool {
         self.bulk_posted < BULK_CONNECTIONS
             && self.may_receive_directly(slot)
-            && self.inputs[slot]
-                .as_ref()
+            && self
+                .inputs
+                .get(slot)
                 .is_some_and(|i| i.bulk > 0 && i.framer.buffered() == 0 && i.backlog.is_empty())
     }
 
@@ -126,7 +127,7 @@ impl<C: Codec> Core<C> {
             return false;
         }
         let before = self.held(slot);
-        let Some(input) = self.inputs[slot].as_mut() else {
+        let Some(input) = self.inputs.get_mut(slot) else {
             return false;
         };
         let size = input.bulk;
@@ -144,7 +145,7 @@ impl<C: Codec> Core<C> {
 
     /// The direct receive posted on `slot`, if any.
     pub(super) fn direct_target(&self, slot: usize) -> Option<RecvTarget> {
-        match self.inputs.get(slot)?.as_ref()?.direct {
+        match self.inputs.get_checked(slot)?.direct {
             Direct::InFlight(target) | Direct::Bulk(target) => Some(target),
             _ => None,
         }
@@ -157,8 +158,9 @@ impl<C: Codec> Core<C> {
         // The receive of nearly every small message leaves neither a frame
         // in progress missing `DIRECT_MIN` nor bulk mode: answered from the
         // input state alone, before the checks that look the slot up.
-        let unlikely = self.inputs[slot]
-            .as_ref()
+        let unlikely = self
+            .inputs
+            .get(slot)
             .is_none_or(|i| i.bulk == 0 && i.framer.missing().is_none_or(|m| m < DIRECT_MIN));
         if unlikely {
             return;
@@ -168,7 +170,7 @@ impl<C: Codec> Core<C> {
         {
             return;
         }
-        if let Some(input) = self.inputs[slot].as_mut()
+        if let Some(input) = self.inputs.get_mut(slot)
             && input.direct == Direct::Off
         {
             input.direct = Direct::Switching;
@@ -181,18 +183,18 @@ impl<C: Codec> Core<C> {
     /// closed the connection for the shard's reassembly bound). A frame
     /// being received directly is finished so, whatever it still misses.
     pub(super) fn start_direct(&mut self, slot: usize) -> bool {
-        let min = match self.inputs.get(slot).and_then(Option::as_ref) {
+        let min = match self.inputs.get_checked(slot) {
             Some(i) if i.direct == Direct::Receiving => 1,
             _ => DIRECT_MIN,
         };
         if self.slots[slot].recv_armed() || !self.direct_worth(slot, min) {
-            if let Some(input) = self.inputs[slot].as_mut() {
+            if let Some(input) = self.inputs.get_mut(slot) {
                 input.direct = Direct::Off;
             }
             return false;
         }
         let before = self.held(slot);
-        let Some(input) = self.inputs[slot].as_mut() else {
+        let Some(input) = self.inputs.get_mut(slot) else {
             return false;
         };
         let Some(target) = input.framer.recv_target() else {
@@ -216,15 +218,15 @@ impl<C: Codec> Core<C> {
         let after = self.held(slot);
         let stats = &mut self.stats;
         stats.reassembly_bytes = (stats.reassembly_bytes + after).saturating_sub(before);
-        if stats.reassembly_bytes > self.reassembly_limit as u64 {
+        if stats.reassembly_bytes > self.inputs.reassembly_limit() as u64 {
             stats.input_limit_closes += 1;
             tracing::info!(
                 slot,
                 held = stats.reassembly_bytes,
-                limit = self.reassembly_limit,
+                limit = self.inputs.reassembly_limit(),
                 "shard's partial-frame memory over its bound; closing the connection that grew it"
             );
-            if let Some(input) = self.inputs[slot].as_mut() {
+            if let Some(input) = self.inputs.get_mut(slot) {
                 if matches!(input.direct, Direct::Bulk(_)) {
                     self.bulk_posted -= 1;
                 }
@@ -254,7 +256,8 @@ impl<C: Codec> Core<C> {
         }
         match s.state {
             SlotState::Open => {
-                let go_on = !s.recv_paused() && !s.read_closed() && self.backlog_is_empty(slot);
+                let go_on =
+                    !s.recv_paused() && !s.read_closed() && self.inputs.backlog_is_empty(slot);
                 if go_on && !self.start_direct(slot) && !self.start_bulk(slot) {
                     self.rearm.push(slot as u32);
                 }
@@ -282,7 +285,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             return;
         };
         core.slots[slot].set_recv_armed(false);
-        if let Some(input) = core.inputs[slot].as_mut() {
+        if let Some(input) = core.inputs.get_mut(slot) {
             if matches!(input.direct, Direct::Bulk(_)) {
                 core.bulk_posted -= 1;
             }
@@ -298,7 +301,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         }
         if result > 0 {
             let n = (result as usize).min(target.len) as u64;
-            let now_ms = self.core.now_ms;
+            let now_ms = self.core.clock.now_ms();
             self.core.stats.bytes_in += n;
             let s = &mut self.core.slots[slot];
             s.bytes_in += n;

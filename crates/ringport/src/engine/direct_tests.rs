@@ -260,7 +260,7 @@ fn large_frame_is_received_directly_in_pieces_and_echoed() {
     assert!(has(&ops, |op| matches!(op, Op::Recv { .. })), "{ops:?}");
     assert_eq!(h.stats().messages_in, 2);
     assert_eq!(h.stats().reassembly_bytes, 0);
-    assert!(h.engine.core.inputs[1].is_none());
+    assert!(h.engine.core.inputs.get(1).is_none());
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn the_next_large_frame_continues_in_the_buffer_the_last_one_came_back_in() {
     .concat();
     assert!(has(&ops, |op| matches!(op, Op::Send { .. })), "{ops:?}");
     // The echo holds the frame's buffer until its send completes.
-    let pool = h.engine.core.frame_pool.clone();
+    let pool = h.engine.core.inputs.frame_pool().clone();
     assert_eq!(pool.kept_bytes(), 0);
     let _ = h.sent(conn, wire.len() as i32);
     assert_eq!(pool.kept_bytes(), wire.len(), "the buffer came back");
@@ -330,7 +330,7 @@ fn room_stops_at_the_frame_end_then_bulk_mode_until_a_small_message() {
         !has(&ops, |op| matches!(op, Op::RecvInto { .. })),
         "{ops:?}"
     );
-    assert!(h.engine.core.inputs[1].is_none());
+    assert!(h.engine.core.inputs.get(1).is_none());
     assert_eq!(h.stats().reassembly_bytes, 0);
 }
 

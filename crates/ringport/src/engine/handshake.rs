@@ -112,7 +112,7 @@ impl<C: Codec> Core<C> {
         self.handshakes.waiting.push_back(Waiting {
             slot: slot as u32,
             peer,
-            accepted: self.now,
+            accepted: self.clock.now(),
             deadline,
         });
         self.stats.handshakes_waiting = self.handshakes.waiting.len() as u64;
@@ -140,7 +140,7 @@ impl<C: Codec> Core<C> {
     /// Closes a client that waited for a handshake place past its
     /// handshake deadline (unseen; it never counts as open).
     fn waited_too_long(&mut self, slot: usize, deadline: Option<Instant>) -> bool {
-        let expired = deadline.is_some_and(|d| d <= self.now);
+        let expired = deadline.is_some_and(|d| d <= self.clock.now());
         if expired {
             self.stats.tls_handshake_timeouts += 1;
             self.stats.tls_failures += 1;
@@ -164,7 +164,7 @@ impl<C: Codec> Core<C> {
     /// Gives an accepted connection its transport. False: it could not be
     /// made (the slot is released unseen).
     pub(super) fn attach_server_transport(&mut self, slot: usize) -> bool {
-        self.attach_server_transport_at(slot, self.now)
+        self.attach_server_transport_at(slot, self.clock.now())
     }
 
     /// [`Self::attach_server_transport`] for a client accepted at
@@ -192,7 +192,7 @@ impl<C: Codec> Core<C> {
         slot: usize,
         setup: &ClientSetup,
     ) -> std::io::Result<()> {
-        self.slots[slot].transport = setup.transport(self.now)?;
+        self.slots[slot].transport = setup.transport(self.clock.now())?;
         Ok(())
     }
 
@@ -236,7 +236,7 @@ impl<C: Codec> Core<C> {
             self.handshakes.waiting.pop_front();
         }
         self.stats.handshakes_waiting = self.handshakes.waiting.len() as u64;
-        let now = self.now;
+        let now = self.clock.now();
         let mut i = 0;
         while i < self.handshakes.pending.len() {
             let (slot, generation) = self.handshakes.pending[i];
@@ -266,10 +266,10 @@ impl<C: Codec> Core<C> {
         self.stats.tls_failures += 1;
         let s = &self.slots[slot];
         if s.transport.is_client_in_handshake() {
-            self.failed_connects.push((
+            self.connects.fail(
                 s.peer(),
                 std::io::Error::new(std::io::ErrorKind::ConnectionAborted, format!("TLS: {why}")),
-            ));
+            );
         }
         tracing::debug!(slot, peer = %s.peer(), error = %why, "TLS failure; closing");
         self.transport_flush(slot);
@@ -302,7 +302,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     pub(super) fn deliver_through_transport(&mut self, slot: usize, generation: u32, data: &[u8]) {
         let mut plain = std::mem::take(&mut self.core.handshakes.scratch);
         plain.clear();
-        self.core.slots[slot].last_input = self.core.now_ms as u32;
+        self.core.slots[slot].last_input = self.core.clock.stamp();
         let read = self.core.slots[slot].transport.read(data, &mut plain);
         match read {
             Read::Failed(why) => self.core.transport_failed(slot, why),
@@ -328,7 +328,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                     if s.recv_armed() {
                         self.core.cancel_recv(slot);
                     }
-                    if self.core.backlog_is_empty(slot) {
+                    if self.core.inputs.backlog_is_empty(slot) {
                         self.close_at_eof(slot);
                     }
                 }

@@ -3,167 +3,27 @@
 //! high-water mark), so nothing is lost and the handler never has to refuse
 //! a reply.
 //!
-//! A connection has an [`InputState`] (framer, backlog, frame timing) only
-//! while it has a partial frame or held-back input. A receive buffer of
-//! whole frames is handled with a state taken from the shard's pool and
-//! given back right after, so an idle connection costs no input memory and
-//! the receive path does not allocate.
-
-use std::time::{Duration, Instant};
+//! A connection has an input state (framer, backlog, frame timing) only
+//! while it has a partial frame or held-back input; the states, their pool
+//! and the input bounds are the [`super::inputs::Inputs`] part.
 
 use super::conn::SlotState;
+use super::inputs::InputState;
 use super::{Core, Engine};
 use crate::codec::{Codec, CodecError, Framer, Partial};
 use crate::conn_id::ConnId;
 use crate::error::CloseReason;
 use crate::handler::{Context, Handler};
-use crate::sys::RecvTarget;
 use crate::sys::{BufId, RecvBuffers};
 
 /// A drained backlog keeps at most this much capacity.
 const RETAIN_BACKLOG: usize = 64 * 1024;
 
-/// Input states kept for reuse by one shard: up to `MAX_KEEP_INPUTS` after
-/// a burst of partial frames on many connections, trimmed back towards
-/// `KEEP_INPUTS` every tick while they are not used (`trim_input_pool`).
-const KEEP_INPUTS: usize = 64;
-const MAX_KEEP_INPUTS: usize = 1024;
-
-/// Buffer capacity (reassembly buffer, backlog) a pooled input state keeps
-/// at most, so the pool holds at most `MAX_KEEP_INPUTS` x 2 x this.
-const KEEP_INPUT_CAPACITY: usize = 4 * 1024;
-
-/// Where a connection's input stands with respect to direct receives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) enum Direct {
-    /// Receiving through the multishot receive (or not at all).
-    #[default]
-    Off,
-    /// The multishot receive was cancelled to switch; its last completion
-    /// is awaited.
-    Switching,
-    /// A direct receive into this target is posted.
-    InFlight(RecvTarget),
-    /// Between two direct receives of the same frame.
-    Receiving,
-    /// A bulk receive (between frames, into a fresh buffer) into this
-    /// target is posted.
-    Bulk(RecvTarget),
-}
-
-/// A connection's input beyond its slot: present while a frame is partial
-/// or input is held back.
-pub(super) struct InputState<C: Codec> {
-    pub framer: Framer<C>,
-    /// Input received while the connection was paused, in arrival order.
-    pub backlog: Vec<u8>,
-    /// A protocol connection's bytes read but not yet a whole step (the
-    /// start of a frame header or of a handshake request).
-    pub carry: Vec<u8>,
-    /// When the frame being received began, and when it must be complete
-    /// (`frame_timeout`, `min_receive_rate`).
-    frame_started: Option<Instant>,
-    pub frame_deadline: Option<Instant>,
-    /// Direct receive of the frame's rest (`super::direct`).
-    pub direct: Direct,
-    /// Bulk mode (`super::direct`): bytes each receive between frames
-    /// asks for, 0 when off.
-    pub bulk: usize,
-}
-
-impl<C: Codec> InputState<C> {
-    /// Between frames and nothing held back: the state can leave the
-    /// connection.
-    fn is_idle(&self) -> bool {
-        self.framer.buffered() == 0
-            && self.backlog.is_empty()
-            && self.carry.is_empty()
-            && self.bulk == 0
-            && !matches!(self.direct, Direct::InFlight(_) | Direct::Bulk(_))
-    }
-
-    /// Bytes held: the reassembly buffer and the backlog.
-    fn held(&self) -> u64 {
-        (self.framer.heap_bytes() + self.backlog.capacity() + self.carry.capacity()) as u64
-    }
-}
-
 impl<C: Codec> Core<C> {
-    /// Bytes held for a connection's input (its input state's buffers).
+    /// Bytes held for a connection's input (its input state's buffers and
+    /// its protocol's).
     pub(super) fn held(&self, slot: usize) -> u64 {
-        self.inputs[slot].as_ref().map_or(0, |i| i.held()) + self.protocols.heap_bytes(slot)
-    }
-
-    pub(super) fn backlog_is_empty(&self, slot: usize) -> bool {
-        self.inputs[slot]
-            .as_ref()
-            .is_none_or(|i| i.backlog.is_empty())
-    }
-
-    fn partial(&self, slot: usize) -> Option<Partial> {
-        self.inputs[slot].as_ref().and_then(|i| i.framer.partial())
-    }
-
-    /// The input state of `slot`: its own, else one from the pool (between
-    /// frames, nothing held back).
-    pub(super) fn take_input(&mut self, slot: usize) -> Box<InputState<C>> {
-        if let Some(input) = self
-            .inputs
-            .get_mut_if_allocated(slot)
-            .and_then(Option::take)
-        {
-            return input;
-        }
-        let pooled = self.input_pool.pop();
-        self.input_pool_low = self.input_pool_low.min(self.input_pool.len());
-        pooled.unwrap_or_else(|| {
-            Box::new(InputState {
-                framer: Framer::with_pool(self.codec.clone(), self.frame_pool.clone()),
-                backlog: Vec::new(),
-                carry: Vec::new(),
-                frame_started: None,
-                frame_deadline: None,
-                direct: Direct::Off,
-                bulk: 0,
-            })
-        })
-    }
-
-    /// Frees half of the pooled input states beyond `KEEP_INPUTS` that were
-    /// not used since the last call (every tick).
-    pub(super) fn trim_input_pool(&mut self) {
-        let pool = &mut self.input_pool;
-        let unused = self.input_pool_low.min(pool.len());
-        let excess = unused.min(pool.len().saturating_sub(KEEP_INPUTS));
-        pool.truncate(pool.len() - excess.div_ceil(2));
-        self.input_pool_low = pool.len();
-    }
-
-    /// Gives the state taken by `take_input` back: to the connection if it
-    /// still has a partial frame or backlog, else to the pool. `clean`: the
-    /// codec reported no error (after one, the framer's state is
-    /// unspecified and is not reused).
-    pub(super) fn put_input(&mut self, slot: usize, mut input: Box<InputState<C>>, clean: bool) {
-        if !input.is_idle() {
-            self.inputs[slot] = Some(input);
-            return;
-        }
-        if clean && self.input_pool.len() < MAX_KEEP_INPUTS {
-            if input.framer.heap_bytes() > KEEP_INPUT_CAPACITY {
-                input.framer = Framer::with_pool(self.codec.clone(), self.frame_pool.clone());
-            }
-            if input.backlog.capacity() > KEEP_INPUT_CAPACITY {
-                input.backlog = Vec::new();
-            }
-            if input.carry.capacity() > KEEP_INPUT_CAPACITY {
-                input.carry = Vec::new();
-            }
-            input.frame_started = None;
-            input.frame_deadline = None;
-            input.direct = Direct::Off;
-            input.bulk = 0;
-            self.input_pool.push(input);
-        }
+        self.inputs.held(slot) + self.protocols.heap_bytes(slot)
     }
 }
 
@@ -189,7 +49,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         if !more {
             self.core.slots[slot].set_recv_armed(false);
         }
-        let backlog_empty = self.core.backlog_is_empty(slot);
+        let backlog_empty = self.core.inputs.backlog_is_empty(slot);
         if result > 0 {
             if let Some(buf) = buf
                 && self.core.slots[slot].state == SlotState::Open
@@ -238,7 +98,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         if self.core.slots[slot].has_protocol() {
             let s = &mut self.core.slots[slot];
             s.bytes_in += data.len() as u64;
-            s.last_input = self.core.now_ms as u32;
+            s.last_input = self.core.clock.stamp();
             self.core.stats.bytes_in += data.len() as u64;
             return self.deliver_protocol(slot, generation, data);
         }
@@ -246,12 +106,12 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         let messages_before = self.core.stats.messages_in;
         self.core.largest_message = 0;
         self.core.stats.bytes_in += data.len() as u64;
-        let now_ms = self.core.now_ms;
+        let now_ms = self.core.clock.now_ms();
         let s = &mut self.core.slots[slot];
         s.bytes_in += data.len() as u64;
         s.last_input = now_ms as u32;
         let paused = s.recv_paused();
-        let mut input = self.core.take_input(slot);
+        let mut input = self.core.inputs.take(slot);
         let result = if paused || !input.backlog.is_empty() {
             input.backlog.extend_from_slice(data);
             Ok(())
@@ -280,7 +140,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             self.core.note_bulk(slot, &mut input);
         }
         self.track_frame_start(&mut input, delivered);
-        self.core.put_input(slot, input, result.is_ok());
+        self.core.inputs.put(slot, input, result.is_ok());
         self.account_held(slot, before);
         self.after_feed(slot, result);
     }
@@ -307,7 +167,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         let generation = s.generation;
         let before = self.core.held(slot);
         let messages_before = self.core.stats.messages_in;
-        let mut input = self.core.take_input(slot);
+        let mut input = self.core.inputs.take(slot);
         let mut backlog = std::mem::take(&mut input.backlog);
         let mut result = Ok(());
         // A frame a direct receive completed while paused is delivered now.
@@ -336,7 +196,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         input.backlog = backlog;
         let delivered = self.core.stats.messages_in != messages_before;
         self.track_frame_start(&mut input, delivered);
-        self.core.put_input(slot, input, result.is_ok());
+        self.core.inputs.put(slot, input, result.is_ok());
         self.account_held(slot, before);
         self.after_feed(slot, result);
         self.after_replay(slot);
@@ -345,7 +205,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// After a replay: once the backlog is empty (and the connection not
     /// paused again), reading resumes, or the close a FIN asked for happens.
     fn after_replay(&mut self, slot: usize) {
-        let backlog_empty = self.core.backlog_is_empty(slot);
+        let backlog_empty = self.core.inputs.backlog_is_empty(slot);
         let s = &self.core.slots[slot];
         if s.state == SlotState::Open && !s.recv_paused() && backlog_empty {
             if s.read_closed() {
@@ -359,7 +219,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// The peer closed its side and all its input has been handled: a
     /// frame cut short is reported as such.
     pub(super) fn close_at_eof(&mut self, slot: usize) {
-        let reason = match self.core.partial(slot) {
+        let reason = match self.core.inputs.partial(slot) {
             Some(Partial { have, missing }) => {
                 self.core.stats.truncated_frames += 1;
                 tracing::debug!(slot, have, ?missing, "peer closed inside a frame");
@@ -373,33 +233,30 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// Notes when the frame being received began: a frame still partial
     /// after a feed that delivered messages is a new one.
     fn track_frame_start(&mut self, s: &mut InputState<C>, delivered: bool) {
-        let Some(timeout) = self.core.frame_timeout else {
+        if !self.core.sweeps.frame_timeout_on() {
             return;
-        };
+        }
         let partial = s.framer.partial();
-        let now = self.core.now;
-        let rate = self.core.min_receive_rate;
+        let now = self.core.clock.now();
         s.frame_started = match (&partial, delivered, s.frame_started) {
             (None, _, _) => None,
             (Some(_), false, Some(t)) => Some(t),
             (Some(_), _, _) => Some(now),
         };
-        s.frame_deadline = s.frame_started.zip(partial).map(|(started, p)| {
-            let size = p.have + p.missing.unwrap_or(0);
-            let extra = rate.map_or(Duration::ZERO, |r| {
-                Duration::from_secs_f64(size as f64 / r as f64)
-            });
-            started + timeout + extra
+        let sweeps = &self.core.sweeps;
+        s.frame_deadline = s.frame_started.zip(partial).and_then(|(started, p)| {
+            sweeps.frame_deadline(started, p.have + p.missing.unwrap_or(0))
         });
     }
 
     /// Closes the connections whose frame did not complete in time (found
     /// by the sweep).
     pub(super) fn close_stalled_frames(&mut self) {
-        while let Some(slot) = self.core.stalled.pop() {
+        while let Some(slot) = self.core.sweeps.pop_stalled() {
             let slot = slot as usize;
             let (have, missing) = self
                 .core
+                .inputs
                 .partial(slot)
                 .map_or((0, None), |p| (p.have, p.missing));
             self.core.stats.frame_timeouts += 1;
@@ -410,28 +267,26 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     }
 
     pub(super) fn after_feed(&mut self, slot: usize, result: Result<(), CodecError>) {
-        let backlog = self.core.inputs[slot]
-            .as_ref()
-            .map_or(0, |i| i.backlog.len());
+        let backlog = self.core.inputs.backlog_len(slot);
         let core = &mut self.core;
         match result {
             // Input that keeps arriving while the peer does not read its
             // replies (the receive was cancelled at the pause; only what
             // was in flight lands here): past the bound it is a slow
             // consumer.
-            Ok(()) if backlog > core.backlog_limit => {
+            Ok(()) if backlog > core.inputs.backlog_limit() => {
                 core.stats.slow_consumers += 1;
                 tracing::debug!(slot, backlog, "input backlog over its bound; closing");
                 core.begin_close(slot, CloseReason::SlowConsumer, false)
             }
             // Partial frames over all of this shard's connections: the one
             // that grew past the bound is closed.
-            Ok(()) if core.stats.reassembly_bytes > core.reassembly_limit as u64 => {
+            Ok(()) if core.stats.reassembly_bytes > core.inputs.reassembly_limit() as u64 => {
                 core.stats.input_limit_closes += 1;
                 tracing::info!(
                     slot,
                     held = core.stats.reassembly_bytes,
-                    limit = core.reassembly_limit,
+                    limit = core.inputs.reassembly_limit(),
                     "shard's partial-frame memory over its bound; closing the connection that grew it"
                 );
                 core.begin_close(slot, CloseReason::Overloaded, false)

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::Engine;
 use super::conn::Slot;
-use super::input::InputState;
+use super::inputs::InputState;
 use crate::codec::{Framer, LengthDelimited};
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
@@ -142,8 +142,8 @@ fn an_idle_engine_allocates_no_slot_pages_and_echo_needs_no_input_state() {
     assert_eq!(e.core.slots.allocated_pages(), 1);
     assert_eq!(e.states.allocated_pages(), 1);
     assert_eq!(e.core.inputs.allocated_pages(), 0);
-    assert!(e.core.inputs[3].is_none());
-    assert_eq!(e.core.input_pool.len(), 1);
+    assert!(e.core.inputs.get(3).is_none());
+    assert_eq!(e.core.inputs.pooled(), 1);
 
     // Half a frame: the connection keeps an input state until it
     // completes.
@@ -156,11 +156,11 @@ fn an_idle_engine_allocates_no_slot_pages_and_echo_needs_no_input_state() {
         more: true,
     };
     e.complete(recv(bufs.0.len() - 1, 5), &bufs);
-    assert!(e.core.inputs[3].is_some());
+    assert!(e.core.inputs.get(3).is_some());
     assert!(e.core.held(3) > 0);
     bufs.0.push(b"bcd".to_vec());
     e.complete(recv(bufs.0.len() - 1, 3), &bufs);
-    assert!(e.core.inputs[3].is_none());
+    assert!(e.core.inputs.get(3).is_none());
     assert_eq!(e.core.stats.messages_in, 101);
     assert_eq!(e.core.stats.reassembly_bytes, 0);
 
@@ -206,6 +206,6 @@ fn an_input_state_that_saw_a_codec_error_is_not_reused() {
     };
     e.complete(recv, &bufs);
     assert_eq!(e.core.stats.frames_too_large, 1);
-    assert!(e.core.input_pool.is_empty());
+    assert!((e.core.inputs.pooled() == 0));
     assert!(e.core.live_slot(ConnId::new(0, 1, generation)).is_none());
 }

@@ -21,20 +21,32 @@
 //! - [`outbox`]: what leaves the engine besides kernel work: commands for
 //!   other shards, wake-ups, cluster traffic (the shard loop hands them on).
 //!
+//! Core owns parts that keep their own fields and bookkeeping, with unit
+//! tests beside them, and applies what they decide: [`clock`] (explicit
+//! time, the tick), [`sweeps`] (pacing and verdicts of the
+//! idle/heartbeat/frame-timeout sweep), [`accepts`] (accepts kept posted,
+//! the wait queue at the limit), [`connects`] (outbound connects until
+//! open), [`inputs`] (input states, their pool, the input bounds),
+//! [`topics`], [`rate`], [`protocols`], [`handshake`] and [`outbox`].
+//!
 //! The engine is sans-I/O: commands from other threads enter through
 //! [`Engine::handle_commands`] from an [`Inbox`] the shard loop provides;
 //! nothing here writes an eventfd, takes a lock, receives from a channel or
 //! reads the clock.
 
+mod accepts;
 mod admission;
 #[cfg(test)]
 mod bench_echo;
+mod clock;
 mod conn;
+mod connects;
 mod direct;
 #[cfg(test)]
 mod direct_tests;
 mod handshake;
 mod input;
+mod inputs;
 #[cfg(test)]
 mod limit_tests;
 #[cfg(test)]
@@ -48,19 +60,20 @@ mod paged;
 mod protocol_tests;
 mod protocols;
 mod rate;
+mod sweeps;
 #[cfg(test)]
 mod tests;
 mod timers;
 pub mod topics;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::codec::{Codec, FramePool};
+use crate::codec::Codec;
 use crate::conn_id::ConnId;
 use crate::error::CloseReason;
 use crate::handler::{Context, Handler};
@@ -70,8 +83,8 @@ use crate::stats::Stats;
 use crate::sys::{Completion, Op, RecvBuffers, RecvTarget, SendQueues};
 use crate::timer::Timers;
 
-use conn::{Closing, Connecting, MAX_PERIOD, Slot};
-use input::InputState;
+use clock::Clock;
+use conn::{Closing, Slot};
 use outbox::Outbox;
 use paged::PagedTable;
 
@@ -92,13 +105,6 @@ impl Inbox for std::collections::VecDeque<Command> {
 /// completions.
 const COMMANDS_PER_TURN: usize = 4096;
 
-/// An outbound connect waiting for its socket.
-struct PendingConnect {
-    remote: SocketAddr,
-    local: Option<SocketAddr>,
-    transport: crate::transport::ClientSetup,
-}
-
 /// Everything of a shard's engine except the handler and its
 /// per-connection states (kept apart so that the handler and its
 /// `Context`, borrowing the core, can coexist).
@@ -113,25 +119,14 @@ pub(crate) struct Core<C: Codec> {
     max_frame: usize,
     high_water: usize,
     queue_limit: usize,
-    backlog_limit: usize,
-    reassembly_limit: usize,
-    /// Large reassembly buffers kept for reuse (`ServerConfig::frame_pool_limit`).
-    frame_pool: FramePool,
     slots: PagedTable<Slot>,
-    /// Framer, backlog and frame timing of the connections that have a
-    /// partial frame or paused input (none for the others).
-    inputs: PagedTable<Option<Box<InputState<C>>>>,
-    /// Input states kept for reuse, so the receive path does not allocate.
-    /// Boxed: a state moves between the pool and a slot as one pointer.
-    #[allow(clippy::vec_box)]
-    input_pool: Vec<Box<InputState<C>>>,
-    /// Fewest states in `input_pool` since the last trim.
-    input_pool_low: usize,
+    /// Input states (framer, backlog, frame timing) of the connections
+    /// that have a partial frame or paused input, their pool, the frame
+    /// buffer pool and the input bounds.
+    inputs: inputs::Inputs<C>,
     /// Close reason and flush deadline of every closing slot, from
     /// `begin_close` until the slot is free.
     closing: BTreeMap<u32, Closing>,
-    /// Outbound connections until they are open (or their slot is free).
-    connecting: BTreeMap<u32, Connecting>,
     /// Slots not free (connecting, open, closing or releasing).
     in_use: usize,
     open: Vec<u32>,
@@ -144,43 +139,18 @@ pub(crate) struct Core<C: Codec> {
     resumed: Vec<u32>,
     pool: ChunkPool,
     stats: Stats,
-    listening: bool,
-    accepts_in_flight: usize,
-    accepts_posted: usize,
-    accept_backoff_until: Option<Instant>,
-    at_limit_logged: bool,
-    /// Clients accepted over the limit and held (`LimitPolicy::Wait`), in
-    /// arrival order, with their peer addresses.
-    waiting: VecDeque<(u32, SocketAddr)>,
-    /// The posted accepts were withdrawn because of the limit.
-    accepts_withdrawn: bool,
+    /// Accepts kept posted, their back-off, and the clients held at the
+    /// global limit.
+    accepts: accepts::Accepts,
     stopping: bool,
-    /// Time of the current step (set by the shard before each turn and each
-    /// batch of completions).
-    now: Instant,
-    /// `now` in milliseconds since `epoch` (the slots' time stamps).
-    now_ms: u64,
-    epoch: Instant,
-    tick: Duration,
-    next_tick: Instant,
+    /// The explicit time of the current step and the tick's pacing.
+    clock: Clock,
     timers: Timers,
-    idle_timeout: Option<Duration>,
-    heartbeat: Option<Duration>,
-    frame_timeout: Option<Duration>,
-    min_receive_rate: Option<u64>,
-    /// Connections whose frame is late, found by the sweep.
-    stalled: Vec<u32>,
-    /// Where the idle/heartbeat sweep goes on in `open`.
-    sweep_cursor: usize,
-    /// Connections the current sweep round visits, and how many it has.
-    sweep_round: usize,
-    sweep_done: usize,
-    /// Outbound connects waiting for their socket, by token.
-    pending: Vec<Option<PendingConnect>>,
-    pending_free: Vec<u32>,
-    pending_count: usize,
-    /// Connects that failed, reported to the handler by the engine.
-    failed_connects: Vec<(SocketAddr, std::io::Error)>,
+    /// The idle/heartbeat/frame-timeout sweep's settings and pacing.
+    sweeps: sweeps::Sweeps,
+    /// Outbound connects until they are open, and those that failed, to
+    /// report to the handler.
+    connects: connects::Connects,
     /// The message being handled, when the framer handed it over as owned
     /// `Bytes` (a large reassembled frame).
     current_message: Option<Bytes>,
@@ -236,15 +206,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             max_frame,
             high_water: config.send_high_water,
             queue_limit: config.effective_send_queue_limit(max_frame),
-            backlog_limit: config.effective_input_backlog_limit(),
-            reassembly_limit: config.reassembly_limit,
-            frame_pool: FramePool::new(config.frame_pool_limit),
             slots: PagedTable::new(table),
-            inputs: PagedTable::new(table),
-            input_pool: Vec::new(),
-            input_pool_low: 0,
+            inputs: inputs::Inputs::new(codec.clone(), table, config),
             closing: BTreeMap::new(),
-            connecting: BTreeMap::new(),
             in_use: 0,
             open: Vec::new(),
             dirty: Vec::new(),
@@ -254,32 +218,12 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             resumed: Vec::new(),
             pool: ChunkPool::new(1024),
             stats: Stats::default(),
-            listening,
-            accepts_in_flight: config.accepts_in_flight,
-            accepts_posted: 0,
-            accept_backoff_until: None,
-            at_limit_logged: false,
-            waiting: VecDeque::new(),
-            accepts_withdrawn: false,
+            accepts: accepts::Accepts::new(listening, config.accepts_in_flight),
             stopping: false,
-            now,
-            now_ms: 0,
-            epoch: now,
-            tick: config.tick,
-            next_tick: now + config.tick,
+            clock: Clock::new(now, config.tick),
             timers: Timers::default(),
-            idle_timeout: config.idle_timeout.map(|t| t.min(MAX_PERIOD)),
-            heartbeat: config.heartbeat.map(|t| t.min(MAX_PERIOD)),
-            frame_timeout: config.frame_timeout,
-            min_receive_rate: config.min_receive_rate,
-            stalled: Vec::new(),
-            sweep_cursor: 0,
-            sweep_round: 0,
-            sweep_done: 0,
-            pending: Vec::new(),
-            pending_free: Vec::new(),
-            pending_count: 0,
-            failed_connects: Vec::new(),
+            sweeps: sweeps::Sweeps::new(config),
+            connects: connects::Connects::default(),
             current_message: None,
             largest_message: 0,
             bulk_posted: 0,
@@ -314,7 +258,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// Sets the engine's clock (the shard reads the real one; tests pass
     /// virtual time).
     pub fn set_now(&mut self, now: Instant) {
-        self.core.set_now(now);
+        self.core.clock.set_now(now);
     }
 
     /// [`Self::turn_with`] with the commands waiting in the shard's queue
@@ -330,9 +274,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// a stop request, commands from other threads (from `inbox`), then
     /// sends, receives and accepts to (re)start.
     pub fn turn_with(&mut self, now: Instant, inbox: &mut impl Inbox) {
-        self.core.set_now(now);
-        if now >= self.core.next_tick {
-            self.core.next_tick = now + self.core.tick;
+        self.core.clock.set_now(now);
+        if self.core.clock.tick_due() {
             self.core.on_tick();
             self.close_stalled_frames();
             let mut ctx = Context {
@@ -361,11 +304,12 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// When the engine next needs a turn without any completion: the next
     /// tick or handler timer.
     pub fn next_wake(&mut self) -> Instant {
+        let next_tick = self.core.clock.next_tick();
         let next = match self.core.timers.next_deadline() {
-            Some(t) => t.min(self.core.next_tick),
-            None => self.core.next_tick,
+            Some(t) => t.min(next_tick),
+            None => next_tick,
         };
-        match self.core.rate.next_deadline(self.core.epoch) {
+        match self.core.rate.next_deadline(self.core.clock.epoch()) {
             Some(t) => t.min(next),
             None => next,
         }
@@ -411,7 +355,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// kept frame buffers); the shard calls it every few seconds.
     pub fn trim(&mut self) {
         self.core.pool.trim_chunks();
-        self.core.frame_pool.trim();
+        self.core.inputs.frame_pool().trim();
     }
 
     /// Publishes the counters now (also done every turn).
@@ -540,7 +484,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     }
 
     fn report_failed_connects(&mut self) {
-        while let Some((remote, error)) = self.core.failed_connects.pop() {
+        while let Some((remote, error)) = self.core.connects.next_failed() {
             let mut ctx = Context {
                 core: &mut self.core,
             };
@@ -591,9 +535,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         self.core.stats.reassembly_bytes = self.core.stats.reassembly_bytes.saturating_sub(held);
         // A partial frame's state is dropped (its codec may hold scan
         // state of that frame): pooled states are always between frames.
-        if let Some(input) = self.core.inputs.get_mut_if_allocated(slot) {
-            *input = None;
-        }
+        self.core.inputs.forget(slot);
         if let Some(state) = self
             .states
             .get_mut_if_allocated(slot)
@@ -629,19 +571,17 @@ impl<C: Codec> Core<C> {
     fn publish_stats(&mut self) {
         self.stats.connections = self.open.len() as u64;
         self.stats.timers = self.timers.len() as u64;
-        self.stats.waiting = self.waiting.len() as u64;
-        self.stats.frame_pool_bytes = self.frame_pool.kept_bytes() as u64;
+        self.stats.waiting = self.accepts.waiting() as u64;
+        self.stats.frame_pool_bytes = self.inputs.frame_pool().kept_bytes() as u64;
         let me = &self.shared.shards[self.index];
         me.counters.publish(&self.stats);
     }
 
-    fn set_now(&mut self, now: Instant) {
-        self.now = now;
-        self.now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
-    }
-
     fn finished(&self) -> bool {
-        self.stopping && self.in_use == 0 && self.accepts_posted == 0 && self.pending_count == 0
+        self.stopping
+            && self.in_use == 0
+            && self.accepts.posted() == 0
+            && self.connects.pending() == 0
     }
 }
 

@@ -659,7 +659,7 @@ fn the_global_connection_limit_holds_across_shards_and_wakes_them_all() {
             .any(|(_, s)| matches!(s, Seen::Connect(_))),
         "held at the limit"
     );
-    assert_eq!(net.shards[0].engine.core.waiting.len(), 1);
+    assert_eq!(net.shards[0].engine.core.accepts.waiting(), 1);
     // A place frees on the other shard: shard 0 admits the waiting one.
     net.client_sends(a, format!("C1.{}.{}", b.slot(), b.generation()).as_bytes());
     net.advance(1);

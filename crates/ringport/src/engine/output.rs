@@ -57,7 +57,7 @@ impl<C: Codec> Core<C> {
             before,
             &mut self.stats,
             &mut self.dirty,
-            self.now_ms,
+            self.clock.now_ms(),
         );
         Ok(())
     }
@@ -113,7 +113,7 @@ impl<C: Codec> Core<C> {
             before,
             &mut self.stats,
             &mut self.dirty,
-            self.now_ms,
+            self.clock.now_ms(),
         );
     }
 
@@ -396,7 +396,7 @@ impl<C: Codec> Outbound for Core<C> {
     }
 
     fn set_timer(&mut self, delay: Duration, token: u64) -> TimerId {
-        self.timers.insert(self.now + delay, token)
+        self.timers.insert(self.clock.now() + delay, token)
     }
 
     fn cancel_timer(&mut self, id: TimerId) -> bool {

@@ -118,8 +118,8 @@ impl<C: Codec> Core<C> {
         let Some(Some(make)) = self.protocols.listeners.get(listener as usize) else {
             return;
         };
-        let conn = make.open(peer, self.now);
-        let deadline = self.now + make.handshake_timeout();
+        let conn = make.open(peer, self.clock.now());
+        let deadline = self.clock.now() + make.handshake_timeout();
         let generation = self.slots[slot].generation;
         self.protocols.insert(slot, conn);
         // Deadlines differ by listener: kept in order of deadline.
@@ -282,7 +282,7 @@ impl<C: Codec> Core<C> {
             return;
         };
         out.clear();
-        p.close(reason, self.now, &mut out);
+        p.close(reason, self.clock.now(), &mut out);
         self.queue_raw(slot, &out);
         self.protocols.out = out;
     }
@@ -306,7 +306,7 @@ impl<C: Codec> Core<C> {
     /// deadline (every tick).
     pub(super) fn expire_upgrades(&mut self) {
         while let Some(&(slot, generation, deadline)) = self.protocols.upgrades.front() {
-            if deadline > self.now {
+            if deadline > self.clock.now() {
                 break;
             }
             self.protocols.upgrades.pop_front();
@@ -331,7 +331,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// paused).
     pub(super) fn deliver_protocol(&mut self, slot: usize, generation: u32, data: &[u8]) {
         let before = self.core.held(slot);
-        let mut input = self.core.take_input(slot);
+        let mut input = self.core.inputs.take(slot);
         let paused = self.core.slots[slot].recv_paused();
         if paused {
             input.backlog.extend_from_slice(data);
@@ -359,7 +359,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             }
             self.core.protocols.input = buf;
         }
-        self.core.put_input(slot, input, true);
+        self.core.inputs.put(slot, input, true);
         self.account_held(slot, before);
         self.after_feed(slot, Ok(()));
     }
@@ -383,7 +383,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             };
             out.clear();
             let start = pos;
-            let (used, step) = p.receive(&mut buf[start..], self.core.now, &mut out);
+            let (used, step) = p.receive(&mut buf[start..], self.core.clock.now(), &mut out);
             pos += used;
             self.core.queue_raw(slot, &out);
             match step {

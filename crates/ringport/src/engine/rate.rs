@@ -79,17 +79,13 @@ pub(super) enum Verdict {
 }
 
 impl<C: Codec> Core<C> {
-    fn now_ns(&self) -> u64 {
-        self.now.saturating_duration_since(self.epoch).as_nanos() as u64
-    }
-
     /// Charges one message of `slot` to its bucket (call only when
     /// `self.rate.on()`).
     pub(super) fn rate_charge(&mut self, slot: usize) -> Verdict {
         let Some(limit) = self.rate.limit else {
             return Verdict::Deliver;
         };
-        let now = self.now_ns();
+        let now = self.clock.now_ns();
         let (interval, tolerance) = (limit.interval_ns(), limit.tolerance_ns());
         let stamp = &mut self.rate.stamps[slot];
         let tat = stamp.saturating_sub(1).max(now);
@@ -127,7 +123,7 @@ impl<C: Codec> Core<C> {
         if self.rate.held.is_empty() {
             return;
         }
-        let now = self.now_ns();
+        let now = self.clock.now_ns();
         while let Some(&Reverse((at, slot, generation))) = self.rate.held.peek() {
             if at > now {
                 break;

@@ -28,6 +28,12 @@ impl super::Inbox for QueueInbox<'_> {
     }
 }
 
+/// The origin of virtual time for the unit tests of the engine's parts
+/// (any instant will do; the parts never read the clock themselves).
+pub(super) fn virtual_t0() -> Instant {
+    Instant::now()
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Seen {
     Connect(ConnId),

@@ -5,21 +5,20 @@ use std::sync::atomic::Ordering;
 
 use super::Core;
 use super::conn::SlotState;
+use super::sweeps::{Stamps, Verdict};
 use crate::codec::Codec;
 use crate::error::CloseReason;
 use crate::sys::Op;
 
 impl<C: Codec> Core<C> {
     pub(super) fn on_tick(&mut self) {
-        let now = self.now;
+        let now = self.clock.now();
         self.pool.trim();
-        self.trim_input_pool();
+        self.inputs.trim_pool();
         self.sweep_idle();
         self.expire_handshakes();
         self.expire_upgrades();
-        if self.accept_backoff_until.is_some_and(|t| t <= now) {
-            self.accept_backoff_until = None;
-        }
+        self.accepts.on_tick(now);
         let mut overdue = std::mem::take(&mut self.overdue);
         overdue.extend(
             self.closing
@@ -56,67 +55,42 @@ impl<C: Codec> Core<C> {
 
     /// Closes connections idle past `idle_timeout`, finds those whose
     /// frame is late (`frame_timeout`) and sends heartbeats (an empty
-    /// message) to those with no output for `heartbeat`. Each tick
-    /// looks at a share of the open connections so that every one is seen
-    /// at least twice per period, without a full scan per tick.
+    /// message) to those with no output for `heartbeat`, on the share of
+    /// the open connections [`super::sweeps::Sweeps`] paces for this tick.
     fn sweep_idle(&mut self) {
-        let Some(period) = [self.idle_timeout, self.heartbeat, self.frame_timeout]
-            .into_iter()
-            .flatten()
-            .min()
-        else {
-            return;
-        };
-        let n = self.open.len();
-        if n == 0 {
-            return;
-        }
-        // A round visits the connections open when it began; its pace is
-        // set then, so closes during the round (which shrink the list) do
-        // not slow it down.
-        if self.sweep_done >= self.sweep_round {
-            self.sweep_round = n;
-            self.sweep_done = 0;
-        }
-        let round = self.sweep_round;
-        let per_tick = (round as f64 * 2.0 * self.tick.as_secs_f64()
-            / period.as_secs_f64().max(1e-3))
-        .ceil()
-        .clamp(1.0, round as f64) as usize;
-        let idle_ms = self.idle_timeout.map(|t| t.as_millis() as u64);
-        let heartbeat_ms = self.heartbeat.map(|t| t.as_millis() as u64);
-        for _ in 0..per_tick {
-            if self.open.is_empty() {
+        let visits = self.sweeps.begin_tick(self.open.len(), self.clock.tick());
+        for _ in 0..visits {
+            let Some(pos) = self.sweeps.next_position(self.open.len()) else {
                 break;
-            }
-            self.sweep_done += 1;
-            self.sweep_cursor %= self.open.len();
-            let slot = self.open[self.sweep_cursor] as usize;
+            };
+            let slot = self.open[pos] as usize;
             let s = &self.slots[slot];
-            if idle_ms.is_some_and(|t| self.elapsed_ms(s.last_input) >= t) {
-                self.stats.idle_timeouts += 1;
-                // The close moves the last open connection into this
-                // position: the cursor stays, so that one is seen next.
-                self.begin_close(slot, CloseReason::IdleTimeout, true);
-                continue;
-            }
-            self.sweep_cursor += 1;
-            let frame_deadline = self.inputs[slot].as_ref().and_then(|i| i.frame_deadline);
-            if frame_deadline.is_some_and(|d| self.now >= d) {
-                // Closed by the engine, which knows the frame's size.
-                self.stalled.push(slot as u32);
-                continue;
-            }
-            if heartbeat_ms.is_some_and(|t| self.elapsed_ms(s.last_output) >= t)
-                && s.queue.is_empty()
-            {
-                let has_protocol = s.has_protocol();
-                // A protocol's own keep-alive (a WebSocket ping), else an
-                // empty message.
-                if !(has_protocol && self.protocol_heartbeat(slot)) {
-                    let _ = self.enqueue_copy(slot, &[]);
+            let frame_deadline = self.inputs.get(slot).and_then(|i| i.frame_deadline);
+            let stamps = Stamps {
+                since_input_ms: self.clock.elapsed_ms(s.last_input),
+                since_output_ms: self.clock.elapsed_ms(s.last_output),
+                queue_empty: s.queue.is_empty(),
+                frame_late: frame_deadline.is_some_and(|d| self.clock.now() >= d),
+            };
+            let verdict = self.sweeps.verdict(&stamps);
+            // An idle close removes the connection from `open`.
+            self.sweeps.visited(verdict == Verdict::IdleClose);
+            match verdict {
+                Verdict::IdleClose => {
+                    self.stats.idle_timeouts += 1;
+                    self.begin_close(slot, CloseReason::IdleTimeout, true);
                 }
-                self.stats.heartbeats += 1;
+                // Closed by the engine, which knows the frame's size.
+                Verdict::Stalled => self.sweeps.stall(slot as u32),
+                Verdict::Heartbeat => {
+                    // A protocol's own keep-alive (a WebSocket ping), else
+                    // an empty message.
+                    if !(s.has_protocol() && self.protocol_heartbeat(slot)) {
+                        let _ = self.enqueue_copy(slot, &[]);
+                    }
+                    self.stats.heartbeats += 1;
+                }
+                Verdict::Nothing => {}
             }
         }
     }
@@ -129,15 +103,15 @@ impl<C: Codec> Core<C> {
             return;
         }
         self.stopping = true;
-        let stop_deadline = self.now + self.shared.config.stop_timeout;
-        if self.listening {
+        let stop_deadline = self.clock.now() + self.shared.config.stop_timeout;
+        if self.accepts.listening() {
             self.ops.push(Op::WithdrawAccepts);
             self.ops.push(Op::StopListening);
         }
         self.drop_waiting();
         // Connects in flight are abandoned: their completion (ECANCELED)
         // closes the socket and reports the failure to the handler.
-        for &slot in self.connecting.keys() {
+        for slot in self.connects.slots() {
             let s = &self.slots[slot as usize];
             if s.state == SlotState::Connecting {
                 let generation = s.generation;
