@@ -519,20 +519,6 @@ fn reconnect_delay(attempt: usize, servers: usize) -> Duration {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_server_is_tried_at_once_then_with_back_off() {
-        let ms = |a| reconnect_delay(a, 3).as_millis();
-        assert_eq!([ms(1), ms(2), ms(3)], [0, 0, 0]);
-        assert_eq!([ms(4), ms(5), ms(6)], [100, 200, 400]);
-        assert_eq!(ms(40), 2000);
-        assert_eq!(reconnect_delay(1, 0), Duration::ZERO);
-    }
-}
-
 /// Why a [`round_trip`] did not complete.
 enum RoundTrip {
     /// No answer within 2 s (a loaded host, or the link is being lost).
@@ -587,3 +573,17 @@ async fn subscriptions_seen(client: &async_nats::Client, subject: String, counte
 
 /// How long a subscribe answer waits for NATS to confirm the subscription.
 const SUBSCRIPTIONS_SEEN_LIMIT: Duration = Duration::from_secs(15);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_server_is_tried_at_once_then_with_back_off() {
+        let ms = |a| reconnect_delay(a, 3).as_millis();
+        assert_eq!([ms(1), ms(2), ms(3)], [0, 0, 0]);
+        assert_eq!([ms(4), ms(5), ms(6)], [100, 200, 400]);
+        assert_eq!(ms(40), 2000);
+        assert_eq!(reconnect_delay(1, 0), Duration::ZERO);
+    }
+}
