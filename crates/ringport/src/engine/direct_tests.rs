@@ -3,7 +3,6 @@
 //! receive written into the target the engine gives for it, as the kernel
 //! would.
 
-use super::tests::Buffers;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -11,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use super::Engine;
 use super::direct::{BULK_MAX, DIRECT_MIN};
+use super::sim::Sim;
 use crate::codec::{LengthDelimited, MAX_HEADER_LEN};
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
 use crate::error::CloseReason;
 use crate::handler::{Context, Handler};
-use crate::sys::{BufId, Completion, Op, RecvTarget};
+use crate::sys::{Completion, Op};
 
 const TABLE: usize = 128;
 const MAX_FRAME: usize = 1 << 24;
@@ -44,13 +44,22 @@ impl Handler for Echo {
 }
 
 struct Harness {
-    engine: Engine<LengthDelimited, Echo>,
+    sim: Sim<Echo>,
     messages: Rc<RefCell<Vec<Vec<u8>>>>,
     closes: Rc<RefCell<Vec<CloseReason>>>,
-    bufs: Buffers,
-    /// The target of the direct receive last drained.
-    target: Option<RecvTarget>,
-    t0: Instant,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Sim<Echo>;
+    fn deref(&self) -> &Sim<Echo> {
+        &self.sim
+    }
+}
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut Sim<Echo> {
+        &mut self.sim
+    }
 }
 
 fn frame(payload: &[u8]) -> Vec<u8> {
@@ -77,46 +86,14 @@ impl Harness {
         let codec = LengthDelimited::new().max_frame_length(MAX_FRAME);
         let engine = Engine::new(0, shared, codec, TABLE, handler, true, t0);
         Harness {
-            engine,
+            sim: Sim::new(engine, t0),
             messages,
             closes,
-            bufs: Buffers::default(),
-            target: None,
-            t0,
         }
-    }
-
-    fn ops(&mut self) -> Vec<Op> {
-        let mut ops = Vec::new();
-        let mut target = None;
-        self.engine
-            .drain_ops::<()>(|op, queues| {
-                if let Op::RecvInto { slot, .. } = op {
-                    target = Some(queues.recv_target(slot).expect("a recorded target"));
-                }
-                ops.push(op);
-                Ok(())
-            })
-            .unwrap();
-        if target.is_some() {
-            self.target = target;
-        }
-        ops
-    }
-
-    fn turn(&mut self, ms: u64) -> Vec<Op> {
-        self.engine.turn(self.t0 + Duration::from_millis(ms));
-        self.ops()
-    }
-
-    fn complete(&mut self, c: Completion) -> Vec<Op> {
-        self.engine.complete(c, &self.bufs);
-        self.ops()
     }
 
     fn accept(&mut self, slot: u32) -> ConnId {
-        let peer = "127.0.0.9:4000".parse().unwrap();
-        let ops = self.complete(Completion::Accepted(0, Ok((slot, peer))));
+        let ops = self.accepted(0, slot, "127.0.0.9:4000".parse().unwrap());
         let Some(&Op::Recv { generation, .. }) = ops.first() else {
             panic!("an accepted connection starts receiving: {ops:?}");
         };
@@ -125,33 +102,7 @@ impl Harness {
 
     /// `bytes` arrive through the multishot receive.
     fn receive(&mut self, conn: ConnId, bytes: &[u8], more: bool) -> Vec<Op> {
-        self.bufs.0.push(bytes.to_vec());
-        let buf = (self.bufs.0.len() - 1) as BufId;
-        self.complete(Completion::Recv {
-            slot: conn.slot(),
-            generation: conn.generation(),
-            result: bytes.len() as i32,
-            buf: Some(buf),
-            more,
-        })
-    }
-
-    fn sent(&mut self, conn: ConnId, result: i32) -> Vec<Op> {
-        self.complete(Completion::Sent {
-            slot: conn.slot(),
-            generation: conn.generation(),
-            result,
-        })
-    }
-
-    fn recv_ended(&mut self, conn: ConnId, result: i32) -> Vec<Op> {
-        self.complete(Completion::Recv {
-            slot: conn.slot(),
-            generation: conn.generation(),
-            result,
-            buf: None,
-            more: false,
-        })
+        self.receive_more(conn, bytes, more)
     }
 
     /// Room of the posted direct receive.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Engine;
+use super::sim::Sim;
 use crate::codec::LengthDelimited;
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
@@ -17,7 +18,7 @@ use crate::error::CloseReason;
 use crate::handler::{Context, Handler};
 use crate::limits::{AcceptFilter, MessageRateLimit, RateLimitPolicy};
 use crate::shared::ServerShared;
-use crate::sys::{BufId, Completion, Op, RecvBuffers};
+use crate::sys::Op;
 
 const TABLE: usize = 64;
 
@@ -46,21 +47,23 @@ impl Handler for Recorder {
     }
 }
 
-#[derive(Default)]
-struct Bufs(Vec<Vec<u8>>);
+struct Shard {
+    sim: Sim<Recorder>,
+    log: Rc<RefCell<Log>>,
+    shared: Arc<ServerShared>,
+}
 
-impl RecvBuffers for Bufs {
-    fn buffer(&self, buf: BufId, len: usize) -> &[u8] {
-        &self.0[buf as usize][..len]
+impl std::ops::Deref for Shard {
+    type Target = Sim<Recorder>;
+    fn deref(&self) -> &Sim<Recorder> {
+        &self.sim
     }
 }
 
-struct Shard {
-    engine: Engine<LengthDelimited, Recorder>,
-    log: Rc<RefCell<Log>>,
-    bufs: Bufs,
-    t0: Instant,
-    shared: Arc<ServerShared>,
+impl std::ops::DerefMut for Shard {
+    fn deref_mut(&mut self) -> &mut Sim<Recorder> {
+        &mut self.sim
+    }
 }
 
 impl Shard {
@@ -84,58 +87,15 @@ impl Shard {
             t0,
         );
         Shard {
-            engine,
+            sim: Sim::new(engine, t0),
             log,
-            bufs: Bufs::default(),
-            t0,
             shared,
         }
     }
 
-    fn turn(&mut self, ms: u64) -> Vec<Op> {
-        self.engine.turn(self.t0 + Duration::from_millis(ms));
-        self.ops()
-    }
-
-    fn ops(&mut self) -> Vec<Op> {
-        let mut ops = Vec::new();
-        self.engine
-            .drain_ops::<()>(|op, _| {
-                ops.push(op);
-                Ok(())
-            })
-            .unwrap();
-        ops
-    }
-
-    fn complete(&mut self, c: Completion) -> Vec<Op> {
-        self.engine.complete(c, &self.bufs);
-        self.ops()
-    }
-
     /// An accept of `peer` into `slot`: the ops it led to.
     fn accept(&mut self, slot: u32, peer: &str) -> Vec<Op> {
-        self.complete(Completion::Accepted(0, Ok((slot, peer.parse().unwrap()))))
-    }
-
-    fn receive(&mut self, conn: ConnId, bytes: &[u8]) -> Vec<Op> {
-        self.bufs.0.push(bytes.to_vec());
-        let buf = (self.bufs.0.len() - 1) as BufId;
-        self.complete(Completion::Recv {
-            slot: conn.slot(),
-            generation: conn.generation(),
-            result: bytes.len() as i32,
-            buf: Some(buf),
-            more: true,
-        })
-    }
-
-    fn closed(&mut self, slot: u32, generation: u32) -> Vec<Op> {
-        self.complete(Completion::Closed {
-            slot,
-            generation,
-            result: 0,
-        })
+        self.accepted(0, slot, peer.parse().unwrap())
     }
 
     fn stats(&mut self) -> crate::Stats {
@@ -157,9 +117,9 @@ fn opened(ops: &[Op]) -> ConnId {
 }
 
 /// An accept refused unread: its only op is the close of its socket.
-fn refused(ops: &[Op]) -> (u32, u32) {
+fn refused(ops: &[Op]) -> ConnId {
     match ops {
-        [Op::Close { slot, generation }] => (*slot, *generation),
+        [Op::Close { slot, generation }] => ConnId::new(0, *slot, *generation),
         other => panic!("expected a close and nothing else, got {other:?}"),
     }
 }
@@ -183,8 +143,8 @@ fn a_source_at_its_limit_is_refused_unread_and_admitted_after_a_close() {
     s.turn(0);
     let a = opened(&s.accept(0, "10.0.0.1:1000"));
     let _b = opened(&s.accept(1, "10.0.0.1:1001"));
-    let (slot, generation) = refused(&s.accept(2, "10.0.0.1:1002"));
-    s.closed(slot, generation);
+    let refused_conn = refused(&s.accept(2, "10.0.0.1:1002"));
+    s.closed(refused_conn);
     // The last global place goes to another source, not to the refused
     // one, which never waited for it.
     let _c = opened(&s.accept(3, "10.0.0.2:1000"));
@@ -196,22 +156,12 @@ fn a_source_at_its_limit_is_refused_unread_and_admitted_after_a_close() {
     assert_eq!(s.log.borrow().connects.len(), 3);
     assert!(s.log.borrow().closes.is_empty(), "the handler never saw it");
     // One of the source's connections closes: it may open one again.
-    s.engine.complete(
-        Completion::Recv {
-            slot: a.slot(),
-            generation: a.generation(),
-            result: 0,
-            buf: None,
-            more: false,
-        },
-        &s.bufs,
-    );
-    let ops = s.ops();
+    let ops = s.recv_ended(a, 0);
     assert!(ops.contains(&Op::Close {
         slot: a.slot(),
         generation: a.generation()
     }));
-    s.closed(a.slot(), a.generation());
+    s.closed(a);
     let shared = s.shared.clone();
     let count = || {
         shared
@@ -238,8 +188,8 @@ fn held_at_the_global_limit_a_client_keeps_its_source_count_until_freed() {
     assert!(s.accept(1, "10.0.0.1:2").is_empty());
     assert_eq!(s.stats().waiting, 1);
     // The source is now at its limit: a third is refused, not held.
-    let (slot, generation) = refused(&s.accept(2, "10.0.0.1:3"));
-    s.closed(slot, generation);
+    let refused_conn = refused(&s.accept(2, "10.0.0.1:3"));
+    s.closed(refused_conn);
     assert_eq!(s.stats().waiting, 1);
     // Stop: the held client is closed and its count released.
     s.shared
@@ -256,7 +206,7 @@ fn held_at_the_global_limit_a_client_keeps_its_source_count_until_freed() {
             _ => None,
         })
         .expect("the held client is closed");
-    s.closed(1, held_close);
+    s.closed(ConnId::new(0, 1, held_close));
     let table = s.shared.sources.as_ref().unwrap();
     assert_eq!(table.count("10.0.0.1".parse().unwrap()), 1);
 }
@@ -364,14 +314,8 @@ fn over_its_rate_a_connection_is_closed_under_the_close_policy() {
     assert_eq!(s.delivered(), 7);
     assert!(ops.iter().any(|op| matches!(op, Op::CancelRecv { .. })));
     assert_eq!(s.stats().rate_limit_closes, 1);
-    s.complete(Completion::Recv {
-        slot: conn.slot(),
-        generation: conn.generation(),
-        result: -libc::ECANCELED,
-        buf: None,
-        more: false,
-    });
-    s.closed(conn.slot(), conn.generation());
+    s.recv_ended(conn, -libc::ECANCELED);
+    s.closed(conn);
     assert_eq!(
         s.log.borrow().closes.as_slice(),
         &[(conn, CloseReason::RateLimited)]

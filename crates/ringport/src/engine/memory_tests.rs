@@ -10,13 +10,14 @@ use std::time::Instant;
 use super::Engine;
 use super::conn::Slot;
 use super::inputs::InputState;
+use super::sim::Buffers;
 use crate::codec::{Framer, LengthDelimited};
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
 use crate::handler::{Context, Handler};
 use crate::send_queue::SendQueue;
 use crate::shared::{ServerShared, ShardShared};
-use crate::sys::{BufId, Completion, Op, RecvBuffers};
+use crate::sys::{BufId, Completion, Op};
 
 struct Echo;
 
@@ -27,14 +28,6 @@ impl Handler for Echo {
 
     fn on_message(&mut self, ctx: &mut Context<'_>, conn: ConnId, _: &mut (), message: &[u8]) {
         ctx.send(conn, message).unwrap();
-    }
-}
-
-struct Bufs(Vec<Vec<u8>>);
-
-impl RecvBuffers for Bufs {
-    fn buffer(&self, buf: BufId, len: usize) -> &[u8] {
-        &self.0[buf as usize][..len]
     }
 }
 
@@ -120,7 +113,7 @@ fn an_idle_engine_allocates_no_slot_pages_and_echo_needs_no_input_state() {
     assert_eq!(e.core.inputs.allocated_pages(), 0);
     assert_eq!(e.states.allocated_pages(), 0);
 
-    let mut bufs = Bufs(Vec::new());
+    let mut bufs = Buffers::default();
     let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
     e.complete(Completion::Accepted(0, Ok((3, peer))), &bufs);
     let generation = e.core.slots[3].generation;
@@ -188,7 +181,7 @@ fn an_idle_engine_allocates_no_slot_pages_and_echo_needs_no_input_state() {
 fn an_input_state_that_saw_a_codec_error_is_not_reused() {
     let mut e = engine(64);
     e.turn(Instant::now());
-    let mut bufs = Bufs(Vec::new());
+    let mut bufs = Buffers::default();
     let peer: SocketAddr = "[::1]:5000".parse().unwrap();
     e.complete(Completion::Accepted(0, Ok((1, peer))), &bufs);
     let generation = e.core.slots[1].generation;

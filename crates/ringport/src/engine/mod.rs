@@ -60,6 +60,8 @@ mod paged;
 mod protocol_tests;
 mod protocols;
 mod rate;
+#[cfg(test)]
+mod sim;
 mod sweeps;
 #[cfg(test)]
 mod tests;

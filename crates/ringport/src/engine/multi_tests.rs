@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::sim::Buffers;
 use super::{Engine, Inbox};
 use crate::cluster::{ClusterConnId, ClusterStats};
 use crate::codec::LengthDelimited;
@@ -24,7 +25,7 @@ use crate::error::{CloseReason, SendError};
 use crate::handler::{ClusterLink, Context, Handler};
 use crate::router;
 use crate::shared::{Command, ServerShared, ShardShared};
-use crate::sys::{BufId, Completion, Op, RecvBuffers};
+use crate::sys::{BufId, Completion, Op};
 
 const TABLE: usize = 64;
 const MAX_FRAME: usize = 1 << 16;
@@ -127,15 +128,6 @@ impl Handler for Rec {
         self.seen
             .borrow_mut()
             .push((ctx.shard(), Seen::Close(conn, reason)));
-    }
-}
-
-#[derive(Default)]
-struct Buffers(Vec<Vec<u8>>);
-
-impl RecvBuffers for Buffers {
-    fn buffer(&self, buf: BufId, len: usize) -> &[u8] {
-        &self.0[buf as usize][..len]
     }
 }
 

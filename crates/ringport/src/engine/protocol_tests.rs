@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::Engine;
-use super::tests::Buffers;
+use super::sim::Sim;
 use crate::codec::LengthDelimited;
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
@@ -27,7 +27,7 @@ use crate::protocol::{
     ConnProtocol, Framed, ListenerProtocol, MAX_PROTOCOL_HEADER, MessageKind, Payload, Step,
     UpgradeDecision, UpgradeInfo,
 };
-use crate::sys::{BufId, Completion, Op};
+use crate::sys::Op;
 
 const TABLE: usize = 64;
 
@@ -252,10 +252,21 @@ impl Handler for Doorman {
 }
 
 struct Harness {
-    engine: Engine<LengthDelimited, Doorman>,
+    sim: Sim<Doorman>,
     seen: Rc<RefCell<Vec<Seen>>>,
-    bufs: Buffers,
-    t0: Instant,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Sim<Doorman>;
+    fn deref(&self) -> &Sim<Doorman> {
+        &self.sim
+    }
+}
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut Sim<Doorman> {
+        &mut self.sim
+    }
 }
 
 impl Harness {
@@ -282,27 +293,9 @@ impl Harness {
         )
         .with_protocols(listeners);
         Harness {
-            engine,
+            sim: Sim::new(engine, t0),
             seen,
-            bufs: Buffers::default(),
-            t0,
         }
-    }
-
-    fn ops(&mut self) -> Vec<Op> {
-        let mut ops = Vec::new();
-        self.engine
-            .drain_ops::<()>(|op, _| {
-                ops.push(op);
-                Ok(())
-            })
-            .unwrap();
-        ops
-    }
-
-    fn turn(&mut self, ms: u64) -> Vec<Op> {
-        self.engine.turn(self.t0 + Duration::from_millis(ms));
-        self.ops()
     }
 
     fn seen(&mut self) -> Vec<Seen> {
@@ -311,39 +304,21 @@ impl Harness {
 
     /// A toy connection accepted into `slot` (listener 1).
     fn accept(&mut self, slot: u32) -> ConnId {
-        let peer = "127.0.0.9:4000".parse().unwrap();
-        self.engine
-            .complete(Completion::Accepted(1, Ok((slot, peer))), &self.bufs);
-        let ops = self.ops();
+        let ops = self.accepted(1, slot, "127.0.0.9:4000".parse().unwrap());
         let Some(Op::Recv { generation, .. }) = ops.first() else {
             panic!("an accepted connection starts receiving: {ops:?}");
         };
         ConnId::new(0, slot, *generation)
     }
 
-    fn receive(&mut self, conn: ConnId, bytes: &[u8]) -> Vec<Op> {
-        self.bufs.0.push(bytes.to_vec());
-        let buf = (self.bufs.0.len() - 1) as BufId;
-        self.engine.complete(
-            Completion::Recv {
-                slot: conn.slot(),
-                generation: conn.generation(),
-                result: bytes.len() as i32,
-                buf: Some(buf),
-                more: true,
-            },
-            &self.bufs,
-        );
-        self.ops()
-    }
-
     /// What is queued to `conn`, and the queue emptied (as if sent).
     fn output(&mut self, conn: ConnId) -> Vec<u8> {
-        let s = &mut self.engine.core.slots[conn.slot() as usize];
+        let core = &mut self.sim.engine.core;
+        let s = &mut core.slots[conn.slot() as usize];
         let mut out = Vec::new();
         s.queue.copy_to(&mut out);
         let n = s.queue.len();
-        s.queue.consume(&mut self.engine.core.pool, n);
+        s.queue.consume(&mut core.pool, n);
         out
     }
 }
@@ -433,10 +408,7 @@ fn closes_say_goodbye_through_the_protocol_and_heartbeats_use_it() {
 #[test]
 fn a_framed_listener_beside_it_is_unchanged() {
     let mut h = Harness::new(|_| {});
-    let peer = "127.0.0.9:4001".parse().unwrap();
-    h.engine
-        .complete(Completion::Accepted(0, Ok((7, peer))), &h.bufs);
-    let ops = h.ops();
+    let ops = h.accepted(0, 7, "127.0.0.9:4001".parse().unwrap());
     let Some(&Op::Recv { generation, .. }) = ops.first() else {
         panic!("{ops:?}")
     };

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Engine;
+use super::sim::Sim;
 use crate::codec::LengthDelimited;
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
 use crate::error::{CloseReason, SendError};
 use crate::handler::{Context, Handler};
 use crate::shared::ServerShared;
-use crate::sys::{BufId, Completion, Op, RecvBuffers};
+use crate::sys::{Completion, Op};
 
 const TABLE: usize = 128;
 
@@ -82,22 +83,23 @@ impl Handler for Recorder {
     }
 }
 
-/// Received bytes, one buffer per scripted receive.
-#[derive(Default)]
-pub(super) struct Buffers(pub(super) Vec<Vec<u8>>);
+struct Harness {
+    sim: Sim<Recorder>,
+    seen: Rc<RefCell<Vec<Seen>>>,
+    shared: Arc<ServerShared>,
+}
 
-impl RecvBuffers for Buffers {
-    fn buffer(&self, buf: BufId, len: usize) -> &[u8] {
-        &self.0[buf as usize][..len]
+impl std::ops::Deref for Harness {
+    type Target = Sim<Recorder>;
+    fn deref(&self) -> &Sim<Recorder> {
+        &self.sim
     }
 }
 
-struct Harness {
-    engine: Engine<LengthDelimited, Recorder>,
-    seen: Rc<RefCell<Vec<Seen>>>,
-    bufs: Buffers,
-    t0: Instant,
-    shared: Arc<ServerShared>,
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut Sim<Recorder> {
+        &mut self.sim
+    }
 }
 
 fn frame(payload: &[u8]) -> Vec<u8> {
@@ -129,33 +131,10 @@ impl Harness {
         let listening = shared.config.listen;
         let engine = Engine::new(0, shared.clone(), codec, TABLE, handler, listening, t0);
         Harness {
-            engine,
+            sim: Sim::new(engine, t0),
             seen,
-            bufs: Buffers::default(),
-            t0,
             shared,
         }
-    }
-
-    fn at(&self, ms: u64) -> Instant {
-        self.t0 + Duration::from_millis(ms)
-    }
-
-    /// A loop turn at virtual time `ms`; returns the ops it asked for.
-    fn turn(&mut self, ms: u64) -> Vec<Op> {
-        self.engine.turn(self.at(ms));
-        self.ops()
-    }
-
-    fn ops(&mut self) -> Vec<Op> {
-        let mut ops = Vec::new();
-        self.engine
-            .drain_ops::<()>(|op, _| {
-                ops.push(op);
-                Ok(())
-            })
-            .unwrap();
-        ops
     }
 
     /// Bytes queued to `slot` now.
@@ -176,11 +155,6 @@ impl Harness {
         len
     }
 
-    fn complete(&mut self, c: Completion) -> Vec<Op> {
-        self.engine.complete(c, &self.bufs);
-        self.ops()
-    }
-
     fn take_seen(&mut self) -> Vec<Seen> {
         std::mem::take(&mut *self.seen.borrow_mut())
     }
@@ -188,52 +162,13 @@ impl Harness {
     /// Accepts a connection into `slot`; returns its id (generation 1 on
     /// a fresh slot).
     fn accept(&mut self, slot: u32) -> ConnId {
-        let ops = self.complete(Completion::Accepted(0, Ok((slot, peer()))));
+        let ops = self.accepted(0, slot, peer());
         let Some(Op::Recv { generation, .. }) = ops.first() else {
             panic!("an accepted connection starts receiving: {ops:?}");
         };
         let conn = ConnId::new(0, slot, *generation);
         assert_eq!(self.take_seen(), vec![Seen::Connect(conn)]);
         conn
-    }
-
-    /// `bytes` arrive on `conn` (multishot goes on).
-    fn receive(&mut self, conn: ConnId, bytes: &[u8]) -> Vec<Op> {
-        self.bufs.0.push(bytes.to_vec());
-        let buf = (self.bufs.0.len() - 1) as BufId;
-        self.complete(Completion::Recv {
-            slot: conn.slot(),
-            generation: conn.generation(),
-            result: bytes.len() as i32,
-            buf: Some(buf),
-            more: true,
-        })
-    }
-
-    fn recv_ended(&mut self, conn: ConnId, result: i32) -> Vec<Op> {
-        self.complete(Completion::Recv {
-            slot: conn.slot(),
-            generation: conn.generation(),
-            result,
-            buf: None,
-            more: false,
-        })
-    }
-
-    fn sent(&mut self, conn: ConnId, result: i32) -> Vec<Op> {
-        self.complete(Completion::Sent {
-            slot: conn.slot(),
-            generation: conn.generation(),
-            result,
-        })
-    }
-
-    fn closed(&mut self, conn: ConnId) -> Vec<Op> {
-        self.complete(Completion::Closed {
-            slot: conn.slot(),
-            generation: conn.generation(),
-            result: 0,
-        })
     }
 }
 
@@ -499,7 +434,8 @@ fn idle_timeout_closes_within_half_a_period_past_the_timeout() {
     let mut closed_at = None;
     for ms in (100..=1500).step_by(100) {
         if ms % 300 == 0 {
-            h.engine.set_now(h.at(ms));
+            let at = h.at(ms);
+            h.engine.set_now(at);
             h.receive(busy, &frame(b"."));
         }
         let ops = h.turn(ms);
@@ -717,12 +653,14 @@ fn a_trickling_frame_times_out_while_a_steady_stream_does_not() {
     let steady = h.accept(1);
     // `slow` announces 100 bytes and sends one every 100 ms; `steady`
     // pipelines whole frames, each read ending inside the next frame.
-    h.engine.set_now(h.at(0));
+    let at = h.at(0);
+    h.engine.set_now(at);
     h.receive(slow, &100u32.to_be_bytes());
     let mut closed_at = None;
     let big = frame(&[1u8; 30]);
     for ms in (100..=2000).step_by(100) {
-        h.engine.set_now(h.at(ms));
+        let at = h.at(ms);
+        h.engine.set_now(at);
         h.receive(slow, b"x");
         // The first read ends inside the second frame.
         h.receive(steady, &[&big[..], &big[..20]].concat());

@@ -1,0 +1,132 @@
+//! The engine driven by hand in its unit tests, as quinn-proto's tests
+//! drive its endpoints: virtual time counted from `t0`, completions in,
+//! the kernel work they lead to out. Each test file's harness wraps a
+//! [`Sim`] (through `Deref`) with its handler's bookkeeping.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::Engine;
+use crate::codec::LengthDelimited;
+use crate::conn_id::ConnId;
+use crate::handler::Handler;
+use crate::sys::{BufId, Completion, Op, RecvBuffers, RecvTarget};
+
+/// Received bytes, one buffer per scripted receive.
+#[derive(Default)]
+pub(super) struct Buffers(pub(super) Vec<Vec<u8>>);
+
+impl RecvBuffers for Buffers {
+    fn buffer(&self, buf: BufId, len: usize) -> &[u8] {
+        &self.0[buf as usize][..len]
+    }
+}
+
+/// One shard's engine, its scripted receive buffers and its time origin.
+pub(super) struct Sim<H: Handler> {
+    pub(super) engine: Engine<LengthDelimited, H>,
+    pub(super) bufs: Buffers,
+    pub(super) t0: Instant,
+    /// The target of the direct receive last drained (`Op::RecvInto`).
+    pub(super) target: Option<RecvTarget>,
+}
+
+impl<H: Handler> Sim<H> {
+    pub(super) fn new(engine: Engine<LengthDelimited, H>, t0: Instant) -> Self {
+        Sim {
+            engine,
+            bufs: Buffers::default(),
+            t0,
+            target: None,
+        }
+    }
+
+    /// Virtual time `ms` milliseconds after `t0`.
+    pub(super) fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+
+    /// A loop turn at virtual time `ms`; returns the ops it asked for.
+    pub(super) fn turn(&mut self, ms: u64) -> Vec<Op> {
+        self.engine.turn(self.at(ms));
+        self.ops()
+    }
+
+    /// The ops the engine asked for since the last call (the target of a
+    /// direct receive among them is kept in `target`).
+    pub(super) fn ops(&mut self) -> Vec<Op> {
+        let mut ops = Vec::new();
+        let mut target = None;
+        self.engine
+            .drain_ops::<()>(|op, queues| {
+                if let Op::RecvInto { slot, .. } = op {
+                    target = Some(queues.recv_target(slot).expect("a recorded target"));
+                }
+                ops.push(op);
+                Ok(())
+            })
+            .unwrap();
+        if target.is_some() {
+            self.target = target;
+        }
+        ops
+    }
+
+    /// The engine handles `c`; returns the ops it led to.
+    pub(super) fn complete(&mut self, c: Completion) -> Vec<Op> {
+        self.engine.complete(c, &self.bufs);
+        self.ops()
+    }
+
+    /// `peer` was accepted into `slot` from listener `listener`.
+    pub(super) fn accepted(&mut self, listener: u8, slot: u32, peer: SocketAddr) -> Vec<Op> {
+        self.complete(Completion::Accepted(listener, Ok((slot, peer))))
+    }
+
+    /// `bytes` arrive on `conn` (multishot goes on).
+    pub(super) fn receive(&mut self, conn: ConnId, bytes: &[u8]) -> Vec<Op> {
+        self.receive_more(conn, bytes, true)
+    }
+
+    /// `bytes` arrive on `conn`; `more`: the multishot receive goes on.
+    pub(super) fn receive_more(&mut self, conn: ConnId, bytes: &[u8], more: bool) -> Vec<Op> {
+        self.bufs.0.push(bytes.to_vec());
+        let buf = (self.bufs.0.len() - 1) as BufId;
+        self.complete(Completion::Recv {
+            slot: conn.slot(),
+            generation: conn.generation(),
+            result: bytes.len() as i32,
+            buf: Some(buf),
+            more,
+        })
+    }
+
+    /// The receive on `conn` ended with `result` (0: EOF, or an error).
+    pub(super) fn recv_ended(&mut self, conn: ConnId, result: i32) -> Vec<Op> {
+        self.complete(Completion::Recv {
+            slot: conn.slot(),
+            generation: conn.generation(),
+            result,
+            buf: None,
+            more: false,
+        })
+    }
+
+    /// A send on `conn` completed with `result`.
+    pub(super) fn sent(&mut self, conn: ConnId, result: i32) -> Vec<Op> {
+        self.complete(Completion::Sent {
+            slot: conn.slot(),
+            generation: conn.generation(),
+            result,
+        })
+    }
+
+    /// `conn`'s socket is closed.
+    pub(super) fn closed(&mut self, conn: ConnId) -> Vec<Op> {
+        self.complete(Completion::Closed {
+            slot: conn.slot(),
+            generation: conn.generation(),
+            result: 0,
+        })
+    }
+}
