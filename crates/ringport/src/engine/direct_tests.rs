@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::Engine;
 use super::direct::{BULK_MAX, DIRECT_MIN};
-use super::sim::Sim;
+use super::sim::{Sim, deref_to_sim};
 use crate::codec::{LengthDelimited, MAX_HEADER_LEN};
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
@@ -49,18 +49,7 @@ struct Harness {
     closes: Rc<RefCell<Vec<CloseReason>>>,
 }
 
-impl std::ops::Deref for Harness {
-    type Target = Sim<Echo>;
-    fn deref(&self) -> &Sim<Echo> {
-        &self.sim
-    }
-}
-
-impl std::ops::DerefMut for Harness {
-    fn deref_mut(&mut self) -> &mut Sim<Echo> {
-        &mut self.sim
-    }
-}
+deref_to_sim!(Harness, Echo);
 
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut v = (payload.len() as u32).to_be_bytes().to_vec();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Engine;
-use super::sim::Sim;
+use super::sim::{Sim, deref_to_sim, shard_with};
 use crate::codec::LengthDelimited;
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
@@ -53,28 +53,11 @@ struct Shard {
     shared: Arc<ServerShared>,
 }
 
-impl std::ops::Deref for Shard {
-    type Target = Sim<Recorder>;
-    fn deref(&self) -> &Sim<Recorder> {
-        &self.sim
-    }
-}
-
-impl std::ops::DerefMut for Shard {
-    fn deref_mut(&mut self) -> &mut Sim<Recorder> {
-        &mut self.sim
-    }
-}
+deref_to_sim!(Shard, Recorder);
 
 impl Shard {
     fn new(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
-        let mut config = ServerConfig {
-            accepts_in_flight: 2,
-            tick: Duration::from_millis(100),
-            ..ServerConfig::default()
-        };
-        tweak(&mut config);
-        let shared = super::memory_tests::one_shard_with(TABLE, 1 << 20, config);
+        let shared = shard_with(TABLE, tweak);
         let log = Rc::new(RefCell::new(Log::default()));
         let t0 = Instant::now();
         let engine = Engine::new(

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::Engine;
-use super::sim::Sim;
+use super::sim::{Sim, deref_to_sim, shard_with};
 use crate::codec::LengthDelimited;
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
@@ -256,28 +256,11 @@ struct Harness {
     seen: Rc<RefCell<Vec<Seen>>>,
 }
 
-impl std::ops::Deref for Harness {
-    type Target = Sim<Doorman>;
-    fn deref(&self) -> &Sim<Doorman> {
-        &self.sim
-    }
-}
-
-impl std::ops::DerefMut for Harness {
-    fn deref_mut(&mut self) -> &mut Sim<Doorman> {
-        &mut self.sim
-    }
-}
+deref_to_sim!(Harness, Doorman);
 
 impl Harness {
     fn new(tweak: impl FnOnce(&mut ServerConfig)) -> Harness {
-        let mut config = ServerConfig {
-            accepts_in_flight: 2,
-            tick: Duration::from_millis(100),
-            ..ServerConfig::default()
-        };
-        tweak(&mut config);
-        let shared = super::memory_tests::one_shard_with(TABLE, 1 << 20, config);
+        let shared = shard_with(TABLE, tweak);
         let seen = Rc::new(RefCell::new(Vec::new()));
         let t0 = Instant::now();
         let listeners: Vec<Option<Arc<dyn ListenerProtocol>>> =

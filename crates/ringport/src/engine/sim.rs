@@ -4,13 +4,49 @@
 //! [`Sim`] (through `Deref`) with its handler's bookkeeping.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Engine;
 use crate::codec::LengthDelimited;
+use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
 use crate::handler::Handler;
+use crate::shared::ServerShared;
 use crate::sys::{BufId, Completion, Op, RecvBuffers, RecvTarget};
+
+/// One shard's shared state for a `table`-slot engine and frames up to 1
+/// MiB, with the settings the harnesses start from (2 accepts kept posted,
+/// a 100 ms tick) changed by `tweak`.
+pub(super) fn shard_with(table: usize, tweak: impl FnOnce(&mut ServerConfig)) -> Arc<ServerShared> {
+    let mut config = ServerConfig {
+        accepts_in_flight: 2,
+        tick: Duration::from_millis(100),
+        ..ServerConfig::default()
+    };
+    tweak(&mut config);
+    super::memory_tests::one_shard_with(table, 1 << 20, config)
+}
+
+/// `Deref` and `DerefMut` from a harness to its `sim` field, so that a
+/// test calls the [`Sim`]'s methods on the harness.
+macro_rules! deref_to_sim {
+    ($harness:ty, $handler:ty) => {
+        impl std::ops::Deref for $harness {
+            type Target = $crate::engine::sim::Sim<$handler>;
+            fn deref(&self) -> &Self::Target {
+                &self.sim
+            }
+        }
+
+        impl std::ops::DerefMut for $harness {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.sim
+            }
+        }
+    };
+}
+pub(super) use deref_to_sim;
 
 /// Received bytes, one buffer per scripted receive.
 #[derive(Default)]

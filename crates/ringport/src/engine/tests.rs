@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Engine;
-use super::sim::Sim;
+use super::sim::{Sim, deref_to_sim, shard_with};
 use crate::codec::LengthDelimited;
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
@@ -89,18 +89,7 @@ struct Harness {
     shared: Arc<ServerShared>,
 }
 
-impl std::ops::Deref for Harness {
-    type Target = Sim<Recorder>;
-    fn deref(&self) -> &Sim<Recorder> {
-        &self.sim
-    }
-}
-
-impl std::ops::DerefMut for Harness {
-    fn deref_mut(&mut self) -> &mut Sim<Recorder> {
-        &mut self.sim
-    }
-}
+deref_to_sim!(Harness, Recorder);
 
 fn frame(payload: &[u8]) -> Vec<u8> {
     let mut v = (payload.len() as u32).to_be_bytes().to_vec();
@@ -114,13 +103,7 @@ fn peer() -> SocketAddr {
 
 impl Harness {
     fn new(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
-        let mut config = ServerConfig {
-            accepts_in_flight: 2,
-            tick: Duration::from_millis(100),
-            ..ServerConfig::default()
-        };
-        tweak(&mut config);
-        let shared = super::memory_tests::one_shard_with(TABLE, 1 << 20, config);
+        let shared = shard_with(TABLE, tweak);
         let seen = Rc::new(RefCell::new(Vec::new()));
         let handler = Recorder {
             seen: seen.clone(),
