@@ -314,8 +314,8 @@ impl Runner {
     }
 
     /// Subscribes to the topics newly wanted and ends the subscriptions of
-    /// those no longer wanted; then, once the server has seen that (a
-    /// round trip to the server, skipped while the link is down), runs the waiters.
+    /// those no longer wanted; then, once the server has seen that (a round
+    /// trip to it, skipped while the link is down), runs the waiters.
     async fn apply_interest(
         &self,
         client: &async_nats::Client,
