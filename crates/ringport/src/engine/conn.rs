@@ -9,7 +9,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use super::Core;
 use crate::codec::Codec;
@@ -151,14 +150,6 @@ impl Slot {
     }
 }
 
-/// What only a closing connection needs (from `begin_close` until its
-/// slot is free).
-pub(super) struct Closing {
-    pub reason: CloseReason,
-    /// When queued data stops being waited for.
-    pub deadline: Instant,
-}
-
 impl<C: Codec> Core<C> {
     /// Takes a slot the driver just filled (accept or socket) for a new
     /// connection: moves its generation on. Drivers only fill free slots
@@ -248,8 +239,7 @@ impl<C: Codec> Core<C> {
         let (recv_armed, send_in_flight, generation) =
             (s.recv_armed(), s.send_in_flight(), s.generation);
         let pos = s.open_pos as usize;
-        self.closing
-            .insert(slot as u32, Closing { reason, deadline });
+        self.closes.begin(slot as u32, reason, deadline);
         self.me().live.set_dead(slot as u32);
         self.topics.remove_slot(slot as u32);
         self.report_interest();
@@ -318,7 +308,7 @@ impl<C: Codec> Core<C> {
         let generation = s.generation;
         s.transport = crate::transport::Transport::default();
         self.in_use -= 1;
-        let closing = self.closing.remove(&(slot as u32));
+        let reason = self.closes.finish(slot as u32);
         let failed_connect = self.connects.slot_freed(slot as u32);
         self.detach_protocol(slot);
         if unseen {
@@ -336,7 +326,7 @@ impl<C: Codec> Core<C> {
             self.connects.fail(remote, error);
             return None;
         }
-        let reason = closing.map_or(CloseReason::Local, |c| c.reason);
+        let reason = reason.unwrap_or(CloseReason::Local);
         let conn = ConnId::new(self.index as u16, slot as u32, generation);
         self.stats.closed += 1;
         Some((conn, reason))

@@ -27,6 +27,7 @@
 //! idle/heartbeat/frame-timeout sweep), [`accepts`] (accepts kept posted,
 //! the wait queue at the limit), [`connects`] (outbound connects until
 //! open), [`inputs`] (input states, their pool, the input bounds),
+//! [`closes`] (reason and flush deadline of closing connections),
 //! [`topics`], [`rate`], [`protocols`], [`handshake`] and [`outbox`].
 //!
 //! The engine is sans-I/O: commands from other threads enter through
@@ -39,6 +40,7 @@ mod admission;
 #[cfg(test)]
 mod bench_echo;
 mod clock;
+mod closes;
 mod conn;
 mod connects;
 mod direct;
@@ -68,7 +70,6 @@ mod tests;
 mod timers;
 pub mod topics;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -86,7 +87,7 @@ use crate::sys::{Completion, Op, RecvBuffers, RecvTarget, SendQueues};
 use crate::timer::Timers;
 
 use clock::Clock;
-use conn::{Closing, Slot};
+use conn::Slot;
 use outbox::Outbox;
 use paged::PagedTable;
 
@@ -128,7 +129,7 @@ pub(crate) struct Core<C: Codec> {
     inputs: inputs::Inputs<C>,
     /// Close reason and flush deadline of every closing slot, from
     /// `begin_close` until the slot is free.
-    closing: BTreeMap<u32, Closing>,
+    closes: closes::Closes,
     /// Slots not free (connecting, open, closing or releasing).
     in_use: usize,
     open: Vec<u32>,
@@ -210,7 +211,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             queue_limit: config.effective_send_queue_limit(max_frame),
             slots: PagedTable::new(table),
             inputs: inputs::Inputs::new(codec.clone(), table, config),
-            closing: BTreeMap::new(),
+            closes: closes::Closes::default(),
             in_use: 0,
             open: Vec::new(),
             dirty: Vec::new(),

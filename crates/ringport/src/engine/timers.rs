@@ -20,12 +20,7 @@ impl<C: Codec> Core<C> {
         self.expire_upgrades();
         self.accepts.on_tick(now);
         let mut overdue = std::mem::take(&mut self.overdue);
-        overdue.extend(
-            self.closing
-                .iter()
-                .filter(|(_, c)| c.deadline <= now)
-                .map(|(&slot, _)| slot),
-        );
+        self.closes.overdue(now, &mut overdue);
         for slot in overdue.drain(..) {
             let slot = slot as usize;
             let s = &mut self.slots[slot];
@@ -35,11 +30,7 @@ impl<C: Codec> Core<C> {
                 // reason).
                 s.set_discard(true);
                 self.stats.slow_consumers += 1;
-                if let Some(c) = self.closing.get_mut(&(slot as u32))
-                    && c.reason != CloseReason::ServerStopping
-                {
-                    c.reason = CloseReason::SlowConsumer;
-                }
+                self.closes.timed_out(slot as u32);
                 if s.send_in_flight() {
                     let generation = s.generation;
                     self.ops.push(Op::CancelSend {
@@ -121,9 +112,7 @@ impl<C: Codec> Core<C> {
         let open: Vec<u32> = self.open.clone();
         for slot in open {
             self.begin_close(slot as usize, CloseReason::ServerStopping, true);
-            if let Some(c) = self.closing.get_mut(&slot) {
-                c.deadline = c.deadline.min(stop_deadline);
-            }
+            self.closes.cap_deadline(slot, stop_deadline);
         }
     }
 }
