@@ -212,6 +212,18 @@ fn client_ping_gets_a_pong() {
     h.join().unwrap();
 }
 
+/// Reads an HTTP request head (up to its blank line) from `s`.
+fn read_request(s: &mut std::net::TcpStream) -> Vec<u8> {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the client closed before its request ended");
+        req.extend_from_slice(&buf[..n]);
+    }
+    req
+}
+
 /// A raw server: reads the upgrade request, then writes `reply(request)`.
 fn raw_server(
     reply: impl FnOnce(&[u8]) -> Vec<u8> + Send + 'static,
@@ -220,16 +232,10 @@ fn raw_server(
     let addr = l.local_addr().unwrap();
     let h = thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
-        let mut req = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0);
-            req.extend_from_slice(&buf[..n]);
-        }
+        let req = read_request(&mut s);
         s.write_all(&reply(&req)).unwrap();
         // Keep the socket open until the client is done with it.
-        let _ = s.read(&mut buf);
+        let _ = s.read(&mut [0u8; 4096]);
     });
     (addr, h)
 }
@@ -570,14 +576,10 @@ fn close_ws_waits_at_most_the_close_timeout() {
     let addr = l.local_addr().unwrap();
     let h = thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
-        let mut req = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut buf).unwrap();
-            req.extend_from_slice(&buf[..n]);
-        }
+        let req = read_request(&mut s);
         s.write_all(&accept(&req)).unwrap();
         // Read (our close frame among it) until the client goes away.
+        let mut buf = [0u8; 4096];
         while s.read(&mut buf).is_ok_and(|n| n > 0) {}
     });
     let cfg = ringport::protocol::websocket::SessionConfig {
