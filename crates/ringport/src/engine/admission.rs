@@ -80,7 +80,7 @@ impl<C: Codec> Core<C> {
     /// Slots in use plus those promised to posted accepts and pending
     /// sockets: never more than the table.
     fn committed(&self) -> usize {
-        self.in_use + self.accepts.posted() + self.connects.pending()
+        self.conns.in_use() + self.accepts.posted() + self.connects.pending()
     }
 
     /// Keeps `accepts_in_flight` accepts posted while below the limit and
@@ -110,7 +110,7 @@ impl<C: Codec> Core<C> {
             }
             return;
         }
-        let room = self.slots.len().saturating_sub(self.committed());
+        let room = self.conns.len().saturating_sub(self.committed());
         for _ in 0..self.accepts.post(room) {
             self.ops.push(Op::Accept);
         }
@@ -151,12 +151,12 @@ impl<C: Codec> Core<C> {
             // handler meanwhile.
             match self.shared.config.at_limit {
                 LimitPolicy::Wait => {
-                    self.slots[slot].state = SlotState::Waiting;
+                    self.conns[slot].state = SlotState::Waiting;
                     self.accepts.hold(slot as u32, peer);
                 }
                 LimitPolicy::Refuse => {
                     self.stats.rejected += 1;
-                    self.slots[slot].set_unseen(true);
+                    self.conns[slot].set_unseen(true);
                     self.release(slot);
                 }
             }
@@ -174,7 +174,7 @@ impl<C: Codec> Core<C> {
         self.stats.accepted += 1;
         // A TLS handshake or a protocol's opening (a WebSocket upgrade)
         // takes a handshake place.
-        let opening = self.slots[slot].transport.handshaking() || self.protocols.has(slot);
+        let opening = self.conns[slot].transport.handshaking() || self.protocols.has(slot);
         if opening && !self.handshake_place_free() {
             self.wait_for_handshake(slot, peer);
             return None;
@@ -186,8 +186,8 @@ impl<C: Codec> Core<C> {
     /// read or counted anywhere else. False: refused (the socket is
     /// closed unseen).
     fn screen(&mut self, slot: usize, listener: u8, peer: SocketAddr) -> bool {
-        self.slots[slot].set_peer(peer);
-        self.slots[slot].set_per_source(false);
+        self.conns[slot].set_peer(peer);
+        self.conns[slot].set_per_source(false);
         if let Some(filter) = &self.shared.config.accept_filter {
             let local = (self.admission.listeners.get(usize::from(listener)))
                 .copied()
@@ -206,7 +206,7 @@ impl<C: Codec> Core<C> {
     fn count_source(&mut self, slot: usize, peer: SocketAddr) -> bool {
         if let Some(table) = &self.shared.sources {
             match table.acquire(peer.ip()) {
-                Ticket::Counted => self.slots[slot].set_per_source(true),
+                Ticket::Counted => self.conns[slot].set_per_source(true),
                 Ticket::Untracked => self.stats.per_ip_untracked += 1,
                 Ticket::Refused => {
                     self.stats.rejected_per_ip += 1;
@@ -221,7 +221,7 @@ impl<C: Codec> Core<C> {
     /// Closes a refused client unread, and logs refusals at most once per
     /// [`REFUSAL_LOG_PERIOD`] with how many there were.
     fn refuse(&mut self, slot: usize, peer: SocketAddr, why: Refusal) {
-        self.slots[slot].set_unseen(true);
+        self.conns[slot].set_unseen(true);
         self.release(slot);
         let log = &mut self.admission;
         match why {
@@ -252,7 +252,7 @@ impl<C: Codec> Core<C> {
     /// freed (any state): its per-source count, its handshake place, its
     /// rate bucket.
     pub(super) fn slot_freed(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         if s.per_source() {
             s.set_per_source(false);
             if let Some(table) = &self.shared.sources {
@@ -297,7 +297,7 @@ impl<C: Codec> Core<C> {
     /// place (the server is stopping).
     pub(super) fn drop_waiting(&mut self) {
         while let Some((slot, _)) = self.accepts.take_first() {
-            self.slots[slot as usize].set_unseen(true);
+            self.conns[slot as usize].set_unseen(true);
             self.release(slot as usize);
         }
         self.drop_handshake_waiting();
@@ -326,11 +326,11 @@ impl<C: Codec> Core<C> {
         if self.stopping {
             return Err(io::Error::other("server is stopping"));
         }
-        if self.committed() >= self.slots.len() {
+        if self.committed() >= self.conns.len() {
             return Err(io::Error::other(format!(
                 "shard {} connection table is full ({} entries)",
                 self.index,
-                self.slots.len()
+                self.conns.len()
             )));
         }
         if !self.try_admit() {
@@ -368,7 +368,7 @@ impl<C: Codec> Core<C> {
             self.release(slot);
             return;
         }
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         s.state = SlotState::Connecting;
         let generation = s.generation;
         self.connects.connecting(slot as u32, pending.remote, None);
@@ -387,7 +387,7 @@ impl<C: Codec> Core<C> {
         result: i32,
     ) -> Option<(ConnId, SocketAddr)> {
         let slot = slot as usize;
-        self.slots
+        self.conns
             .get(slot)
             .filter(|s| s.generation == generation && s.state == SlotState::Connecting)?;
         if result < 0 {

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use super::Core;
 use crate::codec::Codec;
-use crate::conn_id::{ConnId, next_generation};
+use crate::conn_id::ConnId;
 use crate::error::{CloseReason, SendError};
 use crate::send_queue::SendQueue;
 use crate::stats::ConnectionInfo;
@@ -35,14 +35,14 @@ pub(super) enum SlotState {
 /// One connection slot: what every connection needs, kept small because a
 /// shard has one per table entry (pages of them, allocated as used). What
 /// only some connections need lives elsewhere: the close reason and flush
-/// deadline of a closing one in `Core::closing`, the addresses of a
+/// deadline of a closing one in `Core::closes`, the addresses of a
 /// connecting one in `Core::connects`, the framer and backlog of one with
 /// a partial frame or paused input in `Core::inputs`, the queue's segments
 /// only while it holds data.
 #[derive(Default)]
 pub(super) struct Slot {
     pub generation: u32,
-    /// Position in `Core::open` while open.
+    /// Position in the table's open list while open (`table.rs`).
     pub open_pos: u32,
     /// Times of the last input and the last queued output, for idle
     /// timeouts and heartbeats: milliseconds since the engine's epoch,
@@ -123,6 +123,12 @@ slot_flags! {
 }
 
 impl Slot {
+    /// Clears every flag but the per-source count taken at accept (a slot
+    /// that opens starts afresh).
+    pub fn clear_flags_but_per_source(&mut self) {
+        self.flags &= PER_SOURCE;
+    }
+
     /// The connection's peer address (the IPv6 flow label and scope id
     /// are not kept).
     pub fn peer(&self) -> SocketAddr {
@@ -152,53 +158,32 @@ impl Slot {
 
 impl<C: Codec> Core<C> {
     /// Takes a slot the driver just filled (accept or socket) for a new
-    /// connection: moves its generation on. Drivers only fill free slots
-    /// and the engine never asks for more than the table holds, so anything
-    /// else is a bug worth shouting about.
+    /// connection. Drivers only fill free slots and the engine never asks
+    /// for more than the table holds, so anything else is a bug worth
+    /// shouting about.
     pub(super) fn claim(&mut self, slot: usize, by: &str) -> bool {
-        let Some(s) = self
-            .slots
-            .get_mut(slot)
-            .filter(|s| s.state == SlotState::Free)
-        else {
+        let claimed = self.conns.claim(slot);
+        if !claimed {
             tracing::error!(slot, by, "the driver returned a slot that is in use");
-            return false;
-        };
-        s.generation = next_generation(s.generation);
-        self.in_use += 1;
-        true
+        }
+        claimed
     }
 
     /// Makes a slot that holds a connected socket `Open` and starts reading.
     pub(super) fn open_slot(&mut self, slot: usize, peer: SocketAddr) -> ConnId {
-        let (now_ms, open_pos) = (self.clock.now_ms(), self.open.len() as u32);
-        let s = &mut self.slots[slot];
-        s.state = SlotState::Open;
-        // All flags clear but the per-source count taken at accept (the
-        // peer's family is set again below).
-        s.flags &= PER_SOURCE;
-        s.set_peer(peer);
+        let conn = self.conns.open(slot, peer, self.clock.now_ms());
         let has_protocol = self.protocols.has(slot);
-        let s = &mut self.slots[slot];
-        s.set_has_protocol(has_protocol);
-        s.last_input = now_ms as u32;
-        s.last_output = now_ms as u32;
-        s.opened_at = now_ms;
-        s.bytes_in = 0;
-        s.bytes_out = 0;
-        s.open_pos = open_pos;
-        let generation = s.generation;
-        self.open.push(slot as u32);
-        self.me().live.set_live(slot as u32, generation);
+        self.conns[slot].set_has_protocol(has_protocol);
+        self.me().live.set_live(slot as u32, conn.generation());
         self.arm_recv(slot);
         if self.stopping {
             self.begin_close(slot, CloseReason::ServerStopping, false);
         }
-        ConnId::new(self.index as u16, slot as u32, generation)
+        conn
     }
 
     pub(super) fn arm_recv(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         s.set_recv_armed(true);
         let generation = s.generation;
         self.ops.push(Op::Recv {
@@ -209,7 +194,7 @@ impl<C: Codec> Core<C> {
 
     /// Ends the receive in flight on `slot` (multishot or direct).
     pub(super) fn cancel_recv(&mut self, slot: usize) {
-        let generation = self.slots[slot].generation;
+        let generation = self.conns[slot].generation;
         let slot = slot as u32;
         self.ops.push(if self.direct_in_flight(slot as usize) {
             Op::CancelRecvInto { slot, generation }
@@ -223,30 +208,24 @@ impl<C: Codec> Core<C> {
     /// dropped.
     pub(super) fn begin_close(&mut self, slot: usize, reason: CloseReason, flush: bool) {
         let deadline = self.clock.now() + self.shared.config.close_timeout;
-        let s = &mut self.slots[slot];
-        if s.state != SlotState::Open {
+        if self.conns[slot].state != SlotState::Open {
             return;
         }
         if flush {
-            if self.slots[slot].has_protocol() {
+            if self.conns[slot].has_protocol() {
                 self.protocol_goodbye(slot, &reason);
             }
             self.transport_close_notify(slot);
         }
-        let s = &mut self.slots[slot];
-        s.state = SlotState::Closing;
+        self.conns.close(slot);
+        let s = &mut self.conns[slot];
         s.set_discard(!flush);
         let (recv_armed, send_in_flight, generation) =
             (s.recv_armed(), s.send_in_flight(), s.generation);
-        let pos = s.open_pos as usize;
         self.closes.begin(slot as u32, reason, deadline);
         self.me().live.set_dead(slot as u32);
         self.topics.remove_slot(slot as u32);
         self.report_interest();
-        self.open.swap_remove(pos);
-        if let Some(&moved) = self.open.get(pos) {
-            self.slots[moved as usize].open_pos = pos as u32;
-        }
         if recv_armed {
             self.cancel_recv(slot);
         }
@@ -262,7 +241,7 @@ impl<C: Codec> Core<C> {
     /// Asks for the close of the socket once nothing is in flight on it and
     /// nothing (or nothing to keep) is queued.
     pub(super) fn try_release(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         if s.state != SlotState::Closing
             || s.recv_armed()
             || s.send_in_flight()
@@ -278,7 +257,7 @@ impl<C: Codec> Core<C> {
 
     /// Asks the driver to close the socket in `slot` (nothing in flight).
     pub(super) fn release(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         s.state = SlotState::Releasing;
         let generation = s.generation;
         self.ops.push(Op::Close {
@@ -295,23 +274,12 @@ impl<C: Codec> Core<C> {
         slot: usize,
         generation: u32,
     ) -> Option<(ConnId, CloseReason)> {
-        let s = self
-            .slots
-            .get_mut_if_allocated(slot)
-            .filter(|s| s.state == SlotState::Releasing && s.generation == generation)?;
-        s.state = SlotState::Free;
-        s.set_has_protocol(false);
+        let freed = self.conns.free(slot, generation)?;
         self.slot_freed(slot);
-        let s = &mut self.slots[slot];
-        let unseen = s.unseen();
-        s.set_unseen(false);
-        let generation = s.generation;
-        s.transport = crate::transport::Transport::default();
-        self.in_use -= 1;
         let reason = self.closes.finish(slot as u32);
         let failed_connect = self.connects.slot_freed(slot as u32);
         self.detach_protocol(slot);
-        if unseen {
+        if freed.unseen {
             return None;
         }
         let max = self.shared.config.max_connections;
@@ -327,17 +295,17 @@ impl<C: Codec> Core<C> {
             return None;
         }
         let reason = reason.unwrap_or(CloseReason::Local);
-        let conn = ConnId::new(self.index as u16, slot as u32, generation);
+        let conn = ConnId::new(self.index as u16, slot as u32, freed.generation);
         self.stats.closed += 1;
         Some((conn, reason))
     }
 
     /// What `Server::connections` shows of this shard's open connections.
     pub(super) fn connection_infos(&self, out: &mut Vec<ConnectionInfo>) {
-        for &slot in &self.open {
-            let s = &self.slots[slot as usize];
+        for &slot in self.conns.open_slots() {
+            let s = &self.conns[slot as usize];
             out.push(ConnectionInfo {
-                conn: ConnId::new(self.index as u16, slot, s.generation),
+                conn: self.conns.id(slot as usize),
                 peer: s.peer(),
                 age: self.clock.since_ms(s.opened_at),
                 bytes_in: s.bytes_in,
@@ -349,32 +317,12 @@ impl<C: Codec> Core<C> {
 
     /// The slot of `conn` if it is open on this shard now.
     pub(super) fn live_slot(&self, conn: ConnId) -> Option<usize> {
-        if conn.shard() != self.index {
-            return None;
-        }
-        let slot = conn.slot() as usize;
-        self.slots
-            .get(slot)
-            .filter(|s| s.state == SlotState::Open && s.generation == conn.generation())
-            .map(|_| slot)
+        self.conns.live(conn)
     }
 
     /// [`Self::live_slot`], and its send queue below the queue limit (one
     /// lookup of the slot for both; every send asks).
     pub(super) fn live_slot_below_limit(&self, conn: ConnId) -> Result<usize, SendError> {
-        let slot = conn.slot() as usize;
-        let s = self
-            .slots
-            .get(slot)
-            .filter(|s| {
-                conn.shard() == self.index
-                    && s.state == SlotState::Open
-                    && s.generation == conn.generation()
-            })
-            .ok_or(SendError::Closed)?;
-        if s.queue.len() >= self.queue_limit {
-            return Err(SendError::QueueFull);
-        }
-        Ok(slot)
+        self.conns.live_below(conn, self.queue_limit)
     }
 }

@@ -86,7 +86,7 @@ impl<C: Codec> Core<C> {
 
     /// Plaintext, open, not paused, not at its end.
     fn may_receive_directly(&self, slot: usize) -> bool {
-        let s = &self.slots[slot];
+        let s = &self.conns[slot];
         if !s.transport.is_plain() {
             return false;
         }
@@ -114,7 +114,7 @@ impl<C: Codec> Core<C> {
         } else {
             0
         };
-        if !self.slots[slot].transport.is_plain() {
+        if !self.conns[slot].transport.is_plain() {
             input.bulk = 0;
         }
     }
@@ -123,7 +123,7 @@ impl<C: Codec> Core<C> {
     /// last large frame's size) if the connection is in bulk mode; returns
     /// whether it did (or closed the connection for the shard's bound).
     pub(super) fn start_bulk(&mut self, slot: usize) -> bool {
-        if self.slots[slot].recv_armed() || !self.bulk_worth(slot) {
+        if self.conns[slot].recv_armed() || !self.bulk_worth(slot) {
             return false;
         }
         let before = self.held(slot);
@@ -165,7 +165,7 @@ impl<C: Codec> Core<C> {
         if unlikely {
             return;
         }
-        if !self.slots[slot].recv_armed()
+        if !self.conns[slot].recv_armed()
             || !(self.direct_worth(slot, DIRECT_MIN) || self.bulk_worth(slot))
         {
             return;
@@ -187,7 +187,7 @@ impl<C: Codec> Core<C> {
             Some(i) if i.direct == Direct::Receiving => 1,
             _ => DIRECT_MIN,
         };
-        if self.slots[slot].recv_armed() || !self.direct_worth(slot, min) {
+        if self.conns[slot].recv_armed() || !self.direct_worth(slot, min) {
             if let Some(input) = self.inputs.get_mut(slot) {
                 input.direct = Direct::Off;
             }
@@ -236,7 +236,7 @@ impl<C: Codec> Core<C> {
             return true;
         }
         self.stats.direct_recvs += 1;
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         s.set_recv_armed(true);
         let generation = s.generation;
         self.ops.push(Op::RecvInto {
@@ -250,7 +250,7 @@ impl<C: Codec> Core<C> {
     /// at once for the rest of a large frame, else the multishot receive at
     /// the next turn), or the close that waited for it.
     pub(super) fn after_recv_ended(&mut self, slot: usize) {
-        let s = &self.slots[slot];
+        let s = &self.conns[slot];
         if s.recv_armed() {
             return;
         }
@@ -278,13 +278,13 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     pub(super) fn on_recv_into(&mut self, slot: u32, generation: u32, result: i32) {
         let slot = slot as usize;
         let core = &mut self.core;
-        let current = core.slots.get(slot).is_some_and(|s| {
+        let current = core.conns.get(slot).is_some_and(|s| {
             s.generation == generation && s.state != SlotState::Free && s.recv_armed()
         });
         let Some(target) = core.direct_target(slot).filter(|_| current) else {
             return;
         };
-        core.slots[slot].set_recv_armed(false);
+        core.conns[slot].set_recv_armed(false);
         if let Some(input) = core.inputs.get_mut(slot) {
             if matches!(input.direct, Direct::Bulk(_)) {
                 core.bulk_posted -= 1;
@@ -303,7 +303,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             let n = (result as usize).min(target.len) as u64;
             let now_ms = self.core.clock.now_ms();
             self.core.stats.bytes_in += n;
-            let s = &mut self.core.slots[slot];
+            let s = &mut self.core.conns[slot];
             s.bytes_in += n;
             s.last_input = now_ms as u32;
             if s.state == SlotState::Open {
@@ -312,8 +312,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 self.deliver_plain(slot, generation, &[]);
             }
         } else if result == 0 {
-            self.core.slots[slot].set_read_closed(true);
-            if self.core.slots[slot].state == SlotState::Open {
+            self.core.conns[slot].set_read_closed(true);
+            if self.core.conns[slot].state == SlotState::Open {
                 self.close_at_eof(slot);
             }
         } else if -result != libc::ECANCELED {

@@ -85,7 +85,7 @@ impl<C: Codec> Core<C> {
     /// given back by [`Self::leave_handshake`] or when the slot is freed.
     /// Outbound connections take one too (they count, but never wait).
     pub(super) fn enter_handshake(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         if !s.in_handshake() {
             s.set_in_handshake(true);
             self.handshakes.in_progress += 1;
@@ -94,7 +94,7 @@ impl<C: Codec> Core<C> {
 
     /// `slot`'s handshake is over: its place is free for a waiting client.
     pub(super) fn leave_handshake(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         if s.in_handshake() {
             s.set_in_handshake(false);
             self.handshakes.leave();
@@ -105,7 +105,7 @@ impl<C: Codec> Core<C> {
     /// Its transport state is dropped meanwhile (a flood of waiting clients
     /// holds slots, not TLS sessions); only its deadline is kept.
     pub(super) fn wait_for_handshake(&mut self, slot: usize, peer: SocketAddr) {
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         s.state = SlotState::Waiting;
         let deadline = s.transport.handshake_deadline();
         s.transport = crate::transport::Transport::default();
@@ -144,7 +144,7 @@ impl<C: Codec> Core<C> {
         if expired {
             self.stats.tls_handshake_timeouts += 1;
             self.stats.tls_failures += 1;
-            self.slots[slot].set_unseen(true);
+            self.conns[slot].set_unseen(true);
             self.unadmit();
             self.release(slot);
         }
@@ -154,7 +154,7 @@ impl<C: Codec> Core<C> {
     /// Closes the clients waiting for a handshake place (stop).
     pub(super) fn drop_handshake_waiting(&mut self) {
         while let Some(w) = self.handshakes.waiting.pop_front() {
-            self.slots[w.slot as usize].set_unseen(true);
+            self.conns[w.slot as usize].set_unseen(true);
             self.unadmit();
             self.release(w.slot as usize);
         }
@@ -172,14 +172,14 @@ impl<C: Codec> Core<C> {
     fn attach_server_transport_at(&mut self, slot: usize, accepted: Instant) -> bool {
         match transport::accepted(&self.shared.config, accepted) {
             Ok(t) => {
-                self.slots[slot].transport = t;
+                self.conns[slot].transport = t;
                 true
             }
             Err(e) => {
                 tracing::warn!(slot, error = %e, "transport could not be created; closing");
                 self.stats.tls_failures += 1;
                 self.unadmit();
-                self.slots[slot].set_unseen(true);
+                self.conns[slot].set_unseen(true);
                 self.release(slot);
                 false
             }
@@ -192,13 +192,13 @@ impl<C: Codec> Core<C> {
         slot: usize,
         setup: &ClientSetup,
     ) -> std::io::Result<()> {
-        self.slots[slot].transport = setup.transport(self.clock.now())?;
+        self.conns[slot].transport = setup.transport(self.clock.now())?;
         Ok(())
     }
 
     /// Moves what the transport of `slot` has to send into its queue.
     pub(super) fn transport_flush(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         let n = s.transport.take_output(&mut s.queue, &mut self.pool);
         if n > 0 {
             self.stats.send_queue_bytes += n as u64;
@@ -209,7 +209,7 @@ impl<C: Codec> Core<C> {
     /// A flushing close: the transport's end of stream after what is
     /// queued.
     pub(super) fn transport_close_notify(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         let n = s.transport.close_notify(&mut s.queue, &mut self.pool);
         if n > 0 {
             self.stats.send_queue_bytes += n as u64;
@@ -221,7 +221,7 @@ impl<C: Codec> Core<C> {
     /// broadcasts skip it.
     #[inline]
     pub(super) fn handshaking(&self, slot: usize) -> bool {
-        self.slots[slot].transport.handshaking() || self.upgrading(slot)
+        self.conns[slot].transport.handshaking() || self.upgrading(slot)
     }
 
     /// Closes the connections whose handshake is past its deadline, those
@@ -240,7 +240,7 @@ impl<C: Codec> Core<C> {
         let mut i = 0;
         while i < self.handshakes.pending.len() {
             let (slot, generation) = self.handshakes.pending[i];
-            let s = &self.slots[slot as usize];
+            let s = &self.conns[slot as usize];
             let deadline = Some(s)
                 .filter(|s| s.generation == generation && s.state == SlotState::Open)
                 .and_then(|s| s.transport.handshake_deadline());
@@ -264,7 +264,7 @@ impl<C: Codec> Core<C> {
     /// is reported as a failed connect.
     fn transport_failed(&mut self, slot: usize, why: String) {
         self.stats.tls_failures += 1;
-        let s = &self.slots[slot];
+        let s = &self.conns[slot];
         if s.transport.is_client_in_handshake() {
             self.connects.fail(
                 s.peer(),
@@ -281,7 +281,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// A connection opened: a transport with a handshake starts it (a
     /// client sends its hello) and the handler waits for it. False: plain.
     pub(super) fn start_handshake(&mut self, slot: usize) -> bool {
-        let s = &self.core.slots[slot];
+        let s = &self.core.conns[slot];
         if !s.transport.handshaking() {
             return false;
         }
@@ -302,8 +302,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     pub(super) fn deliver_through_transport(&mut self, slot: usize, generation: u32, data: &[u8]) {
         let mut plain = std::mem::take(&mut self.core.handshakes.scratch);
         plain.clear();
-        self.core.slots[slot].last_input = self.core.clock.stamp();
-        let read = self.core.slots[slot].transport.read(data, &mut plain);
+        self.core.conns[slot].last_input = self.core.clock.stamp();
+        let read = self.core.conns[slot].transport.read(data, &mut plain);
         match read {
             Read::Failed(why) => self.core.transport_failed(slot, why),
             Read::Data {
@@ -315,15 +315,15 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                     self.core.stats.tls_handshakes += 1;
                     self.core.leave_handshake(slot);
                     let conn = ConnId::new(self.core.index as u16, slot as u32, generation);
-                    let peer = self.core.slots[slot].peer();
+                    let peer = self.core.conns[slot].peer();
                     self.connected(conn, peer);
                 }
-                if !plain.is_empty() && self.core.slots[slot].state == SlotState::Open {
+                if !plain.is_empty() && self.core.conns[slot].state == SlotState::Open {
                     self.deliver_plain(slot, generation, &plain);
                 }
-                if peer_closed && self.core.slots[slot].state == SlotState::Open {
+                if peer_closed && self.core.conns[slot].state == SlotState::Open {
                     // The peer's end of stream.
-                    let s = &mut self.core.slots[slot];
+                    let s = &mut self.core.conns[slot];
                     s.set_read_closed(true);
                     if s.recv_armed() {
                         self.core.cancel_recv(slot);

@@ -40,19 +40,19 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         let slot = slot as usize;
         let current = self
             .core
-            .slots
+            .conns
             .get(slot)
             .is_some_and(|s| s.generation == generation && s.state != SlotState::Free);
         if !current {
             return;
         }
         if !more {
-            self.core.slots[slot].set_recv_armed(false);
+            self.core.conns[slot].set_recv_armed(false);
         }
         let backlog_empty = self.core.inputs.backlog_is_empty(slot);
         if result > 0 {
             if let Some(buf) = buf
-                && self.core.slots[slot].state == SlotState::Open
+                && self.core.conns[slot].state == SlotState::Open
             {
                 self.deliver(slot, generation, bufs.buffer(buf, result as usize));
                 if more {
@@ -60,7 +60,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 }
             }
         } else if result == 0 {
-            self.core.slots[slot].set_read_closed(true);
+            self.core.conns[slot].set_read_closed(true);
             // Input held back by a pause is answered before the close.
             if backlog_empty {
                 self.close_at_eof(slot);
@@ -87,7 +87,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// connection is paused, or has older input waiting, the bytes go to
     /// its backlog instead: they are replayed when the queue drains.
     fn deliver(&mut self, slot: usize, generation: u32, data: &[u8]) {
-        if !self.core.slots[slot].transport.is_plain() {
+        if !self.core.conns[slot].transport.is_plain() {
             return self.deliver_through_transport(slot, generation, data);
         }
         self.deliver_plain(slot, generation, data);
@@ -95,8 +95,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
 
     /// [`Self::deliver`] of plaintext.
     pub(super) fn deliver_plain(&mut self, slot: usize, generation: u32, data: &[u8]) {
-        if self.core.slots[slot].has_protocol() {
-            let s = &mut self.core.slots[slot];
+        if self.core.conns[slot].has_protocol() {
+            let s = &mut self.core.conns[slot];
             s.bytes_in += data.len() as u64;
             s.last_input = self.core.clock.stamp();
             self.core.stats.bytes_in += data.len() as u64;
@@ -107,7 +107,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         self.core.largest_message = 0;
         self.core.stats.bytes_in += data.len() as u64;
         let now_ms = self.core.clock.now_ms();
-        let s = &mut self.core.slots[slot];
+        let s = &mut self.core.conns[slot];
         s.bytes_in += data.len() as u64;
         s.last_input = now_ms as u32;
         let paused = s.recv_paused();
@@ -130,7 +130,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 data,
             )
             .map(|consumed| {
-                if consumed < data.len() && self.core.slots[slot].state == SlotState::Open {
+                if consumed < data.len() && self.core.conns[slot].state == SlotState::Open {
                     input.backlog.extend_from_slice(&data[consumed..]);
                 }
             })
@@ -156,7 +156,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// connection not paused again), reading resumes, or the close that a
     /// FIN behind the backlog asked for happens.
     fn replay(&mut self, slot: usize) {
-        let s = &self.core.slots[slot];
+        let s = &self.core.conns[slot];
         if s.state != SlotState::Open || s.recv_paused() {
             return;
         }
@@ -206,7 +206,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// paused again), reading resumes, or the close a FIN asked for happens.
     fn after_replay(&mut self, slot: usize) {
         let backlog_empty = self.core.inputs.backlog_is_empty(slot);
-        let s = &self.core.slots[slot];
+        let s = &self.core.conns[slot];
         if s.state == SlotState::Open && !s.recv_paused() && backlog_empty {
             if s.read_closed() {
                 self.close_at_eof(slot);
@@ -305,7 +305,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
 impl<C: Codec> Core<C> {
     /// Stops reading a connection whose queue reached the high-water mark.
     pub(super) fn check_pause(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         if s.state == SlotState::Open && !s.recv_paused() && s.queue.len() >= self.high_water {
             s.set_recv_paused(true);
             self.stats.read_pauses += 1;
@@ -319,7 +319,7 @@ impl<C: Codec> Core<C> {
     /// full (other shards' queues are full): its further messages would
     /// add to it. Resumed once the outbox drains (`resume_after_outbox`).
     pub(super) fn pause_for_outbox(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         if s.state == SlotState::Open && !s.held_by_outbox() {
             s.set_held_by_outbox(true);
             self.outbox_paused.push(slot as u32);
@@ -330,7 +330,7 @@ impl<C: Codec> Core<C> {
     /// Stops reading `slot` (if it is reading): what arrives meanwhile waits
     /// in the kernel, or in its backlog.
     pub(super) fn pause_reading(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         if s.state == SlotState::Open && !s.recv_paused() {
             s.set_recv_paused(true);
             self.stats.read_pauses += 1;
@@ -343,7 +343,7 @@ impl<C: Codec> Core<C> {
     /// Resumes reading `slot` unless something still holds it (its queue
     /// over half the high-water mark, the outbox, the application).
     pub(super) fn resume_reading_if_free(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         if s.state == SlotState::Open
             && s.recv_paused()
             && !s.held_by_outbox()
@@ -360,7 +360,7 @@ impl<C: Codec> Core<C> {
     pub(super) fn rearm_recvs(&mut self) {
         while let Some(slot) = self.rearm.pop() {
             let slot = slot as usize;
-            let s = &self.slots[slot];
+            let s = &self.conns[slot];
             if s.state == SlotState::Open
                 && !s.recv_armed()
                 && !s.recv_paused()
@@ -406,7 +406,7 @@ fn feed_frames<C: Codec, H: Handler>(
         if core.outbox.over_soft_limit() {
             core.pause_for_outbox(slot);
         }
-        let s = &core.slots[slot];
+        let s = &core.conns[slot];
         s.state == SlotState::Open && !s.recv_paused() && s.queue.len() < high_water
     })
 }

@@ -109,14 +109,14 @@ fn per_slot_memory_is_small() {
 fn an_idle_engine_allocates_no_slot_pages_and_echo_needs_no_input_state() {
     let mut e = engine(500_000);
     e.turn(Instant::now());
-    assert_eq!(e.core.slots.allocated_pages(), 0);
+    assert_eq!(e.core.conns.allocated_pages(), 0);
     assert_eq!(e.core.inputs.allocated_pages(), 0);
     assert_eq!(e.states.allocated_pages(), 0);
 
     let mut bufs = Buffers::default();
     let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
     e.complete(Completion::Accepted(0, Ok((3, peer))), &bufs);
-    let generation = e.core.slots[3].generation;
+    let generation = e.core.conns[3].generation;
     // Whole frames: delivered with a pooled input state, none kept.
     for i in 0..100u8 {
         let mut frame = 3u32.to_be_bytes().to_vec();
@@ -132,7 +132,7 @@ fn an_idle_engine_allocates_no_slot_pages_and_echo_needs_no_input_state() {
         e.complete(recv, &bufs);
     }
     assert_eq!(e.core.stats.messages_in, 100);
-    assert_eq!(e.core.slots.allocated_pages(), 1);
+    assert_eq!(e.core.conns.allocated_pages(), 1);
     assert_eq!(e.states.allocated_pages(), 1);
     assert_eq!(e.core.inputs.allocated_pages(), 0);
     assert!(e.core.inputs.get(3).is_none());
@@ -174,7 +174,7 @@ fn an_idle_engine_allocates_no_slot_pages_and_echo_needs_no_input_state() {
         result: 100 * 7 + 8,
     };
     e.complete(sent, &bufs);
-    assert!(e.core.slots[3].queue.is_empty());
+    assert!(e.core.conns[3].queue.is_empty());
 }
 
 #[test]
@@ -184,7 +184,7 @@ fn an_input_state_that_saw_a_codec_error_is_not_reused() {
     let mut bufs = Buffers::default();
     let peer: SocketAddr = "[::1]:5000".parse().unwrap();
     e.complete(Completion::Accepted(0, Ok((1, peer))), &bufs);
-    let generation = e.core.slots[1].generation;
+    let generation = e.core.conns[1].generation;
     let mut infos = Vec::new();
     e.core.connection_infos(&mut infos);
     assert_eq!(infos[0].peer, peer, "the compact peer address reads back");

@@ -65,6 +65,7 @@ mod rate;
 #[cfg(test)]
 mod sim;
 mod sweeps;
+mod table;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -87,7 +88,6 @@ use crate::sys::{Completion, Op, RecvBuffers, RecvTarget, SendQueues};
 use crate::timer::Timers;
 
 use clock::Clock;
-use conn::Slot;
 use outbox::Outbox;
 use paged::PagedTable;
 
@@ -122,7 +122,8 @@ pub(crate) struct Core<C: Codec> {
     max_frame: usize,
     high_water: usize,
     queue_limit: usize,
-    slots: PagedTable<Slot>,
+    /// The connection slots, the open ones and how many are taken.
+    conns: table::ConnTable,
     /// Input states (framer, backlog, frame timing) of the connections
     /// that have a partial frame or paused input, their pool, the frame
     /// buffer pool and the input bounds.
@@ -130,9 +131,6 @@ pub(crate) struct Core<C: Codec> {
     /// Close reason and flush deadline of every closing slot, from
     /// `begin_close` until the slot is free.
     closes: closes::Closes,
-    /// Slots not free (connecting, open, closing or releasing).
-    in_use: usize,
-    open: Vec<u32>,
     dirty: Vec<u32>,
     rearm: Vec<u32>,
     /// Closing slots whose flush deadline passed (scratch of the tick).
@@ -209,11 +207,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             max_frame,
             high_water: config.send_high_water,
             queue_limit: config.effective_send_queue_limit(max_frame),
-            slots: PagedTable::new(table),
+            conns: table::ConnTable::new(index, table),
             inputs: inputs::Inputs::new(codec.clone(), table, config),
             closes: closes::Closes::default(),
-            in_use: 0,
-            open: Vec::new(),
             dirty: Vec::new(),
             rearm: Vec::new(),
             overdue: Vec::new(),
@@ -253,7 +249,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         mut self,
         listeners: Vec<Option<Arc<dyn crate::protocol::ListenerProtocol>>>,
     ) -> Self {
-        let table = self.core.slots.len();
+        let table = self.core.conns.len();
         self.core.protocols = protocols::Protocols::new(listeners, table);
         self
     }
@@ -481,7 +477,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         }
         for slot in std::mem::take(&mut core.outbox_paused) {
             let slot = slot as usize;
-            core.slots[slot].set_held_by_outbox(false);
+            core.conns[slot].set_held_by_outbox(false);
             core.resume_reading_if_free(slot);
         }
     }
@@ -572,7 +568,7 @@ impl<C: Codec> Core<C> {
     }
 
     fn publish_stats(&mut self) {
-        self.stats.connections = self.open.len() as u64;
+        self.stats.connections = self.conns.open_count() as u64;
         self.stats.timers = self.timers.len() as u64;
         self.stats.waiting = self.accepts.waiting() as u64;
         self.stats.frame_pool_bytes = self.inputs.frame_pool().kept_bytes() as u64;
@@ -582,7 +578,7 @@ impl<C: Codec> Core<C> {
 
     fn finished(&self) -> bool {
         self.stopping
-            && self.in_use == 0
+            && self.conns.in_use() == 0
             && self.accepts.posted() == 0
             && self.connects.pending() == 0
     }
@@ -590,7 +586,7 @@ impl<C: Codec> Core<C> {
 
 impl<C: Codec> SendQueues for Core<C> {
     fn send_queue(&self, slot: u32) -> &SendQueue {
-        &self.slots[slot as usize].queue
+        &self.conns[slot as usize].queue
     }
 
     fn recv_target(&self, slot: u32) -> Option<RecvTarget> {

@@ -534,7 +534,7 @@ fn a_full_command_queue_delays_a_broadcast_without_losing_it_and_pauses_the_send
     assert_eq!(net.shared.shards[1].commands_len(), 2);
     let outbox_held = net.shards[0].engine.outbox_mut().held();
     assert_eq!(outbox_held, 1, "the third waits on the sending shard");
-    let paused = net.shards[0].engine.core.slots[sender.slot() as usize].recv_paused();
+    let paused = net.shards[0].engine.core.conns[sender.slot() as usize].recv_paused();
     assert!(paused, "the sender stops being read meanwhile");
     assert_eq!(net.client_got(far), Vec::<Vec<u8>>::new());
     // Shard 1 takes its commands again: everything arrives, in order, and
@@ -544,7 +544,7 @@ fn a_full_command_queue_delays_a_broadcast_without_losing_it_and_pauses_the_send
     let got = net.client_got(far);
     assert_eq!(got, vec![b"m0".to_vec(), b"m1".to_vec(), b"m2".to_vec()]);
     assert_eq!(net.shards[0].engine.outbox_mut().held(), 0);
-    let paused = net.shards[0].engine.core.slots[sender.slot() as usize].recv_paused();
+    let paused = net.shards[0].engine.core.conns[sender.slot() as usize].recv_paused();
     assert!(!paused, "reading resumed once the outbox drained");
     assert!(
         net.take_seen()

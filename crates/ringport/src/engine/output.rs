@@ -36,14 +36,14 @@ impl<C: Codec> Core<C> {
     }
 
     pub(super) fn enqueue_copy(&mut self, slot: usize, payload: &[u8]) -> Result<(), SendError> {
-        if self.slots[slot].has_protocol() {
+        if self.conns[slot].has_protocol() {
             return self.enqueue_protocol(slot, MessageKind::Binary, payload, None);
         }
         let (header, n) = self.header(payload.len())?;
         let trailer = self.codec.trailer();
         // One lookup of the slot for the whole enqueue: this runs once per
         // message sent.
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         if !s.transport.is_plain() {
             self.enqueue_through_transport(slot, &header[..n], payload);
             return Ok(());
@@ -74,17 +74,17 @@ impl<C: Codec> Core<C> {
         kind: MessageKind,
         payload: Bytes,
     ) -> Result<(), SendError> {
-        if self.slots[slot].has_protocol() {
+        if self.conns[slot].has_protocol() {
             let bytes = payload.clone();
             return self.enqueue_protocol(slot, kind, &payload, Some(bytes));
         }
         let (header, n) = self.header(payload.len())?;
-        if !self.slots[slot].transport.is_plain() {
+        if !self.conns[slot].transport.is_plain() {
             self.enqueue_through_transport(slot, &header[..n], &payload);
             return Ok(());
         }
         let trailer = self.codec.trailer();
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         let before = s.queue.len();
         s.queue
             .push_shared(&mut self.pool, &header[..n], payload, trailer);
@@ -96,7 +96,7 @@ impl<C: Codec> Core<C> {
     /// plain: e.g. encrypted into records).
     fn enqueue_through_transport(&mut self, slot: usize, header: &[u8], payload: &[u8]) {
         let trailer = self.codec.trailer();
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         let before = s.queue.len();
         s.transport
             .write(&[header, payload, trailer], &mut s.queue, &mut self.pool);
@@ -106,7 +106,7 @@ impl<C: Codec> Core<C> {
     /// Accounts for one message queued to `slot` (whose queue held
     /// `before` bytes) and makes sure it gets sent.
     pub(super) fn queued(&mut self, slot: usize, before: usize) {
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         note_queued(
             s,
             slot,
@@ -118,14 +118,14 @@ impl<C: Codec> Core<C> {
     }
 
     pub(super) fn mark_dirty(&mut self, slot: usize) {
-        mark_dirty(&mut self.slots[slot], slot, &mut self.dirty);
+        mark_dirty(&mut self.conns[slot], slot, &mut self.dirty);
     }
 
     /// Starts a send for every connection with queued data and none in
     /// flight.
     pub(super) fn flush_dirty(&mut self) {
         while let Some(slot) = self.dirty.pop() {
-            let s = &mut self.slots[slot as usize];
+            let s = &mut self.conns[slot as usize];
             s.set_in_dirty(false);
             if matches!(s.state, SlotState::Open | SlotState::Closing)
                 && !s.discard()
@@ -142,7 +142,7 @@ impl<C: Codec> Core<C> {
     pub(super) fn on_send(&mut self, slot: u32, generation: u32, result: i32) {
         let slot = slot as usize;
         let Some(s) = self
-            .slots
+            .conns
             .get_mut_if_allocated(slot)
             .filter(|s| s.generation == generation && s.send_in_flight())
         else {
@@ -166,13 +166,13 @@ impl<C: Codec> Core<C> {
         // Async senders waiting for room in a send queue are told at the
         // next turn (`drain_commands` notifies once per turn, not once per
         // completed send: the notification costs a full fence).
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         match s.state {
             SlotState::Open => {
                 if !s.queue.is_empty() {
                     self.mark_dirty(slot);
                 }
-                let s = &mut self.slots[slot];
+                let s = &mut self.conns[slot];
                 if s.recv_paused()
                     && s.queue.len() <= self.high_water / 2
                     && !s.held_by_outbox()
@@ -196,7 +196,7 @@ impl<C: Codec> Core<C> {
     /// Applies the slow-consumer policy to a send that did not come from
     /// the connection's own handler call. Returns whether to queue it.
     pub(super) fn admit_remote(&mut self, slot: usize) -> bool {
-        if self.slots[slot].queue.len() < self.queue_limit {
+        if self.conns[slot].queue.len() < self.queue_limit {
             return true;
         }
         self.stats.slow_consumers += 1;
@@ -225,8 +225,8 @@ impl<C: Codec> Core<C> {
 
     pub(super) fn broadcast_local(&mut self, kind: MessageKind, payload: &Bytes) {
         self.begin_fanout();
-        for i in 0..self.open.len() {
-            let slot = self.open[i] as usize;
+        for i in 0..self.conns.open_count() {
+            let slot = self.conns.open_at(i);
             // Not yet shown to the handler: not part of "everyone".
             if self.handshaking(slot) {
                 continue;
@@ -257,7 +257,7 @@ impl<C: Codec> Core<C> {
                 return self.enqueue_shared_as(slot, kind, shared);
             }
         }
-        if self.slots[slot].has_protocol() {
+        if self.conns[slot].has_protocol() {
             return self.enqueue_protocol(slot, kind, payload, None);
         }
         self.enqueue_copy(slot, payload)
@@ -309,7 +309,7 @@ impl<C: Codec> Outbound for Core<C> {
         // Other shards (and nodes) first: a full outbox refuses before
         // anyone got the message.
         router::broadcast_as(&self.shared, &mut self.outbox, kind, &bytes)?;
-        let here = self.open.len();
+        let here = self.conns.open_count();
         self.broadcast_local(kind, &bytes);
         Ok(here)
     }
@@ -357,14 +357,14 @@ impl<C: Codec> Outbound for Core<C> {
 
     fn pause_reading(&mut self, conn: ConnId) -> Result<(), SendError> {
         let slot = self.live_slot(conn).ok_or(SendError::Closed)?;
-        self.slots[slot].set_held_by_app(true);
+        self.conns[slot].set_held_by_app(true);
         self.pause_reading(slot);
         Ok(())
     }
 
     fn resume_reading(&mut self, conn: ConnId) -> Result<(), SendError> {
         let slot = self.live_slot(conn).ok_or(SendError::Closed)?;
-        self.slots[slot].set_held_by_app(false);
+        self.conns[slot].set_held_by_app(false);
         self.resume_reading_if_free(slot);
         Ok(())
     }
@@ -374,12 +374,12 @@ impl<C: Codec> Outbound for Core<C> {
     }
 
     fn connection_count(&self) -> usize {
-        self.open.len()
+        self.conns.open_count()
     }
 
     fn queued_bytes(&self, conn: ConnId) -> usize {
         self.live_slot(conn)
-            .map_or(0, |slot| self.slots[slot].queue.len())
+            .map_or(0, |slot| self.conns[slot].queue.len())
     }
 
     fn connect(

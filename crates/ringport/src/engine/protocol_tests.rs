@@ -297,7 +297,7 @@ impl Harness {
     /// What is queued to `conn`, and the queue emptied (as if sent).
     fn output(&mut self, conn: ConnId) -> Vec<u8> {
         let core = &mut self.sim.engine.core;
-        let s = &mut core.slots[conn.slot() as usize];
+        let s = &mut core.conns[conn.slot() as usize];
         let mut out = Vec::new();
         s.queue.copy_to(&mut out);
         let n = s.queue.len();
@@ -347,7 +347,7 @@ fn a_refused_opening_never_reaches_the_handler() {
         "{ops:?}"
     );
     assert_eq!(h.output(conn), b"NO 403\n");
-    let slot = &h.engine.core.slots[5];
+    let slot = &h.engine.core.conns[5];
     assert_eq!(slot.state, super::conn::SlotState::Closing);
     let stats = &h.engine.core.stats;
     assert_eq!((stats.upgrades, stats.upgrades_refused), (0, 1));
@@ -383,7 +383,7 @@ fn closes_say_goodbye_through_the_protocol_and_heartbeats_use_it() {
     h.turn(301);
     let slot = conn.slot() as usize;
     assert_ne!(
-        h.engine.core.slots[slot].state,
+        h.engine.core.conns[slot].state,
         super::conn::SlotState::Open
     );
 }

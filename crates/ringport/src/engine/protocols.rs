@@ -120,7 +120,7 @@ impl<C: Codec> Core<C> {
         };
         let conn = make.open(peer, self.clock.now());
         let deadline = self.clock.now() + make.handshake_timeout();
-        let generation = self.slots[slot].generation;
+        let generation = self.conns[slot].generation;
         self.protocols.insert(slot, conn);
         // Deadlines differ by listener: kept in order of deadline.
         let upgrades = &mut self.protocols.upgrades;
@@ -142,7 +142,7 @@ impl<C: Codec> Core<C> {
     /// (not yet shown to the handler).
     #[inline]
     pub(super) fn upgrading(&self, slot: usize) -> bool {
-        self.slots[slot].has_protocol()
+        self.conns[slot].has_protocol()
             && self
                 .protocols
                 .conns
@@ -157,14 +157,14 @@ impl<C: Codec> Core<C> {
         if bytes.is_empty() {
             return;
         }
-        let s = &mut self.slots[slot];
+        let s = &mut self.conns[slot];
         let before = s.queue.len();
         if s.transport.is_plain() {
             s.queue.push_copy(&mut self.pool, &[bytes]);
         } else {
             s.transport.write(&[bytes], &mut s.queue, &mut self.pool);
         }
-        let added = self.slots[slot].queue.len() - before;
+        let added = self.conns[slot].queue.len() - before;
         self.stats.send_queue_bytes += added as u64;
         self.mark_dirty(slot);
     }
@@ -187,7 +187,7 @@ impl<C: Codec> Core<C> {
             None => Err(SendError::Closed),
         };
         let result = framed.map(|framed| {
-            let s = &mut self.slots[slot];
+            let s = &mut self.conns[slot];
             let before = s.queue.len();
             match (framed, shared) {
                 (Framed::Written, _) => {
@@ -231,7 +231,7 @@ impl<C: Codec> Core<C> {
         kind: MessageKind,
         payload: &Bytes,
     ) -> Result<(), SendError> {
-        if !self.slots[slot].has_protocol() {
+        if !self.conns[slot].has_protocol() {
             return self.enqueue_shared(slot, payload.clone());
         }
         let mut out = std::mem::take(&mut self.protocols.out);
@@ -244,7 +244,7 @@ impl<C: Codec> Core<C> {
         };
         self.protocols.fanout = cache;
         let result = framed.map(|framed| {
-            let s = &mut self.slots[slot];
+            let s = &mut self.conns[slot];
             let before = s.queue.len();
             let plain = s.transport.is_plain();
             match framed {
@@ -311,7 +311,7 @@ impl<C: Codec> Core<C> {
             }
             self.protocols.upgrades.pop_front();
             let slot = slot as usize;
-            let s = &self.slots[slot];
+            let s = &self.conns[slot];
             if s.generation == generation && s.state == SlotState::Open && self.upgrading(slot) {
                 self.stats.upgrade_timeouts += 1;
                 tracing::debug!(slot, "opening handshake not complete in time; closing");
@@ -332,7 +332,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     pub(super) fn deliver_protocol(&mut self, slot: usize, generation: u32, data: &[u8]) {
         let before = self.core.held(slot);
         let mut input = self.core.inputs.take(slot);
-        let paused = self.core.slots[slot].recv_paused();
+        let paused = self.core.conns[slot].recv_paused();
         if paused {
             input.backlog.extend_from_slice(data);
         } else {
@@ -344,7 +344,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             input.carry.clear();
             input.backlog.clear();
             let (used, need_more) = self.read_protocol(slot, generation, &mut buf);
-            if used < buf.len() && self.core.slots[slot].state == SlotState::Open {
+            if used < buf.len() && self.core.conns[slot].state == SlotState::Open {
                 // Waiting for more bytes: the start of the next step;
                 // stopped (paused): input to replay.
                 let rest = &buf[used..];
@@ -374,7 +374,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         let high_water = self.core.high_water;
         let mut need_more = false;
         loop {
-            let s = &self.core.slots[slot];
+            let s = &self.core.conns[slot];
             if s.state != SlotState::Open || s.recv_paused() || s.queue.len() >= high_water {
                 break;
             }
@@ -404,7 +404,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 }
                 Step::Upgrade => {
                     let mut p = self.core.protocols.take(slot).expect("present");
-                    let peer = self.core.slots[slot].peer();
+                    let peer = self.core.conns[slot].peer();
                     let decision = match p.upgrade_info() {
                         Some(info) => {
                             let mut ctx = Context {
@@ -483,7 +483,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
 
     /// A resumed protocol connection: its kept input is read now.
     pub(super) fn replay_protocol(&mut self, slot: usize) {
-        let generation = self.core.slots[slot].generation;
+        let generation = self.core.conns[slot].generation;
         self.deliver_protocol(slot, generation, &[]);
     }
 }

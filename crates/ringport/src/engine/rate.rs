@@ -103,7 +103,7 @@ impl<C: Codec> Core<C> {
         *stamp = tat + 1;
         if limit.policy == RateLimitPolicy::Pause && tat > now + tolerance {
             let resume_at = tat - tolerance;
-            let s = &mut self.slots[slot];
+            let s = &mut self.conns[slot];
             if s.state == SlotState::Open && !s.held_by_rate() {
                 s.set_held_by_rate(true);
                 let generation = s.generation;
@@ -130,7 +130,7 @@ impl<C: Codec> Core<C> {
             }
             self.rate.held.pop();
             let slot = slot as usize;
-            let s = &mut self.slots[slot];
+            let s = &mut self.conns[slot];
             if s.generation != generation || !s.held_by_rate() {
                 continue;
             }

@@ -23,7 +23,7 @@ impl<C: Codec> Core<C> {
         self.closes.overdue(now, &mut overdue);
         for slot in overdue.drain(..) {
             let slot = slot as usize;
-            let s = &mut self.slots[slot];
+            let s = &mut self.conns[slot];
             if s.state == SlotState::Closing && !s.discard() {
                 // The peer did not take its queued data in time: a slow
                 // consumer (unless the server is stopping, which stays the
@@ -49,13 +49,13 @@ impl<C: Codec> Core<C> {
     /// message) to those with no output for `heartbeat`, on the share of
     /// the open connections [`super::sweeps::Sweeps`] paces for this tick.
     fn sweep_idle(&mut self) {
-        let visits = self.sweeps.begin_tick(self.open.len(), self.clock.tick());
+        let visits = self.sweeps.begin_tick(self.conns.open_count(), self.clock.tick());
         for _ in 0..visits {
-            let Some(pos) = self.sweeps.next_position(self.open.len()) else {
+            let Some(pos) = self.sweeps.next_position(self.conns.open_count()) else {
                 break;
             };
-            let slot = self.open[pos] as usize;
-            let s = &self.slots[slot];
+            let slot = self.conns.open_at(pos);
+            let s = &self.conns[slot];
             let frame_deadline = self.inputs.get(slot).and_then(|i| i.frame_deadline);
             let stamps = Stamps {
                 since_input_ms: self.clock.elapsed_ms(s.last_input),
@@ -103,13 +103,13 @@ impl<C: Codec> Core<C> {
         // Connects in flight are abandoned: their completion (ECANCELED)
         // closes the socket and reports the failure to the handler.
         for slot in self.connects.slots() {
-            let s = &self.slots[slot as usize];
+            let s = &self.conns[slot as usize];
             if s.state == SlotState::Connecting {
                 let generation = s.generation;
                 self.ops.push(Op::CancelConnect { slot, generation });
             }
         }
-        let open: Vec<u32> = self.open.clone();
+        let open: Vec<u32> = self.conns.open_slots().to_vec();
         for slot in open {
             self.begin_close(slot as usize, CloseReason::ServerStopping, true);
             self.closes.cap_deadline(slot, stop_deadline);
