@@ -39,14 +39,14 @@ impl Closes {
         }
     }
 
-    /// Adds to `out` the closing slots whose deadline is `now` or past.
-    pub fn overdue(&self, now: Instant, out: &mut Vec<u32>) {
-        out.extend(
-            self.closing
-                .iter()
-                .filter(|(_, c)| c.deadline <= now)
-                .map(|(&slot, _)| slot),
-        );
+    /// The closing slots whose deadline is `now` or past (no allocation
+    /// when there is none).
+    pub fn overdue(&self, now: Instant) -> Vec<u32> {
+        self.closing
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(&slot, _)| slot)
+            .collect()
     }
 
     /// `slot`'s peer did not take its data in time: a slow consumer, unless
@@ -91,16 +91,12 @@ mod tests {
         c.begin(1, CloseReason::Local, t0 + s);
         c.begin(2, CloseReason::Local, t0 + 2 * s);
         c.begin(3, CloseReason::Local, t0 + 3 * s);
-        let mut out = vec![9];
-        c.overdue(t0 + 2 * s, &mut out);
         assert_eq!(
-            out,
-            vec![9, 1, 2],
-            "added to what was there, at the deadline included"
+            c.overdue(t0 + 2 * s),
+            vec![1, 2],
+            "at the deadline included"
         );
-        out.clear();
-        c.overdue(t0, &mut out);
-        assert!(out.is_empty());
+        assert!(c.overdue(t0).is_empty());
     }
 
     #[test]
@@ -113,12 +109,12 @@ mod tests {
         c.cap_deadline(1, t0 + 2 * s);
         c.cap_deadline(2, t0 + 2 * s);
         c.cap_deadline(7, t0); // not closing: nothing
-        let mut out = Vec::new();
-        c.overdue(t0 + s, &mut out);
-        assert_eq!(out, vec![2], "the earlier deadline stays");
-        out.clear();
-        c.overdue(t0 + 2 * s, &mut out);
-        assert_eq!(out, vec![1, 2], "the later one was brought forward");
+        assert_eq!(c.overdue(t0 + s), vec![2], "the earlier deadline stays");
+        assert_eq!(
+            c.overdue(t0 + 2 * s),
+            vec![1, 2],
+            "the later one was brought forward"
+        );
     }
 
     #[test]

@@ -249,9 +249,7 @@ impl<C: Codec> Core<C> {
         {
             return;
         }
-        let dropped = s.queue.len() as u64;
-        s.queue.clear(&mut self.pool);
-        self.stats.send_queue_bytes = self.stats.send_queue_bytes.saturating_sub(dropped);
+        self.sends.drop_queue(s, &mut self.stats);
         self.release(slot);
     }
 
@@ -323,6 +321,6 @@ impl<C: Codec> Core<C> {
     /// [`Self::live_slot`], and its send queue below the queue limit (one
     /// lookup of the slot for both; every send asks).
     pub(super) fn live_slot_below_limit(&self, conn: ConnId) -> Result<usize, SendError> {
-        self.conns.live_below(conn, self.queue_limit)
+        self.conns.live_below(conn, self.sends.queue_limit())
     }
 }

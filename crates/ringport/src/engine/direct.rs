@@ -67,11 +67,8 @@ pub(super) const DIRECT_MIN: usize = 16 * 1024;
 pub(super) const BULK_MIN: usize = 32 * 1024;
 pub(super) const BULK_MAX: usize = 256 * 1024;
 
-/// Bulk receives posted at a time per shard: what bounds the memory of
-/// bulk mode (each holds a buffer of at most [`BULK_MAX`] bytes and a few,
-/// even while its connection is idle), 16 MiB; connections beyond it use
-/// the multishot receive.
-pub(super) const BULK_CONNECTIONS: usize = 64;
+#[cfg(test)]
+pub(super) use super::receives::BULK_CONNECTIONS;
 
 impl<C: Codec> Core<C> {
     /// The connection may receive the rest of its frame directly: plaintext,
@@ -96,7 +93,7 @@ impl<C: Codec> Core<C> {
     /// The connection is in bulk mode, between frames, with no backlog,
     /// and the shard has room for one more bulk receive.
     fn bulk_worth(&self, slot: usize) -> bool {
-        self.bulk_posted < BULK_CONNECTIONS
+        self.receives.bulk_room()
             && self.may_receive_directly(slot)
             && self
                 .inputs
@@ -108,7 +105,7 @@ impl<C: Codec> Core<C> {
     /// was at least [`BULK_MIN`] bytes (receiving up to [`BULK_MAX`]
     /// between frames), else off.
     pub(super) fn note_bulk(&mut self, slot: usize, input: &mut InputState<C>) {
-        let largest = std::mem::take(&mut self.largest_message);
+        let largest = self.receives.take_largest();
         input.bulk = if largest >= BULK_MIN {
             largest.min(BULK_MAX) + 2 * MAX_HEADER_LEN
         } else {
@@ -139,7 +136,7 @@ impl<C: Codec> Core<C> {
             len: target.len().min(i32::MAX as usize),
         };
         input.direct = Direct::Bulk(target);
-        self.bulk_posted += 1;
+        self.receives.bulk_started();
         self.post_recv_into(slot, before)
     }
 
@@ -228,7 +225,7 @@ impl<C: Codec> Core<C> {
             );
             if let Some(input) = self.inputs.get_mut(slot) {
                 if matches!(input.direct, Direct::Bulk(_)) {
-                    self.bulk_posted -= 1;
+                    self.receives.bulk_ended();
                 }
                 input.direct = Direct::Off;
             }
@@ -259,7 +256,7 @@ impl<C: Codec> Core<C> {
                 let go_on =
                     !s.recv_paused() && !s.read_closed() && self.inputs.backlog_is_empty(slot);
                 if go_on && !self.start_direct(slot) && !self.start_bulk(slot) {
-                    self.rearm.push(slot as u32);
+                    self.receives.rearm_later(slot);
                 }
             }
             SlotState::Closing => self.try_release(slot),
@@ -287,7 +284,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         core.conns[slot].set_recv_armed(false);
         if let Some(input) = core.inputs.get_mut(slot) {
             if matches!(input.direct, Direct::Bulk(_)) {
-                core.bulk_posted -= 1;
+                core.receives.bulk_ended();
             }
             input.direct = Direct::Receiving;
             if result > 0 {

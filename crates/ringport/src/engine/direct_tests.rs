@@ -544,7 +544,7 @@ fn bulk_receives_are_bounded_per_shard() {
     }
     const { assert!(TABLE > super::direct::BULK_CONNECTIONS) };
     assert_eq!(bulk, super::direct::BULK_CONNECTIONS);
-    assert_eq!(h.engine.core.bulk_posted, bulk);
+    assert_eq!(h.engine.core.receives.bulk_posted(), bulk);
 }
 
 #[test]
@@ -552,7 +552,7 @@ fn close_during_a_bulk_receive_waits_for_it() {
     let mut h = Harness::new(|c| c.send_high_water = 8 << 20);
     let conn = h.accept(1);
     into_bulk_mode(&mut h, conn, &payload(50_000));
-    assert_eq!(h.engine.core.bulk_posted, 1);
+    assert_eq!(h.engine.core.receives.bulk_posted(), 1);
     // The peer goes quiet with the buffer posted; the server stops.
     h.engine.core.begin_close(1, CloseReason::Local, true);
     let ops = h.ops();
@@ -571,7 +571,7 @@ fn close_during_a_bulk_receive_waits_for_it() {
     });
     let ops = h.recv_into_ended(conn, -libc::ECANCELED);
     assert!(has(&ops, |op| matches!(op, Op::Close { .. })), "{ops:?}");
-    assert_eq!(h.engine.core.bulk_posted, 0);
+    assert_eq!(h.engine.core.receives.bulk_posted(), 0);
     h.complete(Completion::Closed {
         slot: 1,
         generation: conn.generation(),
@@ -602,6 +602,6 @@ fn end_of_stream_in_bulk_mode_is_a_plain_close() {
         result: 0,
     });
     assert_eq!(*h.closes.borrow(), vec![CloseReason::PeerClosed]);
-    assert_eq!(h.engine.core.bulk_posted, 0);
+    assert_eq!(h.engine.core.receives.bulk_posted(), 0);
     assert_eq!(h.stats().reassembly_bytes, 0);
 }

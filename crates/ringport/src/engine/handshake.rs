@@ -199,7 +199,7 @@ impl<C: Codec> Core<C> {
     /// Moves what the transport of `slot` has to send into its queue.
     pub(super) fn transport_flush(&mut self, slot: usize) {
         let s = &mut self.conns[slot];
-        let n = s.transport.take_output(&mut s.queue, &mut self.pool);
+        let n = s.transport.take_output(&mut s.queue, self.sends.pool());
         if n > 0 {
             self.stats.send_queue_bytes += n as u64;
             self.mark_dirty(slot);
@@ -210,7 +210,7 @@ impl<C: Codec> Core<C> {
     /// queued.
     pub(super) fn transport_close_notify(&mut self, slot: usize) {
         let s = &mut self.conns[slot];
-        let n = s.transport.close_notify(&mut s.queue, &mut self.pool);
+        let n = s.transport.close_notify(&mut s.queue, self.sends.pool());
         if n > 0 {
             self.stats.send_queue_bytes += n as u64;
             self.mark_dirty(slot);

@@ -104,7 +104,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         }
         let before = self.core.held(slot);
         let messages_before = self.core.stats.messages_in;
-        self.core.largest_message = 0;
+        self.core.receives.feed_starts();
         self.core.stats.bytes_in += data.len() as u64;
         let now_ms = self.core.clock.now_ms();
         let s = &mut self.core.conns[slot];
@@ -147,8 +147,8 @@ impl<C: Codec, H: Handler> Engine<C, H> {
 
     /// Replays the backlog of every connection whose queue drained.
     pub(super) fn replay_resumed(&mut self) {
-        while let Some(slot) = self.core.resumed.pop() {
-            self.replay(slot as usize);
+        while let Some(slot) = self.core.receives.next_resumed() {
+            self.replay(slot);
         }
     }
 
@@ -211,7 +211,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             if s.read_closed() {
                 self.close_at_eof(slot);
             } else if !s.recv_armed() {
-                self.core.rearm.push(slot as u32);
+                self.core.receives.rearm_later(slot);
             }
         }
     }
@@ -306,7 +306,10 @@ impl<C: Codec> Core<C> {
     /// Stops reading a connection whose queue reached the high-water mark.
     pub(super) fn check_pause(&mut self, slot: usize) {
         let s = &mut self.conns[slot];
-        if s.state == SlotState::Open && !s.recv_paused() && s.queue.len() >= self.high_water {
+        if s.state == SlotState::Open
+            && !s.recv_paused()
+            && self.sends.over_high_water(s.queue.len())
+        {
             s.set_recv_paused(true);
             self.stats.read_pauses += 1;
             if s.recv_armed() {
@@ -322,7 +325,7 @@ impl<C: Codec> Core<C> {
         let s = &mut self.conns[slot];
         if s.state == SlotState::Open && !s.held_by_outbox() {
             s.set_held_by_outbox(true);
-            self.outbox_paused.push(slot as u32);
+            self.receives.hold_for_outbox(slot);
             self.pause_reading(slot);
         }
     }
@@ -344,22 +347,15 @@ impl<C: Codec> Core<C> {
     /// over half the high-water mark, the outbox, the application).
     pub(super) fn resume_reading_if_free(&mut self, slot: usize) {
         let s = &mut self.conns[slot];
-        if s.state == SlotState::Open
-            && s.recv_paused()
-            && !s.held_by_outbox()
-            && !s.held_by_app()
-            && !s.held_by_rate()
-            && s.queue.len() <= self.high_water / 2
-        {
+        if s.state == SlotState::Open && self.sends.may_resume(s) {
             s.set_recv_paused(false);
-            self.resumed.push(slot as u32);
+            self.receives.resume_later(slot);
         }
     }
 
     /// Re-arms the receives that ended and may go on.
     pub(super) fn rearm_recvs(&mut self) {
-        while let Some(slot) = self.rearm.pop() {
-            let slot = slot as usize;
+        while let Some(slot) = self.receives.next_rearm() {
             let s = &self.conns[slot];
             if s.state == SlotState::Open
                 && !s.recv_armed()
@@ -390,23 +386,21 @@ fn feed_frames<C: Codec, H: Handler>(
         return Ok(data.len());
     };
     let slot = conn.slot() as usize;
-    let high_water = core.high_water;
     framer.feed_shared(data, |message, shared| {
         if core.rate.on() && matches!(core.rate_charge(slot), super::rate::Verdict::Closed) {
             return false;
         }
         core.stats.messages_in += 1;
-        core.largest_message = core.largest_message.max(message.len());
         // A reassembled large message is owned `Bytes`: a send of (part
         // of) it queues it by reference instead of copying (see `send`).
-        core.current_message = shared.cloned();
+        core.receives.handling(message.len(), shared.cloned());
         let mut ctx = Context { core: &mut *core };
         handler.on_message(&mut ctx, conn, state, message);
-        core.current_message = None;
+        core.receives.handled();
         if core.outbox.over_soft_limit() {
             core.pause_for_outbox(slot);
         }
         let s = &core.conns[slot];
-        s.state == SlotState::Open && !s.recv_paused() && s.queue.len() < high_water
+        s.state == SlotState::Open && !s.recv_paused() && !core.sends.over_high_water(s.queue.len())
     })
 }

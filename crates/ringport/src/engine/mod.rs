@@ -62,6 +62,8 @@ mod paged;
 mod protocol_tests;
 mod protocols;
 mod rate;
+mod receives;
+mod sends;
 #[cfg(test)]
 mod sim;
 mod sweeps;
@@ -75,13 +77,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::codec::Codec;
 use crate::conn_id::ConnId;
 use crate::error::CloseReason;
 use crate::handler::{Context, Handler};
-use crate::send_queue::{ChunkPool, SendQueue};
+use crate::send_queue::SendQueue;
 use crate::shared::{Command, ServerShared, ShardShared};
 use crate::stats::Stats;
 use crate::sys::{Completion, Op, RecvBuffers, RecvTarget, SendQueues};
@@ -120,25 +120,21 @@ pub(crate) struct Core<C: Codec> {
     shared: Arc<ServerShared>,
     codec: C,
     max_frame: usize,
-    high_water: usize,
-    queue_limit: usize,
     /// The connection slots, the open ones and how many are taken.
     conns: table::ConnTable,
     /// Input states (framer, backlog, frame timing) of the connections
     /// that have a partial frame or paused input, their pool, the frame
     /// buffer pool and the input bounds.
     inputs: inputs::Inputs<C>,
+    /// Receives to post again, connections to resume or held by the
+    /// outbox, bulk receives posted, the message being handled.
+    receives: receives::Receives,
+    /// Send queues' pool, connections to send for, queue bounds, slow
+    /// consumers to close.
+    sends: sends::Sends,
     /// Close reason and flush deadline of every closing slot, from
     /// `begin_close` until the slot is free.
     closes: closes::Closes,
-    dirty: Vec<u32>,
-    rearm: Vec<u32>,
-    /// Closing slots whose flush deadline passed (scratch of the tick).
-    overdue: Vec<u32>,
-    victims: Vec<u32>,
-    /// Paused connections whose queue drained: their backlog is replayed.
-    resumed: Vec<u32>,
-    pool: ChunkPool,
     stats: Stats,
     /// Accepts kept posted, their back-off, and the clients held at the
     /// global limit.
@@ -152,13 +148,6 @@ pub(crate) struct Core<C: Codec> {
     /// Outbound connects until they are open, and those that failed, to
     /// report to the handler.
     connects: connects::Connects,
-    /// The message being handled, when the framer handed it over as owned
-    /// `Bytes` (a large reassembled frame).
-    current_message: Option<Bytes>,
-    /// Longest message delivered by the current feed (`direct`'s bulk mode).
-    largest_message: usize,
-    /// Bulk receives posted (`direct`), bounded per shard.
-    bulk_posted: usize,
     /// Kernel work asked for and not yet handed to the driver.
     ops: Vec<Op>,
     /// Topic -> this shard's subscribers.
@@ -166,9 +155,6 @@ pub(crate) struct Core<C: Codec> {
     /// Commands for other shards, wake-ups and cluster traffic, for the
     /// shard loop to hand on.
     outbox: Outbox,
-    /// Connections whose reading paused because the outbox was over half
-    /// full when their message produced traffic for other shards.
-    outbox_paused: Vec<u32>,
     /// Connections in their transport's handshake.
     handshakes: handshake::Handshakes,
     /// Per-source limit and accept filter bookkeeping (`admission`).
@@ -205,17 +191,11 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             index,
             codec: codec.clone(),
             max_frame,
-            high_water: config.send_high_water,
-            queue_limit: config.effective_send_queue_limit(max_frame),
             conns: table::ConnTable::new(index, table),
             inputs: inputs::Inputs::new(codec.clone(), table, config),
+            receives: receives::Receives::default(),
+            sends: sends::Sends::new(config, max_frame),
             closes: closes::Closes::default(),
-            dirty: Vec::new(),
-            rearm: Vec::new(),
-            overdue: Vec::new(),
-            victims: Vec::new(),
-            resumed: Vec::new(),
-            pool: ChunkPool::new(1024),
             stats: Stats::default(),
             accepts: accepts::Accepts::new(listening, config.accepts_in_flight),
             stopping: false,
@@ -223,13 +203,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             timers: Timers::default(),
             sweeps: sweeps::Sweeps::new(config),
             connects: connects::Connects::default(),
-            current_message: None,
-            largest_message: 0,
-            bulk_posted: 0,
             ops: Vec::with_capacity(1024),
             topics: topics::TopicIndex::default(),
             outbox: Outbox::new(index, shared.shards.len(), config.command_queue),
-            outbox_paused: Vec::new(),
             handshakes: handshake::Handshakes::new(config.max_handshakes_per_shard),
             admission: admission::Admission::default(),
             rate: rate::Rates::new(config.max_message_rate, table),
@@ -353,7 +329,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// Frees memory that recent traffic did not need (spare send chunks,
     /// kept frame buffers); the shard calls it every few seconds.
     pub fn trim(&mut self) {
-        self.core.pool.trim_chunks();
+        self.core.sends.pool().trim_chunks();
         self.core.inputs.frame_pool().trim();
     }
 
@@ -472,10 +448,10 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// it has drained below a quarter of its bound.
     fn resume_after_outbox(&mut self) {
         let core = &mut self.core;
-        if core.outbox_paused.is_empty() || core.outbox.held() > core.outbox.limit() / 4 {
+        if !core.receives.any_held_by_outbox() || core.outbox.held() > core.outbox.limit() / 4 {
             return;
         }
-        for slot in std::mem::take(&mut core.outbox_paused) {
+        for slot in core.receives.release_outbox_held() {
             let slot = slot as usize;
             core.conns[slot].set_held_by_outbox(false);
             core.resume_reading_if_free(slot);

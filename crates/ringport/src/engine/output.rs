@@ -9,17 +9,14 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::Core;
-use super::conn::{Slot, SlotState};
+use super::conn::SlotState;
 use crate::cluster::ClusterConnId;
 use crate::codec::{Codec, MAX_HEADER_LEN};
-use crate::config::SlowConsumerPolicy;
 use crate::conn_id::ConnId;
 use crate::error::{CloseReason, SendError, TopicError};
 use crate::handler::{Outbound, Remote};
 use crate::protocol::MessageKind;
 use crate::router::{self, SendTo};
-use crate::stats::Stats;
-use crate::sys::Op;
 use crate::timer::TimerId;
 
 impl<C: Codec> Core<C> {
@@ -50,15 +47,9 @@ impl<C: Codec> Core<C> {
         }
         let before = s.queue.len();
         s.queue
-            .push_copy(&mut self.pool, &[&header[..n], payload, trailer]);
-        note_queued(
-            s,
-            slot,
-            before,
-            &mut self.stats,
-            &mut self.dirty,
-            self.clock.now_ms(),
-        );
+            .push_copy(self.sends.pool(), &[&header[..n], payload, trailer]);
+        self.sends
+            .queued(s, slot, before, &mut self.stats, self.clock.now_ms());
         Ok(())
     }
 
@@ -87,7 +78,7 @@ impl<C: Codec> Core<C> {
         let s = &mut self.conns[slot];
         let before = s.queue.len();
         s.queue
-            .push_shared(&mut self.pool, &header[..n], payload, trailer);
+            .push_shared(self.sends.pool(), &header[..n], payload, trailer);
         self.queued(slot, before);
         Ok(())
     }
@@ -99,7 +90,7 @@ impl<C: Codec> Core<C> {
         let s = &mut self.conns[slot];
         let before = s.queue.len();
         s.transport
-            .write(&[header, payload, trailer], &mut s.queue, &mut self.pool);
+            .write(&[header, payload, trailer], &mut s.queue, self.sends.pool());
         self.queued(slot, before);
     }
 
@@ -107,36 +98,18 @@ impl<C: Codec> Core<C> {
     /// `before` bytes) and makes sure it gets sent.
     pub(super) fn queued(&mut self, slot: usize, before: usize) {
         let s = &mut self.conns[slot];
-        note_queued(
-            s,
-            slot,
-            before,
-            &mut self.stats,
-            &mut self.dirty,
-            self.clock.now_ms(),
-        );
+        self.sends
+            .queued(s, slot, before, &mut self.stats, self.clock.now_ms());
     }
 
     pub(super) fn mark_dirty(&mut self, slot: usize) {
-        mark_dirty(&mut self.conns[slot], slot, &mut self.dirty);
+        self.sends.mark(&mut self.conns[slot], slot);
     }
 
     /// Starts a send for every connection with queued data and none in
     /// flight.
     pub(super) fn flush_dirty(&mut self) {
-        while let Some(slot) = self.dirty.pop() {
-            let s = &mut self.conns[slot as usize];
-            s.set_in_dirty(false);
-            if matches!(s.state, SlotState::Open | SlotState::Closing)
-                && !s.discard()
-                && !s.send_in_flight()
-                && !s.queue.is_empty()
-            {
-                s.set_send_in_flight(true);
-                let generation = s.generation;
-                self.ops.push(Op::Send { slot, generation });
-            }
-        }
+        self.sends.start_sends(&mut self.conns, &mut self.ops);
     }
 
     pub(super) fn on_send(&mut self, slot: u32, generation: u32, result: i32) {
@@ -150,11 +123,7 @@ impl<C: Codec> Core<C> {
         };
         s.set_send_in_flight(false);
         if result >= 0 {
-            let n = (result as usize).min(s.queue.len());
-            s.queue.consume(&mut self.pool, n);
-            s.bytes_out += n as u64;
-            self.stats.bytes_out += n as u64;
-            self.stats.send_queue_bytes = self.stats.send_queue_bytes.saturating_sub(n as u64);
+            self.sends.sent(s, result as usize, &mut self.stats);
         } else if -result != libc::ECANCELED {
             let errno = -result;
             if s.state == SlotState::Open {
@@ -173,14 +142,9 @@ impl<C: Codec> Core<C> {
                     self.mark_dirty(slot);
                 }
                 let s = &mut self.conns[slot];
-                if s.recv_paused()
-                    && s.queue.len() <= self.high_water / 2
-                    && !s.held_by_outbox()
-                    && !s.held_by_app()
-                    && !s.held_by_rate()
-                {
+                if self.sends.may_resume(s) {
                     s.set_recv_paused(false);
-                    self.resumed.push(slot as u32);
+                    self.receives.resume_later(slot);
                 }
             }
             SlotState::Closing => {
@@ -196,19 +160,13 @@ impl<C: Codec> Core<C> {
     /// Applies the slow-consumer policy to a send that did not come from
     /// the connection's own handler call. Returns whether to queue it.
     pub(super) fn admit_remote(&mut self, slot: usize) -> bool {
-        if self.conns[slot].queue.len() < self.queue_limit {
-            return true;
-        }
-        self.stats.slow_consumers += 1;
-        if self.shared.config.slow_consumer == SlowConsumerPolicy::Disconnect {
-            self.victims.push(slot as u32);
-        }
-        false
+        self.sends
+            .admit_remote(&self.conns[slot], slot, &mut self.stats)
     }
 
     pub(super) fn close_victims(&mut self) {
-        while let Some(slot) = self.victims.pop() {
-            self.begin_close(slot as usize, CloseReason::SlowConsumer, false);
+        while let Some(slot) = self.sends.next_victim() {
+            self.begin_close(slot, CloseReason::SlowConsumer, false);
         }
     }
 
@@ -249,13 +207,8 @@ impl<C: Codec> Core<C> {
         let slot = self.live_slot_below_limit(conn)?;
         // Sending (part of) the large message being handled, e.g. an echo:
         // queue the reassembly buffer by reference, no copy.
-        if let Some(current) = &self.current_message {
-            let within = current.as_ptr_range();
-            let wanted = payload.as_ptr_range();
-            if !payload.is_empty() && within.start <= wanted.start && wanted.end <= within.end {
-                let shared = current.slice_ref(payload);
-                return self.enqueue_shared_as(slot, kind, shared);
-            }
+        if let Some(shared) = self.receives.quote(payload) {
+            return self.enqueue_shared_as(slot, kind, shared);
         }
         if self.conns[slot].has_protocol() {
             return self.enqueue_protocol(slot, kind, payload, None);
@@ -416,34 +369,5 @@ impl<C: Codec> Outbound for Core<C> {
         self.outbox
             .cluster(&self.shared, ClusterOut::InterestApplied(waiter))
             .is_ok()
-    }
-}
-
-/// What every enqueue does after adding bytes to slot `slot`'s queue (they
-/// were `before` bytes): counts them, stamps the slot's last output, and
-/// marks it for a send. Takes the fields it needs, so that a caller holding
-/// the slot does not look it up again.
-#[inline]
-fn note_queued(
-    s: &mut Slot,
-    slot: usize,
-    before: usize,
-    stats: &mut Stats,
-    dirty: &mut Vec<u32>,
-    now_ms: u64,
-) {
-    stats.send_queue_bytes += (s.queue.len() - before) as u64;
-    stats.messages_out += 1;
-    s.last_output = now_ms as u32;
-    mark_dirty(s, slot, dirty);
-}
-
-/// Marks slot `slot` for a send at the end of the turn, unless it is
-/// marked already or a send is in flight (its completion marks it again).
-#[inline]
-fn mark_dirty(s: &mut Slot, slot: usize, dirty: &mut Vec<u32>) {
-    if !s.in_dirty() && !s.send_in_flight() {
-        s.set_in_dirty(true);
-        dirty.push(slot as u32);
     }
 }

@@ -301,7 +301,7 @@ impl Harness {
         let mut out = Vec::new();
         s.queue.copy_to(&mut out);
         let n = s.queue.len();
-        s.queue.consume(&mut core.pool, n);
+        s.queue.consume(core.sends.pool(), n);
         out
     }
 }

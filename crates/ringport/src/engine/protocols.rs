@@ -160,9 +160,9 @@ impl<C: Codec> Core<C> {
         let s = &mut self.conns[slot];
         let before = s.queue.len();
         if s.transport.is_plain() {
-            s.queue.push_copy(&mut self.pool, &[bytes]);
+            s.queue.push_copy(self.sends.pool(), &[bytes]);
         } else {
-            s.transport.write(&[bytes], &mut s.queue, &mut self.pool);
+            s.transport.write(&[bytes], &mut s.queue, self.sends.pool());
         }
         let added = self.conns[slot].queue.len() - before;
         self.stats.send_queue_bytes += added as u64;
@@ -192,21 +192,25 @@ impl<C: Codec> Core<C> {
             match (framed, shared) {
                 (Framed::Written, _) => {
                     if s.transport.is_plain() {
-                        s.queue.push_copy(&mut self.pool, &[&out]);
+                        s.queue.push_copy(self.sends.pool(), &[&out]);
                     } else {
-                        s.transport.write(&[&out], &mut s.queue, &mut self.pool);
+                        s.transport.write(&[&out], &mut s.queue, self.sends.pool());
                     }
                 }
                 (Framed::Header(n), Some(bytes)) if s.transport.is_plain() => {
                     s.queue
-                        .push_shared(&mut self.pool, &header[..n], bytes, &[]);
+                        .push_shared(self.sends.pool(), &header[..n], bytes, &[]);
                 }
                 (Framed::Header(n), _) => {
                     if s.transport.is_plain() {
-                        s.queue.push_copy(&mut self.pool, &[&header[..n], payload]);
+                        s.queue
+                            .push_copy(self.sends.pool(), &[&header[..n], payload]);
                     } else {
-                        s.transport
-                            .write(&[&header[..n], payload], &mut s.queue, &mut self.pool);
+                        s.transport.write(
+                            &[&header[..n], payload],
+                            &mut s.queue,
+                            self.sends.pool(),
+                        );
                     }
                 }
             }
@@ -250,21 +254,22 @@ impl<C: Codec> Core<C> {
             match framed {
                 FramedShared::Header(n) if plain => {
                     s.queue
-                        .push_shared(&mut self.pool, &header[..n], payload.clone(), &[]);
+                        .push_shared(self.sends.pool(), &header[..n], payload.clone(), &[]);
                 }
                 FramedShared::Header(n) => {
                     s.transport
-                        .write(&[&header[..n], payload], &mut s.queue, &mut self.pool);
+                        .write(&[&header[..n], payload], &mut s.queue, self.sends.pool());
                 }
                 FramedShared::Frame(frame) if plain => {
-                    s.queue.push_shared(&mut self.pool, &[], frame, &[]);
+                    s.queue.push_shared(self.sends.pool(), &[], frame, &[]);
                 }
                 FramedShared::Frame(frame) => {
-                    s.transport.write(&[&frame], &mut s.queue, &mut self.pool);
+                    s.transport
+                        .write(&[&frame], &mut s.queue, self.sends.pool());
                 }
-                FramedShared::Written if plain => s.queue.push_copy(&mut self.pool, &[&out]),
+                FramedShared::Written if plain => s.queue.push_copy(self.sends.pool(), &[&out]),
                 FramedShared::Written => {
-                    s.transport.write(&[&out], &mut s.queue, &mut self.pool);
+                    s.transport.write(&[&out], &mut s.queue, self.sends.pool());
                 }
             }
             self.queued(slot, before);
@@ -371,11 +376,13 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         let conn = ConnId::new(self.core.index as u16, slot as u32, generation);
         let mut pos = 0;
         let mut out = std::mem::take(&mut self.core.protocols.out);
-        let high_water = self.core.high_water;
         let mut need_more = false;
         loop {
             let s = &self.core.conns[slot];
-            if s.state != SlotState::Open || s.recv_paused() || s.queue.len() >= high_water {
+            if s.state != SlotState::Open
+                || s.recv_paused()
+                || self.core.sends.over_high_water(s.queue.len())
+            {
                 break;
             }
             let Some(p) = self.core.protocols.get_mut(slot) else {
@@ -456,17 +463,17 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                     core.stats.messages_in += 1;
                     core.protocols.current_kind = kind;
                     let owned;
-                    let message: &[u8] = match payload {
-                        Payload::Input(a, b) => &buf[start + a..start + b],
+                    let (message, shared): (&[u8], _) = match payload {
+                        Payload::Input(a, b) => (&buf[start + a..start + b], None),
                         Payload::Owned(bytes) => {
                             owned = bytes;
-                            core.current_message = Some(owned.clone());
-                            &owned
+                            (&owned, Some(owned.clone()))
                         }
                     };
+                    core.receives.handling(message.len(), shared);
                     let mut ctx = Context { core: &mut *core };
                     self.handler.on_message(&mut ctx, conn, state, message);
-                    core.current_message = None;
+                    core.receives.handled();
                     core.protocols.current_kind = MessageKind::Binary;
                     if core.outbox.over_soft_limit() {
                         core.pause_for_outbox(slot);

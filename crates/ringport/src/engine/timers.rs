@@ -13,15 +13,13 @@ use crate::sys::Op;
 impl<C: Codec> Core<C> {
     pub(super) fn on_tick(&mut self) {
         let now = self.clock.now();
-        self.pool.trim();
+        self.sends.trim();
         self.inputs.trim_pool();
         self.sweep_idle();
         self.expire_handshakes();
         self.expire_upgrades();
         self.accepts.on_tick(now);
-        let mut overdue = std::mem::take(&mut self.overdue);
-        self.closes.overdue(now, &mut overdue);
-        for slot in overdue.drain(..) {
+        for slot in self.closes.overdue(now) {
             let slot = slot as usize;
             let s = &mut self.conns[slot];
             if s.state == SlotState::Closing && !s.discard() {
@@ -41,7 +39,6 @@ impl<C: Codec> Core<C> {
                 self.try_release(slot);
             }
         }
-        self.overdue = overdue;
     }
 
     /// Closes connections idle past `idle_timeout`, finds those whose
@@ -49,7 +46,9 @@ impl<C: Codec> Core<C> {
     /// message) to those with no output for `heartbeat`, on the share of
     /// the open connections [`super::sweeps::Sweeps`] paces for this tick.
     fn sweep_idle(&mut self) {
-        let visits = self.sweeps.begin_tick(self.conns.open_count(), self.clock.tick());
+        let visits = self
+            .sweeps
+            .begin_tick(self.conns.open_count(), self.clock.tick());
         for _ in 0..visits {
             let Some(pos) = self.sweeps.next_position(self.conns.open_count()) else {
                 break;
