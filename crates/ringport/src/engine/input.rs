@@ -1,7 +1,8 @@
 //! Receiving: framing, the handler's `on_message`, and the backlog that
 //! holds input while a connection is paused (its send queue at the
 //! high-water mark), so nothing is lost and the handler never has to refuse
-//! a reply.
+//! a reply. The message rate limit is charged here too (its buckets are
+//! the [`super::rate::Rates`] part).
 //!
 //! A connection has an input state (framer, backlog, frame timing) only
 //! while it has a partial frame or held-back input; the states, their pool
@@ -9,6 +10,7 @@
 
 use super::conn::SlotState;
 use super::inputs::InputState;
+use super::rate::{Charge, Verdict};
 use super::{Core, Engine};
 use crate::codec::{Codec, CodecError, Framer, Partial};
 use crate::conn_id::ConnId;
@@ -353,6 +355,44 @@ impl<C: Codec> Core<C> {
         }
     }
 
+    /// Charges one message of `slot` to its rate bucket (call only when
+    /// `self.rate.on()`) and applies the verdict: a pause stops reading
+    /// after this message, a close under the close policy drops it.
+    pub(super) fn rate_charge(&mut self, slot: usize) -> Verdict {
+        match self.rate.charge(slot, self.clock.now_ns()) {
+            Charge::Deliver => Verdict::Deliver,
+            Charge::Close => {
+                self.stats.rate_limit_closes += 1;
+                tracing::debug!(slot, "message rate over its limit; closing");
+                self.begin_close(slot, CloseReason::RateLimited, true);
+                Verdict::Closed
+            }
+            Charge::DeliverThenPause { resume_at } => {
+                let s = &mut self.conns[slot];
+                if s.state == SlotState::Open && !s.held_by_rate() {
+                    s.set_held_by_rate(true);
+                    self.rate.hold(slot, s.generation, resume_at);
+                    self.stats.rate_limit_pauses += 1;
+                    self.pause_reading(slot);
+                }
+                Verdict::DeliverThenPause
+            }
+        }
+    }
+
+    /// Resumes the connections whose rate bucket has a token again.
+    pub(super) fn resume_rate_held(&mut self) {
+        let now = self.clock.now_ns();
+        while let Some((slot, generation)) = self.rate.next_due(now) {
+            let s = &mut self.conns[slot];
+            if s.generation != generation || !s.held_by_rate() {
+                continue;
+            }
+            s.set_held_by_rate(false);
+            self.resume_reading_if_free(slot);
+        }
+    }
+
     /// Re-arms the receives that ended and may go on.
     pub(super) fn rearm_recvs(&mut self) {
         while let Some(slot) = self.receives.next_rearm() {
@@ -387,7 +427,7 @@ fn feed_frames<C: Codec, H: Handler>(
     };
     let slot = conn.slot() as usize;
     framer.feed_shared(data, |message, shared| {
-        if core.rate.on() && matches!(core.rate_charge(slot), super::rate::Verdict::Closed) {
+        if core.rate.on() && matches!(core.rate_charge(slot), Verdict::Closed) {
             return false;
         }
         core.stats.messages_in += 1;

@@ -16,7 +16,7 @@ use crate::conn_id::ConnId;
 use crate::error::{CloseReason, SendError, TopicError};
 use crate::handler::{Outbound, Remote};
 use crate::protocol::MessageKind;
-use crate::router::{self, SendTo};
+use crate::router::{self, ClusterOut, Dispatch, SendTo};
 use crate::timer::TimerId;
 
 impl<C: Codec> Core<C> {
@@ -214,6 +214,60 @@ impl<C: Codec> Core<C> {
             return self.enqueue_protocol(slot, kind, payload, None);
         }
         self.enqueue_copy(slot, payload)
+    }
+}
+
+impl<C: Codec> Core<C> {
+    // Topics: the index is the `TopicIndex` part; subscribing tells the
+    // cluster link, publishing fans out like a broadcast.
+    pub(super) fn subscribe(&mut self, conn: ConnId, topic: &[u8]) -> Result<bool, TopicError> {
+        let slot = self.live_slot(conn).ok_or(TopicError::Closed)?;
+        let done = self.topics.subscribe(slot as u32, topic);
+        self.report_interest();
+        done
+    }
+
+    pub(super) fn unsubscribe(&mut self, conn: ConnId, topic: &[u8]) -> bool {
+        let done = self
+            .live_slot(conn)
+            .is_some_and(|slot| self.topics.unsubscribe(slot as u32, topic));
+        self.report_interest();
+        done
+    }
+
+    /// Tells the cluster link (through the outbox) which topics this shard
+    /// gained or lost.
+    pub(super) fn report_interest(&mut self) {
+        for (topic, on) in self.topics.drain_changes() {
+            // Without a cluster the outbox refuses it: nothing to tell.
+            let out = ClusterOut::Interest { topic, on };
+            let _ = self.outbox.cluster(&self.shared, out);
+        }
+    }
+
+    /// Queues `payload` to this shard's subscribers of `topic`; returns how
+    /// many it was queued to (slow consumers at their bound are not
+    /// counted, and handled by the policy).
+    pub(super) fn publish_local(&mut self, topic: &[u8], payload: &Bytes) -> usize {
+        // Taken out while sends are queued (which need `self`), put back
+        // before any close can edit the index.
+        let Some(list) = self.topics.take_subscribers(topic) else {
+            return 0;
+        };
+        self.begin_fanout();
+        let mut queued = 0;
+        for &slot in &list {
+            if self.admit_remote(slot as usize)
+                && self
+                    .enqueue_fanout(slot as usize, MessageKind::Binary, payload)
+                    .is_ok()
+            {
+                queued += 1;
+            }
+        }
+        self.topics.restore_subscribers(topic, list);
+        self.close_victims();
+        queued
     }
 }
 

@@ -19,11 +19,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
-use super::Core;
-use super::conn::SlotState;
 use super::paged::PagedTable;
-use crate::codec::Codec;
-use crate::error::CloseReason;
 use crate::limits::{MessageRateLimit, RateLimitPolicy};
 
 /// A shard's message rate limiting.
@@ -69,6 +65,22 @@ impl Rates {
 }
 
 /// What the rate limit says about a message about to be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Charge {
+    /// Deliver it.
+    Deliver,
+    /// Deliver it, then stop reading until `resume_at` (nanoseconds since
+    /// the epoch): the bucket is empty (policy pause).
+    DeliverThenPause {
+        /// When the next message conforms.
+        resume_at: u64,
+    },
+    /// Over the limit (policy close): do not deliver it, close.
+    Close,
+}
+
+/// What the engine did with a message after charging it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Verdict {
     /// Deliver it.
     Deliver,
@@ -78,64 +90,119 @@ pub(super) enum Verdict {
     Closed,
 }
 
-impl<C: Codec> Core<C> {
-    /// Charges one message of `slot` to its bucket (call only when
-    /// `self.rate.on()`).
-    pub(super) fn rate_charge(&mut self, slot: usize) -> Verdict {
-        let Some(limit) = self.rate.limit else {
-            return Verdict::Deliver;
+impl Rates {
+    /// Charges one message of `slot` at `now` (nanoseconds since the
+    /// epoch) to its bucket.
+    pub fn charge(&mut self, slot: usize, now: u64) -> Charge {
+        let Some(limit) = self.limit else {
+            return Charge::Deliver;
         };
-        let now = self.clock.now_ns();
         let (interval, tolerance) = (limit.interval_ns(), limit.tolerance_ns());
-        let stamp = &mut self.rate.stamps[slot];
+        let stamp = &mut self.stamps[slot];
         let tat = stamp.saturating_sub(1).max(now);
-        if tat > now + tolerance {
-            // Only under the close policy can a message arrive over the
-            // budget (under pause, reading stopped before it).
-            if limit.policy == RateLimitPolicy::Close {
-                self.stats.rate_limit_closes += 1;
-                tracing::debug!(slot, "message rate over its limit; closing");
-                self.begin_close(slot, CloseReason::RateLimited, true);
-                return Verdict::Closed;
-            }
+        // Only under the close policy can a message arrive over the budget
+        // (under pause, reading stopped before it).
+        if tat > now + tolerance && limit.policy == RateLimitPolicy::Close {
+            return Charge::Close;
         }
         let tat = tat + interval;
         *stamp = tat + 1;
         if limit.policy == RateLimitPolicy::Pause && tat > now + tolerance {
-            let resume_at = tat - tolerance;
-            let s = &mut self.conns[slot];
-            if s.state == SlotState::Open && !s.held_by_rate() {
-                s.set_held_by_rate(true);
-                let generation = s.generation;
-                self.rate
-                    .held
-                    .push(Reverse((resume_at, slot as u32, generation)));
-                self.stats.rate_limit_pauses += 1;
-                self.pause_reading(slot);
-            }
-            return Verdict::DeliverThenPause;
+            return Charge::DeliverThenPause {
+                resume_at: tat - tolerance,
+            };
         }
-        Verdict::Deliver
+        Charge::Deliver
     }
 
-    /// Resumes the connections whose bucket has a token again.
-    pub(super) fn resume_rate_held(&mut self) {
-        if self.rate.held.is_empty() {
-            return;
+    /// The connection of `generation` in `slot` paused until `resume_at`.
+    pub fn hold(&mut self, slot: usize, generation: u32, resume_at: u64) {
+        self.held
+            .push(Reverse((resume_at, slot as u32, generation)));
+    }
+
+    /// A held connection (slot, generation) whose time came by `now`; it
+    /// is no longer held here.
+    pub fn next_due(&mut self, now: u64) -> Option<(usize, u32)> {
+        let &Reverse((at, slot, generation)) = self.held.peek()?;
+        if at > now {
+            return None;
         }
-        let now = self.clock.now_ns();
-        while let Some(&Reverse((at, slot, generation))) = self.rate.held.peek() {
-            if at > now {
-                break;
-            }
-            self.rate.held.pop();
-            let slot = slot as usize;
-            let s = &mut self.conns[slot];
-            if s.generation != generation || !s.held_by_rate() {
-                continue;
-            }
-            s.set_held_by_rate(false);
-            self.resume_reading_if_free(slot);
+        self.held.pop();
+        Some((slot as usize, generation))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn rates(per_second: u32, burst: u32, policy: RateLimitPolicy) -> Rates {
+        let limit = MessageRateLimit {
+            per_second,
+            burst,
+            policy,
+        };
+        Rates::new(Some(limit), 8)
+    }
+
+    #[test]
+    fn a_burst_conforms_then_each_interval_earns_one_message() {
+        // 100 per second: one message per 10 ms, bursts of 3.
+        let mut r = rates(100, 3, RateLimitPolicy::Close);
+        let t = 1_000 * MS;
+        for _ in 0..3 {
+            assert_eq!(r.charge(0, t), Charge::Deliver);
         }
+        assert_eq!(r.charge(0, t), Charge::Close, "the burst is spent");
+        assert_eq!(r.charge(0, t + 10 * MS), Charge::Deliver, "one more earned");
+        assert_eq!(r.charge(1, t), Charge::Deliver, "buckets are per slot");
+    }
+
+    #[test]
+    fn under_pause_the_message_that_empties_the_bucket_says_when_to_go_on() {
+        let mut r = rates(100, 2, RateLimitPolicy::Pause);
+        let t = 1_000 * MS;
+        assert_eq!(r.charge(0, t), Charge::Deliver);
+        let Charge::DeliverThenPause { resume_at } = r.charge(0, t) else {
+            panic!("the second message empties a bucket of 2");
+        };
+        assert_eq!(resume_at, t + 10 * MS);
+        assert_eq!(
+            r.charge(0, resume_at),
+            Charge::DeliverThenPause {
+                resume_at: resume_at + 10 * MS
+            }
+        );
+    }
+
+    #[test]
+    fn held_connections_come_due_in_time_order() {
+        let mut r = rates(100, 1, RateLimitPolicy::Pause);
+        r.hold(4, 7, 30);
+        r.hold(2, 9, 10);
+        assert_eq!(r.next_due(5), None);
+        assert_eq!(r.next_due(30), Some((2, 9)));
+        assert_eq!(r.next_due(30), Some((4, 7)));
+        assert_eq!(r.next_due(u64::MAX), None);
+        assert!(r.next_deadline(std::time::Instant::now()).is_none());
+    }
+
+    #[test]
+    fn a_freed_slot_starts_with_a_full_bucket() {
+        let mut r = rates(100, 1, RateLimitPolicy::Close);
+        assert_eq!(r.charge(3, 0), Charge::Deliver);
+        assert_eq!(r.charge(3, 0), Charge::Close);
+        r.forget(3);
+        assert_eq!(r.charge(3, 0), Charge::Deliver);
+    }
+
+    #[test]
+    fn without_a_limit_everything_is_delivered() {
+        let mut r = Rates::new(None, 8);
+        assert!(!r.on());
+        assert_eq!(r.charge(0, 0), Charge::Deliver);
     }
 }

@@ -1,5 +1,5 @@
 //! Topics: each shard's index from topic name to the connections on this
-//! shard subscribed to it, and the publish fan-out over it.
+//! shard subscribed to it (the publish fan-out over it is in `output.rs`).
 //!
 //! A publish reaches each shard once (one command per shard, not one per
 //! subscriber); the shard walks its own subscriber list and queues the same
@@ -16,12 +16,6 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-
-use super::Core;
-use crate::codec::Codec;
-use crate::conn_id::ConnId;
-use crate::protocol::MessageKind;
-use crate::router::{ClusterOut, Dispatch};
 
 pub(crate) use crate::error::{MAX_TOPIC_LEN, MAX_TOPICS_PER_CONN, TopicError};
 
@@ -102,6 +96,27 @@ impl TopicIndex {
         }
     }
 
+    /// The topics that gained their first (true) or lost their last
+    /// (false) subscriber since the last call.
+    pub fn drain_changes(&mut self) -> std::vec::Drain<'_, (Bytes, bool)> {
+        self.changes.drain(..)
+    }
+
+    /// Takes out `topic`'s subscriber list for a publish to walk while it
+    /// queues to each (which needs the engine); None if it has none. Give
+    /// it back with [`Self::restore_subscribers`] before anything can
+    /// subscribe or unsubscribe.
+    pub fn take_subscribers(&mut self, topic: &[u8]) -> Option<Vec<u32>> {
+        self.subscribers.get_mut(topic).map(std::mem::take)
+    }
+
+    /// Gives back a list [`Self::take_subscribers`] took.
+    pub fn restore_subscribers(&mut self, topic: &[u8], list: Vec<u32>) {
+        if let Some(back) = self.subscribers.get_mut(topic) {
+            *back = list;
+        }
+    }
+
     /// Slots subscribed to `topic` on this shard.
     #[cfg(test)]
     pub fn subscribers(&self, topic: &[u8]) -> &[u32] {
@@ -118,60 +133,5 @@ impl TopicIndex {
     #[cfg(test)]
     pub fn topics_of(&self, slot: u32) -> usize {
         self.by_slot.get(&slot).map_or(0, Vec::len)
-    }
-}
-
-impl<C: Codec> Core<C> {
-    pub(super) fn subscribe(&mut self, conn: ConnId, topic: &[u8]) -> Result<bool, TopicError> {
-        let slot = self.live_slot(conn).ok_or(TopicError::Closed)?;
-        let done = self.topics.subscribe(slot as u32, topic);
-        self.report_interest();
-        done
-    }
-
-    pub(super) fn unsubscribe(&mut self, conn: ConnId, topic: &[u8]) -> bool {
-        let done = self
-            .live_slot(conn)
-            .is_some_and(|slot| self.topics.unsubscribe(slot as u32, topic));
-        self.report_interest();
-        done
-    }
-
-    /// Tells the cluster link (through the outbox) which topics this shard
-    /// gained or lost.
-    pub(super) fn report_interest(&mut self) {
-        for (topic, on) in self.topics.changes.drain(..) {
-            // Without a cluster the outbox refuses it: nothing to tell.
-            let out = ClusterOut::Interest { topic, on };
-            let _ = self.outbox.cluster(&self.shared, out);
-        }
-    }
-
-    /// Queues `payload` to this shard's subscribers of `topic`; returns how
-    /// many it was queued to (slow consumers at their bound are not
-    /// counted, and handled by the policy).
-    pub(super) fn publish_local(&mut self, topic: &[u8], payload: &Bytes) -> usize {
-        let Some(list) = self.topics.subscribers.get_mut(topic) else {
-            return 0;
-        };
-        // Taken out while sends are queued (which need `self`), put back
-        // before any close can edit the index.
-        let list = std::mem::take(list);
-        self.begin_fanout();
-        let mut queued = 0;
-        for &slot in &list {
-            if self.admit_remote(slot as usize)
-                && self
-                    .enqueue_fanout(slot as usize, MessageKind::Binary, payload)
-                    .is_ok()
-            {
-                queued += 1;
-            }
-        }
-        if let Some(back) = self.topics.subscribers.get_mut(topic) {
-            *back = list;
-        }
-        self.close_victims();
-        queued
     }
 }
