@@ -17,6 +17,7 @@
 //! The engine knows protocols only through these traits: nothing in
 //! `engine/` names WebSocket.
 
+pub(crate) mod framed;
 #[cfg(feature = "websocket")]
 pub mod websocket;
 #[cfg(feature = "websocket")]
