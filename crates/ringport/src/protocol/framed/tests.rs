@@ -42,8 +42,18 @@ impl<C: Codec> BuiltIn<C> {
             messages.push(m.to_vec());
             true
         }) {
-            self.outcome.error = Some(close_reason(e));
+            self.outcome.error = Some(built_in_reason(e));
         }
+    }
+}
+
+/// The close reason of a codec error on the engine's built-in path
+/// (`Engine::after_feed` in `engine/input.rs`), written out here so that
+/// the seam's mapping is checked against it, not against itself.
+fn built_in_reason(error: CodecError) -> CloseReason {
+    match error {
+        CodecError::FrameTooLarge { len, max } => CloseReason::FrameTooLarge { len, max },
+        e => CloseReason::InvalidFrame(e.to_string()),
     }
 }
 
@@ -223,15 +233,12 @@ fn a_frame_announced_over_the_maximum_closes_with_the_built_in_reason_and_alloca
 
 #[test]
 fn codec_errors_map_to_the_engine_s_close_reasons() {
-    assert_eq!(
-        close_reason(CodecError::FrameTooLarge { len: 9, max: 8 }),
-        CloseReason::FrameTooLarge { len: 9, max: 8 }
-    );
-    let invalid = CodecError::InvalidHeader("bad");
-    assert_eq!(
-        close_reason(invalid.clone()),
-        CloseReason::InvalidFrame(invalid.to_string())
-    );
+    for error in [
+        CodecError::FrameTooLarge { len: 9, max: 8 },
+        CodecError::InvalidHeader("bad"),
+    ] {
+        assert_eq!(close_reason(error.clone()), built_in_reason(error));
+    }
     // A line over the maximum (no header: the accumulated length).
     let mut conn = FramedConn::new(Lines::new().max_line_length(8));
     let (_, step) = receive(&mut conn, b"0123456789abc");
