@@ -46,6 +46,8 @@ mod connects;
 mod direct;
 #[cfg(test)]
 mod direct_tests;
+#[cfg(test)]
+mod framed_seam_tests;
 mod handshake;
 mod input;
 mod inputs;
