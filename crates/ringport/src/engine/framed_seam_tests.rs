@@ -162,7 +162,9 @@ impl<C: Codec + Sync> Peers<C> {
 
     /// A client connects (listener 0) into `slot`.
     fn accept(&mut self, slot: u32) {
-        let ops = self.sim.accepted(0, slot, "127.0.0.9:4000".parse().unwrap());
+        let ops = self
+            .sim
+            .accepted(0, slot, "127.0.0.9:4000".parse().unwrap());
         let generation = ops
             .iter()
             .find_map(|op| match op {

@@ -90,7 +90,11 @@ impl<C: Codec> Seam<C> {
         for _ in 0..=buf.len() + 2 {
             let (used, step) = self.conn.receive(&mut buf[pos..], Instant::now(), &mut out);
             assert!(out.is_empty(), "the framed protocol writes nothing");
-            assert!(used <= buf.len() - pos, "used {used} of {}", buf.len() - pos);
+            assert!(
+                used <= buf.len() - pos,
+                "used {used} of {}",
+                buf.len() - pos
+            );
             let start = pos;
             pos += used;
             match step {
@@ -103,7 +107,10 @@ impl<C: Codec> Seam<C> {
                     let message = match payload {
                         Payload::Input(a, b) => {
                             self.in_place += 1;
-                            assert!(start + b <= pos, "a message in place lies in the used bytes");
+                            assert!(
+                                start + b <= pos,
+                                "a message in place lies in the used bytes"
+                            );
                             buf[start + a..start + b].to_vec()
                         }
                         Payload::Owned(bytes) => bytes.to_vec(),
@@ -171,9 +178,15 @@ fn frames_inside_the_input_are_handed_over_in_place_one_step_at_a_time() {
         })
     );
     // The header completes: the frame's bytes follow.
-    assert!(matches!(receive(&mut conn, &[0, 3, b'a']).1, Step::NeedMore));
+    assert!(matches!(
+        receive(&mut conn, &[0, 3, b'a']).1,
+        Step::NeedMore
+    ));
     let (used, step) = receive(&mut conn, b"bcNEXT");
-    assert_eq!(used, 2, "the bytes after the frame are left for the next step");
+    assert_eq!(
+        used, 2,
+        "the bytes after the frame are left for the next step"
+    );
     let Step::Message(_, Payload::Owned(bytes)) = step else {
         panic!("{step:?}")
     };
@@ -321,9 +334,15 @@ fn a_framed_connection_is_open_at_once_and_has_no_handshake_keepalive_or_goodbye
         &mut header,
         &mut out,
     );
-    assert!(matches!(framed, Ok(crate::protocol::FramedShared::Header(4))));
+    assert!(matches!(
+        framed,
+        Ok(crate::protocol::FramedShared::Header(4))
+    ));
     assert_eq!(header[..4], [0, 0, 0, 3]);
-    assert!(cache.is_none(), "nothing kept that another protocol could trip on");
+    assert!(
+        cache.is_none(),
+        "nothing kept that another protocol could trip on"
+    );
 }
 
 /// The codecs under test, with small maxima so oversize frames are common.
