@@ -419,17 +419,27 @@ fn choice() -> impl Strategy<Value = Choice> {
 enum Piece {
     Message(Vec<u8>),
     Bytes(Vec<u8>),
+    /// The start of a frame this many bytes over the codec's maximum.
+    Oversize(usize),
 }
 
+/// Half the streams well-formed (messages only), half mixed.
 fn pieces() -> impl Strategy<Value = Vec<Piece>> {
+    let message = || proptest::collection::vec(any::<u8>(), 0..400).prop_map(Piece::Message);
     let piece = prop_oneof![
-        4 => proptest::collection::vec(any::<u8>(), 0..400).prop_map(Piece::Message),
+        6 => message(),
         1 => proptest::collection::vec(any::<u8>(), 0..24).prop_map(Piece::Bytes),
+        1 => (1usize..100).prop_map(Piece::Oversize),
     ];
-    proptest::collection::vec(piece, 0..24)
+    prop_oneof![
+        proptest::collection::vec(message(), 0..24),
+        proptest::collection::vec(piece, 0..24),
+    ]
 }
 
-fn encode(codec: &impl Codec, pieces: &[Piece]) -> Vec<u8> {
+/// The stream of `pieces`; `oversize(n)` writes the start of a frame
+/// announcing (or, without a header, holding) `n` bytes past the maximum.
+fn encode(codec: &impl Codec, pieces: &[Piece], oversize: impl Fn(usize) -> Vec<u8>) -> Vec<u8> {
     let mut wire = Vec::new();
     for piece in pieces {
         match piece {
@@ -442,6 +452,7 @@ fn encode(codec: &impl Codec, pieces: &[Piece]) -> Vec<u8> {
                 }
             }
             Piece::Bytes(bytes) => wire.extend_from_slice(bytes),
+            Piece::Oversize(over) => wire.extend(oversize(*over)),
         }
     }
     wire
@@ -494,15 +505,29 @@ proptest! {
     ) {
         match choice.codec() {
             AnyCodec::Ld(c) => {
-                let wire = encode(&c, &pieces);
+                // The header of a codec alike but for its maximum.
+                let max = c.max_frame();
+                let roomy = c.clone().max_frame_length(1 << 30);
+                let wire = encode(&c, &pieces, |over| {
+                    let mut head = [0u8; MAX_HEADER_LEN];
+                    let n = roomy.encode_header(max + over, &mut head).unwrap_or(0);
+                    head[..n].to_vec()
+                });
                 differential(c, &wire, &cuts)?;
             }
             AnyCodec::Lines(c) => {
-                let wire = encode(&c, &pieces);
+                let max = c.max_frame();
+                let wire = encode(&c, &pieces, |over| {
+                    let mut line = vec![b'x'; max + over];
+                    line.push(b'\n');
+                    line
+                });
                 differential(c, &wire, &cuts)?;
             }
             AnyCodec::Raw(c) => {
-                let wire = encode(&c, &pieces);
+                // No frame can be over the maximum: longer reads are cut.
+                let max = c.max_frame();
+                let wire = encode(&c, &pieces, |over| vec![0; max + over]);
                 differential(c, &wire, &cuts)?;
             }
         }
@@ -516,7 +541,7 @@ proptest! {
     ) {
         let codec = LengthDelimited::new();
         let pieces: Vec<Piece> = payloads.into_iter().map(Piece::Message).collect();
-        let wire = encode(&codec, &pieces);
+        let wire = encode(&codec, &pieces, |_| Vec::new());
         let in_place = differential(codec, &wire, &[])?;
         prop_assert_eq!(in_place, pieces.len());
     }
