@@ -417,7 +417,7 @@ fn cut(stream: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
 /// Echo of messages cut across receives and several per receive, a text
 /// reply among them, for a codec with a header and one with a trailer.
 fn echo_in_pieces<C: Codec + Sync>(codec: C) {
-    let messages = vec![
+    let messages = [
         payload(5, 1),
         b"text:a text reply".to_vec(),
         payload(300, 2),
