@@ -49,6 +49,13 @@
 //!   the codec's maximum is refused with [`SendError::TooLarge`];
 //! - no keep-alive of its own (the handler's heartbeat runs) and no goodbye
 //!   (a close writes nothing).
+//!
+//! Not (yet) the same through the seam, because the engine asks a protocol
+//! nothing about a frame in progress: a peer that closes inside a frame is
+//! reported as [`CloseReason::PeerClosed`], not
+//! [`CloseReason::TruncatedFrame`]; `frame_timeout` does not apply; and an
+//! oversize frame is not counted in the shard's `frames_too_large`.
+//! [`FramedConn::partial`] has what the engine would need for the first two.
 
 use std::net::SocketAddr;
 use std::ops::Range;
