@@ -34,7 +34,8 @@
 //!   maximum) and is counted in [`ConnProtocol::heap_bytes`], so it falls
 //!   under the shard's input memory bound. A reassembled frame reaches the
 //!   handler as owned bytes: the buffer itself for a large one (over 64
-//!   KiB), a copy for a small one;
+//!   KiB), a copy for a small one; and the buffer is freed once no frame is
+//!   in progress, so an idle connection holds no input memory;
 //! - a codec error closes the connection with the reason the built-in path
 //!   gives for it ([`CloseReason::FrameTooLarge`] with the announced length
 //!   and the maximum, else [`CloseReason::InvalidFrame`] with the error's
@@ -154,9 +155,10 @@ fn locate(payload: &[u8], shared: Option<&Bytes>, input: &Range<*const u8>) -> P
 }
 
 impl<C: Codec> ConnProtocol for FramedConn<C> {
-    /// Up to one message. Every byte not part of a message handed over is
-    /// consumed (kept by the framer for a frame in progress), so the engine
-    /// carries nothing between receives for this protocol.
+    /// Up to one message; the bytes after it are left for the next call.
+    /// Without a message every byte is used (the framer keeps a frame in
+    /// progress), so the engine carries nothing between receives for this
+    /// protocol.
     fn receive(&mut self, input: &mut [u8], _now: Instant, _out: &mut Vec<u8>) -> (usize, Step) {
         let input: &[u8] = input;
         let range = input.as_ptr_range();
@@ -165,6 +167,14 @@ impl<C: Codec> ConnProtocol for FramedConn<C> {
             message = Some(locate(payload, shared, &range));
             false
         });
+        if self.framer.heap_bytes() > 0 && self.framer.partial().is_none() {
+            // Between frames: the reassembly buffer goes, so an idle
+            // connection holds no input memory (on the built-in path its
+            // input state goes back to the shard's pool, and a framer that
+            // grew is replaced the same way: codec state does not outlive
+            // a frame).
+            self.framer = Framer::new(self.framer.codec().clone());
+        }
         match (fed, message) {
             (Ok(used), Some(payload)) => (used, Step::Message(MessageKind::Binary, payload)),
             (Ok(used), None) => (used, Step::NeedMore),
