@@ -133,24 +133,49 @@ pub(crate) fn close_reason(error: CodecError) -> CloseReason {
     }
 }
 
-/// Where a payload handed over by the framer lies: in place in the input
-/// (`input` is its address range), else in the framer's buffer, taken over
-/// when the framer gave it up (`shared`), copied otherwise.
-fn locate(payload: &[u8], shared: Option<&Bytes>, input: &Range<*const u8>) -> Payload {
-    if let Some(bytes) = shared {
-        return Payload::Owned(bytes.clone());
+/// Where the payload handed over by the framer lies, kept as plain
+/// numbers while the framer runs (cheaper to hand back than a [`Payload`]
+/// built inside its callback).
+#[derive(Default)]
+struct Found {
+    /// A payload was handed over.
+    some: bool,
+    /// Its range in the input, when it lies there.
+    span: Option<(usize, usize)>,
+    /// Else its bytes: the framer's buffer taken over, or a copy.
+    owned: Option<Bytes>,
+}
+
+impl Found {
+    /// Notes `payload`, handed over by the framer: in place in the input
+    /// (`input` is its address range), else in the framer's buffer, taken
+    /// over when the framer gave it up (`shared`), copied otherwise.
+    #[inline]
+    fn note(&mut self, payload: &[u8], shared: Option<&Bytes>, input: &Range<*const u8>) {
+        self.some = true;
+        // The framer hands out slices of the input or of its own buffer,
+        // which never overlap: the address range tells which.
+        let at = payload.as_ptr_range();
+        if shared.is_none() && !payload.is_empty() && input.start <= at.start && at.end <= input.end
+        {
+            let start = at.start.addr() - input.start.addr();
+            self.span = Some((start, start + payload.len()));
+        } else {
+            self.owned = Some(match shared {
+                Some(bytes) => bytes.clone(),
+                None => Bytes::copy_from_slice(payload),
+            });
+        }
     }
-    if payload.is_empty() {
-        return Payload::Owned(Bytes::new());
-    }
-    // The framer hands out slices of the input or of its own buffer, which
-    // never overlap: the address range tells which.
-    let at = payload.as_ptr_range();
-    if input.start <= at.start && at.end <= input.end {
-        let start = at.start.addr() - input.start.addr();
-        Payload::Input(start, start + payload.len())
-    } else {
-        Payload::Owned(Bytes::copy_from_slice(payload))
+
+    fn payload(self) -> Option<Payload> {
+        if !self.some {
+            return None;
+        }
+        Some(match (self.span, self.owned) {
+            (Some((start, end)), _) => Payload::Input(start, end),
+            (None, owned) => Payload::Owned(owned.unwrap_or_default()),
+        })
     }
 }
 
@@ -162,9 +187,9 @@ impl<C: Codec> ConnProtocol for FramedConn<C> {
     fn receive(&mut self, input: &mut [u8], _now: Instant, _out: &mut Vec<u8>) -> (usize, Step) {
         let input: &[u8] = input;
         let range = input.as_ptr_range();
-        let mut message = None;
+        let mut found = Found::default();
         let fed = self.framer.feed_shared(input, |payload, shared| {
-            message = Some(locate(payload, shared, &range));
+            found.note(payload, shared, &range);
             false
         });
         if self.framer.heap_bytes() > 0 && self.framer.partial().is_none() {
@@ -175,7 +200,7 @@ impl<C: Codec> ConnProtocol for FramedConn<C> {
             // a frame).
             self.framer = Framer::new(self.framer.codec().clone());
         }
-        match (fed, message) {
+        match (fed, found.payload()) {
             (Ok(used), Some(payload)) => (used, Step::Message(MessageKind::Binary, payload)),
             (Ok(used), None) => (used, Step::NeedMore),
             (Err(e), _) => (input.len(), Step::Close(close_reason(e))),
