@@ -192,6 +192,10 @@ impl<C: Codec> ConnProtocol for FramedConn<C> {
             found.note(payload, shared, &range);
             false
         });
+        let used = match fed {
+            Ok(used) => used,
+            Err(e) => return (input.len(), Step::Close(close_reason(e))),
+        };
         if self.framer.heap_bytes() > 0 && self.framer.partial().is_none() {
             // Between frames: the reassembly buffer goes, so an idle
             // connection holds no input memory (on the built-in path its
@@ -200,10 +204,9 @@ impl<C: Codec> ConnProtocol for FramedConn<C> {
             // a frame).
             self.framer = Framer::new(self.framer.codec().clone());
         }
-        match (fed, found.payload()) {
-            (Ok(used), Some(payload)) => (used, Step::Message(MessageKind::Binary, payload)),
-            (Ok(used), None) => (used, Step::NeedMore),
-            (Err(e), _) => (input.len(), Step::Close(close_reason(e))),
+        match found.payload() {
+            Some(payload) => (used, Step::Message(MessageKind::Binary, payload)),
+            None => (used, Step::NeedMore),
         }
     }
 
