@@ -92,7 +92,7 @@ fn echo_rounds(depth: usize, rounds: usize) -> f64 {
 }
 
 /// This thread's CPU time in nanoseconds.
-fn thread_cpu_ns() -> u64 {
+pub(super) fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

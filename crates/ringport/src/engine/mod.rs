@@ -39,6 +39,8 @@ mod accepts;
 mod admission;
 #[cfg(test)]
 mod bench_echo;
+#[cfg(test)]
+mod bench_framed_seam;
 mod clock;
 mod closes;
 mod conn;
@@ -46,6 +48,8 @@ mod connects;
 mod direct;
 #[cfg(test)]
 mod direct_tests;
+#[cfg(test)]
+mod framed_seam_tests;
 mod handshake;
 mod input;
 mod inputs;

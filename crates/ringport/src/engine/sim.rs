@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Engine;
-use crate::codec::LengthDelimited;
+use crate::codec::{Codec, LengthDelimited};
 use crate::config::ServerConfig;
 use crate::conn_id::ConnId;
 use crate::handler::Handler;
@@ -58,23 +58,35 @@ impl RecvBuffers for Buffers {
     }
 }
 
-/// One shard's engine, its scripted receive buffers and its time origin.
-pub(super) struct Sim<H: Handler> {
-    pub(super) engine: Engine<LengthDelimited, H>,
+/// One shard's engine (of the default codec unless `C` says otherwise),
+/// its scripted receive buffers and its time origin.
+pub(super) struct Sim<H: Handler, C: Codec = LengthDelimited> {
+    pub(super) engine: Engine<C, H>,
     pub(super) bufs: Buffers,
     pub(super) t0: Instant,
     /// The target of the direct receive last drained (`Op::RecvInto`).
     pub(super) target: Option<RecvTarget>,
+    /// When recording ([`Self::record_sends`]): for every `Op::Send`
+    /// drained, its slot and the bytes its send queue held then (what a
+    /// driver writes for it).
+    pub(super) sends: Option<Vec<(u32, Vec<u8>)>>,
 }
 
-impl<H: Handler> Sim<H> {
-    pub(super) fn new(engine: Engine<LengthDelimited, H>, t0: Instant) -> Self {
+impl<H: Handler, C: Codec> Sim<H, C> {
+    pub(super) fn new(engine: Engine<C, H>, t0: Instant) -> Self {
         Sim {
             engine,
             bufs: Buffers::default(),
             t0,
             target: None,
+            sends: None,
         }
+    }
+
+    /// From now on, the bytes of every `Op::Send` drained are kept in
+    /// [`Self::sends`] (off by default: it copies every send).
+    pub(super) fn record_sends(&mut self) {
+        self.sends.get_or_insert_with(Vec::new);
     }
 
     /// Virtual time `ms` milliseconds after `t0`.
@@ -93,10 +105,16 @@ impl<H: Handler> Sim<H> {
     pub(super) fn ops(&mut self) -> Vec<Op> {
         let mut ops = Vec::new();
         let mut target = None;
+        let sends = &mut self.sends;
         self.engine
             .drain_ops::<()>(|op, queues| {
                 if let Op::RecvInto { slot, .. } = op {
                     target = Some(queues.recv_target(slot).expect("a recorded target"));
+                }
+                if let (&Op::Send { slot, .. }, Some(sends)) = (&op, sends.as_mut()) {
+                    let mut bytes = Vec::new();
+                    queues.send_queue(slot).copy_to(&mut bytes);
+                    sends.push((slot, bytes));
                 }
                 ops.push(op);
                 Ok(())

@@ -3,20 +3,33 @@
 //! A connection's bytes pass, in order, through its **transport** (plain or
 //! TLS, `crate::transport`), then its **protocol**, then the handler:
 //!
-//! - the **framed** protocol is the engine's own: a [`Codec`](crate::Codec)
-//!   finds message boundaries, with the zero-copy paths (large frames
-//!   received straight into their buffer, replies queued by reference);
-//!   connections of a listener without a protocol use it;
-//! - any other protocol is a `ConnProtocol` per connection, made by the
+//! - a protocol is a `ConnProtocol` per connection, made by the
 //!   `ListenerProtocol` of the listener that accepted it: a pure state
-//!   machine (no socket, no clock) that turns received bytes into
-//!   steps (a handshake to decide, a message, the end) and writes its
-//!   own output (handshake response, pongs, close frames) into a buffer the
-//!   engine sends. WebSocket (`websocket`, feature `websocket`) is one.
+//!   machine (no socket, no clock) that turns received bytes into steps (a
+//!   handshake to decide, a message, the end), writes its own output
+//!   (handshake response, pongs, close frames) into a buffer the engine
+//!   sends, and frames the messages sent;
+//! - the **framed** codecs ([`Codec`](crate::Codec): length-delimited,
+//!   lines, raw bytes, a user's) are the seam's first implementation
+//!   (`framed`: `FramedConn`, `FramedListener`): no handshake, a message per
+//!   frame, the codec's header on the way out. The engine runs a listener
+//!   *without* a protocol on its built-in specialization of that same
+//!   protocol (`engine/input.rs`, `engine/direct.rs`), which keeps the
+//!   zero-copy receive paths a byte-slice interface cannot express: the
+//!   rest of a large frame received straight into its buffer, bulk
+//!   receives, the small-message short path. Both cut the stream with the
+//!   same [`Framer`](crate::codec::Framer), and differential tests check
+//!   that they give identical results (`framed`'s property test, message
+//!   for message and error for error in any split of the stream, and
+//!   `engine/framed_seam_tests.rs`, the same scenarios through both paths);
+//!   `engine/bench_framed_seam.rs` measures what the specialization saves;
+//! - WebSocket (`websocket`, feature `websocket`) is the protocol with a
+//!   handshake, control frames and message kinds.
 //!
 //! The engine knows protocols only through these traits: nothing in
-//! `engine/` names WebSocket.
+//! `engine/` (outside its tests) names WebSocket or the framed protocol.
 
+pub(crate) mod framed;
 #[cfg(feature = "websocket")]
 pub mod websocket;
 #[cfg(feature = "websocket")]
