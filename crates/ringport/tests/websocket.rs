@@ -227,6 +227,45 @@ fn heartbeats_are_pings_and_pongs_keep_a_client_alive() {
 }
 
 #[test]
+fn a_message_trickled_in_is_closed_at_the_frame_timeout_and_counted() {
+    let mut cfg = ws_config(|ws| ws.session.max_message = 1 << 20);
+    cfg.frame_timeout = Some(Duration::from_millis(300));
+    cfg.tick = Duration::from_millis(20);
+    let (server, addr) = start(cfg, || Echo);
+    // A prompt client is not affected.
+    let mut prompt = ws::connect(addr, "/", &[]).unwrap();
+    // A 1000-byte binary message (zero masking key), its first part only,
+    // then a byte every 50 ms: each byte resets the idle timer, so only
+    // the frame timeout catches it.
+    let mut slow = ws::connect(addr, "/", &[]).unwrap();
+    let mut message = vec![0x82, 0xfe, 0x03, 0xe8, 0, 0, 0, 0];
+    message.extend_from_slice(&[7u8; 1000]);
+    slow.raw(&message[..100]);
+    let started = std::time::Instant::now();
+    let mut sent = 100;
+    let code = loop {
+        assert!(started.elapsed() < IO_TIMEOUT, "never closed");
+        prompt.binary(b"here");
+        assert_eq!(prompt.recv(), Got::Binary(b"here".to_vec()));
+        if slow.raw_checked(&message[sent..sent + 1]).is_err() {
+            break slow.recv();
+        }
+        sent += 1;
+        if let Some(got) = slow.try_recv(Duration::from_millis(50)) {
+            break got;
+        }
+    };
+    assert_eq!(code, Got::Closed(1008), "policy violation");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "not before its time: {:?}",
+        started.elapsed()
+    );
+    assert!(wait_until(IO_TIMEOUT, || server.stats().frame_timeouts == 1));
+    server.stop();
+}
+
+#[test]
 fn a_silent_client_is_closed_at_the_handshake_timeout() {
     let mut cfg = ws_config(|ws| ws.handshake_timeout = Duration::from_millis(300));
     cfg.tick = Duration::from_millis(20);

@@ -719,3 +719,106 @@ fn a_peer_closing_after_its_last_frame_gets_its_replies_first() {
     );
     assert_eq!(t.wire[&3], stream);
 }
+
+#[test]
+fn a_peer_closing_inside_a_frame_is_a_truncated_frame_alike() {
+    let codec = LengthDelimited::new();
+    let whole = encode(&codec, &payload(100, 1));
+    // A header cut short, and a frame cut in its payload.
+    for (cut_at, expected) in [
+        (
+            2,
+            CloseReason::TruncatedFrame {
+                have: 2,
+                missing: None,
+            },
+        ),
+        (
+            40,
+            CloseReason::TruncatedFrame {
+                have: 40,
+                missing: Some(64),
+            },
+        ),
+    ] {
+        let mut stream = encode(&codec, b"one");
+        stream.extend_from_slice(&whole[..cut_at]);
+        let (t, _, _) = both(
+            codec.clone(),
+            |_| {},
+            |p| {
+                p.accept(3);
+                p.peer_sends(3, &stream);
+                p.peer_closes(3);
+            },
+        );
+        assert_eq!(
+            t.seen,
+            vec![
+                Seen::Connect(3),
+                Seen::Message(3, b"one".to_vec()),
+                Seen::Close(3, expected),
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_frame_not_complete_in_time_closes_alike() {
+    let codec = LengthDelimited::new();
+    let frame = encode(&codec, &payload(1000, 2));
+    let (t, _, _) = both(
+        codec.clone(),
+        |c| c.frame_timeout = Some(Duration::from_millis(500)),
+        |p| {
+            p.turn(0);
+            p.accept(2);
+            p.accept(3);
+            p.peer_sends(2, &frame[..100]);
+            // Slot 3's frame completes in time, in pieces.
+            p.peer_sends(3, &frame[..300]);
+            p.turn(200);
+            p.peer_sends(3, &frame[300..]);
+            for ms in (300..=2000).step_by(100) {
+                p.turn(ms);
+                // Another byte every 100 ms does not save a frame.
+                if ms <= 1000 {
+                    p.peer_sends(2, &frame[100 + ms as usize / 100..101 + ms as usize / 100]);
+                }
+            }
+        },
+    );
+    let closes: Vec<&Seen> = t
+        .seen
+        .iter()
+        .filter(|s| matches!(s, Seen::Close(..)))
+        .collect();
+    assert!(
+        matches!(
+            closes.as_slice(),
+            [Seen::Close(2, CloseReason::FrameTimeout { have, missing: Some(missing) })]
+                if have + missing == frame.len() as u64 && *have > 100
+        ),
+        "{closes:?}"
+    );
+    assert_eq!(t.wire[&3], frame, "the frame completed in time is echoed");
+}
+
+#[test]
+fn an_over_long_frame_is_counted_alike() {
+    let codec = LengthDelimited::new().max_frame_length(1000);
+    let mut counted = Vec::new();
+    let counted_ref = RefCell::new(&mut counted);
+    both(
+        codec,
+        |_| {},
+        |p| {
+            p.accept(6);
+            p.peer_sends(6, &5000u32.to_be_bytes());
+            counted_ref
+                .borrow_mut()
+                .push(p.sim.engine.core.stats.frames_too_large);
+        },
+    );
+    assert_eq!(counted, vec![1, 1], "built-in, then through the seam");
+}

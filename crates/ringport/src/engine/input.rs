@@ -27,6 +27,35 @@ impl<C: Codec> Core<C> {
     pub(super) fn held(&self, slot: usize) -> u64 {
         self.inputs.held(slot) + self.protocols.heap_bytes(slot)
     }
+
+    /// The message `slot` is receiving, if some of its bytes arrived: its
+    /// framer's frame, or for a protocol connection the message its
+    /// protocol absorbed part of plus the bytes kept for its next step.
+    pub(super) fn partial(&self, slot: usize) -> Option<Partial> {
+        if !self.conns[slot].has_protocol() {
+            return self.inputs.partial(slot);
+        }
+        let carried = self.inputs.get(slot).map_or(0, |i| i.carry.len() as u64);
+        protocol_partial(self.protocols.partial(slot), carried)
+    }
+}
+
+/// A protocol connection's message in progress: what its protocol absorbed
+/// (`absorbed`) and `carried` bytes the engine keeps for its next step (the
+/// start of a header: how long the message is, is then unknown).
+pub(super) fn protocol_partial(absorbed: Option<Partial>, carried: u64) -> Option<Partial> {
+    match (absorbed, carried) {
+        (None, 0) => None,
+        (None, have) => Some(Partial {
+            have,
+            missing: None,
+        }),
+        (Some(p), 0) => Some(p),
+        (Some(p), more) => Some(Partial {
+            have: p.have + more,
+            missing: None,
+        }),
+    }
 }
 
 impl<C: Codec, H: Handler> Engine<C, H> {
@@ -221,7 +250,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// The peer closed its side and all its input has been handled: a
     /// frame cut short is reported as such.
     pub(super) fn close_at_eof(&mut self, slot: usize) {
-        let reason = match self.core.inputs.partial(slot) {
+        let reason = match self.core.partial(slot) {
             Some(Partial { have, missing }) => {
                 self.core.stats.truncated_frames += 1;
                 tracing::debug!(slot, have, ?missing, "peer closed inside a frame");
@@ -235,10 +264,23 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// Notes when the frame being received began: a frame still partial
     /// after a feed that delivered messages is a new one.
     fn track_frame_start(&mut self, s: &mut InputState<C>, delivered: bool) {
+        if self.core.sweeps.frame_timeout_on() {
+            let partial = s.framer.partial();
+            self.track_message_start(s, partial, delivered);
+        }
+    }
+
+    /// [`Self::track_frame_start`] for the message in progress `partial`
+    /// (the framer's, or a protocol connection's).
+    pub(super) fn track_message_start(
+        &mut self,
+        s: &mut InputState<C>,
+        partial: Option<Partial>,
+        delivered: bool,
+    ) {
         if !self.core.sweeps.frame_timeout_on() {
             return;
         }
-        let partial = s.framer.partial();
         let now = self.core.clock.now();
         s.frame_started = match (&partial, delivered, s.frame_started) {
             (None, _, _) => None,
@@ -258,7 +300,6 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             let slot = slot as usize;
             let (have, missing) = self
                 .core
-                .inputs
                 .partial(slot)
                 .map_or((0, None), |p| (p.have, p.missing));
             self.core.stats.frame_timeouts += 1;

@@ -72,6 +72,7 @@ impl<C: Codec> InputState<C> {
         self.framer.buffered() == 0
             && self.backlog.is_empty()
             && self.carry.is_empty()
+            && self.frame_started.is_none()
             && self.bulk == 0
             && !matches!(self.direct, Direct::InFlight(_) | Direct::Bulk(_))
     }

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use super::conn::SlotState;
 use super::paged::PagedTable;
 use super::{Core, Engine};
-use crate::codec::Codec;
+use crate::codec::{Codec, Partial};
 use crate::conn_id::ConnId;
 use crate::error::{CloseReason, SendError};
 use crate::handler::{Context, Handler};
@@ -96,6 +96,12 @@ impl Protocols {
             self.count -= 1;
         }
         taken
+    }
+
+    /// The message `slot`'s protocol is receiving, if it absorbed part of
+    /// one.
+    pub fn partial(&self, slot: usize) -> Option<Partial> {
+        self.conns.get(slot)?.as_ref()?.partial()
     }
 
     /// Heap bytes held by the protocol state of `slot` (reassembly,
@@ -336,6 +342,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// paused).
     pub(super) fn deliver_protocol(&mut self, slot: usize, generation: u32, data: &[u8]) {
         let before = self.core.held(slot);
+        let messages_before = self.core.stats.messages_in;
         let mut input = self.core.inputs.take(slot);
         let paused = self.core.conns[slot].recv_paused();
         if paused {
@@ -363,6 +370,14 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 buf = Vec::new();
             }
             self.core.protocols.input = buf;
+        }
+        if self.core.conns[slot].state == SlotState::Open {
+            let partial = super::input::protocol_partial(
+                self.core.protocols.partial(slot),
+                input.carry.len() as u64,
+            );
+            let delivered = self.core.stats.messages_in != messages_before;
+            self.track_message_start(&mut input, partial, delivered);
         }
         self.core.inputs.put(slot, input, true);
         self.account_held(slot, before);
@@ -400,6 +415,9 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 }
                 Step::Control => {}
                 Step::Close(reason) => {
+                    if matches!(reason, CloseReason::FrameTooLarge { .. }) {
+                        self.core.stats.frames_too_large += 1;
+                    }
                     if self.core.upgrading(slot) {
                         // Refused by the protocol (a malformed or oversized
                         // request): the handler never hears of it.

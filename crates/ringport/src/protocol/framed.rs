@@ -51,12 +51,12 @@
 //! - no keep-alive of its own (the handler's heartbeat runs) and no goodbye
 //!   (a close writes nothing).
 //!
-//! Not (yet) the same through the seam, because the engine asks a protocol
-//! nothing about a frame in progress: a peer that closes inside a frame is
-//! reported as [`CloseReason::PeerClosed`], not
-//! [`CloseReason::TruncatedFrame`]; `frame_timeout` does not apply; and an
-//! oversize frame is not counted in the shard's `frames_too_large`.
-//! [`FramedConn::partial`] has what the engine would need for the first two.
+//! The engine asks a protocol for its message in progress
+//! ([`ConnProtocol::partial`]), so through the seam as on the built-in
+//! path a peer that closes inside a frame is reported as
+//! [`CloseReason::TruncatedFrame`], `frame_timeout` applies, and an
+//! oversize frame is counted in the shard's `frames_too_large`
+//! (`engine/framed_seam_tests.rs` checks all three).
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -114,13 +114,6 @@ impl<C: Codec> FramedConn<C> {
         FramedConn {
             framer: Framer::new(codec),
         }
-    }
-
-    /// The frame in progress, if any of its bytes arrived
-    /// ([`Framer::partial`]): what the built-in path reports as
-    /// [`CloseReason::TruncatedFrame`] when the peer closes inside a frame.
-    pub(crate) fn partial(&self) -> Option<Partial> {
-        self.framer.partial()
     }
 }
 
@@ -265,6 +258,12 @@ impl<C: Codec> ConnProtocol for FramedConn<C> {
 
     fn heap_bytes(&self) -> usize {
         self.framer.heap_bytes()
+    }
+
+    /// The frame in progress, if any of its bytes arrived
+    /// ([`Framer::partial`]), as on the built-in path.
+    fn partial(&self) -> Option<Partial> {
+        self.framer.partial()
     }
 }
 

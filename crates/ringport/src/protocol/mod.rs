@@ -219,6 +219,15 @@ pub(crate) trait ConnProtocol: Send {
 
     /// Heap bytes held (reassembly, compression contexts).
     fn heap_bytes(&self) -> usize;
+
+    /// The message being received, if some of its bytes were absorbed and
+    /// it is not complete: bytes so far and, when known, bytes missing. The
+    /// engine adds the bytes it keeps for the protocol's next step; it
+    /// reports a peer that closes inside a message as
+    /// [`CloseReason::TruncatedFrame`] and applies `frame_timeout` to it.
+    fn partial(&self) -> Option<crate::codec::Partial> {
+        None
+    }
 }
 
 /// Makes the protocol of each connection a listener accepts (the

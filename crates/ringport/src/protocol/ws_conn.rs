@@ -124,6 +124,7 @@ fn close_code(reason: &CloseReason) -> (CloseCode, &'static str) {
         CloseReason::RateLimited => (CloseCode::POLICY, "message rate over its limit"),
         CloseReason::Overloaded => (CloseCode(1013), "overloaded"),
         CloseReason::FrameTooLarge { .. } => (CloseCode::TOO_BIG, "message too big"),
+        CloseReason::FrameTimeout { .. } => (CloseCode::POLICY, "message not complete in time"),
         CloseReason::InvalidFrame(_) => (CloseCode::PROTOCOL, "protocol error"),
         _ => (CloseCode::NORMAL, ""),
     }
@@ -291,6 +292,15 @@ impl ConnProtocol for WsConn {
         match &mut self.phase {
             Phase::Open(session) => session.ping(b"", out).is_ok(),
             _ => false,
+        }
+    }
+
+    fn partial(&self) -> Option<crate::codec::Partial> {
+        match &self.phase {
+            Phase::Open(session) => session
+                .receiving()
+                .map(|(have, missing)| crate::codec::Partial { have, missing }),
+            _ => None,
         }
     }
 

@@ -123,9 +123,29 @@ impl Ws {
         self.stream.write_all(bytes).unwrap();
     }
 
+    /// [`Self::raw`], the write's error returned (the server may have
+    /// closed).
+    pub fn raw_checked(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
     /// The next message, pong or end (pings from the server are answered
     /// on the way).
     pub fn recv(&mut self) -> Got {
+        self.recv_until_timeout()
+            .unwrap_or_else(|| panic!("read: nothing within {IO_TIMEOUT:?}"))
+    }
+
+    /// What arrives within `wait`, if anything.
+    pub fn try_recv(&mut self, wait: std::time::Duration) -> Option<Got> {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let got = self.recv_until_timeout();
+        self.stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        got
+    }
+
+    /// [`Self::recv`], None when the socket's read timeout passes first.
+    fn recv_until_timeout(&mut self) -> Option<Got> {
         loop {
             if !self.buf.is_empty() {
                 self.out.clear();
@@ -145,15 +165,23 @@ impl Ws {
                 if !self.out.is_empty() {
                     let _ = self.stream.write_all(&self.out);
                 }
-                if let Some(got) = got {
+                if got.is_some() {
                     return got;
                 }
             }
             let mut chunk = [0u8; 64 * 1024];
             match self.stream.read(&mut chunk) {
-                Ok(0) => return Got::Eof,
+                Ok(0) => return Some(Got::Eof),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Got::Eof,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(Got::Eof),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None;
+                }
                 Err(e) => panic!("read: {e}"),
             }
         }

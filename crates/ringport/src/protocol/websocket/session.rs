@@ -168,6 +168,16 @@ impl Session {
             .map_or(0, |d| d.params.context_cost(self.role == Role::Server))
     }
 
+    /// The message being received, if any of it arrived: its payload bytes
+    /// so far (compressed, if it is) and, while its final frame is being
+    /// received, the payload bytes still missing.
+    pub fn receiving(&self) -> Option<(u64, Option<u64>)> {
+        let asm = self.asm.as_ref()?;
+        asm.msg?;
+        let missing = asm.frame.as_ref().filter(|f| f.fin).map(|f| f.remaining);
+        Some((asm.data.len() as u64, missing))
+    }
+
     /// Heap bytes held now (reassembly buffers; deflate contexts counted at
     /// their measured cost).
     pub fn heap_bytes(&self) -> usize {

@@ -709,11 +709,13 @@ fn is_receiving_while_a_message_is_partly_in() {
     let mut c = Session::client(&SessionConfig::default(), None);
     let mut out = Vec::new();
     assert!(!c.is_receiving());
+    assert_eq!(c.receiving(), None);
     // Part of one frame's payload: absorbed, the message in progress.
     let mut part = vec![0x82, 10, 1, 2, 3];
     let r = c.read(&mut part, &mut out);
     assert_eq!((r.consumed, r.event), (5, Event::NeedMore));
     assert!(c.is_receiving());
+    assert_eq!(c.receiving(), Some((3, Some(7))), "3 bytes in, 7 to come");
     let mut rest = [4, 5, 6, 7, 8, 9, 10];
     let r = c.read(&mut rest, &mut out);
     assert_eq!(
@@ -726,4 +728,5 @@ fn is_receiving_while_a_message_is_partly_in() {
     let r = c.read(&mut frames, &mut out);
     assert_eq!(r.event, Event::NeedMore);
     assert!(c.is_receiving());
+    assert_eq!(c.receiving(), Some((1, None)), "more fragments may follow");
 }
