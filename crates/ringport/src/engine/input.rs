@@ -16,6 +16,7 @@ use crate::codec::{Codec, CodecError, Framer, Partial};
 use crate::conn_id::ConnId;
 use crate::error::CloseReason;
 use crate::handler::{Context, Handler};
+use crate::protocol::framed;
 use crate::sys::{BufId, RecvBuffers};
 
 /// A drained backlog keeps at most this much capacity.
@@ -335,12 +336,16 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 core.begin_close(slot, CloseReason::Overloaded, false)
             }
             Ok(()) => core.check_pause(slot),
-            Err(CodecError::FrameTooLarge { len, max }) => {
-                core.stats.frames_too_large += 1;
-                tracing::debug!(slot, len, max, "frame too large; closing");
-                core.begin_close(slot, CloseReason::FrameTooLarge { len, max }, true)
+            // The framed protocol's reason for the error, as through the
+            // seam (`protocol::framed`).
+            Err(e) => {
+                let reason = framed::close_reason(e);
+                if let CloseReason::FrameTooLarge { len, max } = reason {
+                    core.stats.frames_too_large += 1;
+                    tracing::debug!(slot, len, max, "frame too large; closing");
+                }
+                core.begin_close(slot, reason, true)
             }
-            Err(e) => core.begin_close(slot, CloseReason::InvalidFrame(e.to_string()), true),
         }
     }
 }

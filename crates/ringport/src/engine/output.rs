@@ -15,21 +15,16 @@ use crate::codec::{Codec, MAX_HEADER_LEN};
 use crate::conn_id::ConnId;
 use crate::error::{CloseReason, SendError, TopicError};
 use crate::handler::{Outbound, Remote};
-use crate::protocol::MessageKind;
+use crate::protocol::{MessageKind, framed};
 use crate::router::{self, ClusterOut, Dispatch, SendTo};
 use crate::timer::TimerId;
 
 impl<C: Codec> Core<C> {
+    /// The framed protocol's header for a message of `len` bytes (the same
+    /// function frames it through the seam, `protocol::framed`).
+    #[inline]
     fn header(&self, len: usize) -> Result<([u8; MAX_HEADER_LEN], usize), SendError> {
-        if len > self.max_frame {
-            return Err(SendError::TooLarge);
-        }
-        let mut header = [0u8; MAX_HEADER_LEN];
-        let n = self
-            .codec
-            .encode_header(len, &mut header)
-            .map_err(|_| SendError::TooLarge)?;
-        Ok((header, n))
+        framed::header(&self.codec, self.max_frame, len)
     }
 
     pub(super) fn enqueue_copy(&mut self, slot: usize, payload: &[u8]) -> Result<(), SendError> {

@@ -117,13 +117,33 @@ impl<C: Codec> FramedConn<C> {
     }
 }
 
-/// The close reason the engine's built-in framed path gives for a codec
-/// error (`Engine::after_feed`).
+/// The close reason of a codec error, through the seam and on the engine's
+/// built-in framed path (`Engine::after_feed`) alike.
 pub(crate) fn close_reason(error: CodecError) -> CloseReason {
     match error {
         CodecError::FrameTooLarge { len, max } => CloseReason::FrameTooLarge { len, max },
         e => CloseReason::InvalidFrame(e.to_string()),
     }
+}
+
+/// The header `codec` puts before a message of `len` bytes, and its length;
+/// [`SendError::TooLarge`] over `max_frame` (the codec's maximum, passed in
+/// so the engine's hot path reads it from its own fields). The engine's
+/// built-in framed path and [`FramedConn::frame`] both frame with it.
+#[inline]
+pub(crate) fn header<C: Codec>(
+    codec: &C,
+    max_frame: usize,
+    len: usize,
+) -> Result<([u8; MAX_HEADER_LEN], usize), SendError> {
+    if len > max_frame {
+        return Err(SendError::TooLarge);
+    }
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = codec
+        .encode_header(len, &mut head)
+        .map_err(|_| SendError::TooLarge)?;
+    Ok((head, n))
 }
 
 /// Where the payload handed over by the framer lies, kept as plain
@@ -229,13 +249,7 @@ impl<C: Codec> ConnProtocol for FramedConn<C> {
         out: &mut Vec<u8>,
     ) -> Result<Framed, SendError> {
         let codec = self.framer.codec();
-        if payload.len() > codec.max_frame() {
-            return Err(SendError::TooLarge);
-        }
-        let mut head = [0u8; MAX_HEADER_LEN];
-        let n = codec
-            .encode_header(payload.len(), &mut head)
-            .map_err(|_| SendError::TooLarge)?;
+        let (head, n) = self::header(codec, codec.max_frame(), payload.len())?;
         let trailer = codec.trailer();
         if trailer.is_empty() && n <= MAX_PROTOCOL_HEADER {
             header[..n].copy_from_slice(&head[..n]);
