@@ -39,21 +39,25 @@ pub(super) struct Receives {
 impl Receives {
     /// `slot`'s receive ended and may be posted again at the end of the
     /// turn.
+    #[inline]
     pub fn rearm_later(&mut self, slot: usize) {
         self.rearm.push(slot as u32);
     }
 
     /// A slot whose receive may be posted again.
+    #[inline]
     pub fn next_rearm(&mut self) -> Option<usize> {
         self.rearm.pop().map(|slot| slot as usize)
     }
 
     /// `slot` resumed reading: its backlog is replayed this turn.
+    #[inline]
     pub fn resume_later(&mut self, slot: usize) {
         self.resumed.push(slot as u32);
     }
 
     /// A resumed slot whose backlog is to be replayed.
+    #[inline]
     pub fn next_resumed(&mut self) -> Option<usize> {
         self.resumed.pop().map(|slot| slot as usize)
     }
@@ -64,6 +68,7 @@ impl Receives {
     }
 
     /// Whether any connection waits for the outbox to drain.
+    #[inline]
     pub fn any_held_by_outbox(&self) -> bool {
         !self.outbox_held.is_empty()
     }
@@ -74,6 +79,7 @@ impl Receives {
     }
 
     /// Whether the shard may post one more bulk receive.
+    #[inline]
     pub fn bulk_room(&self) -> bool {
         self.bulk_posted < BULK_CONNECTIONS
     }
@@ -96,29 +102,34 @@ impl Receives {
     }
 
     /// A feed starts: no message delivered yet.
+    #[inline]
     pub fn feed_starts(&mut self) {
         self.largest = 0;
     }
 
     /// The handler is about to be given a message of `len` bytes, `owned`
     /// when its bytes are shared (`Bytes`).
+    #[inline]
     pub fn handling(&mut self, len: usize, owned: Option<Bytes>) {
         self.largest = self.largest.max(len);
         self.current = owned;
     }
 
     /// The handler is done with the message.
+    #[inline]
     pub fn handled(&mut self) {
         self.current = None;
     }
 
     /// The longest message of the feed that just ended.
+    #[inline]
     pub fn take_largest(&mut self) -> usize {
         std::mem::take(&mut self.largest)
     }
 
     /// `payload`, if it lies within the message being handled, as a
     /// reference to it (no copy: e.g. an echo of a large message).
+    #[inline]
     pub fn quote(&self, payload: &[u8]) -> Option<Bytes> {
         let current = self.current.as_ref()?;
         let within = current.as_ptr_range();

@@ -49,6 +49,7 @@ impl Sends {
     }
 
     /// The bytes a send queue may hold before sends to it are refused.
+    #[inline]
     pub fn queue_limit(&self) -> usize {
         self.queue_limit
     }
@@ -62,6 +63,7 @@ impl Sends {
     /// Whether a connection paused by its own queue may read again: the
     /// queue drained to half the high-water mark and nothing else holds
     /// its reading.
+    #[inline]
     pub fn may_resume(&self, s: &Slot) -> bool {
         s.recv_paused()
             && s.queue.len() <= self.high_water / 2
@@ -117,6 +119,7 @@ impl Sends {
     }
 
     /// `n` bytes of `s`'s queue were sent.
+    #[inline]
     pub fn sent(&mut self, s: &mut Slot, n: usize, stats: &mut Stats) {
         let n = n.min(s.queue.len());
         s.queue.consume(&mut self.pool, n);
@@ -136,6 +139,7 @@ impl Sends {
     /// come from its own handler call: whether to queue it. Refused at the
     /// queue limit; with policy `Disconnect` the connection is then closed
     /// ([`Self::next_victim`]).
+    #[inline]
     pub fn admit_remote(&mut self, s: &Slot, slot: usize, stats: &mut Stats) -> bool {
         if s.queue.len() < self.queue_limit {
             return true;
@@ -148,6 +152,7 @@ impl Sends {
     }
 
     /// A slow consumer to close, if any is left.
+    #[inline]
     pub fn next_victim(&mut self) -> Option<usize> {
         self.victims.pop().map(|slot| slot as usize)
     }

@@ -48,16 +48,19 @@ impl ConnTable {
     }
 
     /// Slots in the table.
+    #[inline]
     pub fn len(&self) -> usize {
         self.slots.len()
     }
 
     /// Slots not free.
+    #[inline]
     pub fn in_use(&self) -> usize {
         self.in_use
     }
 
     /// Open connections.
+    #[inline]
     pub fn open_count(&self) -> usize {
         self.open.len()
     }
@@ -68,6 +71,7 @@ impl ConnTable {
     }
 
     /// The slot at position `pos` of the open list.
+    #[inline]
     pub fn open_at(&self, pos: usize) -> usize {
         self.open[pos] as usize
     }
@@ -79,12 +83,14 @@ impl ConnTable {
     }
 
     /// The slot, if it is within the table.
+    #[inline]
     pub fn get(&self, slot: usize) -> Option<&Slot> {
         self.slots.get(slot)
     }
 
     /// The slot, if its page was ever allocated (a completion for a slot
     /// never used is not worth allocating for).
+    #[inline]
     pub fn get_mut_if_allocated(&mut self, slot: usize) -> Option<&mut Slot> {
         self.slots.get_mut_if_allocated(slot)
     }
@@ -157,26 +163,30 @@ impl ConnTable {
     }
 
     /// The slot of `conn` if it is open on this shard now.
+    #[inline]
     pub fn live(&self, conn: ConnId) -> Option<usize> {
-        let slot = conn.slot() as usize;
-        self.slots
-            .get(slot)
-            .filter(|s| {
-                conn.shard() == self.shard as usize
-                    && s.state == SlotState::Open
-                    && s.generation == conn.generation()
-            })
-            .map(|_| slot)
+        self.live_slot(conn).map(|_| conn.slot() as usize)
+    }
+
+    /// The open slot of `conn`, looked up once.
+    #[inline]
+    fn live_slot(&self, conn: ConnId) -> Option<&Slot> {
+        self.slots.get(conn.slot() as usize).filter(|s| {
+            conn.shard() == self.shard as usize
+                && s.state == SlotState::Open
+                && s.generation == conn.generation()
+        })
     }
 
     /// [`Self::live`], and its send queue below `limit` bytes (one lookup
     /// of the slot for both; every send asks).
+    #[inline]
     pub fn live_below(&self, conn: ConnId, limit: usize) -> Result<usize, SendError> {
-        let slot = self.live(conn).ok_or(SendError::Closed)?;
-        if self.slots[slot].queue.len() >= limit {
+        let s = self.live_slot(conn).ok_or(SendError::Closed)?;
+        if s.queue.len() >= limit {
             return Err(SendError::QueueFull);
         }
-        Ok(slot)
+        Ok(conn.slot() as usize)
     }
 
     /// The id of the connection in `slot` now.
@@ -188,12 +198,14 @@ impl ConnTable {
 impl Index<usize> for ConnTable {
     type Output = Slot;
 
+    #[inline]
     fn index(&self, slot: usize) -> &Slot {
         &self.slots[slot]
     }
 }
 
 impl IndexMut<usize> for ConnTable {
+    #[inline]
     fn index_mut(&mut self, slot: usize) -> &mut Slot {
         &mut self.slots[slot]
     }
