@@ -39,8 +39,6 @@ mod accepts;
 mod admission;
 #[cfg(test)]
 mod bench_echo;
-#[cfg(test)]
-mod bench_framed_seam;
 mod clock;
 mod closes;
 mod conn;

@@ -19,7 +19,7 @@
 //! against `Framer` fed directly) and `engine/framed_seam_tests.rs` (the
 //! same scripted scenarios through a listener without protocol and through
 //! a [`FramedListener`]: same handler calls, same bytes on the wire, same
-//! close reasons). `engine/bench_framed_seam.rs` measures what the
+//! close reasons). `framed_seam_cost` in `engine/bench_echo.rs` measures what the
 //! specialization is worth.
 //!
 //! Behaviour through the seam:
