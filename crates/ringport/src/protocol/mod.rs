@@ -22,7 +22,8 @@
 //!   that they give identical results (`framed`'s property test, message
 //!   for message and error for error in any split of the stream, and
 //!   `engine/framed_seam_tests.rs`, the same scenarios through both paths);
-//!   `framed_seam_cost` (`engine/bench_echo.rs`) measures what the specialization saves;
+//!   `framed_seam_cost` (`engine/bench_echo.rs`) measures what the
+//!   specialization saves;
 //! - WebSocket (`websocket`, feature `websocket`) is the protocol with a
 //!   handshake, control frames and message kinds.
 //!
