@@ -44,9 +44,7 @@ fn echo_in_pieces<C: Codec + Sync>(codec: C) {
         |_| {},
         |p| {
             p.accept(4);
-            for piece in &pieces {
-                p.peer_sends(4, piece);
-            }
+            p.peer_sends_each(4, &pieces);
         },
     );
     let mut expected = vec![Seen::Connect(4)];
@@ -79,9 +77,7 @@ fn echo_of_raw_bytes_keeps_the_receives_as_messages() {
         |_| {},
         |p| {
             p.accept(2);
-            for piece in &pieces {
-                p.peer_sends(2, piece);
-            }
+            p.peer_sends_each(2, &pieces);
         },
     );
     let mut expected = vec![Seen::Connect(2)];
@@ -107,9 +103,7 @@ fn a_large_frame_and_the_one_after_it() {
         |_| {},
         |p| {
             p.accept(9);
-            for piece in &pieces {
-                p.peer_sends(9, piece);
-            }
+            p.peer_sends_each(9, &pieces);
         },
     );
     assert_eq!(
@@ -232,9 +226,7 @@ fn a_paused_connection_resumes_without_loss() {
             p.accept(5);
             // The peer writes everything without reading its replies.
             p.stall(5);
-            for piece in &pieces {
-                p.peer_sends(5, piece);
-            }
+            p.peer_sends_each(5, &pieces);
             let during = p.seen.borrow().len();
             assert!(
                 during < 1 + messages.len(),

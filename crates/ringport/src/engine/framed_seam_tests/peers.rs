@@ -174,6 +174,13 @@ impl<C: Codec + Sync> Peers<C> {
         self.settle(Vec::new());
     }
 
+    /// The peer of `slot` sends `pieces`, one write each.
+    pub(super) fn peer_sends_each(&mut self, slot: u32, pieces: &[Vec<u8>]) {
+        for piece in pieces {
+            self.peer_sends(slot, piece);
+        }
+    }
+
     /// The peer of `slot` closes its side.
     pub(super) fn peer_closes(&mut self, slot: u32) {
         self.pending.entry(slot).or_default().push_back(Sent::End);
