@@ -272,16 +272,14 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     }
 
     /// [`Self::track_frame_start`] for the message in progress `partial`
-    /// (the framer's, or a protocol connection's).
+    /// (the framer's, or a protocol connection's); only with
+    /// `frame_timeout` on.
     pub(super) fn track_message_start(
         &mut self,
         s: &mut InputState<C>,
         partial: Option<Partial>,
         delivered: bool,
     ) {
-        if !self.core.sweeps.frame_timeout_on() {
-            return;
-        }
         let now = self.core.clock.now();
         s.frame_started = match (&partial, delivered, s.frame_started) {
             (None, _, _) => None,

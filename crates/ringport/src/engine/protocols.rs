@@ -371,11 +371,11 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             }
             self.core.protocols.input = buf;
         }
-        if self.core.conns[slot].state == SlotState::Open {
-            let partial = super::input::protocol_partial(
-                self.core.protocols.partial(slot),
-                input.carry.len() as u64,
-            );
+        // Frame timing (`frame_timeout`) of the message in progress; the
+        // protocol is asked only when the timeout is on.
+        if self.core.sweeps.frame_timeout_on() && self.core.conns[slot].state == SlotState::Open {
+            let absorbed = self.core.protocols.partial(slot);
+            let partial = super::input::protocol_partial(absorbed, input.carry.len() as u64);
             let delivered = self.core.stats.messages_in != messages_before;
             self.track_message_start(&mut input, partial, delivered);
         }
