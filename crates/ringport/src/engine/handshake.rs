@@ -18,11 +18,11 @@
 //! it got a place or not. Established connections are not affected: the
 //! bound only spaces out new handshakes.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::conn::SlotState;
+use super::handshakes::Waiting;
 use super::{Core, Engine};
 use crate::codec::Codec;
 use crate::conn_id::ConnId;
@@ -30,55 +30,10 @@ use crate::error::CloseReason;
 use crate::handler::Handler;
 use crate::transport::{self, ClientSetup, Read};
 
-/// A plaintext scratch buffer keeps at most this much capacity between
-/// receives.
-const RETAIN_SCRATCH: usize = 256 * 1024;
-
-/// A shard's bookkeeping of transports in their handshake.
-pub(crate) struct Handshakes {
-    /// Plaintext of the receive being handled.
-    scratch: Vec<u8>,
-    /// Connections in their handshake: (slot, generation), checked at the
-    /// tick against their transport's deadline.
-    pending: VecDeque<(u32, u32)>,
-    /// Handshake places taken, and how many there are.
-    in_progress: usize,
-    places: usize,
-    /// Accepted clients waiting (unread, state `Waiting`, no transport
-    /// state yet) for a place.
-    waiting: VecDeque<Waiting>,
-}
-
-/// A client waiting for a handshake place: its transport is made when it
-/// gets one (as of its accept, so its deadline still runs from then).
-struct Waiting {
-    slot: u32,
-    peer: SocketAddr,
-    accepted: Instant,
-    deadline: Option<Instant>,
-}
-
-impl Handshakes {
-    pub fn new(places: usize) -> Self {
-        Handshakes {
-            scratch: Vec::new(),
-            pending: VecDeque::new(),
-            in_progress: 0,
-            places: places.max(1),
-            waiting: VecDeque::new(),
-        }
-    }
-
-    /// A handshake place is given back.
-    pub fn leave(&mut self) {
-        self.in_progress = self.in_progress.saturating_sub(1);
-    }
-}
-
 impl<C: Codec> Core<C> {
     /// Whether a handshake place is free.
     pub(super) fn handshake_place_free(&self) -> bool {
-        self.handshakes.in_progress < self.handshakes.places
+        self.handshakes.place_free()
     }
 
     /// `slot` starts a handshake (transport or protocol): it takes a place,
@@ -88,7 +43,7 @@ impl<C: Codec> Core<C> {
         let s = &mut self.conns[slot];
         if !s.in_handshake() {
             s.set_in_handshake(true);
-            self.handshakes.in_progress += 1;
+            self.handshakes.enter();
         }
     }
 
@@ -109,13 +64,13 @@ impl<C: Codec> Core<C> {
         s.state = SlotState::Waiting;
         let deadline = s.transport.handshake_deadline();
         s.transport = crate::transport::Transport::default();
-        self.handshakes.waiting.push_back(Waiting {
+        let waiting = self.handshakes.wait(Waiting {
             slot: slot as u32,
             peer,
             accepted: self.clock.now(),
             deadline,
         });
-        self.stats.handshakes_waiting = self.handshakes.waiting.len() as u64;
+        self.stats.handshakes_waiting = waiting as u64;
     }
 
     /// The next waiting client to open, its transport made, if a handshake
@@ -123,8 +78,8 @@ impl<C: Codec> Core<C> {
     /// waited are closed.
     pub(super) fn next_for_handshake(&mut self) -> Option<(usize, SocketAddr)> {
         while self.handshake_place_free() {
-            let w = self.handshakes.waiting.pop_front()?;
-            self.stats.handshakes_waiting = self.handshakes.waiting.len() as u64;
+            let w = self.handshakes.next_waiting()?;
+            self.stats.handshakes_waiting = self.handshakes.waiting() as u64;
             let slot = w.slot as usize;
             if self.waited_too_long(slot, w.deadline) {
                 continue;
@@ -153,7 +108,7 @@ impl<C: Codec> Core<C> {
 
     /// Closes the clients waiting for a handshake place (stop).
     pub(super) fn drop_handshake_waiting(&mut self) {
-        while let Some(w) = self.handshakes.waiting.pop_front() {
+        while let Some(w) = self.handshakes.next_waiting() {
             self.conns[w.slot as usize].set_unseen(true);
             self.unadmit();
             self.release(w.slot as usize);
@@ -228,18 +183,16 @@ impl<C: Codec> Core<C> {
     /// waiting for a place included (oldest first: the deadlines of the
     /// waiting ones are in arrival order).
     pub(super) fn expire_handshakes(&mut self) {
-        while let Some(w) = self.handshakes.waiting.front() {
-            let (slot, deadline) = (w.slot as usize, w.deadline);
-            if !self.waited_too_long(slot, deadline) {
+        while let Some(&Waiting { slot, deadline, .. }) = self.handshakes.first_waiting() {
+            if !self.waited_too_long(slot as usize, deadline) {
                 break;
             }
-            self.handshakes.waiting.pop_front();
+            self.handshakes.next_waiting();
         }
-        self.stats.handshakes_waiting = self.handshakes.waiting.len() as u64;
+        self.stats.handshakes_waiting = self.handshakes.waiting() as u64;
         let now = self.clock.now();
-        let mut i = 0;
-        while i < self.handshakes.pending.len() {
-            let (slot, generation) = self.handshakes.pending[i];
+        let mut tracked = self.handshakes.take_tracked();
+        tracked.retain(|&(slot, generation)| {
             let s = &self.conns[slot as usize];
             let deadline = Some(s)
                 .filter(|s| s.generation == generation && s.state == SlotState::Open)
@@ -248,15 +201,15 @@ impl<C: Codec> Core<C> {
                 Some(d) if d <= now => {
                     self.stats.tls_handshake_timeouts += 1;
                     self.transport_failed(slot as usize, "handshake not complete in time".into());
+                    false
                 }
-                Some(_) => {
-                    i += 1;
-                    continue;
-                }
-                None => {}
+                // Still in its handshake, in time.
+                Some(_) => true,
+                // Done, or the connection is gone.
+                None => false,
             }
-            self.handshakes.pending.swap_remove_back(i);
-        }
+        });
+        self.handshakes.keep_tracking(tracked);
     }
 
     /// Closes `slot` for a transport failure (the alert it queued is sent
@@ -286,10 +239,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             return false;
         }
         let generation = s.generation;
-        self.core
-            .handshakes
-            .pending
-            .push_back((slot as u32, generation));
+        self.core.handshakes.track(slot, generation);
         self.core.enter_handshake(slot);
         self.core.transport_flush(slot);
         true
@@ -300,8 +250,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     /// the framer. The handler is told of the connection when its
     /// handshake completes.
     pub(super) fn deliver_through_transport(&mut self, slot: usize, generation: u32, data: &[u8]) {
-        let mut plain = std::mem::take(&mut self.core.handshakes.scratch);
-        plain.clear();
+        let mut plain = self.core.handshakes.take_scratch();
         self.core.conns[slot].last_input = self.core.clock.stamp();
         let read = self.core.conns[slot].transport.read(data, &mut plain);
         match read {
@@ -334,9 +283,6 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                 }
             }
         }
-        if plain.capacity() > RETAIN_SCRATCH {
-            plain = Vec::new();
-        }
-        self.core.handshakes.scratch = plain;
+        self.core.handshakes.put_scratch(plain);
     }
 }

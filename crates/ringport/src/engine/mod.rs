@@ -49,6 +49,7 @@ mod direct_tests;
 #[cfg(test)]
 mod framed_seam_tests;
 mod handshake;
+mod handshakes;
 mod input;
 mod inputs;
 #[cfg(test)]
@@ -158,7 +159,7 @@ pub(crate) struct Core<C: Codec> {
     /// shard loop to hand on.
     outbox: Outbox,
     /// Connections in their transport's handshake.
-    handshakes: handshake::Handshakes,
+    handshakes: handshakes::Handshakes,
     /// Per-source limit and accept filter bookkeeping (`admission`).
     admission: admission::Admission,
     /// The message rate limit's buckets (`rate`).
@@ -208,7 +209,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             ops: Vec::with_capacity(1024),
             topics: topics::TopicIndex::default(),
             outbox: Outbox::new(index, shared.shards.len(), config.command_queue),
-            handshakes: handshake::Handshakes::new(config.max_handshakes_per_shard),
+            handshakes: handshakes::Handshakes::new(config.max_handshakes_per_shard),
             admission: admission::Admission::default(),
             rate: rate::Rates::new(config.max_message_rate, table),
             protocols: protocols::Protocols::new(Vec::new(), 0),

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::codec::{Codec, MAX_HEADER_LEN};
 use crate::config::ServerConfig;
@@ -111,7 +110,7 @@ pub(super) struct Peers<C: Codec> {
 impl<C: Codec + Sync> Peers<C> {
     pub(super) fn new(codec: C, path: Path, tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let seen = Rc::new(RefCell::new(Vec::new()));
-        let t0 = Instant::now();
+        let t0 = crate::engine::tests::virtual_t0();
         let engine = Engine::new(
             0,
             shard_with(TABLE, tweak),
