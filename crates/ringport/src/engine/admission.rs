@@ -14,11 +14,11 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
 
 use super::accepts::AtLimit;
 use super::conn::SlotState;
 use super::connects::PendingConnect;
+use super::screening::Refusal;
 use super::{Core, Engine};
 use crate::admission_table::Ticket;
 use crate::codec::Codec;
@@ -27,33 +27,11 @@ use crate::conn_id::ConnId;
 use crate::handler::Handler;
 use crate::sys::Op;
 
-/// At most one log line per this period for refused clients (per shard).
-const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(1);
-
-/// A shard's bookkeeping of refused clients, for a log at a bounded rate.
-#[derive(Default)]
-pub(crate) struct Admission {
-    /// The local address of each listener (by index), for the accept
-    /// filter.
-    listeners: Vec<SocketAddr>,
-    /// When the last refusal was logged.
-    last_logged: Option<Instant>,
-    /// Refusals since then, not logged: (per source, by the filter).
-    unlogged: (u64, u64),
-}
-
-/// Why a client was refused at accept.
-#[derive(Clone, Copy)]
-enum Refusal {
-    PerSource,
-    Filter,
-}
-
 impl<C: Codec, H: Handler> Engine<C, H> {
     /// Gives the accept filter the listeners' local addresses (by
     /// listener index, as in `Completion::Accepted`).
     pub fn with_listener_addrs(mut self, addrs: Vec<SocketAddr>) -> Self {
-        self.core.admission.listeners = addrs;
+        self.core.screening.set_listeners(addrs);
         self
     }
 
@@ -189,9 +167,7 @@ impl<C: Codec> Core<C> {
         self.conns[slot].set_peer(peer);
         self.conns[slot].set_per_source(false);
         if let Some(filter) = &self.shared.config.accept_filter {
-            let local = (self.admission.listeners.get(usize::from(listener)))
-                .copied()
-                .unwrap_or(self.shared.config.addr);
+            let local = (self.screening.listener(listener)).unwrap_or(self.shared.config.addr);
             if filter.admits(peer, local) {
                 return self.count_source(slot, peer);
             }
@@ -219,23 +195,13 @@ impl<C: Codec> Core<C> {
     }
 
     /// Closes a refused client unread, and logs refusals at most once per
-    /// [`REFUSAL_LOG_PERIOD`] with how many there were.
+    /// [`super::screening::REFUSAL_LOG_PERIOD`] with how many there were.
     fn refuse(&mut self, slot: usize, peer: SocketAddr, why: Refusal) {
         self.conns[slot].set_unseen(true);
         self.release(slot);
-        let log = &mut self.admission;
-        match why {
-            Refusal::PerSource => log.unlogged.0 += 1,
-            Refusal::Filter => log.unlogged.1 += 1,
-        }
-        if log
-            .last_logged
-            .is_some_and(|t| self.clock.now().saturating_duration_since(t) < REFUSAL_LOG_PERIOD)
-        {
+        let Some((per_source, filter)) = self.screening.refused(why, self.clock.now()) else {
             return;
-        }
-        let (per_source, filter) = std::mem::take(&mut log.unlogged);
-        log.last_logged = Some(self.clock.now());
+        };
         let limit = self.shared.sources.as_ref().map(|t| t.limit());
         tracing::warn!(
             shard = self.index,

@@ -66,6 +66,7 @@ mod protocol_tests;
 mod protocols;
 mod rate;
 mod receives;
+mod screening;
 mod sends;
 #[cfg(test)]
 mod sim;
@@ -160,8 +161,8 @@ pub(crate) struct Core<C: Codec> {
     outbox: Outbox,
     /// Connections in their transport's handshake.
     handshakes: handshakes::Handshakes,
-    /// Per-source limit and accept filter bookkeeping (`admission`).
-    admission: admission::Admission,
+    /// Listener addresses for the accept filter, refusals to log.
+    screening: screening::Screening,
     /// The message rate limit's buckets (`rate`).
     rate: rate::Rates,
     /// Connections with a protocol of their own (not the framed codec).
@@ -210,7 +211,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             topics: topics::TopicIndex::default(),
             outbox: Outbox::new(index, shared.shards.len(), config.command_queue),
             handshakes: handshakes::Handshakes::new(config.max_handshakes_per_shard),
-            admission: admission::Admission::default(),
+            screening: screening::Screening::default(),
             rate: rate::Rates::new(config.max_message_rate, table),
             protocols: protocols::Protocols::new(Vec::new(), 0),
             shared,
