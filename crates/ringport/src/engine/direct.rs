@@ -32,8 +32,9 @@
 //! and goes back to the multishot receive once a feed delivers a smaller
 //! message.
 //! Such a buffer is posted before its bytes arrive (and stays while the
-//! peer is quiet), so at most [`BULK_CONNECTIONS`] connections per shard
-//! have one (16 MiB in all); the others use the multishot receive.
+//! peer is quiet), so at most [`super::receives::BULK_CONNECTIONS`]
+//! connections per shard have one (16 MiB in all); the others use the
+//! multishot receive.
 //!
 //! Everything else stays as it is: a direct receive counts as the slot's
 //! receive in flight (`recv_armed`), so a pause, a close or a frame

@@ -61,6 +61,7 @@ mod multi_tests;
 pub(crate) mod outbox;
 mod output;
 mod paged;
+mod protocol_states;
 #[cfg(test)]
 mod protocol_tests;
 mod protocols;
@@ -166,7 +167,7 @@ pub(crate) struct Core<C: Codec> {
     /// The message rate limit's buckets (`rate`).
     rate: rate::Rates,
     /// Connections with a protocol of their own (not the framed codec).
-    protocols: protocols::Protocols,
+    protocols: protocol_states::Protocols,
 }
 
 /// A shard's engine: the core plus the handler and per-connection input
@@ -213,7 +214,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
             handshakes: handshakes::Handshakes::new(config.max_handshakes_per_shard),
             screening: screening::Screening::default(),
             rate: rate::Rates::new(config.max_message_rate, table),
-            protocols: protocols::Protocols::new(Vec::new(), 0),
+            protocols: protocol_states::Protocols::new(Vec::new(), 0),
             shared,
         };
         Engine {
@@ -230,7 +231,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         listeners: Vec<Option<Arc<dyn crate::protocol::ListenerProtocol>>>,
     ) -> Self {
         let table = self.core.conns.len();
-        self.core.protocols = protocols::Protocols::new(listeners, table);
+        self.core.protocols = protocol_states::Protocols::new(listeners, table);
         self
     }
 

@@ -290,7 +290,7 @@ impl<C: Codec> Outbound for Core<C> {
     }
 
     fn message_kind(&self) -> MessageKind {
-        self.protocols.current_kind
+        self.protocols.current_kind()
     }
 
     fn send_bytes(&mut self, conn: ConnId, payload: Bytes) -> Result<(), SendError> {

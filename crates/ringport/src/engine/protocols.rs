@@ -1,143 +1,49 @@
 //! Connections whose protocol is not the framed codec (`crate::protocol`):
 //! the engine side of the protocol seam.
 //!
-//! A listener may carry a [`ListenerProtocol`]; each connection it accepts
-//! gets a [`ConnProtocol`] (kept here, by slot; framed connections have
-//! none and pay nothing). Received plaintext goes through it instead of
-//! the framer: it answers the opening handshake after asking the handler
+//! A listener may carry a [`crate::protocol::ListenerProtocol`]; each
+//! connection it accepts gets a [`crate::protocol::ConnProtocol`] (kept in
+//! the [`super::protocol_states::Protocols`] part, by slot; framed
+//! connections have none and pay nothing). Received plaintext goes
+//! through it instead of the framer: it answers the opening handshake after asking the handler
 //! (`Handler::on_upgrade`), hands whole messages to `on_message`, answers
 //! control traffic itself and ends the connection with a reason. Messages
 //! sent to such a connection are framed by it (a header before the payload,
 //! which is still queued by reference when shared), and a close says
 //! goodbye through it (a close frame) before the transport's end.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::conn::SlotState;
-use super::paged::PagedTable;
 use super::{Core, Engine};
-use crate::codec::{Codec, Partial};
+use crate::codec::Codec;
 use crate::conn_id::ConnId;
 use crate::error::{CloseReason, SendError};
 use crate::handler::{Context, Handler};
 use crate::protocol::{
-    ConnProtocol, Framed, FramedShared, ListenerProtocol, MAX_PROTOCOL_HEADER, MessageKind,
-    Payload, SharedCache, Step, UpgradeDecision,
+    Framed, FramedShared, MAX_PROTOCOL_HEADER, MessageKind, Payload, Step, UpgradeDecision,
 };
-
-/// The scratch buffers keep at most this much capacity between receives.
-const RETAIN_SCRATCH: usize = 256 * 1024;
-
-/// A shard's protocol connections.
-pub(crate) struct Protocols {
-    /// The protocol of each listener (by index), `None` for framed ones.
-    listeners: Vec<Option<Arc<dyn ListenerProtocol>>>,
-    /// By slot (a page of the table is allocated when a protocol
-    /// connection first lands in it: no hashing, no per-entry overhead).
-    conns: PagedTable<Option<Box<dyn ConnProtocol>>>,
-    /// Protocol connections in `conns`.
-    count: usize,
-    /// Received bytes being read (the connection's leftover, then the new
-    /// ones).
-    input: Vec<u8>,
-    /// The protocol's own output of one step.
-    out: Vec<u8>,
-    /// Connections in their opening handshake, with its deadline.
-    upgrades: VecDeque<(u32, u32, Instant)>,
-    /// The kind of the message being handled.
-    pub current_kind: MessageKind,
-    /// What the protocols keep of the message being fanned out (a
-    /// broadcast or publish), emptied for each.
-    fanout: SharedCache,
-}
-
-impl Protocols {
-    /// Protocols for the listeners (by index) of a table of `table` slots.
-    pub fn new(listeners: Vec<Option<Arc<dyn ListenerProtocol>>>, table: usize) -> Protocols {
-        Protocols {
-            listeners,
-            conns: PagedTable::new(table),
-            count: 0,
-            input: Vec::new(),
-            out: Vec::new(),
-            upgrades: VecDeque::new(),
-            current_kind: MessageKind::Binary,
-            fanout: None,
-        }
-    }
-
-    /// Whether `slot` has a protocol connection.
-    #[inline]
-    pub fn has(&self, slot: usize) -> bool {
-        self.count > 0 && self.conns.get(slot).is_some_and(Option::is_some)
-    }
-
-    #[inline]
-    fn get_mut(&mut self, slot: usize) -> Option<&mut Box<dyn ConnProtocol>> {
-        self.conns
-            .get_mut_if_allocated(slot)
-            .and_then(Option::as_mut)
-    }
-
-    fn insert(&mut self, slot: usize, conn: Box<dyn ConnProtocol>) {
-        if self.conns[slot].replace(conn).is_none() {
-            self.count += 1;
-        }
-    }
-
-    fn take(&mut self, slot: usize) -> Option<Box<dyn ConnProtocol>> {
-        let taken = self.conns.get_mut_if_allocated(slot).and_then(Option::take);
-        if taken.is_some() {
-            self.count -= 1;
-        }
-        taken
-    }
-
-    /// The message `slot`'s protocol is receiving, if it absorbed part of
-    /// one.
-    pub fn partial(&self, slot: usize) -> Option<Partial> {
-        self.conns.get(slot)?.as_ref()?.partial()
-    }
-
-    /// Heap bytes held by the protocol state of `slot` (reassembly,
-    /// compression contexts).
-    pub fn heap_bytes(&self, slot: usize) -> u64 {
-        if self.count == 0 {
-            return 0;
-        }
-        self.conns
-            .get(slot)
-            .and_then(Option::as_ref)
-            .map_or(0, |c| c.heap_bytes() as u64)
-    }
-}
 
 impl<C: Codec> Core<C> {
     /// An accepted connection from listener `listener`: its protocol state,
     /// if the listener has one.
     pub(super) fn attach_protocol(&mut self, slot: usize, listener: u8, peer: SocketAddr) {
-        let Some(Some(make)) = self.protocols.listeners.get(listener as usize) else {
+        let Some(make) = self.protocols.listener(listener) else {
             return;
         };
         let conn = make.open(peer, self.clock.now());
         let deadline = self.clock.now() + make.handshake_timeout();
         let generation = self.conns[slot].generation;
         self.protocols.insert(slot, conn);
-        // Deadlines differ by listener: kept in order of deadline.
-        let upgrades = &mut self.protocols.upgrades;
-        let at = upgrades.partition_point(|&(_, _, d)| d <= deadline);
-        upgrades.insert(at, (slot as u32, generation, deadline));
+        self.protocols.expect_upgrade(slot, generation, deadline);
     }
 
     /// The slot is free again: its protocol state goes (and the memory it
     /// held leaves the shard's input account).
     pub(super) fn detach_protocol(&mut self, slot: usize) {
-        if self.protocols.count > 0 {
+        if self.protocols.any() {
             let held = self.protocols.heap_bytes(slot);
             self.stats.reassembly_bytes = self.stats.reassembly_bytes.saturating_sub(held);
             self.protocols.take(slot);
@@ -148,13 +54,7 @@ impl<C: Codec> Core<C> {
     /// (not yet shown to the handler).
     #[inline]
     pub(super) fn upgrading(&self, slot: usize) -> bool {
-        self.conns[slot].has_protocol()
-            && self
-                .protocols
-                .conns
-                .get(slot)
-                .and_then(Option::as_ref)
-                .is_some_and(|p| !p.is_open())
+        self.conns[slot].has_protocol() && self.protocols.upgrading(slot)
     }
 
     /// Queues protocol output (handshake response, pong, close frame) of
@@ -185,8 +85,7 @@ impl<C: Codec> Core<C> {
         payload: &[u8],
         shared: Option<Bytes>,
     ) -> Result<(), SendError> {
-        let mut out = std::mem::take(&mut self.protocols.out);
-        out.clear();
+        let mut out = self.protocols.take_out();
         let mut header = [0u8; MAX_PROTOCOL_HEADER];
         let framed = match self.protocols.get_mut(slot) {
             Some(p) => p.frame(kind, payload, &mut header, &mut out),
@@ -222,14 +121,14 @@ impl<C: Codec> Core<C> {
             }
             self.queued(slot, before);
         });
-        self.protocols.out = out;
+        self.protocols.put_out(out);
         result
     }
 
     /// A new message to fan out (a broadcast or a publish): what the
     /// protocols kept of the previous one goes.
     pub(super) fn begin_fanout(&mut self) {
-        self.protocols.fanout = None;
+        self.protocols.begin_fanout();
     }
 
     /// Queues a message being fanned out (see [`Self::begin_fanout`]) to
@@ -244,15 +143,14 @@ impl<C: Codec> Core<C> {
         if !self.conns[slot].has_protocol() {
             return self.enqueue_shared(slot, payload.clone());
         }
-        let mut out = std::mem::take(&mut self.protocols.out);
-        out.clear();
+        let mut out = self.protocols.take_out();
         let mut header = [0u8; MAX_PROTOCOL_HEADER];
-        let mut cache = self.protocols.fanout.take();
+        let mut cache = self.protocols.fanout_cache().take();
         let framed = match self.protocols.get_mut(slot) {
             Some(p) => p.frame_shared(kind, payload, &mut cache, &mut header, &mut out),
             None => Err(SendError::Closed),
         };
-        self.protocols.fanout = cache;
+        *self.protocols.fanout_cache() = cache;
         let result = framed.map(|framed| {
             let s = &mut self.conns[slot];
             let before = s.queue.len();
@@ -280,48 +178,41 @@ impl<C: Codec> Core<C> {
             }
             self.queued(slot, before);
         });
-        self.protocols.out = out;
+        self.protocols.put_out(out);
         result
     }
 
     /// A flushing close of a protocol connection: its goodbye (a close
     /// frame) before the transport's end.
     pub(super) fn protocol_goodbye(&mut self, slot: usize, reason: &CloseReason) {
-        let mut out = std::mem::take(&mut self.protocols.out);
+        let mut out = self.protocols.take_out();
         let Some(p) = self.protocols.get_mut(slot) else {
-            self.protocols.out = out;
+            self.protocols.put_out(out);
             return;
         };
-        out.clear();
         p.close(reason, self.clock.now(), &mut out);
         self.queue_raw(slot, &out);
-        self.protocols.out = out;
+        self.protocols.put_out(out);
     }
 
     /// A heartbeat of a protocol connection (a ping); false if its
     /// protocol has none.
     pub(super) fn protocol_heartbeat(&mut self, slot: usize) -> bool {
-        let mut out = std::mem::take(&mut self.protocols.out);
+        let mut out = self.protocols.take_out();
         let Some(p) = self.protocols.get_mut(slot) else {
-            self.protocols.out = out;
+            self.protocols.put_out(out);
             return false;
         };
-        out.clear();
         let sent = p.heartbeat(&mut out);
         self.queue_raw(slot, &out);
-        self.protocols.out = out;
+        self.protocols.put_out(out);
         sent
     }
 
     /// Closes the connections whose opening handshake is past its
     /// deadline (every tick).
     pub(super) fn expire_upgrades(&mut self) {
-        while let Some(&(slot, generation, deadline)) = self.protocols.upgrades.front() {
-            if deadline > self.clock.now() {
-                break;
-            }
-            self.protocols.upgrades.pop_front();
-            let slot = slot as usize;
+        while let Some((slot, generation)) = self.protocols.next_overdue_upgrade(self.clock.now()) {
             let s = &self.conns[slot];
             if s.generation == generation && s.state == SlotState::Open && self.upgrading(slot) {
                 self.stats.upgrade_timeouts += 1;
@@ -348,8 +239,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
         if paused {
             input.backlog.extend_from_slice(data);
         } else {
-            let mut buf = std::mem::take(&mut self.core.protocols.input);
-            buf.clear();
+            let mut buf = self.core.protocols.take_input();
             buf.extend_from_slice(&input.carry);
             buf.extend_from_slice(&input.backlog);
             buf.extend_from_slice(data);
@@ -366,10 +256,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                     input.backlog.extend_from_slice(rest);
                 }
             }
-            if buf.capacity() > RETAIN_SCRATCH {
-                buf = Vec::new();
-            }
-            self.core.protocols.input = buf;
+            self.core.protocols.put_input(buf);
         }
         // Frame timing (`frame_timeout`) of the message in progress; the
         // protocol is asked only when the timeout is on.
@@ -390,7 +277,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
     fn read_protocol(&mut self, slot: usize, generation: u32, buf: &mut [u8]) -> (usize, bool) {
         let conn = ConnId::new(self.core.index as u16, slot as u32, generation);
         let mut pos = 0;
-        let mut out = std::mem::take(&mut self.core.protocols.out);
+        let mut out = self.core.protocols.take_out();
         let mut need_more = false;
         loop {
             let s = &self.core.conns[slot];
@@ -479,7 +366,7 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                         break;
                     }
                     core.stats.messages_in += 1;
-                    core.protocols.current_kind = kind;
+                    core.protocols.set_current_kind(kind);
                     let owned;
                     let (message, shared): (&[u8], _) = match payload {
                         Payload::Input(a, b) => (&buf[start + a..start + b], None),
@@ -492,17 +379,14 @@ impl<C: Codec, H: Handler> Engine<C, H> {
                     let mut ctx = Context { core: &mut *core };
                     self.handler.on_message(&mut ctx, conn, state, message);
                     core.receives.handled();
-                    core.protocols.current_kind = MessageKind::Binary;
+                    core.protocols.set_current_kind(MessageKind::Binary);
                     if core.outbox.over_soft_limit() {
                         core.pause_for_outbox(slot);
                     }
                 }
             }
         }
-        if out.capacity() > RETAIN_SCRATCH {
-            out = Vec::new();
-        }
-        self.core.protocols.out = out;
+        self.core.protocols.put_out(out);
         (pos, need_more)
     }
 

@@ -13,7 +13,7 @@
 //!   the kernel) until the next message conforms; a heap of such
 //!   deadlines is looked at every turn.
 //! - Policy close: a message that does not conform closes the connection
-//!   with [`CloseReason::RateLimited`] instead of being delivered.
+//!   with [`crate::CloseReason::RateLimited`] instead of being delivered.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
