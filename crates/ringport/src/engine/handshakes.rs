@@ -8,14 +8,12 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-/// A plaintext scratch buffer keeps at most this much capacity between
-/// receives.
-const RETAIN_SCRATCH: usize = 256 * 1024;
+use super::scratch::Scratch;
 
 /// A shard's bookkeeping of handshakes (see the module docs).
 pub(crate) struct Handshakes {
     /// Plaintext of the receive being handled.
-    scratch: Vec<u8>,
+    scratch: Scratch,
     /// Connections in their transport's handshake: (slot, generation).
     pending: VecDeque<(u32, u32)>,
     /// Handshake places taken, and how many there are.
@@ -40,7 +38,7 @@ impl Handshakes {
     /// `places` handshake places (at least 1).
     pub fn new(places: usize) -> Self {
         Handshakes {
-            scratch: Vec::new(),
+            scratch: Scratch::default(),
             pending: VecDeque::new(),
             in_progress: 0,
             places: places.max(1),
@@ -106,17 +104,12 @@ impl Handshakes {
 
     /// The plaintext scratch buffer, empty.
     pub fn take_scratch(&mut self) -> Vec<u8> {
-        let mut plain = std::mem::take(&mut self.scratch);
-        plain.clear();
-        plain
+        self.scratch.take()
     }
 
-    /// Gives the scratch buffer back (dropped if it grew past
-    /// `RETAIN_SCRATCH`).
+    /// Gives the scratch buffer back ([`Scratch::put`]).
     pub fn put_scratch(&mut self, plain: Vec<u8>) {
-        if plain.capacity() <= RETAIN_SCRATCH {
-            self.scratch = plain;
-        }
+        self.scratch.put(plain);
     }
 }
 
@@ -174,19 +167,5 @@ mod tests {
         h.track(3, 30);
         h.keep_tracking(tracked);
         assert_eq!(Vec::from(h.take_tracked()), vec![(2, 20), (3, 30)]);
-    }
-
-    #[test]
-    fn the_scratch_buffer_is_reused_unless_it_grew_too_large() {
-        let mut h = Handshakes::new(1);
-        let mut plain = h.take_scratch();
-        plain.extend_from_slice(b"abc");
-        let kept = plain.as_ptr();
-        h.put_scratch(plain);
-        let again = h.take_scratch();
-        assert!(again.is_empty());
-        assert_eq!(again.as_ptr(), kept, "the same buffer");
-        h.put_scratch(Vec::with_capacity(RETAIN_SCRATCH + 1));
-        assert_eq!(h.take_scratch().capacity(), 0, "a large one is dropped");
     }
 }

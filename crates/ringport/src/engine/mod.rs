@@ -67,6 +67,7 @@ mod protocol_tests;
 mod protocols;
 mod rate;
 mod receives;
+mod scratch;
 mod screening;
 mod sends;
 #[cfg(test)]

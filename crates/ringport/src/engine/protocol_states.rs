@@ -10,11 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::paged::PagedTable;
+use super::scratch::Scratch;
 use crate::codec::Partial;
 use crate::protocol::{ConnProtocol, ListenerProtocol, MessageKind, SharedCache};
-
-/// The scratch buffers keep at most this much capacity between receives.
-const RETAIN_SCRATCH: usize = 256 * 1024;
 
 /// A shard's protocol connections (see the module docs).
 pub(crate) struct Protocols {
@@ -27,9 +25,9 @@ pub(crate) struct Protocols {
     count: usize,
     /// Received bytes being read (the connection's leftover, then the new
     /// ones).
-    input: Vec<u8>,
+    input: Scratch,
     /// The protocol's own output of one step.
-    out: Vec<u8>,
+    out: Scratch,
     /// Connections in their opening handshake: (slot, generation,
     /// deadline), earliest deadline first.
     upgrades: VecDeque<(u32, u32, Instant)>,
@@ -47,8 +45,8 @@ impl Protocols {
             listeners,
             conns: PagedTable::new(table),
             count: 0,
-            input: Vec::new(),
-            out: Vec::new(),
+            input: Scratch::default(),
+            out: Scratch::default(),
             upgrades: VecDeque::new(),
             current_kind: MessageKind::Binary,
             fanout: None,
@@ -145,31 +143,27 @@ impl Protocols {
     }
 
     /// The buffer a protocol step writes its own output to, empty.
+    #[inline]
     pub fn take_out(&mut self) -> Vec<u8> {
-        let mut out = std::mem::take(&mut self.out);
-        out.clear();
-        out
+        self.out.take()
     }
 
-    /// Gives the output buffer back (dropped if it grew large).
+    /// Gives the output buffer back ([`Scratch::put`]).
+    #[inline]
     pub fn put_out(&mut self, out: Vec<u8>) {
-        if out.capacity() <= RETAIN_SCRATCH {
-            self.out = out;
-        }
+        self.out.put(out);
     }
 
     /// The buffer received bytes are read from, empty.
+    #[inline]
     pub fn take_input(&mut self) -> Vec<u8> {
-        let mut input = std::mem::take(&mut self.input);
-        input.clear();
-        input
+        self.input.take()
     }
 
-    /// Gives the input buffer back (dropped if it grew large).
+    /// Gives the input buffer back ([`Scratch::put`]).
+    #[inline]
     pub fn put_input(&mut self, input: Vec<u8>) {
-        if input.capacity() <= RETAIN_SCRATCH {
-            self.input = input;
-        }
+        self.input.put(input);
     }
 
     /// A new message to fan out: what the protocols kept of the previous
@@ -241,19 +235,5 @@ mod tests {
         assert_eq!(p.next_overdue_upgrade(t0 + 2 * s), Some((3, 30)));
         assert_eq!(p.next_overdue_upgrade(t0 + 2 * s), None);
         assert_eq!(p.next_overdue_upgrade(t0 + 3 * s), Some((1, 10)));
-    }
-
-    #[test]
-    fn scratch_buffers_are_reused_unless_they_grew_too_large() {
-        let mut p = table();
-        let mut out = p.take_out();
-        out.extend_from_slice(b"pong");
-        let kept = out.as_ptr();
-        p.put_out(out);
-        let again = p.take_out();
-        assert!(again.is_empty());
-        assert_eq!(again.as_ptr(), kept);
-        p.put_input(Vec::with_capacity(RETAIN_SCRATCH + 1));
-        assert_eq!(p.take_input().capacity(), 0, "a large one is dropped");
     }
 }
